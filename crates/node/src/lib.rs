@@ -1,1 +1,32 @@
+//! The member core: client requests become raft proposals, committed entries
+//! are applied to the MVCC store, and each waiting client gets its answer.
+//!
+//! It owns the ordering guarantees: a write is acknowledged only after its
+//! entry is durable in the raft log and applied; a linearizable read waits for
+//! a raft read index to be applied before it touches the store.
 
+mod applier;
+pub mod ids;
+mod member;
+
+pub use member::{Member, MemberConfig, MemberStatus, ETCD_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Mvcc(keel_mvcc::MvccError),
+    #[error(transparent)]
+    Raft(keel_raft_node::RaftNodeError),
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("request is too large")]
+    RequestTooLarge,
+    #[error("member is stopping")]
+    Stopped,
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}

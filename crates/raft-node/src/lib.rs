@@ -1,1 +1,29 @@
+//! A raft member built on raft-rs: the raft log and hard state on disk
+//! ([`engine`], [`log_store`]) and the thread that drives the state machine
+//! ([`driver`]).
+//!
+//! This crate knows nothing about keys or etcd: proposals are opaque bytes
+//! and committed entries go to whatever implements [`Apply`].
 
+pub mod driver;
+pub mod engine;
+pub mod log_store;
+mod log;
+
+pub use driver::{Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, Transport};
+pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
+pub use log_store::RaftLogStore;
+pub use raft::prelude::{ConfChangeV2, Entry, EntryType, Message};
+pub use raft::ReadState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RaftNodeError {
+    #[error("raft log storage: {0}")]
+    Storage(String),
+    #[error("raft log is corrupt: {0}")]
+    Corrupt(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("raft node has stopped")]
+    Stopped,
+}

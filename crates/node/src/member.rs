@@ -1,0 +1,313 @@
+//! One Keel member: raft, the MVCC store and the applier wired together,
+//! with the client-facing operations the gRPC layer calls.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keel_mvcc::{KvStore, WriteResponse};
+use keel_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
+use keel_raft_node::{NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine};
+use parking_lot::Mutex;
+use prost::Message as _;
+use tokio::sync::oneshot;
+
+use crate::applier::{ApplySender, Applier, Waiters};
+use crate::{ids, NodeError};
+
+/// etcd's version this member speaks for (API level).
+pub const ETCD_VERSION: &str = "3.6.0";
+
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// This member's advertised peer URLs; with the token, they make its id.
+    pub peer_urls: Vec<String>,
+    pub cluster_token: String,
+    /// Encoded proposals larger than this are refused ("request is too large").
+    pub max_request_bytes: usize,
+    /// How long a client waits for its write or read to go through raft.
+    pub request_timeout: Duration,
+}
+
+impl MemberConfig {
+    pub fn new(name: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        MemberConfig {
+            name: name.into(),
+            data_dir: data_dir.into(),
+            peer_urls: vec!["http://localhost:2380".to_string()],
+            cluster_token: "etcd-cluster".to_string(),
+            max_request_bytes: 1536 * 1024,
+            // etcd: 5 s plus two election timeouts.
+            request_timeout: Duration::from_secs(7),
+        }
+    }
+}
+
+/// What `Status` reports about this member.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+}
+
+pub struct Member {
+    config: MemberConfig,
+    member_id: u64,
+    cluster_id: u64,
+    kv: Arc<KvStore>,
+    raft: RaftHandle,
+    waiters: Arc<Waiters>,
+    applied: Arc<AtomicU64>,
+    next_tag: AtomicU64,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    raft: RaftNode,
+    applier: std::thread::JoinHandle<()>,
+}
+
+impl Member {
+    /// Opens (or creates) the member's data under `data_dir/member` and starts
+    /// raft. Blocking: call it off the async runtime or before it starts.
+    pub fn start(config: MemberConfig) -> Result<Member, NodeError> {
+        let member_dir = config.data_dir.join("member");
+        std::fs::create_dir_all(&member_dir).map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
+        let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
+        let cluster_id = ids::cluster_id(&[member_id]);
+
+        let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
+        let applied_index = kv.consistent_index();
+        let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
+        let store = RaftLogStore::open(Box::new(engine), &[member_id]).map_err(NodeError::Raft)?;
+
+        let waiters = Arc::new(Waiters::default());
+        let applied = Arc::new(AtomicU64::new(applied_index));
+        let (events_tx, events_rx) = std::sync::mpsc::channel();
+        let applier = Applier::new(kv.clone(), waiters.clone(), applied.clone());
+        let applier = std::thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || applier.run(events_rx))
+            .map_err(|e| NodeError::Storage(format!("cannot start applier thread: {e}")))?;
+        let raft = RaftNode::start(
+            RaftConfig::new(member_id, vec![member_id], applied_index),
+            store,
+            Box::new(NoPeers),
+            Box::new(ApplySender(events_tx)),
+        )
+        .map_err(NodeError::Raft)?;
+
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        // etcd's request id layout: member id's low bits on top, so ids from
+        // different members never meet, then time, so restarts don't reuse ids.
+        let first_tag = ((member_id & 0xffff) << 48) | ((millis & 0xff_ffff_ffff) << 8);
+        tracing::info!(
+            name = %config.name,
+            member_id = %format!("{member_id:x}"),
+            cluster_id = %format!("{cluster_id:x}"),
+            applied_index,
+            "member started"
+        );
+        Ok(Member {
+            config,
+            member_id,
+            cluster_id,
+            kv,
+            raft: raft.handle(),
+            waiters,
+            applied,
+            next_tag: AtomicU64::new(first_tag),
+            running: Mutex::new(Some(Running { raft, applier })),
+        })
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The header every response carries, at the store's current revision.
+    pub fn header(&self) -> ResponseHeader {
+        self.header_at(self.kv.current_revision())
+    }
+
+    fn header_at(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.status().term(),
+        }
+    }
+
+    /// Fills in the header a store response carries (it knows only the revision).
+    fn stamp(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or_else(|| self.kv.current_revision(), |h| h.revision);
+        *header = Some(self.header_at(revision));
+    }
+
+    pub fn status(&self) -> MemberStatus {
+        let raft = self.raft.status();
+        MemberStatus {
+            member_id: self.member_id,
+            leader: raft.leader(),
+            raft_term: raft.term(),
+            raft_index: raft.commit_index(),
+            raft_applied_index: self.applied.load(Ordering::Acquire),
+            db_size: self.kv.db_size(),
+            db_size_in_use: self.kv.db_size_in_use(),
+        }
+    }
+
+    fn next_tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, NodeError> {
+        if !request.serializable {
+            self.wait_linearizable().await?;
+        }
+        let kv = self.kv.clone();
+        let mut response = tokio::task::spawn_blocking(move || kv.range(&request))
+            .await
+            .map_err(|e| NodeError::Storage(format!("range task: {e}")))?
+            .map_err(NodeError::Mvcc)?;
+        self.stamp(&mut response.header);
+        Ok(response)
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, NodeError> {
+        match self.propose(Request::Put(request)).await? {
+            WriteResponse::Put(mut response) => {
+                self.stamp(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(NodeError::Corrupt("put answered with another response".into())),
+        }
+    }
+
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, NodeError> {
+        match self.propose(Request::DeleteRange(request)).await? {
+            WriteResponse::DeleteRange(mut response) => {
+                self.stamp(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(NodeError::Corrupt("delete answered with another response".into())),
+        }
+    }
+
+    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, NodeError> {
+        match self.propose(Request::Txn(request)).await? {
+            WriteResponse::Txn(mut response) => {
+                self.stamp(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(NodeError::Corrupt("txn answered with another response".into())),
+        }
+    }
+
+    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, NodeError> {
+        match self.propose(Request::Compaction(request)).await? {
+            WriteResponse::Compact(mut response) => {
+                self.stamp(&mut response.header);
+                Ok(response)
+            }
+            _ => Err(NodeError::Corrupt("compaction answered with another response".into())),
+        }
+    }
+
+    /// Sends one write through raft and waits until this member applied it.
+    async fn propose(&self, request: Request) -> Result<WriteResponse, NodeError> {
+        let tag = self.next_tag();
+        let data = InternalRaftRequest { id: tag, request: Some(request) }.encode_to_vec();
+        if data.len() > self.config.max_request_bytes {
+            return Err(NodeError::RequestTooLarge);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.waiters.wait_write(tag, reply);
+            self.raft.propose(tag, data.clone()).map_err(|_| NodeError::Stopped)?;
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(Err(NodeError::NoLeader))) => {
+                    // Refused before it reached the log (an election is
+                    // running): proposing again cannot apply it twice.
+                    if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
+                        return Err(NodeError::NoLeader);
+                    }
+                    tokio::time::sleep(RETRY_AFTER_NO_LEADER).await;
+                }
+                Ok(Ok(result)) => return result,
+                Ok(Err(_)) => return Err(NodeError::Stopped),
+                Err(_) => {
+                    self.waiters.forget(tag);
+                    return Err(NodeError::Timeout);
+                }
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before now
+    /// (raft's read index), so a read sees every write acknowledged before it.
+    async fn wait_linearizable(&self) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        loop {
+            let tag = self.next_tag();
+            let (reply, answer) = oneshot::channel();
+            self.waiters.wait_read(tag, reply);
+            self.raft.read_index(tag).map_err(|_| NodeError::Stopped)?;
+            // raft-rs silently ignores read requests until the leader has
+            // committed an entry of its term, so a read that is not answered
+            // soon is asked again rather than waited for.
+            let attempt_deadline = (tokio::time::Instant::now() + READ_INDEX_RETRY).min(deadline);
+            match tokio::time::timeout_at(attempt_deadline, answer).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(NodeError::NoLeader))) => {
+                    if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
+                        return Err(NodeError::NoLeader);
+                    }
+                    tokio::time::sleep(RETRY_AFTER_NO_LEADER).await;
+                }
+                Ok(Ok(Err(err))) => return Err(err),
+                Ok(Err(_)) => return Err(NodeError::Stopped),
+                Err(_) => {
+                    self.waiters.forget(tag);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(NodeError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops raft and the applier; acknowledged writes are already durable in
+    /// the raft log, so nothing needs flushing. Blocking.
+    pub fn stop(&self) {
+        if let Some(running) = self.running.lock().take() {
+            running.raft.stop();
+            let _ = running.applier.join();
+        }
+    }
+}
+
+const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(50);
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);

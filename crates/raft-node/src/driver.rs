@@ -1,0 +1,382 @@
+//! The thread that owns the raft state machine.
+//!
+//! raft-rs is sans-IO: it is told about time, messages and proposals, and
+//! hands back `Ready`s saying what to persist, send and apply. One OS thread
+//! drives it (fsync is blocking work and must never stall the async runtime);
+//! everything else talks to it through an inbox of [`Command`]s.
+//!
+//! Batching: before each Ready the whole inbox is drained, so every proposal
+//! that arrived while the previous fsync was running rides the next one.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, ReadState, StateRole};
+
+use crate::log_store::RaftLogStore;
+use crate::RaftNodeError;
+
+/// Where outgoing raft messages go. The in-process implementation connects
+/// simulated members; the gRPC one (peer transport) real ones.
+pub trait Transport: Send + 'static {
+    fn send(&mut self, messages: Vec<Message>);
+    /// Called when a message to `to` could not be delivered.
+    fn unreachable(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+}
+
+/// A transport for a single-member cluster: there is nobody to talk to.
+pub struct NoPeers;
+
+impl Transport for NoPeers {
+    fn send(&mut self, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            tracing::warn!(count = messages.len(), "raft messages to peers of a single-member cluster dropped");
+        }
+    }
+}
+
+/// The receiving end of the log: the member's state machine.
+///
+/// Calls arrive on the raft thread in log order and must not block for long;
+/// implementations hand the work to their own applier.
+pub trait Apply: Send + 'static {
+    /// Entries committed by the cluster, in index order (normal entries and
+    /// configuration changes alike; configuration changes are already in
+    /// effect inside raft when this is called).
+    fn committed(&mut self, entries: Vec<Entry>);
+    /// Read index answers: `ctx` was committed-safe to read at `index`.
+    fn read_states(&mut self, states: Vec<ReadState>);
+    /// A proposal or read with this tag was refused locally (no leader, or
+    /// leadership in transfer); its caller should hear about it now rather
+    /// than time out.
+    fn dropped(&mut self, tag: u64);
+}
+
+/// Requests to the raft thread.
+pub enum Command {
+    Propose { tag: u64, data: Vec<u8> },
+    ReadIndex { tag: u64 },
+    Step(Message),
+    ProposeConfChange { tag: u64, change: ConfChangeV2 },
+    Campaign,
+    Shutdown,
+}
+
+/// Role, term and indexes published by the raft thread for everyone to read
+/// without a round trip.
+#[derive(Default, Debug)]
+pub struct RaftStatus {
+    term: AtomicU64,
+    leader: AtomicU64,
+    commit: AtomicU64,
+    last_index: AtomicU64,
+    role: AtomicU8,
+}
+
+impl RaftStatus {
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    /// The current leader's id, 0 when none is known.
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+    pub fn commit_index(&self) -> u64 {
+        self.commit.load(Ordering::Acquire)
+    }
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Acquire)
+    }
+    pub fn is_leader(&self) -> bool {
+        self.role.load(Ordering::Acquire) == StateRole::Leader as u8
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    pub id: u64,
+    /// Members of a new cluster; ignored when the log already has a configuration.
+    pub initial_voters: Vec<u64>,
+    pub tick_interval: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Last index the state machine has durably applied: raft resumes after it.
+    pub applied: u64,
+}
+
+impl RaftConfig {
+    /// etcd's defaults: 100 ms heartbeat, 1 s election timeout.
+    pub fn new(id: u64, initial_voters: Vec<u64>, applied: u64) -> Self {
+        RaftConfig {
+            id,
+            initial_voters,
+            tick_interval: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            applied,
+        }
+    }
+}
+
+/// The handle everyone else holds: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inbox: Sender<Command>,
+    status: Arc<RaftStatus>,
+}
+
+impl RaftHandle {
+    pub fn status(&self) -> &RaftStatus {
+        &self.status
+    }
+
+    fn send(&self, command: Command) -> Result<(), RaftNodeError> {
+        self.inbox.send(command).map_err(|_| RaftNodeError::Stopped)
+    }
+
+    /// Proposes `data` for the log; the outcome arrives through [`Apply`]
+    /// (committed entry, or `dropped(tag)`).
+    pub fn propose(&self, tag: u64, data: Vec<u8>) -> Result<(), RaftNodeError> {
+        self.send(Command::Propose { tag, data })
+    }
+
+    /// Asks for a linearizable read point; answered by `read_states` with
+    /// `ctx` = `tag` as 8 big-endian bytes.
+    pub fn read_index(&self, tag: u64) -> Result<(), RaftNodeError> {
+        self.send(Command::ReadIndex { tag })
+    }
+
+    pub fn step(&self, message: Message) -> Result<(), RaftNodeError> {
+        self.send(Command::Step(message))
+    }
+
+    pub fn propose_conf_change(&self, tag: u64, change: ConfChangeV2) -> Result<(), RaftNodeError> {
+        self.send(Command::ProposeConfChange { tag, change })
+    }
+
+    pub fn campaign(&self) -> Result<(), RaftNodeError> {
+        self.send(Command::Campaign)
+    }
+}
+
+/// The running raft thread. Dropping it without [`RaftNode::stop`] leaves the
+/// thread to end when the last handle goes.
+pub struct RaftNode {
+    handle: RaftHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RaftNode {
+    pub fn start(
+        config: RaftConfig,
+        store: RaftLogStore,
+        transport: Box<dyn Transport>,
+        apply: Box<dyn Apply>,
+    ) -> Result<RaftNode, RaftNodeError> {
+        let raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: config.applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        raft_config.validate()?;
+        let single_voter = store.conf_state().voters == [config.id];
+        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!("raft_id" => config.id));
+        let mut raw = RawNode::new(&raft_config, store, &logger)?;
+        if single_voter {
+            // Alone in the cluster: no reason to wait out an election timeout.
+            raw.campaign()?;
+        }
+        let (inbox, commands) = std::sync::mpsc::channel();
+        let status = Arc::new(RaftStatus::default());
+        let mut driver = Driver {
+            raw,
+            commands,
+            transport,
+            apply,
+            status: status.clone(),
+            tick_interval: config.tick_interval,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{:x}", config.id))
+            .spawn(move || driver.run())
+            .map_err(|e| RaftNodeError::Storage(format!("cannot start raft thread: {e}")))?;
+        Ok(RaftNode { handle: RaftHandle { inbox, status }, thread: Some(thread) })
+    }
+
+    pub fn handle(&self) -> RaftHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the raft thread after the Ready in progress; waits for it.
+    pub fn stop(mut self) {
+        let _ = self.handle.inbox.send(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Driver {
+    raw: RawNode<RaftLogStore>,
+    commands: Receiver<Command>,
+    transport: Box<dyn Transport>,
+    apply: Box<dyn Apply>,
+    status: Arc<RaftStatus>,
+    tick_interval: Duration,
+}
+
+impl Driver {
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => {
+                    if !self.handle(command) {
+                        return;
+                    }
+                    while let Ok(command) = self.commands.try_recv() {
+                        if !self.handle(command) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick += self.tick_interval;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.tick_interval;
+                }
+            }
+            for peer in self.transport.unreachable() {
+                self.raw.report_unreachable(peer);
+            }
+            if let Err(err) = self.on_ready() {
+                // The log can no longer be trusted to be durable; a member
+                // that keeps going could acknowledge writes it then loses.
+                tracing::error!(%err, "raft log write failed; stopping this member's raft");
+                return;
+            }
+        }
+    }
+
+    /// Returns false when the thread should stop.
+    fn handle(&mut self, command: Command) -> bool {
+        match command {
+            Command::Propose { tag, data } => {
+                if self.raw.propose(Vec::new(), data).is_err() {
+                    self.apply.dropped(tag);
+                }
+            }
+            Command::ReadIndex { tag } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    self.apply.dropped(tag);
+                } else {
+                    self.raw.read_index(tag.to_be_bytes().to_vec());
+                }
+            }
+            Command::Step(message) => {
+                if let Err(err) = self.raw.step(message) {
+                    tracing::debug!(%err, "raft message ignored");
+                }
+            }
+            Command::ProposeConfChange { tag, change } => {
+                if self.raw.propose_conf_change(Vec::new(), change).is_err() {
+                    self.apply.dropped(tag);
+                }
+            }
+            Command::Campaign => {
+                let _ = self.raw.campaign();
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftNodeError> {
+        if !self.raw.has_ready() {
+            self.publish_status();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            return Err(RaftNodeError::Corrupt("snapshots are not supported yet".into()));
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_committed(committed)?;
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        if !entries.is_empty() || hard_state.is_some() {
+            self.raw.mut_store().append(&entries, hard_state.as_ref())?;
+        }
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        if !ready.read_states().is_empty() {
+            self.apply.read_states(ready.take_read_states());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply_committed(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.publish_status();
+        Ok(())
+    }
+
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), RaftNodeError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for entry in &entries {
+            match entry.get_entry_type() {
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 if !entry.data.is_empty() => {
+                    let change: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
+                        let v1: raft::prelude::ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
+                            .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?;
+                        raft::prelude::ConfChangeI::into_v2(v1)
+                    } else {
+                        protobuf::Message::parse_from_bytes(&entry.data)
+                            .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?
+                    };
+                    let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.raw.mut_store().set_conf_state(conf_state)?;
+                }
+                _ => {}
+            }
+        }
+        self.apply.committed(entries);
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        self.status.term.store(raft.term, Ordering::Release);
+        self.status.leader.store(raft.leader_id, Ordering::Release);
+        self.status.commit.store(raft.raft_log.committed, Ordering::Release);
+        self.status.last_index.store(raft.raft_log.last_index(), Ordering::Release);
+        self.status.role.store(raft.state as u8, Ordering::Release);
+    }
+}

@@ -1,0 +1,288 @@
+//! The raft log and hard state: a durable [`LogEngine`] underneath, a
+//! recent-entries cache on top, together implementing [`raft::Storage`].
+//!
+//! raft-rs asks for entries and terms on its hot path (every Ready hands out
+//! committed entries read back from storage), so the tail of the log is kept
+//! in memory; older entries are read from the engine on demand.
+
+use std::collections::VecDeque;
+
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::engine::{LogEngine, LogWrite};
+use crate::RaftNodeError;
+
+/// How many recent entries stay in memory; enough for followers that are a
+/// little behind and for every committed-but-unapplied entry under load.
+const CACHE_ENTRIES: usize = 8192;
+
+pub struct RaftLogStore {
+    engine: Box<dyn LogEngine>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the entry before the first one kept (0/0 for a log
+    /// that was never compacted).
+    compacted: (u64, u64),
+    last_index: u64,
+    /// Contiguous tail of the log, ending at `last_index`.
+    cache: VecDeque<Entry>,
+}
+
+impl RaftLogStore {
+    /// Opens the log kept by `engine`. A log that has never been written is
+    /// bootstrapped with `voters` as its configuration and term 1, so the
+    /// first election is for term 2, as with etcd.
+    pub fn open(engine: Box<dyn LogEngine>, voters: &[u64]) -> Result<Self, RaftNodeError> {
+        let persisted = engine.load()?;
+        let mut store = RaftLogStore {
+            engine,
+            hard_state: persisted.hard_state,
+            conf_state: persisted.conf_state,
+            compacted: persisted.compacted,
+            last_index: persisted.last_index,
+            cache: VecDeque::new(),
+        };
+        if store.conf_state == ConfState::default() {
+            if store.last_index != 0 {
+                return Err(RaftNodeError::Corrupt("raft log has entries but no configuration".into()));
+            }
+            let mut conf_state = ConfState::default();
+            conf_state.set_voters(voters.to_vec());
+            let mut hard_state = HardState::default();
+            hard_state.set_term(1);
+            store.engine.write(LogWrite {
+                hard_state: Some(&hard_state),
+                conf_state: Some(&conf_state),
+                sync: true,
+                ..LogWrite::default()
+            })?;
+            store.conf_state = conf_state;
+            store.hard_state = hard_state;
+        }
+        let first_cached = store.last_index.saturating_sub(CACHE_ENTRIES as u64).max(store.compacted.0) + 1;
+        if first_cached <= store.last_index {
+            store.cache = store.engine.entries(first_cached, store.last_index + 1)?.into();
+        }
+        Ok(store)
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Durably appends `entries` (replacing any conflicting suffix) together
+    /// with `hard_state`, in one synced write.
+    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), RaftNodeError> {
+        let truncate_after = entries.first().map(|e| e.index - 1).filter(|&before| before < self.last_index);
+        if let Some(first) = entries.first() {
+            if first.index <= self.compacted.0 {
+                return Err(RaftNodeError::Corrupt(format!(
+                    "append at {} overlaps the compacted log (up to {})",
+                    first.index, self.compacted.0
+                )));
+            }
+            if first.index > self.last_index + 1 {
+                return Err(RaftNodeError::Corrupt(format!(
+                    "append at {} leaves a gap after {}",
+                    first.index, self.last_index
+                )));
+            }
+        }
+        self.engine.write(LogWrite {
+            truncate_after,
+            old_last_index: self.last_index,
+            entries,
+            hard_state,
+            sync: true,
+            ..LogWrite::default()
+        })?;
+        if let Some(hs) = hard_state {
+            self.hard_state = hs.clone();
+        }
+        if let Some(first) = entries.first() {
+            while self.cache.back().is_some_and(|e| e.index >= first.index) {
+                self.cache.pop_back();
+            }
+            if self.cache.back().is_some_and(|e| e.index + 1 != first.index) {
+                self.cache.clear();
+            }
+            self.cache.extend(entries.iter().cloned());
+            while self.cache.len() > CACHE_ENTRIES {
+                self.cache.pop_front();
+            }
+            self.last_index = entries.last().map_or(self.last_index, |e| e.index);
+        }
+        Ok(())
+    }
+
+    /// Records a commit index learnt after the entries were persisted. Not
+    /// synced: a lost commit index is relearnt from the leader or the quorum.
+    pub fn set_commit(&mut self, commit: u64) -> Result<(), RaftNodeError> {
+        self.hard_state.set_commit(commit);
+        let hs = self.hard_state.clone();
+        self.engine.write(LogWrite { hard_state: Some(&hs), ..LogWrite::default() })
+    }
+
+    pub fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), RaftNodeError> {
+        self.engine.write(LogWrite { conf_state: Some(&conf_state), sync: true, ..LogWrite::default() })?;
+        self.conf_state = conf_state;
+        Ok(())
+    }
+
+    fn first_index(&self) -> u64 {
+        self.compacted.0 + 1
+    }
+
+    fn cached(&self, index: u64) -> Option<&Entry> {
+        let first = self.cache.front()?.index;
+        if index < first {
+            return None;
+        }
+        self.cache.get((index - first) as usize)
+    }
+}
+
+fn storage_error(err: RaftNodeError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(err)))
+}
+
+impl raft::Storage for RaftLogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low < self.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let from_cache = self.cache.front().map_or(u64::MAX, |e| e.index);
+        if low < from_cache {
+            let upto = high.min(from_cache);
+            out = self.engine.entries(low, upto).map_err(storage_error)?;
+        }
+        for index in low.max(from_cache)..high {
+            match self.cached(index) {
+                Some(entry) => out.push(entry.clone()),
+                None => return Err(raft::Error::Store(StorageError::Unavailable)),
+            }
+        }
+        // raft-rs wants at least one entry even when it alone exceeds max_size.
+        let mut keep = 0;
+        for entry in &out {
+            size += protobuf::Message::compute_size(entry) as u64;
+            if keep > 0 && size > max_size {
+                break;
+            }
+            keep += 1;
+        }
+        out.truncate(keep);
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.compacted.0 {
+            return Ok(self.compacted.1);
+        }
+        if idx < self.compacted.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(entry) = self.cached(idx) {
+            return Ok(entry.term);
+        }
+        let entries = self.engine.entries(idx, idx + 1).map_err(storage_error)?;
+        entries.first().map(|e| e.term).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(RaftLogStore::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted yet, so followers always catch up from
+        // entries; state snapshots arrive with log compaction.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage;
+
+    use super::*;
+    use crate::engine::MemLogEngine;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8; 10].into();
+        e
+    }
+
+    #[test]
+    fn fresh_log_is_bootstrapped_at_term_one() {
+        let store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[7]).unwrap();
+        let state = store.initial_state().unwrap();
+        assert_eq!(state.hard_state.term, 1);
+        assert_eq!(state.conf_state.voters, vec![7]);
+        assert_eq!(Storage::first_index(&store).unwrap(), 1);
+        assert_eq!(Storage::last_index(&store).unwrap(), 0);
+        assert_eq!(store.term(0).unwrap(), 0);
+    }
+
+    #[test]
+    fn append_replaces_conflicting_suffix_and_survives_reopen() {
+        let engine = MemLogEngine::default();
+        let mut store = RaftLogStore::open(Box::new(engine.clone()), &[1]).unwrap();
+        store.append(&[entry(1, 2), entry(2, 2), entry(3, 2)], None).unwrap();
+        store.append(&[entry(2, 3)], None).unwrap();
+        assert_eq!(Storage::last_index(&store).unwrap(), 2);
+        assert_eq!(store.term(2).unwrap(), 3);
+        assert!(store.term(3).is_err());
+
+        let reopened = RaftLogStore::open(Box::new(engine), &[1]).unwrap();
+        assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
+        let ents = reopened.entries(1, 3, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(ents.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn entries_respect_max_size_but_return_at_least_one() {
+        let mut store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
+        store.append(&[entry(1, 2), entry(2, 2), entry(3, 2)], None).unwrap();
+        let one = store.entries(1, 4, 1, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(one.len(), 1);
+        let all = store.entries(1, 4, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn gap_in_append_is_refused() {
+        let mut store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
+        assert!(store.append(&[entry(2, 2)], None).is_err());
+    }
+}
