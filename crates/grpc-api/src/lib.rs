@@ -1,1 +1,62 @@
+//! etcd v3 gRPC services over a [`keel_node::Member`], served with tonic.
+//!
+//! Handlers are thin: check the request as etcd does ([`validate`]), call the
+//! member, and turn its errors into etcd's statuses ([`errors`], the only
+//! place that knows etcd's codes and messages).
 
+mod errors;
+mod kv;
+mod maintenance;
+mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use keel_node::Member;
+use keel_proto::etcdserverpb::kv_server::KvServer;
+use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use kv::KvService;
+pub use maintenance::MaintenanceService;
+
+/// etcd lets gRPC messages exceed --max-request-bytes by this much, so an
+/// oversized request reaches the server's own check and its etcd error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions { max_request_bytes: 1536 * 1024, max_txn_ops: 128 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("gRPC server: {0}")]
+pub struct ServeError(#[from] tonic::transport::Error);
+
+/// Serves every client service on `listener` until `shutdown` resolves, then
+/// lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    member: Arc<Member>,
+    options: ApiOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let max_message = options.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(kv)
+        .add_service(maintenance)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,47 @@
+//! Keel's wire types: the etcd v3 gRPC contract (etcd 3.6 API level) and
+//! Keel's internal raft payloads, generated from the workspace `proto/` tree
+//! by prost and tonic.
+//!
+//! Each protobuf package is a sibling top-level module because prost refers
+//! across packages as `super::<package>::...`. Services come with both tonic
+//! clients (`<service>_client`) and servers (`<service>_server`).
+//!
+//! This is the leaf of the crate graph: it holds no logic, only types.
 
+// Generated code: lints are the generator's business, not ours.
+#![allow(clippy::all, clippy::pedantic)]
+
+/// Keys, values and watch events (`mvccpb`).
+pub mod mvccpb {
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+}
+
+/// Users, roles and permissions as persisted by the auth store (`authpb`).
+pub mod authpb {
+    include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+}
+
+/// The etcd v3 client API: KV, Watch, Lease, Cluster, Maintenance and Auth
+/// services and their messages (`etcdserverpb`).
+pub mod etcdserverpb {
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+}
+
+/// The Lock service (`v3lockpb`).
+pub mod v3lockpb {
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+}
+
+/// The Election service (`v3electionpb`).
+pub mod v3electionpb {
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+}
+
+/// Keel-internal payloads carried in the raft log (`keelpb`); not part of the
+/// etcd contract.
+pub mod keelpb {
+    include!(concat!(env!("OUT_DIR"), "/keelpb.rs"));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,86 @@
-fn main() {}
+//! The `keel` binary: parse etcd-style flags, start the member, serve its
+//! client API until SIGTERM or SIGINT. Composition only; no logic lives here.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use keel_grpc_api::ApiOptions;
+use keel_node::{Member, MemberConfig};
+use tokio::net::TcpListener;
+
+use crate::config::{listen_addr, Flags};
+
+fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(flags.tracing_level())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(flags))
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let addrs = flags.listen_client_urls.iter().map(|url| listen_addr(url)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
+        listeners.push(listener);
+    }
+
+    let mut member_config = MemberConfig::new(flags.name.clone(), flags.data_dir());
+    member_config.peer_urls = flags.initial_advertise_peer_urls.clone();
+    member_config.cluster_token = flags.initial_cluster_token.clone();
+    member_config.max_request_bytes = flags.max_request_bytes;
+    let member = tokio::task::spawn_blocking(move || Member::start(member_config))
+        .await?
+        .context("cannot start the member")?;
+    let member = Arc::new(member);
+
+    let options = ApiOptions { max_request_bytes: flags.max_request_bytes, max_txn_ops: flags.max_txn_ops };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tracing::info!(addr = %listener.local_addr()?, "serving client requests");
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), shutdown));
+    }
+    tracing::info!(name = %flags.name, advertise = ?flags.advertise_client_urls, "ready to serve client requests");
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+        Some(result) = servers.join_next() => {
+            result?.context("client server stopped")?;
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(result) = servers.join_next().await {
+        if let Err(err) = result? {
+            tracing::warn!(%err, "client server ended with an error");
+        }
+    }
+    let stopping = member.clone();
+    tokio::task::spawn_blocking(move || stopping.stop()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

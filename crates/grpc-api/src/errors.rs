@@ -1,0 +1,52 @@
+//! The one place where Keel's errors become etcd's gRPC statuses. Codes and
+//! messages are etcd's (`api/v3rpc/rpctypes`): clients match on the strings.
+
+use keel_mvcc::MvccError;
+use keel_node::NodeError;
+use tonic::{Code, Status};
+
+pub(crate) const EMPTY_KEY: (Code, &str) = (Code::InvalidArgument, "etcdserver: key is not provided");
+pub(crate) const KEY_NOT_FOUND: (Code, &str) = (Code::InvalidArgument, "etcdserver: key not found");
+pub(crate) const VALUE_PROVIDED: (Code, &str) = (Code::InvalidArgument, "etcdserver: value is provided");
+pub(crate) const LEASE_PROVIDED: (Code, &str) = (Code::InvalidArgument, "etcdserver: lease is provided");
+pub(crate) const TOO_MANY_OPS: (Code, &str) = (Code::InvalidArgument, "etcdserver: too many operations in txn request");
+pub(crate) const DUPLICATE_KEY: (Code, &str) = (Code::InvalidArgument, "etcdserver: duplicate key given in txn request");
+pub(crate) const INVALID_SORT_OPTION: (Code, &str) = (Code::InvalidArgument, "etcdserver: invalid sort option");
+const COMPACTED: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
+const FUTURE_REV: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
+const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
+const REQUEST_TOO_LARGE: (Code, &str) = (Code::InvalidArgument, "etcdserver: request is too large");
+const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
+const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
+const STOPPED: (Code, &str) = (Code::Unavailable, "etcdserver: server stopped");
+const CORRUPT: (Code, &str) = (Code::DataLoss, "etcdserver: corrupt cluster");
+
+pub(crate) fn status((code, message): (Code, &str)) -> Status {
+    Status::new(code, message)
+}
+
+pub(crate) fn node_error(err: NodeError) -> Status {
+    match err {
+        NodeError::Mvcc(err) => mvcc_error(err),
+        NodeError::NoLeader => status(NO_LEADER),
+        NodeError::Timeout => status(TIMEOUT),
+        NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
+        NodeError::Stopped => status(STOPPED),
+        NodeError::Corrupt(detail) => {
+            tracing::error!(%detail, "corruption reported to a client");
+            status(CORRUPT)
+        }
+        // etcd answers errors it has no name for with Unknown and their text.
+        other => Status::new(Code::Unknown, other.to_string()),
+    }
+}
+
+fn mvcc_error(err: MvccError) -> Status {
+    match err {
+        MvccError::Compacted => status(COMPACTED),
+        MvccError::FutureRevision => status(FUTURE_REV),
+        MvccError::KeyNotFound => status(KEY_NOT_FOUND),
+        MvccError::LeaseNotFound => status(LEASE_NOT_FOUND),
+        other => Status::new(Code::Unknown, other.to_string()),
+    }
+}

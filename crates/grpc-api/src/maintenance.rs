@@ -1,0 +1,43 @@
+//! The Maintenance service. Status is what `etcdctl endpoint status` reads;
+//! the rest answers Unimplemented until the maintenance issue lands.
+
+use std::sync::Arc;
+
+use keel_node::{Member, ETCD_VERSION};
+use keel_proto::etcdserverpb::maintenance_server::Maintenance;
+use keel_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use tonic::{Request, Response, Status};
+
+/// etcd's default backend quota (--quota-backend-bytes), reported by Status.
+const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+
+pub struct MaintenanceService {
+    member: Arc<Member>,
+}
+
+impl MaintenanceService {
+    pub fn new(member: Arc<Member>) -> Self {
+        MaintenanceService { member }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self.member.status();
+        Ok(Response::new(StatusResponse {
+            header: Some(self.member.header()),
+            version: ETCD_VERSION.to_string(),
+            db_size: status.db_size,
+            leader: status.leader,
+            raft_index: status.raft_index,
+            raft_term: status.raft_term,
+            raft_applied_index: status.raft_applied_index,
+            db_size_in_use: status.db_size_in_use,
+            is_learner: false,
+            storage_version: ETCD_VERSION.to_string(),
+            db_size_quota: DEFAULT_QUOTA_BYTES,
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,201 @@
+//! Request checks etcd makes before a request reaches raft (`v3rpc/key.go`):
+//! a bad request is refused here and writes nothing.
+
+use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use keel_proto::etcdserverpb::request_op::Request;
+use keel_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use std::collections::HashSet;
+use tonic::Status;
+
+use crate::errors::{
+    status, DUPLICATE_KEY, EMPTY_KEY, INVALID_SORT_OPTION, KEY_NOT_FOUND, LEASE_PROVIDED, TOO_MANY_OPS, VALUE_PROVIDED,
+};
+
+pub(crate) fn check_range(request: &RangeRequest) -> Result<(), Status> {
+    if request.key.is_empty() {
+        return Err(status(EMPTY_KEY));
+    }
+    if SortOrder::try_from(request.sort_order).is_err() || SortTarget::try_from(request.sort_target).is_err() {
+        return Err(status(INVALID_SORT_OPTION));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_put(request: &PutRequest) -> Result<(), Status> {
+    if request.key.is_empty() {
+        return Err(status(EMPTY_KEY));
+    }
+    if request.ignore_value && !request.value.is_empty() {
+        return Err(status(VALUE_PROVIDED));
+    }
+    if request.ignore_lease && request.lease != 0 {
+        return Err(status(LEASE_PROVIDED));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_delete(request: &DeleteRangeRequest) -> Result<(), Status> {
+    if request.key.is_empty() {
+        return Err(status(EMPTY_KEY));
+    }
+    Ok(())
+}
+
+/// etcd's `checkTxnRequest` followed by its duplicate-key check.
+pub(crate) fn check_txn(request: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
+    check_txn_shape(request, max_txn_ops)?;
+    check_intervals(&request.success)?;
+    check_intervals(&request.failure)?;
+    Ok(())
+}
+
+fn check_txn_shape(request: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
+    let ops = request.compare.len().max(request.success.len()).max(request.failure.len());
+    if ops > max_txn_ops {
+        return Err(status(TOO_MANY_OPS));
+    }
+    if request.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(status(EMPTY_KEY));
+    }
+    for op in request.success.iter().chain(&request.failure) {
+        check_op(op, max_txn_ops)?;
+    }
+    Ok(())
+}
+
+fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), Status> {
+    match &op.request {
+        Some(Request::RequestRange(range)) => check_range(range),
+        Some(Request::RequestPut(put)) => check_put(put),
+        Some(Request::RequestDeleteRange(delete)) => check_delete(delete),
+        Some(Request::RequestTxn(txn)) => check_txn_shape(txn, max_txn_ops),
+        None => Err(status(KEY_NOT_FOUND)),
+    }
+}
+
+/// A deleted key range: `[key, end)`, or the single key when `end` is empty.
+struct Deleted {
+    key: Vec<u8>,
+    end: Vec<u8>,
+}
+
+impl Deleted {
+    fn contains(&self, key: &[u8]) -> bool {
+        if self.end.is_empty() {
+            self.key == key
+        } else {
+            self.key.as_slice() <= key && key < self.end.as_slice()
+        }
+    }
+}
+
+/// etcd's `checkIntervals`: within one branch a key may be put at most once
+/// and not also deleted; the two branches of a nested txn exclude each other.
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), Status> {
+    let mut deletes: Vec<Deleted> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => Some(Deleted { key: d.key.clone(), end: d.range_end.clone() }),
+            _ => None,
+        })
+        .collect();
+    let deleted = |deletes: &[Deleted], key: &[u8]| deletes.iter().any(|d| d.contains(key));
+    let mut puts: HashSet<Vec<u8>> = HashSet::new();
+    for op in ops {
+        let Some(Request::RequestTxn(txn)) = &op.request else { continue };
+        let (puts_then, deletes_then) = check_intervals(&txn.success)?;
+        let (puts_else, deletes_else) = check_intervals(&txn.failure)?;
+        for key in &puts_then {
+            if puts.contains(key) || deleted(&deletes, key) {
+                return Err(status(DUPLICATE_KEY));
+            }
+            puts.insert(key.clone());
+        }
+        for key in puts_else {
+            if (puts.contains(&key) && !puts_then.contains(&key)) || deleted(&deletes, &key) {
+                return Err(status(DUPLICATE_KEY));
+            }
+            puts.insert(key);
+        }
+        deletes.extend(deletes_then);
+        deletes.extend(deletes_else);
+    }
+    for op in ops {
+        let Some(Request::RequestPut(put)) = &op.request else { continue };
+        if puts.contains(&put.key) || deleted(&deletes, &put.key) {
+            return Err(status(DUPLICATE_KEY));
+        }
+        puts.insert(put.key.clone());
+    }
+    Ok((puts, deletes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> RequestOp {
+        RequestOp { request: Some(Request::RequestPut(PutRequest { key: key.into(), ..Default::default() })) }
+    }
+    fn delete(key: &str, end: &str) -> RequestOp {
+        RequestOp {
+            request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key.into(),
+                range_end: end.into(),
+                ..Default::default()
+            })),
+        }
+    }
+    fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+        TxnRequest { compare: vec![], success, failure }
+    }
+    fn message(result: Result<(), Status>) -> String {
+        result.err().map(|s| s.message().to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn duplicate_puts_in_one_branch_are_refused() {
+        let request = txn(vec![put("a"), put("a")], vec![]);
+        assert_eq!(message(check_txn(&request, 128)), DUPLICATE_KEY.1);
+    }
+
+    #[test]
+    fn put_inside_a_deleted_range_is_refused() {
+        let request = txn(vec![delete("a", "c"), put("b")], vec![]);
+        assert_eq!(message(check_txn(&request, 128)), DUPLICATE_KEY.1);
+        let request = txn(vec![delete("a", "c"), put("c")], vec![]);
+        assert!(check_txn(&request, 128).is_ok());
+    }
+
+    #[test]
+    fn same_key_in_both_branches_is_fine() {
+        let request = txn(vec![put("a")], vec![put("a")]);
+        assert!(check_txn(&request, 128).is_ok());
+        let nested = RequestOp { request: Some(Request::RequestTxn(txn(vec![put("a")], vec![put("a")]))) };
+        assert!(check_txn(&txn(vec![nested], vec![]), 128).is_ok());
+    }
+
+    #[test]
+    fn nested_put_clashing_with_outer_put_is_refused() {
+        let nested = RequestOp { request: Some(Request::RequestTxn(txn(vec![put("a")], vec![]))) };
+        assert_eq!(message(check_txn(&txn(vec![nested, put("a")], vec![]), 128)), DUPLICATE_KEY.1);
+    }
+
+    #[test]
+    fn too_many_ops_and_empty_keys() {
+        let request = txn((0..3).map(|i| put(&i.to_string())).collect(), vec![]);
+        assert_eq!(message(check_txn(&request, 2)), TOO_MANY_OPS.1);
+        assert_eq!(message(check_txn(&txn(vec![put("")], vec![]), 128)), EMPTY_KEY.1);
+        assert_eq!(message(check_txn(&txn(vec![RequestOp { request: None }], vec![]), 128)), KEY_NOT_FOUND.1);
+    }
+
+    #[test]
+    fn put_checks() {
+        let mut request = PutRequest { key: b"k".to_vec(), ignore_value: true, value: b"v".to_vec(), ..Default::default() };
+        assert_eq!(message(check_put(&request)), VALUE_PROVIDED.1);
+        request.value.clear();
+        request.ignore_lease = true;
+        request.lease = 5;
+        assert_eq!(message(check_put(&request)), LEASE_PROVIDED.1);
+    }
+}

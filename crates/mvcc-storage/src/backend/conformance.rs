@@ -1,0 +1,187 @@
+//! The behaviour every [`Backend`] must show, written once and run against
+//! each engine by `backend_conformance!`.
+
+use super::{Backend, Keyspace, WriteBatch};
+
+fn collect(b: &dyn Backend, space: Keyspace, start: &[u8], end: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    b.scan(space, start, end, &mut |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+        true
+    })
+    .unwrap();
+    out
+}
+
+fn put(b: &dyn Backend, space: Keyspace, k: &[u8], v: &[u8]) {
+    let mut wb = WriteBatch::new();
+    wb.put(space, k, v);
+    b.write(wb).unwrap();
+}
+
+pub fn empty_reads(b: &dyn Backend) {
+    for space in Keyspace::ALL {
+        assert_eq!(b.get(space, b"missing").unwrap(), None);
+        assert!(collect(b, space, b"", None).is_empty());
+    }
+    assert_eq!(b.multi_get(Keyspace::Revisions, &[b"a", b"b"]).unwrap(), vec![None, None]);
+}
+
+pub fn put_get_overwrite_delete(b: &dyn Backend) {
+    put(b, Keyspace::Revisions, b"k", b"v1");
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    put(b, Keyspace::Revisions, b"k", b"v2");
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    let mut wb = WriteBatch::new();
+    wb.delete(Keyspace::Revisions, b"k");
+    wb.delete(Keyspace::Revisions, b"never-existed");
+    b.write(wb).unwrap();
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap(), None);
+}
+
+pub fn keyspaces_are_separate(b: &dyn Backend) {
+    put(b, Keyspace::Revisions, b"same", b"rev");
+    put(b, Keyspace::Meta, b"same", b"meta");
+    assert_eq!(b.get(Keyspace::Revisions, b"same").unwrap().as_deref(), Some(&b"rev"[..]));
+    assert_eq!(b.get(Keyspace::Meta, b"same").unwrap().as_deref(), Some(&b"meta"[..]));
+    assert_eq!(collect(b, Keyspace::Meta, b"", None).len(), 1);
+}
+
+pub fn scan_is_ordered_and_half_open(b: &dyn Backend) {
+    let mut wb = WriteBatch::new();
+    // Inserted out of order, including bytes >= 0x80 to check unsigned order.
+    for k in [&b"b"[..], b"a", b"\xff", b"ab", b"c", b"\x80", b""] {
+        wb.put(Keyspace::Revisions, k, k);
+    }
+    b.write(wb).unwrap();
+    let keys = |start: &[u8], end: Option<&[u8]>| -> Vec<Vec<u8>> {
+        collect(b, Keyspace::Revisions, start, end).into_iter().map(|(k, _)| k).collect()
+    };
+    let all: Vec<Vec<u8>> =
+        [&b""[..], b"a", b"ab", b"b", b"c", b"\x80", b"\xff"].iter().map(|k| k.to_vec()).collect();
+    assert_eq!(keys(b"", None), all);
+    assert_eq!(keys(b"a", Some(b"b")), vec![b"a".to_vec(), b"ab".to_vec()]);
+    assert_eq!(keys(b"ab", Some(b"c")), vec![b"ab".to_vec(), b"b".to_vec()]);
+    assert_eq!(keys(b"b", Some(b"b")), Vec::<Vec<u8>>::new());
+    assert_eq!(keys(b"c", Some(b"a")), Vec::<Vec<u8>>::new());
+    assert_eq!(keys(b"\x80", None), vec![b"\x80".to_vec(), b"\xff".to_vec()]);
+    for (k, v) in collect(b, Keyspace::Revisions, b"", None) {
+        assert_eq!(k, v);
+    }
+}
+
+pub fn scan_stops_when_visitor_says_so(b: &dyn Backend) {
+    let mut wb = WriteBatch::new();
+    for i in 0u8..10 {
+        wb.put(Keyspace::Revisions, vec![i], vec![i]);
+    }
+    b.write(wb).unwrap();
+    let mut seen = Vec::new();
+    b.scan(Keyspace::Revisions, &[2], None, &mut |k, _| {
+        seen.push(k[0]);
+        seen.len() < 3
+    })
+    .unwrap();
+    assert_eq!(seen, vec![2, 3, 4]);
+}
+
+pub fn batch_ops_apply_in_order_across_keyspaces(b: &dyn Backend) {
+    let mut wb = WriteBatch::new();
+    wb.put(Keyspace::Revisions, b"x", b"1");
+    wb.delete(Keyspace::Revisions, b"x");
+    wb.put(Keyspace::Revisions, b"y", b"1");
+    wb.put(Keyspace::Revisions, b"y", b"2");
+    wb.put(Keyspace::Meta, b"m", b"3");
+    b.write(wb).unwrap();
+    assert_eq!(b.get(Keyspace::Revisions, b"x").unwrap(), None);
+    assert_eq!(b.get(Keyspace::Revisions, b"y").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(b.get(Keyspace::Meta, b"m").unwrap().as_deref(), Some(&b"3"[..]));
+    b.write(WriteBatch::new()).unwrap();
+}
+
+pub fn multi_get_keeps_request_order(b: &dyn Backend) {
+    let mut wb = WriteBatch::new();
+    wb.put(Keyspace::Revisions, b"1", b"one");
+    wb.put(Keyspace::Revisions, b"3", b"three");
+    b.write(wb).unwrap();
+    let got = b.multi_get(Keyspace::Revisions, &[b"3", b"2", b"1", b"3"]).unwrap();
+    assert_eq!(
+        got,
+        vec![Some(b"three".to_vec()), None, Some(b"one".to_vec()), Some(b"three".to_vec())]
+    );
+}
+
+pub fn binary_values_round_trip(b: &dyn Backend) {
+    let value: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    put(b, Keyspace::Revisions, b"\x00\x00big", &value);
+    assert_eq!(b.get(Keyspace::Revisions, b"\x00\x00big").unwrap(), Some(value));
+    put(b, Keyspace::Revisions, b"empty", b"");
+    assert_eq!(b.get(Keyspace::Revisions, b"empty").unwrap(), Some(Vec::new()));
+    b.sync().unwrap();
+}
+
+pub fn size_grows_with_data(b: &dyn Backend) {
+    let before = b.size();
+    let mut wb = WriteBatch::new();
+    for i in 0..1000u32 {
+        wb.put(Keyspace::Revisions, i.to_be_bytes(), vec![7u8; 100]);
+    }
+    b.write(wb).unwrap();
+    // Engines may pre-allocate (RocksDB memtable arenas), so only non-shrinking
+    // and non-zero are portable promises.
+    assert!(b.size() >= before && b.size() > 0, "size {} after {before}", b.size());
+    assert!(b.size_in_use() > 0);
+}
+
+/// Generates one `#[test]` per conformance case for an engine; `$make` is an
+/// expression building a fresh engine (it may bind guards such as temp dirs).
+macro_rules! backend_conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            backend_conformance!(@case $make;
+                empty_reads,
+                put_get_overwrite_delete,
+                keyspaces_are_separate,
+                scan_is_ordered_and_half_open,
+                scan_stops_when_visitor_says_so,
+                batch_ops_apply_in_order_across_keyspaces,
+                multi_get_keeps_request_order,
+                binary_values_round_trip,
+                size_grows_with_data);
+        }
+    };
+    (@case $make:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                let (_guard, backend) = $make;
+                $crate::backend::conformance::$case(&backend);
+            }
+        )*
+    };
+}
+
+backend_conformance!(mem, ((), crate::backend::MemBackend::new()));
+backend_conformance!(rocks, {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = crate::backend::RocksBackend::open(dir.path()).unwrap();
+    (dir, backend)
+});
+
+/// RocksDB keeps its data across a close and reopen of the directory.
+#[test]
+fn rocks_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
+        let mut wb = WriteBatch::new();
+        wb.put(Keyspace::Revisions, b"k", b"v");
+        wb.put(Keyspace::Meta, b"m", b"w");
+        b.write(wb).unwrap();
+    }
+    let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(b.get(Keyspace::Meta, b"m").unwrap().as_deref(), Some(&b"w"[..]));
+}

@@ -1,0 +1,163 @@
+//! The storage engine under the MVCC store: a few ordered byte keyspaces with
+//! point reads, forward range scans and atomic write batches.
+//!
+//! The trait is deliberately small so the in-memory engine (always compiled,
+//! used by tests and `--experimental-in-memory` style setups) and RocksDB
+//! behave the same; `conformance` holds the one test suite both must pass.
+//! Nothing above this module may depend on RocksDB types.
+//!
+//! Invariants every engine keeps:
+//! - keys within a keyspace iterate in unsigned byte order;
+//! - a [`WriteBatch`] is applied atomically across keyspaces, and its
+//!   operations apply in order (a later op on the same key wins);
+//! - reads observe every batch whose `write` returned.
+//!
+//! Writes are not fsynced by default: Keel's raft log is the durable record,
+//! and on restart entries after the persisted `consistent_index` are applied
+//! again. [`Backend::sync`] forces everything written so far to stable storage
+//! (used before snapshots and at shutdown).
+
+mod mem;
+mod rocks;
+
+#[cfg(test)]
+mod conformance;
+
+pub use mem::MemBackend;
+pub use rocks::{RocksBackend, RocksOptions};
+
+/// The separate keyspaces (RocksDB column families; etcd's bolt buckets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Keyspace {
+    /// Revision key -> prost-encoded `mvccpb::KeyValue` (etcd's `key` bucket).
+    Revisions,
+    /// Small bookkeeping values such as `consistent_index` (etcd's `meta` bucket).
+    Meta,
+}
+
+impl Keyspace {
+    pub const ALL: [Keyspace; 2] = [Keyspace::Revisions, Keyspace::Meta];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyspace::Revisions => "key",
+            Keyspace::Meta => "meta",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Keyspace::Revisions => 0,
+            Keyspace::Meta => 1,
+        }
+    }
+}
+
+/// A failure of the storage engine itself (I/O, corruption detected by the
+/// engine). Always fatal for the store: the caller cannot fix it by retrying
+/// the same request.
+#[derive(Debug, thiserror::Error)]
+#[error("storage backend: {message}")]
+pub struct BackendError {
+    message: String,
+}
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        BackendError { message: message.into() }
+    }
+}
+
+impl From<rocksdb::Error> for BackendError {
+    fn from(e: rocksdb::Error) -> Self {
+        BackendError::new(e.into_string())
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    Put { space: Keyspace, key: Vec<u8>, value: Vec<u8> },
+    Delete { space: Keyspace, key: Vec<u8> },
+}
+
+/// An ordered list of puts and deletes applied atomically by [`Backend::write`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        WriteBatch { ops: Vec::with_capacity(n) }
+    }
+
+    pub fn put(&mut self, space: Keyspace, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::Put { space, key: key.into(), value: value.into() });
+    }
+
+    pub fn delete(&mut self, space: Keyspace, key: impl Into<Vec<u8>>) {
+        self.ops.push(BatchOp::Delete { space, key: key.into() });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+
+    pub fn into_ops(self) -> Vec<BatchOp> {
+        self.ops
+    }
+}
+
+/// Called for each entry of a scan, in key order; return `false` to stop.
+pub type ScanVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> bool + 'a;
+
+/// An ordered key/value engine. Blocking: call it off the async runtime.
+pub trait Backend: Send + Sync + 'static {
+    /// The value stored under `key`, if any.
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Values for many keys at once, in the order of `keys`. Engines that can
+    /// batch point lookups (RocksDB's MultiGet) override this.
+    fn multi_get(
+        &self,
+        space: Keyspace,
+        keys: &[&[u8]],
+    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+        keys.iter().map(|k| self.get(space, k)).collect()
+    }
+
+    /// Visits the entries with `start <= key < end` (no upper bound when `end`
+    /// is `None`) in ascending key order until `visit` returns `false`.
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), BackendError>;
+
+    /// Applies `batch` atomically.
+    fn write(&self, batch: WriteBatch) -> Result<(), BackendError>;
+
+    /// Makes every write that has returned durable on stable storage.
+    fn sync(&self) -> Result<(), BackendError>;
+
+    /// Bytes the engine occupies (etcd's `db_size`); may be approximate.
+    fn size(&self) -> u64;
+
+    /// Bytes holding live data (etcd's `db_size_in_use`); may be approximate.
+    fn size_in_use(&self) -> u64;
+}

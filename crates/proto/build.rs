@@ -1,0 +1,36 @@
+//! Generates the Rust types and tonic stubs from the workspace `proto/` tree.
+//!
+//! protoc comes from `protoc-bin-vendored` and is handed to prost-build
+//! directly. We never set the `PROTOC` environment variable: it would leak into
+//! other crates' build scripts that pick their own protoc.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "mvccpb/kv.proto",
+    "authpb/auth.proto",
+    "etcdserverpb/rpc.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
+    "keelpb/internal.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let proto_root = manifest_dir.join("../../proto");
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+
+    let files: Vec<PathBuf> = PROTOS.iter().map(|p| proto_root.join(p)).collect();
+
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Services grow method by method across issues; an unwritten method
+        // answers Unimplemented, as etcd does for methods it lacks.
+        .generate_default_stubs(true)
+        .compile_with_config(config, &files, &[proto_root])?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Command-line flags, named and defaulted as etcd's so existing scripts and
+//! unit files work unchanged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "keel", version, about = "Keel: an etcd v3 compatible key/value store")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Path to the data directory [default: ${name}.etcd].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Comma-separated URLs to listen on for client traffic.
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub listen_client_urls: Vec<String>,
+    /// Comma-separated client URLs this member advertises to the cluster.
+    #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+    /// Comma-separated URLs to listen on for peer traffic (multi-member clusters).
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub listen_peer_urls: Vec<String>,
+    /// This member's peer URLs to advertise to the rest of the cluster; they
+    /// and the token determine the member id.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster token for the etcd cluster during bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    pub max_request_bytes: usize,
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Log level: debug, info, warn, error.
+    #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    pub log_level: String,
+}
+
+impl Flags {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    pub fn tracing_level(&self) -> &str {
+        match self.log_level.as_str() {
+            "panic" | "fatal" => "error",
+            other => other,
+        }
+    }
+}
+
+/// Turns `http://host:port` into an address to bind. `localhost` means the
+/// IPv4 loopback, as Go's listener (and so etcd) picks it.
+pub fn listen_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => bail!("{url}: TLS client URLs are not supported yet"),
+        Some((scheme, _)) => bail!("{url}: unsupported scheme {scheme:?} (expected http)"),
+        None => bail!("{url}: expected a URL such as http://127.0.0.1:2379"),
+    };
+    let host_port = rest.trim_end_matches('/');
+    if host_port.contains('/') {
+        bail!("{url}: a listen URL cannot have a path");
+    }
+    let (host, port) = host_port.rsplit_once(':').with_context(|| format!("{url}: missing port"))?;
+    let port: u16 = port.parse().with_context(|| format!("{url}: bad port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = match host {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        "" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        other => other.parse().with_context(|| format!("{url}: host must be an IP address or localhost"))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_urls() {
+        assert_eq!(listen_addr("http://localhost:2379").unwrap(), "127.0.0.1:2379".parse().unwrap());
+        assert_eq!(listen_addr("http://0.0.0.0:1/").unwrap(), "0.0.0.0:1".parse().unwrap());
+        assert_eq!(listen_addr("http://[::1]:5").unwrap(), "[::1]:5".parse().unwrap());
+        assert!(listen_addr("https://localhost:2379").is_err());
+        assert!(listen_addr("localhost:2379").is_err());
+        assert!(listen_addr("http://localhost").is_err());
+        assert!(listen_addr("http://example.com:80").is_err());
+    }
+
+    #[test]
+    fn etcd_defaults() {
+        let flags = Flags::parse_from(["keel"]);
+        assert_eq!(flags.data_dir(), PathBuf::from("default.etcd"));
+        assert_eq!(flags.max_request_bytes, 1_572_864);
+        assert_eq!(flags.max_txn_ops, 128);
+        assert!(Flags::try_parse_from(["keel", "--no-such-flag"]).is_err());
+    }
+}
