@@ -352,15 +352,13 @@ impl Driver {
         }
         for entry in &entries {
             match entry.get_entry_type() {
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 if !entry.data.is_empty() => {
-                    let change: ConfChangeV2 = if entry.get_entry_type() == EntryType::EntryConfChange {
-                        let v1: raft::prelude::ConfChange = protobuf::Message::parse_from_bytes(&entry.data)
-                            .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?;
-                        raft::prelude::ConfChangeI::into_v2(v1)
-                    } else {
-                        protobuf::Message::parse_from_bytes(&entry.data)
-                            .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?
-                    };
+                EntryType::EntryConfChange if !entry.data.is_empty() => {
+                    // Keel proposes only V2 changes; a V1 change in the log came from elsewhere.
+                    return Err(RaftNodeError::Corrupt(format!("entry {} is a V1 conf change", entry.index)));
+                }
+                EntryType::EntryConfChangeV2 if !entry.data.is_empty() => {
+                    let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
+                        .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state)?;
                 }

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState};
 
 use crate::RaftNodeError;
