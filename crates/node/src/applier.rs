@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-use keel_mvcc::{KvStore, LeaseLookup, WriteRequest, WriteResponse};
+use keel_mvcc::{KvStore, MvccError, NoLeases, WriteRequest, WriteResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
 use keel_raft_node::{Apply, Entry, EntryType, ReadState};
 use parking_lot::Mutex;
@@ -61,15 +61,6 @@ impl Apply for ApplySender {
     }
     fn dropped(&mut self, tag: u64) {
         let _ = self.0.send(ApplyEvent::Dropped(tag));
-    }
-}
-
-/// Leases arrive with the lease manager; until then no lease exists.
-struct NoLeasesYet;
-
-impl LeaseLookup for NoLeasesYet {
-    fn exists(&self, _lease_id: i64) -> bool {
-        false
     }
 }
 
@@ -129,17 +120,18 @@ impl Applier {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
             let result = match &request.request {
-                Some(Request::Put(put)) => self.kv.apply(index, WriteRequest::Put(put), &NoLeasesYet),
-                Some(Request::DeleteRange(delete)) => self.kv.apply(index, WriteRequest::DeleteRange(delete), &NoLeasesYet),
-                Some(Request::Txn(txn)) => self.kv.apply(index, WriteRequest::Txn(txn), &NoLeasesYet),
-                Some(Request::Compaction(compact)) => self.kv.apply(index, WriteRequest::Compact(compact), &NoLeasesYet),
+                Some(Request::Put(put)) => self.kv.apply(index, WriteRequest::Put(put), &NoLeases),
+                Some(Request::DeleteRange(delete)) => self.kv.apply(index, WriteRequest::DeleteRange(delete), &NoLeases),
+                Some(Request::Txn(txn)) => self.kv.apply(index, WriteRequest::Txn(txn), &NoLeases),
+                Some(Request::Compaction(compact)) => self.kv.apply(index, WriteRequest::Compact(compact), &NoLeases),
+                // Leases arrive with the lease manager (until then, no lease exists).
                 Some(Request::LeaseGrant(_)) | Some(Request::LeaseRevoke(_)) | None => {
-                    Err(keel_mvcc::MvccError::Unsupported("lease requests".into()))
+                    Err(MvccError::Unsupported("lease requests".into()))
                 }
             };
             let result = match result {
                 Ok(outcome) => Ok(outcome.response),
-                Err(keel_mvcc::MvccError::Storage(err)) => return Err(NodeError::Storage(err.to_string())),
+                Err(err) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
                 Err(err) => Err(NodeError::Mvcc(err)),
             };
             if let Some(reply) = self.waiters.writes.lock().remove(&request.id) {

@@ -216,6 +216,21 @@ impl Member {
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, NodeError> {
+        if keel_mvcc::is_txn_read_only(&request) {
+            // As etcd: a txn that only reads is served like a Range, without
+            // a trip through the log.
+            if !txn_is_serializable(&request) {
+                self.wait_linearizable().await?;
+            }
+            let kv = self.kv.clone();
+            let mut response = tokio::task::spawn_blocking(move || kv.read_txn(&request))
+                .await
+                .map_err(|e| NodeError::Storage(format!("txn task: {e}")))?
+                .ok_or_else(|| NodeError::Corrupt("read-only txn refused by the store".into()))?
+                .map_err(NodeError::Mvcc)?;
+            self.stamp(&mut response.header);
+            return Ok(response);
+        }
         match self.propose(Request::Txn(request)).await? {
             WriteResponse::Txn(mut response) => {
                 self.stamp(&mut response.header);
@@ -307,6 +322,15 @@ impl Member {
             let _ = running.applier.join();
         }
     }
+}
+
+/// etcd's `isTxnSerializable`: every range in both branches is serializable.
+fn txn_is_serializable(request: &TxnRequest) -> bool {
+    use keel_proto::etcdserverpb::request_op::Request as Op;
+    request.success.iter().chain(&request.failure).all(|op| match &op.request {
+        Some(Op::RequestRange(range)) => range.serializable,
+        _ => false,
+    })
 }
 
 const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(50);
