@@ -192,7 +192,7 @@ impl RaftNode {
         };
         raft_config.validate()?;
         let single_voter = store.conf_state().voters == [config.id];
-        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!("raft_id" => config.id));
+        let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
         let mut raw = RawNode::new(&raft_config, store, &logger)?;
         if single_voter {
             // Alone in the cluster: no reason to wait out an election timeout.

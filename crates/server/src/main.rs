@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(flags.tracing_level())),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(flags))
@@ -63,15 +64,28 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    while let Some(result) = servers.join_next().await {
-        if let Err(err) = result? {
-            tracing::warn!(%err, "client server ended with an error");
+    // In-flight requests get a moment to finish; idle client connections
+    // (a watcher, a pooled channel) would otherwise hold shutdown forever.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(result) = servers.join_next().await {
+            match result {
+                Ok(Err(err)) => tracing::warn!(%err, "client server ended with an error"),
+                Err(err) => tracing::warn!(%err, "client server task failed"),
+                Ok(Ok(())) => {}
+            }
         }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("closing client connections still open after {SHUTDOWN_GRACE:?}");
+        servers.abort_all();
     }
     let stopping = member.clone();
     tokio::task::spawn_blocking(move || stopping.stop()).await?;
     Ok(())
 }
+
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};

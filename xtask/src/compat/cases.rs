@@ -1,0 +1,387 @@
+//! The script: etcdctl invocations run in order against a fresh, empty single-member cluster.
+//!
+//! Cases build on each other's state, so revisions are deterministic: the `--rev` numbers and
+//! comments below assume every earlier case ran (a failed write on the server under test
+//! shows up as a diff in its own case and shifts later ones). Ids are stable: they are what
+//! `docs/compat.md` refers to. Append new cases at the end of a section only when no later
+//! `--rev` depends on the revision count, otherwise recheck those numbers with
+//! `cargo xtask compat --only etcd --verbose`.
+//!
+//! etcdctl 3.4 has no `get --count-only` nor `--min-mod-rev`-style filters (3.5 added them);
+//! counts are covered by the `count` field of the json cases, `--limit` ones above all.
+//! Sorted ranges stay at twelve keys or fewer: etcd sorts with Go's `sort.Sort`, which is an
+//! (order-preserving) insertion sort up to twelve elements, so equal keys keep key order in
+//! both directions; above that the order of ties is an artefact of pdqsort.
+
+/// How a case's output is normalised; see `normalise.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Plain,
+    /// `endpoint status`: implementation-specific fields are masked as well.
+    EndpointStatus,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub id: &'static str,
+    /// etcdctl arguments after the global `--endpoints` and timeout flags.
+    pub args: &'static [&'static str],
+    /// Fed to etcdctl's stdin (`txn` reads its script from there).
+    pub stdin: Option<&'static str>,
+    pub kind: Kind,
+}
+
+const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        id,
+        args,
+        stdin: None,
+        kind: Kind::Plain,
+    }
+}
+
+const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        id,
+        args,
+        stdin: None,
+        kind: Kind::EndpointStatus,
+    }
+}
+
+/// `etcdctl txn` reads compares, success ops and failure ops, each block ended by an empty
+/// line; `script` is written the same way.
+const fn txn(id: &'static str, args: &'static [&'static str], script: &'static str) -> Case {
+    Case {
+        id,
+        args,
+        stdin: Some(script),
+        kind: Kind::Plain,
+    }
+}
+
+#[rustfmt::skip]
+pub static CASES: &[Case] = &[
+    // ---- A fresh member (revision 1).
+    case("endpoint-health", &["endpoint", "health"]),
+    case("endpoint-health-json", &["endpoint", "health", "-w", "json"]),
+    status("endpoint-status-initial", &["endpoint", "status"]),
+    status("endpoint-status-initial-json", &["endpoint", "status", "-w", "json"]),
+    status("endpoint-status-initial-table", &["endpoint", "status", "-w", "table"]),
+    status("endpoint-status-initial-fields", &["endpoint", "status", "-w", "fields"]),
+    case("get-all-empty-store", &["get", "", "--prefix"]),
+    case("get-all-empty-store-json", &["get", "", "--prefix", "-w", "json"]),
+    case("get-empty-key", &["get", ""]),
+    case("get-empty-key-json", &["get", "", "-w", "json"]),
+    // ---- put
+    case("put-plain", &["put", "foo", "bar"]), // rev 2
+    case("put-plain-json", &["put", "bar", "baz", "-w", "json"]), // rev 3
+    case("put-overwrite", &["put", "foo", "bar2"]), // rev 4, foo version 2
+    case("put-prev-kv", &["put", "foo", "bar3", "--prev-kv"]), // rev 5
+    case("put-prev-kv-json", &["put", "foo", "bar4", "--prev-kv", "-w", "json"]), // rev 6
+    case("put-prev-kv-new-key", &["put", "fresh", "v1", "--prev-kv"]), // rev 7
+    case("put-prev-kv-new-key-json", &["put", "fresh2", "v1", "--prev-kv", "-w", "json"]), // rev 8
+    case("put-ignore-value", &["put", "foo", "--ignore-value"]), // rev 9
+    case("put-ignore-value-prev-kv-json", &["put", "foo", "--ignore-value", "--prev-kv", "-w", "json"]), // rev 10
+    case("put-ignore-value-missing-key", &["put", "missing", "--ignore-value"]),
+    case("put-ignore-value-missing-key-json", &["put", "missing", "--ignore-value", "-w", "json"]),
+    case("put-ignore-lease", &["put", "foo", "bar5", "--ignore-lease"]), // rev 11
+    case("put-ignore-lease-json", &["put", "bar", "baz2", "--ignore-lease", "-w", "json"]), // rev 12
+    case("put-ignore-lease-missing-key", &["put", "missing", "v", "--ignore-lease"]),
+    case("put-ignore-value-and-lease", &["put", "foo", "--ignore-value", "--ignore-lease"]), // rev 13
+    case("put-unknown-lease", &["put", "foo", "v", "--lease=1234"]),
+    case("put-unknown-lease-json", &["put", "foo", "v", "--lease=1234", "-w", "json"]),
+    case("put-empty-key", &["put", "", "v"]),
+    case("put-empty-key-json", &["put", "", "v", "-w", "json"]),
+    case("put-empty-value", &["put", "empty", ""]), // rev 14
+    case("put-utf8", &["put", "ключ", "значение"]), // rev 15
+    case("put-space", &["put", "sp ace", "v v"]), // rev 16
+    case("put-multiline-value", &["put", "nl", "line1\nline2"]), // rev 17
+    case("get-after-puts-fields", &["get", "foo", "-w", "fields"]),
+    case("get-after-puts-json", &["get", "", "--prefix", "-w", "json"]),
+    case("get-utf8-json", &["get", "ключ", "-w", "json"]),
+    case("get-space-hex", &["get", "sp ace", "--hex"]),
+    case("get-multiline-value", &["get", "nl"]),
+    case("get-empty-value-json", &["get", "empty", "-w", "json"]),
+    // ---- Keys for ranges and sorting: s/a..s/f, six keys (revs 18..27).
+    case("put-seed-s-a", &["put", "s/a", "5"]),
+    case("put-seed-s-b", &["put", "s/b", "3"]),
+    case("put-seed-s-c", &["put", "s/c", "4"]),
+    case("put-seed-s-d", &["put", "s/d", "1"]),
+    case("put-seed-s-e", &["put", "s/e", "9"]),
+    case("put-seed-s-f", &["put", "s/f", "2", "-w", "json"]),
+    case("put-seed-s-b-again", &["put", "s/b", "8"]),
+    case("put-seed-s-e-again", &["put", "s/e", "6"]),
+    case("put-seed-s-e-third", &["put", "s/e", "0", "--prev-kv"]),
+    case("put-seed-s-c-same-value", &["put", "s/c", "4", "--prev-kv", "-w", "json"]),
+    // ---- get
+    case("get-single", &["get", "foo"]),
+    case("get-single-json", &["get", "foo", "-w", "json"]),
+    case("get-missing", &["get", "nothere"]),
+    case("get-missing-json", &["get", "nothere", "-w", "json"]),
+    case("get-prefix", &["get", "s/", "--prefix"]),
+    case("get-prefix-json", &["get", "s/", "--prefix", "-w", "json"]),
+    case("get-prefix-no-match-json", &["get", "nope/", "--prefix", "-w", "json"]),
+    case("get-from-key", &["get", "s/c", "--from-key"]),
+    case("get-from-key-json", &["get", "s/c", "--from-key", "-w", "json"]),
+    case("get-from-key-keys-only", &["get", "", "--from-key", "--keys-only"]),
+    case("get-range", &["get", "s/b", "s/e"]),
+    case("get-range-json", &["get", "s/b", "s/e", "-w", "json"]),
+    case("get-range-empty-json", &["get", "s/x", "s/z", "-w", "json"]),
+    case("get-limit", &["get", "s/", "--prefix", "--limit=2"]),
+    case("get-limit-json", &["get", "s/", "--prefix", "--limit=2", "-w", "json"]),
+    case("get-limit-above-count-json", &["get", "s/", "--prefix", "--limit=100", "-w", "json"]),
+    case("get-sort-key-ascend-json", &["get", "s/", "--prefix", "--sort-by=KEY", "--order=ASCEND", "-w", "json"]),
+    case("get-sort-key-descend", &["get", "s/", "--prefix", "--sort-by=KEY", "--order=DESCEND"]),
+    case("get-order-descend-only", &["get", "s/", "--prefix", "--order=DESCEND"]),
+    case("get-sort-version-ascend", &["get", "s/", "--prefix", "--sort-by=VERSION", "--order=ASCEND"]),
+    case("get-sort-version-descend", &["get", "s/", "--prefix", "--sort-by=VERSION", "--order=DESCEND"]),
+    case("get-sort-version-descend-json", &["get", "s/", "--prefix", "--sort-by=VERSION", "--order=DESCEND", "-w", "json"]),
+    case("get-sort-create-ascend", &["get", "s/", "--prefix", "--sort-by=CREATE", "--order=ASCEND"]),
+    case("get-sort-create-descend-json", &["get", "s/", "--prefix", "--sort-by=CREATE", "--order=DESCEND", "-w", "json"]),
+    case("get-sort-modify-ascend", &["get", "s/", "--prefix", "--sort-by=MODIFY", "--order=ASCEND"]),
+    case("get-sort-modify-descend", &["get", "s/", "--prefix", "--sort-by=MODIFY", "--order=DESCEND"]),
+    case("get-sort-value-ascend", &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=ASCEND"]),
+    case("get-sort-value-descend", &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND"]),
+    case("get-sort-value-descend-json", &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "-w", "json"]),
+    case("get-sort-value-no-order", &["get", "s/", "--prefix", "--sort-by=VALUE"]),
+    case("get-sort-value-limit-json", &["get", "s/", "--prefix", "--sort-by=VALUE", "--order=DESCEND", "--limit=2", "-w", "json"]),
+    case("get-sort-modify-limit-range", &["get", "s/b", "s/f", "--sort-by=MODIFY", "--order=DESCEND", "--limit=2"]),
+    case("get-keys-only", &["get", "s/", "--prefix", "--keys-only"]),
+    case("get-keys-only-json", &["get", "s/", "--prefix", "--keys-only", "-w", "json"]),
+    case("get-keys-only-limit-json", &["get", "s/", "--prefix", "--keys-only", "--limit=1", "-w", "json"]),
+    case("get-print-value-only", &["get", "foo", "--print-value-only"]),
+    case("get-print-value-only-prefix", &["get", "s/", "--prefix", "--print-value-only"]),
+    case("get-consistency-s", &["get", "foo", "--consistency=s"]),
+    case("get-consistency-s-json", &["get", "s/", "--prefix", "--consistency=s", "-w", "json"]),
+    case("get-consistency-l-json", &["get", "s/", "--prefix", "--consistency=l", "-w", "json"]),
+    case("get-prefix-fields", &["get", "s/", "--prefix", "--limit=1", "-w", "fields"]),
+    case("get-rev", &["get", "foo", "--rev=2"]),
+    case("get-rev-json", &["get", "foo", "--rev=5", "-w", "json"]),
+    case("get-rev-before-create", &["get", "fresh", "--rev=2"]),
+    case("get-rev-before-create-json", &["get", "fresh", "--rev=2", "-w", "json"]),
+    case("get-rev-prefix-json", &["get", "s/", "--prefix", "--rev=22", "-w", "json"]),
+    case("get-rev-sort-value", &["get", "s/", "--prefix", "--rev=25", "--sort-by=VALUE", "--order=DESCEND"]),
+    case("get-rev-current-json", &["get", "foo", "--rev=27", "-w", "json"]),
+    case("get-rev-future", &["get", "foo", "--rev=1000"]),
+    case("get-rev-future-json", &["get", "foo", "--rev=1000", "-w", "json"]),
+    case("get-rev-next", &["get", "foo", "--rev=28"]),
+    // ---- txn (revision 27 before this section)
+    case("put-txn-seed", &["put", "t/x", "1"]), // rev 28
+    txn(
+        "txn-val-eq-success",
+        &["txn"],
+        "val(\"t/x\") = \"1\"\n\nput t/x 2\nget t/x\n\nput t/x fail\n\n",
+    ), // rev 29
+    txn(
+        "txn-val-eq-failure-json",
+        &["txn", "-w", "json"],
+        "val(\"t/x\") = \"1\"\n\nput t/x wrong\n\nget t/x\nput t/y y1\n\n",
+    ), // rev 30
+    txn(
+        "txn-val-ne",
+        &["txn"],
+        "val(\"t/x\") != \"2\"\n\nput t/x wrong\n\nput t/x 3\nget t/x\n\n",
+    ), // rev 31
+    txn(
+        "txn-val-gt-string",
+        &["txn", "-w", "json"],
+        "val(\"t/x\") > \"22\"\n\nput t/z gt\n\nput t/z not-gt\n\n",
+    ), // rev 32
+    txn(
+        "txn-val-lt-string",
+        &["txn"],
+        "val(\"t/x\") < \"22\"\n\nput t/z lt\n\nput t/z not-lt\n\n",
+    ), // rev 33
+    txn(
+        "txn-version-gt",
+        &["txn"],
+        "ver(\"t/x\") > \"2\"\n\nget t/x\n\nget t/y\n\n",
+    ),
+    txn(
+        "txn-version-eq-json",
+        &["txn", "-w", "json"],
+        "ver(\"t/x\") = \"3\"\n\nget t/x\n\nget t/y\n\n",
+    ),
+    txn(
+        "txn-version-missing-key-is-zero",
+        &["txn"],
+        "ver(\"t/none\") = \"0\"\n\nput t/created yes\n\nput t/created no\n\n",
+    ), // rev 34
+    txn(
+        "txn-create-missing-key-is-zero-json",
+        &["txn", "-w", "json"],
+        "create(\"t/none2\") = \"0\"\n\nput t/none2 made --prev-kv\n\n\n",
+    ), // rev 35
+    txn(
+        "txn-create-lt",
+        &["txn"],
+        "create(\"t/x\") < \"29\"\n\nget t/x --keys-only\n\nget t/y --keys-only\n\n",
+    ),
+    txn(
+        "txn-create-ne",
+        &["txn"],
+        "create(\"t/x\") != \"28\"\n\nget t/x\n\nget t/z\n\n",
+    ),
+    txn(
+        "txn-mod-eq",
+        &["txn", "-w", "json"],
+        "mod(\"t/x\") = \"31\"\n\nput t/x 4 --prev-kv\n\n\n",
+    ), // rev 36
+    txn(
+        "txn-mod-gt-failure",
+        &["txn"],
+        "mod(\"t/x\") > \"1000\"\n\n\nget t/ --prefix\n\n",
+    ),
+    txn(
+        "txn-multi-compare-one-fails",
+        &["txn"],
+        "val(\"t/x\") = \"4\"\nver(\"t/x\") = \"1\"\n\nput t/x bad\n\nget t/x --print-value-only\n\n",
+    ),
+    txn(
+        "txn-multi-compare-all-hold-json",
+        &["txn", "-w", "json"],
+        "val(\"t/x\") = \"4\"\nver(\"t/x\") = \"4\"\nmod(\"t/x\") < \"1000\"\n\nput t/a 1\nput t/b 2\ndel t/y --prev-kv\n\n\n",
+    ), // rev 37
+    txn(
+        "txn-get-prefix-options-json",
+        &["txn", "-w", "json"],
+        "\nget t/ --prefix --keys-only\nget t/ --prefix --limit=2\nget t/ --prefix --sort-by=VALUE --order=DESCEND\nget t/x --rev=29\n\n\n",
+    ),
+    txn(
+        "txn-del-prefix-json",
+        &["txn", "-w", "json"],
+        "val(\"t/a\") = \"1\"\n\ndel t/ --prefix --prev-kv\n\n\n",
+    ), // rev 38
+    txn("txn-no-compare", &["txn"], "\nput t/after del\nget t/ --prefix\n\n\n"), // rev 39
+    txn("txn-empty", &["txn", "-w", "json"], "\n\n\n"),
+    txn(
+        "txn-fields",
+        &["txn", "-w", "fields"],
+        "val(\"t/after\") = \"nope\"\n\n\nget t/after\nget foo\n\n",
+    ),
+    txn("txn-unknown-lease", &["txn"], "\nput t/l v --lease=1234\n\n\n"),
+    txn("txn-empty-key", &["txn", "-w", "json"], "\nput \"\" v\n\n\n"),
+    txn("txn-duplicate-put", &["txn"], "\nput t/d 1\nput t/d 2\n\n\n"),
+    txn("txn-put-and-del-same-key", &["txn"], "\nput t/d 1\ndel t/d\n\n\n"),
+    txn("txn-future-rev-get", &["txn"], "\nget foo --rev=1000\n\n\n"),
+    case("get-after-txns-json", &["get", "t/", "--prefix", "-w", "json"]),
+    // ---- del (revision 39 before this section)
+    case("put-seed-p-1", &["put", "p/1", "a"]), // rev 40
+    case("put-seed-p-2", &["put", "p/2", "b"]),
+    case("put-seed-p-3", &["put", "p/3", "c"]),
+    case("put-seed-pp-1", &["put", "pp/1", "d"]),
+    case("put-seed-q-1", &["put", "q/1", "e"]),
+    case("put-seed-r-a", &["put", "r/a", "f"]),
+    case("put-seed-r-b", &["put", "r/b", "g"]),
+    case("put-seed-r-c", &["put", "r/c", "h"]),
+    case("put-seed-z-1", &["put", "z/1", "i"]),
+    case("put-seed-z-2", &["put", "z/2", "j"]),
+    case("put-seed-z-3", &["put", "z/3", "k"]), // rev 50
+    case("del-single", &["del", "foo"]), // rev 51
+    case("del-single-json", &["del", "bar", "-w", "json"]), // rev 52
+    case("del-missing", &["del", "nothere"]),
+    case("del-missing-json", &["del", "nothere", "-w", "json"]),
+    case("del-already-deleted", &["del", "foo"]),
+    case("del-empty-key", &["del", ""]),
+    case("del-empty-key-json", &["del", "", "-w", "json"]),
+    case("del-prev-kv", &["del", "fresh", "--prev-kv"]), // rev 53
+    case("del-prev-kv-json", &["del", "fresh2", "--prev-kv", "-w", "json"]), // rev 54
+    case("del-prefix", &["del", "p/", "--prefix"]), // rev 55
+    case("del-prefix-prev-kv-json", &["del", "pp/", "--prefix", "--prev-kv", "-w", "json"]), // rev 56
+    case("del-prefix-no-match-json", &["del", "nope/", "--prefix", "-w", "json"]),
+    case("del-range", &["del", "r/a", "r/c"]), // rev 57
+    case("del-range-prev-kv-json", &["del", "r/", "r/z", "--prev-kv", "-w", "json"]), // rev 58
+    case("del-from-key", &["del", "z/2", "--from-key"]), // rev 59 (also deletes the utf-8 key)
+    case("del-from-key-prev-kv", &["del", "z/", "--from-key", "--prev-kv"]), // rev 60
+    case("get-after-dels-keys-only-json", &["get", "", "--from-key", "--keys-only", "-w", "json"]),
+    case("get-deleted-key-history", &["get", "foo", "--rev=50"]),
+    case("get-deleted-key-at-delete-rev", &["get", "foo", "--rev=51", "-w", "json"]),
+    case("put-recreate-deleted-key", &["put", "foo", "reborn", "--prev-kv"]), // rev 61
+    case("get-recreated-key-json", &["get", "foo", "-w", "json"]),
+    // ---- compaction (revision 61 before this section)
+    case("get-rev-before-compaction", &["get", "foo", "--rev=3"]),
+    case("compact", &["compact", "20"]),
+    case("compact-again", &["compact", "20"]),
+    case("compact-lower", &["compact", "10"]),
+    case("compact-lower-json", &["compact", "10", "-w", "json"]),
+    case("compact-future", &["compact", "1000"]),
+    case("get-rev-compacted", &["get", "foo", "--rev=10"]),
+    case("get-rev-compacted-json", &["get", "s/", "--prefix", "--rev=19", "-w", "json"]),
+    case("get-rev-at-compaction-json", &["get", "s/", "--prefix", "--rev=20", "-w", "json"]),
+    case("get-rev-after-compaction", &["get", "s/", "--prefix", "--rev=21"]),
+    case("get-foo-rev-at-compaction", &["get", "foo", "--rev=20"]),
+    txn("txn-get-compacted-rev", &["txn"], "\nget s/a --rev=5\n\n\n"),
+    case("compact-physical", &["compact", "40", "--physical"]),
+    case("get-rev-physically-compacted", &["get", "s/", "--prefix", "--rev=39"]),
+    case("get-rev-at-physical-compaction-json", &["get", "s/", "--prefix", "--rev=40", "-w", "json"]),
+    case("get-all-after-compaction-json", &["get", "", "--prefix", "-w", "json"]),
+    case("put-after-compaction-json", &["put", "after", "compaction", "-w", "json"]), // rev 62
+    case("compact-current-rev", &["compact", "62"]),
+    case("get-after-compacting-everything", &["get", "", "--prefix", "--keys-only"]),
+    case("compact-physical-again", &["compact", "62", "--physical"]),
+    // ---- Leases that do not exist.
+    case("lease-revoke-unknown", &["lease", "revoke", "1234"]),
+    case("lease-timetolive-unknown", &["lease", "timetolive", "1234"]),
+    case("lease-timetolive-unknown-json", &["lease", "timetolive", "1234", "-w", "json"]),
+    case("lease-list-empty", &["lease", "list"]),
+    // ---- Final state.
+    case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
+    case("endpoint-health-final", &["endpoint", "health"]),
+    status("endpoint-status-final", &["endpoint", "status"]),
+    status("endpoint-status-final-json", &["endpoint", "status", "-w", "json"]),
+    status("endpoint-status-final-table", &["endpoint", "status", "-w", "table"]),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_kebab_case() {
+        let mut seen = HashSet::new();
+        for case in CASES {
+            assert!(seen.insert(case.id), "duplicate case id {}", case.id);
+            assert!(
+                case.id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "case id {:?} is not kebab-case",
+                case.id
+            );
+        }
+    }
+
+    #[test]
+    fn the_script_is_substantial_and_uses_both_output_formats() {
+        assert!(CASES.len() >= 80, "only {} cases", CASES.len());
+        let json = CASES.iter().filter(|c| c.args.contains(&"json")).count();
+        assert!(json >= 30, "only {json} json cases");
+    }
+
+    #[test]
+    fn txn_scripts_have_three_complete_blocks() {
+        for case in CASES.iter().filter(|c| c.stdin.is_some()) {
+            let script = case.stdin.unwrap();
+            // etcdctl reads compares, success ops and failure ops, each up to an empty line,
+            // and fails with EOF if the input ends first.
+            let mut ended_blocks = 0;
+            for line in script.split_inclusive('\n') {
+                assert!(
+                    line.ends_with('\n'),
+                    "{}: unterminated line {line:?}",
+                    case.id
+                );
+                if line == "\n" {
+                    ended_blocks += 1;
+                }
+                if ended_blocks == 3 {
+                    break;
+                }
+            }
+            assert_eq!(ended_blocks, 3, "{}: {script:?}", case.id);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `cargo xtask compat`: the differential compatibility suite.
+//!
+//! Starts a fresh real etcd (the reference) and a fresh Keel (the candidate), runs the same
+//! etcdctl script ([`cases::CASES`]) against both, normalises what legitimately differs
+//! ([`normalise`]) and diffs the rest. A difference fails the run unless `docs/compat.md`
+//! lists the case under "Known differences" ([`known`]). `--only etcd` runs the reference
+//! against a second fresh etcd instead, which must produce no difference at all: that checks
+//! the harness and the normaliser themselves.
+
+mod cases;
+mod diff;
+mod known;
+mod normalise;
+mod runner;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cargo;
+use cases::{Case, CASES};
+use known::KnownDifferences;
+use runner::Etcdctl;
+use server::{Flavor, Server};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Keel binary to test [default: `cargo build -p keel-server --bin keel`, debug profile]
+    #[arg(long, value_name = "PATH")]
+    keel_bin: Option<PathBuf>,
+    /// Extra argument for keel (repeatable)
+    #[arg(long = "keel-arg", value_name = "ARG", allow_hyphen_values = true)]
+    keel_args: Vec<String>,
+    /// The reference etcd
+    #[arg(long, value_name = "PATH", default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// etcdctl (v3.4) used for every case
+    #[arg(long, value_name = "PATH", default_value = "etcdctl")]
+    etcdctl_bin: PathBuf,
+    /// Compare etcd with a second fresh etcd instead of Keel (checks the harness)
+    #[arg(long, value_enum, value_name = "SERVER")]
+    only: Option<Only>,
+    /// Print every case with its normalised reference output
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    Etcd,
+}
+
+enum Verdict {
+    Same,
+    Known(String),
+    Differs(String),
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    let docs = cargo::workspace_root().join("docs/compat.md");
+    let markdown =
+        std::fs::read_to_string(&docs).with_context(|| format!("reading {}", docs.display()))?;
+    let known = known::parse(&markdown)?;
+    if let Some(unknown) = known.ids().find(|id| !CASES.iter().any(|c| c.id == *id)) {
+        bail!("docs/compat.md lists `{unknown}`, which is not a case id");
+    }
+
+    let etcdctl = Etcdctl::new(opts.etcdctl_bin.clone());
+    let candidate_bin = match opts.only {
+        Some(Only::Etcd) => None,
+        None => Some(match &opts.keel_bin {
+            Some(path) => path.clone(),
+            None => cargo::build_bin("keel-server", "keel")?,
+        }),
+    };
+    let mut reference = Server::start("etcd", Flavor::Etcd, &opts.etcd_bin, &[], &etcdctl)?;
+    let mut candidate = match &candidate_bin {
+        None => Server::start("etcd-2", Flavor::Etcd, &opts.etcd_bin, &[], &etcdctl)?,
+        Some(bin) => Server::start("keel", Flavor::Keel, bin, &opts.keel_args, &etcdctl)?,
+    };
+    // In `--only etcd` mode every difference is a harness bug: the list does not apply.
+    let allowed = match opts.only {
+        Some(Only::Etcd) => KnownDifferences::default(),
+        None => known,
+    };
+    eprintln!(
+        "running {} cases: {} at {} vs {} at {}",
+        CASES.len(),
+        reference.label(),
+        reference.client_addr(),
+        candidate.label(),
+        candidate.client_addr()
+    );
+
+    let mut failures = Vec::new();
+    let mut known_hits = Vec::new();
+    let mut stale = Vec::new();
+    for case in CASES {
+        let verdict = run_case(
+            case,
+            &etcdctl,
+            &mut reference,
+            &mut candidate,
+            &allowed,
+            opts,
+        )?;
+        match verdict {
+            Verdict::Same => {
+                if let Some(why) = allowed.justification(case.id) {
+                    stale.push((case.id, why.to_owned()));
+                }
+            }
+            Verdict::Known(diff) => {
+                println!("known  {}", case.id);
+                if opts.verbose {
+                    print!("{diff}");
+                }
+                known_hits.push(case.id);
+            }
+            Verdict::Differs(diff) => {
+                println!("FAIL   {}: {}", case.id, describe(case));
+                print!("{diff}");
+                failures.push(case.id);
+            }
+        }
+    }
+
+    for (id, why) in &stale {
+        println!(
+            "note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it"
+        );
+    }
+    println!(
+        "{} cases: {} identical, {} known differences, {} unexpected differences",
+        CASES.len(),
+        CASES.len() - known_hits.len() - failures.len(),
+        known_hits.len(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        bail!(
+            "{} case(s) differ from etcd and are not listed in docs/compat.md: {}",
+            failures.len(),
+            failures.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn run_case(
+    case: &Case,
+    etcdctl: &Etcdctl,
+    reference: &mut Server,
+    candidate: &mut Server,
+    allowed: &KnownDifferences,
+    opts: &Options,
+) -> Result<Verdict> {
+    let mut outputs = Vec::with_capacity(2);
+    for server in [&mut *reference, &mut *candidate] {
+        let outcome = etcdctl
+            .run(server.client_addr(), case.args, case.stdin)
+            .with_context(|| format!("case {}", case.id))?;
+        // A crashed server would turn every later case into noise; stop at the first.
+        server
+            .ensure_running()
+            .with_context(|| format!("after case {}", case.id))?;
+        outputs.push(normalise::normalise(
+            case.kind,
+            &outcome,
+            server.client_addr(),
+        ));
+    }
+    let (expected, actual) = (&outputs[0], &outputs[1]);
+    if opts.verbose {
+        println!("case   {}: {}", case.id, describe(case));
+        print_indented(&format!("[{}]", expected.exit));
+        print_indented(&expected.stdout);
+        print_indented(&expected.stderr);
+    }
+    let Some(diff) = diff::render(reference.label(), expected, candidate.label(), actual) else {
+        return Ok(Verdict::Same);
+    };
+    Ok(match allowed.justification(case.id) {
+        Some(_) => Verdict::Known(diff),
+        None => Verdict::Differs(diff),
+    })
+}
+
+/// The command line as a reader would type it.
+fn describe(case: &Case) -> String {
+    let mut text = String::from("etcdctl");
+    for arg in case.args {
+        if arg.is_empty() || arg.contains([' ', '\n', '"']) {
+            text.push_str(&format!(" {arg:?}"));
+        } else {
+            text.push(' ');
+            text.push_str(arg);
+        }
+    }
+    if let Some(stdin) = case.stdin {
+        text.push_str(&format!(" <<< {stdin:?}"));
+    }
+    text
+}
+
+fn print_indented(text: &str) {
+    for line in text.lines() {
+        println!("         {line}");
+    }
+}

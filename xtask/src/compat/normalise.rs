@@ -1,0 +1,415 @@
+//! Rewrites etcdctl output so that two correct servers produce identical text.
+//!
+//! Only what legitimately differs between two members is rewritten; everything a client could
+//! depend on is kept:
+//! - the client address of the server under test becomes `<endpoint>`;
+//! - cluster and member ids (`cluster_id`, `member_id`, `leader`, the fields-format `ClusterID`,
+//!   `MemberID`, `Leader`, and the hex `ID` column of `endpoint status`) become
+//!   `<cluster-id-N>` / `<member-id-N>`, numbered by first appearance within one invocation, so
+//!   "the leader is this member" and "inner txn headers carry no ids (0)" are still checked;
+//! - timings (`took` of `endpoint health`) and etcdctl's own log noise (`ts`, the random client
+//!   uuid in `target`) are masked;
+//! - for `endpoint status` only ([`Kind::EndpointStatus`]): version, db size (total and in use),
+//!   raft index and raft applied index are masked. They describe the implementation (storage
+//!   engine, build, how many internal raft entries it writes), not the key space. The header
+//!   revision, raft term, leader, learner flag and errors are kept.
+
+use super::cases::Kind;
+use super::runner::Outcome;
+
+/// One invocation's output after normalisation; two of these are compared for equality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalised {
+    pub exit: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Normalises `outcome` of a case of `kind`, run against the server listening on `client_addr`
+/// (`host:port`).
+pub fn normalise(kind: Kind, outcome: &Outcome, client_addr: &str) -> Normalised {
+    let mut ids = IdMap::default();
+    Normalised {
+        exit: outcome.exit.clone(),
+        stdout: normalise_text(kind, &outcome.stdout, client_addr, &mut ids),
+        stderr: normalise_text(kind, &outcome.stderr, client_addr, &mut ids),
+    }
+}
+
+const CLUSTER_ID_FIELDS: &[&str] = &["cluster_id", "ClusterID"];
+const MEMBER_ID_FIELDS: &[&str] = &["member_id", "MemberID", "leader", "Leader"];
+
+/// `endpoint status` fields masked in json and fields output, with their placeholders.
+const STATUS_MASKED_FIELDS: &[(&str, &str)] = &[
+    ("version", "<version>"),
+    ("Version", "<version>"),
+    ("dbSize", "<db-size>"),
+    ("DBSize", "<db-size>"),
+    ("dbSizeInUse", "<db-size-in-use>"),
+    ("raftIndex", "<raft-index>"),
+    ("RaftIndex", "<raft-index>"),
+    ("raftAppliedIndex", "<raft-applied-index>"),
+    ("RaftAppliedIndex", "<raft-applied-index>"),
+];
+
+/// Columns of etcdctl 3.4's `endpoint status` simple and table output.
+const STATUS_COLUMNS: usize = 10;
+const STATUS_COL_ID: usize = 1;
+/// Masked columns (besides the id) with their placeholders.
+const STATUS_MASKED_COLUMNS: &[(usize, &str)] = &[
+    (2, "<version>"),
+    (3, "<db-size>"),
+    (7, "<raft-index>"),
+    (8, "<raft-applied-index>"),
+];
+
+fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) -> String {
+    let mut text = match kind {
+        Kind::Plain => text.to_owned(),
+        Kind::EndpointStatus => mask_endpoint_status(text, ids),
+    };
+    text = text.replace(client_addr, "<endpoint>");
+    for field in CLUSTER_ID_FIELDS {
+        text = rewrite_field(&text, field, |v| ids.cluster(v));
+    }
+    for field in MEMBER_ID_FIELDS {
+        text = rewrite_field(&text, field, |v| ids.member_decimal(v));
+    }
+    text = rewrite_field(&text, "took", |_| "\"<took>\"".to_owned());
+    text = mask_line_tail(&text, "took = ", "<took>");
+    text = rewrite_field(&text, "ts", |_| "\"<ts>\"".to_owned());
+    mask_client_uuids(&text)
+}
+
+/// Stable placeholders for cluster and member ids, numbered by first appearance.
+#[derive(Default)]
+struct IdMap {
+    clusters: Vec<u64>,
+    members: Vec<u64>,
+}
+
+impl IdMap {
+    fn cluster(&mut self, token: &str) -> String {
+        match token.parse() {
+            Ok(id) => placeholder(&mut self.clusters, "cluster-id", id),
+            Err(_) => token.to_owned(),
+        }
+    }
+
+    fn member_decimal(&mut self, token: &str) -> String {
+        match token.parse() {
+            Ok(id) => placeholder(&mut self.members, "member-id", id),
+            Err(_) => token.to_owned(),
+        }
+    }
+
+    fn member_hex(&mut self, token: &str) -> String {
+        match u64::from_str_radix(token, 16) {
+            Ok(id) => placeholder(&mut self.members, "member-id", id),
+            Err(_) => token.to_owned(),
+        }
+    }
+}
+
+/// Zero means "not set" on the wire (e.g. headers of responses nested in a txn) and is kept.
+fn placeholder(seen: &mut Vec<u64>, label: &str, id: u64) -> String {
+    if id == 0 {
+        return "0".to_owned();
+    }
+    let index = match seen.iter().position(|&s| s == id) {
+        Some(index) => index,
+        None => {
+            seen.push(id);
+            seen.len() - 1
+        }
+    };
+    format!("<{label}-{}>", index + 1)
+}
+
+fn mask_endpoint_status(text: &str, ids: &mut IdMap) -> String {
+    let mut text = text.to_owned();
+    for (field, mask) in STATUS_MASKED_FIELDS {
+        text = rewrite_field(&text, field, |_| (*mask).to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&mask_status_row(body, ids));
+        out.push_str(newline);
+    }
+    out
+}
+
+/// Masks one line of `endpoint status` simple or table output; other lines pass through.
+fn mask_status_row(line: &str, ids: &mut IdMap) -> String {
+    if line.starts_with('+') {
+        // Table border: its dashes follow the column widths, which follow masked values.
+        return "+".to_owned();
+    }
+    if let Some(inner) = line.strip_prefix('|').and_then(|l| l.strip_suffix('|')) {
+        let mut cells: Vec<String> = inner.split('|').map(|c| c.trim().to_owned()).collect();
+        if cells.len() == STATUS_COLUMNS && cells[0] != "ENDPOINT" {
+            mask_status_cells(&mut cells, ids);
+        }
+        return format!("| {} |", cells.join(" | "));
+    }
+    let mut cells: Vec<String> = line.split(", ").map(str::to_owned).collect();
+    if cells.len() == STATUS_COLUMNS && cells[0].contains("://") {
+        mask_status_cells(&mut cells, ids);
+        return cells.join(", ");
+    }
+    line.to_owned()
+}
+
+fn mask_status_cells(cells: &mut [String], ids: &mut IdMap) {
+    cells[STATUS_COL_ID] = ids.member_hex(&cells[STATUS_COL_ID]);
+    for (col, mask) in STATUS_MASKED_COLUMNS {
+        cells[*col] = (*mask).to_owned();
+    }
+}
+
+/// Rewrites the scalar value of every `"key": value` (json) or `"key" : value` (etcdctl's
+/// fields format) in `text` with `f(value)`, the value token passed as written (strings keep
+/// their quotes).
+fn rewrite_field(text: &str, key: &str, mut f: impl FnMut(&str) -> String) -> String {
+    let needle = format!("\"{key}\"");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(&needle) {
+        let after_key = pos + needle.len();
+        out.push_str(&rest[..after_key]);
+        rest = &rest[after_key..];
+        let Some(sep) = separator_len(rest) else {
+            continue;
+        };
+        out.push_str(&rest[..sep]);
+        rest = &rest[sep..];
+        let value = scalar_len(rest);
+        if value > 0 {
+            out.push_str(&f(&rest[..value]));
+            rest = &rest[value..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Length of `\s*:\s*` at the start of `s`, if present.
+fn separator_len(s: &str) -> Option<usize> {
+    let leading = s.len() - s.trim_start_matches(' ').len();
+    let after = s[leading..].strip_prefix(':')?;
+    let trailing = after.len() - after.trim_start_matches(' ').len();
+    Some(leading + 1 + trailing)
+}
+
+/// Length of the json scalar (quoted string, number, bool, null) at the start of `s`.
+fn scalar_len(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    if bytes.first() == Some(&b'"') {
+        let mut i = 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'"' => return i + 1,
+                _ => i += 1,
+            }
+        }
+        return s.len();
+    }
+    s.bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+        .count()
+}
+
+/// Replaces whatever follows `marker` up to the end of its line with `mask`.
+fn mask_line_tail(text: &str, marker: &str, mask: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(marker) {
+        out.push_str(&rest[..pos + marker.len()]);
+        out.push_str(mask);
+        rest = &rest[pos + marker.len()..];
+        rest = &rest[rest.find('\n').unwrap_or(rest.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// etcdctl names each client connection `client-<random uuid>` in its log lines.
+fn mask_client_uuids(text: &str) -> String {
+    const MARKER: &str = "client-";
+    const UUID_LEN: usize = 36;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(MARKER) {
+        let start = pos + MARKER.len();
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let is_uuid = rest.len() >= UUID_LEN
+            && rest.as_bytes()[..UUID_LEN]
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b'-');
+        if is_uuid {
+            out.push_str("<uuid>");
+            rest = &rest[UUID_LEN..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADDR: &str = "127.0.0.1:23790";
+
+    fn norm(kind: Kind, stdout: &str, stderr: &str) -> Normalised {
+        let outcome = Outcome {
+            exit: "exit 0".to_owned(),
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+        };
+        normalise(kind, &outcome, ADDR)
+    }
+
+    #[test]
+    fn json_header_ids_become_placeholders_and_revision_and_term_stay() {
+        let out = norm(
+            Kind::Plain,
+            r#"{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":4,"raft_term":2},"kvs":[{"key":"YQ==","version":3}],"count":1}"#,
+            "",
+        );
+        assert_eq!(
+            out.stdout,
+            r#"{"header":{"cluster_id":<cluster-id-1>,"member_id":<member-id-1>,"revision":4,"raft_term":2},"kvs":[{"key":"YQ==","version":3}],"count":1}"#
+        );
+    }
+
+    #[test]
+    fn fields_output_ids_are_mapped_and_zero_ids_kept() {
+        let out = norm(
+            Kind::Plain,
+            "\"ClusterID\" : 324952591200643719\n\"MemberID\" : 3319814642761637952\n\"Revision\" : 8\n\"ClusterID\" : 0\n\"MemberID\" : 0\n\"Version\" : 3\n",
+            "",
+        );
+        assert_eq!(
+            out.stdout,
+            "\"ClusterID\" : <cluster-id-1>\n\"MemberID\" : <member-id-1>\n\"Revision\" : 8\n\"ClusterID\" : 0\n\"MemberID\" : 0\n\"Version\" : 3\n"
+        );
+    }
+
+    #[test]
+    fn different_ids_get_different_placeholders() {
+        let out = norm(
+            Kind::Plain,
+            r#"{"member_id":5,"leader":7,"x":{"member_id":5}}"#,
+            "",
+        );
+        assert_eq!(
+            out.stdout,
+            r#"{"member_id":<member-id-1>,"leader":<member-id-2>,"x":{"member_id":<member-id-1>}}"#
+        );
+    }
+
+    #[test]
+    fn endpoint_status_json_masks_implementation_fields_only() {
+        let out = norm(
+            Kind::EndpointStatus,
+            r#"[{"Endpoint":"http://127.0.0.1:23790","Status":{"header":{"cluster_id":324952591200643719,"member_id":3319814642761637952,"revision":1,"raft_term":2},"version":"3.4.23","dbSize":20480,"leader":3319814642761637952,"raftIndex":4,"raftTerm":2,"raftAppliedIndex":4,"dbSizeInUse":16384}}]"#,
+            "",
+        );
+        assert_eq!(
+            out.stdout,
+            r#"[{"Endpoint":"http://<endpoint>","Status":{"header":{"cluster_id":<cluster-id-1>,"member_id":<member-id-1>,"revision":1,"raft_term":2},"version":<version>,"dbSize":<db-size>,"leader":<member-id-1>,"raftIndex":<raft-index>,"raftTerm":2,"raftAppliedIndex":<raft-applied-index>,"dbSizeInUse":<db-size-in-use>}}]"#
+        );
+    }
+
+    #[test]
+    fn endpoint_status_simple_and_table_rows_share_the_member_mapping() {
+        let simple =
+            "http://127.0.0.1:23790, 2e1259d415f2a040, 3.4.23, 20 kB, true, false, 2, 4, 4, \n";
+        assert_eq!(
+            norm(Kind::EndpointStatus, simple, "").stdout,
+            "http://<endpoint>, <member-id-1>, <version>, <db-size>, true, false, 2, <raft-index>, <raft-applied-index>, \n"
+        );
+        let table = "\
++------------------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+|        ENDPOINT        |        ID        | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX | ERRORS |
++------------------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+| http://127.0.0.1:23790 | 2e1259d415f2a040 |  3.4.23 |   20 kB |      true |      false |         2 |          4 |                  4 |        |
++------------------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+";
+        assert_eq!(
+            norm(Kind::EndpointStatus, table, "").stdout,
+            "+\n| ENDPOINT | ID | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX | ERRORS |\n+\n| http://<endpoint> | <member-id-1> | <version> | <db-size> | true | false | 2 | <raft-index> | <raft-applied-index> |  |\n+\n"
+        );
+    }
+
+    #[test]
+    fn endpoint_status_fields_output_masks_by_name() {
+        let fields = "\"ClusterID\" : 1\n\"MemberID\" : 2\n\"Version\" : \"3.4.23\"\n\"DBSize\" : 20480\n\"Leader\" : 2\n\"RaftIndex\" : 34\n\"RaftTerm\" : 2\n\"RaftAppliedIndex\" : 34\n";
+        assert_eq!(
+            norm(Kind::EndpointStatus, fields, "").stdout,
+            "\"ClusterID\" : <cluster-id-1>\n\"MemberID\" : <member-id-1>\n\"Version\" : <version>\n\"DBSize\" : <db-size>\n\"Leader\" : <member-id-1>\n\"RaftIndex\" : <raft-index>\n\"RaftTerm\" : 2\n\"RaftAppliedIndex\" : <raft-applied-index>\n"
+        );
+    }
+
+    #[test]
+    fn plain_cases_keep_kv_version_fields() {
+        let out = norm(Kind::Plain, "\"Version\" : 3\n", "");
+        assert_eq!(out.stdout, "\"Version\" : 3\n");
+    }
+
+    #[test]
+    fn health_timings_are_masked() {
+        let out = norm(
+            Kind::Plain,
+            r#"[{"endpoint":"http://127.0.0.1:23790","health":true,"took":"1.669069ms"}]"#,
+            "http://127.0.0.1:23790 is healthy: successfully committed proposal: took = 2.212346ms\n",
+        );
+        assert_eq!(
+            out.stdout,
+            r#"[{"endpoint":"http://<endpoint>","health":true,"took":"<took>"}]"#
+        );
+        assert_eq!(
+            out.stderr,
+            "http://<endpoint> is healthy: successfully committed proposal: took = <took>\n"
+        );
+    }
+
+    #[test]
+    fn etcdctl_log_lines_keep_the_grpc_error() {
+        let out = norm(
+            Kind::Plain,
+            "",
+            r#"{"level":"warn","ts":"2026-11-25T15:24:19.426Z","caller":"clientv3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"endpoint://client-0bef488c-5f7f-415e-bf02-32913fcfefa8/127.0.0.1:23790","attempt":0,"error":"rpc error: code = InvalidArgument desc = etcdserver: key not found"}
+Error: etcdserver: key not found
+"#,
+        );
+        assert_eq!(
+            out.stderr,
+            r#"{"level":"warn","ts":"<ts>","caller":"clientv3/retry_interceptor.go:62","msg":"retrying of unary invoker failed","target":"endpoint://client-<uuid>/<endpoint>","attempt":0,"error":"rpc error: code = InvalidArgument desc = etcdserver: key not found"}
+Error: etcdserver: key not found
+"#
+        );
+    }
+
+    #[test]
+    fn other_ports_and_short_client_names_are_left_alone() {
+        let out = norm(Kind::Plain, "127.0.0.1:9999 client-abc\n", "");
+        assert_eq!(out.stdout, "127.0.0.1:9999 client-abc\n");
+    }
+
+    #[test]
+    fn rewrite_field_handles_escaped_strings_and_missing_separators() {
+        let text = r#"{"ts":"a\"b","ts" x,"ts":"c"}"#;
+        assert_eq!(
+            rewrite_field(text, "ts", |_| "T".to_owned()),
+            r#"{"ts":T,"ts" x,"ts":T}"#
+        );
+    }
+}
