@@ -6,6 +6,7 @@
 
 mod errors;
 mod kv;
+mod lease;
 mod maintenance;
 mod validate;
 
@@ -14,11 +15,13 @@ use std::sync::Arc;
 
 use keel_node::Member;
 use keel_proto::etcdserverpb::kv_server::KvServer;
+use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use kv::KvService;
+pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 
 /// etcd lets gRPC messages exceed --max-request-bytes by this much, so an
@@ -51,10 +54,12 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let max_message = options.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
+    let lease = LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
+        .add_service(lease)
         .add_service(maintenance)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
