@@ -333,14 +333,6 @@ fn start_keel(bin: &Path, root: &Path) -> Result<(Server, String)> {
     Ok((Server { child, _dir: dir }, url))
 }
 
-fn keel_release_binary() -> Result<PathBuf> {
-    let status = crate::cargo::command().args(["build", "--release", "--bin", "keel"]).status()?;
-    if !status.success() {
-        bail!("cargo build --release --bin keel failed");
-    }
-    Ok(crate::cargo::target_dir().join("release/keel"))
-}
-
 struct Sample {
     requests_per_sec: f64,
     p50: Duration,
@@ -358,7 +350,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn compare(options: &CompareOptions) -> Result<()> {
     let keel_bin = match &options.keel_bin {
         Some(bin) => bin.clone(),
-        None => keel_release_binary()?,
+        None => crate::cargo::build_release_bin("keel")?,
     };
     let (mut etcd, mut keel) = (Vec::new(), Vec::new());
     println!(

@@ -22,15 +22,25 @@ pub fn command() -> Command {
     cmd
 }
 
-/// Builds one binary target in the debug profile and returns the path cargo reports for it,
-/// so the answer is right whatever `target-dir` or `CARGO_TARGET_DIR` says.
-pub fn build_bin(package: &str, bin: &str) -> Result<PathBuf> {
-    eprintln!("building {package} (bin {bin}) ...");
+/// Builds the debug binary `bin`, compiling exactly what `cargo test --workspace`
+/// compiles: selecting one package changes feature unification, and a new feature
+/// set rebuilds RocksDB's C++ (minutes) for nothing.
+pub fn build_bin(bin: &str) -> Result<PathBuf> {
+    build_executable(&["build", "--workspace", "--all-targets"], bin)
+}
+
+/// Builds the release binary `bin` the way the README runs it
+/// (`cargo run --release --bin keel`), so both share one build.
+pub fn build_release_bin(bin: &str) -> Result<PathBuf> {
+    build_executable(&["build", "--release", "--bin", bin], bin)
+}
+
+/// Runs `cargo <args>` and returns the path cargo reports for the executable
+/// `bin`, so the answer is right whatever `target-dir` or `CARGO_TARGET_DIR` says.
+fn build_executable(args: &[&str], bin: &str) -> Result<PathBuf> {
+    eprintln!("cargo {} ...", args.join(" "));
     let mut child = command()
-        // The whole workspace with all targets, exactly what `cargo test --workspace`
-        // builds: selecting one package changes feature unification, and a new
-        // feature set rebuilds RocksDB's C++ (minutes) for nothing.
-        .args(["build", "--workspace", "--all-targets"])
+        .args(args)
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .spawn()
@@ -50,7 +60,7 @@ pub fn build_bin(package: &str, bin: &str) -> Result<PathBuf> {
     }
     let status = child.wait()?;
     if !status.success() {
-        bail!("cargo build --package {package} --bin {bin} failed ({status})");
+        bail!("cargo {} failed ({status})", args.join(" "));
     }
     executable.with_context(|| format!("cargo build did not report an executable for {bin}"))
 }

@@ -3,7 +3,9 @@
 //! - `cargo xtask test`: the project's single test command: `cargo test --workspace`, then the
 //!   etcd compatibility suite.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
+//! - `cargo xtask bench put|compare`: load generation and Keel-vs-etcd runs (see [`bench`]).
 
+mod bench;
 mod cargo;
 mod compat;
 
@@ -28,6 +30,9 @@ enum Command {
     },
     /// Run the same etcdctl script against real etcd and Keel and diff the outputs.
     Compat(compat::Options),
+    /// Load generator and side-by-side comparison with real etcd.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test { compat } => test(&compat),
         Command::Compat(opts) => compat::run(&opts),
+        Command::Bench(bench) => bench::run(bench),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

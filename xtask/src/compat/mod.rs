@@ -71,7 +71,7 @@ pub fn run(opts: &Options) -> Result<()> {
         Some(Only::Etcd) => None,
         None => Some(match &opts.keel_bin {
             Some(path) => path.clone(),
-            None => cargo::build_bin("keel-server", "keel")?,
+            None => cargo::build_bin("keel")?,
         }),
     };
     let mut reference = Server::start("etcd", Flavor::Etcd, &opts.etcd_bin, &[], &etcdctl)?;
