@@ -298,34 +298,24 @@ async fn wait_ready(url: &str) -> Result<()> {
     }
 }
 
-fn start_etcd(bin: &Path, root: &Path) -> Result<(Server, String)> {
-    let dir = tempfile::Builder::new().prefix("bench-etcd-").tempdir_in(root)?;
+/// Starts `bin` (etcd or keel: they take the same flags) as a fresh single
+/// member in a temp dir under `root`, on free loopback ports.
+fn start_server(bin: &Path, root: &Path, name: &str) -> Result<(Server, String)> {
+    let dir = tempfile::Builder::new().prefix(&format!("bench-{name}-")).tempdir_in(root)?;
     let (client, peer) = (free_port()?, free_port()?);
     let url = format!("http://127.0.0.1:{client}");
-    let child = Command::new(bin)
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut command = Command::new(bin);
+    command
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
-        .args(["--log-level", "error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    Ok((Server { child, _dir: dir }, url))
-}
-
-fn start_keel(bin: &Path, root: &Path) -> Result<(Server, String)> {
-    let dir = tempfile::Builder::new().prefix("bench-keel-").tempdir_in(root)?;
-    let client = free_port()?;
-    let url = format!("http://127.0.0.1:{client}");
-    let child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args(["--log-level", "error"])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--log-level", "error"]);
+    if name == "etcd" {
+        command.args(["--initial-cluster", &format!("default={peer_url}")]);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -365,11 +355,8 @@ async fn compare(options: &CompareOptions) -> Result<()> {
     );
     for round in 0..options.rounds {
         for system in ["etcd", "keel"] {
-            let (server, url) = if system == "etcd" {
-                start_etcd(&options.etcd_bin, &options.data_root)?
-            } else {
-                start_keel(&keel_bin, &options.data_root)?
-            };
+            let bin = if system == "etcd" { &options.etcd_bin } else { &keel_bin };
+            let (server, url) = start_server(bin, &options.data_root, system)?;
             wait_ready(&url).await?;
             let summary = put_load(&[url], &options.load).await?;
             if summary.errors > 0 {

@@ -196,23 +196,11 @@ impl Member {
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<PutResponse, NodeError> {
-        match self.propose(Request::Put(request)).await? {
-            WriteResponse::Put(mut response) => {
-                self.stamp(&mut response.header);
-                Ok(response)
-            }
-            _ => Err(NodeError::Corrupt("put answered with another response".into())),
-        }
+        self.write(Request::Put(request)).await
     }
 
     pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, NodeError> {
-        match self.propose(Request::DeleteRange(request)).await? {
-            WriteResponse::DeleteRange(mut response) => {
-                self.stamp(&mut response.header);
-                Ok(response)
-            }
-            _ => Err(NodeError::Corrupt("delete answered with another response".into())),
-        }
+        self.write(Request::DeleteRange(request)).await
     }
 
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, NodeError> {
@@ -231,23 +219,19 @@ impl Member {
             self.stamp(&mut response.header);
             return Ok(response);
         }
-        match self.propose(Request::Txn(request)).await? {
-            WriteResponse::Txn(mut response) => {
-                self.stamp(&mut response.header);
-                Ok(response)
-            }
-            _ => Err(NodeError::Corrupt("txn answered with another response".into())),
-        }
+        self.write(Request::Txn(request)).await
     }
 
     pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, NodeError> {
-        match self.propose(Request::Compaction(request)).await? {
-            WriteResponse::Compact(mut response) => {
-                self.stamp(&mut response.header);
-                Ok(response)
-            }
-            _ => Err(NodeError::Corrupt("compaction answered with another response".into())),
-        }
+        self.write(Request::Compaction(request)).await
+    }
+
+    /// A write through raft, answered with its own response type and header.
+    async fn write<T: WriteAnswer>(&self, request: Request) -> Result<T, NodeError> {
+        let mut response = T::from_write(self.propose(request).await?)
+            .ok_or_else(|| NodeError::Corrupt("a write was answered with another kind of response".into()))?;
+        self.stamp(response.header_mut());
+        Ok(response)
     }
 
     /// Sends one write through raft and waits until this member applied it.
@@ -323,6 +307,35 @@ impl Member {
         }
     }
 }
+
+/// The response of one kind of write, picked out of the store's answer.
+trait WriteAnswer: Sized {
+    fn from_write(response: WriteResponse) -> Option<Self>;
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! write_answer {
+    ($($response:ty => $variant:ident),* $(,)?) => {$(
+        impl WriteAnswer for $response {
+            fn from_write(response: WriteResponse) -> Option<Self> {
+                match response {
+                    WriteResponse::$variant(response) => Some(response),
+                    _ => None,
+                }
+            }
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        }
+    )*};
+}
+
+write_answer!(
+    PutResponse => Put,
+    DeleteRangeResponse => DeleteRange,
+    TxnResponse => Txn,
+    CompactionResponse => Compact,
+);
 
 /// etcd's `isTxnSerializable`: every range in both branches is serializable.
 fn txn_is_serializable(request: &TxnRequest) -> bool {

@@ -236,11 +236,7 @@ mod tests {
     use crate::engine::MemLogEngine;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 10].into();
-        e
+        Entry { index, term, data: vec![index as u8; 10].into(), ..Default::default() }
     }
 
     #[test]
