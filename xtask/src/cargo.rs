@@ -52,7 +52,9 @@ fn build_executable(args: &[&str], bin: &str) -> Result<PathBuf> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin {
+        // With --all-targets the bin's unit-test harness is an artifact named
+        // `bin` too; only the real binary is built without the test profile.
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin && msg["profile"]["test"] == false {
             if let Some(path) = msg["executable"].as_str() {
                 executable = Some(PathBuf::from(path));
             }
