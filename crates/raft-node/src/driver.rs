@@ -191,6 +191,21 @@ impl RaftNode {
             ..raft::Config::default()
         };
         raft_config.validate()?;
+        let mut store = store;
+        let commit = store.hard_state().commit;
+        if config.applied > commit {
+            // The state machine applied entries whose commit index had not
+            // reached disk yet (the commit index is written unsynced). An
+            // applied entry was committed, so the commit index catches up.
+            if config.applied > raft::Storage::last_index(&store)? {
+                return Err(RaftNodeError::Corrupt(format!(
+                    "state machine applied up to {} but the raft log ends at {}",
+                    config.applied,
+                    raft::Storage::last_index(&store)?
+                )));
+            }
+            store.set_commit(config.applied)?;
+        }
         let single_voter = store.conf_state().voters == [config.id];
         let logger = slog::Logger::root(crate::log::TracingDrain, slog::o!());
         let mut raw = RawNode::new(&raft_config, store, &logger)?;

@@ -146,3 +146,38 @@ fn three_members_replicate_and_followers_forward_proposals() {
         node.stop();
     }
 }
+
+#[test]
+fn restart_with_applied_ahead_of_the_persisted_commit_index() {
+    // The commit index is written unsynced; after a crash the state machine
+    // may have applied entries the hard state does not yet call committed.
+    let engine = MemLogEngine::default();
+    let router = Router::default();
+    let applied = Applied::default();
+    let node = start(1, &[1], &engine, &router, &applied);
+    wait_until("leadership", || node.handle().status().is_leader());
+    for i in 0..3u8 {
+        node.handle().propose(u64::from(i), vec![i]).unwrap();
+    }
+    wait_until("commits", || applied.data.lock().len() == 3);
+    node.stop();
+    let last = keel_raft_node::LogEngine::load(&engine).unwrap().last_index;
+    let mut hard_state = keel_raft_node::LogEngine::load(&engine).unwrap().hard_state;
+    hard_state.commit = 1;
+    keel_raft_node::LogEngine::write(
+        &engine,
+        keel_raft_node::engine::LogWrite { hard_state: Some(&hard_state), ..Default::default() },
+    )
+    .unwrap();
+
+    let replay = Applied::default();
+    let store = RaftLogStore::open(Box::new(engine.clone()), &[1]).unwrap();
+    let mut config = config(1, &[1]);
+    config.applied = last;
+    let node = RaftNode::start(config, store, Box::new(InProcess { router: router.clone() }), Box::new(replay.clone()))
+        .unwrap();
+    node.handle().propose(9, b"after".to_vec()).unwrap();
+    wait_until("a new commit", || !replay.data.lock().is_empty());
+    assert_eq!(*replay.data.lock(), vec![b"after".to_vec()], "applied entries were handed out again");
+    node.stop();
+}
