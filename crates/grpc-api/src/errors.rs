@@ -1,6 +1,7 @@
 //! The one place where Keel's errors become etcd's gRPC statuses. Codes and
 //! messages are etcd's (`api/v3rpc/rpctypes`): clients match on the strings.
 
+use keel_lease_manager::LeaseError;
 use keel_mvcc::MvccError;
 use keel_node::NodeError;
 use tonic::{Code, Status};
@@ -14,7 +15,10 @@ pub(crate) const DUPLICATE_KEY: (Code, &str) = (Code::InvalidArgument, "etcdserv
 pub(crate) const INVALID_SORT_OPTION: (Code, &str) = (Code::InvalidArgument, "etcdserver: invalid sort option");
 const COMPACTED: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
 const FUTURE_REV: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");
-pub(crate) const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
+const LEASE_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: requested lease not found");
+const LEASE_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: lease already exists");
+const LEASE_TTL_TOO_LARGE: (Code, &str) = (Code::OutOfRange, "etcdserver: too large lease TTL");
+const NOT_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: not leader");
 const REQUEST_TOO_LARGE: (Code, &str) = (Code::InvalidArgument, "etcdserver: request is too large");
 const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
@@ -28,6 +32,7 @@ pub(crate) fn status((code, message): (Code, &str)) -> Status {
 pub(crate) fn node_error(err: NodeError) -> Status {
     match err {
         NodeError::Mvcc(err) => mvcc_error(err),
+        NodeError::Lease(err) => lease_error(err),
         NodeError::NoLeader => status(NO_LEADER),
         NodeError::Timeout => status(TIMEOUT),
         NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
@@ -38,6 +43,15 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         }
         // etcd answers errors it has no name for with Unknown and their text.
         other => Status::new(Code::Unknown, other.to_string()),
+    }
+}
+
+fn lease_error(err: LeaseError) -> Status {
+    match err {
+        LeaseError::NotFound | LeaseError::Expired => status(LEASE_NOT_FOUND),
+        LeaseError::Exists => status(LEASE_EXISTS),
+        LeaseError::TtlTooLarge => status(LEASE_TTL_TOO_LARGE),
+        LeaseError::NotPrimary => status(NOT_LEADER),
     }
 }
 

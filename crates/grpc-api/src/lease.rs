@@ -1,18 +1,22 @@
-//! The Lease service, as far as it goes before the lease manager lands:
-//! no lease can be granted yet, so every lease a client names is unknown and
-//! the answers below are exactly etcd's for an unknown lease.
+//! The Lease service: grant and revoke go through raft; keep-alives and
+//! time-to-live are answered by the leader's lease manager.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
-use keel_node::Member;
+use futures::Stream;
+use keel_lease_manager::LeaseError;
+use keel_node::{Member, NodeError};
 use keel_proto::etcdserverpb::lease_server::Lease;
 use keel_proto::etcdserverpb::{
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 };
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::errors::{status, LEASE_NOT_FOUND};
+use crate::errors::node_error;
 
 pub struct LeaseService {
     member: Arc<Member>,
@@ -24,27 +28,60 @@ impl LeaseService {
     }
 }
 
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_revoke(&self, _request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Err(status(LEASE_NOT_FOUND))
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.member.lease_grant(request.into_inner()).await.map(Response::new).map_err(node_error)
+    }
+
+    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        self.member.lease_revoke(request.into_inner()).await.map(Response::new).map_err(node_error)
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let member = self.member.clone();
+        let responses = request.into_inner().map(move |keep_alive| {
+            let id = keep_alive?.id;
+            // etcd answers a keep-alive for an unknown lease with TTL 0.
+            let ttl = match member.lease_renew(id) {
+                Ok(ttl) => ttl,
+                Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
+                Err(err) => return Err(node_error(err)),
+            };
+            Ok(LeaseKeepAliveResponse { header: Some(member.header()), id, ttl })
+        });
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn lease_time_to_live(
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        // etcd reports an unknown (or expired) lease as TTL -1, not as an error.
-        Ok(Response::new(LeaseTimeToLiveResponse {
-            header: Some(self.member.header()),
-            id: request.into_inner().id,
-            ttl: -1,
-            granted_ttl: 0,
-            keys: Vec::new(),
-        }))
+        let request = request.into_inner();
+        let header = Some(self.member.header());
+        match self.member.lease_time_to_live(request.id, request.keys) {
+            Ok(ttl) => Ok(Response::new(LeaseTimeToLiveResponse {
+                header,
+                id: ttl.id,
+                ttl: ttl.ttl,
+                granted_ttl: ttl.granted_ttl,
+                keys: ttl.keys,
+            })),
+            // etcd reports an unknown (or expired) lease as TTL -1, not as an error.
+            Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => {
+                Ok(Response::new(LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: vec![] }))
+            }
+            Err(err) => Err(node_error(err)),
+        }
     }
 
     async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Ok(Response::new(LeaseLeasesResponse { header: Some(self.member.header()), leases: Vec::new() }))
+        let leases = self.member.leases().into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(Response::new(LeaseLeasesResponse { header: Some(self.member.header()), leases }))
     }
 }

@@ -10,9 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
+use std::time::Instant;
 
-use keel_mvcc::{KvStore, MvccError, NoLeases, WriteRequest, WriteResponse};
+use keel_lease_manager::Lessor;
+use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest, WriteResponse};
+use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
+use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{Apply, Entry, EntryType, ReadState};
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -20,7 +24,14 @@ use tokio::sync::oneshot;
 
 use crate::NodeError;
 
-pub(crate) type WriteReply = oneshot::Sender<Result<WriteResponse, NodeError>>;
+/// What applying one proposal produced for the client waiting for it.
+pub(crate) enum Applied {
+    Kv(WriteResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+pub(crate) type WriteReply = oneshot::Sender<Result<Applied, NodeError>>;
 pub(crate) type ReadReply = oneshot::Sender<Result<(), NodeError>>;
 
 /// Clients of this member waiting for their proposal or read to come back.
@@ -64,8 +75,18 @@ impl Apply for ApplySender {
     }
 }
 
+/// The lease manager as MVCC sees it while applying a Put.
+struct Leases<'a>(&'a Lessor);
+
+impl LeaseLookup for Leases<'_> {
+    fn exists(&self, lease_id: i64) -> bool {
+        self.0.exists(lease_id)
+    }
+}
+
 pub(crate) struct Applier {
     pub(crate) kv: Arc<KvStore>,
+    pub(crate) lessor: Arc<Mutex<Lessor>>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) applied: Arc<AtomicU64>,
     /// Reads whose read index is not applied yet, by that index.
@@ -73,8 +94,13 @@ pub(crate) struct Applier {
 }
 
 impl Applier {
-    pub(crate) fn new(kv: Arc<KvStore>, waiters: Arc<Waiters>, applied: Arc<AtomicU64>) -> Self {
-        Applier { kv, waiters, applied, pending_reads: BTreeMap::new() }
+    pub(crate) fn new(
+        kv: Arc<KvStore>,
+        lessor: Arc<Mutex<Lessor>>,
+        waiters: Arc<Waiters>,
+        applied: Arc<AtomicU64>,
+    ) -> Self {
+        Applier { kv, lessor, waiters, applied, pending_reads: BTreeMap::new() }
     }
 
     pub(crate) fn run(mut self, events: Receiver<ApplyEvent>) {
@@ -119,20 +145,10 @@ impl Applier {
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
-            let result = match &request.request {
-                Some(Request::Put(put)) => self.kv.apply(index, WriteRequest::Put(put), &NoLeases),
-                Some(Request::DeleteRange(delete)) => self.kv.apply(index, WriteRequest::DeleteRange(delete), &NoLeases),
-                Some(Request::Txn(txn)) => self.kv.apply(index, WriteRequest::Txn(txn), &NoLeases),
-                Some(Request::Compaction(compact)) => self.kv.apply(index, WriteRequest::Compact(compact), &NoLeases),
-                // Leases arrive with the lease manager (until then, no lease exists).
-                Some(Request::LeaseGrant(_)) | Some(Request::LeaseRevoke(_)) | None => {
-                    Err(MvccError::Unsupported("lease requests".into()))
-                }
-            };
+            let result = self.apply_request(index, request.request);
             let result = match result {
-                Ok(outcome) => Ok(outcome.response),
-                Err(err) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
-                Err(err) => Err(NodeError::Mvcc(err)),
+                Err(NodeError::Mvcc(err)) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
+                other => other,
             };
             if let Some(reply) = self.waiters.writes.lock().remove(&request.id) {
                 let _ = reply.send(result);
@@ -140,6 +156,36 @@ impl Applier {
         }
         self.applied.store(index, Ordering::Release);
         Ok(())
+    }
+
+    fn apply_request(&self, index: u64, request: Option<Request>) -> Result<Applied, NodeError> {
+        let mut lessor = self.lessor.lock();
+        let kv_write = |write: WriteRequest<'_>, lessor: &mut Lessor| -> Result<Applied, NodeError> {
+            let outcome = self.kv.apply(index, write, &Leases(lessor)).map_err(NodeError::Mvcc)?;
+            track_leased_keys(lessor, &outcome.events);
+            Ok(Applied::Kv(outcome.response))
+        };
+        match request {
+            Some(Request::Put(put)) => kv_write(WriteRequest::Put(&put), &mut lessor),
+            Some(Request::DeleteRange(delete)) => kv_write(WriteRequest::DeleteRange(&delete), &mut lessor),
+            Some(Request::Txn(txn)) => kv_write(WriteRequest::Txn(&txn), &mut lessor),
+            Some(Request::Compaction(compact)) => kv_write(WriteRequest::Compact(&compact), &mut lessor),
+            Some(Request::LeaseGrant(grant)) => {
+                let info = lessor.grant(grant.id, grant.ttl, Instant::now()).map_err(NodeError::Lease)?;
+                self.kv
+                    .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl })
+                    .map_err(NodeError::Mvcc)?;
+                Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: info.id, ttl: info.ttl, error: String::new() }))
+            }
+            Some(Request::LeaseRevoke(revoke)) => {
+                let keys = lessor.revoke(revoke.id).map_err(NodeError::Lease)?;
+                let outcome = self.kv.apply_lease_revoke(index, revoke.id, &keys).map_err(NodeError::Mvcc)?;
+                Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                    header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
+                }))
+            }
+            None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
+        }
     }
 
     fn release_reads(&mut self) {
@@ -154,6 +200,22 @@ impl Applier {
                     let _ = reply.send(Ok(()));
                 }
             }
+        }
+    }
+}
+
+/// Keeps the lease manager's key sets in step with the key space: a Put
+/// attaches its key to its lease (moving it from any other), a Put without a
+/// lease or a delete detaches it.
+fn track_leased_keys(lessor: &mut Lessor, events: &[Event]) {
+    for event in events {
+        let Some(kv) = &event.kv else { continue };
+        let previous = lessor.lease_of(&kv.key);
+        let lease = if event.r#type == EventType::Put as i32 { kv.lease } else { 0 };
+        if lease != 0 {
+            let _ = lessor.attach(lease, &kv.key);
+        } else if let Some(previous) = previous {
+            let _ = lessor.detach(previous, &kv.key);
         }
     }
 }

@@ -17,6 +17,8 @@ pub enum NodeError {
     Mvcc(keel_mvcc::MvccError),
     #[error(transparent)]
     Raft(keel_raft_node::RaftNodeError),
+    #[error(transparent)]
+    Lease(keel_lease_manager::LeaseError),
     #[error("no leader")]
     NoLeader,
     #[error("request timed out")]

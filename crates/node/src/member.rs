@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use keel_lease_manager::{Lessor, LessorConfig, TimeToLive};
 use keel_mvcc::{KvStore, WriteResponse};
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
@@ -17,7 +19,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::applier::{ApplySender, Applier, Waiters};
+use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::{ids, NodeError};
 
 /// etcd's version this member speaks for (API level).
@@ -67,6 +69,7 @@ pub struct Member {
     member_id: u64,
     cluster_id: u64,
     kv: Arc<KvStore>,
+    lessor: Arc<Mutex<Lessor>>,
     raft: RaftHandle,
     waiters: Arc<Waiters>,
     applied: Arc<AtomicU64>,
@@ -77,6 +80,8 @@ pub struct Member {
 struct Running {
     raft: RaftNode,
     applier: std::thread::JoinHandle<()>,
+    expiry: std::thread::JoinHandle<()>,
+    stop_expiry: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Member {
@@ -93,10 +98,17 @@ impl Member {
         let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
         let store = RaftLogStore::open(Box::new(engine), &[member_id]).map_err(NodeError::Raft)?;
 
+        let records = kv.lease_records().map_err(NodeError::Mvcc)?;
+        let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
+        let lessor = Arc::new(Mutex::new(Lessor::restore(
+            LessorConfig::default(),
+            records.into_iter().map(|r| keel_lease_manager::LeaseRecord { id: r.id, ttl: r.ttl, remaining_ttl: 0 }),
+            leased_keys,
+        )));
         let waiters = Arc::new(Waiters::default());
         let applied = Arc::new(AtomicU64::new(applied_index));
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let applier = Applier::new(kv.clone(), waiters.clone(), applied.clone());
+        let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone());
         let applier = std::thread::Builder::new()
             .name("applier".into())
             .spawn(move || applier.run(events_rx))
@@ -108,6 +120,15 @@ impl Member {
             Box::new(ApplySender(events_tx)),
         )
         .map_err(NodeError::Raft)?;
+
+        let stop_expiry = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let expiry = {
+            let (lessor, raft, stop) = (lessor.clone(), raft.handle(), stop_expiry.clone());
+            std::thread::Builder::new()
+                .name("lease-expiry".into())
+                .spawn(move || run_lease_expiry(&lessor, &raft, &stop))
+                .map_err(|e| NodeError::Storage(format!("cannot start lease expiry thread: {e}")))?
+        };
 
         let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // etcd's request id layout: member id's low bits on top, so ids from
@@ -125,11 +146,12 @@ impl Member {
             member_id,
             cluster_id,
             kv,
+            lessor,
             raft: raft.handle(),
             waiters,
             applied,
             next_tag: AtomicU64::new(first_tag),
-            running: Mutex::new(Some(Running { raft, applier })),
+            running: Mutex::new(Some(Running { raft, applier, expiry, stop_expiry })),
         })
     }
 
@@ -226,6 +248,33 @@ impl Member {
         self.write(Request::Compaction(request)).await
     }
 
+    /// Grants a lease through raft; id 0 asks the member to choose one.
+    pub async fn lease_grant(&self, mut request: LeaseGrantRequest) -> Result<LeaseGrantResponse, NodeError> {
+        if request.id == 0 {
+            // etcd draws lease ids from its request id generator, kept positive.
+            request.id = (self.next_tag() & i64::MAX as u64) as i64;
+        }
+        self.write(Request::LeaseGrant(request)).await
+    }
+
+    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, NodeError> {
+        self.write(Request::LeaseRevoke(request)).await
+    }
+
+    /// A keep-alive: the lease's deadline moves to now + TTL; returns the TTL.
+    /// Only the leader's lease manager keeps time.
+    pub fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
+        self.lessor.lock().renew(id, std::time::Instant::now()).map_err(NodeError::Lease)
+    }
+
+    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        self.lessor.lock().time_to_live(id, std::time::Instant::now(), keys).map_err(NodeError::Lease)
+    }
+
+    pub fn leases(&self) -> Vec<i64> {
+        self.lessor.lock().leases()
+    }
+
     /// A write through raft, answered with its own response type and header.
     async fn write<T: WriteAnswer>(&self, request: Request) -> Result<T, NodeError> {
         let mut response = T::from_write(self.propose(request).await?)
@@ -235,7 +284,7 @@ impl Member {
     }
 
     /// Sends one write through raft and waits until this member applied it.
-    async fn propose(&self, request: Request) -> Result<WriteResponse, NodeError> {
+    async fn propose(&self, request: Request) -> Result<Applied, NodeError> {
         let tag = self.next_tag();
         let data = InternalRaftRequest { id: tag, request: Some(request) }.encode_to_vec();
         if data.len() > self.config.max_request_bytes {
@@ -302,6 +351,8 @@ impl Member {
     /// the raft log, so nothing needs flushing. Blocking.
     pub fn stop(&self) {
         if let Some(running) = self.running.lock().take() {
+            running.stop_expiry.store(true, Ordering::Release);
+            let _ = running.expiry.join();
             running.raft.stop();
             let _ = running.applier.join();
         }
@@ -310,16 +361,16 @@ impl Member {
 
 /// The response of one kind of write, picked out of the store's answer.
 trait WriteAnswer: Sized {
-    fn from_write(response: WriteResponse) -> Option<Self>;
+    fn from_write(response: Applied) -> Option<Self>;
     fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
 }
 
 macro_rules! write_answer {
-    ($($response:ty => $variant:ident),* $(,)?) => {$(
+    ($bind:ident; $($response:ty => $pattern:pat),* $(,)?) => {$(
         impl WriteAnswer for $response {
-            fn from_write(response: WriteResponse) -> Option<Self> {
+            fn from_write(response: Applied) -> Option<Self> {
                 match response {
-                    WriteResponse::$variant(response) => Some(response),
+                    $pattern => Some($bind),
                     _ => None,
                 }
             }
@@ -330,11 +381,13 @@ macro_rules! write_answer {
     )*};
 }
 
-write_answer!(
-    PutResponse => Put,
-    DeleteRangeResponse => DeleteRange,
-    TxnResponse => Txn,
-    CompactionResponse => Compact,
+write_answer!(answer;
+    PutResponse => Applied::Kv(WriteResponse::Put(answer)),
+    DeleteRangeResponse => Applied::Kv(WriteResponse::DeleteRange(answer)),
+    TxnResponse => Applied::Kv(WriteResponse::Txn(answer)),
+    CompactionResponse => Applied::Kv(WriteResponse::Compact(answer)),
+    LeaseGrantResponse => Applied::LeaseGrant(answer),
+    LeaseRevokeResponse => Applied::LeaseRevoke(answer),
 );
 
 /// etcd's `isTxnSerializable`: every range in both branches is serializable.
@@ -345,6 +398,40 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
         _ => false,
     })
 }
+
+/// The leader's lease clock: promote the lease manager when this member
+/// leads, demote it when it does not, and propose a revoke for every lease
+/// whose deadline has passed (the revoke, applied through raft, deletes the
+/// lease's keys on every member at one revision).
+fn run_lease_expiry(lessor: &Mutex<Lessor>, raft: &RaftHandle, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(LEASE_TICK);
+        let now = std::time::Instant::now();
+        let leader = raft.status().is_leader();
+        let expired = {
+            let mut lessor = lessor.lock();
+            match (leader, lessor.is_primary()) {
+                (true, false) => lessor.promote(now, ELECTION_TIMEOUT),
+                (false, true) => lessor.demote(),
+                _ => {}
+            }
+            lessor.expired(now, EXPIRY_BATCH)
+        };
+        for id in expired {
+            // Tag 0: no client waits for an expiry.
+            let request = InternalRaftRequest {
+                id: 0,
+                request: Some(Request::LeaseRevoke(LeaseRevokeRequest { id })),
+            };
+            let _ = raft.propose(0, request.encode_to_vec());
+        }
+    }
+}
+
+const LEASE_TICK: Duration = Duration::from_millis(100);
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Revocations proposed per tick at most (etcd: 1000 per second).
+const EXPIRY_BATCH: usize = 100;
 
 const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(50);
 const READ_INDEX_RETRY: Duration = Duration::from_millis(500);

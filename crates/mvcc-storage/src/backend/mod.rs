@@ -33,15 +33,18 @@ pub enum Keyspace {
     Revisions,
     /// Small bookkeeping values such as `consistent_index` (etcd's `meta` bucket).
     Meta,
+    /// Lease id (8 bytes big-endian) -> granted TTL (etcd's `lease` bucket).
+    Leases,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 2] = [Keyspace::Revisions, Keyspace::Meta];
+    pub const ALL: [Keyspace; 3] = [Keyspace::Revisions, Keyspace::Meta, Keyspace::Leases];
 
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Revisions => "key",
             Keyspace::Meta => "meta",
+            Keyspace::Leases => "lease",
         }
     }
 
@@ -49,6 +52,7 @@ impl Keyspace {
         match self {
             Keyspace::Revisions => 0,
             Keyspace::Meta => 1,
+            Keyspace::Leases => 2,
         }
     }
 }

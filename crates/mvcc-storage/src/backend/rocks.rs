@@ -129,9 +129,11 @@ impl Backend for RocksBackend {
         let mut wb = rocksdb::WriteBatch::default();
         let key_cf = self.cf(Keyspace::Revisions)?;
         let meta_cf = self.cf(Keyspace::Meta)?;
+        let lease_cf = self.cf(Keyspace::Leases)?;
         let cf_of = |space: Keyspace| match space {
             Keyspace::Revisions => key_cf,
             Keyspace::Meta => meta_cf,
+            Keyspace::Leases => lease_cf,
         };
         for op in batch.ops() {
             match op {

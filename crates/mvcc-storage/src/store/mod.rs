@@ -20,6 +20,9 @@
 
 mod compact;
 mod hash;
+mod lease;
+
+pub use lease::{LeaseRecord, RevokeOutcome};
 mod ops;
 mod restore;
 mod tx;

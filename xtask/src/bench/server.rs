@@ -1,0 +1,153 @@
+//! A fresh single-member server (etcd or Keel: they take the same flags) for
+//! one measured run, and what it cost: peak RSS and bytes on disk.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::RangeRequest;
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server; killed, and its directory removed, on drop.
+pub struct Server {
+    pub url: String,
+    child: Child,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `bin` with a fresh data dir under `root` (the log sits beside the
+    /// data dir, so it is not counted as data), on free loopback ports. Only
+    /// etcd is told `--initial-cluster` (Keel's single member needs no peers).
+    pub fn start(bin: &Path, root: &Path, name: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix(&format!("bench-{name}-")).tempdir_in(root)?;
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("server.log");
+        let log = File::create(&log_path).context("creating the server log")?;
+        let (client, peer) = free_ports()?;
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut command = Command::new(bin);
+        command
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--log-level", "error"]);
+        if name == "etcd" {
+            command.args(["--initial-cluster", &format!("default={peer_url}")]);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        Ok(Server { url, child, data_dir, log_path, _dir: dir })
+    }
+
+    /// Waits until a Range succeeds (a single member elects itself first).
+    pub async fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited ({status}) during start-up:\n{}", self.url, self.log_tail(20));
+            }
+            if let Ok(mut kv) = KvClient::connect(self.url.clone()).await {
+                if kv.range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not become ready:\n{}", self.url, self.log_tail(20));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// VmHWM: the most resident memory the server has used.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Apparent size of every file under the data dir (preallocated WAL segments count in full).
+    pub fn disk_bytes(&self) -> u64 {
+        tree_size(&self.data_dir)
+    }
+
+    /// Whether the server is still running (it must be, after a run).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Log lines that report trouble, whatever the server's log format.
+    pub fn log_complaints(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                ["error", "panic", "fatal"].iter().any(|w| l.contains(w))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tree_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => tree_size(&entry.path()),
+            Ok(meta) if meta.is_file() => meta.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Two distinct free loopback ports (both listeners held until both are chosen).
+fn free_ports() -> Result<(u16, u16)> {
+    let a = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+    let b = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_size_sums_files_recursively() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), [0u8; 10]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/b"), [0u8; 5]).unwrap();
+        assert_eq!(tree_size(dir.path()), 15);
+        assert_eq!(tree_size(&dir.path().join("missing")), 0);
+    }
+}
