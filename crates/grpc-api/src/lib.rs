@@ -8,6 +8,7 @@ mod errors;
 mod kv;
 mod lease;
 mod maintenance;
+mod peer;
 mod validate;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
+pub use peer::PeerService;
 
 /// etcd lets gRPC messages exceed --max-request-bytes by this much, so an
 /// oversized request reaches the server's own check and its etcd error.
@@ -61,6 +63,22 @@ pub async fn serve(
         .add_service(kv)
         .add_service(lease)
         .add_service(maintenance)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Serves raft traffic from the other members on `listener` until `shutdown`.
+pub async fn serve_peers(
+    listener: TcpListener,
+    member: Arc<Member>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let peers = keel_proto::keelpb::raft_peer_server::RaftPeerServer::new(PeerService::new(member))
+        .max_decoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(peers)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

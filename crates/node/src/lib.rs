@@ -8,6 +8,7 @@
 mod applier;
 pub mod ids;
 mod member;
+mod peers;
 
 pub use member::{Member, MemberConfig, MemberStatus, ETCD_VERSION};
 
@@ -27,6 +28,10 @@ pub enum NodeError {
     RequestTooLarge,
     #[error("member is stopping")]
     Stopped,
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("member from cluster {theirs:x} refused: this is cluster {ours:x}")]
+    ClusterMismatch { ours: u64, theirs: u64 },
     #[error("storage: {0}")]
     Storage(String),
     #[error("corrupt: {0}")]

@@ -1,6 +1,7 @@
 //! One Keel member: raft, the MVCC store and the applier wired together,
 //! with the client-facing operations the gRPC layer calls.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use prost::Message as _;
 use tokio::sync::oneshot;
 
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
+use crate::peers::GrpcTransport;
 use crate::{ids, NodeError};
 
 /// etcd's version this member speaks for (API level).
@@ -31,6 +33,9 @@ pub struct MemberConfig {
     pub data_dir: PathBuf,
     /// This member's advertised peer URLs; with the token, they make its id.
     pub peer_urls: Vec<String>,
+    /// Every member of a new cluster (name, peer URLs), this one included;
+    /// empty for a cluster of this member alone.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
     pub cluster_token: String,
     /// Encoded proposals larger than this are refused ("request is too large").
     pub max_request_bytes: usize,
@@ -44,6 +49,7 @@ impl MemberConfig {
             name: name.into(),
             data_dir: data_dir.into(),
             peer_urls: vec!["http://localhost:2380".to_string()],
+            initial_cluster: Vec::new(),
             cluster_token: "etcd-cluster".to_string(),
             max_request_bytes: 1536 * 1024,
             // etcd: 5 s plus two election timeouts.
@@ -91,12 +97,33 @@ impl Member {
         let member_dir = config.data_dir.join("member");
         std::fs::create_dir_all(&member_dir).map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
         let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
-        let cluster_id = ids::cluster_id(&[member_id]);
+        let mut peers = HashMap::new();
+        let mut voters = vec![member_id];
+        for (name, urls) in &config.initial_cluster {
+            let id = ids::member_id(urls, &config.cluster_token);
+            if name == &config.name {
+                if id != member_id {
+                    return Err(NodeError::Config(format!(
+                        "--initial-cluster has {name}={} but this member advertises {}",
+                        urls.join(","),
+                        config.peer_urls.join(",")
+                    )));
+                }
+                continue;
+            }
+            let url = urls.first().ok_or_else(|| NodeError::Config(format!("member {name} has no peer URL")))?;
+            peers.insert(id, url.clone());
+            voters.push(id);
+        }
+        if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(name, _)| name == &config.name) {
+            return Err(NodeError::Config(format!("--initial-cluster has no member named {:?}", config.name)));
+        }
+        let cluster_id = ids::cluster_id(&voters);
 
         let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
         let applied_index = kv.consistent_index();
         let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
-        let store = RaftLogStore::open(Box::new(engine), &[member_id]).map_err(NodeError::Raft)?;
+        let store = RaftLogStore::open(Box::new(engine), &voters).map_err(NodeError::Raft)?;
 
         let records = kv.lease_records().map_err(NodeError::Mvcc)?;
         let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
@@ -113,10 +140,17 @@ impl Member {
             .name("applier".into())
             .spawn(move || applier.run(events_rx))
             .map_err(|e| NodeError::Storage(format!("cannot start applier thread: {e}")))?;
+        let transport: Box<dyn keel_raft_node::Transport> = if peers.is_empty() {
+            Box::new(NoPeers)
+        } else {
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| NodeError::Config("a multi-member cluster needs a tokio runtime".into()))?;
+            Box::new(GrpcTransport::start(&runtime, cluster_id, member_id, &peers))
+        };
         let raft = RaftNode::start(
-            RaftConfig::new(member_id, vec![member_id], applied_index),
+            RaftConfig::new(member_id, voters.clone(), applied_index),
             store,
-            Box::new(NoPeers),
+            transport,
             Box::new(ApplySender(events_tx)),
         )
         .map_err(NodeError::Raft)?;
@@ -246,6 +280,20 @@ impl Member {
 
     pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, NodeError> {
         self.write(Request::Compaction(request)).await
+    }
+
+    /// Raft messages from a peer. Refused when the peer belongs to another
+    /// cluster, so two clusters never mix their logs.
+    pub fn receive_raft(&self, cluster_id: u64, messages: Vec<Vec<u8>>) -> Result<(), NodeError> {
+        if cluster_id != self.cluster_id {
+            return Err(NodeError::ClusterMismatch { ours: self.cluster_id, theirs: cluster_id });
+        }
+        for bytes in messages {
+            let message: keel_raft_node::Message = protobuf::Message::parse_from_bytes(&bytes)
+                .map_err(|e| NodeError::Corrupt(format!("raft message from a peer: {e}")))?;
+            self.raft.step(message).map_err(|_| NodeError::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Grants a lease through raft; id 0 asks the member to choose one.

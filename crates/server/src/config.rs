@@ -29,6 +29,10 @@ pub struct Flags {
     /// and the token determine the member id.
     #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
     pub initial_advertise_peer_urls: Vec<String>,
+    /// Initial cluster configuration for bootstrapping: name=peer-url,...
+    /// (empty: this member alone).
+    #[arg(long, default_value = "")]
+    pub initial_cluster: String,
     /// Initial cluster token for the etcd cluster during bootstrap.
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -44,6 +48,21 @@ pub struct Flags {
 }
 
 impl Flags {
+    /// `--initial-cluster` as (name, peer URLs), URLs of one name grouped.
+    pub fn initial_cluster(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for entry in self.initial_cluster.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, url) =
+                entry.split_once('=').with_context(|| format!("--initial-cluster entry {entry:?} is not name=url"))?;
+            listen_addr(url).with_context(|| format!("--initial-cluster member {name}"))?;
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        Ok(members)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
     }
@@ -93,6 +112,19 @@ mod tests {
         assert!(listen_addr("localhost:2379").is_err());
         assert!(listen_addr("http://localhost").is_err());
         assert!(listen_addr("http://example.com:80").is_err());
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_by_name() {
+        let flags = Flags::parse_from([
+            "keel",
+            "--initial-cluster",
+            "a=http://127.0.0.1:1,b=http://127.0.0.1:2,a=http://127.0.0.1:3",
+        ]);
+        let members = flags.initial_cluster().unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].1, vec!["http://127.0.0.1:1".to_string(), "http://127.0.0.1:3".to_string()]);
+        assert!(Flags::parse_from(["keel", "--initial-cluster", "nourl"]).initial_cluster().is_err());
     }
 
     #[test]

@@ -35,8 +35,21 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         listeners.push(listener);
     }
 
+    let initial_cluster = flags.initial_cluster()?;
+    // Peers listen only when there are peers: a single member, like etcd's
+    // default, needs no peer port.
+    let mut peer_listeners = Vec::new();
+    if initial_cluster.len() > 1 {
+        for url in &flags.listen_peer_urls {
+            let addr = listen_addr(url)?;
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
+            peer_listeners.push(listener);
+        }
+    }
+
     let mut member_config = MemberConfig::new(flags.name.clone(), flags.data_dir());
     member_config.peer_urls = flags.initial_advertise_peer_urls.clone();
+    member_config.initial_cluster = initial_cluster;
     member_config.cluster_token = flags.initial_cluster_token.clone();
     member_config.max_request_bytes = flags.max_request_bytes;
     let member = tokio::task::spawn_blocking(move || Member::start(member_config))
@@ -54,6 +67,14 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
         servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), shutdown));
+    }
+    for listener in peer_listeners {
+        tracing::info!(addr = %listener.local_addr()?, "serving raft peers");
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        servers.spawn(keel_grpc_api::serve_peers(listener, member.clone(), shutdown));
     }
     tracing::info!(name = %flags.name, advertise = ?flags.advertise_client_urls, "ready to serve client requests");
 
