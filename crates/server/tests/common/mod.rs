@@ -22,9 +22,15 @@ pub struct Keel {
 }
 
 impl Keel {
-    /// Starts keel on `data_dir` and waits until it answers a read.
+    /// Starts a single-member keel on `data_dir` and waits until it answers a read.
     pub async fn start(data_dir: &Path) -> Keel {
-        let port = free_port();
+        let keel = Keel::spawn(data_dir, free_port(), &[]);
+        keel.wait_ready().await;
+        keel
+    }
+
+    /// Starts keel with extra flags on a given client port, without waiting.
+    pub fn spawn(data_dir: &Path, port: u16, extra: &[String]) -> Keel {
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -32,14 +38,13 @@ impl Keel {
             .arg(format!("http://127.0.0.1:{port}"))
             .arg("--log-level")
             .arg("warn")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn keel");
-        let keel = Keel { child: Some(child), port, data_dir: data_dir.to_path_buf() };
-        keel.wait_ready().await;
-        keel
+        Keel { child: Some(child), port, data_dir: data_dir.to_path_buf() }
     }
 
     pub fn endpoint(&self) -> String {
@@ -50,7 +55,7 @@ impl Keel {
         KvClient::connect(self.endpoint()).await.expect("connect to keel")
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut kv) = KvClient::connect(self.endpoint()).await {
@@ -83,5 +88,70 @@ impl Keel {
 impl Drop for Keel {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Several members of one cluster on loopback, each with its own data dir.
+pub struct Cluster {
+    pub members: Vec<Option<Keel>>,
+    names: Vec<String>,
+    peer_ports: Vec<u16>,
+    client_ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(size: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
+        let peer_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let mut cluster = Cluster { members: Vec::new(), names, peer_ports, client_ports, _dir: dir };
+        for i in 0..size {
+            let keel = cluster.spawn(i);
+            cluster.members.push(Some(keel));
+        }
+        for keel in cluster.members.iter().flatten() {
+            keel.wait_ready().await;
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize) -> Keel {
+        let initial_cluster = self
+            .names
+            .iter()
+            .zip(&self.peer_ports)
+            .map(|(name, port)| format!("{name}=http://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_ports[i]);
+        let flags = [
+            "--name".to_string(),
+            self.names[i].clone(),
+            "--listen-peer-urls".to_string(),
+            peer_url.clone(),
+            "--initial-advertise-peer-urls".to_string(),
+            peer_url,
+            "--initial-cluster".to_string(),
+            initial_cluster,
+        ];
+        Keel::spawn(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags)
+    }
+
+    pub async fn restart(&mut self, i: usize) {
+        let keel = self.spawn(i);
+        keel.wait_ready().await;
+        self.members[i] = Some(keel);
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut keel) = self.members[i].take() {
+            keel.kill9();
+        }
+    }
+
+    pub fn member(&self, i: usize) -> &Keel {
+        self.members[i].as_ref().expect("member is running")
     }
 }
