@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: the project's single test command: `cargo test --workspace`, then the
 //!   etcd compatibility suite.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
-//! - `cargo xtask bench put|compare`: load generation and Keel-vs-etcd runs (see [`bench`]).
+//! - `cargo xtask bench put|range|txn-put|txn-mixed|compare`: etcd's benchmark workloads, and
+//!   Keel-vs-etcd runs (see [`bench`]).
 
 mod bench;
 mod cargo;

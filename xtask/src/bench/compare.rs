@@ -281,23 +281,25 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// 100000 -> "100,000".
 pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+    let head = match digits.len() % 3 {
+        0 => 3,
+        r => r,
+    };
+    let mut out = digits[..head].to_owned();
+    for group in digits.as_bytes()[head..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
     }
     out
 }
 
 fn round_line(round: usize, system: &str, s: &Sample) -> String {
     let mut line = format!(
-        "round {round} {system:4}: {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  peak RSS {:4} MiB  disk {:6.1} MiB  generator CPU {:.1}s/{:.1}s",
+        "round {round} {system:4}: {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  peak RSS {:4.0} MiB  disk {:6.1} MiB  generator CPU {:.2}s/{:.2}s",
         s.requests_per_sec,
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3,
-        s.peak_rss_kib / 1024,
+        s.peak_rss_kib as f64 / 1024.0,
         s.disk_bytes as f64 / (1024.0 * 1024.0),
         s.generator_cpu.as_secs_f64(),
         s.wall.as_secs_f64(),
@@ -327,12 +329,13 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     for name in &options.workloads {
         let plan = name.plan(options);
         let header = format!(
-            "{name}: {} ({} requests, {}-byte keys, {}-byte values, {} rounds, A B A B)",
+            "{name}: {} ({} requests, {}-byte keys, {}-byte values, {} round{}, A B A B)",
             name.describe(options),
             thousands(plan.total),
             plan.key_size,
             plan.val_size,
-            options.rounds
+            options.rounds,
+            if options.rounds == 1 { "" } else { "s" },
         );
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
@@ -391,7 +394,7 @@ async fn measure(
     if name.prefills() {
         load::prefill(&endpoints, options.prefill, options.key_size, options.val_size)
             .await
-            .with_context(|| format!("{system}"))?;
+            .with_context(|| system.to_owned())?;
     }
     let outcome = load::run(&endpoints, plan).await.with_context(|| format!("{system}: {name}"))?;
     if let Some(status) = server.exited() {

@@ -12,11 +12,11 @@ use keel_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::{Channel, Endpoint};
 
 use super::summary::Summary;
-use super::workload::{Class, Generator, Plan, Request, Rng, Workload};
+use super::workload::{Class, Generator, Plan, Reported, Request, Rng, Workload};
 
 /// What a run measured: reads and writes apart, as etcd's txn-mixed reports them.
 pub struct Outcome {
-    pub command: &'static str,
+    pub reported: Reported,
     pub reads: Summary,
     pub writes: Summary,
     pub first_error: Option<String>,
@@ -30,16 +30,16 @@ impl Outcome {
 
     /// etcd's output: one summary, or for txn-mixed a read and a write summary.
     pub fn render(&self) -> String {
-        let mut out = match self.command {
-            "txn-mixed" => format!(
+        let mut out = match self.reported {
+            Reported::Both => format!(
                 "Total Read Ops: {}\nDetails:{}\nTotal Write Ops: {}\nDetails:{}",
                 self.reads.requests() + self.reads.errors,
                 self.reads.render(),
                 self.writes.requests() + self.writes.errors,
                 self.writes.render()
             ),
-            "range" => self.reads.render(),
-            _ => self.writes.render(),
+            Reported::Reads => self.reads.render(),
+            Reported::Writes => self.writes.render(),
         };
         if let Some(error) = &self.first_error {
             out.push_str(&format!("\nFirst error: {error}\n"));
@@ -54,10 +54,10 @@ impl Outcome {
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        match self.command {
-            "txn-mixed" => serde_json::json!({ "read": self.reads.to_json(), "write": self.writes.to_json() }),
-            "range" => self.reads.to_json(),
-            _ => self.writes.to_json(),
+        match self.reported {
+            Reported::Both => serde_json::json!({ "read": self.reads.to_json(), "write": self.writes.to_json() }),
+            Reported::Reads => self.reads.to_json(),
+            Reported::Writes => self.writes.to_json(),
         }
     }
 }
@@ -102,7 +102,7 @@ pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
     let wall = started.elapsed();
     let cpu = process_cpu_time().saturating_sub(cpu_before);
     Ok(Outcome {
-        command: plan.workload.command(),
+        reported: plan.workload.reported(),
         reads: Summary::new(all.reads, wall, all.read_errors, cpu),
         writes: Summary::new(all.writes, wall, all.write_errors, cpu),
         first_error: all.first_error,

@@ -21,14 +21,21 @@ pub enum Workload {
     TxnMixed { key_space: usize, rw_ratio: f64, end: Vec<u8>, limit: i64, serializable: bool },
 }
 
+/// Which summaries a command prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    Reads,
+    Writes,
+    /// txn-mixed: reads, then writes.
+    Both,
+}
+
 impl Workload {
-    /// etcd's command name.
-    pub fn command(&self) -> &'static str {
+    pub fn reported(&self) -> Reported {
         match self {
-            Workload::Put { .. } => "put",
-            Workload::Range { .. } => "range",
-            Workload::TxnPut { .. } => "txn-put",
-            Workload::TxnMixed { .. } => "txn-mixed",
+            Workload::Put { .. } | Workload::TxnPut { .. } => Reported::Writes,
+            Workload::Range { .. } => Reported::Reads,
+            Workload::TxnMixed { .. } => Reported::Both,
         }
     }
 
