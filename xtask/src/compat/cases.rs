@@ -19,16 +19,22 @@ pub enum Kind {
     Plain,
     /// `endpoint status`: implementation-specific fields are masked as well.
     EndpointStatus,
+    /// `lease timetolive`: a plausible remaining TTL is masked as well.
+    LeaseTimeToLive,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Case {
     pub id: &'static str,
-    /// etcdctl arguments after the global `--endpoints` and timeout flags.
+    /// etcdctl arguments after the global `--endpoints` and timeout flags. `{name}` stands for
+    /// the value an earlier case captured on the same server (see `session.rs`).
     pub args: &'static [&'static str],
-    /// Fed to etcdctl's stdin (`txn` reads its script from there).
+    /// Fed to etcdctl's stdin (`txn` reads its script from there); `{name}` as in `args`.
     pub stdin: Option<&'static str>,
     pub kind: Kind,
+    /// For `lease grant`: the variable that receives the granted id (hex, as etcdctl prints
+    /// and takes it).
+    pub capture: Option<&'static str>,
 }
 
 const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
@@ -37,15 +43,29 @@ const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
         args,
         stdin: None,
         kind: Kind::Plain,
+        capture: None,
     }
 }
 
 const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
     Case {
-        id,
-        args,
-        stdin: None,
         kind: Kind::EndpointStatus,
+        ..case(id, args)
+    }
+}
+
+/// `lease grant`, whose id later cases refer to as `{var}`.
+const fn grant(id: &'static str, args: &'static [&'static str], var: &'static str) -> Case {
+    Case {
+        capture: Some(var),
+        ..case(id, args)
+    }
+}
+
+const fn ttl(id: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        kind: Kind::LeaseTimeToLive,
+        ..case(id, args)
     }
 }
 
@@ -53,10 +73,8 @@ const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
 /// line; `script` is written the same way.
 const fn txn(id: &'static str, args: &'static [&'static str], script: &'static str) -> Case {
     Case {
-        id,
-        args,
         stdin: Some(script),
-        kind: Kind::Plain,
+        ..case(id, args)
     }
 }
 
@@ -324,7 +342,84 @@ pub static CASES: &[Case] = &[
     case("lease-revoke-unknown", &["lease", "revoke", "1234"]),
     case("lease-timetolive-unknown", &["lease", "timetolive", "1234"]),
     case("lease-timetolive-unknown-json", &["lease", "timetolive", "1234", "-w", "json"]),
+    case("lease-keep-alive-once-unknown", &["lease", "keep-alive", "--once", "1234"]),
     case("lease-list-empty", &["lease", "list"]),
+    case("lease-grant-too-large", &["lease", "grant", "9000000001"]),
+    // ---- Leases (revision 62 before this section). Ids are chosen by the server: a `grant`
+    // case captures its id into a variable that later cases write as `{name}`, and outputs
+    // show the N-th granted id as `<lease-id-N>`. Nothing waits for an expiry (timing is the
+    // integration tests' business): short leases are revoked at once.
+    grant("lease-grant", &["lease", "grant", "60"], "lease1"),
+    grant("lease-grant-json", &["lease", "grant", "60", "-w", "json"], "lease2"),
+    // Raised to etcd's minimum, 1.5 election timeouts rounded up to whole seconds (2 s).
+    grant("lease-grant-below-minimum", &["lease", "grant", "1"], "short1"),
+    case("lease-revoke-no-keys", &["lease", "revoke", "{short1}"]),
+    grant("lease-grant-zero-json", &["lease", "grant", "0", "-w", "json"], "short2"),
+    case("lease-revoke-no-keys-json", &["lease", "revoke", "{short2}", "-w", "json"]),
+    grant("lease-grant-fields", &["lease", "grant", "3", "-w", "fields"], "short3"),
+    case("lease-revoke-no-keys-fields", &["lease", "revoke", "{short3}", "-w", "fields"]),
+    case("lease-list", &["lease", "list"]),
+    case("lease-list-json", &["lease", "list", "-w", "json"]),
+    case("lease-list-fields", &["lease", "list", "-w", "fields"]),
+    case("put-with-lease", &["put", "l/a", "1", "--lease={lease1}"]), // rev 63
+    case("put-with-lease-json", &["put", "l/b", "2", "--lease={lease1}", "-w", "json"]), // rev 64
+    case("put-with-lease-prev-kv", &["put", "l/c", "3", "--lease={lease2}", "--prev-kv"]), // rev 65
+    case("get-leased-key-json", &["get", "l/a", "-w", "json"]),
+    case("get-leased-keys-fields", &["get", "l/", "--prefix", "-w", "fields"]),
+    ttl("lease-timetolive", &["lease", "timetolive", "{lease1}"]),
+    ttl("lease-timetolive-json", &["lease", "timetolive", "{lease1}", "-w", "json"]),
+    ttl("lease-timetolive-keys", &["lease", "timetolive", "{lease1}", "--keys"]),
+    ttl("lease-timetolive-keys-json", &["lease", "timetolive", "{lease1}", "--keys", "-w", "json"]),
+    ttl("lease-timetolive-keys-fields", &["lease", "timetolive", "{lease2}", "--keys", "-w", "fields"]),
+    case("put-ignore-lease-keeps-lease", &["put", "l/a", "1b", "--ignore-lease"]), // rev 66
+    case("get-after-ignore-lease-json", &["get", "l/a", "-w", "json"]),
+    txn("txn-put-ignore-lease-json", &["txn", "-w", "json"], "\nput l/a 1c --ignore-lease\nget l/a\n\n\n"), // rev 67
+    case("put-lease-and-ignore-lease", &["put", "l/a", "1d", "--lease={lease1}", "--ignore-lease"]),
+    case("put-moves-key-to-other-lease-json", &["put", "l/b", "2b", "--lease={lease2}", "--prev-kv", "-w", "json"]), // rev 68
+    case("put-without-lease-detaches", &["put", "l/c", "3b", "--prev-kv"]), // rev 69
+    case("put-with-lease-to-delete", &["put", "l/e", "5", "--lease={lease1}"]), // rev 70
+    case("del-leased-key-detaches", &["del", "l/e"]), // rev 71
+    ttl("lease-timetolive-keys-after-moves", &["lease", "timetolive", "{lease1}", "--keys"]),
+    ttl("lease-timetolive-keys-after-moves-json", &["lease", "timetolive", "{lease2}", "--keys", "-w", "json"]),
+    case("lease-keep-alive-once", &["lease", "keep-alive", "--once", "{lease1}"]),
+    case("lease-keep-alive-once-json", &["lease", "keep-alive", "--once", "{lease1}", "-w", "json"]),
+    case("lease-keep-alive-once-fields", &["lease", "keep-alive", "--once", "{lease1}", "-w", "fields"]),
+    // Listed by expiry: lease1, just renewed, now expires after lease2.
+    case("lease-list-after-keep-alive", &["lease", "list"]),
+    // A lock: a key only one client can create, attached to its owner's lease.
+    txn(
+        "txn-lock-take",
+        &["txn"],
+        "create(\"/lock/x\") = \"0\"\n\nput /lock/x alice --lease={lease2}\n\nget /lock/x\n\n",
+    ), // rev 72
+    txn(
+        "txn-lock-held-json",
+        &["txn", "-w", "json"],
+        "create(\"/lock/x\") = \"0\"\n\nput /lock/x bob --lease={lease1}\n\nget /lock/x\n\n",
+    ),
+    ttl("lease-timetolive-lock-owner", &["lease", "timetolive", "{lease2}", "--keys"]),
+    // Deletes l/b and /lock/x, both in revision 73.
+    case("lease-revoke", &["lease", "revoke", "{lease2}"]),
+    case("get-after-revoke-json", &["get", "", "--prefix", "-w", "json"]),
+    case("get-before-revoke-keys-only", &["get", "", "--prefix", "--rev=72", "--keys-only"]),
+    case("get-revoked-key-history-json", &["get", "/lock/x", "--rev=72", "-w", "json"]),
+    case("lease-revoke-again", &["lease", "revoke", "{lease2}"]),
+    case("lease-revoke-again-json", &["lease", "revoke", "{lease2}", "-w", "json"]),
+    ttl("lease-timetolive-revoked", &["lease", "timetolive", "{lease2}"]),
+    ttl("lease-timetolive-revoked-keys-json", &["lease", "timetolive", "{lease2}", "--keys", "-w", "json"]),
+    case("lease-keep-alive-once-revoked", &["lease", "keep-alive", "--once", "{lease2}"]),
+    case("put-revoked-lease", &["put", "l/d", "4", "--lease={lease2}"]),
+    txn("txn-put-revoked-lease", &["txn"], "\nput l/d 4 --lease={lease2}\n\n\n"),
+    txn(
+        "txn-lock-retake-json",
+        &["txn", "-w", "json"],
+        "create(\"/lock/x\") = \"0\"\n\nput /lock/x bob --lease={lease1}\n\nget /lock/x\n\n",
+    ), // rev 74
+    case("lease-list-after-revoke-json", &["lease", "list", "-w", "json"]),
+    // Deletes l/a and /lock/x in revision 75.
+    case("lease-revoke-json", &["lease", "revoke", "{lease1}", "-w", "json"]),
+    case("lease-list-all-revoked", &["lease", "list"]),
+    case("get-after-all-revoked-json", &["get", "", "--prefix", "-w", "json"]),
     // ---- Final state.
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
     case("endpoint-health-final", &["endpoint", "health"]),
@@ -359,6 +454,32 @@ mod tests {
         assert!(CASES.len() >= 80, "only {} cases", CASES.len());
         let json = CASES.iter().filter(|c| c.args.contains(&"json")).count();
         assert!(json >= 30, "only {json} json cases");
+    }
+
+    #[test]
+    fn variables_are_captured_once_by_grants_before_use() {
+        let mut captured = HashSet::new();
+        for case in CASES {
+            let text = case.args.join(" ") + case.stdin.unwrap_or("");
+            for (start, _) in text.match_indices('{') {
+                let name = &text[start + 1..];
+                let name = &name[..name.find('}').expect("a closing brace")];
+                assert!(
+                    captured.contains(name),
+                    "{} uses {{{name}}}, not captured by an earlier case",
+                    case.id
+                );
+            }
+            // A grant without a capture must fail: `run_case` checks that on the reference.
+            if let Some(var) = case.capture {
+                assert!(
+                    case.args.starts_with(&["lease", "grant"]),
+                    "{} captures {var} but is not a lease grant",
+                    case.id
+                );
+                assert!(captured.insert(var), "{} captures {var} again", case.id);
+            }
+        }
     }
 
     #[test]

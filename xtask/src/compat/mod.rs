@@ -5,7 +5,8 @@
 //! ([`normalise`]) and diffs the rest. A difference fails the run unless `docs/compat.md`
 //! lists the case under "Known differences" ([`known`]). `--only etcd` runs the reference
 //! against a second fresh etcd instead, which must produce no difference at all: that checks
-//! the harness and the normaliser themselves.
+//! the harness and the normaliser themselves. Each server has its own [`session::Session`]:
+//! the lease ids it granted, which later cases refer to and the normaliser rewrites.
 
 mod cases;
 mod diff;
@@ -13,6 +14,7 @@ mod known;
 mod normalise;
 mod runner;
 mod server;
+mod session;
 
 use std::path::PathBuf;
 
@@ -21,8 +23,9 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 use cases::{Case, CASES};
 use known::KnownDifferences;
-use runner::Etcdctl;
+use runner::{Etcdctl, Outcome};
 use server::{Flavor, Server};
+use session::Session;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -96,12 +99,15 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut failures = Vec::new();
     let mut known_hits = Vec::new();
     let mut stale = Vec::new();
+    let (mut reference_session, mut candidate_session) = (Session::default(), Session::default());
     for case in CASES {
         let verdict = run_case(
             case,
             &etcdctl,
-            &mut reference,
-            &mut candidate,
+            [
+                (&mut reference, &mut reference_session),
+                (&mut candidate, &mut candidate_session),
+            ],
             &allowed,
             opts,
         )?;
@@ -151,25 +157,36 @@ pub fn run(opts: &Options) -> Result<()> {
 fn run_case(
     case: &Case,
     etcdctl: &Etcdctl,
-    reference: &mut Server,
-    candidate: &mut Server,
+    servers: [(&mut Server, &mut Session); 2],
     allowed: &KnownDifferences,
     opts: &Options,
 ) -> Result<Verdict> {
     let mut outputs = Vec::with_capacity(2);
-    for server in [&mut *reference, &mut *candidate] {
+    let mut labels = Vec::with_capacity(2);
+    for (index, (server, session)) in servers.into_iter().enumerate() {
+        let args: Vec<String> = case.args.iter().map(|a| session.substitute(a)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stdin = case.stdin.map(|s| session.substitute(s));
         let outcome = etcdctl
-            .run(server.client_addr(), case.args, case.stdin)
+            .run(server.client_addr(), &args, stdin.as_deref())
             .with_context(|| format!("case {}", case.id))?;
         // A crashed server would turn every later case into noise; stop at the first.
         server
             .ensure_running()
             .with_context(|| format!("after case {}", case.id))?;
+        let captured = case
+            .capture
+            .map(|var| session.capture_lease(var, &outcome.stdout).is_some());
+        if index == 0 {
+            check_reference_grant(case, captured, &outcome)?;
+        }
         outputs.push(normalise::normalise(
             case.kind,
             &outcome,
             server.client_addr(),
+            session.leases(),
         ));
+        labels.push(server.label().to_owned());
     }
     let (expected, actual) = (&outputs[0], &outputs[1]);
     if opts.verbose {
@@ -178,13 +195,30 @@ fn run_case(
         print_indented(&expected.stdout);
         print_indented(&expected.stderr);
     }
-    let Some(diff) = diff::render(reference.label(), expected, candidate.label(), actual) else {
+    let Some(diff) = diff::render(&labels[0], expected, &labels[1], actual) else {
         return Ok(Verdict::Same);
     };
     Ok(match allowed.justification(case.id) {
         Some(_) => Verdict::Known(diff),
         None => Verdict::Differs(diff),
     })
+}
+
+/// A `lease grant` the reference fails although the script captures its id, or one it answers
+/// although the script does not (an id later cases cannot name, revoke or normalise), is a
+/// bug in the script. The candidate doing either shows up as a difference instead.
+fn check_reference_grant(case: &Case, captured: Option<bool>, outcome: &Outcome) -> Result<()> {
+    let granted = case.args.starts_with(&["lease", "grant"]) && outcome.success();
+    match captured {
+        Some(false) => bail!(
+            "case {}: the reference granted no lease to capture:\n{}{}",
+            case.id,
+            outcome.stdout,
+            outcome.stderr
+        ),
+        None if granted => bail!("case {}: grants a lease but captures no id", case.id),
+        _ => Ok(()),
+    }
 }
 
 /// The command line as a reader would type it.

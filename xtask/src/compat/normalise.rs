@@ -12,10 +12,19 @@
 //! - for `endpoint status` only ([`Kind::EndpointStatus`]): version, db size (total and in use),
 //!   raft index and raft applied index are masked. They describe the implementation (storage
 //!   engine, build, how many internal raft entries it writes), not the key space. The header
-//!   revision, raft term, leader, learner flag and errors are kept.
+//!   revision, raft term, leader, learner flag and errors are kept;
+//! - lease ids the server granted earlier in the run become `<lease-id-N>`, N in grant order
+//!   across the whole run ([`LeaseIds`]), so "this key is attached to the second lease granted"
+//!   and the order of `lease list` are still checked; ids the script never granted stay;
+//! - for `lease timetolive` only ([`Kind::LeaseTimeToLive`]): the remaining TTL, which depends
+//!   on when within a second the command ran, becomes `<remaining>` if it is plausible: positive,
+//!   at most the granted TTL and at most [`REMAINING_SLACK_SECS`] below it. An implausible value, and
+//!   the `-1` of an expired lease, is kept. The attached keys are sorted: etcd 3.4 lists them
+//!   in Go map order, which changes from one call to the next.
 
 use super::cases::Kind;
 use super::runner::Outcome;
+use super::session::LeaseIds;
 
 /// One invocation's output after normalisation; two of these are compared for equality.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +35,25 @@ pub struct Normalised {
 }
 
 /// Normalises `outcome` of a case of `kind`, run against the server listening on `client_addr`
-/// (`host:port`).
-pub fn normalise(kind: Kind, outcome: &Outcome, client_addr: &str) -> Normalised {
+/// (`host:port`), which has granted `leases` so far.
+pub fn normalise(
+    kind: Kind,
+    outcome: &Outcome,
+    client_addr: &str,
+    leases: &LeaseIds,
+) -> Normalised {
     let mut ids = IdMap::default();
+    let mut text = |raw: &str| leases.rewrite(&normalise_text(kind, raw, client_addr, &mut ids));
     Normalised {
         exit: outcome.exit.clone(),
-        stdout: normalise_text(kind, &outcome.stdout, client_addr, &mut ids),
-        stderr: normalise_text(kind, &outcome.stderr, client_addr, &mut ids),
+        stdout: text(&outcome.stdout),
+        stderr: text(&outcome.stderr),
     }
 }
+
+/// How far below the granted TTL a remaining TTL may be: the suite reads it within seconds of
+/// the grant or keep-alive, so this is generous.
+const REMAINING_SLACK_SECS: i64 = 30;
 
 const CLUSTER_ID_FIELDS: &[&str] = &["cluster_id", "ClusterID"];
 const MEMBER_ID_FIELDS: &[&str] = &["member_id", "MemberID", "leader", "Leader"];
@@ -67,6 +86,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
     let mut text = match kind {
         Kind::Plain => text.to_owned(),
         Kind::EndpointStatus => mask_endpoint_status(text, ids),
+        Kind::LeaseTimeToLive => sort_attached_keys(&mask_remaining_ttl(text)),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -171,6 +191,92 @@ fn mask_status_cells(cells: &mut [String], ids: &mut IdMap) {
     }
 }
 
+/// Masks the remaining TTL of `lease timetolive` output: `remaining(<n>s)` after
+/// `TTL(<granted>s)` in simple output, `"ttl"` next to `"granted-ttl"` in json, `"TTL"` next to
+/// `"GrantedTTL"` in fields output.
+fn mask_remaining_ttl(text: &str) -> String {
+    const GRANTED: &str = "granted with TTL(";
+    const REMAINING: &str = "s), remaining(";
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let simple = line.find(GRANTED).and_then(|start| {
+            let granted_at = start + GRANTED.len();
+            let granted_len = line[granted_at..].find(REMAINING)?;
+            let remaining_at = granted_at + granted_len + REMAINING.len();
+            let remaining_len = line[remaining_at..].find("s)")?;
+            let granted = &line[granted_at..granted_at + granted_len];
+            let remaining = &line[remaining_at..remaining_at + remaining_len];
+            Some(format!(
+                "{}{}{}",
+                &line[..remaining_at],
+                remaining_placeholder(remaining, granted),
+                &line[remaining_at + remaining_len..]
+            ))
+        });
+        out.push_str(simple.as_deref().unwrap_or(line));
+    }
+    for (remaining_key, granted_key) in [("ttl", "granted-ttl"), ("TTL", "GrantedTTL")] {
+        if let Some(granted) = field_value(&out, granted_key).map(str::to_owned) {
+            out = rewrite_field(&out, remaining_key, |v| remaining_placeholder(v, &granted));
+        }
+    }
+    out
+}
+
+/// Sorts the keys of `lease timetolive --keys` output: `attached keys([a b])` in simple
+/// output, `"keys":[..]` in json, consecutive `"Key" : ..` lines in fields output.
+fn sort_attached_keys(text: &str) -> String {
+    let mut out = sort_list_between(text, "attached keys([", "])", " ");
+    out = sort_list_between(&out, "\"keys\":[", "]", ",");
+    let is_key = |line: &str| line.starts_with("\"Key\" : ");
+    let mut lines: Vec<&str> = out.split_inclusive('\n').collect();
+    for run in lines.chunk_by_mut(|a, b| is_key(a) && is_key(b)) {
+        run.sort_unstable();
+    }
+    lines.concat()
+}
+
+/// Sorts the `separator`-separated items between the first `open` and the following `close`.
+fn sort_list_between(text: &str, open: &str, close: &str, separator: &str) -> String {
+    let Some(start) = text.find(open).map(|p| p + open.len()) else {
+        return text.to_owned();
+    };
+    let Some(len) = text[start..].find(close) else {
+        return text.to_owned();
+    };
+    let (head, rest) = text.split_at(start);
+    let (list, tail) = rest.split_at(len);
+    let mut items: Vec<&str> = list.split(separator).collect();
+    items.sort_unstable();
+    format!("{head}{}{tail}", items.join(separator))
+}
+
+fn remaining_placeholder(remaining: &str, granted: &str) -> String {
+    match (remaining.parse::<i64>(), granted.parse::<i64>()) {
+        (Ok(r), Ok(g)) if r > 0 && r <= g && r >= g - REMAINING_SLACK_SECS => {
+            "<remaining>".to_owned()
+        }
+        _ => remaining.to_owned(),
+    }
+}
+
+/// The scalar value of the first `"key": value` (json) or `"key" : value` (fields) in `text`,
+/// as written.
+pub fn field_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    let needle = format!("\"{key}\"");
+    let mut rest = text;
+    while let Some(pos) = rest.find(&needle) {
+        rest = &rest[pos + needle.len()..];
+        if let Some(sep) = separator_len(rest) {
+            let value = &rest[sep..sep + scalar_len(&rest[sep..])];
+            if !value.is_empty() {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
 /// Rewrites the scalar value of every `"key": value` (json) or `"key" : value` (etcdctl's
 /// fields format) in `text` with `f(value)`, the value token passed as written (strings keep
 /// their quotes).
@@ -273,7 +379,7 @@ mod tests {
             stdout: stdout.to_owned(),
             stderr: stderr.to_owned(),
         };
-        normalise(kind, &outcome, ADDR)
+        normalise(kind, &outcome, ADDR, &LeaseIds::default())
     }
 
     #[test]
@@ -402,6 +508,88 @@ Error: etcdserver: key not found
     fn other_ports_and_short_client_names_are_left_alone() {
         let out = norm(Kind::Plain, "127.0.0.1:9999 client-abc\n", "");
         assert_eq!(out.stdout, "127.0.0.1:9999 client-abc\n");
+    }
+
+    #[test]
+    fn plausible_remaining_ttls_are_masked_in_every_format() {
+        let simple =
+            "lease 694da213a7d0f601 granted with TTL(60s), remaining(59s), attached keys([a])\n";
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, simple, "").stdout,
+            "lease 694da213a7d0f601 granted with TTL(60s), remaining(<remaining>s), attached keys([a])\n"
+        );
+        let json = r#"{"revision":3,"raft_term":2,"id":7,"ttl":48,"granted-ttl":60,"keys":null}"#;
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, json, "").stdout,
+            r#"{"revision":3,"raft_term":2,"id":7,"ttl":<remaining>,"granted-ttl":60,"keys":null}"#
+        );
+        let fields = "\"ID\" : 7\n\"TTL\" : 60\n\"GrantedTTL\" : 60\n";
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, fields, "").stdout,
+            "\"ID\" : 7\n\"TTL\" : <remaining>\n\"GrantedTTL\" : 60\n"
+        );
+    }
+
+    #[test]
+    fn implausible_and_expired_remaining_ttls_are_kept() {
+        for (text, why) in [
+            (
+                "lease 1 granted with TTL(60s), remaining(61s)\n",
+                "above the granted ttl",
+            ),
+            (
+                "lease 1 granted with TTL(60s), remaining(29s)\n",
+                "far below it",
+            ),
+            (
+                r#"{"id":1,"ttl":-1,"granted-ttl":0,"keys":null}"#,
+                "expired",
+            ),
+            (
+                r#"{"id":1,"ttl":60000,"granted-ttl":60,"keys":null}"#,
+                "milliseconds",
+            ),
+        ] {
+            assert_eq!(norm(Kind::LeaseTimeToLive, text, "").stdout, text, "{why}");
+        }
+        // A keep-alive's "TTL" is the granted TTL: only time-to-live output is masked.
+        let keepalive = r#"{"revision":3,"ID":7,"TTL":60}"#;
+        assert_eq!(norm(Kind::Plain, keepalive, "").stdout, keepalive);
+    }
+
+    #[test]
+    fn attached_keys_are_sorted_in_every_format() {
+        let simple = "lease 1 granted with TTL(60s), remaining(59s), attached keys([kc ka kb])\n";
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, simple, "").stdout,
+            "lease 1 granted with TTL(60s), remaining(<remaining>s), attached keys([ka kb kc])\n"
+        );
+        let json = r#"{"id":1,"ttl":59,"granted-ttl":60,"keys":["a2M=","a2E=","a2I="]}"#;
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, json, "").stdout,
+            r#"{"id":1,"ttl":<remaining>,"granted-ttl":60,"keys":["a2E=","a2I=","a2M="]}"#
+        );
+        let fields = "\"GrantedTTL\" : 60\n\"Key\" : \"kc\"\n\"Key\" : \"ka\"\n\"Key\" : \"kb\"\n";
+        assert_eq!(
+            norm(Kind::LeaseTimeToLive, fields, "").stdout,
+            "\"GrantedTTL\" : 60\n\"Key\" : \"ka\"\n\"Key\" : \"kb\"\n\"Key\" : \"kc\"\n"
+        );
+        // Range output keeps its order: it is sorted by the server on request.
+        let get = "\"Key\" : \"kc\"\n\"Key\" : \"ka\"\n";
+        assert_eq!(norm(Kind::Plain, get, "").stdout, get);
+    }
+
+    #[test]
+    fn field_value_finds_the_first_scalar() {
+        assert_eq!(
+            field_value(r#"{"ID":{"x":1},"ID":12,"ID":13}"#, "ID"),
+            Some("12")
+        );
+        assert_eq!(
+            field_value("\"GrantedTTL\" : 60\n", "GrantedTTL"),
+            Some("60")
+        );
+        assert_eq!(field_value(r#"{"granted-ttl":60}"#, "ttl"), None);
     }
 
     #[test]
