@@ -4,9 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use parking_lot::RwLockUpgradableReadGuard;
-
-use super::{fold_changes, put_consistent_index, to_events, KvStore, Tx};
+use super::{put_consistent_index, KvStore, Tx};
 use crate::backend::{Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::index::KeyRange;
@@ -51,13 +49,8 @@ impl KvStore {
             tx.into_parts()
         };
         batch.delete(Keyspace::Leases, id.to_be_bytes());
-        put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
-        let mut state = RwLockUpgradableReadGuard::upgrade(guard);
-        let revision = fold_changes(&mut state, &changes)?;
-        self.consistent_index.store(index, Ordering::Release);
-        drop(state);
-        Ok(RevokeOutcome { events: to_events(changes, revision), revision })
+        let (revision, events) = self.commit(guard, index, changes, batch)?;
+        Ok(RevokeOutcome { revision, events })
     }
 
     /// Every persisted lease, for rebuilding the lease manager on open.

@@ -210,7 +210,7 @@ impl KvStore {
         if let WriteRequest::Compact(c) = req {
             return self.compact(guard, index, c);
         }
-        let (response, changes, mut batch) = {
+        let (response, changes, batch) = {
             let mut tx = Tx::new(&guard, &*self.backend);
             let response = match req {
                 WriteRequest::Put(p) => {
@@ -228,14 +228,27 @@ impl KvStore {
             let (changes, batch) = tx.into_parts();
             (response, changes, batch)
         };
+        let (revision, events) = self.commit(guard, index, changes, batch)?;
+        Ok(WriteOutcome { response, events, revision })
+    }
+
+    /// Writes `batch` with `consistent_index = index` atomically, then folds
+    /// the transaction's changes into the index under the write lock.
+    /// Returns the store revision after the write and its events.
+    fn commit(
+        &self,
+        guard: RwLockUpgradableReadGuard<'_, State>,
+        index: u64,
+        changes: Vec<KeyValue>,
+        mut batch: WriteBatch,
+    ) -> Result<(i64, Vec<Event>), MvccError> {
         put_consistent_index(&mut batch, index);
         self.backend.write(batch)?;
-
         let mut state = RwLockUpgradableReadGuard::upgrade(guard);
         let revision = fold_changes(&mut state, &changes)?;
         self.consistent_index.store(index, Ordering::Release);
         drop(state);
-        Ok(WriteOutcome { response, events: to_events(changes, revision), revision })
+        Ok((revision, to_events(changes, revision)))
     }
 
     /// Records that raft entry `index` was applied without touching the
