@@ -115,3 +115,29 @@ async fn a_minority_member_serves_no_linearizable_reads_or_writes() {
     let local = kv.range(all(true)).await.unwrap().into_inner();
     assert_eq!(local.kvs[0].value, b"v");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::start(3).await;
+    // Member 2 comes back believing in another cluster (another token: other
+    // ids). The other two must refuse its traffic and it must refuse theirs.
+    cluster.kill9(2);
+    let stranger = cluster.spawn(2, &["--initial-cluster-token".to_string(), "another-cluster".to_string()]);
+    stranger.wait_ready().await;
+    cluster.members[2] = Some(stranger);
+
+    let leader = leader_of(&cluster).await;
+    assert_ne!(leader, 2, "the stranger cannot lead the cluster");
+    cluster.member(0).kv().await.put(put("still", "serving")).await.unwrap();
+
+    let mut stranger = MaintenanceClient::connect(cluster.member(2).endpoint()).await.unwrap();
+    let mut theirs = MaintenanceClient::connect(cluster.member(0).endpoint()).await.unwrap();
+    let stranger_status = stranger.status(StatusRequest {}).await.unwrap().into_inner();
+    let their_status = theirs.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_ne!(stranger_status.header.unwrap().cluster_id, their_status.header.unwrap().cluster_id);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stranger_status = stranger.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(stranger_status.leader, 0, "the stranger joined the other cluster's raft");
+    let local = cluster.member(2).kv().await.range(all(true)).await.unwrap().into_inner();
+    assert!(local.kvs.iter().all(|kv| kv.key != b"still"), "the stranger received the other cluster's log");
+}

@@ -59,7 +59,12 @@ impl Keel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut kv) = KvClient::connect(self.endpoint()).await {
-                let request = keel_proto::etcdserverpb::RangeRequest { key: b"health".to_vec(), ..Default::default() };
+                // Serializable: "serving", even before (or without) a leader.
+                let request = keel_proto::etcdserverpb::RangeRequest {
+                    key: b"health".to_vec(),
+                    serializable: true,
+                    ..Default::default()
+                };
                 if kv.range(request).await.is_ok() {
                     return;
                 }
@@ -108,7 +113,7 @@ impl Cluster {
         let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let mut cluster = Cluster { members: Vec::new(), names, peer_ports, client_ports, _dir: dir };
         for i in 0..size {
-            let keel = cluster.spawn(i);
+            let keel = cluster.spawn(i, &[]);
             cluster.members.push(Some(keel));
         }
         for keel in cluster.members.iter().flatten() {
@@ -117,7 +122,8 @@ impl Cluster {
         cluster
     }
 
-    fn spawn(&self, i: usize) -> Keel {
+    /// Starts member `i` with `extra` flags after the cluster's own.
+    pub fn spawn(&self, i: usize, extra: &[String]) -> Keel {
         let initial_cluster = self
             .names
             .iter()
@@ -136,11 +142,12 @@ impl Cluster {
             "--initial-cluster".to_string(),
             initial_cluster,
         ];
+        let flags: Vec<String> = flags.into_iter().chain(extra.iter().cloned()).collect();
         Keel::spawn(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags)
     }
 
     pub async fn restart(&mut self, i: usize) {
-        let keel = self.spawn(i);
+        let keel = self.spawn(i, &[]);
         keel.wait_ready().await;
         self.members[i] = Some(keel);
     }
