@@ -13,7 +13,7 @@ use keel_proto::etcdserverpb::{
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 };
-use tokio_stream::StreamExt;
+use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::node_error;
@@ -45,15 +45,18 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         let member = self.member.clone();
-        let responses = request.into_inner().map(move |keep_alive| {
-            let id = keep_alive?.id;
-            // etcd answers a keep-alive for an unknown lease with TTL 0.
-            let ttl = match member.lease_renew(id) {
-                Ok(ttl) => ttl,
-                Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
-                Err(err) => return Err(node_error(err)),
-            };
-            Ok(LeaseKeepAliveResponse { header: Some(member.header()), id, ttl })
+        let responses = request.into_inner().then(move |keep_alive| {
+            let member = member.clone();
+            async move {
+                let id = keep_alive?.id;
+                // etcd answers a keep-alive for an unknown lease with TTL 0.
+                let ttl = match member.lease_renew(id).await {
+                    Ok(ttl) => ttl,
+                    Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
+                    Err(err) => return Err(node_error(err)),
+                };
+                Ok(LeaseKeepAliveResponse { header: Some(member.header()), id, ttl })
+            }
         });
         Ok(Response::new(Box::pin(responses)))
     }
@@ -64,7 +67,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let request = request.into_inner();
         let header = Some(self.member.header());
-        match self.member.lease_time_to_live(request.id, request.keys) {
+        match self.member.lease_time_to_live(request.id, request.keys).await {
             Ok(ttl) => Ok(Response::new(LeaseTimeToLiveResponse {
                 header,
                 id: ttl.id,

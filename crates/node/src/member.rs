@@ -311,12 +311,36 @@ impl Member {
 
     /// A keep-alive: the lease's deadline moves to now + TTL; returns the TTL.
     /// Only the leader's lease manager keeps time.
-    pub fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
-        self.lessor.lock().renew(id, std::time::Instant::now()).map_err(NodeError::Lease)
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
+        self.wait_for_leader().await?;
+        self.lessor_in_step().renew(id, std::time::Instant::now()).map_err(NodeError::Lease)
     }
 
-    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
-        self.lessor.lock().time_to_live(id, std::time::Instant::now(), keys).map_err(NodeError::Lease)
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        self.wait_for_leader().await?;
+        self.lessor_in_step().time_to_live(id, std::time::Instant::now(), keys).map_err(NodeError::Lease)
+    }
+
+    /// Waits until some member leads (as etcd's `waitLeader`), so a lease
+    /// call right after start or during an election is answered, not refused.
+    async fn wait_for_leader(&self) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        while self.raft.status().leader() == 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// The lease manager, promoted or demoted to match this member's raft
+    /// role right now: a keep-alive arriving just after an election must not
+    /// wait for the expiry thread's next tick to find a primary.
+    fn lessor_in_step(&self) -> parking_lot::MutexGuard<'_, Lessor> {
+        let mut lessor = self.lessor.lock();
+        match_leadership(&mut lessor, self.raft.status().is_leader(), std::time::Instant::now());
+        lessor
     }
 
     pub fn leases(&self) -> Vec<i64> {
@@ -458,11 +482,7 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, raft: &RaftHandle, stop: &std::sync:
         let leader = raft.status().is_leader();
         let expired = {
             let mut lessor = lessor.lock();
-            match (leader, lessor.is_primary()) {
-                (true, false) => lessor.promote(now, ELECTION_TIMEOUT),
-                (false, true) => lessor.demote(),
-                _ => {}
-            }
+            match_leadership(&mut lessor, leader, now);
             lessor.expired(now, EXPIRY_BATCH)
         };
         for id in expired {
@@ -473,6 +493,15 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, raft: &RaftHandle, stop: &std::sync:
             };
             let _ = raft.propose(0, request.encode_to_vec());
         }
+    }
+}
+
+/// Only the leader's lease manager keeps time (etcd's promote and demote).
+fn match_leadership(lessor: &mut Lessor, leader: bool, now: std::time::Instant) {
+    match (leader, lessor.is_primary()) {
+        (true, false) => lessor.promote(now, ELECTION_TIMEOUT),
+        (false, true) => lessor.demote(),
+        _ => {}
     }
 }
 
