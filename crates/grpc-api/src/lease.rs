@@ -33,7 +33,12 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
-        self.member.lease_grant(request.into_inner()).await.map(Response::new).map_err(node_error)
+        let request = request.into_inner();
+        // Refused before raft, as etcd does: a bad grant costs no log entry.
+        if request.ttl > keel_lease_manager::MAX_LEASE_TTL {
+            return Err(node_error(NodeError::Lease(LeaseError::TtlTooLarge)));
+        }
+        self.member.lease_grant(request).await.map(Response::new).map_err(node_error)
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {

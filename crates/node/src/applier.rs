@@ -142,6 +142,7 @@ impl Applier {
         if index <= self.applied.load(Ordering::Acquire) {
             return Ok(());
         }
+        let mut stored = false;
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
@@ -150,9 +151,17 @@ impl Applier {
                 Err(NodeError::Mvcc(err)) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
                 other => other,
             };
+            // Every successful apply wrote consistent_index with its change.
+            stored = result.is_ok();
             if let Some(reply) = self.waiters.writes.lock().remove(&request.id) {
                 let _ = reply.send(result);
             }
+        }
+        if !stored {
+            // Empty and configuration entries, and requests refused while
+            // applying, change nothing; recording them keeps a restart from
+            // replaying them (and keeps consistent_index the true applied index).
+            self.kv.advance_consistent_index(index).map_err(NodeError::Mvcc)?;
         }
         self.applied.store(index, Ordering::Release);
         Ok(())

@@ -358,15 +358,20 @@ impl Member {
     /// Sends one write through raft and waits until this member applied it.
     async fn propose(&self, request: Request) -> Result<Applied, NodeError> {
         let tag = self.next_tag();
-        let data = InternalRaftRequest { id: tag, request: Some(request) }.encode_to_vec();
+        let retry_payload = InternalRaftRequest { id: tag, request: Some(request) };
+        let data = retry_payload.encode_to_vec();
         if data.len() > self.config.max_request_bytes {
             return Err(NodeError::RequestTooLarge);
         }
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let mut data = Some(data);
         loop {
             let (reply, answer) = oneshot::channel();
             self.waiters.wait_write(tag, reply);
-            self.raft.propose(tag, data.clone()).map_err(|_| NodeError::Stopped)?;
+            // The payload is moved into the proposal; a retry (refused before
+            // it reached the log) encodes the request again.
+            let payload = data.take().unwrap_or_else(|| retry_payload.encode_to_vec());
+            self.raft.propose(tag, payload).map_err(|_| NodeError::Stopped)?;
             match tokio::time::timeout_at(deadline, answer).await {
                 Ok(Ok(Err(NodeError::NoLeader))) => {
                     // Refused before it reached the log (an election is

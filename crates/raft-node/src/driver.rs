@@ -285,6 +285,9 @@ impl Driver {
                 // The log can no longer be trusted to be durable; a member
                 // that keeps going could acknowledge writes it then loses.
                 tracing::error!(%err, "raft log write failed; stopping this member's raft");
+                // Nobody may go on believing this member leads.
+                self.status.leader.store(raft::INVALID_ID, Ordering::Release);
+                self.status.role.store(StateRole::Follower as u8, Ordering::Release);
                 return;
             }
         }
