@@ -76,11 +76,14 @@ impl Apply for ApplySender {
 }
 
 /// The lease manager as MVCC sees it while applying a Put.
-struct Leases<'a>(&'a Lessor);
+/// Locks per lookup rather than across the whole KV write: lease state only
+/// changes on this thread, so the answer cannot move during the write, and
+/// keep-alives on the async runtime never wait for a RocksDB batch.
+struct Leases<'a>(&'a Mutex<Lessor>);
 
 impl LeaseLookup for Leases<'_> {
     fn exists(&self, lease_id: i64) -> bool {
-        self.0.exists(lease_id)
+        self.0.lock().exists(lease_id)
     }
 }
 
@@ -168,26 +171,27 @@ impl Applier {
     }
 
     fn apply_request(&self, index: u64, request: Option<Request>) -> Result<Applied, NodeError> {
-        let mut lessor = self.lessor.lock();
-        let kv_write = |write: WriteRequest<'_>, lessor: &mut Lessor| -> Result<Applied, NodeError> {
-            let outcome = self.kv.apply(index, write, &Leases(lessor)).map_err(NodeError::Mvcc)?;
-            track_leased_keys(lessor, &outcome.events);
+        let kv_write = |write: WriteRequest<'_>| -> Result<Applied, NodeError> {
+            let outcome = self.kv.apply(index, write, &Leases(&self.lessor)).map_err(NodeError::Mvcc)?;
+            if !outcome.events.is_empty() {
+                track_leased_keys(&mut self.lessor.lock(), &outcome.events);
+            }
             Ok(Applied::Kv(outcome.response))
         };
         match request {
-            Some(Request::Put(put)) => kv_write(WriteRequest::Put(&put), &mut lessor),
-            Some(Request::DeleteRange(delete)) => kv_write(WriteRequest::DeleteRange(&delete), &mut lessor),
-            Some(Request::Txn(txn)) => kv_write(WriteRequest::Txn(&txn), &mut lessor),
-            Some(Request::Compaction(compact)) => kv_write(WriteRequest::Compact(&compact), &mut lessor),
+            Some(Request::Put(put)) => kv_write(WriteRequest::Put(&put)),
+            Some(Request::DeleteRange(delete)) => kv_write(WriteRequest::DeleteRange(&delete)),
+            Some(Request::Txn(txn)) => kv_write(WriteRequest::Txn(&txn)),
+            Some(Request::Compaction(compact)) => kv_write(WriteRequest::Compact(&compact)),
             Some(Request::LeaseGrant(grant)) => {
-                let info = lessor.grant(grant.id, grant.ttl, Instant::now()).map_err(NodeError::Lease)?;
+                let info = self.lessor.lock().grant(grant.id, grant.ttl, Instant::now()).map_err(NodeError::Lease)?;
                 self.kv
                     .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl })
                     .map_err(NodeError::Mvcc)?;
                 Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: info.id, ttl: info.ttl, error: String::new() }))
             }
             Some(Request::LeaseRevoke(revoke)) => {
-                let keys = lessor.revoke(revoke.id).map_err(NodeError::Lease)?;
+                let keys = self.lessor.lock().revoke(revoke.id).map_err(NodeError::Lease)?;
                 let outcome = self.kv.apply_lease_revoke(index, revoke.id, &keys).map_err(NodeError::Mvcc)?;
                 Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
