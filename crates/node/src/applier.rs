@@ -112,10 +112,14 @@ impl Applier {
                 ApplyEvent::Committed(entries) => {
                     for entry in entries {
                         if let Err(err) = self.apply_entry(&entry) {
-                            // Applying is deterministic; a member that cannot
-                            // apply an entry must not go on diverging.
-                            tracing::error!(%err, index = entry.index, "cannot apply committed entry; stopping the applier");
-                            return;
+                            // Applying is deterministic, so this member's
+                            // storage failed. Stopping only this thread would
+                            // leave raft leading and clients timing out, and
+                            // a member that goes on could diverge: stop the
+                            // process, as etcd panics. The raft log is
+                            // durable; a restart replays from it.
+                            tracing::error!(%err, index = entry.index, "cannot apply committed entry; stopping the member");
+                            std::process::abort();
                         }
                     }
                     self.release_reads();
