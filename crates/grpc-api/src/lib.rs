@@ -30,6 +30,9 @@ pub use peer::PeerService;
 /// oversized request reaches the server's own check and its etcd error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// etcd's default --max-txn-ops.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
     pub max_request_bytes: usize,
@@ -38,7 +41,7 @@ pub struct ApiOptions {
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        ApiOptions { max_request_bytes: 1536 * 1024, max_txn_ops: 128 }
+        ApiOptions { max_request_bytes: keel_node::DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: DEFAULT_MAX_TXN_OPS }
     }
 }
 

@@ -10,7 +10,7 @@ pub mod ids;
 mod member;
 mod peers;
 
-pub use member::{Member, MemberConfig, MemberStatus, ETCD_VERSION};
+pub use member::{Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, ETCD_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

@@ -24,6 +24,9 @@ use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::peers::GrpcTransport;
 use crate::{ids, NodeError};
 
+/// etcd's default --max-request-bytes (1.5 MiB): proposals above it are refused.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
 /// etcd's version this member speaks for (API level).
 pub const ETCD_VERSION: &str = "3.6.0";
 
@@ -51,7 +54,7 @@ impl MemberConfig {
             peer_urls: vec!["http://localhost:2380".to_string()],
             initial_cluster: Vec::new(),
             cluster_token: "etcd-cluster".to_string(),
-            max_request_bytes: 1536 * 1024,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             // etcd: 5 s plus two election timeouts.
             request_timeout: Duration::from_secs(7),
         }

@@ -37,10 +37,10 @@ pub struct Flags {
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
     /// Maximum client request size in bytes the server will accept.
-    #[arg(long, default_value_t = 1536 * 1024)]
+    #[arg(long, default_value_t = keel_node::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
     /// Maximum number of operations permitted in a transaction.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = keel_grpc_api::DEFAULT_MAX_TXN_OPS)]
     pub max_txn_ops: usize,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
