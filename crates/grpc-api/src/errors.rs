@@ -64,3 +64,13 @@ fn mvcc_error(err: MvccError) -> Status {
         other => Status::new(Code::Unknown, other.to_string()),
     }
 }
+
+/// Whether the client asked, with gRPC metadata `hasleader: true` (Go's
+/// `clientv3.WithRequireLeader`), to be refused when the member has no leader.
+pub(crate) fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
+    request.metadata().get("hasleader").is_some_and(|v| v.as_bytes() == b"true")
+}
+
+pub(crate) fn no_leader() -> Status {
+    status(NO_LEADER)
+}

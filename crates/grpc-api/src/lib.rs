@@ -10,14 +10,17 @@ mod lease;
 mod maintenance;
 mod peer;
 mod validate;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_node::Member;
 use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use keel_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
@@ -25,6 +28,7 @@ pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
+pub use watch::WatchService;
 
 /// etcd lets gRPC messages exceed --max-request-bytes by this much, so an
 /// oversized request reaches the server's own check and its etcd error.
@@ -37,11 +41,20 @@ pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 pub struct ApiOptions {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// How often quiet watches that asked for progress notifications get one.
+    pub watch_progress_notify_interval: Duration,
 }
+
+/// etcd's default --watch-progress-notify-interval.
+pub const DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Default for ApiOptions {
     fn default() -> Self {
-        ApiOptions { max_request_bytes: keel_node::DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: DEFAULT_MAX_TXN_OPS }
+        ApiOptions {
+            max_request_bytes: keel_node::DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+        }
     }
 }
 
@@ -60,10 +73,17 @@ pub async fn serve(
     let max_message = options.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
     let lease = LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message);
+    let watch = WatchServer::new(WatchService::new(
+        member.clone(),
+        options.max_request_bytes,
+        options.watch_progress_notify_interval,
+    ))
+    .max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(lease)
+        .add_service(watch)
         .add_service(maintenance)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;

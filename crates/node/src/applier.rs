@@ -18,6 +18,7 @@ use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{Apply, Entry, EntryType, ReadState};
+use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
@@ -92,6 +93,8 @@ pub(crate) struct Applier {
     pub(crate) lessor: Arc<Mutex<Lessor>>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) applied: Arc<AtomicU64>,
+    /// Told of every revision once it is in the store.
+    pub(crate) watches: Arc<WatchHub>,
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
 }
@@ -102,8 +105,9 @@ impl Applier {
         lessor: Arc<Mutex<Lessor>>,
         waiters: Arc<Waiters>,
         applied: Arc<AtomicU64>,
+        watches: Arc<WatchHub>,
     ) -> Self {
-        Applier { kv, lessor, waiters, applied, pending_reads: BTreeMap::new() }
+        Applier { kv, lessor, waiters, applied, watches, pending_reads: BTreeMap::new() }
     }
 
     pub(crate) fn run(mut self, events: Receiver<ApplyEvent>) {
@@ -179,6 +183,7 @@ impl Applier {
             let outcome = self.kv.apply(index, write, &Leases(&self.lessor)).map_err(NodeError::Mvcc)?;
             if !outcome.events.is_empty() {
                 track_leased_keys(&mut self.lessor.lock(), &outcome.events);
+                self.watches.notify(outcome.revision, outcome.events);
             }
             Ok(Applied::Kv(outcome.response))
         };
@@ -197,6 +202,9 @@ impl Applier {
             Some(Request::LeaseRevoke(revoke)) => {
                 let keys = self.lessor.lock().revoke(revoke.id).map_err(NodeError::Lease)?;
                 let outcome = self.kv.apply_lease_revoke(index, revoke.id, &keys).map_err(NodeError::Mvcc)?;
+                if !outcome.events.is_empty() {
+                    self.watches.notify(outcome.revision, outcome.events);
+                }
                 Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
                 }))

@@ -6,6 +6,7 @@
 //! a raft read index to be applied before it touches the store.
 
 mod applier;
+mod history;
 pub mod ids;
 mod member;
 mod peers;

@@ -15,12 +15,15 @@ use keel_proto::etcdserverpb::{
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
+use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine};
+use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
+use crate::history::StoreHistory;
 use crate::peers::GrpcTransport;
 use crate::{ids, NodeError};
 
@@ -79,6 +82,7 @@ pub struct Member {
     cluster_id: u64,
     kv: Arc<KvStore>,
     lessor: Arc<Mutex<Lessor>>,
+    watches: Arc<WatchHub>,
     raft: RaftHandle,
     waiters: Arc<Waiters>,
     applied: Arc<AtomicU64>,
@@ -137,8 +141,9 @@ impl Member {
         )));
         let waiters = Arc::new(Waiters::default());
         let applied = Arc::new(AtomicU64::new(applied_index));
+        let watches = WatchHub::new(Arc::new(StoreHistory(kv.clone())), kv.current_revision());
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone());
+        let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone());
         let applier = std::thread::Builder::new()
             .name("applier".into())
             .spawn(move || applier.run(events_rx))
@@ -184,6 +189,7 @@ impl Member {
             cluster_id,
             kv,
             lessor,
+            watches,
             raft: raft.handle(),
             waiters,
             applied,
@@ -204,12 +210,38 @@ impl Member {
         &self.config.name
     }
 
+    /// Where watch streams are opened.
+    pub fn watches(&self) -> &Arc<WatchHub> {
+        &self.watches
+    }
+
+    /// `events` with each `prev_kv` filled: the key's value just before the
+    /// event, as etcd's watch server reads it (none for a creation, or when
+    /// compaction already removed it).
+    pub async fn with_prev_kvs(&self, mut events: Vec<Event>) -> Vec<Event> {
+        let kv = self.kv.clone();
+        let fill = move || {
+            for event in &mut events {
+                let Some(current) = &event.kv else { continue };
+                let created = event.r#type == EventType::Put as i32 && current.create_revision == current.mod_revision;
+                if created {
+                    continue;
+                }
+                let request =
+                    RangeRequest { key: current.key.clone(), revision: current.mod_revision - 1, ..Default::default() };
+                event.prev_kv = kv.range(&request).ok().and_then(|r| r.kvs.into_iter().next());
+            }
+            events
+        };
+        tokio::task::spawn_blocking(fill).await.unwrap_or_default()
+    }
+
     /// The header every response carries, at the store's current revision.
     pub fn header(&self) -> ResponseHeader {
         self.header_at(self.kv.current_revision())
     }
 
-    fn header_at(&self, revision: i64) -> ResponseHeader {
+    pub fn header_at(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -435,6 +467,7 @@ impl Member {
             let _ = running.expiry.join();
             running.raft.stop();
             let _ = running.applier.join();
+            self.watches.stop();
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = keel_grpc_api::DEFAULT_MAX_TXN_OPS)]
     pub max_txn_ops: usize,
+    /// Period of progress notifications to quiet watches that asked for
+    /// them, as a Go duration (10m, 5s, 1m30s).
+    #[arg(long, alias = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = go_duration)]
+    pub watch_progress_notify_interval: std::time::Duration,
     /// Log level: debug, info, warn, error.
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub log_level: String,
@@ -73,6 +77,37 @@ impl Flags {
             other => other,
         }
     }
+}
+
+/// Parses a Go duration string ("1h2m3.5s", "100ms", "0"), as etcd's flags take.
+pub fn go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {text:?}");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// Turns `http://host:port` into an address to bind. `localhost` means the
@@ -133,6 +168,25 @@ mod tests {
         assert_eq!(flags.data_dir(), PathBuf::from("default.etcd"));
         assert_eq!(flags.max_request_bytes, 1_572_864);
         assert_eq!(flags.max_txn_ops, 128);
+        assert_eq!(flags.watch_progress_notify_interval, std::time::Duration::from_secs(600));
         assert!(Flags::try_parse_from(["keel", "--no-such-flag"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(go_duration("10m0s").unwrap(), Duration::from_secs(600));
+        assert_eq!(go_duration("1h2m3.5s").unwrap(), Duration::from_secs_f64(3723.5));
+        assert_eq!(go_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(go_duration("0").unwrap(), Duration::ZERO);
+        assert!(go_duration("10").is_err());
+        assert!(go_duration("5x").is_err());
+        assert!(go_duration("").is_err());
     }
 }

@@ -57,7 +57,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .context("cannot start the member")?;
     let member = Arc::new(member);
 
-    let options = ApiOptions { max_request_bytes: flags.max_request_bytes, max_txn_ops: flags.max_txn_ops };
+    let options = ApiOptions {
+        max_request_bytes: flags.max_request_bytes,
+        max_txn_ops: flags.max_txn_ops,
+        watch_progress_notify_interval: flags.watch_progress_notify_interval,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {

@@ -141,3 +141,89 @@ async fn a_member_of_another_cluster_is_refused() {
     let local = cluster.member(2).kv().await.range(all(true)).await.unwrap().into_inner();
     assert!(local.kvs.iter().all(|kv| kv.key != b"still"), "the stranger received the other cluster's log");
 }
+
+/// Watches one member; when its stream breaks (the member died) resumes on
+/// the next member from the revision after the last one seen, as clientv3
+/// does. `from` is the first revision (0: from now). Returns every (key, mod revision) received, until `stop_key`.
+async fn follow(endpoints: Vec<String>, first: usize, from: i64, prefix: &str, stop_key: &str) -> Vec<(Vec<u8>, i64)> {
+    use keel_proto::etcdserverpb::watch_client::WatchClient;
+    use futures::StreamExt;
+    use keel_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+
+    let mut seen: Vec<(Vec<u8>, i64)> = Vec::new();
+    let mut member = first;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "watch never saw {stop_key}");
+        let Ok(mut client) = WatchClient::connect(endpoints[member].clone()).await else {
+            member = (member + 1) % endpoints.len();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let start_revision = seen.last().map_or(from, |(_, rev)| rev + 1);
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().unwrap() += 1;
+        let create = WatchCreateRequest { key: prefix.into(), range_end: end, start_revision, ..Default::default() };
+        let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
+            .chain(futures::stream::pending());
+        let Ok(response) = client.watch(requests).await else {
+            member = (member + 1) % endpoints.len();
+            continue;
+        };
+        let mut responses = response.into_inner();
+        while let Ok(Some(response)) = responses.message().await {
+            for event in response.events {
+                let kv = event.kv.unwrap();
+                if kv.key == stop_key.as_bytes() {
+                    return seen;
+                }
+                seen.push((kv.key, kv.mod_revision));
+            }
+        }
+        member = (member + 1) % endpoints.len();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_every_member_see_one_history_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3).await;
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
+    let watchers: Vec<_> =
+        (0..3).map(|i| tokio::spawn(follow(endpoints.clone(), i, 0, "load/", "load/~end"))).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let leader = leader_of(&cluster).await;
+    let writer_member = (leader + 1) % 3;
+    let writer = {
+        let endpoint = cluster.member(writer_member).endpoint();
+        tokio::spawn(async move {
+            let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::connect(endpoint).await.unwrap();
+            for n in 0..300 {
+                let _ = kv.put(put(&format!("load/{}", n % 17), &n.to_string())).await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            // Retried until acknowledged: the marker ends every watcher.
+            while kv.put(put("load/~end", "")).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill9(leader);
+    writer.await.unwrap();
+
+    let mut histories = Vec::new();
+    for watcher in watchers {
+        histories.push(watcher.await.unwrap());
+    }
+    // The reference: the whole history replayed from a survivor.
+    let reference = follow(vec![endpoints[writer_member].clone()], 0, 1, "load/", "load/~end").await;
+    let first_rev = histories.iter().filter_map(|h| h.first().map(|(_, r)| *r)).max().unwrap();
+    let from = |h: &Vec<(Vec<u8>, i64)>| h.iter().filter(|(_, r)| *r >= first_rev).cloned().collect::<Vec<_>>();
+    assert!(reference.len() > 100, "only {} events were written", reference.len());
+    for (i, history) in histories.iter().enumerate() {
+        assert_eq!(from(history), from(&reference), "watcher that started on member {i} (leader was {leader})");
+        let revisions: Vec<i64> = history.iter().map(|(_, r)| *r).collect();
+        assert!(revisions.windows(2).all(|w| w[0] < w[1]), "watcher {i} saw revisions out of order or twice");
+    }
+}

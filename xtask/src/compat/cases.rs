@@ -35,6 +35,16 @@ pub struct Case {
     /// For `lease grant`: the variable that receives the granted id (hex, as etcdctl prints
     /// and takes it).
     pub capture: Option<&'static str>,
+    /// A `watch` running in the background while `args` runs (`args` may be empty); the
+    /// case's output is the command's followed by the watch's.
+    pub watching: Option<Watching>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Watching {
+    pub args: &'static [&'static str],
+    /// For `watch -i`: the watch commands, one per line; stdin stays open after them.
+    pub stdin: Option<&'static str>,
 }
 
 const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
@@ -44,6 +54,23 @@ const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
         stdin: None,
         kind: Kind::Plain,
         capture: None,
+        watching: None,
+    }
+}
+
+/// `etcdctl <watch>` in the background while `etcdctl <args>` runs.
+const fn watching(id: &'static str, watch: &'static [&'static str], args: &'static [&'static str]) -> Case {
+    Case {
+        watching: Some(Watching { args: watch, stdin: None }),
+        ..case(id, args)
+    }
+}
+
+/// `etcdctl watch -i` fed `script` in the background while `etcdctl <args>` runs.
+const fn watching_interactive(id: &'static str, script: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        watching: Some(Watching { args: &["watch", "-i"], stdin: Some(script) }),
+        ..case(id, args)
     }
 }
 
@@ -421,6 +448,37 @@ pub static CASES: &[Case] = &[
     case("lease-list-all-revoked", &["lease", "list"]),
     case("get-after-all-revoked-json", &["get", "", "--prefix", "-w", "json"]),
     // ---- Final state.
+    // ---- watch: etcdctl watch runs in the background while the command writes. The output is
+    // the command's, then the watch's; each case's watch starts from now unless --rev is given.
+    watching("watch-key-put", &["watch", "w/a"], &["put", "w/a", "1"]),
+    watching("watch-key-ignores-others", &["watch", "w/a"], &["put", "w/b", "1"]),
+    watching("watch-prefix-delete", &["watch", "--prefix", "w/"], &["del", "w/a"]),
+    watching("watch-range", &["watch", "w/a", "w/c"], &["put", "w/b", "2"]),
+    watching("watch-prev-kv", &["watch", "w/b", "--prev-kv"], &["put", "w/b", "3"]),
+    watching("watch-prev-kv-new-key", &["watch", "w/n", "--prev-kv"], &["put", "w/n", "1"]),
+    watching("watch-prev-kv-delete", &["watch", "--prefix", "w/", "--prev-kv"], &["del", "w/n"]),
+    watching("watch-json", &["watch", "w/b", "-w", "json"], &["put", "w/b", "4"]),
+    watching("watch-fields", &["watch", "w/b", "-w", "fields"], &["put", "w/b", "5"]),
+    watching("watch-prefix-delete-range", &["watch", "--prefix", "w/"], &["del", "w/", "--prefix"]),
+    Case {
+        stdin: Some("\nput w/c 1\nput w/d 2\nput other 3\n\n\n"),
+        ..watching("watch-txn-one-revision-json", &["watch", "--prefix", "w/", "-w", "json"], &["txn"])
+    },
+    watching_interactive(
+        "watch-interactive",
+        "watch w/e\nwatch --prefix w/\n",
+        &["put", "w/e", "5"],
+    ),
+    watching_interactive("watch-interactive-bad-command", "put w/x 1\nwatch\n", &["put", "w/x", "1"]),
+    watching("watch-exec", &["watch", "w/f", "--", "sh", "-c", "echo exec $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"], &["put", "w/f", "6"]),
+    // History replays from --rev, then the watch goes on live.
+    watching("watch-rev-history", &["watch", "--prefix", "", "--rev=21"], &[]),
+    watching("watch-rev-history-json", &["watch", "--prefix", "l/", "--rev=63", "--prev-kv", "-w", "json"], &[]),
+    watching("watch-rev-then-live", &["watch", "--prefix", "w/", "--rev=21"], &["put", "w/g", "7"]),
+    watching("watch-rev-compacted", &["watch", "foo", "--rev=10"], &[]),
+    watching("watch-rev-compacted-json", &["watch", "foo", "--rev=10", "-w", "json"], &[]),
+    watching("watch-rev-future", &["watch", "w/h", "--rev=100000"], &["put", "w/h", "8"]),
+    watching("watch-no-key", &["watch"], &[]),
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
     case("endpoint-health-final", &["endpoint", "health"]),
     status("endpoint-status-final", &["endpoint", "status"]),

@@ -167,9 +167,17 @@ fn run_case(
         let args: Vec<String> = case.args.iter().map(|a| session.substitute(a)).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let stdin = case.stdin.map(|s| session.substitute(s));
-        let outcome = etcdctl
-            .run(server.client_addr(), &args, stdin.as_deref())
-            .with_context(|| format!("case {}", case.id))?;
+        let outcome = match &case.watching {
+            None => etcdctl.run(server.client_addr(), &args, stdin.as_deref()),
+            Some(watching) => etcdctl.run_watching(
+                server.client_addr(),
+                watching.args,
+                watching.stdin,
+                &args,
+                stdin.as_deref(),
+            ),
+        }
+        .with_context(|| format!("case {}", case.id))?;
         // A crashed server would turn every later case into noise; stop at the first.
         server
             .ensure_running()
@@ -223,7 +231,15 @@ fn check_reference_grant(case: &Case, captured: Option<bool>, outcome: &Outcome)
 
 /// The command line as a reader would type it.
 fn describe(case: &Case) -> String {
-    let mut text = String::from("etcdctl");
+    let mut text = String::new();
+    if let Some(watching) = &case.watching {
+        text.push_str(&format!("etcdctl {}", watching.args.join(" ")));
+        if let Some(script) = watching.stdin {
+            text.push_str(&format!(" <<< {script:?}"));
+        }
+        text.push_str(" & ");
+    }
+    text.push_str("etcdctl");
     for arg in case.args {
         if arg.is_empty() || arg.contains([' ', '\n', '"']) {
             text.push_str(&format!(" {arg:?}"));

@@ -12,6 +12,9 @@ use anyhow::{Context, Result};
 const HARD_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: &str = "--command-timeout=5s";
 const DIAL_TIMEOUT: &str = "--dial-timeout=2s";
+/// How long a background watch gets to connect, and its events to arrive. etcdctl says
+/// nothing when its watch is in place, so the harness can only wait.
+const WATCH_SETTLE: Duration = Duration::from_millis(700);
 
 /// What one etcdctl invocation did, before normalisation.
 #[derive(Debug, Clone)]
@@ -40,27 +43,7 @@ impl Etcdctl {
     /// Runs `etcdctl --endpoints=http://<client_addr> <args>` with the v3 API, feeding `stdin`
     /// (closed immediately when `None`).
     pub fn run(&self, client_addr: &str, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
-        let mut cmd = Command::new(&self.bin);
-        // An ETCDCTL_ENDPOINTS or similar in the caller's environment must not leak in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCDCTL_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=http://{client_addr}"))
-            .args([COMMAND_TIMEOUT, DIAL_TIMEOUT])
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        let mut child = self.spawn(client_addr, args, stdin.is_some())?;
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");
             // etcdctl may exit before reading everything (e.g. on a malformed line).
@@ -74,6 +57,69 @@ impl Etcdctl {
             stdout: join(stdout),
             stderr: join(stderr),
         })
+    }
+
+    /// Runs `etcdctl <watch>` in the background (its stdin, `watch_stdin` for `watch -i`, held
+    /// open), lets it settle, runs `then` (when not empty) and lets the events arrive, then
+    /// stops the watch. The outcome is `then`'s, followed by what the watch printed.
+    pub fn run_watching(
+        &self,
+        client_addr: &str,
+        watch: &[&str],
+        watch_stdin: Option<&str>,
+        then: &[&str],
+        then_stdin: Option<&str>,
+    ) -> Result<Outcome> {
+        let mut watcher = self.spawn(client_addr, watch, true)?;
+        let mut pipe = watcher.stdin.take().expect("stdin is piped");
+        if let Some(input) = watch_stdin {
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let stdout = drain(watcher.stdout.take().expect("stdout is piped"));
+        let stderr = drain(watcher.stderr.take().expect("stderr is piped"));
+        thread::sleep(WATCH_SETTLE);
+        let mut outcome = if then.is_empty() {
+            Outcome { exit: "exit 0".into(), stdout: String::new(), stderr: String::new() }
+        } else {
+            self.run(client_addr, then, then_stdin)?
+        };
+        thread::sleep(WATCH_SETTLE);
+        let watch_exit = match watcher.try_wait()? {
+            Some(status) => format!("exit {}", status.code().unwrap_or(-1)),
+            None => {
+                let _ = watcher.kill();
+                let _ = watcher.wait();
+                "still watching".to_owned()
+            }
+        };
+        drop(pipe);
+        outcome.stdout.push_str(&format!("--- watch ({watch_exit}) ---\n"));
+        outcome.stdout.push_str(&join(stdout));
+        outcome.stderr.push_str(&join(stderr));
+        Ok(outcome)
+    }
+
+    fn spawn(&self, client_addr: &str, args: &[&str], piped_stdin: bool) -> Result<Child> {
+        let mut cmd = Command::new(&self.bin);
+        // An ETCDCTL_ENDPOINTS or similar in the caller's environment must not leak in.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCDCTL_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://{client_addr}"))
+            .args([COMMAND_TIMEOUT, DIAL_TIMEOUT])
+            .args(args)
+            .stdin(if piped_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))
     }
 }
 

@@ -1,0 +1,282 @@
+//! The Watch service: one bidirectional stream per client carrying many
+//! watches, on the member's watch hub.
+//!
+//! Two tasks per stream. The receiving task turns requests into hub calls;
+//! the sending task turns the hub's deliveries, already in their final order,
+//! into responses: it fills `prev_kv`, splits large responses for watches
+//! that asked for fragments, and asks for the periodic progress
+//! notifications. A client that stops reading fills the outgoing buffer,
+//! then the hub's; from there its watchers catch up from storage and no one
+//! else waits for it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use keel_node::Member;
+use keel_proto::etcdserverpb::watch_create_request::FilterType;
+use keel_proto::etcdserverpb::watch_request::RequestUnion;
+use keel_proto::etcdserverpb::watch_server::Watch;
+use keel_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use keel_watch_hub::{Delivery, Filters, WatchSpec, WatchStream};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::errors;
+
+/// Deliveries the hub may queue for one stream before its watchers fall back
+/// to catching up from storage (etcd's `chanBufLen`).
+const HUB_BUFFER: usize = 128;
+/// Responses waiting for the client to read them.
+const OUT_BUFFER: usize = 16;
+
+/// Far enough away to mean never, near enough not to overflow an Instant.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+pub struct WatchService {
+    member: Arc<Member>,
+    max_request_bytes: usize,
+    progress_interval: Duration,
+}
+
+impl WatchService {
+    /// `max_request_bytes` sizes fragments; `progress_interval` spaces the
+    /// progress notifications of watches that asked for them.
+    pub fn new(member: Arc<Member>, max_request_bytes: usize, progress_interval: Duration) -> Self {
+        WatchService { member, max_request_bytes, progress_interval }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<WatchResponses>, Status> {
+        if errors::requires_leader(&request) && self.member.status().leader == 0 {
+            return Err(errors::no_leader());
+        }
+        let (stream, deliveries) = self.member.watches().open_stream(HUB_BUFFER);
+        let stream = Arc::new(stream);
+        let (out, responses) = mpsc::channel(OUT_BUFFER);
+        tokio::spawn(receive(request.into_inner(), stream.clone()));
+        let sender = Sender {
+            member: self.member.clone(),
+            stream,
+            out,
+            max_request_bytes: self.max_request_bytes,
+            watches: HashMap::new(),
+            progress_due: HashMap::new(),
+        };
+        tokio::spawn(sender.run(deliveries, self.progress_interval));
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+}
+
+/// Requests in, hub calls out. Ends with the client's side of the stream;
+/// like etcd, a client that half-closes keeps its watches until it leaves.
+async fn receive(mut requests: Streaming<WatchRequest>, stream: Arc<WatchStream>) {
+    while let Ok(Some(request)) = requests.message().await {
+        match request.request_union {
+            Some(RequestUnion::CreateRequest(create)) => {
+                // Refusals reach the client as a Created/Canceled response.
+                let _ = stream.watch(spec_of(create)).await;
+            }
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                stream.cancel(cancel.watch_id).await;
+            }
+            Some(RequestUnion::ProgressRequest(_)) => stream.request_progress_all(),
+            None => {}
+        }
+    }
+}
+
+fn spec_of(create: WatchCreateRequest) -> WatchSpec {
+    let mut filters = Filters::default();
+    for filter in &create.filters {
+        match FilterType::try_from(*filter) {
+            Ok(FilterType::Noput) => filters.no_put = true,
+            Ok(FilterType::Nodelete) => filters.no_delete = true,
+            Err(_) => {}
+        }
+    }
+    WatchSpec {
+        watch_id: create.watch_id,
+        key: create.key,
+        range_end: create.range_end,
+        start_revision: create.start_revision,
+        filters,
+        progress_notify: create.progress_notify,
+        prev_kv: create.prev_kv,
+        fragment: create.fragment,
+    }
+}
+
+struct Sender {
+    member: Arc<Member>,
+    stream: Arc<WatchStream>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    max_request_bytes: usize,
+    /// What each live watch asked for, learnt from its `Created`.
+    watches: HashMap<i64, Arc<WatchSpec>>,
+    /// Watches with progress_notify: true when nothing was sent to them in
+    /// the last interval (etcd's rule: progress only for quiet watches).
+    progress_due: HashMap<i64, bool>,
+}
+
+/// The client went away.
+struct Gone;
+
+impl Sender {
+    async fn run(mut self, mut deliveries: mpsc::Receiver<Delivery>, progress_interval: Duration) {
+        // A zero interval turns periodic progress off.
+        let progress_interval = if progress_interval.is_zero() { NEVER } else { progress_interval };
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + progress_interval, progress_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                () = self.out.closed() => return,
+                delivery = deliveries.recv() => match delivery {
+                    Some(delivery) => self.deliver(delivery).await,
+                    None => return,
+                },
+                _ = ticker.tick() => {
+                    for (id, due) in &mut self.progress_due {
+                        if *due {
+                            self.stream.request_progress(*id);
+                        }
+                        *due = true;
+                    }
+                    Ok(())
+                }
+            };
+            if step.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn deliver(&mut self, delivery: Delivery) -> Result<(), Gone> {
+        match delivery {
+            Delivery::Created { watch_id, revision, spec, error } => {
+                let response = WatchResponse {
+                    header: Some(self.member.header_at(revision)),
+                    watch_id,
+                    created: true,
+                    canceled: error.is_some(),
+                    cancel_reason: error.map(|e| e.to_string()).unwrap_or_default(),
+                    ..Default::default()
+                };
+                if response.cancel_reason.is_empty() {
+                    if spec.progress_notify {
+                        self.progress_due.insert(watch_id, true);
+                    }
+                    self.watches.insert(watch_id, spec);
+                }
+                self.send(response).await
+            }
+            Delivery::Events { watch_id, revision, events } => {
+                let Some(spec) = self.watches.get(&watch_id).cloned() else { return Ok(()) };
+                let mut events = events.to_vec();
+                if spec.prev_kv {
+                    events = self.member.with_prev_kvs(events).await;
+                }
+                if let Some(due) = self.progress_due.get_mut(&watch_id) {
+                    *due = false;
+                }
+                let response =
+                    WatchResponse { header: Some(self.member.header_at(revision)), watch_id, events, ..Default::default() };
+                if spec.fragment {
+                    for part in fragments(response, self.max_request_bytes) {
+                        self.send(part).await?;
+                    }
+                    Ok(())
+                } else {
+                    self.send(response).await
+                }
+            }
+            Delivery::Progress { watch_id, revision } => {
+                self.send(WatchResponse { header: Some(self.member.header_at(revision)), watch_id, ..Default::default() })
+                    .await
+            }
+            Delivery::Canceled { watch_id, revision, compact_revision } => {
+                self.watches.remove(&watch_id);
+                self.progress_due.remove(&watch_id);
+                self.send(WatchResponse {
+                    header: Some(self.member.header_at(revision)),
+                    watch_id,
+                    canceled: true,
+                    compact_revision,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    }
+
+    async fn send(&self, response: WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(response)).await.map_err(|_| Gone)
+    }
+}
+
+/// etcd's `sendFragments`: a response of several events whose encoding
+/// reaches `max_bytes` is split into parts below it (a single event larger
+/// than that travels alone); every part but the last has `fragment` set.
+fn fragments(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if response.encoded_len() < max_bytes || response.events.len() < 2 {
+        return vec![response];
+    }
+    let template = WatchResponse { events: Vec::new(), fragment: true, ..response.clone() };
+    let mut parts = Vec::new();
+    let mut current = template.clone();
+    for event in response.events {
+        current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= max_bytes {
+            let overflow = current.events.pop().expect("just pushed");
+            parts.push(std::mem::replace(&mut current, template.clone()));
+            current.events.push(overflow);
+        }
+    }
+    current.fragment = false;
+    parts.push(current);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_proto::mvccpb::{Event, KeyValue};
+
+    use super::*;
+
+    fn event(size: usize) -> Event {
+        Event { kv: Some(KeyValue { key: b"k".to_vec(), value: vec![7; size], ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn small_responses_are_not_split() {
+        let response = WatchResponse { events: vec![event(10), event(10)], ..Default::default() };
+        let parts = fragments(response.clone(), 1000);
+        assert_eq!(parts, vec![response]);
+    }
+
+    #[test]
+    fn large_responses_split_below_the_limit_and_keep_every_event() {
+        let response = WatchResponse { watch_id: 3, events: (0..10).map(|_| event(100)).collect(), ..Default::default() };
+        let parts = fragments(response, 350);
+        assert!(parts.len() > 1);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment && p.encoded_len() < 350));
+        assert!(!parts.last().unwrap().fragment);
+        assert!(parts.iter().all(|p| p.watch_id == 3));
+        assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
+    }
+
+    #[test]
+    fn an_oversized_event_travels_alone() {
+        let response = WatchResponse { events: vec![event(10), event(1000), event(10)], ..Default::default() };
+        let parts = fragments(response, 200);
+        assert_eq!(parts.iter().map(|p| p.events.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    }
+}
