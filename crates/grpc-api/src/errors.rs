@@ -34,6 +34,7 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::Mvcc(err) => mvcc_error(err),
         NodeError::Lease(err) => lease_error(err),
         NodeError::NoLeader => status(NO_LEADER),
+        NodeError::NotLeader => status(NOT_LEADER),
         NodeError::Timeout => status(TIMEOUT),
         NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
         NodeError::Stopped => status(STOPPED),

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
-use keel_proto::keelpb::{RaftBatch, RaftBatchAck};
+use keel_lease_manager::LeaseError;
+use keel_proto::keelpb::{
+    LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck,
+};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -35,5 +38,33 @@ impl RaftPeer for PeerService {
             }
         }
         Ok(Response::new(RaftBatchAck {}))
+    }
+
+    async fn lease_renew(&self, request: Request<LeaseRenewForward>) -> Result<Response<LeaseRenewed>, Status> {
+        let request = request.into_inner();
+        let ttl = self.member.lease_renew_here(request.cluster_id, request.id).map_err(forwarded_lease_error)?;
+        Ok(Response::new(LeaseRenewed { ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveForward>,
+    ) -> Result<Response<LeaseTimeToLiveAnswer>, Status> {
+        let request = request.into_inner();
+        let answer = self
+            .member
+            .lease_time_to_live_here(request.cluster_id, request.id, request.keys)
+            .map_err(forwarded_lease_error)?;
+        Ok(Response::new(LeaseTimeToLiveAnswer { ttl: answer.ttl, granted_ttl: answer.granted_ttl, keys: answer.keys }))
+    }
+}
+
+/// The answers a forwarding member understands (see `keelpb.RaftPeer`).
+fn forwarded_lease_error(err: NodeError) -> Status {
+    match err {
+        NodeError::Lease(LeaseError::NotFound | LeaseError::Expired) => Status::new(Code::NotFound, err.to_string()),
+        NodeError::Lease(LeaseError::NotPrimary) => Status::new(Code::FailedPrecondition, "lease manager is not primary"),
+        err @ NodeError::ClusterMismatch { .. } => Status::new(Code::PermissionDenied, err.to_string()),
+        err => Status::new(Code::Unavailable, err.to_string()),
     }
 }

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
+use crate::lease_clock::LeaseClock;
 use crate::NodeError;
 
 /// What applying one proposal produced for the client waiting for it.
@@ -95,6 +96,8 @@ pub(crate) struct Applier {
     pub(crate) applied: Arc<AtomicU64>,
     /// Told of every revision once it is in the store.
     pub(crate) watches: Arc<WatchHub>,
+    /// Told when a term's opening entry is applied (lease promotion).
+    lease_clock: Option<Arc<LeaseClock>>,
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
 }
@@ -107,7 +110,12 @@ impl Applier {
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
     ) -> Self {
-        Applier { kv, lessor, waiters, applied, watches, pending_reads: BTreeMap::new() }
+        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, pending_reads: BTreeMap::new() }
+    }
+
+    pub(crate) fn with_lease_clock(mut self, clock: Arc<LeaseClock>) -> Self {
+        self.lease_clock = Some(clock);
+        self
     }
 
     pub(crate) fn run(mut self, events: Receiver<ApplyEvent>) {
@@ -154,6 +162,11 @@ impl Applier {
             return Ok(());
         }
         let mut stored = false;
+        if entry.get_entry_type() == EntryType::EntryNormal && entry.data.is_empty() {
+            if let Some(clock) = &self.lease_clock {
+                clock.term_opened(&mut self.lessor.lock(), entry.term);
+            }
+        }
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;

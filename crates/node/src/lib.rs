@@ -7,6 +7,7 @@
 
 mod applier;
 mod history;
+mod lease_clock;
 pub mod ids;
 mod member;
 mod peers;
@@ -23,6 +24,9 @@ pub enum NodeError {
     Lease(keel_lease_manager::LeaseError),
     #[error("no leader")]
     NoLeader,
+    /// This member is not (or not yet) the one that can answer.
+    #[error("not leader")]
+    NotLeader,
     #[error("request timed out")]
     Timeout,
     #[error("request is too large")]

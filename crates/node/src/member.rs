@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keel_lease_manager::{Lessor, LessorConfig, TimeToLive};
 use keel_mvcc::{KvStore, WriteResponse};
@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::history::StoreHistory;
-use crate::peers::GrpcTransport;
+use crate::lease_clock::LeaseClock;
+use crate::peers::{GrpcTransport, PeerClients};
 use crate::{ids, NodeError};
 
 /// etcd's default --max-request-bytes (1.5 MiB): proposals above it are refused.
@@ -87,6 +88,9 @@ pub struct Member {
     waiters: Arc<Waiters>,
     applied: Arc<AtomicU64>,
     next_tag: AtomicU64,
+    /// For forwarding keep-alives and time-to-live questions to the leader.
+    leader_peers: PeerClients,
+    lease_clock: Arc<LeaseClock>,
     running: Mutex<Option<Running>>,
 }
 
@@ -143,11 +147,6 @@ impl Member {
         let applied = Arc::new(AtomicU64::new(applied_index));
         let watches = WatchHub::new(Arc::new(StoreHistory(kv.clone())), kv.current_revision());
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone());
-        let applier = std::thread::Builder::new()
-            .name("applier".into())
-            .spawn(move || applier.run(events_rx))
-            .map_err(|e| NodeError::Storage(format!("cannot start applier thread: {e}")))?;
         let transport: Box<dyn keel_raft_node::Transport> = if peers.is_empty() {
             Box::new(NoPeers)
         } else {
@@ -155,20 +154,24 @@ impl Member {
                 .map_err(|_| NodeError::Config("a multi-member cluster needs a tokio runtime".into()))?;
             Box::new(GrpcTransport::start(&runtime, cluster_id, member_id, &peers))
         };
-        let raft = RaftNode::start(
-            RaftConfig::new(member_id, voters.clone(), applied_index),
-            store,
-            transport,
-            Box::new(ApplySender(events_tx)),
-        )
-        .map_err(NodeError::Raft)?;
+        let raft_config = RaftConfig::new(member_id, voters.clone(), applied_index);
+        let election_timeout = raft_config.election_timeout();
+        // Committed entries queue in the channel until the applier starts.
+        let raft = RaftNode::start(raft_config, store, transport, Box::new(ApplySender(events_tx))).map_err(NodeError::Raft)?;
+        let lease_clock = Arc::new(LeaseClock::new(raft.handle(), election_timeout));
+        let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone())
+            .with_lease_clock(lease_clock.clone());
+        let applier = std::thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || applier.run(events_rx))
+            .map_err(|e| NodeError::Storage(format!("cannot start applier thread: {e}")))?;
 
         let stop_expiry = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let expiry = {
-            let (lessor, raft, stop) = (lessor.clone(), raft.handle(), stop_expiry.clone());
+            let (lessor, raft, clock, stop) = (lessor.clone(), raft.handle(), lease_clock.clone(), stop_expiry.clone());
             std::thread::Builder::new()
                 .name("lease-expiry".into())
-                .spawn(move || run_lease_expiry(&lessor, &raft, &stop))
+                .spawn(move || run_lease_expiry(&lessor, &clock, &raft, &stop))
                 .map_err(|e| NodeError::Storage(format!("cannot start lease expiry thread: {e}")))?
         };
 
@@ -194,6 +197,8 @@ impl Member {
             waiters,
             applied,
             next_tag: AtomicU64::new(first_tag),
+            leader_peers: PeerClients::new(cluster_id, peers),
+            lease_clock,
             running: Mutex::new(Some(Running { raft, applier, expiry, stop_expiry })),
         })
     }
@@ -345,36 +350,79 @@ impl Member {
     }
 
     /// A keep-alive: the lease's deadline moves to now + TTL; returns the TTL.
-    /// Only the leader's lease manager keeps time.
+    /// Only the leader's lease manager keeps time, so on any other member (or
+    /// on a leader still applying earlier terms) it is forwarded to the
+    /// leader, and retried until the request timeout, as etcd does.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
-        self.wait_for_leader().await?;
-        self.lessor_in_step().renew(id, std::time::Instant::now()).map_err(NodeError::Lease)
+        self.at_lease_primary(|lessor| lessor.renew(id, Instant::now()), |leader| self.leader_peers.renew(leader, id))
+            .await
     }
 
     pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
-        self.wait_for_leader().await?;
-        self.lessor_in_step().time_to_live(id, std::time::Instant::now(), keys).map_err(NodeError::Lease)
+        self.at_lease_primary(
+            |lessor| lessor.time_to_live(id, Instant::now(), keys),
+            |leader| self.leader_peers.time_to_live(leader, id, keys),
+        )
+        .await
     }
 
-    /// Waits until some member leads (as etcd's `waitLeader`), so a lease
-    /// call right after start or during an election is answered, not refused.
-    async fn wait_for_leader(&self) -> Result<(), NodeError> {
+    /// A keep-alive forwarded by another member: answered here or refused
+    /// with `NotPrimary`, never forwarded again.
+    pub fn lease_renew_here(&self, cluster_id: u64, id: i64) -> Result<i64, NodeError> {
+        self.check_cluster(cluster_id)?;
+        self.lessor_in_step().renew(id, Instant::now()).map_err(NodeError::Lease)
+    }
+
+    pub fn lease_time_to_live_here(&self, cluster_id: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        self.check_cluster(cluster_id)?;
+        self.lessor_in_step().time_to_live(id, Instant::now(), keys).map_err(NodeError::Lease)
+    }
+
+    /// Runs `here` on this member's lease manager if it is the primary, else
+    /// `forward` to the leader; retries while there is no primary yet.
+    async fn at_lease_primary<T, F>(
+        &self,
+        here: impl Fn(&mut Lessor) -> Result<T, keel_lease_manager::LeaseError>,
+        forward: impl Fn(u64) -> F,
+    ) -> Result<T, NodeError>
+    where
+        F: std::future::Future<Output = Result<T, NodeError>>,
+    {
+        use keel_lease_manager::LeaseError;
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
-        while self.raft.status().leader() == 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::NoLeader);
+        loop {
+            match here(&mut self.lessor_in_step()) {
+                Err(LeaseError::NotPrimary) => {}
+                answer => return answer.map_err(NodeError::Lease),
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let leader = self.raft.status().leader();
+            if leader != 0 && leader != self.member_id {
+                match forward(leader).await {
+                    Err(NodeError::NotLeader) => {}
+                    Err(err @ NodeError::Lease(_)) => return Err(err),
+                    Err(err) => tracing::debug!(%err, leader = %format!("{leader:x}"), "forwarding a lease call"),
+                    Ok(answer) => return Ok(answer),
+                }
+            }
+            if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
+                return Err(if self.raft.status().leader() == 0 { NodeError::NoLeader } else { NodeError::Timeout });
+            }
+            tokio::time::sleep(RETRY_AFTER_NO_LEADER).await;
+        }
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), NodeError> {
+        if cluster_id != self.cluster_id {
+            return Err(NodeError::ClusterMismatch { ours: self.cluster_id, theirs: cluster_id });
         }
         Ok(())
     }
 
-    /// The lease manager, promoted or demoted to match this member's raft
-    /// role right now: a keep-alive arriving just after an election must not
-    /// wait for the expiry thread's next tick to find a primary.
+    /// The lease manager, in step with raft right now (the expiry thread
+    /// would only notice a change on its next tick).
     fn lessor_in_step(&self) -> parking_lot::MutexGuard<'_, Lessor> {
         let mut lessor = self.lessor.lock();
-        match_leadership(&mut lessor, self.raft.status().is_leader(), std::time::Instant::now());
+        self.lease_clock.align(&mut lessor);
         lessor
     }
 
@@ -512,18 +560,17 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
     })
 }
 
-/// The leader's lease clock: promote the lease manager when this member
-/// leads, demote it when it does not, and propose a revoke for every lease
-/// whose deadline has passed (the revoke, applied through raft, deletes the
-/// lease's keys on every member at one revision).
-fn run_lease_expiry(lessor: &Mutex<Lessor>, raft: &RaftHandle, stop: &std::sync::atomic::AtomicBool) {
+/// The leader's lease clock: keep the lease manager's role in step with
+/// raft (see `lease_clock`), and propose a revoke for every
+/// lease whose deadline has passed (the revoke, applied through raft, deletes
+/// the lease's keys on every member at one revision).
+fn run_lease_expiry(lessor: &Mutex<Lessor>, clock: &LeaseClock, raft: &RaftHandle, stop: &std::sync::atomic::AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(LEASE_TICK);
-        let now = std::time::Instant::now();
-        let leader = raft.status().is_leader();
+        let now = Instant::now();
         let expired = {
             let mut lessor = lessor.lock();
-            match_leadership(&mut lessor, leader, now);
+            clock.align(&mut lessor);
             lessor.expired(now, EXPIRY_BATCH)
         };
         for id in expired {
@@ -537,17 +584,7 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, raft: &RaftHandle, stop: &std::sync:
     }
 }
 
-/// Only the leader's lease manager keeps time (etcd's promote and demote).
-fn match_leadership(lessor: &mut Lessor, leader: bool, now: std::time::Instant) {
-    match (leader, lessor.is_primary()) {
-        (true, false) => lessor.promote(now, ELECTION_TIMEOUT),
-        (false, true) => lessor.demote(),
-        _ => {}
-    }
-}
-
 const LEASE_TICK: Duration = Duration::from_millis(100);
-const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
 /// Revocations proposed per tick at most (etcd: 1000 per second).
 const EXPIRY_BATCH: usize = 100;
 

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
-use keel_proto::keelpb::RaftBatch;
+use keel_lease_manager::{LeaseError, TimeToLive};
+use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, RaftBatch};
 use keel_raft_node::{Message, Transport};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
+
+use crate::NodeError;
 
 /// Messages waiting for one peer, at most (beyond: dropped, peer unreachable).
 const QUEUE_BATCHES: usize = 1024;
@@ -121,5 +124,59 @@ async fn run_peer(
         }
         unreachable.lock().push(peer);
         tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+/// Unary calls to other members (lease calls forwarded to the leader), over
+/// one lazily connected channel per peer.
+pub(crate) struct PeerClients {
+    cluster_id: u64,
+    urls: HashMap<u64, String>,
+    clients: Mutex<HashMap<u64, RaftPeerClient<tonic::transport::Channel>>>,
+}
+
+/// How long a forwarded lease call may take before it is retried.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl PeerClients {
+    pub(crate) fn new(cluster_id: u64, urls: HashMap<u64, String>) -> Self {
+        PeerClients { cluster_id, urls, clients: Mutex::new(HashMap::new()) }
+    }
+
+    fn client(&self, peer: u64) -> Result<RaftPeerClient<tonic::transport::Channel>, NodeError> {
+        if let Some(client) = self.clients.lock().get(&peer) {
+            return Ok(client.clone());
+        }
+        let url = self.urls.get(&peer).ok_or(NodeError::NotLeader)?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(FORWARD_TIMEOUT)
+            .timeout(FORWARD_TIMEOUT);
+        let client = RaftPeerClient::new(endpoint.connect_lazy());
+        self.clients.lock().insert(peer, client.clone());
+        Ok(client)
+    }
+
+    pub(crate) async fn renew(&self, leader: u64, id: i64) -> Result<i64, NodeError> {
+        let request = LeaseRenewForward { cluster_id: self.cluster_id, id };
+        let answer = self.client(leader)?.lease_renew(request).await.map_err(forwarding_error)?;
+        Ok(answer.into_inner().ttl)
+    }
+
+    pub(crate) async fn time_to_live(&self, leader: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        let request = LeaseTimeToLiveForward { cluster_id: self.cluster_id, id, keys };
+        let answer = self.client(leader)?.lease_time_to_live(request).await.map_err(forwarding_error)?.into_inner();
+        Ok(TimeToLive { id, granted_ttl: answer.granted_ttl, ttl: answer.ttl, keys: answer.keys })
+    }
+}
+
+/// The leader's refusal, back in the member's terms: an unknown lease is an
+/// answer; anything else (not primary yet, unreachable) is worth a retry.
+fn forwarding_error(status: tonic::Status) -> NodeError {
+    match status.code() {
+        tonic::Code::NotFound => NodeError::Lease(LeaseError::NotFound),
+        tonic::Code::FailedPrecondition => NodeError::NotLeader,
+        _ => NodeError::Storage(format!("forwarding to the leader: {}", status.message())),
     }
 }

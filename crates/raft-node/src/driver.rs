@@ -122,6 +122,11 @@ impl RaftConfig {
             applied,
         }
     }
+
+    /// How long followers wait for a heartbeat before campaigning.
+    pub fn election_timeout(&self) -> Duration {
+        self.tick_interval * self.election_ticks as u32
+    }
 }
 
 /// The handle everyone else holds: cheap to clone, never blocks.

@@ -227,3 +227,70 @@ async fn watchers_on_every_member_see_one_history_across_a_leader_kill() {
         assert!(revisions.windows(2).all(|w| w[0] < w[1]), "watcher {i} saw revisions out of order or twice");
     }
 }
+
+/// Keep-alives and time-to-live sent to a follower reach the leader's lease
+/// manager; after the leader dies, the kept lease lives on and the one nobody
+/// keeps alive expires on the new leader's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_kept_alive_through_a_follower_survive_a_leader_kill() {
+    use keel_proto::etcdserverpb::lease_client::LeaseClient;
+    use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest};
+
+    const TTL: i64 = 3;
+    let mut cluster = Cluster::start(3).await;
+    let leader = leader_of(&cluster).await;
+    let follower = (leader + 1) % 3;
+    let endpoint = cluster.member(follower).endpoint();
+    let mut leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
+    let mut kv = cluster.member(follower).kv().await;
+    let kept = leases.lease_grant(LeaseGrantRequest { ttl: TTL, id: 0 }).await.unwrap().into_inner().id;
+    let dropped = leases.lease_grant(LeaseGrantRequest { ttl: TTL, id: 0 }).await.unwrap().into_inner().id;
+    kv.put(PutRequest { lease: kept, ..put("kept", "v") }).await.unwrap();
+    kv.put(PutRequest { lease: dropped, ..put("dropped", "v") }).await.unwrap();
+
+    let ttl = leases.lease_time_to_live(LeaseTimeToLiveRequest { id: kept, keys: true }).await.unwrap().into_inner();
+    assert!(ttl.ttl > 0 && ttl.ttl <= TTL, "a follower answers time-to-live from the leader: {ttl:?}");
+    assert_eq!(ttl.keys, vec![b"kept".to_vec()]);
+
+    let (beats, requests) = tokio::sync::mpsc::channel(4);
+    let mut responses = leases
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let heart = tokio::spawn(async move {
+        let mut renewed = 0;
+        loop {
+            if beats.send(LeaseKeepAliveRequest { id: kept }).await.is_err() {
+                return renewed;
+            }
+            match responses.message().await {
+                Ok(Some(answer)) => {
+                    assert!(answer.ttl > 0, "a kept-alive lease was reported gone: {answer:?}");
+                    renewed += 1;
+                }
+                other => panic!("keep-alive stream ended: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed_at = Instant::now();
+    cluster.kill9(leader);
+    let deadline = killed_at + Duration::from_secs(TTL as u64 + 6);
+    loop {
+        let keys = contents(&cluster, follower).await;
+        if !keys.contains_key(b"dropped".as_slice()) {
+            assert!(keys.contains_key(b"kept".as_slice()), "the kept-alive lease expired");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the abandoned lease outlived TTL plus an election");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Well past the kept lease's TTL since the kill: still alive.
+    tokio::time::sleep(Duration::from_secs(TTL as u64)).await;
+    assert!(contents(&cluster, follower).await.contains_key(b"kept".as_slice()), "the kept-alive lease expired");
+    heart.abort();
+    let _ = heart.await;
+}
