@@ -4,6 +4,7 @@
 //! member, and turn its errors into etcd's statuses ([`errors`], the only
 //! place that knows etcd's codes and messages).
 
+mod cluster;
 mod errors;
 mod kv;
 mod lease;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_node::Member;
+use keel_proto::etcdserverpb::cluster_server::ClusterServer;
 use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -24,6 +26,7 @@ use keel_proto::etcdserverpb::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+pub use cluster::ClusterService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use maintenance::MaintenanceService;
@@ -79,11 +82,13 @@ pub async fn serve(
         options.watch_progress_notify_interval,
     ))
     .max_decoding_message_size(max_message);
+    let cluster = ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(lease)
         .add_service(watch)
+        .add_service(cluster)
         .add_service(maintenance)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;

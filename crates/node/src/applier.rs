@@ -31,6 +31,8 @@ pub(crate) enum Applied {
     Kv(WriteResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// The membership changed (or a member published its attributes).
+    Membership,
 }
 
 pub(crate) type WriteReply = oneshot::Sender<Result<Applied, NodeError>>;
@@ -221,6 +223,12 @@ impl Applier {
                 Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
                 }))
+            }
+            Some(Request::MemberAttributes(attributes)) => {
+                self.kv
+                    .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls)
+                    .map_err(NodeError::Mvcc)?;
+                Ok(Applied::Membership)
             }
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keel_lease_manager::{Lessor, LessorConfig, TimeToLive};
-use keel_mvcc::{KvStore, WriteResponse};
+use keel_mvcc::{Identity, KvStore, WriteResponse};
 use keel_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    Member as EtcdMember, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
+use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest, MemberAttributes};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine};
 use keel_watch_hub::WatchHub;
@@ -107,31 +107,34 @@ impl Member {
     pub fn start(config: MemberConfig) -> Result<Member, NodeError> {
         let member_dir = config.data_dir.join("member");
         std::fs::create_dir_all(&member_dir).map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
-        let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
-        let mut peers = HashMap::new();
-        let mut voters = vec![member_id];
-        for (name, urls) in &config.initial_cluster {
-            let id = ids::member_id(urls, &config.cluster_token);
-            if name == &config.name {
-                if id != member_id {
-                    return Err(NodeError::Config(format!(
-                        "--initial-cluster has {name}={} but this member advertises {}",
-                        urls.join(","),
-                        config.peer_urls.join(",")
-                    )));
-                }
-                continue;
-            }
-            let url = urls.first().ok_or_else(|| NodeError::Config(format!("member {name} has no peer URL")))?;
-            peers.insert(id, url.clone());
-            voters.push(id);
-        }
-        if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(name, _)| name == &config.name) {
-            return Err(NodeError::Config(format!("--initial-cluster has no member named {:?}", config.name)));
-        }
-        let cluster_id = ids::cluster_id(&voters);
-
         let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
+        let (identity, members) = match kv.identity().map_err(NodeError::Mvcc)? {
+            Some(identity) => {
+                // As etcd: a bootstrapped member ignores --initial-cluster and
+                // its token; its identity and membership are in its data.
+                let from_flags = ids::member_id(&config.peer_urls, &config.cluster_token);
+                if from_flags != identity.member_id {
+                    tracing::warn!(
+                        member_id = %format!("{:x}", identity.member_id),
+                        "data dir already bootstrapped; --initial-* flags are ignored"
+                    );
+                }
+                (identity, kv.members().map_err(NodeError::Mvcc)?)
+            }
+            None => {
+                let (identity, members) = initial_membership(&config)?;
+                kv.bootstrap(identity, &members).map_err(NodeError::Mvcc)?;
+                (identity, members)
+            }
+        };
+        let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
+        let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        let peers: HashMap<u64, String> = members
+            .iter()
+            .filter(|m| m.id != member_id)
+            .filter_map(|m| m.peer_ur_ls.first().map(|url| (m.id, url.clone())))
+            .collect();
+
         let applied_index = kv.consistent_index();
         let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
         let store = RaftLogStore::open(Box::new(engine), &voters).map_err(NodeError::Raft)?;
@@ -426,6 +429,38 @@ impl Member {
         lessor
     }
 
+    /// The cluster's members, by id; `linearizable` waits for a read index
+    /// first, so a member added or removed just before is reflected.
+    pub async fn member_list(&self, linearizable: bool) -> Result<Vec<EtcdMember>, NodeError> {
+        if linearizable {
+            self.wait_linearizable().await?;
+        }
+        let kv = self.kv.clone();
+        tokio::task::spawn_blocking(move || kv.members())
+            .await
+            .map_err(|e| NodeError::Storage(format!("member list task: {e}")))?
+            .map_err(NodeError::Mvcc)
+    }
+
+    /// Announces this member's name and client URLs through raft (etcd's
+    /// "publish"), retrying until it is applied or the member stops.
+    pub async fn publish(&self, client_urls: Vec<String>) {
+        let attributes = MemberAttributes { member_id: self.member_id, name: self.config.name.clone(), client_urls };
+        loop {
+            match self.propose(Request::MemberAttributes(attributes.clone())).await {
+                Ok(_) => {
+                    tracing::info!(name = %attributes.name, client_urls = ?attributes.client_urls, "published member attributes");
+                    return;
+                }
+                Err(NodeError::Stopped) => return,
+                Err(err) => {
+                    tracing::debug!(%err, "publishing member attributes; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     pub fn leases(&self) -> Vec<i64> {
         self.lessor.lock().leases()
     }
@@ -518,6 +553,42 @@ impl Member {
             self.watches.stop();
         }
     }
+}
+
+/// Who this member is and who its first peers are, from the flags of a
+/// member that has never started: `--initial-cluster` (or this member alone),
+/// with etcd's ids, so etcd tooling sees the ids etcd would compute.
+fn initial_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember>), NodeError> {
+    let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
+    let mut members = vec![EtcdMember {
+        id: member_id,
+        name: config.name.clone(),
+        peer_ur_ls: config.peer_urls.clone(),
+        ..Default::default()
+    }];
+    for (name, urls) in &config.initial_cluster {
+        let id = ids::member_id(urls, &config.cluster_token);
+        if name == &config.name {
+            if id != member_id {
+                return Err(NodeError::Config(format!(
+                    "--initial-cluster has {name}={} but this member advertises {}",
+                    urls.join(","),
+                    config.peer_urls.join(",")
+                )));
+            }
+            continue;
+        }
+        if urls.is_empty() {
+            return Err(NodeError::Config(format!("member {name} has no peer URL")));
+        }
+        members.push(EtcdMember { id, name: name.clone(), peer_ur_ls: urls.clone(), ..Default::default() });
+    }
+    if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(name, _)| name == &config.name) {
+        return Err(NodeError::Config(format!("--initial-cluster has no member named {:?}", config.name)));
+    }
+    members.sort_by_key(|m| m.id);
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok((Identity { member_id, cluster_id: ids::cluster_id(&ids) }, members))
 }
 
 /// The response of one kind of write, picked out of the store's answer.

@@ -56,6 +56,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await?
         .context("cannot start the member")?;
     let member = Arc::new(member);
+    tokio::spawn({
+        let (member, client_urls) = (member.clone(), flags.advertise_client_urls.clone());
+        async move { member.publish(client_urls).await }
+    });
 
     let options = ApiOptions {
         max_request_bytes: flags.max_request_bytes,

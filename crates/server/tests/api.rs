@@ -85,3 +85,41 @@ async fn sigterm_stops_cleanly_and_restart_keeps_data() {
     let got = keel.kv().await.range(RangeRequest { key: b"kept".to_vec(), ..Default::default() }).await.unwrap();
     assert_eq!(got.into_inner().kvs[0].value, b"yes");
 }
+
+/// A data dir remembers whose it is: restarted with other bootstrap flags, the
+/// member keeps its ids (as etcd ignores --initial-* once bootstrapped), and
+/// lists itself with the name and client URL it published.
+#[tokio::test]
+async fn identity_and_membership_survive_a_restart_with_other_flags() {
+    use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+    use keel_proto::etcdserverpb::MemberListRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let token = |t: &str| vec!["--initial-cluster-token".to_string(), t.to_string()];
+    let mut keel = Keel::spawn(dir.path(), port, &token("first"));
+    keel.wait_ready().await;
+    let first = keel.kv().await.put(put("k", "v")).await.unwrap().into_inner().header.unwrap();
+    assert_ne!(first.member_id, 0x8e9e05c52164694d, "the token is part of the member id");
+    keel.terminate();
+
+    let keel = Keel::spawn(dir.path(), port, &token("second"));
+    keel.wait_ready().await;
+    let mut members = ClusterClient::connect(keel.endpoint()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let list = loop {
+        let list = members.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner();
+        if list.members.iter().all(|m| !m.client_ur_ls.is_empty()) {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "never published: {list:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let header = list.header.unwrap();
+    assert_eq!((header.member_id, header.cluster_id), (first.member_id, first.cluster_id));
+    assert_eq!(list.members.len(), 1);
+    assert_eq!(list.members[0].id, first.member_id);
+    assert_eq!(list.members[0].name, "default");
+    assert_eq!(list.members[0].peer_ur_ls, vec!["http://localhost:2380".to_string()]);
+    assert_eq!(list.members[0].client_ur_ls, vec![keel.endpoint()]);
+}

@@ -44,6 +44,23 @@ async fn contents(cluster: &Cluster, i: usize) -> BTreeMap<Vec<u8>, (Vec<u8>, i6
     response.kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect()
 }
 
+/// The linearizable member list of member `i`, once every member has
+/// published its client URLs.
+async fn member_list(cluster: &Cluster, i: usize) -> Vec<keel_proto::etcdserverpb::Member> {
+    use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+    use keel_proto::etcdserverpb::MemberListRequest;
+    let mut client = ClusterClient::connect(cluster.member(i).endpoint()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = client.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner().members;
+        if members.iter().all(|m| !m.client_ur_ls.is_empty()) {
+            return members;
+        }
+        assert!(Instant::now() < deadline, "members never published their client URLs: {members:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_agree_and_survive_the_leader_being_killed() {
     let mut cluster = Cluster::start(3).await;
@@ -53,6 +70,14 @@ async fn three_members_agree_and_survive_the_leader_being_killed() {
     for i in 0..3 {
         let seen = cluster.member(i).kv().await.range(all(false)).await.unwrap().into_inner();
         assert_eq!(seen.kvs.len(), 3, "member {i} misses writes made on other members");
+    }
+    // Every member lists the same members, each with the name and client URL
+    // it published once started.
+    let lists: Vec<_> = futures::future::join_all((0..3).map(|i| member_list(&cluster, i))).await;
+    assert_eq!(lists[0].len(), 3);
+    assert!(lists.iter().all(|list| *list == lists[0]), "member lists differ: {lists:?}");
+    for (i, m) in lists[0].iter().enumerate() {
+        assert!(!m.name.is_empty() && m.client_ur_ls.len() == 1 && !m.is_learner, "member {i}: {m:?}");
     }
 
     // A steady writer on a follower; the leader dies under it.
@@ -119,9 +144,11 @@ async fn a_minority_member_serves_no_linearizable_reads_or_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_of_another_cluster_is_refused() {
     let mut cluster = Cluster::start(3).await;
-    // Member 2 comes back believing in another cluster (another token: other
-    // ids). The other two must refuse its traffic and it must refuse theirs.
+    // Member 2 is rebuilt as a member of another cluster (a fresh data dir
+    // and another token: other ids) on the same address. The other two must
+    // refuse its traffic and it must refuse theirs.
     cluster.kill9(2);
+    cluster.wipe(2);
     let stranger = cluster.spawn(2, &["--initial-cluster-token".to_string(), "another-cluster".to_string()]);
     stranger.wait_ready().await;
     cluster.members[2] = Some(stranger);

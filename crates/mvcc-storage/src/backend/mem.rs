@@ -12,7 +12,7 @@ type Space = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Default)]
 struct Inner {
-    spaces: [Space; 3],
+    spaces: [Space; Keyspace::ALL.len()],
     /// Sum of key and value lengths over all keyspaces.
     bytes: u64,
 }

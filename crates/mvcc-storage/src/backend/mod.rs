@@ -35,16 +35,20 @@ pub enum Keyspace {
     Meta,
     /// Lease id (8 bytes big-endian) -> granted TTL (etcd's `lease` bucket).
     Leases,
+    /// Member id (8 bytes big-endian) -> prost-encoded `etcdserverpb::Member`
+    /// (etcd's `members` bucket): the cluster's membership as applied.
+    Members,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 3] = [Keyspace::Revisions, Keyspace::Meta, Keyspace::Leases];
+    pub const ALL: [Keyspace; 4] = [Keyspace::Revisions, Keyspace::Meta, Keyspace::Leases, Keyspace::Members];
 
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Revisions => "key",
             Keyspace::Meta => "meta",
             Keyspace::Leases => "lease",
+            Keyspace::Members => "members",
         }
     }
 
@@ -53,6 +57,7 @@ impl Keyspace {
             Keyspace::Revisions => 0,
             Keyspace::Meta => 1,
             Keyspace::Leases => 2,
+            Keyspace::Members => 3,
         }
     }
 }

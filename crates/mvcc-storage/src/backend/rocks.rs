@@ -130,10 +130,12 @@ impl Backend for RocksBackend {
         let key_cf = self.cf(Keyspace::Revisions)?;
         let meta_cf = self.cf(Keyspace::Meta)?;
         let lease_cf = self.cf(Keyspace::Leases)?;
+        let members_cf = self.cf(Keyspace::Members)?;
         let cf_of = |space: Keyspace| match space {
             Keyspace::Revisions => key_cf,
             Keyspace::Meta => meta_cf,
             Keyspace::Leases => lease_cf,
+            Keyspace::Members => members_cf,
         };
         for op in batch.ops() {
             match op {

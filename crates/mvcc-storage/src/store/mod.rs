@@ -21,8 +21,10 @@
 mod compact;
 mod hash;
 mod lease;
+mod members;
 
 pub use lease::{LeaseRecord, RevokeOutcome};
+pub use members::Identity;
 mod ops;
 mod restore;
 mod tx;
@@ -52,6 +54,8 @@ pub(crate) mod meta {
     pub const CONSISTENT_INDEX: &[u8] = b"consistent_index";
     pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
     pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
+    pub const MEMBER_ID: &[u8] = b"member_id";
+    pub const CLUSTER_ID: &[u8] = b"cluster_id";
 }
 
 /// Tells whether a lease exists, for Puts that attach one.

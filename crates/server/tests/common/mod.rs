@@ -11,8 +11,23 @@ use std::time::{Duration, Instant};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use tonic::transport::Channel;
 
+/// A port nothing listens on. Taken below the kernel's ephemeral range
+/// (32768 and up): a port the kernel hands out for `bind(0)` can be given
+/// again to any outgoing connection before keel binds it, which made tests
+/// fail with "address in use". Each process starts at its own offset so test
+/// binaries running side by side do not race for the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let port = (FIRST + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Keel {
@@ -35,6 +50,8 @@ impl Keel {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen-client-urls")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .arg("--advertise-client-urls")
             .arg(format!("http://127.0.0.1:{port}"))
             .arg("--log-level")
             .arg("warn")
@@ -156,6 +173,12 @@ impl Cluster {
         if let Some(mut keel) = self.members[i].take() {
             keel.kill9();
         }
+    }
+
+    /// Deletes member `i`'s data dir (it must be stopped).
+    pub fn wipe(&self, i: usize) {
+        assert!(self.members[i].is_none(), "wipe a stopped member");
+        let _ = std::fs::remove_dir_all(self._dir.path().join(&self.names[i]));
     }
 
     pub fn member(&self, i: usize) -> &Keel {

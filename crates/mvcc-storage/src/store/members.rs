@@ -1,0 +1,96 @@
+//! The cluster's membership and this member's identity, next to the key
+//! space: written in the same batches as the changes that cause them, so a
+//! restart finds exactly the membership its applied index implies.
+
+use std::sync::atomic::Ordering;
+
+use keel_proto::etcdserverpb::Member;
+use prost::Message;
+
+use super::{meta, put_consistent_index, KvStore};
+use crate::backend::{Keyspace, WriteBatch};
+use crate::error::MvccError;
+
+/// Who this data directory belongs to, fixed when it was first bootstrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub member_id: u64,
+    pub cluster_id: u64,
+}
+
+impl KvStore {
+    /// The identity recorded at bootstrap; `None` for a fresh data dir.
+    pub fn identity(&self) -> Result<Option<Identity>, MvccError> {
+        let read = |key: &[u8]| -> Result<Option<u64>, MvccError> {
+            match self.backend.get(Keyspace::Meta, key)? {
+                None => Ok(None),
+                Some(v) => Ok(Some(u64::from_be_bytes(
+                    v.as_slice().try_into().map_err(|_| MvccError::Corrupt("identity is not 8 bytes".into()))?,
+                ))),
+            }
+        };
+        match (read(meta::MEMBER_ID)?, read(meta::CLUSTER_ID)?) {
+            (Some(member_id), Some(cluster_id)) => Ok(Some(Identity { member_id, cluster_id })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records this member's identity and the cluster's first members, once,
+    /// before anything is applied (no raft index yet). Synced: a member must
+    /// never come back with another identity.
+    pub fn bootstrap(&self, identity: Identity, members: &[Member]) -> Result<(), MvccError> {
+        let _serialised = self.state.upgradable_read();
+        let mut batch = WriteBatch::with_capacity(2 + members.len());
+        batch.put(Keyspace::Meta, meta::MEMBER_ID, identity.member_id.to_be_bytes());
+        batch.put(Keyspace::Meta, meta::CLUSTER_ID, identity.cluster_id.to_be_bytes());
+        for member in members {
+            batch.put(Keyspace::Members, member.id.to_be_bytes(), member.encode_to_vec());
+        }
+        self.backend.write(batch)?;
+        self.backend.sync()?;
+        Ok(())
+    }
+
+    /// Every member, by id (etcd lists them in this order).
+    pub fn members(&self) -> Result<Vec<Member>, MvccError> {
+        let mut members = Vec::new();
+        let mut failure = None;
+        self.backend.scan(Keyspace::Members, &[], None, &mut |_, v| {
+            match Member::decode(v) {
+                Ok(member) => members.push(member),
+                Err(err) => {
+                    failure = Some(MvccError::from(err));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(members),
+        }
+    }
+
+    /// Sets a member's name and client URLs (its "publish"), at raft index
+    /// `index`. An unknown member (removed meanwhile) changes nothing.
+    pub fn apply_member_attributes(
+        &self,
+        index: u64,
+        member_id: u64,
+        name: &str,
+        client_urls: &[String],
+    ) -> Result<(), MvccError> {
+        let _serialised = self.state.upgradable_read();
+        let mut batch = WriteBatch::with_capacity(2);
+        if let Some(bytes) = self.backend.get(Keyspace::Members, &member_id.to_be_bytes())? {
+            let mut member = Member::decode(bytes.as_slice())?;
+            member.name = name.to_owned();
+            member.client_ur_ls = client_urls.to_vec();
+            batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
+        }
+        put_consistent_index(&mut batch, index);
+        self.backend.write(batch)?;
+        self.consistent_index.store(index, Ordering::Release);
+        Ok(())
+    }
+}
