@@ -5,9 +5,11 @@
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
 //! - `cargo xtask bench put|range|txn-put|txn-mixed|compare`: etcd's benchmark workloads, and
 //!   Keel-vs-etcd runs (see [`bench`]).
+//! - `cargo xtask cluster up|down|status`: a local cluster on loopback (see [`cluster`]).
 
 mod bench;
 mod cargo;
+mod cluster;
 mod compat;
 
 use std::process::ExitCode;
@@ -34,6 +36,9 @@ enum Command {
     /// Load generator and side-by-side comparison with real etcd.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// A local Keel cluster on loopback: `up --members 3`, `status`, `down`.
+    #[command(subcommand)]
+    Cluster(cluster::Cluster),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Command::Test { compat } => test(&compat),
         Command::Compat(opts) => compat::run(&opts),
         Command::Bench(bench) => bench::run(bench),
+        Command::Cluster(command) => cluster::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
