@@ -48,6 +48,11 @@ pub struct MemberConfig {
     pub max_request_bytes: usize,
     /// How long a client waits for its write or read to go through raft.
     pub request_timeout: Duration,
+    /// Raft's tick: the leader's heartbeat period (etcd's --heartbeat-interval).
+    pub heartbeat_interval: Duration,
+    /// Followers campaign after this long without a heartbeat (etcd's
+    /// --election-timeout); a whole number of heartbeats.
+    pub election_timeout: Duration,
 }
 
 impl MemberConfig {
@@ -61,7 +66,38 @@ impl MemberConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             // etcd: 5 s plus two election timeouts.
             request_timeout: Duration::from_secs(7),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// Sets raft's timing as etcd's flags do, with etcd's checks, and the
+    /// request timeout that follows from it (5 s plus two election timeouts).
+    pub fn with_raft_timing(mut self, heartbeat: Duration, election: Duration) -> Result<Self, NodeError> {
+        if heartbeat.is_zero() {
+            return Err(NodeError::Config("--heartbeat-interval must be positive".into()));
+        }
+        if election < heartbeat * 5 {
+            return Err(NodeError::Config(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                election.as_millis(),
+                heartbeat.as_millis()
+            )));
+        }
+        if election > Duration::from_secs(50) {
+            return Err(NodeError::Config(format!(
+                "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+                election.as_millis()
+            )));
+        }
+        self.heartbeat_interval = heartbeat;
+        self.election_timeout = election;
+        self.request_timeout = Duration::from_secs(5) + election * 2;
+        Ok(self)
+    }
+
+    fn election_ticks(&self) -> usize {
+        (self.election_timeout.as_nanos() / self.heartbeat_interval.as_nanos()).max(1) as usize
     }
 }
 
@@ -141,8 +177,12 @@ impl Member {
 
         let records = kv.lease_records().map_err(NodeError::Mvcc)?;
         let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
+        let lease_config = LessorConfig {
+            min_ttl: keel_lease_manager::min_lease_ttl(config.election_ticks() as u64, config.heartbeat_interval),
+            ..LessorConfig::default()
+        };
         let lessor = Arc::new(Mutex::new(Lessor::restore(
-            LessorConfig::default(),
+            lease_config,
             records.into_iter().map(|r| keel_lease_manager::LeaseRecord { id: r.id, ttl: r.ttl, remaining_ttl: 0 }),
             leased_keys,
         )));
@@ -157,7 +197,12 @@ impl Member {
                 .map_err(|_| NodeError::Config("a multi-member cluster needs a tokio runtime".into()))?;
             Box::new(GrpcTransport::start(&runtime, cluster_id, member_id, &peers))
         };
-        let raft_config = RaftConfig::new(member_id, voters.clone(), applied_index);
+        let raft_config = RaftConfig {
+            tick_interval: config.heartbeat_interval,
+            election_ticks: config.election_ticks(),
+            heartbeat_ticks: 1,
+            ..RaftConfig::new(member_id, voters.clone(), applied_index)
+        };
         let election_timeout = raft_config.election_timeout();
         // Committed entries queue in the channel until the applier starts.
         let raft = RaftNode::start(raft_config, store, transport, Box::new(ApplySender(events_tx))).map_err(NodeError::Raft)?;

@@ -42,6 +42,12 @@ pub struct Flags {
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, default_value_t = keel_grpc_api::DEFAULT_MAX_TXN_OPS)]
     pub max_txn_ops: usize,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
     /// Period of progress notifications to quiet watches that asked for
     /// them, as a Go duration (10m, 5s, 1m30s).
     #[arg(long, alias = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = go_duration)]

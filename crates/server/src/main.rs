@@ -4,6 +4,7 @@
 mod config;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -47,7 +48,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         }
     }
 
-    let mut member_config = MemberConfig::new(flags.name.clone(), flags.data_dir());
+    let mut member_config = MemberConfig::new(flags.name.clone(), flags.data_dir()).with_raft_timing(
+        Duration::from_millis(flags.heartbeat_interval),
+        Duration::from_millis(flags.election_timeout),
+    )?;
     member_config.peer_urls = flags.initial_advertise_peer_urls.clone();
     member_config.initial_cluster = initial_cluster;
     member_config.cluster_token = flags.initial_cluster_token.clone();

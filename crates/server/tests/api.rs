@@ -123,3 +123,31 @@ async fn identity_and_membership_survive_a_restart_with_other_flags() {
     assert_eq!(list.members[0].peer_ur_ls, vec!["http://localhost:2380".to_string()]);
     assert_eq!(list.members[0].client_ur_ls, vec![keel.endpoint()]);
 }
+
+/// --heartbeat-interval and --election-timeout set raft's timing with etcd's
+/// checks, and the shortest lease follows from them (1.5 election timeouts).
+#[tokio::test]
+async fn raft_timing_flags_are_checked_and_shape_lease_ttls() {
+    use keel_proto::etcdserverpb::lease_client::LeaseClient;
+    use keel_proto::etcdserverpb::LeaseGrantRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let timing = |heartbeat: &str, election: &str| {
+        ["--heartbeat-interval", heartbeat, "--election-timeout", election].map(String::from).to_vec()
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .args(timing("100", "400"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("should be at least as 5 times as --heartbeat-interval"), "{stderr}");
+
+    let keel = Keel::spawn(dir.path(), common::free_port(), &timing("50", "500"));
+    keel.wait_ready().await;
+    let mut leases = LeaseClient::connect(keel.endpoint()).await.unwrap();
+    let granted = leases.lease_grant(LeaseGrantRequest { ttl: 1, id: 0 }).await.unwrap().into_inner();
+    assert_eq!(granted.ttl, 1, "1.5 x 500 ms rounds up to 1 s, not etcd's default 2 s");
+}
