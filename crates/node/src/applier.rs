@@ -31,8 +31,9 @@ pub(crate) enum Applied {
     Kv(WriteResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
-    /// The membership changed (or a member published its attributes).
-    Membership,
+    /// Bookkeeping no client waits for an answer to: a member's published
+    /// attributes, lease checkpoints.
+    Internal,
 }
 
 pub(crate) type WriteReply = oneshot::Sender<Result<Applied, NodeError>>;
@@ -210,7 +211,7 @@ impl Applier {
             Some(Request::LeaseGrant(grant)) => {
                 let info = self.lessor.lock().grant(grant.id, grant.ttl, Instant::now()).map_err(NodeError::Lease)?;
                 self.kv
-                    .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl })
+                    .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl, remaining_ttl: 0 })
                     .map_err(NodeError::Mvcc)?;
                 Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: info.id, ttl: info.ttl, error: String::new() }))
             }
@@ -224,11 +225,23 @@ impl Applier {
                     header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
                 }))
             }
+            Some(Request::LeaseCheckpoint(request)) => {
+                let checkpoints: Vec<(i64, i64)> =
+                    request.checkpoints.iter().map(|c| (c.id, c.remaining_ttl)).collect();
+                {
+                    let mut lessor = self.lessor.lock();
+                    for &(id, remaining_ttl) in &checkpoints {
+                        lessor.checkpoint(id, remaining_ttl);
+                    }
+                }
+                self.kv.apply_lease_checkpoints(index, &checkpoints).map_err(NodeError::Mvcc)?;
+                Ok(Applied::Internal)
+            }
             Some(Request::MemberAttributes(attributes)) => {
                 self.kv
                     .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls)
                     .map_err(NodeError::Mvcc)?;
-                Ok(Applied::Membership)
+                Ok(Applied::Internal)
             }
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use keel_lease_manager::{Lessor, LessorConfig, TimeToLive};
 use keel_mvcc::{Identity, KvStore, WriteResponse};
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpoint,
+    LeaseCheckpointRequest, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
     Member as EtcdMember, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
@@ -53,6 +54,9 @@ pub struct MemberConfig {
     /// Followers campaign after this long without a heartbeat (etcd's
     /// --election-timeout); a whole number of heartbeats.
     pub election_timeout: Duration,
+    /// How often the leader records each long lease's remaining TTL through
+    /// raft (etcd's --experimental-lease-checkpoint-interval, 5 min).
+    pub lease_checkpoint_interval: Duration,
 }
 
 impl MemberConfig {
@@ -68,6 +72,7 @@ impl MemberConfig {
             request_timeout: Duration::from_secs(7),
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_secs(1),
+            lease_checkpoint_interval: keel_lease_manager::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 
@@ -177,13 +182,20 @@ impl Member {
 
         let records = kv.lease_records().map_err(NodeError::Mvcc)?;
         let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
+        // Checkpointing is on by default in Keel (off in etcd): without it a
+        // leader change gives every lease its full TTL again, so a lease whose
+        // holder died can outlive its TTL by far under repeated elections.
         let lease_config = LessorConfig {
             min_ttl: keel_lease_manager::min_lease_ttl(config.election_ticks() as u64, config.heartbeat_interval),
+            checkpointing: true,
+            checkpoint_interval: config.lease_checkpoint_interval,
             ..LessorConfig::default()
         };
         let lessor = Arc::new(Mutex::new(Lessor::restore(
             lease_config,
-            records.into_iter().map(|r| keel_lease_manager::LeaseRecord { id: r.id, ttl: r.ttl, remaining_ttl: 0 }),
+            records
+                .into_iter()
+                .map(|r| keel_lease_manager::LeaseRecord { id: r.id, ttl: r.ttl, remaining_ttl: r.remaining_ttl }),
             leased_keys,
         )));
         let waiters = Arc::new(Waiters::default());
@@ -684,11 +696,20 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, clock: &LeaseClock, raft: &RaftHandl
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(LEASE_TICK);
         let now = Instant::now();
-        let expired = {
+        let (expired, checkpoints) = {
             let mut lessor = lessor.lock();
             clock.align(&mut lessor);
-            lessor.expired(now, EXPIRY_BATCH)
+            (lessor.expired(now, EXPIRY_BATCH), lessor.checkpoints_due(now, keel_lease_manager::MAX_CHECKPOINT_BATCH))
         };
+        if !checkpoints.is_empty() {
+            let checkpoints =
+                checkpoints.into_iter().map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl }).collect();
+            let request = InternalRaftRequest {
+                id: 0,
+                request: Some(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })),
+            };
+            let _ = raft.propose(0, request.encode_to_vec());
+        }
         for id in expired {
             // Tag 0: no client waits for an expiry.
             let request = InternalRaftRequest {

@@ -48,6 +48,11 @@ pub struct Flags {
     /// Time (in milliseconds) for an election to timeout.
     #[arg(long, default_value_t = 1000)]
     pub election_timeout: u64,
+    /// How often the leader records long leases' remaining TTL through raft,
+    /// so leader changes and restarts resume them instead of granting a full
+    /// TTL again (a Go duration).
+    #[arg(long, alias = "experimental-lease-checkpoint-interval", default_value = "5m", value_parser = go_duration)]
+    pub lease_checkpoint_interval: std::time::Duration,
     /// Period of progress notifications to quiet watches that asked for
     /// them, as a Go duration (10m, 5s, 1m30s).
     #[arg(long, alias = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = go_duration)]

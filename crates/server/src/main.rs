@@ -56,6 +56,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     member_config.initial_cluster = initial_cluster;
     member_config.cluster_token = flags.initial_cluster_token.clone();
     member_config.max_request_bytes = flags.max_request_bytes;
+    member_config.lease_checkpoint_interval = flags.lease_checkpoint_interval;
     let member = tokio::task::spawn_blocking(move || Member::start(member_config))
         .await?
         .context("cannot start the member")?;
