@@ -1,10 +1,14 @@
-//! The Cluster service: the membership as this member has applied it.
+//! The Cluster service: the membership as this member has applied it, and
+//! changes to it through raft configuration changes.
 
 use std::sync::Arc;
 
 use keel_node::Member;
 use keel_proto::etcdserverpb::cluster_server::Cluster;
-use keel_proto::etcdserverpb::{MemberListRequest, MemberListResponse};
+use keel_proto::etcdserverpb::{
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse, MemberPromoteRequest,
+    MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::errors::node_error;
@@ -24,5 +28,31 @@ impl Cluster for ClusterService {
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let members = self.member.member_list(request.into_inner().linearizable).await.map_err(node_error)?;
         Ok(Response::new(MemberListResponse { header: Some(self.member.header()), members }))
+    }
+
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let (added, members) =
+            self.member.member_add(request.peer_ur_ls, request.is_learner).await.map_err(node_error)?;
+        Ok(Response::new(MemberAddResponse { header: Some(self.member.header()), member: Some(added), members }))
+    }
+
+    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        let members = self.member.member_remove(request.into_inner().id).await.map_err(node_error)?;
+        Ok(Response::new(MemberRemoveResponse { header: Some(self.member.header()), members }))
+    }
+
+    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let members = self.member.member_update(request.id, request.peer_ur_ls).await.map_err(node_error)?;
+        Ok(Response::new(MemberUpdateResponse { header: Some(self.member.header()), members }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let members = self.member.member_promote(request.into_inner().id).await.map_err(node_error)?;
+        Ok(Response::new(MemberPromoteResponse { header: Some(self.member.header()), members }))
     }
 }

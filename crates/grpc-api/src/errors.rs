@@ -24,6 +24,13 @@ const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
 const STOPPED: (Code, &str) = (Code::Unavailable, "etcdserver: server stopped");
 const CORRUPT: (Code, &str) = (Code::DataLoss, "etcdserver: corrupt cluster");
+const MEMBER_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: member not found");
+const PEER_URL_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: Peer URLs already exists");
+const BAD_MEMBER_URLS: (Code, &str) = (Code::InvalidArgument, "etcdserver: given member URLs are invalid");
+const TOO_MANY_LEARNERS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: too many learner members in cluster");
+const MEMBER_NOT_LEARNER: (Code, &str) = (Code::FailedPrecondition, "etcdserver: can only promote a learner member");
+const LEARNER_NOT_READY: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
 
 pub(crate) fn status((code, message): (Code, &str)) -> Status {
     Status::new(code, message)
@@ -35,6 +42,12 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::Lease(err) => lease_error(err),
         NodeError::NoLeader => status(NO_LEADER),
         NodeError::NotLeader => status(NOT_LEADER),
+        NodeError::MemberNotFound => status(MEMBER_NOT_FOUND),
+        NodeError::PeerUrlExists => status(PEER_URL_EXISTS),
+        NodeError::BadPeerUrls => status(BAD_MEMBER_URLS),
+        NodeError::TooManyLearners => status(TOO_MANY_LEARNERS),
+        NodeError::MemberNotLearner => status(MEMBER_NOT_LEARNER),
+        NodeError::LearnerNotReady => status(LEARNER_NOT_READY),
         NodeError::Timeout => status(TIMEOUT),
         NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
         NodeError::Stopped => status(STOPPED),

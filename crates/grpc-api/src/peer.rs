@@ -7,7 +7,7 @@ use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
 use keel_lease_manager::LeaseError;
 use keel_proto::keelpb::{
-    LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck,
+    ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -38,6 +38,12 @@ impl RaftPeer for PeerService {
             }
         }
         Ok(Response::new(RaftBatchAck {}))
+    }
+
+    async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {
+        let (cluster_id, members) =
+            self.member.cluster_info().map_err(|err| Status::new(Code::Unavailable, err.to_string()))?;
+        Ok(Response::new(ClusterInfoAnswer { cluster_id, members }))
     }
 
     async fn lease_renew(&self, request: Request<LeaseRenewForward>) -> Result<Response<LeaseRenewed>, Status> {

@@ -15,15 +15,17 @@ use std::time::Instant;
 use keel_lease_manager::Lessor;
 use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest, WriteResponse};
 use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
-use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest};
+use keel_proto::etcdserverpb::Member as EtcdMember;
+use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
-use keel_raft_node::{Apply, Entry, EntryType, ReadState};
+use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, ReadState};
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
 use crate::lease_clock::LeaseClock;
+use crate::peers::PeerSet;
 use crate::NodeError;
 
 /// What applying one proposal produced for the client waiting for it.
@@ -101,6 +103,8 @@ pub(crate) struct Applier {
     pub(crate) watches: Arc<WatchHub>,
     /// Told when a term's opening entry is applied (lease promotion).
     lease_clock: Option<Arc<LeaseClock>>,
+    /// Who to tell about configuration changes.
+    membership: Option<Membership>,
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
 }
@@ -113,11 +117,16 @@ impl Applier {
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
     ) -> Self {
-        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, pending_reads: BTreeMap::new() }
+        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, membership: None, pending_reads: BTreeMap::new() }
     }
 
     pub(crate) fn with_lease_clock(mut self, clock: Arc<LeaseClock>) -> Self {
         self.lease_clock = Some(clock);
+        self
+    }
+
+    pub(crate) fn with_membership(mut self, membership: Membership) -> Self {
+        self.membership = Some(membership);
         self
     }
 
@@ -168,6 +177,13 @@ impl Applier {
         if entry.get_entry_type() == EntryType::EntryNormal && entry.data.is_empty() {
             if let Some(clock) = &self.lease_clock {
                 clock.term_opened(&mut self.lessor.lock(), entry.term);
+            }
+        }
+        if entry.get_entry_type() == EntryType::EntryConfChangeV2 && !entry.data.is_empty() {
+            let (tag, result) = self.apply_conf_change(index, entry)?;
+            stored = result.is_ok();
+            if let Some(reply) = self.waiters.writes.lock().remove(&tag) {
+                let _ = reply.send(result);
             }
         }
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
@@ -237,6 +253,15 @@ impl Applier {
                 self.kv.apply_lease_checkpoints(index, &checkpoints).map_err(NodeError::Mvcc)?;
                 Ok(Applied::Internal)
             }
+            Some(Request::MemberUpdate(update)) => {
+                self.kv.apply_member_peer_urls(index, update.id, &update.peer_ur_ls).map_err(NodeError::Mvcc)?;
+                if let (Some(membership), Some(url)) = (&self.membership, update.peer_ur_ls.first()) {
+                    if let Some(peers) = &membership.peers {
+                        peers.add(update.id, url);
+                    }
+                }
+                Ok(Applied::Internal)
+            }
             Some(Request::MemberAttributes(attributes)) => {
                 self.kv
                     .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls)
@@ -245,6 +270,46 @@ impl Applier {
             }
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }
+    }
+
+    /// A configuration change raft has already put in effect: record the
+    /// membership with the applied index, and connect to or drop the peer.
+    /// Returns the proposer's tag and the answer for it.
+    fn apply_conf_change(&self, index: u64, entry: &Entry) -> Result<(u64, Result<Applied, NodeError>), NodeError> {
+        let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
+            .map_err(|e| NodeError::Corrupt(format!("conf change at {index}: {e}")))?;
+        let context = ConfChangeContext::decode(change.get_context())
+            .map_err(|e| NodeError::Corrupt(format!("conf change context at {index}: {e}")))?;
+        let Some(member) = context.member else {
+            return Err(NodeError::Corrupt(format!("conf change at {index} names no member")));
+        };
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for single in change.get_changes() {
+            match single.get_change_type() {
+                ConfChangeType::AddNode => added.push(EtcdMember { is_learner: false, ..member.clone() }),
+                ConfChangeType::AddLearnerNode => added.push(EtcdMember { is_learner: true, ..member.clone() }),
+                ConfChangeType::RemoveNode => removed.push(single.get_node_id()),
+            }
+        }
+        self.kv.apply_membership(index, &added, &removed).map_err(NodeError::Mvcc)?;
+        if let Some(membership) = &self.membership {
+            for member in &added {
+                if let (Some(peers), Some(url)) = (&membership.peers, member.peer_ur_ls.first()) {
+                    peers.add(member.id, url);
+                }
+            }
+            for id in &removed {
+                if let Some(peers) = &membership.peers {
+                    peers.remove(*id);
+                }
+                if *id == membership.member_id {
+                    tracing::warn!("this member has been permanently removed from the cluster");
+                    membership.removed.notify_waiters();
+                    membership.removed.notify_one();
+                }
+            }
+        }
+        Ok((context.id, Ok(Applied::Internal)))
     }
 
     fn release_reads(&mut self) {
@@ -261,6 +326,15 @@ impl Applier {
             }
         }
     }
+}
+
+/// What the applier tells about configuration changes: the transport (to
+/// connect to added members and drop removed ones) and, when this member is
+/// removed, whoever waits for that.
+pub(crate) struct Membership {
+    pub(crate) member_id: u64,
+    pub(crate) peers: Option<PeerSet>,
+    pub(crate) removed: Arc<tokio::sync::Notify>,
 }
 
 /// Keeps the lease manager's key sets in step with the key space: a Put

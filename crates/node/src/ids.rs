@@ -17,6 +17,13 @@ pub fn member_id(peer_urls: &[String], cluster_token: &str) -> u64 {
     first_eight_bytes(hasher.digest().bytes())
 }
 
+/// etcd's id for a member added at runtime (MemberAdd): sha1(sorted peer
+/// URLs + the unix time in seconds), so re-adding the same URLs later gives
+/// another id.
+pub fn added_member_id(peer_urls: &[String], unix_seconds: u64) -> u64 {
+    member_id(peer_urls, &unix_seconds.to_string())
+}
+
 /// etcd: sha1 of the sorted member ids, each as 8 big-endian bytes.
 pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();

@@ -12,7 +12,7 @@ pub mod ids;
 mod member;
 mod peers;
 
-pub use member::{Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, ETCD_VERSION};
+pub use member::{ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, ETCD_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -27,6 +27,18 @@ pub enum NodeError {
     /// This member is not (or not yet) the one that can answer.
     #[error("not leader")]
     NotLeader,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("peer URLs already exist")]
+    PeerUrlExists,
+    #[error("given member URLs are invalid")]
+    BadPeerUrls,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     #[error("request timed out")]
     Timeout,
     #[error("request is too large")]

@@ -15,9 +15,11 @@ use keel_proto::etcdserverpb::{
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
     Member as EtcdMember, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
-use keel_proto::keelpb::{internal_raft_request::Request, InternalRaftRequest, MemberAttributes};
+use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest, MemberAttributes};
 use keel_proto::mvccpb::{event::EventType, Event};
-use keel_raft_node::{NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine};
+use keel_raft_node::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine,
+};
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -26,7 +28,8 @@ use tokio::sync::oneshot;
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
-use crate::peers::{GrpcTransport, PeerClients};
+use crate::applier::Membership;
+use crate::peers::{GrpcTransport, PeerClients, PeerSet};
 use crate::{ids, NodeError};
 
 /// etcd's default --max-request-bytes (1.5 MiB): proposals above it are refused.
@@ -57,6 +60,16 @@ pub struct MemberConfig {
     /// How often the leader records each long lease's remaining TTL through
     /// raft (etcd's --experimental-lease-checkpoint-interval, 5 min).
     pub lease_checkpoint_interval: Duration,
+    /// New: bootstrap a cluster of `initial_cluster`. Existing: join a running
+    /// cluster that already added this member (MemberAdd).
+    pub initial_cluster_state: ClusterState,
+}
+
+/// etcd's --initial-cluster-state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
 }
 
 impl MemberConfig {
@@ -73,6 +86,7 @@ impl MemberConfig {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_secs(1),
             lease_checkpoint_interval: keel_lease_manager::DEFAULT_CHECKPOINT_INTERVAL,
+            initial_cluster_state: ClusterState::New,
         }
     }
 
@@ -131,6 +145,8 @@ pub struct Member {
     next_tag: AtomicU64,
     /// For forwarding keep-alives and time-to-live questions to the leader.
     leader_peers: PeerClients,
+    /// Notified when a configuration change removes this member.
+    removed: Arc<tokio::sync::Notify>,
     lease_clock: Arc<LeaseClock>,
     running: Mutex<Option<Running>>,
 }
@@ -163,13 +179,23 @@ impl Member {
                 (identity, kv.members().map_err(NodeError::Mvcc)?)
             }
             None => {
-                let (identity, members) = initial_membership(&config)?;
+                let (identity, members) = match config.initial_cluster_state {
+                    ClusterState::New => initial_membership(&config)?,
+                    ClusterState::Existing => joined_membership(&config)?,
+                };
                 kv.bootstrap(identity, &members).map_err(NodeError::Mvcc)?;
                 (identity, members)
             }
         };
         let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
-        let voters: Vec<u64> = members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
+        // A joining member starts its log with the others as the
+        // configuration; the entry that added it, replayed from the leader,
+        // adds it. (Only used for a log that was never written.)
+        let voters: Vec<u64> = members
+            .iter()
+            .filter(|m| !m.is_learner && (config.initial_cluster_state == ClusterState::New || m.id != member_id))
+            .map(|m| m.id)
+            .collect();
         let peers: HashMap<u64, String> = members
             .iter()
             .filter(|m| m.id != member_id)
@@ -202,13 +228,20 @@ impl Member {
         let applied = Arc::new(AtomicU64::new(applied_index));
         let watches = WatchHub::new(Arc::new(StoreHistory(kv.clone())), kv.current_revision());
         let (events_tx, events_rx) = std::sync::mpsc::channel();
-        let transport: Box<dyn keel_raft_node::Transport> = if peers.is_empty() {
-            Box::new(NoPeers)
-        } else {
-            let runtime = tokio::runtime::Handle::try_current()
-                .map_err(|_| NodeError::Config("a multi-member cluster needs a tokio runtime".into()))?;
-            Box::new(GrpcTransport::start(&runtime, cluster_id, member_id, &peers))
+        // Peers come and go with membership changes, so any member that runs
+        // on a tokio runtime gets the gRPC transport, even alone.
+        let peer_set = tokio::runtime::Handle::try_current().ok().map(|rt| PeerSet::new(rt, cluster_id, member_id));
+        let transport: Box<dyn keel_raft_node::Transport> = match &peer_set {
+            Some(set) => {
+                for (id, url) in &peers {
+                    set.add(*id, url);
+                }
+                Box::new(GrpcTransport::new(set.clone()))
+            }
+            None if peers.is_empty() => Box::new(NoPeers),
+            None => return Err(NodeError::Config("a multi-member cluster needs a tokio runtime".into())),
         };
+        let removed = Arc::new(tokio::sync::Notify::new());
         let raft_config = RaftConfig {
             tick_interval: config.heartbeat_interval,
             election_ticks: config.election_ticks(),
@@ -220,7 +253,8 @@ impl Member {
         let raft = RaftNode::start(raft_config, store, transport, Box::new(ApplySender(events_tx))).map_err(NodeError::Raft)?;
         let lease_clock = Arc::new(LeaseClock::new(raft.handle(), election_timeout));
         let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone())
-            .with_lease_clock(lease_clock.clone());
+            .with_lease_clock(lease_clock.clone())
+            .with_membership(Membership { member_id, peers: peer_set.clone(), removed: removed.clone() });
         let applier = std::thread::Builder::new()
             .name("applier".into())
             .spawn(move || applier.run(events_rx))
@@ -257,7 +291,8 @@ impl Member {
             waiters,
             applied,
             next_tag: AtomicU64::new(first_tag),
-            leader_peers: PeerClients::new(cluster_id, peers),
+            leader_peers: PeerClients::new(cluster_id, peer_set),
+            removed,
             lease_clock,
             running: Mutex::new(Some(Running { raft, applier, expiry, stop_expiry })),
         })
@@ -499,6 +534,111 @@ impl Member {
             .map_err(NodeError::Mvcc)
     }
 
+    /// Adds a member (as a learner if asked), through a raft configuration
+    /// change; returns it and the membership after the change. The new
+    /// member is then started with `--initial-cluster-state existing`.
+    pub async fn member_add(&self, peer_urls: Vec<String>, is_learner: bool) -> Result<(EtcdMember, Vec<EtcdMember>), NodeError> {
+        check_peer_urls(&peer_urls)?;
+        let members = self.member_list(true).await?;
+        if members.iter().any(|m| m.peer_ur_ls.iter().any(|url| peer_urls.contains(url))) {
+            return Err(NodeError::PeerUrlExists);
+        }
+        if is_learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+            return Err(NodeError::TooManyLearners);
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let member = EtcdMember {
+            id: ids::added_member_id(&peer_urls, now),
+            peer_ur_ls: peer_urls,
+            is_learner,
+            ..Default::default()
+        };
+        let kind = if is_learner { ConfChangeType::AddLearnerNode } else { ConfChangeType::AddNode };
+        self.change_membership(kind, member.clone()).await?;
+        Ok((member, self.member_list(false).await?))
+    }
+
+    /// Removes a member (the leader included) through a configuration change.
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<EtcdMember>, NodeError> {
+        let members = self.member_list(true).await?;
+        let member = members.into_iter().find(|m| m.id == id).ok_or(NodeError::MemberNotFound)?;
+        self.change_membership(ConfChangeType::RemoveNode, member).await?;
+        self.member_list(false).await
+    }
+
+    /// Makes a learner a voter, once it has caught up with the leader (etcd:
+    /// its log holds at least 90% of the leader's).
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<EtcdMember>, NodeError> {
+        let members = self.member_list(true).await?;
+        let mut member = members.into_iter().find(|m| m.id == id).ok_or(NodeError::MemberNotFound)?;
+        if !member.is_learner {
+            return Err(NodeError::MemberNotLearner);
+        }
+        let status = self.raft.status();
+        if !status.is_leader() {
+            // Only the leader knows how far the learner got.
+            return Err(NodeError::NotLeader);
+        }
+        let leader_matched = status.matched(self.member_id).unwrap_or(0);
+        let learner_matched = status.matched(id).unwrap_or(0);
+        if (learner_matched as f64) < leader_matched as f64 * LEARNER_READY_FRACTION {
+            return Err(NodeError::LearnerNotReady);
+        }
+        member.is_learner = false;
+        self.change_membership(ConfChangeType::AddNode, member).await?;
+        self.member_list(false).await
+    }
+
+    /// Changes a member's peer URLs (no configuration change in raft: the
+    /// member keeps its id and vote).
+    pub async fn member_update(&self, id: u64, peer_urls: Vec<String>) -> Result<Vec<EtcdMember>, NodeError> {
+        check_peer_urls(&peer_urls)?;
+        let members = self.member_list(true).await?;
+        if !members.iter().any(|m| m.id == id) {
+            return Err(NodeError::MemberNotFound);
+        }
+        if members.iter().any(|m| m.id != id && m.peer_ur_ls.iter().any(|url| peer_urls.contains(url))) {
+            return Err(NodeError::PeerUrlExists);
+        }
+        let update = keel_proto::etcdserverpb::MemberUpdateRequest { id, peer_ur_ls: peer_urls };
+        self.propose(Request::MemberUpdate(update)).await?;
+        self.member_list(false).await
+    }
+
+    /// Proposes a configuration change about `member` and waits until this
+    /// member has applied it.
+    async fn change_membership(&self, kind: ConfChangeType, member: EtcdMember) -> Result<(), NodeError> {
+        let tag = self.next_tag();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(kind);
+        single.set_node_id(member.id);
+        let mut change = ConfChangeV2::default();
+        change.set_changes(vec![single].into());
+        change.set_context(ConfChangeContext { id: tag, member: Some(member) }.encode_to_vec().into());
+        let (reply, answer) = oneshot::channel();
+        self.waiters.wait_write(tag, reply);
+        self.raft.propose_conf_change(tag, change).map_err(|_| NodeError::Stopped)?;
+        match tokio::time::timeout(self.config.request_timeout, answer).await {
+            Ok(Ok(result)) => result.map(|_| ()),
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => {
+                self.waiters.forget(tag);
+                Err(NodeError::Timeout)
+            }
+        }
+    }
+
+    /// Resolves once a configuration change has removed this member from
+    /// the cluster (etcd then stops the member).
+    pub async fn removed(&self) {
+        self.removed.notified().await
+    }
+
+    /// The cluster id and membership, for a member joining the cluster.
+    pub fn cluster_info(&self) -> Result<(u64, Vec<EtcdMember>), NodeError> {
+        Ok((self.cluster_id, self.kv.members().map_err(NodeError::Mvcc)?))
+    }
+
     /// Announces this member's name and client URLs through raft (etcd's
     /// "publish"), retrying until it is applied or the member stops.
     pub async fn publish(&self, client_urls: Vec<String>) {
@@ -648,6 +788,34 @@ fn initial_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember
     Ok((Identity { member_id, cluster_id: ids::cluster_id(&ids) }, members))
 }
 
+/// Who this member is in a running cluster it joins: the cluster id and the
+/// members (this one included, as MemberAdd recorded it) come from the
+/// members named in `--initial-cluster`.
+fn joined_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember>), NodeError> {
+    let others: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| name != &config.name)
+        .flat_map(|(_, urls)| urls.iter().cloned())
+        .collect();
+    if others.is_empty() {
+        return Err(NodeError::Config("--initial-cluster-state existing needs the other members in --initial-cluster".into()));
+    }
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| NodeError::Config("joining a cluster needs a tokio runtime".into()))?;
+    let (cluster_id, members) = runtime.block_on(crate::peers::fetch_cluster_info(&others))?;
+    let me = members
+        .iter()
+        .find(|m| m.peer_ur_ls.iter().any(|url| config.peer_urls.contains(url)))
+        .ok_or_else(|| {
+            NodeError::Config(format!(
+                "the cluster has no member with peer URLs {}: add it first (etcdctl member add)",
+                config.peer_urls.join(",")
+            ))
+        })?;
+    Ok((Identity { member_id: me.id, cluster_id }, members))
+}
+
 /// The response of one kind of write, picked out of the store's answer.
 trait WriteAnswer: Sized {
     fn from_write(response: Applied) -> Option<Self>;
@@ -719,6 +887,25 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, clock: &LeaseClock, raft: &RaftHandl
             let _ = raft.propose(0, request.encode_to_vec());
         }
     }
+}
+
+/// etcd's maxLearners.
+const MAX_LEARNERS: usize = 1;
+/// etcd's readyPercent: a learner may be promoted once its log holds this
+/// much of the leader's.
+const LEARNER_READY_FRACTION: f64 = 0.9;
+
+/// Peer URLs must be `http(s)://host:port`, as etcd checks them.
+fn check_peer_urls(urls: &[String]) -> Result<(), NodeError> {
+    let valid = |url: &str| {
+        let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else { return false };
+        let rest = rest.trim_end_matches('/');
+        rest.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    if urls.is_empty() || !urls.iter().all(|u| valid(u)) {
+        return Err(NodeError::BadPeerUrls);
+    }
+    Ok(())
 }
 
 const LEASE_TICK: Duration = Duration::from_millis(100);

@@ -23,27 +23,70 @@ use crate::NodeError;
 const QUEUE_BATCHES: usize = 1024;
 const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 
-pub(crate) struct GrpcTransport {
-    queues: HashMap<u64, mpsc::Sender<Vec<Vec<u8>>>>,
+/// The members this one talks to, changed as membership changes are applied.
+/// Each peer has a bounded queue drained by its own task on the runtime.
+#[derive(Clone)]
+pub(crate) struct PeerSet {
+    inner: Arc<PeerSetInner>,
+}
+
+struct PeerSetInner {
+    runtime: tokio::runtime::Handle,
+    cluster_id: u64,
+    from: u64,
+    queues: Mutex<HashMap<u64, Peer>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
 }
 
-impl GrpcTransport {
-    /// Starts one sender task per peer on `runtime`.
-    pub(crate) fn start(
-        runtime: &tokio::runtime::Handle,
-        cluster_id: u64,
-        from: u64,
-        peers: &HashMap<u64, String>,
-    ) -> GrpcTransport {
-        let unreachable = Arc::new(Mutex::new(Vec::new()));
-        let mut queues = HashMap::new();
-        for (&peer, url) in peers {
-            let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-            queues.insert(peer, tx);
-            runtime.spawn(run_peer(cluster_id, from, peer, url.clone(), rx, unreachable.clone()));
+struct Peer {
+    url: String,
+    queue: mpsc::Sender<Vec<Vec<u8>>>,
+}
+
+impl PeerSet {
+    pub(crate) fn new(runtime: tokio::runtime::Handle, cluster_id: u64, from: u64) -> PeerSet {
+        PeerSet {
+            inner: Arc::new(PeerSetInner {
+                runtime,
+                cluster_id,
+                from,
+                queues: Mutex::new(HashMap::new()),
+                unreachable: Arc::new(Mutex::new(Vec::new())),
+            }),
         }
-        GrpcTransport { queues, unreachable }
+    }
+
+    /// Starts talking to `peer` at `url` (or moves it to a new URL).
+    pub(crate) fn add(&self, peer: u64, url: &str) {
+        let inner = &self.inner;
+        let mut queues = inner.queues.lock();
+        if queues.get(&peer).is_some_and(|p| p.url == url) || peer == inner.from {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        // Replacing a peer drops its old queue, which ends its task.
+        queues.insert(peer, Peer { url: url.to_owned(), queue: tx });
+        inner.runtime.spawn(run_peer(inner.cluster_id, inner.from, peer, url.to_owned(), rx, inner.unreachable.clone()));
+    }
+
+    /// Stops talking to `peer` (removed from the cluster).
+    pub(crate) fn remove(&self, peer: u64) {
+        self.inner.queues.lock().remove(&peer);
+    }
+
+    pub(crate) fn url(&self, peer: u64) -> Option<String> {
+        self.inner.queues.lock().get(&peer).map(|p| p.url.clone())
+    }
+}
+
+/// The raft thread's side of the [`PeerSet`]: `send` only queues.
+pub(crate) struct GrpcTransport {
+    peers: PeerSet,
+}
+
+impl GrpcTransport {
+    pub(crate) fn new(peers: PeerSet) -> GrpcTransport {
+        GrpcTransport { peers }
     }
 }
 
@@ -56,20 +99,22 @@ impl Transport for GrpcTransport {
                 Err(err) => tracing::error!(%err, "cannot encode a raft message"),
             }
         }
+        let inner = &self.peers.inner;
+        let queues = inner.queues.lock();
         for (peer, batch) in by_peer {
-            match self.queues.get(&peer) {
-                Some(queue) => {
-                    if queue.try_send(batch).is_err() {
-                        self.unreachable.lock().push(peer);
+            match queues.get(&peer) {
+                Some(p) => {
+                    if p.queue.try_send(batch).is_err() {
+                        inner.unreachable.lock().push(peer);
                     }
                 }
-                None => tracing::warn!(peer = %format!("{peer:x}"), "raft message to an unknown member dropped"),
+                None => tracing::debug!(peer = %format!("{peer:x}"), "raft message to a member not (yet) known dropped"),
             }
         }
     }
 
     fn unreachable(&mut self) -> Vec<u64> {
-        std::mem::take(&mut *self.unreachable.lock())
+        std::mem::take(&mut *self.peers.inner.unreachable.lock())
     }
 }
 
@@ -131,30 +176,26 @@ async fn run_peer(
 /// one lazily connected channel per peer.
 pub(crate) struct PeerClients {
     cluster_id: u64,
-    urls: HashMap<u64, String>,
-    clients: Mutex<HashMap<u64, RaftPeerClient<tonic::transport::Channel>>>,
+    peers: Option<PeerSet>,
+    clients: Mutex<HashMap<(u64, String), RaftPeerClient<tonic::transport::Channel>>>,
 }
 
 /// How long a forwarded lease call may take before it is retried.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl PeerClients {
-    pub(crate) fn new(cluster_id: u64, urls: HashMap<u64, String>) -> Self {
-        PeerClients { cluster_id, urls, clients: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(cluster_id: u64, peers: Option<PeerSet>) -> Self {
+        PeerClients { cluster_id, peers, clients: Mutex::new(HashMap::new()) }
     }
 
     fn client(&self, peer: u64) -> Result<RaftPeerClient<tonic::transport::Channel>, NodeError> {
-        if let Some(client) = self.clients.lock().get(&peer) {
+        let url = self.peers.as_ref().and_then(|p| p.url(peer)).ok_or(NodeError::NotLeader)?;
+        let key = (peer, url);
+        if let Some(client) = self.clients.lock().get(&key) {
             return Ok(client.clone());
         }
-        let url = self.urls.get(&peer).ok_or(NodeError::NotLeader)?;
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
-            .tcp_nodelay(true)
-            .connect_timeout(FORWARD_TIMEOUT)
-            .timeout(FORWARD_TIMEOUT);
-        let client = RaftPeerClient::new(endpoint.connect_lazy());
-        self.clients.lock().insert(peer, client.clone());
+        let client = RaftPeerClient::new(lazy_channel(&key.1)?);
+        self.clients.lock().insert(key, client.clone());
         Ok(client)
     }
 
@@ -178,5 +219,43 @@ fn forwarding_error(status: tonic::Status) -> NodeError {
         tonic::Code::NotFound => NodeError::Lease(LeaseError::NotFound),
         tonic::Code::FailedPrecondition => NodeError::NotLeader,
         _ => NodeError::Storage(format!("forwarding to the leader: {}", status.message())),
+    }
+}
+
+fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, NodeError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(FORWARD_TIMEOUT)
+        .timeout(FORWARD_TIMEOUT);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Asks the members at `urls` which cluster they belong to and who its
+/// members are, for a member joining an existing cluster; the first that
+/// answers decides.
+pub(crate) async fn fetch_cluster_info(
+    urls: &[String],
+) -> Result<(u64, Vec<keel_proto::etcdserverpb::Member>), NodeError> {
+    use keel_proto::keelpb::ClusterInfoRequest;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for url in urls {
+            let Ok(channel) = lazy_channel(url) else { continue };
+            match RaftPeerClient::new(channel).cluster_info(ClusterInfoRequest {}).await {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    return Ok((answer.cluster_id, answer.members));
+                }
+                Err(status) => tracing::debug!(%url, message = status.message(), "asking for the cluster id"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(NodeError::Config(format!(
+                "--initial-cluster-state existing: no member at {} answered",
+                urls.join(",")
+            )));
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }

@@ -77,9 +77,17 @@ pub struct RaftStatus {
     commit: AtomicU64,
     last_index: AtomicU64,
     role: AtomicU8,
+    /// On the leader: each member's matched log index (others: empty).
+    matched: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 impl RaftStatus {
+    /// The highest log index the leader knows member `id` holds; `None` on a
+    /// member that does not lead, or for an id raft does not track.
+    pub fn matched(&self, id: u64) -> Option<u64> {
+        let matched = self.matched.lock().unwrap_or_else(|e| e.into_inner());
+        matched.iter().find(|(member, _)| *member == id).map(|(_, index)| *index)
+    }
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)
     }
@@ -399,5 +407,11 @@ impl Driver {
         self.status.commit.store(raft.raft_log.committed, Ordering::Release);
         self.status.last_index.store(raft.raft_log.last_index(), Ordering::Release);
         self.status.role.store(raft.state as u8, Ordering::Release);
+        let matched = if raft.state == StateRole::Leader {
+            raft.prs().iter().map(|(id, progress)| (*id, progress.matched)).collect()
+        } else {
+            Vec::new()
+        };
+        *self.status.matched.lock().unwrap_or_else(|e| e.into_inner()) = matched;
     }
 }

@@ -22,9 +22,15 @@ pub struct Flags {
     /// Comma-separated client URLs this member advertises to the cluster.
     #[arg(long, default_value = "http://localhost:2379", value_delimiter = ',')]
     pub advertise_client_urls: Vec<String>,
-    /// Comma-separated URLs to listen on for peer traffic (multi-member clusters).
-    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    /// Comma-separated URLs to listen on for peer traffic [default:
+    /// http://localhost:2380, listened on only when --initial-cluster names
+    /// other members; give it to let a single member grow by MemberAdd].
+    #[arg(long, value_delimiter = ',')]
     pub listen_peer_urls: Vec<String>,
+    /// "new" to bootstrap a cluster of --initial-cluster; "existing" to join a
+    /// running cluster that already added this member (etcdctl member add).
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
     /// This member's peer URLs to advertise to the rest of the cluster; they
     /// and the token determine the member id.
     #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use keel_grpc_api::ApiOptions;
-use keel_node::{Member, MemberConfig};
+use keel_node::{ClusterState, Member, MemberConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{listen_addr, Flags};
@@ -37,11 +37,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
 
     let initial_cluster = flags.initial_cluster()?;
-    // Peers listen only when there are peers: a single member, like etcd's
-    // default, needs no peer port.
+    // Peers listen when there are peers, or when asked to: a single member
+    // with the default flags needs no peer port (and tests can run many).
     let mut peer_listeners = Vec::new();
-    if initial_cluster.len() > 1 {
-        for url in &flags.listen_peer_urls {
+    if initial_cluster.len() > 1 || !flags.listen_peer_urls.is_empty() {
+        let default = vec!["http://localhost:2380".to_string()];
+        let urls = if flags.listen_peer_urls.is_empty() { &default } else { &flags.listen_peer_urls };
+        for url in urls {
             let addr = listen_addr(url)?;
             let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
             peer_listeners.push(listener);
@@ -57,6 +59,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     member_config.cluster_token = flags.initial_cluster_token.clone();
     member_config.max_request_bytes = flags.max_request_bytes;
     member_config.lease_checkpoint_interval = flags.lease_checkpoint_interval;
+    member_config.initial_cluster_state =
+        if flags.initial_cluster_state == "existing" { ClusterState::Existing } else { ClusterState::New };
     let member = tokio::task::spawn_blocking(move || Member::start(member_config))
         .await?
         .context("cannot start the member")?;
@@ -93,6 +97,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
+        () = member.removed() => tracing::warn!("this member was removed from the cluster; shutting down"),
         Some(result) = servers.join_next() => {
             result?.context("client server stopped")?;
         }

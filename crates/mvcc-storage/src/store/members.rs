@@ -93,4 +93,47 @@ impl KvStore {
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
+
+    /// A configuration change at raft index `index`: `added` members are
+    /// written (an existing one keeps the name and client URLs it
+    /// published unless `added` has them), `removed` ids deleted.
+    pub fn apply_membership(&self, index: u64, added: &[Member], removed: &[u64]) -> Result<(), MvccError> {
+        let _serialised = self.state.upgradable_read();
+        let mut batch = WriteBatch::with_capacity(added.len() + removed.len() + 1);
+        for member in added {
+            let mut member = member.clone();
+            if let Some(bytes) = self.backend.get(Keyspace::Members, &member.id.to_be_bytes())? {
+                let stored = Member::decode(bytes.as_slice())?;
+                if member.name.is_empty() {
+                    member.name = stored.name;
+                }
+                if member.client_ur_ls.is_empty() {
+                    member.client_ur_ls = stored.client_ur_ls;
+                }
+            }
+            batch.put(Keyspace::Members, member.id.to_be_bytes(), member.encode_to_vec());
+        }
+        for id in removed {
+            batch.delete(Keyspace::Members, id.to_be_bytes());
+        }
+        put_consistent_index(&mut batch, index);
+        self.backend.write(batch)?;
+        self.consistent_index.store(index, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sets a member's peer URLs (MemberUpdate), at raft index `index`.
+    pub fn apply_member_peer_urls(&self, index: u64, member_id: u64, peer_urls: &[String]) -> Result<(), MvccError> {
+        let _serialised = self.state.upgradable_read();
+        let mut batch = WriteBatch::with_capacity(2);
+        if let Some(bytes) = self.backend.get(Keyspace::Members, &member_id.to_be_bytes())? {
+            let mut member = Member::decode(bytes.as_slice())?;
+            member.peer_ur_ls = peer_urls.to_vec();
+            batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
+        }
+        put_consistent_index(&mut batch, index);
+        self.backend.write(batch)?;
+        self.consistent_index.store(index, Ordering::Release);
+        Ok(())
+    }
 }

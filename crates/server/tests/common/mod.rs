@@ -91,6 +91,11 @@ impl Keel {
         }
     }
 
+    /// Whether the process ended on its own.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -173,6 +178,25 @@ impl Cluster {
         if let Some(mut keel) = self.members[i].take() {
             keel.kill9();
         }
+    }
+
+    /// Makes room for one more member (not started, not yet added to the
+    /// cluster); returns its index and peer URL.
+    pub fn add_slot(&mut self) -> (usize, String) {
+        let i = self.names.len();
+        self.names.push(format!("m{i}"));
+        self.peer_ports.push(free_port());
+        self.client_ports.push(free_port());
+        self.members.push(None);
+        (i, format!("http://127.0.0.1:{}", self.peer_ports[i]))
+    }
+
+    /// Starts member `i` joining the running cluster, which must have added
+    /// it already (MemberAdd), as etcd's `--initial-cluster-state existing`.
+    pub async fn join(&mut self, i: usize) {
+        let keel = self.spawn(i, &["--initial-cluster-state".to_string(), "existing".to_string()]);
+        keel.wait_ready().await;
+        self.members[i] = Some(keel);
     }
 
     /// Deletes member `i`'s data dir (it must be stopped).
