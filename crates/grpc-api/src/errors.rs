@@ -29,6 +29,9 @@ const PEER_URL_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: Pe
 const BAD_MEMBER_URLS: (Code, &str) = (Code::InvalidArgument, "etcdserver: given member URLs are invalid");
 const TOO_MANY_LEARNERS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: too many learner members in cluster");
 const MEMBER_NOT_LEARNER: (Code, &str) = (Code::FailedPrecondition, "etcdserver: can only promote a learner member");
+const BAD_LEADER_TRANSFEREE: (Code, &str) = (Code::FailedPrecondition, "etcdserver: bad leader transferee");
+const LEADER_TRANSFER_TIMEOUT: (Code, &str) =
+    (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long");
 const LEARNER_NOT_READY: (Code, &str) =
     (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
 
@@ -48,6 +51,8 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::TooManyLearners => status(TOO_MANY_LEARNERS),
         NodeError::MemberNotLearner => status(MEMBER_NOT_LEARNER),
         NodeError::LearnerNotReady => status(LEARNER_NOT_READY),
+        NodeError::BadLeaderTransferee => status(BAD_LEADER_TRANSFEREE),
+        NodeError::LeaderTransferTimeout => status(LEADER_TRANSFER_TIMEOUT),
         NodeError::Timeout => status(TIMEOUT),
         NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
         NodeError::Stopped => status(STOPPED),

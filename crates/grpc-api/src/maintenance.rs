@@ -1,11 +1,14 @@
 //! The Maintenance service. Status is what `etcdctl endpoint status` reads;
-//! the rest answers Unimplemented until the maintenance issue lands.
+//! MoveLeader is `etcdctl move-leader`; the rest answers Unimplemented until
+//! the maintenance issue lands.
 
 use std::sync::Arc;
 
 use keel_node::{Member, ETCD_VERSION};
 use keel_proto::etcdserverpb::maintenance_server::Maintenance;
-use keel_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use keel_proto::etcdserverpb::{MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse};
+
+use crate::errors::node_error;
 use tonic::{Request, Response, Status};
 
 /// etcd's default backend quota (--quota-backend-bytes), reported by Status.
@@ -34,10 +37,15 @@ impl Maintenance for MaintenanceService {
             raft_term: status.raft_term,
             raft_applied_index: status.raft_applied_index,
             db_size_in_use: status.db_size_in_use,
-            is_learner: false,
+            is_learner: status.is_learner,
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: DEFAULT_QUOTA_BYTES,
             ..Default::default()
         }))
+    }
+
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.member.move_leader(request.into_inner().target_id).await.map_err(node_error)?;
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.member.header()) }))
     }
 }

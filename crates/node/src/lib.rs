@@ -39,6 +39,10 @@ pub enum NodeError {
     MemberNotLearner,
     #[error("can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("request timed out")]
     Timeout,
     #[error("request is too large")]

@@ -130,6 +130,7 @@ pub struct MemberStatus {
     pub raft_applied_index: u64,
     pub db_size: i64,
     pub db_size_in_use: i64,
+    pub is_learner: bool,
 }
 
 pub struct Member {
@@ -366,6 +367,10 @@ impl Member {
             raft_applied_index: self.applied.load(Ordering::Acquire),
             db_size: self.kv.db_size(),
             db_size_in_use: self.kv.db_size_in_use(),
+            is_learner: self
+                .kv
+                .members()
+                .is_ok_and(|members| members.iter().any(|m| m.id == self.member_id && m.is_learner)),
         }
     }
 
@@ -626,6 +631,30 @@ impl Member {
                 Err(NodeError::Timeout)
             }
         }
+    }
+
+    /// Hands leadership to `target` (etcd's MoveLeader): only the leader can,
+    /// and only to a voting member; waits until `target` leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), NodeError> {
+        if !self.raft.status().is_leader() {
+            return Err(NodeError::NotLeader);
+        }
+        let members = self.member_list(false).await?;
+        if !members.iter().any(|m| m.id == target && !m.is_learner) {
+            return Err(NodeError::BadLeaderTransferee);
+        }
+        if target == self.member_id {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        self.raft.transfer_leader(target).map_err(|_| NodeError::Stopped)?;
+        while self.raft.status().leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::LeaderTransferTimeout);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// Resolves once a configuration change has removed this member from

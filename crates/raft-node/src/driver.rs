@@ -65,6 +65,8 @@ pub enum Command {
     Step(Message),
     ProposeConfChange { tag: u64, change: ConfChangeV2 },
     Campaign,
+    /// Hand leadership to this member (raft's leader transfer).
+    TransferLeader(u64),
     Shutdown,
 }
 
@@ -175,6 +177,12 @@ impl RaftHandle {
 
     pub fn campaign(&self) -> Result<(), RaftNodeError> {
         self.send(Command::Campaign)
+    }
+
+    /// Asks the leader to hand leadership to `target`; watch
+    /// [`RaftStatus::leader`] for the outcome.
+    pub fn transfer_leader(&self, target: u64) -> Result<(), RaftNodeError> {
+        self.send(Command::TransferLeader(target))
     }
 }
 
@@ -334,6 +342,7 @@ impl Driver {
             Command::Campaign => {
                 let _ = self.raw.campaign();
             }
+            Command::TransferLeader(target) => self.raw.transfer_leader(target),
             Command::Shutdown => return false,
         }
         true

@@ -444,3 +444,26 @@ async fn a_learner_joins_is_promoted_and_the_leader_leaves_under_load() {
     assert!(lists[0].iter().all(|m| !m.is_learner && m.id != leader_id));
     assert!(acked.lock().len() > 10, "the load stalled: {} writes acknowledged", acked.lock().len());
 }
+
+/// etcdctl move-leader: the leader hands over to the member named; another
+/// member, or an unknown target, is refused with etcd's errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_member_asked() {
+    use keel_proto::etcdserverpb::MoveLeaderRequest;
+
+    let cluster = Cluster::start(3).await;
+    let leader = leader_of(&cluster).await;
+    let target = (leader + 1) % 3;
+    let mut target_client = MaintenanceClient::connect(cluster.member(target).endpoint()).await.unwrap();
+    let target_id = target_client.status(StatusRequest {}).await.unwrap().into_inner().header.unwrap().member_id;
+    let mut follower = MaintenanceClient::connect(cluster.member(target).endpoint()).await.unwrap();
+    let refused = follower.move_leader(MoveLeaderRequest { target_id }).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: not leader");
+
+    let mut current = MaintenanceClient::connect(cluster.member(leader).endpoint()).await.unwrap();
+    let bad = current.move_leader(MoveLeaderRequest { target_id: 42 }).await.unwrap_err();
+    assert_eq!(bad.message(), "etcdserver: bad leader transferee");
+    current.move_leader(MoveLeaderRequest { target_id }).await.unwrap();
+    assert_eq!(leader_of(&cluster).await, target);
+    cluster.member(target).kv().await.put(put("after", "move")).await.unwrap();
+}
