@@ -18,7 +18,7 @@ use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
-use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, ReadState};
+use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -65,6 +65,8 @@ pub(crate) enum ApplyEvent {
     Committed(Vec<Entry>),
     ReadStates(Vec<ReadState>),
     Dropped(u64),
+    SnapshotWanted,
+    InstallSnapshot(Snapshot, std::sync::mpsc::Sender<Result<(), String>>),
 }
 
 /// The raft thread's side: forwards to the applier thread without blocking.
@@ -80,6 +82,28 @@ impl Apply for ApplySender {
     fn dropped(&mut self, tag: u64) {
         let _ = self.0.send(ApplyEvent::Dropped(tag));
     }
+    fn snapshot_wanted(&mut self) {
+        let _ = self.0.send(ApplyEvent::SnapshotWanted);
+    }
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        // Everything committed before the snapshot is queued ahead of it, so
+        // the applier installs it in log order; raft waits for the outcome.
+        let (done, outcome) = std::sync::mpsc::channel();
+        self.0.send(ApplyEvent::InstallSnapshot(snapshot.clone(), done)).map_err(|_| "applier stopped".to_string())?;
+        outcome.recv().map_err(|_| "applier stopped".to_string())?
+    }
+}
+
+/// When the applier compacts the raft log, and how it answers for
+/// snapshots (etcd's --snapshot-count and --snapshot-catchup-entries).
+pub(crate) struct Snapshots {
+    pub(crate) raft: RaftHandle,
+    /// Compact the log after this many applied entries.
+    pub(crate) count: u64,
+    /// Keep this many entries behind the applied index, so a follower a
+    /// little behind catches up from the log rather than a snapshot.
+    pub(crate) catchup_entries: u64,
+    pub(crate) compacted_at: u64,
 }
 
 /// The lease manager as MVCC sees it while applying a Put.
@@ -105,6 +129,7 @@ pub(crate) struct Applier {
     lease_clock: Option<Arc<LeaseClock>>,
     /// Who to tell about configuration changes.
     membership: Option<Membership>,
+    snapshots: Option<Snapshots>,
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
 }
@@ -117,7 +142,7 @@ impl Applier {
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
     ) -> Self {
-        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, membership: None, pending_reads: BTreeMap::new() }
+        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, membership: None, snapshots: None, pending_reads: BTreeMap::new() }
     }
 
     pub(crate) fn with_lease_clock(mut self, clock: Arc<LeaseClock>) -> Self {
@@ -127,6 +152,11 @@ impl Applier {
 
     pub(crate) fn with_membership(mut self, membership: Membership) -> Self {
         self.membership = Some(membership);
+        self
+    }
+
+    pub(crate) fn with_snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
         self
     }
 
@@ -146,6 +176,19 @@ impl Applier {
                             std::process::abort();
                         }
                     }
+                    self.release_reads();
+                    if let Err(err) = self.maybe_compact_log() {
+                        tracing::error!(%err, "cannot make the applied state durable; stopping the member");
+                        std::process::abort();
+                    }
+                }
+                ApplyEvent::SnapshotWanted => self.offer_snapshot(),
+                ApplyEvent::InstallSnapshot(snapshot, done) => {
+                    let outcome = self.install_snapshot(&snapshot);
+                    if let Err(err) = &outcome {
+                        tracing::error!(%err, "installing the leader's snapshot failed");
+                    }
+                    let _ = done.send(outcome.map_err(|e| e.to_string()));
                     self.release_reads();
                 }
                 ApplyEvent::ReadStates(states) => {
@@ -270,6 +313,79 @@ impl Applier {
             }
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }
+    }
+
+    /// Every `count` applied entries: make the store durable up to the
+    /// applied index, then let raft drop its log up to `catchup_entries`
+    /// before it.
+    fn maybe_compact_log(&mut self) -> Result<(), NodeError> {
+        let applied = self.applied.load(Ordering::Acquire);
+        let Some(snapshots) = &mut self.snapshots else { return Ok(()) };
+        if applied < snapshots.compacted_at + snapshots.count {
+            return Ok(());
+        }
+        self.kv.sync().map_err(NodeError::Mvcc)?;
+        let _ = snapshots.raft.compact(applied.saturating_sub(snapshots.catchup_entries));
+        snapshots.compacted_at = applied;
+        Ok(())
+    }
+
+    /// A follower is behind the compacted log: hand raft the whole state at
+    /// the applied index, with the configuration it implies.
+    fn offer_snapshot(&self) {
+        let Some(snapshots) = &self.snapshots else { return };
+        let made = self.kv.snapshot().and_then(|(index, data)| Ok((index, data, self.kv.members()?)));
+        match made {
+            Ok((index, data, members)) => {
+                let mut conf_state = keel_raft_node::ConfState::default();
+                conf_state.set_voters(members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect());
+                conf_state.set_learners(members.iter().filter(|m| m.is_learner).map(|m| m.id).collect());
+                tracing::info!(index, bytes = data.len(), "snapshot prepared for a follower");
+                let _ = snapshots.raft.snapshot_ready(index, conf_state, data);
+            }
+            Err(err) => tracing::warn!(%err, "cannot prepare a snapshot"),
+        }
+    }
+
+    /// Replaces this member's state with the leader's snapshot, then brings
+    /// everything that mirrors the store back in step: the applied index, the
+    /// lease manager, the watchers and the peers.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        self.kv.install_snapshot(snapshot.get_data()).map_err(NodeError::Mvcc)?;
+        let index = self.kv.consistent_index();
+        tracing::info!(index, snapshot_index = snapshot.get_metadata().index, "installed the leader's snapshot");
+        self.applied.store(index, Ordering::Release);
+        let records = self.kv.lease_records().map_err(NodeError::Mvcc)?;
+        let leased_keys = self.kv.leased_keys().map_err(NodeError::Mvcc)?;
+        {
+            let mut lessor = self.lessor.lock();
+            let config = lessor.config().clone();
+            *lessor = Lessor::restore(
+                config,
+                records.into_iter().map(|r| keel_lease_manager::LeaseRecord {
+                    id: r.id,
+                    ttl: r.ttl,
+                    remaining_ttl: r.remaining_ttl,
+                }),
+                leased_keys,
+            );
+        }
+        self.watches.jump_to(self.kv.current_revision());
+        if let Some(membership) = &self.membership {
+            if let Some(peers) = &membership.peers {
+                let members = self.kv.members().map_err(NodeError::Mvcc)?;
+                peers.retain(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+                for m in &members {
+                    if let Some(url) = m.peer_ur_ls.first() {
+                        peers.add(m.id, url);
+                    }
+                }
+            }
+        }
+        if let Some(snapshots) = &mut self.snapshots {
+            snapshots.compacted_at = index;
+        }
+        Ok(())
     }
 
     /// A configuration change raft has already put in effect: record the

@@ -12,7 +12,10 @@ pub mod ids;
 mod member;
 mod peers;
 
-pub use member::{ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, ETCD_VERSION};
+pub use member::{
+    ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+    DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

@@ -28,12 +28,17 @@ use tokio::sync::oneshot;
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
-use crate::applier::Membership;
+use crate::applier::{Membership, Snapshots};
 use crate::peers::{GrpcTransport, PeerClients, PeerSet};
 use crate::{ids, NodeError};
 
 /// etcd's default --max-request-bytes (1.5 MiB): proposals above it are refused.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// etcd 3.6's default --snapshot-count.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
+/// etcd's default --experimental-snapshot-catchup-entries.
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 
 /// etcd's version this member speaks for (API level).
 pub const ETCD_VERSION: &str = "3.6.0";
@@ -63,6 +68,13 @@ pub struct MemberConfig {
     /// New: bootstrap a cluster of `initial_cluster`. Existing: join a running
     /// cluster that already added this member (MemberAdd).
     pub initial_cluster_state: ClusterState,
+    /// Compact the raft log after this many applied entries (etcd's
+    /// --snapshot-count).
+    pub snapshot_count: u64,
+    /// Entries kept behind the applied index when compacting, so slightly
+    /// slow followers catch up without a snapshot (etcd's
+    /// --experimental-snapshot-catchup-entries).
+    pub snapshot_catchup_entries: u64,
 }
 
 /// etcd's --initial-cluster-state.
@@ -87,6 +99,8 @@ impl MemberConfig {
             election_timeout: Duration::from_secs(1),
             lease_checkpoint_interval: keel_lease_manager::DEFAULT_CHECKPOINT_INTERVAL,
             initial_cluster_state: ClusterState::New,
+            snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
         }
     }
 
@@ -205,7 +219,19 @@ impl Member {
 
         let applied_index = kv.consistent_index();
         let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
-        let store = RaftLogStore::open(Box::new(engine), &voters).map_err(NodeError::Raft)?;
+        let mut store = RaftLogStore::open(Box::new(engine), &voters).map_err(NodeError::Raft)?;
+        if applied_index > store.last_log_index() {
+            // A crash came between installing a leader's snapshot in the store
+            // and recording it in the raft log: the log catches up with the
+            // store. The boundary's term is unknown (0), so the leader's next
+            // append will not match and it sends a snapshot again if needed.
+            let mut snapshot = keel_raft_node::Snapshot::default();
+            let meta = snapshot.mut_metadata();
+            meta.index = applied_index;
+            meta.mut_conf_state().set_voters(members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect());
+            meta.mut_conf_state().set_learners(members.iter().filter(|m| m.is_learner).map(|m| m.id).collect());
+            store.apply_snapshot(&snapshot).map_err(NodeError::Raft)?;
+        }
 
         let records = kv.lease_records().map_err(NodeError::Mvcc)?;
         let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
@@ -255,7 +281,13 @@ impl Member {
         let lease_clock = Arc::new(LeaseClock::new(raft.handle(), election_timeout));
         let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone())
             .with_lease_clock(lease_clock.clone())
-            .with_membership(Membership { member_id, peers: peer_set.clone(), removed: removed.clone() });
+            .with_membership(Membership { member_id, peers: peer_set.clone(), removed: removed.clone() })
+            .with_snapshots(Snapshots {
+                raft: raft.handle(),
+                count: config.snapshot_count.max(1),
+                catchup_entries: config.snapshot_catchup_entries,
+                compacted_at: applied_index,
+            });
         let applier = std::thread::Builder::new()
             .name("applier".into())
             .spawn(move || applier.run(events_rx))

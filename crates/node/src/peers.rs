@@ -69,6 +69,11 @@ impl PeerSet {
         inner.runtime.spawn(run_peer(inner.cluster_id, inner.from, peer, url.to_owned(), rx, inner.unreachable.clone()));
     }
 
+    /// Stops talking to every peer not in `members`.
+    pub(crate) fn retain(&self, members: &[u64]) {
+        self.inner.queues.lock().retain(|id, _| members.contains(id));
+    }
+
     /// Stops talking to `peer` (removed from the cluster).
     pub(crate) fn remove(&self, peer: u64) {
         self.inner.queues.lock().remove(&peer);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChangeV2, Entry, EntryType, Message};
+use raft::prelude::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadState, StateRole};
 
 use crate::log_store::RaftLogStore;
@@ -56,6 +56,14 @@ pub trait Apply: Send + 'static {
     /// leadership in transfer); its caller should hear about it now rather
     /// than time out.
     fn dropped(&mut self, tag: u64);
+    /// A follower is behind the compacted log: prepare a snapshot of the
+    /// state machine and hand it over with [`RaftHandle::snapshot_ready`].
+    fn snapshot_wanted(&mut self) {}
+    /// The leader's snapshot: replace the state machine's state with it
+    /// before returning (the raft thread waits; the log restarts after it).
+    fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
+        Err("this state machine cannot install snapshots".into())
+    }
 }
 
 /// Requests to the raft thread.
@@ -67,6 +75,10 @@ pub enum Command {
     Campaign,
     /// Hand leadership to this member (raft's leader transfer).
     TransferLeader(u64),
+    /// Drop the log up to this index (the state machine has it durably).
+    Compact(u64),
+    /// The state machine's snapshot at `index`, for followers behind the log.
+    SnapshotReady { index: u64, conf_state: ConfState, data: Vec<u8> },
     Shutdown,
 }
 
@@ -177,6 +189,17 @@ impl RaftHandle {
 
     pub fn campaign(&self) -> Result<(), RaftNodeError> {
         self.send(Command::Campaign)
+    }
+
+    /// Lets raft drop its log up to `index`, which the state machine has
+    /// applied and made durable.
+    pub fn compact(&self, index: u64) -> Result<(), RaftNodeError> {
+        self.send(Command::Compact(index))
+    }
+
+    /// Answers [`Apply::snapshot_wanted`]: the state at applied `index`.
+    pub fn snapshot_ready(&self, index: u64, conf_state: ConfState, data: Vec<u8>) -> Result<(), RaftNodeError> {
+        self.send(Command::SnapshotReady { index, conf_state, data })
     }
 
     /// Asks the leader to hand leadership to `target`; watch
@@ -343,12 +366,26 @@ impl Driver {
                 let _ = self.raw.campaign();
             }
             Command::TransferLeader(target) => self.raw.transfer_leader(target),
+            Command::Compact(index) => {
+                let applied = self.raw.raft.raft_log.applied;
+                if let Err(err) = self.raw.mut_store().compact(index.min(applied)) {
+                    tracing::warn!(%err, index, "raft log compaction failed");
+                }
+            }
+            Command::SnapshotReady { index, conf_state, data } => {
+                if let Err(err) = self.raw.mut_store().set_snapshot(index, conf_state, data) {
+                    tracing::warn!(%err, index, "snapshot not usable");
+                }
+            }
             Command::Shutdown => return false,
         }
         true
     }
 
     fn on_ready(&mut self) -> Result<(), RaftNodeError> {
+        if self.raw.store().take_snapshot_wanted() {
+            self.apply.snapshot_wanted();
+        }
         if !self.raw.has_ready() {
             self.publish_status();
             return Ok(());
@@ -358,7 +395,11 @@ impl Driver {
             self.transport.send(ready.take_messages());
         }
         if !ready.snapshot().is_empty() {
-            return Err(RaftNodeError::Corrupt("snapshots are not supported yet".into()));
+            let snapshot = ready.snapshot().clone();
+            self.apply
+                .install_snapshot(&snapshot)
+                .map_err(|e| RaftNodeError::Storage(format!("installing the leader's snapshot: {e}")))?;
+            self.raw.mut_store().apply_snapshot(&snapshot)?;
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(committed)?;

@@ -30,6 +30,9 @@ pub struct LogWrite<'a> {
     pub entries: &'a [Entry],
     pub hard_state: Option<&'a HardState>,
     pub conf_state: Option<&'a ConfState>,
+    /// Drop every entry up to this index, and remember (index, term) as the
+    /// boundary of the compacted log.
+    pub compact_to: Option<(u64, u64)>,
     /// Wait for the write to reach stable storage before returning.
     pub sync: bool,
 }
@@ -43,6 +46,7 @@ pub trait LogEngine: Send + 'static {
 
 const HARD_STATE_KEY: &[u8] = b"m:hard_state";
 const CONF_STATE_KEY: &[u8] = b"m:conf_state";
+const COMPACTED_KEY: &[u8] = b"m:compacted";
 const ENTRY_PREFIX: u8 = b'e';
 
 fn entry_key(index: u64) -> [u8; 9] {
@@ -100,19 +104,15 @@ impl LogEngine for RocksLogEngine {
                 log.last_index = u64::from_be_bytes(key[1..].try_into().expect("9-byte key"));
             }
         }
-        let mut first = self.db.raw_iterator();
-        first.seek(entry_key(0));
-        if let (Some(key), Some(value)) = (first.key(), first.value()) {
-            if key.first() == Some(&ENTRY_PREFIX) {
-                let entry: Entry = decode(value, "entry")?;
-                if entry.index > 1 {
-                    // Entries before the first kept one were compacted away; the
-                    // term of the boundary is not kept, which only matters once
-                    // compaction (and snapshots) exist.
-                    log.compacted = (entry.index - 1, 0);
-                }
-            }
+        if let Some(bytes) = self.db.get(COMPACTED_KEY)? {
+            let bytes: [u8; 16] =
+                bytes.as_slice().try_into().map_err(|_| RaftNodeError::Corrupt("compaction boundary".into()))?;
+            log.compacted = (
+                u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")),
+                u64::from_be_bytes(bytes[8..].try_into().expect("8 bytes")),
+            );
         }
+        log.last_index = log.last_index.max(log.compacted.0);
         Ok(log)
     }
 
@@ -151,6 +151,10 @@ impl LogEngine for RocksLogEngine {
         if let Some(cs) = write.conf_state {
             batch.put(CONF_STATE_KEY, encode(cs));
         }
+        if let Some((index, term)) = write.compact_to {
+            batch.delete_range(entry_key(0), entry_key(index + 1));
+            batch.put(COMPACTED_KEY, [index.to_be_bytes(), term.to_be_bytes()].concat());
+        }
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(write.sync);
         self.db.write_opt(batch, &options)?;
@@ -170,6 +174,7 @@ struct MemLog {
     hard_state: HardState,
     conf_state: ConfState,
     entries: BTreeMap<u64, Entry>,
+    compacted: (u64, u64),
 }
 
 impl LogEngine for MemLogEngine {
@@ -178,8 +183,8 @@ impl LogEngine for MemLogEngine {
         Ok(PersistedLog {
             hard_state: log.hard_state.clone(),
             conf_state: log.conf_state.clone(),
-            compacted: log.entries.keys().next().map_or((0, 0), |&first| (first - 1, 0)),
-            last_index: log.entries.keys().next_back().copied().unwrap_or(0),
+            compacted: log.compacted,
+            last_index: log.entries.keys().next_back().copied().unwrap_or(0).max(log.compacted.0),
         })
     }
 
@@ -205,6 +210,10 @@ impl LogEngine for MemLogEngine {
         }
         if let Some(cs) = write.conf_state {
             log.conf_state = cs.clone();
+        }
+        if let Some((index, term)) = write.compact_to {
+            log.entries = log.entries.split_off(&(index + 1));
+            log.compacted = (index, term);
         }
         Ok(())
     }

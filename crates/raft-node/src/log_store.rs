@@ -27,6 +27,12 @@ pub struct RaftLogStore {
     last_index: u64,
     /// Contiguous tail of the log, ending at `last_index`.
     cache: VecDeque<Entry>,
+    /// The latest state snapshot the state machine prepared, for followers
+    /// behind the compacted log.
+    snapshot: Option<Snapshot>,
+    /// Set when raft asked for a snapshot newer than the prepared one; the
+    /// driver passes the wish on to the state machine.
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 impl RaftLogStore {
@@ -42,6 +48,8 @@ impl RaftLogStore {
             compacted: persisted.compacted,
             last_index: persisted.last_index,
             cache: VecDeque::new(),
+            snapshot: None,
+            snapshot_wanted: std::cell::Cell::new(false),
         };
         if store.conf_state == ConfState::default() {
             if store.last_index != 0 {
@@ -134,6 +142,70 @@ impl RaftLogStore {
         Ok(())
     }
 
+    /// Drops the log up to `index` (which the state machine has durably
+    /// applied); followers behind it will need a snapshot.
+    pub fn compact(&mut self, index: u64) -> Result<(), RaftNodeError> {
+        if index <= self.compacted.0 || index > self.last_index {
+            return Ok(());
+        }
+        let term = raft::Storage::term(self, index).map_err(|e| RaftNodeError::Storage(e.to_string()))?;
+        self.engine.write(LogWrite { compact_to: Some((index, term)), ..LogWrite::default() })?;
+        self.compacted = (index, term);
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            self.cache.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The state machine's snapshot at `index` (which must still be in the
+    /// log, so its term is known), offered to followers from now on.
+    pub fn set_snapshot(&mut self, index: u64, conf_state: ConfState, data: Vec<u8>) -> Result<(), RaftNodeError> {
+        let term = raft::Storage::term(self, index).map_err(|e| RaftNodeError::Storage(e.to_string()))?;
+        let mut snapshot = Snapshot::default();
+        snapshot.set_data(data.into());
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf_state);
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// The index of the last entry (or of the compaction boundary).
+    pub fn last_log_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Whether raft asked for a snapshot since the last call.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// A snapshot from the leader, already installed in the state machine:
+    /// the log now starts after it.
+    pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftNodeError> {
+        let meta = snapshot.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        let mut hard_state = self.hard_state.clone();
+        hard_state.set_commit(hard_state.commit.max(index));
+        hard_state.set_term(hard_state.term.max(term));
+        self.engine.write(LogWrite {
+            truncate_after: Some(index.min(self.last_index)),
+            old_last_index: self.last_index,
+            hard_state: Some(&hard_state),
+            conf_state: Some(meta.get_conf_state()),
+            compact_to: Some((index, term)),
+            sync: true,
+            ..LogWrite::default()
+        })?;
+        self.hard_state = hard_state;
+        self.conf_state = meta.get_conf_state().clone();
+        self.compacted = (index, term);
+        self.last_index = index;
+        self.cache.clear();
+        Ok(())
+    }
+
     fn first_index(&self) -> u64 {
         self.compacted.0 + 1
     }
@@ -221,9 +293,17 @@ impl raft::Storage for RaftLogStore {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted yet, so followers always catch up from
-        // entries; state snapshots arrive with log compaction.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A follower needs entries the log no longer has. A prepared snapshot
+        // at or after what it asks for will do; otherwise the state machine
+        // is asked for one and raft asks again later.
+        if let Some(snapshot) = &self.snapshot {
+            let index = snapshot.get_metadata().index;
+            if index >= request_index && index >= self.compacted.0 {
+                return Ok(snapshot.clone());
+            }
+        }
+        self.snapshot_wanted.set(true);
         Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
     }
 }
@@ -280,5 +360,39 @@ mod tests {
     fn gap_in_append_is_refused() {
         let mut store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
         assert!(store.append(&[entry(2, 2)], None).is_err());
+    }
+
+    #[test]
+    fn compaction_and_snapshots_survive_reopen() {
+        let engine = MemLogEngine::default();
+        let mut store = RaftLogStore::open(Box::new(engine.clone()), &[1]).unwrap();
+        store.append(&(1..=10).map(|i| entry(i, 2)).collect::<Vec<_>>(), None).unwrap();
+        store.compact(6).unwrap();
+        assert_eq!(Storage::first_index(&store).unwrap(), 7);
+        assert_eq!(store.term(6).unwrap(), 2);
+        assert!(matches!(store.entries(5, 8, None, GetEntriesContext::empty(false)), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(matches!(store.snapshot(6, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
+        assert!(store.take_snapshot_wanted(), "raft's wish reaches the state machine");
+        store.set_snapshot(8, ConfState::default(), b"state".to_vec()).unwrap();
+        assert_eq!(store.snapshot(6, 2).unwrap().get_metadata().index, 8);
+
+        let reopened = RaftLogStore::open(Box::new(engine.clone()), &[1]).unwrap();
+        assert_eq!(Storage::first_index(&reopened).unwrap(), 7);
+        assert_eq!(Storage::last_index(&reopened).unwrap(), 10);
+        assert_eq!(reopened.term(6).unwrap(), 2);
+
+        // A follower installs a leader's snapshot past its whole log.
+        let mut follower = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
+        follower.append(&[entry(1, 2), entry(2, 2)], None).unwrap();
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = 50;
+        snapshot.mut_metadata().term = 3;
+        snapshot.mut_metadata().mut_conf_state().set_voters(vec![1, 2, 3]);
+        follower.apply_snapshot(&snapshot).unwrap();
+        assert_eq!((Storage::first_index(&follower).unwrap(), Storage::last_index(&follower).unwrap()), (51, 50));
+        assert_eq!(follower.term(50).unwrap(), 3);
+        assert_eq!(follower.hard_state().commit, 50);
+        assert_eq!(follower.conf_state().voters, vec![1, 2, 3]);
+        follower.append(&[entry(51, 3)], None).unwrap();
     }
 }

@@ -59,6 +59,14 @@ pub struct Flags {
     /// TTL again (a Go duration).
     #[arg(long, alias = "experimental-lease-checkpoint-interval", default_value = "5m", value_parser = go_duration)]
     pub lease_checkpoint_interval: std::time::Duration,
+    /// Number of committed transactions to trigger a snapshot to disk (the
+    /// raft log is compacted then).
+    #[arg(long, default_value_t = keel_node::DEFAULT_SNAPSHOT_COUNT)]
+    pub snapshot_count: u64,
+    /// Number of entries for a slow follower to catch up after compacting
+    /// the raft log entries.
+    #[arg(long, alias = "experimental-snapshot-catchup-entries", default_value_t = keel_node::DEFAULT_SNAPSHOT_CATCHUP_ENTRIES)]
+    pub snapshot_catchup_entries: u64,
     /// Period of progress notifications to quiet watches that asked for
     /// them, as a Go duration (10m, 5s, 1m30s).
     #[arg(long, alias = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = go_duration)]

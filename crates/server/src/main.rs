@@ -59,6 +59,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     member_config.cluster_token = flags.initial_cluster_token.clone();
     member_config.max_request_bytes = flags.max_request_bytes;
     member_config.lease_checkpoint_interval = flags.lease_checkpoint_interval;
+    member_config.snapshot_count = flags.snapshot_count;
+    member_config.snapshot_catchup_entries = flags.snapshot_catchup_entries;
     member_config.initial_cluster_state =
         if flags.initial_cluster_state == "existing" { ClusterState::Existing } else { ClusterState::New };
     let member = tokio::task::spawn_blocking(move || Member::start(member_config))

@@ -467,3 +467,68 @@ async fn leadership_moves_to_the_member_asked() {
     assert_eq!(leader_of(&cluster).await, target);
     cluster.member(target).kv().await.put(put("after", "move")).await.unwrap();
 }
+
+/// Waits until `members` hold the same data; returns it.
+async fn converged(cluster: &Cluster, members: &[usize]) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = Vec::new();
+        for &i in members {
+            all.push(contents(cluster, i).await);
+        }
+        if all.windows(2).all(|w| w[0] == w[1]) {
+            return all.remove(0);
+        }
+        assert!(Instant::now() < deadline, "members {members:?} did not converge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With the raft log compacted every 50 entries (keeping 5), a member that
+/// was down meanwhile can only catch up by the leader's snapshot; then the
+/// leader itself restarts from its compacted log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
+    use keel_proto::etcdserverpb::lease_client::LeaseClient;
+    use keel_proto::etcdserverpb::{DeleteRangeRequest, LeaseGrantRequest};
+
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "50", "--snapshot-catchup-entries", "5"]).await;
+    let leader = leader_of(&cluster).await;
+    let behind = (leader + 1) % 3;
+    let mut kv = cluster.member(leader).kv().await;
+    kv.put(put("before", "1")).await.unwrap();
+    cluster.kill9(behind);
+
+    let mut leases = LeaseClient::connect(cluster.member(leader).endpoint()).await.unwrap();
+    let lease = leases.lease_grant(LeaseGrantRequest { ttl: 600, id: 0 }).await.unwrap().into_inner().id;
+    kv.put(PutRequest { lease, ..put("leased", "v") }).await.unwrap();
+    for n in 0..300 {
+        kv.put(put(&format!("k/{}", n % 40), &n.to_string())).await.unwrap();
+        if n % 7 == 0 {
+            kv.delete_range(DeleteRangeRequest { key: format!("k/{}", n % 11).into_bytes(), ..Default::default() })
+                .await
+                .unwrap();
+        }
+    }
+
+    cluster.restart(behind).await;
+    let others: Vec<usize> = (0..3).collect();
+    let data = converged(&cluster, &others).await;
+    assert!(data.contains_key(b"leased".as_slice()) && data.contains_key(b"before".as_slice()));
+    // The caught-up member knows the lease too: revoking it deletes the key there.
+    leases.lease_revoke(keel_proto::etcdserverpb::LeaseRevokeRequest { id: lease }).await.unwrap();
+    let data = converged(&cluster, &others).await;
+    assert!(!data.contains_key(b"leased".as_slice()));
+
+    // The leader restarts from a compacted log and the cluster goes on.
+    cluster.kill9(leader);
+    cluster.restart(leader).await;
+    let mut kv = cluster.member(behind).kv().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kv.put(put("after", "restart")).await.is_err() {
+        assert!(Instant::now() < deadline, "no writes after the leader restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data = converged(&cluster, &others).await;
+    assert!(data.contains_key(b"after".as_slice()));
+}

@@ -262,6 +262,24 @@ impl WatchHub {
         }
     }
 
+    /// The store was replaced wholesale (a snapshot from the leader) and is
+    /// now at `revision`: every synced watcher replays what it missed from
+    /// the new history, as a watcher that fell behind does.
+    pub fn jump_to(&self, revision: i64) {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let resume_at = st.revision + 1;
+        let synced: Vec<WatcherKey> =
+            st.watchers.iter().filter(|(_, w)| w.synced).map(|(key, _)| *key).collect();
+        for key in synced {
+            let next_rev = st.watchers[&key].next_rev.max(resume_at);
+            st.unsync(key, next_rev);
+        }
+        st.revision = st.revision.max(revision);
+        drop(guard);
+        self.wake.notify_one();
+    }
+
     /// One catch-up round; returns whether it delivered anything, so the
     /// caller knows whether to go on at once or wait.
     fn sync_round(&self) -> bool {

@@ -22,6 +22,7 @@ mod compact;
 mod hash;
 mod lease;
 mod members;
+mod snapshot;
 
 pub use lease::{LeaseRecord, RevokeOutcome};
 pub use members::Identity;

@@ -124,16 +124,24 @@ pub struct Cluster {
     names: Vec<String>,
     peer_ports: Vec<u16>,
     client_ports: Vec<u16>,
+    /// Flags every member gets, after the cluster's own.
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     pub async fn start(size: usize) -> Cluster {
+        Cluster::start_with(size, &[]).await
+    }
+
+    /// A cluster whose members all get `extra` flags.
+    pub async fn start_with(size: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let names: Vec<String> = (0..size).map(|i| format!("m{i}")).collect();
         let peer_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let mut cluster = Cluster { members: Vec::new(), names, peer_ports, client_ports, _dir: dir };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut cluster = Cluster { members: Vec::new(), names, peer_ports, client_ports, extra, _dir: dir };
         for i in 0..size {
             let keel = cluster.spawn(i, &[]);
             cluster.members.push(Some(keel));
@@ -164,7 +172,7 @@ impl Cluster {
             "--initial-cluster".to_string(),
             initial_cluster,
         ];
-        let flags: Vec<String> = flags.into_iter().chain(extra.iter().cloned()).collect();
+        let flags: Vec<String> = flags.into_iter().chain(self.extra.iter().cloned()).chain(extra.iter().cloned()).collect();
         Keel::spawn(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags)
     }
 
