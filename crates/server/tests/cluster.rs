@@ -532,3 +532,33 @@ async fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     let data = converged(&cluster, &others).await;
     assert!(data.contains_key(b"after".as_slice()));
 }
+
+/// Five members keep serving with two of them down, and the two catch up
+/// when they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_survive_two_failures() {
+    let mut cluster = Cluster::start(5).await;
+    let leader = leader_of(&cluster).await;
+    // The leader and one follower go down.
+    let down = [leader, (leader + 1) % 5];
+    for &i in &down {
+        cluster.kill9(i);
+    }
+    let survivor = (leader + 2) % 5;
+    let mut kv = cluster.member(survivor).kv().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    while written < 50 {
+        match tokio::time::timeout(Duration::from_secs(2), kv.put(put(&format!("k{written}"), "v"))).await {
+            Ok(Ok(_)) => written += 1,
+            _ => assert!(Instant::now() < deadline, "three of five members stopped serving"),
+        }
+    }
+    let read = kv.range(all(false)).await.unwrap().into_inner();
+    assert_eq!(read.kvs.len(), 50, "a linearizable read sees every write");
+    for &i in &down {
+        cluster.restart(i).await;
+    }
+    let data = converged(&cluster, &[0, 1, 2, 3, 4]).await;
+    assert_eq!(data.len(), 50);
+}
