@@ -6,6 +6,8 @@ use keel_mvcc::MvccError;
 use keel_node::NodeError;
 use tonic::{Code, Status};
 
+use crate::recipes::RecipeError;
+
 pub(crate) const EMPTY_KEY: (Code, &str) = (Code::InvalidArgument, "etcdserver: key is not provided");
 pub(crate) const KEY_NOT_FOUND: (Code, &str) = (Code::InvalidArgument, "etcdserver: key not found");
 pub(crate) const VALUE_PROVIDED: (Code, &str) = (Code::InvalidArgument, "etcdserver: value is provided");
@@ -34,6 +36,13 @@ const LEADER_TRANSFER_TIMEOUT: (Code, &str) =
     (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long");
 const LEARNER_NOT_READY: (Code, &str) =
     (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
+/// etcd's `concurrency.ErrElectionNotLeader` and `ErrElectionNoLeader`.
+const ELECTION_NOT_LEADER: &str = "election: not leader";
+const ELECTION_NO_LEADER: &str = "election: no leader";
+/// etcd's `v3election.ErrMissingLeaderKey`.
+const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
+/// clientv3's `waitDelete` when its watch closes without the deletion.
+const WATCH_LOST: &str = "lost watcher waiting for delete";
 
 pub(crate) fn status((code, message): (Code, &str)) -> Status {
     Status::new(code, message)
@@ -63,6 +72,22 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         // etcd answers errors it has no name for with Unknown and their text.
         other => Status::new(Code::Unknown, other.to_string()),
     }
+}
+
+/// The Lock and Election services. etcd runs them over an embedded client,
+/// which turns the KV's statuses into plain errors before the handler returns
+/// them, so every failure reaches the caller as Unknown with the message
+/// alone (e.g. Unknown "etcdserver: requested lease not found").
+pub(crate) fn recipe_error(err: RecipeError) -> Status {
+    let message = match err {
+        RecipeError::Refused(status) => status.message().to_owned(),
+        RecipeError::Node(err) => node_error(err).message().to_owned(),
+        RecipeError::NotLeader => ELECTION_NOT_LEADER.to_owned(),
+        RecipeError::NoLeader => ELECTION_NO_LEADER.to_owned(),
+        RecipeError::MissingLeaderKey => MISSING_LEADER_KEY.to_owned(),
+        RecipeError::WatchLost => WATCH_LOST.to_owned(),
+    };
+    Status::new(Code::Unknown, message)
 }
 
 fn lease_error(err: LeaseError) -> Status {

@@ -5,11 +5,14 @@
 //! place that knows etcd's codes and messages).
 
 mod cluster;
+mod election;
 mod errors;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod peer;
+mod recipes;
 mod validate;
 mod watch;
 
@@ -23,12 +26,16 @@ use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
 use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_proto::etcdserverpb::watch_server::WatchServer;
+use keel_proto::v3electionpb::election_server::ElectionServer;
+use keel_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use kv::KvService;
 pub use lease::LeaseService;
+pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
 pub use watch::WatchService;
@@ -82,6 +89,10 @@ pub async fn serve(
         options.watch_progress_notify_interval,
     ))
     .max_decoding_message_size(max_message);
+    let lock =
+        LockServer::new(LockService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
+    let election = ElectionServer::new(ElectionService::new(member.clone(), options.max_txn_ops))
+        .max_decoding_message_size(max_message);
     let cluster = ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message);
     let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
@@ -89,6 +100,8 @@ pub async fn serve(
         .add_service(lease)
         .add_service(watch)
         .add_service(cluster)
+        .add_service(lock)
+        .add_service(election)
         .add_service(maintenance)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;

@@ -13,6 +13,8 @@
 //! (order-preserving) insertion sort up to twelve elements, so equal keys keep key order in
 //! both directions; above that the order of ties is an artefact of pdqsort.
 
+pub use super::runner::StopOrder;
+
 /// How a case's output is normalised; see `normalise.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -21,6 +23,10 @@ pub enum Kind {
     EndpointStatus,
     /// `lease timetolive`: a plausible remaining TTL is masked as well.
     LeaseTimeToLive,
+    /// `etcdctl lock` and `elect` (or a read next to them): the keys `<name>/<lease hex>` of the
+    /// sessions they granted become `<name>/<session-N>`, and those leases' decimal ids
+    /// `<session-N>`.
+    SessionKeys(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +51,10 @@ pub struct Watching {
     pub args: &'static [&'static str],
     /// For `watch -i`: the watch commands, one per line; stdin stays open after them.
     pub stdin: Option<&'static str>,
+    /// Stopped with SIGINT instead of SIGKILL (see [`super::runner::Background`]).
+    pub interrupt: bool,
+    /// The case's own command runs until stopped too, and which is stopped first.
+    pub held: Option<StopOrder>,
 }
 
 const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
@@ -61,7 +71,7 @@ const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
 /// `etcdctl <watch>` in the background while `etcdctl <args>` runs.
 const fn watching(id: &'static str, watch: &'static [&'static str], args: &'static [&'static str]) -> Case {
     Case {
-        watching: Some(Watching { args: watch, stdin: None }),
+        watching: Some(Watching { args: watch, stdin: None, interrupt: false, held: None }),
         ..case(id, args)
     }
 }
@@ -69,7 +79,48 @@ const fn watching(id: &'static str, watch: &'static [&'static str], args: &'stat
 /// `etcdctl watch -i` fed `script` in the background while `etcdctl <args>` runs.
 const fn watching_interactive(id: &'static str, script: &'static str, args: &'static [&'static str]) -> Case {
     Case {
-        watching: Some(Watching { args: &["watch", "-i"], stdin: Some(script) }),
+        watching: Some(Watching { args: &["watch", "-i"], stdin: Some(script), interrupt: false, held: None }),
+        ..case(id, args)
+    }
+}
+
+/// `etcdctl <holder>` (a `lock` or `elect` that holds until interrupted) in the background while
+/// `etcdctl <args>` runs; then the holder is interrupted and releases. Keys are normalised as
+/// [`Kind::SessionKeys`] of `name`.
+const fn holding(
+    id: &'static str,
+    name: &'static str,
+    holder: &'static [&'static str],
+    args: &'static [&'static str],
+) -> Case {
+    Case {
+        kind: Kind::SessionKeys(name),
+        watching: Some(Watching { args: holder, stdin: None, interrupt: true, held: None }),
+        ..case(id, args)
+    }
+}
+
+/// Two commands that run until interrupted (locks, campaigns, observers): `etcdctl <first>` in
+/// the background, then `etcdctl <second>`; both are interrupted, in `order`.
+const fn both_held(
+    id: &'static str,
+    name: &'static str,
+    first: &'static [&'static str],
+    second: &'static [&'static str],
+    order: StopOrder,
+) -> Case {
+    Case {
+        kind: Kind::SessionKeys(name),
+        watching: Some(Watching { args: first, stdin: None, interrupt: true, held: Some(order) }),
+        ..case(id, second)
+    }
+}
+
+/// `etcdctl <args>` (a `lock` running a command) with keys normalised as
+/// [`Kind::SessionKeys`] of `name`.
+const fn session(id: &'static str, name: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        kind: Kind::SessionKeys(name),
         ..case(id, args)
     }
 }
@@ -479,6 +530,46 @@ pub static CASES: &[Case] = &[
     watching("watch-rev-compacted-json", &["watch", "foo", "--rev=10", "-w", "json"], &[]),
     watching("watch-rev-future", &["watch", "w/h", "--rev=100000"], &["put", "w/h", "8"]),
     watching("watch-no-key", &["watch"], &[]),
+    // ---- lock and elect: etcdctl's own Mutex and Election recipes (clientv3/concurrency) over
+    // KV, Watch and Lease. A lock or campaign that holds runs in the background and is
+    // interrupted (Ctrl-C) at the end of its case, so it unlocks or resigns and leaves no key
+    // behind. Keys are `<name>/<session lease hex>` (normalised, see `Kind::SessionKeys`).
+    case("lock-no-name", &["lock"]),
+    case("elect-no-name", &["elect"]),
+    case("elect-no-proposal", &["elect", "e1"]),
+    case("lock-exec", &["lock", "l1", "--", "echo", "hi"]),
+    session("lock-exec-env", "l1", &["lock", "l1", "--", "sh", "-c", "echo $ETCD_LOCK_KEY $ETCD_LOCK_REV"]),
+    case("lock-exec-fails", &["lock", "l1", "--", "false"]),
+    case("lock-exec-missing-command", &["lock", "l1", "--", "keel-compat-no-such-command"]),
+    holding("lock-held-get", "l2", &["lock", "l2"], &["get", "--prefix", "l2"]),
+    holding("lock-held-get-fields", "l2", &["lock", "l2"], &["get", "--prefix", "l2", "-w", "fields"]),
+    session("lock-released-fields", "l2", &["get", "--prefix", "l2", "-w", "fields"]),
+    // The holder runs a command for 1.5 s; the second contender queues behind it, gets the lock
+    // when the command ends, and sees the revision of that release as ETCD_LOCK_REV.
+    holding(
+        "lock-contended",
+        "l3",
+        &["lock", "l3", "--", "sleep", "1.5"],
+        &["lock", "l3", "--", "sh", "-c", "echo second $ETCD_LOCK_KEY $ETCD_LOCK_REV"],
+    ),
+    // A waiting contender interrupted leaves the queue (its key is deleted); a holder's release
+    // hands the lock to the waiting one.
+    both_held("lock-waiter-interrupted", "l4", &["lock", "l4"], &["lock", "l4"], StopOrder::ForegroundFirst),
+    both_held("lock-handed-over", "l4", &["lock", "l4"], &["lock", "l4"], StopOrder::BackgroundFirst),
+    session("lock-all-released-fields", "l4", &["get", "--prefix", "l4", "-w", "fields"]),
+    holding("elect-leader-get-fields", "e1", &["elect", "e1", "p1"], &["get", "--prefix", "e1", "-w", "fields"]),
+    session("elect-resigned-fields", "e1", &["get", "--prefix", "e1", "-w", "fields"]),
+    // An observer (elect -l) sees a campaigner's proposal, or the leader already in place.
+    both_held("elect-listen", "e1", &["elect", "-l", "e1"], &["elect", "e1", "p1"], StopOrder::ForegroundFirst),
+    both_held("elect-listen-to-leader", "e1", &["elect", "e1", "p1"], &["elect", "-l", "e1"], StopOrder::ForegroundFirst),
+    // A second campaigner waits; interrupted it leaves the queue, else it wins when the leader
+    // resigns.
+    both_held("elect-waiter-interrupted", "e2", &["elect", "e2", "p1"], &["elect", "e2", "p2"], StopOrder::ForegroundFirst),
+    both_held("elect-leader-change", "e2", &["elect", "e2", "p1"], &["elect", "e2", "p2"], StopOrder::BackgroundFirst),
+    session("elect-all-resigned-fields", "e2", &["get", "--prefix", "e2", "-w", "fields"]),
+    // Any key under the election's prefix is a campaigner to etcd's recipe, even one put by hand.
+    holding("elect-listen-to-a-put", "e3", &["elect", "-l", "e3"], &["put", "e3/by-hand", "v"]),
+    case("elect-by-hand-removed", &["del", "e3/by-hand"]),
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
     case("endpoint-health-final", &["endpoint", "health"]),
     status("endpoint-status-final", &["endpoint", "status"]),

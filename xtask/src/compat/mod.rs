@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 use cases::{Case, CASES};
 use known::KnownDifferences;
-use runner::{Etcdctl, Outcome};
+use runner::{Background, Etcdctl, Outcome, StopOrder};
 use server::{Flavor, Server};
 use session::Session;
 
@@ -171,8 +171,12 @@ fn run_case(
             None => etcdctl.run(server.client_addr(), &args, stdin.as_deref()),
             Some(watching) => etcdctl.run_watching(
                 server.client_addr(),
-                watching.args,
-                watching.stdin,
+                &Background {
+                    args: watching.args,
+                    stdin: watching.stdin,
+                    interrupt: watching.interrupt,
+                    held: watching.held,
+                },
                 &args,
                 stdin.as_deref(),
             ),
@@ -250,6 +254,11 @@ fn describe(case: &Case) -> String {
     }
     if let Some(stdin) = case.stdin {
         text.push_str(&format!(" <<< {stdin:?}"));
+    }
+    match case.watching.and_then(|w| w.held) {
+        Some(StopOrder::ForegroundFirst) => text.push_str(" & (both interrupted, this one first)"),
+        Some(StopOrder::BackgroundFirst) => text.push_str(" & (both interrupted, the first one first)"),
+        None => {}
     }
     text
 }

@@ -20,7 +20,13 @@
 //!   on when within a second the command ran, becomes `<remaining>` if it is plausible: positive,
 //!   at most the granted TTL and at most [`REMAINING_SLACK_SECS`] below it. An implausible value, and
 //!   the `-1` of an expired lease, is kept. The attached keys are sorted: etcd 3.4 lists them
-//!   in Go map order, which changes from one call to the next.
+//!   in Go map order, which changes from one call to the next;
+//! - for `lock` and `elect` cases only ([`Kind::SessionKeys`]): etcdctl grants each lock or
+//!   campaign a session lease itself, so the script cannot capture its id, and the id is part of
+//!   the key: `<name>/<lease hex>` becomes `<name>/<session-N>`, N by first appearance within one
+//!   invocation, and the same lease's decimal id in a `"Lease"` field (fields output) `<session-N>`. So
+//!   "this is the same session's key" and "the key belongs to the lease it names" are still
+//!   checked; only keys under the case's own lock or election name are touched.
 
 use super::cases::Kind;
 use super::runner::Outcome;
@@ -87,6 +93,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::Plain => text.to_owned(),
         Kind::EndpointStatus => mask_endpoint_status(text, ids),
         Kind::LeaseTimeToLive => sort_attached_keys(&mask_remaining_ttl(text)),
+        Kind::SessionKeys(name) => rewrite_session_keys(text, name, ids),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -101,11 +108,12 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
     mask_client_uuids(&text)
 }
 
-/// Stable placeholders for cluster and member ids, numbered by first appearance.
+/// Stable placeholders for cluster, member and session lease ids, numbered by first appearance.
 #[derive(Default)]
 struct IdMap {
     clusters: Vec<u64>,
     members: Vec<u64>,
+    sessions: Vec<u64>,
 }
 
 impl IdMap {
@@ -144,6 +152,41 @@ fn placeholder(seen: &mut Vec<u64>, label: &str, id: u64) -> String {
         }
     };
     format!("<{label}-{}>", index + 1)
+}
+
+/// Rewrites session keys `<name>/<lease hex>` (Go's `%x`: lowercase, unpadded) to
+/// `<name>/<session-N>`, then the decimal ids of the leases found so in `"Lease"` fields.
+fn rewrite_session_keys(text: &str, name: &str, ids: &mut IdMap) -> String {
+    let prefix = format!("{name}/");
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (pos, _) in text.match_indices(&prefix) {
+        let starts_word = pos == 0 || !is_key_byte(bytes[pos - 1]);
+        let hex_at = pos + prefix.len();
+        let hex_len = bytes[hex_at..].iter().take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')).count();
+        let ends_word = bytes.get(hex_at + hex_len).is_none_or(|b| !is_key_byte(*b));
+        if pos < copied || !starts_word || !ends_word || !(1..=16).contains(&hex_len) {
+            continue;
+        }
+        let Ok(lease) = u64::from_str_radix(&text[hex_at..hex_at + hex_len], 16) else { continue };
+        out.push_str(&text[copied..hex_at]);
+        out.push_str(&placeholder(&mut ids.sessions, "session", lease));
+        copied = hex_at + hex_len;
+    }
+    out.push_str(&text[copied..]);
+    let sessions = &ids.sessions;
+    rewrite_field(&out, "Lease", |value| match value.parse::<u64>() {
+        Ok(lease) if sessions.contains(&lease) => {
+            format!("<session-{}>", sessions.iter().position(|&s| s == lease).unwrap_or_default() + 1)
+        }
+        _ => value.to_owned(),
+    })
+}
+
+/// Bytes that continue a key name or a hex id: a session key must stand apart from them.
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.')
 }
 
 fn mask_endpoint_status(text: &str, ids: &mut IdMap) -> String {
@@ -577,6 +620,21 @@ Error: etcdserver: key not found
         // Range output keeps its order: it is sorted by the server on request.
         let get = "\"Key\" : \"kc\"\n\"Key\" : \"ka\"\n";
         assert_eq!(norm(Kind::Plain, get, "").stdout, get);
+    }
+
+    #[test]
+    fn session_keys_and_their_leases_become_placeholders_by_first_appearance() {
+        let text = "second l3/41f2a21408a0c515 7\nl3/7 other/41f2a21408a0c515 xl3/ff l3/ffz\n\
+                    \"Key\" : \"l3/7\"\n\"Lease\" : 4752038763757094165\n\"Lease\" : 7\n\"Lease\" : 8\n";
+        assert_eq!(
+            norm(Kind::SessionKeys("l3"), text, "").stdout,
+            "second l3/<session-1> 7\nl3/<session-2> other/41f2a21408a0c515 xl3/ff l3/ffz\n\
+             \"Key\" : \"l3/<session-2>\"\n\"Lease\" : <session-1>\n\"Lease\" : <session-2>\n\"Lease\" : 8\n"
+        );
+        let both = norm(Kind::SessionKeys("e1"), "e1/a\n", "Error: e1/b e1/a\n");
+        assert_eq!((both.stdout.as_str(), both.stderr.as_str()), ("e1/<session-1>\n", "Error: e1/<session-2> e1/<session-1>\n"));
+        // Other kinds leave such keys alone.
+        assert_eq!(norm(Kind::Plain, "l3/41f2a21408a0c515\n", "").stdout, "l3/41f2a21408a0c515\n");
     }
 
     #[test]

@@ -16,6 +16,31 @@ const DIAL_TIMEOUT: &str = "--dial-timeout=2s";
 /// nothing when its watch is in place, so the harness can only wait.
 const WATCH_SETTLE: Duration = Duration::from_millis(700);
 
+/// How long an interrupted etcdctl gets to release what it holds and exit.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// A command run in the background of a case; see [`Etcdctl::run_watching`].
+#[derive(Debug, Clone, Copy)]
+pub struct Background<'a> {
+    pub args: &'a [&'a str],
+    /// For `watch -i`: the watch commands, one per line; stdin stays open after them.
+    pub stdin: Option<&'a str>,
+    /// Stop it with SIGINT, as a user's Ctrl-C (etcdctl `lock` then unlocks and `elect`
+    /// resigns, so nothing they hold outlives the case), instead of SIGKILL.
+    pub interrupt: bool,
+    /// The foreground command too runs until stopped (a lock without a command, a campaign, an
+    /// observer), and the order in which the two are interrupted.
+    pub held: Option<StopOrder>,
+}
+
+/// Which of two commands that run until stopped is interrupted first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOrder {
+    ForegroundFirst,
+    /// The background command's release lets the waiting foreground one proceed first.
+    BackgroundFirst,
+}
+
 /// What one etcdctl invocation did, before normalisation.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -59,33 +84,50 @@ impl Etcdctl {
         })
     }
 
-    /// Runs `etcdctl <watch>` in the background (its stdin, `watch_stdin` for `watch -i`, held
-    /// open), lets it settle, runs `then` (when not empty) and lets the events arrive, then
-    /// stops the watch. The outcome is `then`'s, followed by what the watch printed.
+    /// Runs `etcdctl <background>` (a watch, a held lock, a campaign; its stdin, `background.stdin`
+    /// for `watch -i`, held open), lets it settle, runs `then` (when not empty) and lets the
+    /// effects arrive, then stops the background command. With `background.held`, `then` also runs
+    /// until stopped: it is started, left to settle, and stopped in the given order. The outcome is
+    /// `then`'s, followed by what the background command printed.
     pub fn run_watching(
         &self,
         client_addr: &str,
-        watch: &[&str],
-        watch_stdin: Option<&str>,
+        background: &Background<'_>,
         then: &[&str],
         then_stdin: Option<&str>,
     ) -> Result<Outcome> {
-        let mut watcher = self.spawn(client_addr, watch, true)?;
+        let mut watcher = self.spawn(client_addr, background.args, true)?;
         let mut pipe = watcher.stdin.take().expect("stdin is piped");
-        if let Some(input) = watch_stdin {
+        if let Some(input) = background.stdin {
             let _ = pipe.write_all(input.as_bytes());
         }
         let stdout = drain(watcher.stdout.take().expect("stdout is piped"));
         let stderr = drain(watcher.stderr.take().expect("stderr is piped"));
         thread::sleep(WATCH_SETTLE);
-        let mut outcome = if then.is_empty() {
-            Outcome { exit: "exit 0".into(), stdout: String::new(), stderr: String::new() }
-        } else {
-            self.run(client_addr, then, then_stdin)?
+        let mut outcome = match (then.is_empty(), background.held) {
+            (true, _) => Outcome { exit: "exit 0".into(), stdout: String::new(), stderr: String::new() },
+            (false, None) => self.run(client_addr, then, then_stdin)?,
+            (false, Some(order)) => {
+                let mut held = self.spawn(client_addr, then, false)?;
+                let held_stdout = drain(held.stdout.take().expect("stdout is piped"));
+                let held_stderr = drain(held.stderr.take().expect("stderr is piped"));
+                thread::sleep(WATCH_SETTLE);
+                let exit = match order {
+                    StopOrder::ForegroundFirst => interrupt(&mut held)?,
+                    StopOrder::BackgroundFirst => {
+                        // Its release is what the foreground command was waiting for.
+                        interrupt(&mut watcher)?;
+                        thread::sleep(WATCH_SETTLE);
+                        interrupt(&mut held)?
+                    }
+                };
+                Outcome { exit, stdout: join(held_stdout), stderr: join(held_stderr) }
+            }
         };
         thread::sleep(WATCH_SETTLE);
         let watch_exit = match watcher.try_wait()? {
-            Some(status) => format!("exit {}", status.code().unwrap_or(-1)),
+            Some(status) => exit_text(status),
+            None if background.interrupt => interrupt(&mut watcher)?,
             None => {
                 let _ = watcher.kill();
                 let _ = watcher.wait();
@@ -93,7 +135,8 @@ impl Etcdctl {
             }
         };
         drop(pipe);
-        outcome.stdout.push_str(&format!("--- watch ({watch_exit}) ---\n"));
+        let label = background.args.first().copied().unwrap_or("etcdctl");
+        outcome.stdout.push_str(&format!("--- {label} ({watch_exit}) ---\n"));
         outcome.stdout.push_str(&join(stdout));
         outcome.stderr.push_str(&join(stderr));
         Ok(outcome)
@@ -135,14 +178,31 @@ fn join(reader: thread::JoinHandle<Vec<u8>>) -> String {
     String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned()
 }
 
+/// SIGINT to a child this harness started, then its exit once it has released what it held;
+/// killed if it does not exit within [`INTERRUPT_GRACE`].
+fn interrupt(child: &mut Child) -> Result<String> {
+    if child.try_wait()?.is_none() {
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .context("running kill -INT")?;
+        anyhow::ensure!(status.success(), "kill -INT {} failed", child.id());
+    }
+    Ok(wait_with_deadline(child, INTERRUPT_GRACE)?.replace("timed out", "still running"))
+}
+
+fn exit_text(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exit {code}"),
+        None => "killed by a signal".to_owned(),
+    }
+}
+
 fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Ok(match status.code() {
-                Some(code) => format!("exit {code}"),
-                None => "killed by a signal".to_owned(),
-            });
+            return Ok(exit_text(status));
         }
         if Instant::now() >= deadline {
             let _ = child.kill();

@@ -3,10 +3,10 @@ use std::time::Duration;
 use keel_client::{ClientError, PutOptions, WatchOptions};
 use tokio_stream::StreamExt;
 
-use crate::harness::Etcd;
+use crate::harness::{Etcd, MIN_TTL};
 
-/// etcd's shortest TTL with the harness's raft timers.
-const TTL: i64 = 1;
+/// The server's shortest TTL, so expiry tests stay short.
+const TTL: i64 = MIN_TTL;
 
 #[tokio::test]
 async fn keep_alive_holds_a_key_past_its_ttl_and_revoke_deletes_it() {

@@ -8,4 +8,5 @@ mod harness;
 mod kv;
 mod lease;
 mod services;
+mod support;
 mod watch;
