@@ -284,6 +284,26 @@ impl Applier {
                     header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
                 }))
             }
+            Some(Request::LeaseExpiry(expiry)) => {
+                // All but the last revoke record index - 1 as applied: a crash
+                // part-way replays the entry, and leases already revoked
+                // (gone from the lease manager after a restart) are skipped.
+                let last = expiry.ids.len().saturating_sub(1);
+                let mut recorded = false;
+                for (i, &id) in expiry.ids.iter().enumerate() {
+                    let Ok(keys) = self.lessor.lock().revoke(id) else { continue };
+                    let at = if i == last { index } else { index - 1 };
+                    let outcome = self.kv.apply_lease_revoke(at, id, &keys).map_err(NodeError::Mvcc)?;
+                    recorded |= i == last;
+                    if !outcome.events.is_empty() {
+                        self.watches.notify(outcome.revision, outcome.events);
+                    }
+                }
+                if !recorded {
+                    self.kv.advance_consistent_index(index).map_err(NodeError::Mvcc)?;
+                }
+                Ok(Applied::Internal)
+            }
             Some(Request::LeaseCheckpoint(request)) => {
                 let checkpoints: Vec<(i64, i64)> =
                     request.checkpoints.iter().map(|c| (c.id, c.remaining_ttl)).collect();

@@ -115,3 +115,48 @@ async fn a_restarted_member_resumes_leases_from_their_checkpointed_ttl() {
     // grace a new leader gives; a full TTL again would be 20 or 21.
     assert!(ttl.ttl >= 12 && ttl.ttl <= 18, "resumed with {} s", ttl.ttl);
 }
+
+/// Leases that expire together are revoked in one raft entry, each in its
+/// own revision with all of its keys: a watcher sees one revision of DELETEs
+/// per lease.
+#[tokio::test]
+async fn leases_expiring_together_are_revoked_one_revision_each() {
+    use futures::StreamExt;
+    use keel_proto::etcdserverpb::watch_client::WatchClient;
+    use keel_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(dir.path()).await;
+    let mut kv = keel.kv().await;
+    let mut leases = LeaseClient::connect(keel.endpoint()).await.unwrap();
+    let mut ids = Vec::new();
+    for l in 0..5 {
+        let id = leases.lease_grant(LeaseGrantRequest { ttl: 2, id: 0 }).await.unwrap().into_inner().id;
+        ids.push(id);
+        for k in 0..2 {
+            kv.put(put(&format!("e/{l}/{k}"), id)).await.unwrap();
+        }
+    }
+    let mut watch = WatchClient::connect(keel.endpoint()).await.unwrap();
+    let create = WatchCreateRequest { key: b"e/".to_vec(), range_end: b"e0".to_vec(), ..Default::default() };
+    let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
+        .chain(futures::stream::pending());
+    let mut responses = watch.watch(requests).await.unwrap().into_inner();
+    assert!(responses.message().await.unwrap().unwrap().created);
+
+    let mut revisions: Vec<(i64, usize)> = Vec::new();
+    while revisions.iter().map(|(_, n)| n).sum::<usize>() < 10 {
+        let response = tokio::time::timeout(Duration::from_secs(15), responses.message())
+            .await
+            .expect("expiry within 15 s")
+            .unwrap()
+            .unwrap();
+        let rev = response.events[0].kv.as_ref().unwrap().mod_revision;
+        assert!(response.events.iter().all(|e| e.kv.as_ref().unwrap().mod_revision == rev));
+        revisions.push((rev, response.events.len()));
+    }
+    assert_eq!(revisions.len(), 5, "one revision per lease: {revisions:?}");
+    assert!(revisions.iter().all(|(_, n)| *n == 2));
+    assert!(revisions.windows(2).all(|w| w[1].0 == w[0].0 + 1), "consecutive revisions: {revisions:?}");
+    assert!(kv.range(all()).await.unwrap().into_inner().kvs.is_empty());
+}
