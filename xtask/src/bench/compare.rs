@@ -1,6 +1,8 @@
 //! `bench compare`: each workload against a fresh etcd and a fresh Keel in
 //! turn, A B A B (the machines are shared and noisy; alternating spreads the
 //! noise over both), then the median of every column and the Keel/etcd ratio.
+//! A watch run that loses, repeats or reorders an event fails the comparison
+//! (after every table is printed, and written with `--write-doc`).
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -10,16 +12,27 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::delivery::Delivery;
 use super::doc;
-use super::load;
+use super::lease::{self, LeasePlan, LeaseWorkload};
+use super::load::{self, Outcome};
 use super::server::Server;
+use super::stall;
+use super::watch::{self, WatchOutcome, WatchPlan, Watched};
 use super::workload::{key, Plan, Workload};
 
-pub const DEFAULT_WORKLOADS: &str = "put-1,put-64,put-256,range-l-256,range-s-256,txn-put-64";
+pub const DEFAULT_WORKLOADS: &str = "put-1,put-64,put-256,range-l-256,range-s-256,txn-put-64,\
+    watch-10x100,watch-latency-10x10,watch-fanout-100x10,slow-watcher-64,lease-keepalive-64,lease-grant-revoke-64";
+
+/// Put clients of a fan-out run: enough to keep the rate while puts slow down.
+const FANOUT_PUT_CLIENTS: usize = 16;
 
 #[derive(Args, Debug)]
 pub struct CompareOptions {
-    /// Workloads in order, each `<kind>-<clients>`; kinds: put, range-l, range-s, txn-put, txn-mixed.
+    /// Workloads in order, each `<kind>-<clients>`, or for watch kinds
+    /// `<kind>-<streams>x<watchers per stream>`; kinds: put, range-l, range-s,
+    /// txn-put, txn-mixed, slow-watcher, lease-keepalive, lease-grant-revoke;
+    /// watch, watch-latency, watch-fanout.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_WORKLOADS)]
     pub workloads: Vec<WorkloadName>,
     /// Rounds per workload (each round: fresh etcd, then fresh Keel).
@@ -48,9 +61,28 @@ pub struct CompareOptions {
     /// Reads per write in txn-mixed.
     #[arg(long, default_value_t = 1.0)]
     pub rw_ratio: f64,
-    /// Clients sharing one gRPC connection (etcd's guide: 1000 clients over 100).
+    /// Clients (or watch streams) sharing one gRPC connection (etcd's guide: 1000 clients over 100).
     #[arg(long, default_value_t = 8)]
     pub clients_per_conn: usize,
+    /// Puts in watch and watch-latency runs; every watcher watches the key they write.
+    #[arg(long, default_value_t = 1000)]
+    pub watch_puts: usize,
+    /// Puts per second in watch-latency runs (watch runs put as fast as one client goes).
+    #[arg(long, default_value_t = 100)]
+    pub watch_put_rate: usize,
+    /// Puts per second in watch-fanout runs (every watcher watches the prefix they write under).
+    #[arg(long, default_value_t = 1000)]
+    pub fanout_put_rate: usize,
+    /// Seconds of puts in watch-fanout runs.
+    #[arg(long, default_value_t = 2)]
+    pub fanout_secs: usize,
+    /// Seconds a watch run waits without any event, after its last put, before
+    /// the events still expected count as missing.
+    #[arg(long, default_value_t = 10)]
+    pub watch_idle_timeout: u64,
+    /// TTL of the leases granted in lease runs, in seconds.
+    #[arg(long, default_value_t = 100)]
+    pub lease_ttl: i64,
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
     /// A prebuilt keel binary; by default `cargo build --release --bin keel`.
@@ -71,44 +103,101 @@ pub enum Kind {
     RangeSerializable,
     TxnPut,
     TxnMixed,
+    Watch,
+    WatchLatency,
+    WatchFanout,
+    SlowWatcher,
+    LeaseKeepalive,
+    LeaseGrantRevoke,
 }
 
-/// A workload as named on the command line: `put-64`, `range-s-256`, ...
+impl Kind {
+    /// Named `<kind>-<streams>x<watchers per stream>`.
+    fn is_watch(self) -> bool {
+        matches!(self, Kind::Watch | Kind::WatchLatency | Kind::WatchFanout)
+    }
+}
+
+/// A workload as named on the command line: `put-64`, `range-s-256`, `watch-10x100`, ...
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkloadName {
     pub kind: Kind,
+    /// Clients, or for watch kinds streams.
     pub clients: usize,
+    /// Watch kinds only.
+    pub watchers_per_stream: Option<usize>,
 }
 
-const KINDS: [(&str, Kind); 5] = [
+const KINDS: [(&str, Kind); 11] = [
     ("put", Kind::Put),
     ("range-l", Kind::RangeLinearizable),
     ("range-s", Kind::RangeSerializable),
     ("txn-put", Kind::TxnPut),
     ("txn-mixed", Kind::TxnMixed),
+    ("watch", Kind::Watch),
+    ("watch-latency", Kind::WatchLatency),
+    ("watch-fanout", Kind::WatchFanout),
+    ("slow-watcher", Kind::SlowWatcher),
+    ("lease-keepalive", Kind::LeaseKeepalive),
+    ("lease-grant-revoke", Kind::LeaseGrantRevoke),
 ];
 
 impl FromStr for WorkloadName {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: expected <kind>-<clients>, kind one of put, range-l, range-s, txn-put, txn-mixed");
-        let (kind, clients) = s.rsplit_once('-').ok_or_else(bad)?;
+        let bad = || {
+            format!(
+                "{s:?}: expected <kind>-<clients>, kind one of put, range-l, range-s, txn-put, txn-mixed, slow-watcher, \
+                 lease-keepalive, lease-grant-revoke; or <kind>-<streams>x<watchers per stream>, kind one of watch, \
+                 watch-latency, watch-fanout"
+            )
+        };
+        let (kind, count) = s.rsplit_once('-').ok_or_else(bad)?;
         let kind = KINDS.iter().find(|(name, _)| *name == kind).map(|(_, kind)| *kind).ok_or_else(bad)?;
-        let clients = clients.parse().ok().filter(|&c| c > 0).ok_or_else(bad)?;
-        Ok(WorkloadName { kind, clients })
+        let positive = |n: &str| n.parse().ok().filter(|&n: &usize| n > 0).ok_or_else(bad);
+        let (clients, watchers_per_stream) = if kind.is_watch() {
+            let (streams, per_stream) = count.split_once('x').ok_or_else(bad)?;
+            (positive(streams)?, Some(positive(per_stream)?))
+        } else {
+            (positive(count)?, None)
+        };
+        Ok(WorkloadName { kind, clients, watchers_per_stream })
     }
 }
 
 impl fmt::Display for WorkloadName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = KINDS.iter().find(|(_, kind)| *kind == self.kind).map_or("?", |(name, _)| name);
-        write!(f, "{kind}-{}", self.clients)
+        match self.watchers_per_stream {
+            Some(per_stream) => write!(f, "{kind}-{}x{per_stream}", self.clients),
+            None => write!(f, "{kind}-{}", self.clients),
+        }
+    }
+}
+
+/// What one run of a workload does.
+#[derive(Clone, Debug)]
+pub enum Job {
+    Kv(Plan),
+    Watch(WatchPlan),
+    /// The put plan, run with one stalled watcher (and, on other servers, without).
+    SlowWatcher(Plan),
+    Lease(LeasePlan),
+}
+
+impl Job {
+    fn validate(&self) -> Result<()> {
+        match self {
+            Job::Kv(plan) | Job::SlowWatcher(plan) => plan.validate(),
+            Job::Watch(plan) => plan.validate(),
+            Job::Lease(plan) => plan.validate(),
+        }
     }
 }
 
 impl WorkloadName {
-    pub fn plan(&self, options: &CompareOptions) -> Plan {
+    pub fn job(&self, options: &CompareOptions) -> Job {
         let range = |serializable| {
             // [first key, successor of the last) covers exactly the first `range_keys` keys.
             let last = options.range_keys.saturating_sub(1);
@@ -116,22 +205,54 @@ impl WorkloadName {
             Workload::Range { key: key(0, options.key_size), end, serializable, limit: 0, count_only: false }
         };
         let key_space = options.key_space_size;
-        let workload = match self.kind {
-            Kind::Put => Workload::Put { key_space, sequential: false },
-            Kind::RangeLinearizable => range(false),
-            Kind::RangeSerializable => range(true),
-            Kind::TxnPut => Workload::TxnPut { key_space, ops: options.txn_ops },
-            Kind::TxnMixed => {
-                Workload::TxnMixed { key_space, rw_ratio: options.rw_ratio, end: Vec::new(), limit: 1000, serializable: false }
-            }
-        };
-        Plan {
+        let conns = self.clients.div_ceil(options.clients_per_conn.max(1));
+        let kv = |workload| Plan {
             workload,
             total: options.total,
             clients: self.clients,
-            conns: self.clients.div_ceil(options.clients_per_conn.max(1)),
+            conns,
             key_size: options.key_size,
             val_size: options.val_size,
+        };
+        let watch = |watched, puts, put_rate, put_clients| {
+            Job::Watch(WatchPlan {
+                streams: self.clients,
+                watchers_per_stream: self.watchers_per_stream.unwrap_or(1),
+                conns,
+                watched,
+                puts,
+                put_rate,
+                put_clients,
+                key_size: options.key_size,
+                val_size: options.val_size,
+                idle_timeout: Duration::from_secs(options.watch_idle_timeout),
+            })
+        };
+        let lease = |workload, total| {
+            Job::Lease(LeasePlan { workload, total, clients: self.clients, conns, ttl: options.lease_ttl })
+        };
+        match self.kind {
+            Kind::Put => Job::Kv(kv(Workload::Put { key_space, sequential: false })),
+            Kind::RangeLinearizable => Job::Kv(kv(range(false))),
+            Kind::RangeSerializable => Job::Kv(kv(range(true))),
+            Kind::TxnPut => Job::Kv(kv(Workload::TxnPut { key_space, ops: options.txn_ops })),
+            Kind::TxnMixed => Job::Kv(kv(Workload::TxnMixed {
+                key_space,
+                rw_ratio: options.rw_ratio,
+                end: Vec::new(),
+                limit: 1000,
+                serializable: false,
+            })),
+            Kind::Watch => watch(Watched::Keys(1), options.watch_puts, 0, 1),
+            Kind::WatchLatency => watch(Watched::Keys(1), options.watch_puts, options.watch_put_rate, 1),
+            Kind::WatchFanout => {
+                let puts = options.fanout_put_rate * options.fanout_secs;
+                watch(Watched::Prefix(key_space), puts, options.fanout_put_rate, FANOUT_PUT_CLIENTS)
+            }
+            Kind::SlowWatcher => Job::SlowWatcher(kv(Workload::Put { key_space, sequential: false })),
+            Kind::LeaseKeepalive => lease(LeaseWorkload::KeepAlive, options.total),
+            // `total` counts requests everywhere: a lease is two of them.
+            Kind::LeaseGrantRevoke => lease(LeaseWorkload::GrantRevoke, options.total.div_ceil(2)),
         }
     }
 
@@ -139,10 +260,34 @@ impl WorkloadName {
         matches!(self.kind, Kind::RangeLinearizable | Kind::RangeSerializable | Kind::TxnMixed)
     }
 
+    /// What each run's rate column counts.
+    fn unit(&self) -> &'static str {
+        if self.kind.is_watch() {
+            "events/s"
+        } else {
+            "req/s"
+        }
+    }
+
+    /// How much one run does: "10,000 requests", "1,000 puts, 100,000 events".
+    pub fn amount(&self, options: &CompareOptions) -> String {
+        match self.job(options) {
+            Job::Kv(plan) => format!("{} requests", thousands(plan.total)),
+            Job::SlowWatcher(plan) => format!("{} puts per run", thousands(plan.total)),
+            Job::Lease(plan) => format!("{} requests", thousands(plan.requests())),
+            Job::Watch(plan) => format!("{} puts, {} events", thousands(plan.puts), thousands(plan.expected_events())),
+        }
+    }
+
     /// One line saying what the workload does, for the output and the doc.
     pub fn describe(&self, options: &CompareOptions) -> String {
-        let plan = self.plan(options);
-        let clients = match (plan.clients, plan.conns) {
+        let job = self.job(options);
+        let (clients, conns) = match &job {
+            Job::Kv(plan) | Job::SlowWatcher(plan) => (plan.clients, plan.conns),
+            Job::Lease(plan) => (plan.clients, plan.conns),
+            Job::Watch(plan) => (plan.streams, plan.conns),
+        };
+        let clients = match (clients, conns) {
             (1, _) => "1 client".to_owned(),
             (clients, 1) => format!("{clients} clients on 1 connection"),
             (clients, conns) => format!("{clients} clients over {conns} connections"),
@@ -152,7 +297,11 @@ impl WorkloadName {
             Kind::RangeLinearizable | Kind::RangeSerializable => format!(
                 "range ({}), {} of {} prefilled keys",
                 if self.kind == Kind::RangeLinearizable { "linearizable" } else { "serializable" },
-                if options.range_keys == 1 { "1 key".to_owned() } else { format!("{} keys", thousands(options.range_keys)) },
+                if options.range_keys == 1 {
+                    "1 key".to_owned()
+                } else {
+                    format!("{} keys", thousands(options.range_keys))
+                },
                 thousands(options.prefill)
             ),
             Kind::TxnPut => format!(
@@ -166,8 +315,36 @@ impl WorkloadName {
                 options.rw_ratio,
                 thousands(options.prefill)
             ),
+            Kind::SlowWatcher => format!(
+                "put, keys at random from {}, beside one stalled watch stream (never read) on every key",
+                thousands(options.key_space_size)
+            ),
+            Kind::LeaseKeepalive => "lease-keepalive, one lease and one keep-alive stream per client".to_owned(),
+            Kind::LeaseGrantRevoke => format!("lease grant (TTL {} s), then its revoke", options.lease_ttl),
+            Kind::Watch | Kind::WatchLatency | Kind::WatchFanout => match &job {
+                Job::Watch(plan) => return self.describe_watch(plan, options),
+                _ => unreachable!("watch kinds plan watch jobs"),
+            },
         };
         format!("{what}; {clients}")
+    }
+
+    fn describe_watch(&self, plan: &WatchPlan, options: &CompareOptions) -> String {
+        let (kind, puts) = match self.kind {
+            Kind::Watch => ("watch", format!("{} puts from 1 client, as fast as it goes", thousands(plan.puts))),
+            Kind::WatchLatency => {
+                ("watch-latency", format!("{} puts at {}/s", thousands(plan.puts), thousands(plan.put_rate)))
+            }
+            _ => (
+                "watch fan-out",
+                format!("{} puts/s for {} s to keys under it", thousands(plan.put_rate), options.fanout_secs),
+            ),
+        };
+        let conns = match plan.conns {
+            1 => "1 connection".to_owned(),
+            conns => format!("{conns} connections"),
+        };
+        format!("{kind}, {}, {puts}; streams over {conns}", plan.describe_watchers())
     }
 }
 
@@ -182,6 +359,53 @@ struct Sample {
     wall: Duration,
     errors: usize,
     first_error: Option<String>,
+    /// Watch runs: events delivered and expected; slow-watcher runs: what the
+    /// stalled watcher received once it read again.
+    delivery: Option<Delivery>,
+    /// Watch runs: puts per second achieved (a server slow to answer puts
+    /// lowers the rate its watchers are offered).
+    put_rate: Option<f64>,
+}
+
+impl Sample {
+    fn of_requests(outcome: &Outcome) -> Sample {
+        let all = outcome.combined();
+        Sample {
+            requests_per_sec: all.requests_per_sec(),
+            p50: all.percentile(50.0),
+            p99: all.percentile(99.0),
+            peak_rss_kib: 0,
+            disk_bytes: 0,
+            generator_cpu: all.generator_cpu,
+            wall: all.total,
+            errors: all.errors,
+            first_error: outcome.first_error.clone(),
+            delivery: None,
+            put_rate: None,
+        }
+    }
+
+    /// The events' rate and latency; errors are failed puts and wrong events.
+    fn of_watch(outcome: WatchOutcome) -> Sample {
+        Sample {
+            requests_per_sec: outcome.events.requests_per_sec(),
+            p50: outcome.events.percentile(50.0),
+            p99: outcome.events.percentile(99.0),
+            peak_rss_kib: 0,
+            disk_bytes: 0,
+            generator_cpu: outcome.generator_cpu,
+            wall: outcome.wall,
+            errors: outcome.puts.errors + outcome.delivery.problems(),
+            first_error: outcome.first_problem(),
+            put_rate: Some(outcome.puts.requests_per_sec()),
+            delivery: Some(outcome.delivery),
+        }
+    }
+
+    /// Why the run fails the comparison: an event lost, repeated or out of order.
+    fn failure(&self) -> Option<String> {
+        self.delivery.as_ref().filter(|d| !d.is_exact()).map(Delivery::render)
+    }
 }
 
 /// The median of each column over the rounds (each taken on its own).
@@ -215,39 +439,90 @@ impl Medians {
 pub struct WorkloadResult {
     pub name: WorkloadName,
     pub description: String,
+    /// What the rate column counts ("req/s", "events/s").
+    pub unit: &'static str,
     pub etcd: Medians,
     pub keel: Medians,
-    /// Failed requests over all rounds, and the first error seen, per system.
+    /// slow-watcher: the same put load on other fresh servers, with no watcher.
+    pub baseline: Option<(Medians, Medians)>,
+    /// Failed requests (or wrong events) over all rounds, and the first error seen, per system.
     pub etcd_errors: (usize, Option<String>),
     pub keel_errors: (usize, Option<String>),
+    /// Watch kinds: puts per second achieved (median), etcd's and Keel's.
+    pub put_rates: Option<(f64, f64)>,
+    /// Watch kinds: events each run had to deliver, when every run delivered them exactly once.
+    pub delivery: Option<String>,
+    /// Runs that failed the exactly-once check: "round 1 keel: ...".
+    pub failures: Vec<String>,
 }
 
 impl WorkloadResult {
     /// The markdown table, then the generator's cost and any errors.
     pub fn render(&self) -> String {
-        let mut out = markdown_table(&self.etcd, &self.keel);
+        let mut out = markdown_table(self.unit, &self.etcd, &self.keel);
+        if let Some((etcd, keel)) = &self.baseline {
+            let _ = writeln!(out, "\nThe same puts with no watcher (fresh servers, same rounds):\n");
+            out.push_str(&markdown_table(self.unit, etcd, keel));
+            let ratios = |with: &Medians, without: &Medians| {
+                format!(
+                    "req/s {}, p50 {}, p99 {}",
+                    ratio(with.requests_per_sec, without.requests_per_sec),
+                    ratio(with.p50_ms, without.p50_ms),
+                    ratio(with.p99_ms, without.p99_ms)
+                )
+            };
+            let _ = writeln!(
+                out,
+                "\nWith the stalled watcher / without: etcd {}; Keel {}.",
+                ratios(&self.etcd, etcd),
+                ratios(&self.keel, keel)
+            );
+        }
         let _ = writeln!(
             out,
             "\nLoad generator CPU (median): {:.1} s per {:.1} s run against etcd, {:.1} s per {:.1} s against Keel.",
             self.etcd.generator_cpu_secs, self.etcd.wall_secs, self.keel.generator_cpu_secs, self.keel.wall_secs
         );
+        if let Some((etcd, keel)) = self.put_rates {
+            let _ =
+                writeln!(out, "\nPuts per second achieved (median): {etcd:.0} against etcd, {keel:.0} against Keel.");
+        }
+        if let Some(delivery) = &self.delivery {
+            let _ = writeln!(out, "\n{delivery}");
+        }
         for (system, (count, first)) in [("etcd", &self.etcd_errors), ("Keel", &self.keel_errors)] {
             if *count > 0 {
+                let what = if self.unit == "req/s" { "requests failed" } else { "puts failed or events went wrong" };
                 let _ = writeln!(
                     out,
-                    "\n**{count} requests failed against {system}** (first: `{}`).",
+                    "\n**{count} {what} against {system}** (first: `{}`).",
                     first.as_deref().unwrap_or("?")
                 );
             }
+        }
+        for failure in &self.failures {
+            let _ = writeln!(out, "\n**Exactly-once check failed**, {failure}");
         }
         out
     }
 }
 
+fn put_rate(samples: &[Sample]) -> f64 {
+    median(samples.iter().filter_map(|s| s.put_rate).collect())
+}
+
+fn ratio(k: f64, e: f64) -> String {
+    if e > 0.0 {
+        format!("{:.2}", k / e)
+    } else {
+        "-".to_owned()
+    }
+}
+
 /// Medians of etcd and Keel side by side, and Keel's as a multiple of etcd's.
-pub fn markdown_table(etcd: &Medians, keel: &Medians) -> String {
+pub fn markdown_table(unit: &str, etcd: &Medians, keel: &Medians) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| system | req/s | p50 ms | p99 ms | peak RSS MiB | disk MiB |");
+    let _ = writeln!(out, "| system | {unit} | p50 ms | p99 ms | peak RSS MiB | disk MiB |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for (system, m) in [("etcd", etcd), ("keel", keel)] {
         let _ = writeln!(
@@ -256,7 +531,6 @@ pub fn markdown_table(etcd: &Medians, keel: &Medians) -> String {
             m.requests_per_sec, m.p50_ms, m.p99_ms, m.peak_rss_mib, m.disk_mib
         );
     }
-    let ratio = |k: f64, e: f64| if e > 0.0 { format!("{:.2}", k / e) } else { "-".to_owned() };
     let _ = writeln!(
         out,
         "| keel/etcd | {} | {} | {} | {} | {} |",
@@ -293,9 +567,9 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-fn round_line(round: usize, system: &str, s: &Sample) -> String {
+fn round_line(round: usize, system: &str, unit: &str, s: &Sample) -> String {
     let mut line = format!(
-        "round {round} {system:4}: {:8.0} req/s  p50 {:6.2} ms  p99 {:6.2} ms  peak RSS {:4.0} MiB  disk {:6.1} MiB  generator CPU {:.2}s/{:.2}s",
+        "round {round} {system:4}: {:8.0} {unit}  p50 {:6.2} ms  p99 {:6.2} ms  peak RSS {:4.0} MiB  disk {:6.1} MiB  generator CPU {:.2}s/{:.2}s",
         s.requests_per_sec,
         s.p50.as_secs_f64() * 1e3,
         s.p99.as_secs_f64() * 1e3,
@@ -304,8 +578,16 @@ fn round_line(round: usize, system: &str, s: &Sample) -> String {
         s.generator_cpu.as_secs_f64(),
         s.wall.as_secs_f64(),
     );
+    if let Some(rate) = s.put_rate {
+        let _ = write!(line, "  puts {rate:.0}/s");
+    }
+    if let Some(delivery) = &s.delivery {
+        let _ = write!(line, "  delivered {}/{}", delivery.delivered, delivery.expected);
+    }
     if s.errors > 0 {
         let _ = write!(line, "  ERRORS {} (first: {})", s.errors, s.first_error.as_deref().unwrap_or("?"));
+    } else if let Some(failure) = s.failure() {
+        let _ = write!(line, "  FAILED: {failure}");
     }
     line
 }
@@ -318,7 +600,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
         bail!("--range-keys must be between 1 and --prefill ({})", options.prefill);
     }
     for name in &options.workloads {
-        name.plan(options).validate().with_context(|| format!("workload {name}"))?;
+        name.job(options).validate().with_context(|| format!("workload {name}"))?;
     }
     let keel_bin = match &options.keel_bin {
         Some(bin) => bin.clone(),
@@ -327,41 +609,79 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     let mut rounds_log = String::new();
     let mut results = Vec::new();
     for name in &options.workloads {
-        let plan = name.plan(options);
+        let job = name.job(options);
         let header = format!(
-            "{name}: {} ({} requests, {}-byte keys, {}-byte values, {} round{}, A B A B)",
+            "{name}: {} ({}, {}-byte keys, {}-byte values, {} round{}, A B A B)",
             name.describe(options),
-            thousands(plan.total),
-            plan.key_size,
-            plan.val_size,
+            name.amount(options),
+            options.key_size,
+            options.val_size,
             options.rounds,
             if options.rounds == 1 { "" } else { "s" },
         );
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
-        let (mut etcd, mut keel) = (Vec::new(), Vec::new());
+        let (mut etcd, mut keel, mut etcd_base, mut keel_base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut failures = Vec::new();
+        let mut log = |round: usize, label: &str, sample: &Sample, complaints: &[String]| {
+            let line = round_line(round, label, name.unit(), sample);
+            println!("{line}");
+            let _ = writeln!(rounds_log, "{line}");
+            for complaint in complaints.iter().take(3) {
+                println!("    {label} log: {complaint}");
+            }
+        };
         for round in 0..options.rounds {
             for (system, bin) in [("etcd", options.etcd_bin.as_path()), ("keel", keel_bin.as_path())] {
-                let (sample, complaints) = measure(bin, &options.data_root, system, name, &plan, options).await?;
-                let line = round_line(round, system, &sample);
-                println!("{line}");
-                let _ = writeln!(rounds_log, "{line}");
-                for complaint in complaints.iter().take(3) {
-                    println!("    {system} log: {complaint}");
+                if let Job::SlowWatcher(plan) = &job {
+                    let baseline = Job::Kv(plan.clone());
+                    let (sample, complaints) =
+                        measure(bin, &options.data_root, system, name, &baseline, options).await?;
+                    log(round, &format!("{system} (no watcher)"), &sample, &complaints);
+                    if system == "etcd" {
+                        etcd_base.push(sample)
+                    } else {
+                        keel_base.push(sample)
+                    }
                 }
-                if system == "etcd" { etcd.push(sample) } else { keel.push(sample) }
+                let (sample, complaints) = measure(bin, &options.data_root, system, name, &job, options).await?;
+                log(round, system, &sample, &complaints);
+                if let Some(failure) = sample.failure() {
+                    failures.push(format!("round {round} {system}: {failure}"));
+                }
+                if system == "etcd" {
+                    etcd.push(sample)
+                } else {
+                    keel.push(sample)
+                }
             }
         }
         let errors = |samples: &[Sample]| {
             (samples.iter().map(|s| s.errors).sum(), samples.iter().find_map(|s| s.first_error.clone()))
         };
+        let delivery = match (&job, failures.is_empty()) {
+            (Job::Watch(plan), true) => Some(format!(
+                "Every run delivered all {} events, each exactly once, in order.",
+                thousands(plan.expected_events())
+            )),
+            (Job::SlowWatcher(_), true) => Some(
+                "In every run the stalled watcher, reading again after the puts, received every revision exactly once, in order."
+                    .to_owned(),
+            ),
+            _ => None,
+        };
         let result = WorkloadResult {
             name: *name,
             description: name.describe(options),
+            unit: name.unit(),
             etcd: Medians::of(&etcd),
             keel: Medians::of(&keel),
+            baseline: (!etcd_base.is_empty()).then(|| (Medians::of(&etcd_base), Medians::of(&keel_base))),
+            put_rates: matches!(job, Job::Watch(_)).then(|| (put_rate(&etcd), put_rate(&keel))),
             etcd_errors: errors(&etcd),
             keel_errors: errors(&keel),
+            delivery,
+            failures,
         };
         println!("\n{}", result.render());
         rounds_log.push('\n');
@@ -376,6 +696,11 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
+    let failed: Vec<String> =
+        results.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{}: {f}", r.name))).collect();
+    if !failed.is_empty() {
+        bail!("the exactly-once check failed:\n  {}", failed.join("\n  "));
+    }
     Ok(())
 }
 
@@ -385,7 +710,7 @@ async fn measure(
     root: &Path,
     system: &str,
     name: &WorkloadName,
-    plan: &Plan,
+    job: &Job,
     options: &CompareOptions,
 ) -> Result<(Sample, Vec<String>)> {
     let mut server = Server::start(bin, root, system)?;
@@ -396,22 +721,21 @@ async fn measure(
             .await
             .with_context(|| system.to_owned())?;
     }
-    let outcome = load::run(&endpoints, plan).await.with_context(|| format!("{system}: {name}"))?;
+    let context = || format!("{system}: {name}");
+    let mut sample = match job {
+        Job::Kv(plan) => Sample::of_requests(&load::run(&endpoints, plan).await.with_context(context)?),
+        Job::Lease(plan) => Sample::of_requests(&lease::run(&endpoints, plan).await.with_context(context)?),
+        Job::Watch(plan) => Sample::of_watch(watch::run(&endpoints, plan).await.with_context(context)?),
+        Job::SlowWatcher(plan) => {
+            let (outcome, stalled) = stall::run_stalled(&endpoints, plan).await.with_context(context)?;
+            Sample { delivery: Some(stalled), ..Sample::of_requests(&outcome) }
+        }
+    };
     if let Some(status) = server.exited() {
         bail!("{system} exited during {name} ({status})");
     }
-    let all = outcome.combined();
-    let sample = Sample {
-        requests_per_sec: all.requests_per_sec(),
-        p50: all.percentile(50.0),
-        p99: all.percentile(99.0),
-        peak_rss_kib: server.peak_rss_kib(),
-        disk_bytes: server.disk_bytes(),
-        generator_cpu: all.generator_cpu,
-        wall: all.total,
-        errors: all.errors,
-        first_error: outcome.first_error,
-    };
+    sample.peak_rss_kib = server.peak_rss_kib();
+    sample.disk_bytes = server.disk_bytes();
     Ok((sample, server.log_complaints()))
 }
 
@@ -433,12 +757,30 @@ mod tests {
 
     #[test]
     fn workload_names_round_trip() {
-        for name in DEFAULT_WORKLOADS.split(',').chain(["txn-mixed-16"]) {
+        let names = DEFAULT_WORKLOADS.split(',').map(str::trim);
+        for name in names.chain(["txn-mixed-16", "watch-fanout-100x100"]) {
             assert_eq!(name.parse::<WorkloadName>().unwrap().to_string(), name);
         }
         let parsed: WorkloadName = "range-s-256".parse().unwrap();
-        assert_eq!(parsed, WorkloadName { kind: Kind::RangeSerializable, clients: 256 });
-        for bad in ["put", "put-0", "range-256", "get-1", "put-x", ""] {
+        assert_eq!(parsed, WorkloadName { kind: Kind::RangeSerializable, clients: 256, watchers_per_stream: None });
+        let parsed: WorkloadName = "watch-latency-10x5".parse().unwrap();
+        assert_eq!(parsed, WorkloadName { kind: Kind::WatchLatency, clients: 10, watchers_per_stream: Some(5) });
+        let parsed: WorkloadName = "lease-grant-revoke-64".parse().unwrap();
+        assert_eq!((parsed.kind, parsed.clients), (Kind::LeaseGrantRevoke, 64));
+        for bad in [
+            "put",
+            "put-0",
+            "range-256",
+            "get-1",
+            "put-x",
+            "",
+            "put-2x3",
+            "watch-10",
+            "watch-0x5",
+            "watch-5x0",
+            "watch-x5",
+            "watch-latency",
+        ] {
             assert!(bad.parse::<WorkloadName>().is_err(), "{bad}");
         }
     }
@@ -446,16 +788,45 @@ mod tests {
     #[test]
     fn plans_follow_the_options() {
         let options = options(&["--range-keys", "10", "--clients-per-conn", "8"]);
-        assert_eq!(options.workloads.len(), 6);
-        let plan = "range-s-256".parse::<WorkloadName>().unwrap().plan(&options);
+        assert_eq!(options.workloads.len(), 12);
+        let job = |name: &str, options: &CompareOptions| name.parse::<WorkloadName>().unwrap().job(options);
+        let Job::Kv(plan) = job("range-s-256", &options) else { panic!() };
         assert_eq!((plan.clients, plan.conns), (256, 32));
         let Workload::Range { key, end, serializable, .. } = plan.workload else { panic!() };
         assert_eq!((key, end, serializable), (b"00000000".to_vec(), b"00000009\0".to_vec(), true));
-        let plan = "put-1".parse::<WorkloadName>().unwrap().plan(&options);
+        let Job::Kv(plan) = job("put-1", &options) else { panic!() };
         assert_eq!((plan.clients, plan.conns, plan.val_size), (1, 1, 256));
-        let point = "range-l-4".parse::<WorkloadName>().unwrap().plan(&self::options(&[]));
+        let Job::Kv(point) = job("range-l-4", &self::options(&[])) else { panic!() };
         let Workload::Range { end, serializable, .. } = point.workload else { panic!() };
         assert!(end.is_empty() && !serializable);
+    }
+
+    #[test]
+    fn new_workloads_plan_their_jobs() {
+        let options = options(&["--fanout-secs", "3", "--watch-puts", "500", "--total", "101"]);
+        let job = |name: &str| name.parse::<WorkloadName>().unwrap().job(&options);
+        let Job::Watch(fanout) = job("watch-fanout-100x100") else { panic!() };
+        assert_eq!((fanout.streams, fanout.watchers_per_stream, fanout.conns), (100, 100, 13));
+        assert_eq!((fanout.watched, fanout.puts, fanout.put_rate), (Watched::Prefix(100_000), 3000, 1000));
+        assert_eq!(fanout.expected_events(), 30_000_000);
+        let Job::Watch(latency) = job("watch-latency-10x10") else { panic!() };
+        assert_eq!(
+            (latency.watched, latency.puts, latency.put_rate, latency.put_clients),
+            (Watched::Keys(1), 500, 100, 1)
+        );
+        let Job::Watch(watch) = job("watch-10x100") else { panic!() };
+        assert_eq!((watch.put_rate, watch.expected_events()), (0, 500_000));
+        let Job::SlowWatcher(slow) = job("slow-watcher-64") else { panic!() };
+        assert_eq!((slow.clients, slow.conns, slow.total), (64, 8, 101));
+        let Job::Lease(grants) = job("lease-grant-revoke-64") else { panic!() };
+        assert_eq!((grants.workload, grants.total, grants.requests()), (LeaseWorkload::GrantRevoke, 51, 102));
+        let Job::Lease(keepalive) = job("lease-keepalive-8") else { panic!() };
+        assert_eq!((keepalive.total, keepalive.conns, keepalive.ttl), (101, 1, 100));
+        for name in options.workloads.iter() {
+            assert!(name.job(&options).validate().is_ok(), "{name}");
+        }
+        let tiny_keys = self::options(&["--key-size", "3"]);
+        assert!("watch-fanout-10x10".parse::<WorkloadName>().unwrap().job(&tiny_keys).validate().is_err());
     }
 
     #[test]
@@ -467,7 +838,30 @@ mod tests {
             describe("range-l-256"),
             "range (linearizable), 1 key of 1,000 prefilled keys; 256 clients over 32 connections"
         );
-        assert_eq!(describe("txn-put-4"), "txn-put, 1 put per txn, keys in turn from 100,000; 4 clients on 1 connection");
+        assert_eq!(
+            describe("txn-put-4"),
+            "txn-put, 1 put per txn, keys in turn from 100,000; 4 clients on 1 connection"
+        );
+        assert_eq!(
+            describe("watch-fanout-100x100"),
+            "watch fan-out, 10,000 watchers (100 streams × 100) on one prefix, 1,000 puts/s for 2 s to keys under it; streams over 13 connections"
+        );
+        assert_eq!(
+            describe("watch-latency-10x10"),
+            "watch-latency, 100 watchers (10 streams × 10) on one key, 1,000 puts at 100/s; streams over 2 connections"
+        );
+        assert_eq!(
+            describe("watch-1x1"),
+            "watch, 1 watcher (1 stream × 1) on one key, 1,000 puts from 1 client, as fast as it goes; streams over 1 connection"
+        );
+        assert_eq!(
+            describe("lease-keepalive-64"),
+            "lease-keepalive, one lease and one keep-alive stream per client; 64 clients over 8 connections"
+        );
+        let amount = |name: &str| name.parse::<WorkloadName>().unwrap().amount(&options);
+        assert_eq!(amount("watch-10x100"), "1,000 puts, 1,000,000 events");
+        assert_eq!(amount("lease-grant-revoke-1"), "10,000 requests");
+        assert_eq!(amount("slow-watcher-1"), "10,000 puts per run");
     }
 
     #[test]
@@ -475,7 +869,91 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(vec![]), 0.0);
-        assert_eq!((thousands(0), thousands(999), thousands(1000), thousands(1234567)), ("0".into(), "999".into(), "1,000".into(), "1,234,567".into()));
+        assert_eq!(
+            (thousands(0), thousands(999), thousands(1000), thousands(1234567)),
+            ("0".into(), "999".into(), "1,000".into(), "1,234,567".into())
+        );
+    }
+
+    fn medians(rps: f64, p50: f64) -> Medians {
+        Medians {
+            requests_per_sec: rps,
+            p50_ms: p50,
+            p99_ms: p50 * 2.0,
+            peak_rss_mib: 30.0,
+            disk_mib: 1.0,
+            generator_cpu_secs: 1.0,
+            wall_secs: 2.0,
+        }
+    }
+
+    #[test]
+    fn a_slow_watcher_result_shows_both_halves_and_their_ratio() {
+        let result = WorkloadResult {
+            name: "slow-watcher-64".parse().unwrap(),
+            description: String::new(),
+            unit: "req/s",
+            etcd: medians(900.0, 2.2),
+            keel: medians(1000.0, 1.0),
+            baseline: Some((medians(1000.0, 2.0), medians(1000.0, 1.0))),
+            put_rates: None,
+            etcd_errors: (0, None),
+            keel_errors: (0, None),
+            delivery: Some("In every run ...".to_owned()),
+            failures: Vec::new(),
+        };
+        let text = result.render();
+        assert!(text.contains("The same puts with no watcher"), "{text}");
+        assert_eq!(text.matches("| keel/etcd |").count(), 2, "{text}");
+        assert!(
+            text.contains("With the stalled watcher / without: etcd req/s 0.90, p50 1.10, p99 1.10; Keel req/s 1.00, p50 1.00, p99 1.00."),
+            "{text}"
+        );
+        assert!(text.contains("\nIn every run ...\n"), "{text}");
+    }
+
+    #[test]
+    fn wrong_events_are_reported_and_fail_the_run() {
+        let mut delivery = Delivery { expected: 10, delivered: 9, ..Default::default() };
+        let mut sample = Sample {
+            requests_per_sec: 1.0,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+            peak_rss_kib: 0,
+            disk_bytes: 0,
+            generator_cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+            errors: 0,
+            first_error: None,
+            delivery: Some(delivery.clone()),
+            put_rate: Some(99.6),
+        };
+        let line = round_line(1, "keel", "events/s", &sample);
+        assert!(
+            line.contains("events/s") && line.contains("delivered 9/10  FAILED: Events delivered: 9 of 10"),
+            "{line}"
+        );
+        delivery.delivered = 10;
+        sample.delivery = Some(delivery);
+        assert_eq!(sample.failure(), None);
+        let result = WorkloadResult {
+            name: "watch-1x1".parse().unwrap(),
+            description: String::new(),
+            unit: "events/s",
+            etcd: medians(1.0, 1.0),
+            keel: medians(1.0, 1.0),
+            baseline: None,
+            put_rates: Some((1000.0, 998.4)),
+            etcd_errors: (0, None),
+            keel_errors: (3, Some("3 missing".to_owned())),
+            delivery: None,
+            failures: vec!["round 0 keel: 3 missing".to_owned()],
+        };
+        let text = result.render();
+        assert!(text.starts_with("| system | events/s |"), "{text}");
+        assert!(text.contains("\nPuts per second achieved (median): 1000 against etcd, 998 against Keel.\n"), "{text}");
+        assert!(text.contains("**3 puts failed or events went wrong against Keel** (first: `3 missing`)."), "{text}");
+        assert!(text.contains("**Exactly-once check failed**, round 0 keel: 3 missing"), "{text}");
     }
 
     #[test]
@@ -489,7 +967,7 @@ mod tests {
             generator_cpu_secs: 1.0,
             wall_secs: 2.0,
         };
-        let table = markdown_table(&m(1000.0, 2.0, 50.0, 64.0), &m(1500.0, 1.0, 25.0, 0.0));
+        let table = markdown_table("req/s", &m(1000.0, 2.0, 50.0, 64.0), &m(1500.0, 1.0, 25.0, 0.0));
         assert_eq!(
             table,
             "| system | req/s | p50 ms | p99 ms | peak RSS MiB | disk MiB |\n\
@@ -498,6 +976,8 @@ mod tests {
              | keel | 1500 | 1.00 | 2.00 | 25 | 0.0 |\n\
              | keel/etcd | 1.50 | 0.50 | 0.50 | 0.50 | 0.00 |\n"
         );
-        assert!(markdown_table(&m(0.0, 0.0, 0.0, 0.0), &m(1.0, 1.0, 1.0, 1.0)).contains("| keel/etcd | - | - |"));
+        assert!(
+            markdown_table("req/s", &m(0.0, 0.0, 0.0, 0.0), &m(1.0, 1.0, 1.0, 1.0)).contains("| keel/etcd | - | - |")
+        );
     }
 }

@@ -120,10 +120,12 @@ pub fn results_section(facts: &Facts, options: &CompareOptions, results: &[Workl
     let _ = writeln!(out, ".\n");
     let _ = writeln!(
         out,
-        "Each run: {} requests, {}-byte keys, {}-byte values, {} clients per gRPC connection; \
-         {} round{} per workload, A B A B. Every column is the median over the rounds, taken on its own; \
-         disk is the apparent size of the data dir after the run; the keel/etcd row divides Keel's median \
-         by etcd's (above 1 is better for req/s, below 1 for the rest).\n",
+        "Each run: {} requests (watch workloads: as their headings say), {}-byte keys, {}-byte values, \
+         {} clients or watch streams per gRPC connection; {} round{} per workload, A B A B. Every column is \
+         the median over the rounds, taken on its own; disk is the apparent size of the data dir after the run; \
+         the keel/etcd row divides Keel's median by etcd's (above 1 is better for req/s and events/s, below 1 \
+         for the rest). In watch tables, events/s counts events delivered per second and p50/p99 are each \
+         event's delay from its put being sent to a watcher receiving it.\n",
         thousands(options.total),
         options.key_size,
         options.val_size,

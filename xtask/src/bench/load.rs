@@ -101,12 +101,7 @@ pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
     }
     let wall = started.elapsed();
     let cpu = process_cpu_time().saturating_sub(cpu_before);
-    Ok(Outcome {
-        reported: plan.workload.reported(),
-        reads: Summary::new(all.reads, wall, all.read_errors, cpu),
-        writes: Summary::new(all.writes, wall, all.write_errors, cpu),
-        first_error: all.first_error,
-    })
+    Ok(all.into_outcome(plan.workload.reported(), wall, cpu))
 }
 
 /// Writes keys `0..count` once each (untimed set-up, so ranges find data).
@@ -131,7 +126,7 @@ pub async fn prefill(endpoints: &[String], count: usize, key_size: usize, val_si
 }
 
 /// One client's latencies and errors.
-struct Tally {
+pub(super) struct Tally {
     reads: Vec<Duration>,
     writes: Vec<Duration>,
     read_errors: usize,
@@ -140,7 +135,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn with_capacity(capacity: usize) -> Self {
+    pub(super) fn with_capacity(capacity: usize) -> Self {
         Tally {
             reads: Vec::with_capacity(capacity),
             writes: Vec::with_capacity(capacity),
@@ -150,7 +145,7 @@ impl Tally {
         }
     }
 
-    fn record(&mut self, class: Class, latency: Duration, result: Result<(), tonic::Status>) {
+    pub(super) fn record(&mut self, class: Class, latency: Duration, result: Result<(), tonic::Status>) {
         match (class, result) {
             (Class::Read, Ok(())) => self.reads.push(latency),
             (Class::Write, Ok(())) => self.writes.push(latency),
@@ -162,7 +157,17 @@ impl Tally {
         }
     }
 
-    fn absorb(&mut self, other: Tally) {
+    /// The run's outcome, once every client's tally is absorbed.
+    pub(super) fn into_outcome(self, reported: Reported, wall: Duration, cpu: Duration) -> Outcome {
+        Outcome {
+            reported,
+            reads: Summary::new(self.reads, wall, self.read_errors, cpu),
+            writes: Summary::new(self.writes, wall, self.write_errors, cpu),
+            first_error: self.first_error,
+        }
+    }
+
+    pub(super) fn absorb(&mut self, other: Tally) {
         self.reads.extend(other.reads);
         self.writes.extend(other.writes);
         self.read_errors += other.read_errors;
@@ -173,11 +178,18 @@ impl Tally {
     }
 }
 
-async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Channel>>> {
+pub(super) async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Channel>>> {
+    // As etcd's tool (MaxCallRecvMsgSize(MaxInt32)): large ranges are the point of some runs.
+    let channels = channels(endpoints, conns).await?;
+    Ok(channels.into_iter().map(|channel| KvClient::new(channel).max_decoding_message_size(usize::MAX)).collect())
+}
+
+/// `conns` gRPC connections, spread over `endpoints` in turn, made before any clock starts.
+pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<Channel>> {
     if endpoints.is_empty() {
         bail!("no endpoints");
     }
-    let mut clients = Vec::with_capacity(conns);
+    let mut channels = Vec::with_capacity(conns);
     for i in 0..conns {
         let url = &endpoints[i % endpoints.len()];
         let channel = Endpoint::from_shared(url.clone())?
@@ -185,14 +197,13 @@ async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Chan
             .connect()
             .await
             .with_context(|| format!("connect to {url}"))?;
-        // As etcd's tool (MaxCallRecvMsgSize(MaxInt32)): large ranges are the point of some runs.
-        clients.push(KvClient::new(channel).max_decoding_message_size(usize::MAX));
+        channels.push(channel);
     }
-    Ok(clients)
+    Ok(channels)
 }
 
 /// CPU time (user + system) this process has used: the generator's cost.
-fn process_cpu_time() -> Duration {
+pub(super) fn process_cpu_time() -> Duration {
     // Fields 14 and 15 of /proc/self/stat, in USER_HZ (100 on every Linux).
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
     let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();

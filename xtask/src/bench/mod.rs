@@ -2,27 +2,40 @@
 //! side-by-side run of Keel and real etcd on this machine.
 //!
 //! The workload commands mirror etcd's `tools/benchmark` (same names, flags,
-//! defaults and summary layout): `put`, `range`, `txn-put`, `txn-mixed`.
-//! Not yet: the watch workloads (Keel has no Watch service yet) and `lease-keepalive`.
+//! defaults and summary layout): `put`, `range`, `txn-put`, `txn-mixed`,
+//! `watch`, `watch-latency`, `lease-keepalive`; and two of ours:
+//! `slow-watcher` and `lease-grant-revoke`. Not yet: `watch-get`.
 //! `compare` runs a list of them against fresh etcd and Keel servers in turn
 //! (see [`compare`]).
 //!
 //! - [`workload`]: what each request is; keys and values, generated up front.
 //! - [`load`]: clients, connections, timing.
-//! - [`summary`]: percentiles and etcd's report layout.
+//! - [`watch`], [`delivery`]: watchers, puts at a rate, and the exactly-once check.
+//! - [`stall`]: a watch stream nobody reads, beside a put load.
+//! - [`lease`]: keep-alive streams, grants and revokes.
+//! - [`summary`], [`histogram`]: percentiles and etcd's report layout.
 //! - [`server`]: a fresh etcd or Keel, its peak RSS and data size.
 //! - [`compare`] and [`doc`]: the comparison and its section of docs/benchmarks.md.
 
 mod compare;
+mod delivery;
 mod doc;
+mod histogram;
+mod lease;
 mod load;
 mod server;
+mod stall;
 mod summary;
+mod watch;
 mod workload;
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+use lease::{LeasePlan, LeaseWorkload};
+use watch::{WatchPlan, Watched};
 use workload::{Plan, Workload};
 
 #[derive(Subcommand)]
@@ -35,6 +48,18 @@ pub enum Bench {
     TxnPut(TxnPutOptions),
     /// Txns holding one read or one write, as etcd's `benchmark txn-mixed`.
     TxnMixed(TxnMixedOptions),
+    /// Watchers on many streams and puts to what they watch, as etcd's
+    /// `benchmark watch`; every event must arrive exactly once.
+    Watch(WatchOptions),
+    /// The delay from each put to each watcher's event, as etcd's `benchmark watch-latency`.
+    WatchLatency(WatchLatencyOptions),
+    /// Put latency without, then with, one watch stream whose client never reads.
+    SlowWatcher(SlowWatcherOptions),
+    /// Keep-alives over bidi streams, each waiting for its response, as etcd's
+    /// `benchmark lease-keepalive`.
+    LeaseKeepalive(LeaseOptions),
+    /// Lease grants, each followed by its revoke.
+    LeaseGrantRevoke(LeaseOptions),
     /// Fresh etcd and Keel, alternating, for each workload; medians and ratios.
     Compare(compare::CompareOptions),
 }
@@ -149,10 +174,197 @@ pub struct TxnMixedOptions {
     pub consistency: Consistency,
 }
 
+/// Where watch streams go, and the put clients beside them.
+#[derive(Args, Debug)]
+pub struct StreamTarget {
+    /// Comma-separated client URLs.
+    #[arg(long, default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// gRPC connections the watch streams share (put clients have their own).
+    #[arg(long, default_value_t = 1)]
+    pub conns: usize,
+    /// Put clients (puts in flight at most).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Seconds without any event, once every put is acknowledged, before the
+    /// events still expected count as missing.
+    #[arg(long, default_value_t = 10)]
+    pub idle_timeout: u64,
+    /// Print the summaries as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchOptions {
+    #[command(flatten)]
+    pub target: StreamTarget,
+    /// Watch streams.
+    #[arg(long, default_value_t = 10)]
+    pub streams: usize,
+    /// Watchers per stream.
+    #[arg(long, default_value_t = 100, alias = "watchers-per-stream")]
+    pub watch_per_stream: usize,
+    /// Keys watched (watcher i watches key i mod N) and written (put n writes key n mod N).
+    #[arg(long, default_value_t = 1)]
+    pub watched_key_total: usize,
+    /// Every watcher watches the prefix all the keys are under, instead of one key.
+    #[arg(long)]
+    pub prefix: bool,
+    /// Puts.
+    #[arg(long, default_value_t = 1000)]
+    pub put_total: usize,
+    /// Puts per second (0: as fast as the put clients go).
+    #[arg(long, default_value_t = 0)]
+    pub put_rate: usize,
+    /// Key size in bytes ("w" and zero-padded digits).
+    #[arg(long, default_value_t = 32)]
+    pub key_size: usize,
+    /// Value size in bytes (the put's number, then filler).
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchLatencyOptions {
+    #[command(flatten)]
+    pub target: StreamTarget,
+    /// Watch streams.
+    #[arg(long, default_value_t = 10)]
+    pub streams: usize,
+    /// Watchers per stream, all on one key.
+    #[arg(long, default_value_t = 10, alias = "watchers-per-stream")]
+    pub watch_per_stream: usize,
+    /// Puts.
+    #[arg(long, default_value_t = 1000)]
+    pub put_total: usize,
+    /// Puts per second (0: as fast as the put clients go).
+    #[arg(long, default_value_t = 100)]
+    pub put_rate: usize,
+    #[arg(long, default_value_t = 32)]
+    pub key_size: usize,
+    #[arg(long, default_value_t = 32)]
+    pub val_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct SlowWatcherOptions {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub sizes: Sizes,
+    /// Puts draw their keys at random from this many.
+    #[arg(long, default_value_t = 100_000)]
+    pub key_space_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct LeaseOptions {
+    /// --total counts keep-alives, or leases granted and revoked.
+    #[command(flatten)]
+    pub target: Target,
+    /// TTL of the leases granted, in seconds.
+    #[arg(long, default_value_t = 100)]
+    pub ttl: i64,
+}
+
+impl StreamTarget {
+    fn plan(
+        &self,
+        streams: usize,
+        per_stream: usize,
+        watched: Watched,
+        puts: (usize, usize),
+        sizes: (usize, usize),
+    ) -> WatchPlan {
+        WatchPlan {
+            streams,
+            watchers_per_stream: per_stream,
+            conns: self.conns,
+            watched,
+            puts: puts.0,
+            put_rate: puts.1,
+            put_clients: self.clients,
+            key_size: sizes.0,
+            val_size: sizes.1,
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+        }
+    }
+}
+
+fn print_json_or(json: bool, value: serde_json::Value, text: String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn run_watch(runtime: &tokio::runtime::Runtime, target: &StreamTarget, plan: &WatchPlan) -> Result<()> {
+    plan.validate()?;
+    let outcome = runtime.block_on(watch::run(&target.endpoints, plan))?;
+    print_json_or(target.json, outcome.to_json(), outcome.render())?;
+    if let Some(problem) = outcome.first_problem() {
+        bail!("{problem}");
+    }
+    Ok(())
+}
+
+fn run_lease(runtime: &tokio::runtime::Runtime, options: &LeaseOptions, workload: LeaseWorkload) -> Result<()> {
+    let target = &options.target;
+    let plan =
+        LeasePlan { workload, total: target.total, clients: target.clients, conns: target.conns, ttl: options.ttl };
+    plan.validate()?;
+    let outcome = runtime.block_on(lease::run(&target.endpoints, &plan))?;
+    print_json_or(target.json, outcome.to_json(), outcome.render())
+}
+
 pub fn run(bench: Bench) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (target, workload, sizes, prefill) = match bench {
         Bench::Compare(options) => return runtime.block_on(compare::run(&options)),
+        Bench::Watch(o) => {
+            let watched =
+                if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };
+            let plan = o.target.plan(
+                o.streams,
+                o.watch_per_stream,
+                watched,
+                (o.put_total, o.put_rate),
+                (o.key_size, o.val_size),
+            );
+            return run_watch(&runtime, &o.target, &plan);
+        }
+        Bench::WatchLatency(o) => {
+            let plan = o.target.plan(
+                o.streams,
+                o.watch_per_stream,
+                Watched::Keys(1),
+                (o.put_total, o.put_rate),
+                (o.key_size, o.val_size),
+            );
+            return run_watch(&runtime, &o.target, &plan);
+        }
+        Bench::LeaseKeepalive(o) => return run_lease(&runtime, &o, LeaseWorkload::KeepAlive),
+        Bench::LeaseGrantRevoke(o) => return run_lease(&runtime, &o, LeaseWorkload::GrantRevoke),
+        Bench::SlowWatcher(o) => {
+            let plan = Plan {
+                workload: Workload::Put { key_space: o.key_space_size, sequential: false },
+                total: o.target.total,
+                clients: o.target.clients,
+                conns: o.target.conns,
+                key_size: o.sizes.key_size,
+                val_size: o.sizes.val_size,
+            };
+            plan.validate()?;
+            let outcome = runtime.block_on(stall::run(&o.target.endpoints, &plan))?;
+            print_json_or(o.target.json, outcome.to_json(), outcome.render())?;
+            if !outcome.stalled.is_exact() {
+                bail!("the stalled watcher, reading again: {}", outcome.stalled.render());
+            }
+            return Ok(());
+        }
         Bench::Put(o) => {
             let workload = Workload::Put { key_space: o.key_space_size, sequential: o.sequential_keys };
             (o.target, workload, o.sizes, 0)
@@ -199,12 +411,7 @@ pub fn run(bench: Bench) -> Result<()> {
         load::prefill(&target.endpoints, prefill, sizes.key_size, sizes.val_size).await?;
         load::run(&target.endpoints, &plan).await
     })?;
-    if target.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.to_json())?);
-    } else {
-        print!("{}", outcome.render());
-    }
-    Ok(())
+    print_json_or(target.json, outcome.to_json(), outcome.render())
 }
 
 /// etcd's first line for range and txn-mixed (kept off stdout when it carries JSON).

@@ -129,7 +129,8 @@ fn check_key_size(count: usize, key_size: usize) -> Result<()> {
     Ok(())
 }
 
-fn digits(n: usize) -> usize {
+/// Decimal digits of `n`.
+pub fn digits(n: usize) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
