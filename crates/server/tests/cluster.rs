@@ -318,6 +318,12 @@ async fn leases_kept_alive_through_a_follower_survive_a_leader_kill() {
     // Well past the kept lease's TTL since the kill: still alive.
     tokio::time::sleep(Duration::from_secs(TTL as u64)).await;
     assert!(contents(&cluster, follower).await.contains_key(b"kept".as_slice()), "the kept-alive lease expired");
+    // Both survivors deleted the abandoned lease's key at the same revision:
+    // the same data, every later revision equal.
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let marker = cluster.member(follower).kv().await.put(put("marker", "m")).await.unwrap().into_inner();
+    let data = converged(&cluster, &survivors).await;
+    assert_eq!(data.get(b"marker".as_slice()).map(|(_, r)| *r), Some(marker.header.unwrap().revision));
     heart.abort();
     let _ = heart.await;
 }
