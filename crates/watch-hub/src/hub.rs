@@ -317,6 +317,7 @@ impl WatchHub {
                 tracing::warn!(%err, from, to, "watch catch-up cannot read history; retrying");
             }
             Ok(events) => {
+                let mut shared: HashMap<(KeyRange, Filters, i64), Arc<[Event]>> = HashMap::new();
                 for key in keys {
                     let w = st.watchers.get_mut(&key).expect("unsynced watchers exist");
                     // Watchers that started below `from` after this round's
@@ -325,13 +326,28 @@ impl WatchHub {
                         continue;
                     }
                     if w.next_rev < to {
-                        let mine: Vec<Event> = events
-                            .iter()
-                            .filter(|e| event_revision(e) >= w.next_rev && w.range.contains(event_key(e)) && w.filters.keeps(e))
-                            .cloned()
-                            .collect();
+                        // A full buffer would refuse the delivery anyway:
+                        // skip building it (with thousands of watchers behind,
+                        // that copying is what costs).
+                        if w.sender.capacity() == 0 {
+                            continue;
+                        }
+                        // Watchers of one range, filters and position share one
+                        // copy of their events (fan-out: thousands of them).
+                        let mine = shared
+                            .entry((w.range.clone(), w.filters, w.next_rev))
+                            .or_insert_with(|| {
+                                events
+                                    .iter()
+                                    .filter(|e| {
+                                        event_revision(e) >= w.next_rev && w.range.contains(event_key(e)) && w.filters.keeps(e)
+                                    })
+                                    .cloned()
+                                    .collect::<Arc<[Event]>>()
+                            })
+                            .clone();
                         if !mine.is_empty() {
-                            let delivery = Delivery::Events { watch_id: key.id, revision: to - 1, events: mine.into() };
+                            let delivery = Delivery::Events { watch_id: key.id, revision: to - 1, events: mine };
                             match w.sender.try_send(delivery) {
                                 Ok(()) => progressed = true,
                                 Err(TrySendError::Full(_)) => continue,
