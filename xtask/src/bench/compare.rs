@@ -229,7 +229,7 @@ impl WorkloadName {
             })
         };
         let lease = |workload, total| {
-            Job::Lease(LeasePlan { workload, total, clients: self.clients, conns, ttl: options.lease_ttl })
+            Job::Lease(LeasePlan { workload, total, clients: self.clients, conns, ttl: options.lease_ttl, live_leases: 0 })
         };
         match self.kind {
             Kind::Put => Job::Kv(kv(Workload::Put { key_space, sequential: false })),

@@ -266,6 +266,10 @@ pub struct LeaseOptions {
     /// TTL of the leases granted, in seconds.
     #[arg(long, default_value_t = 100)]
     pub ttl: i64,
+    /// lease-keepalive: first grant this many more leases (untimed) and keep
+    /// them alive for the run, e.g. 1000000.
+    #[arg(long, default_value_t = 0)]
+    pub live_leases: usize,
 }
 
 impl StreamTarget {
@@ -314,7 +318,14 @@ fn run_watch(runtime: &tokio::runtime::Runtime, target: &StreamTarget, plan: &Wa
 fn run_lease(runtime: &tokio::runtime::Runtime, options: &LeaseOptions, workload: LeaseWorkload) -> Result<()> {
     let target = &options.target;
     let plan =
-        LeasePlan { workload, total: target.total, clients: target.clients, conns: target.conns, ttl: options.ttl };
+        LeasePlan {
+            workload,
+            total: target.total,
+            clients: target.clients,
+            conns: target.conns,
+            ttl: options.ttl,
+            live_leases: options.live_leases,
+        };
     plan.validate()?;
     let outcome = runtime.block_on(lease::run(&target.endpoints, &plan))?;
     print_json_or(target.json, outcome.to_json(), outcome.render())
