@@ -139,6 +139,18 @@ async fn a_minority_member_serves_no_linearizable_reads_or_writes() {
     // Serializable reads are answered locally, as etcd does.
     let local = kv.range(all(true)).await.unwrap().into_inner();
     assert_eq!(local.kvs[0].value, b"v");
+
+    // Healed: the three agree again and the lone member's refused write is
+    // nowhere.
+    cluster.restart(1).await;
+    cluster.restart(2).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kv.put(put("k", "healed")).await.is_err() {
+        assert!(Instant::now() < deadline, "no writes after healing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let data = converged(&cluster, &[0, 1, 2]).await;
+    assert_eq!(data[b"k".as_slice()].0, b"healed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
