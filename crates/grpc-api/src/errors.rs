@@ -115,6 +115,19 @@ pub(crate) fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
     request.metadata().get("hasleader").is_some_and(|v| v.as_bytes() == b"true")
 }
 
+/// The interceptor etcd puts in front of every service: see
+/// [`requires_leader`].
+pub(crate) fn leader_required(
+    member: std::sync::Arc<keel_node::Member>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone + Send + Sync + 'static {
+    move |request| {
+        if requires_leader(&request) && member.status().leader == 0 {
+            return Err(no_leader());
+        }
+        Ok(request)
+    }
+}
+
 pub(crate) fn no_leader() -> Status {
     status(NO_LEADER)
 }

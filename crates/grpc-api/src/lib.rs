@@ -29,6 +29,7 @@ use keel_proto::etcdserverpb::watch_server::WatchServer;
 use keel_proto::v3electionpb::election_server::ElectionServer;
 use keel_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 pub use cluster::ClusterService;
@@ -81,20 +82,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let max_message = options.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let kv = KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
-    let lease = LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message);
+    let kv = leader_required(
+        KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
+        &member,
+    );
+    let lease =
+        leader_required(LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message), &member);
     let watch = WatchServer::new(WatchService::new(
         member.clone(),
         options.max_request_bytes,
         options.watch_progress_notify_interval,
     ))
     .max_decoding_message_size(max_message);
-    let lock =
-        LockServer::new(LockService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message);
-    let election = ElectionServer::new(ElectionService::new(member.clone(), options.max_txn_ops))
-        .max_decoding_message_size(max_message);
-    let cluster = ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message);
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(member)).max_decoding_message_size(max_message);
+    let lock = leader_required(
+        LockServer::new(LockService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
+        &member,
+    );
+    let election = leader_required(
+        ElectionServer::new(ElectionService::new(member.clone(), options.max_txn_ops))
+            .max_decoding_message_size(max_message),
+        &member,
+    );
+    let cluster = leader_required(
+        ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message),
+        &member,
+    );
+    let maintenance = leader_required(
+        MaintenanceServer::new(MaintenanceService::new(member.clone())).max_decoding_message_size(max_message),
+        &member,
+    );
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(lease)
@@ -106,6 +122,15 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// `service` behind etcd's interceptor: a request carrying `hasleader: true`
+/// is refused with "no leader" while this member knows of none.
+fn leader_required<S>(
+    service: S,
+    member: &Arc<Member>,
+) -> InterceptedService<S, impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone> {
+    InterceptedService::new(service, errors::leader_required(member.clone()))
 }
 
 /// Serves raft traffic from the other members on `listener` until `shutdown`.

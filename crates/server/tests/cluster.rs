@@ -140,8 +140,23 @@ async fn a_minority_member_serves_no_linearizable_reads_or_writes() {
     let local = kv.range(all(true)).await.unwrap().into_inner();
     assert_eq!(local.kvs[0].value, b"v");
 
-    // Healed: the three agree again and the lone member's refused write is
-    // nowhere.
+    // A client that asks for a leader (clientv3's WithRequireLeader) is told
+    // at once that there is none, once the lone member knows it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut request = tonic::Request::new(put("k", "x"));
+        request.metadata_mut().insert("hasleader", "true".parse().unwrap());
+        let started = Instant::now();
+        let err = kv.put(request).await.unwrap_err();
+        if err.message() == "etcdserver: no leader" {
+            assert!(started.elapsed() < Duration::from_secs(1), "refused only after {:?}", started.elapsed());
+            break;
+        }
+        assert!(Instant::now() < deadline, "hasleader was never honoured: {err:?}");
+    }
+
+    // Healed: the three agree again, on whatever the lone member's
+    // timed-out write became (raft may still commit it) and what followed.
     cluster.restart(1).await;
     cluster.restart(2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
