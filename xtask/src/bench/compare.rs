@@ -91,9 +91,14 @@ pub struct CompareOptions {
     /// Where the servers keep data (same filesystem for both).
     #[arg(long, default_value = "/var/tmp")]
     pub data_root: PathBuf,
-    /// Rewrite the generated results section of docs/benchmarks.md.
+    /// Rewrite the generated results section of docs/benchmarks.md (single
+    /// members only: that section is the one-member table).
     #[arg(long)]
     pub write_doc: bool,
+    /// Members per cluster, for both systems (peak RSS and disk are summed
+    /// over the members; clients spread over all of them).
+    #[arg(long, default_value_t = 1)]
+    pub members: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -593,6 +598,12 @@ fn round_line(round: usize, system: &str, unit: &str, s: &Sample) -> String {
 }
 
 pub async fn run(options: &CompareOptions) -> Result<()> {
+    if options.write_doc && options.members != 1 {
+        bail!("--write-doc writes the one-member results; drop it with --members {}", options.members);
+    }
+    if options.members == 0 {
+        bail!("--members must be at least 1");
+    }
     if options.rounds == 0 || options.total == 0 {
         bail!("--rounds and --total must be positive");
     }
@@ -713,9 +724,13 @@ async fn measure(
     job: &Job,
     options: &CompareOptions,
 ) -> Result<(Sample, Vec<String>)> {
-    let mut server = Server::start(bin, root, system)?;
-    server.wait_ready().await?;
-    let endpoints = [server.url.clone()];
+    let mut servers = Server::start_cluster(bin, root, system, options.members)?;
+    for server in &mut servers {
+        server.wait_ready().await?;
+    }
+    // Clients spread over every member, as etcd's benchmark does with
+    // several endpoints.
+    let endpoints: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     if name.prefills() {
         load::prefill(&endpoints, options.prefill, options.key_size, options.val_size)
             .await
@@ -731,12 +746,15 @@ async fn measure(
             Sample { delivery: Some(stalled), ..Sample::of_requests(&outcome) }
         }
     };
-    if let Some(status) = server.exited() {
-        bail!("{system} exited during {name} ({status})");
+    for server in &mut servers {
+        if let Some(status) = server.exited() {
+            bail!("{system} exited during {name} ({status})");
+        }
     }
-    sample.peak_rss_kib = server.peak_rss_kib();
-    sample.disk_bytes = server.disk_bytes();
-    Ok((sample, server.log_complaints()))
+    // A cluster's cost is all of its members'.
+    sample.peak_rss_kib = servers.iter().map(Server::peak_rss_kib).sum();
+    sample.disk_bytes = servers.iter().map(Server::disk_bytes).sum();
+    Ok((sample, servers.iter().flat_map(Server::log_complaints).collect()))
 }
 
 #[cfg(test)]

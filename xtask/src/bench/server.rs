@@ -1,5 +1,6 @@
-//! A fresh single-member server (etcd or Keel: they take the same flags) for
-//! one measured run, and what it cost: peak RSS and bytes on disk.
+//! A fresh server (etcd or Keel: they take the same flags), one member or a
+//! cluster on loopback, for one measured run, and what it cost: peak RSS and
+//! bytes on disk.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -27,11 +28,44 @@ impl Server {
     /// data dir, so it is not counted as data), on free loopback ports. Only
     /// etcd is told `--initial-cluster` (Keel's single member needs no peers).
     pub fn start(bin: &Path, root: &Path, name: &str) -> Result<Self> {
+        let (client, peer) = free_ports()?;
+        // Keel's single member needs no --initial-cluster; etcd wants its own.
+        let initial = (name == "etcd").then(|| format!("default=http://127.0.0.1:{peer}"));
+        Server::spawn(bin, root, name, None, (client, peer), initial.as_deref())
+    }
+
+    /// `members` fresh members of one cluster on loopback (etcd and Keel take
+    /// the same flags); one member is [`Server::start`].
+    pub fn start_cluster(bin: &Path, root: &Path, name: &str, members: usize) -> Result<Vec<Self>> {
+        if members <= 1 {
+            return Ok(vec![Server::start(bin, root, name)?]);
+        }
+        let ports = (0..members).map(|_| free_ports()).collect::<Result<Vec<_>>>()?;
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, &pair)| Server::spawn(bin, root, name, Some(&format!("m{i}")), pair, Some(&initial)))
+            .collect()
+    }
+
+    fn spawn(
+        bin: &Path,
+        root: &Path,
+        name: &str,
+        member: Option<&str>,
+        (client, peer): (u16, u16),
+        initial_cluster: Option<&str>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("bench-{name}-")).tempdir_in(root)?;
         let data_dir = dir.path().join("data");
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path).context("creating the server log")?;
-        let (client, peer) = free_ports()?;
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut command = Command::new(bin);
@@ -41,8 +75,11 @@ impl Server {
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--log-level", "error"]);
-        if name == "etcd" {
-            command.args(["--initial-cluster", &format!("default={peer_url}")]);
+        if let Some(member) = member {
+            command.args(["--name", member]);
+        }
+        if let Some(initial) = initial_cluster {
+            command.args(["--initial-cluster", initial]);
         }
         let child = command
             .stdin(Stdio::null())
