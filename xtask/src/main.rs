@@ -1,10 +1,11 @@
 //! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
 //!
 //! - `cargo xtask test`: the project's single test command: `cargo test --workspace`, then the
-//!   etcd compatibility suite.
+//!   etcd compatibility suite, then a small smoke run of `bench compare`.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
-//! - `cargo xtask bench put|range|txn-put|txn-mixed|compare`: etcd's benchmark workloads, and
-//!   Keel-vs-etcd runs (see [`bench`]).
+//! - `cargo xtask bench put|range|txn-put|txn-mixed|watch|watch-latency|slow-watcher|
+//!   lease-keepalive|lease-grant-revoke|compare`: etcd's benchmark workloads, and Keel-vs-etcd
+//!   runs (see [`bench`]).
 //! - `cargo xtask cluster up|down|status`: a local cluster on loopback (see [`cluster`]).
 
 mod bench;
@@ -26,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run `cargo test --workspace`, then the etcd compatibility suite.
+    /// Run `cargo test --workspace`, the etcd compatibility suite, and a bench smoke run.
     Test {
         #[command(flatten)]
         compat: compat::Options,
@@ -63,5 +64,41 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     if !status.success() {
         bail!("cargo test --workspace failed ({status})");
     }
-    compat::run(compat_opts)
+    compat::run(compat_opts)?;
+    bench_smoke()
+}
+
+/// A small `bench compare` against the debug keel, so the harness (servers,
+/// every kind of workload, the exactly-once checks) keeps working; its
+/// numbers mean nothing.
+fn bench_smoke() -> Result<()> {
+    let keel = cargo::build_bin("keel")?;
+    let keel = keel.to_string_lossy();
+    let args = [
+        "compare",
+        "--rounds",
+        "1",
+        "--total",
+        "200",
+        "--prefill",
+        "50",
+        "--watch-puts",
+        "50",
+        "--fanout-secs",
+        "1",
+        "--fanout-put-rate",
+        "50",
+        "--workloads",
+        "put-8,range-l-8,txn-put-8,txn-mixed-8,watch-2x2,watch-latency-2x2,watch-fanout-2x2,slow-watcher-8,lease-keepalive-8,lease-grant-revoke-8",
+        "--keel-bin",
+        &keel,
+    ];
+    eprintln!("bench smoke: cargo xtask bench {}", args.join(" "));
+    #[derive(Parser)]
+    struct BenchCli {
+        #[command(subcommand)]
+        bench: bench::Bench,
+    }
+    let cli = BenchCli::try_parse_from(std::iter::once("bench").chain(args))?;
+    bench::run(cli.bench)
 }
