@@ -36,16 +36,8 @@ async fn queued(client: &Client, name: &str) -> i64 {
 }
 
 /// Polls `check` until it holds, for at most [`LIMIT`].
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + LIMIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for<Fut: std::future::Future<Output = bool>>(what: &str, check: impl FnMut() -> Fut) {
+    common::wait_for(what, LIMIT, check).await
 }
 
 fn unknown(error: &ClientError, expected: &str) -> bool {

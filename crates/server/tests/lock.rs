@@ -280,16 +280,8 @@ where
 }
 
 /// Polls `check` until it holds, for at most [`LIMIT`].
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + LIMIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_for<Fut: std::future::Future<Output = bool>>(what: &str, check: impl FnMut() -> Fut) {
+    common::wait_for(what, LIMIT, check).await
 }
 
 /// The member that leads, other than `not`.
