@@ -21,31 +21,36 @@ impl ClusterService {
     pub fn new(member: Arc<Member>) -> Self {
         ClusterService { member }
     }
+
+    /// etcd's cluster server fills ids and term, never the revision.
+    fn header(&self) -> keel_proto::etcdserverpb::ResponseHeader {
+        self.member.header_at(0)
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let members = self.member.member_list(request.into_inner().linearizable).await.map_err(node_error)?;
-        Ok(Response::new(MemberListResponse { header: Some(self.member.header()), members }))
+        Ok(Response::new(MemberListResponse { header: Some(self.header()), members }))
     }
 
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
         let request = request.into_inner();
         let (added, members) =
             self.member.member_add(request.peer_ur_ls, request.is_learner).await.map_err(node_error)?;
-        Ok(Response::new(MemberAddResponse { header: Some(self.member.header()), member: Some(added), members }))
+        Ok(Response::new(MemberAddResponse { header: Some(self.header()), member: Some(added), members }))
     }
 
     async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
         let members = self.member.member_remove(request.into_inner().id).await.map_err(node_error)?;
-        Ok(Response::new(MemberRemoveResponse { header: Some(self.member.header()), members }))
+        Ok(Response::new(MemberRemoveResponse { header: Some(self.header()), members }))
     }
 
     async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
         let request = request.into_inner();
         let members = self.member.member_update(request.id, request.peer_ur_ls).await.map_err(node_error)?;
-        Ok(Response::new(MemberUpdateResponse { header: Some(self.member.header()), members }))
+        Ok(Response::new(MemberUpdateResponse { header: Some(self.header()), members }))
     }
 
     async fn member_promote(
@@ -53,6 +58,6 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let members = self.member.member_promote(request.into_inner().id).await.map_err(node_error)?;
-        Ok(Response::new(MemberPromoteResponse { header: Some(self.member.header()), members }))
+        Ok(Response::new(MemberPromoteResponse { header: Some(self.header()), members }))
     }
 }

@@ -23,6 +23,8 @@ pub enum Kind {
     EndpointStatus,
     /// `lease timetolive`: a plausible remaining TTL is masked as well.
     LeaseTimeToLive,
+    /// `member list`: member ids (derived from the peer URL) are masked as well.
+    Members,
     /// `etcdctl lock` and `elect` (or a read next to them): the keys `<name>/<lease hex>` of the
     /// sessions they granted become `<name>/<session-N>`, and those leases' decimal ids
     /// `<session-N>`.
@@ -136,6 +138,13 @@ const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
 const fn grant(id: &'static str, args: &'static [&'static str], var: &'static str) -> Case {
     Case {
         capture: Some(var),
+        ..case(id, args)
+    }
+}
+
+const fn members(id: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        kind: Kind::Members,
         ..case(id, args)
     }
 }
@@ -570,6 +579,18 @@ pub static CASES: &[Case] = &[
     // Any key under the election's prefix is a campaigner to etcd's recipe, even one put by hand.
     holding("elect-listen-to-a-put", "e3", &["elect", "-l", "e3"], &["put", "e3/by-hand", "v"]),
     case("elect-by-hand-removed", &["del", "e3/by-hand"]),
+    // ---- membership of the single member; only refusals change it (a successful add would
+    // list members in id order, which differs between the two servers).
+    members("member-list", &["member", "list"]),
+    members("member-list-json", &["member", "list", "-w", "json"]),
+    members("member-list-table", &["member", "list", "-w", "table"]),
+    members("member-list-fields", &["member", "list", "-w", "fields"]),
+    members("member-add-existing-peer-url", &["member", "add", "again", "--peer-urls=http://{peer}"]),
+    members("member-remove-unknown", &["member", "remove", "1234"]),
+    members("member-promote-unknown", &["member", "promote", "1234"]),
+    members("member-update-unknown", &["member", "update", "1234", "--peer-urls=http://127.0.0.1:9"]),
+    status("endpoint-status-cluster", &["endpoint", "status", "--cluster"]),
+    case("endpoint-health-cluster", &["endpoint", "health", "--cluster"]),
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
     case("endpoint-health-final", &["endpoint", "health"]),
     status("endpoint-status-final", &["endpoint", "status"]),
@@ -607,7 +628,7 @@ mod tests {
 
     #[test]
     fn variables_are_captured_once_by_grants_before_use() {
-        let mut captured = HashSet::new();
+        let mut captured: HashSet<&str> = super::super::session::PREDEFINED.iter().copied().collect();
         for case in CASES {
             let text = case.args.join(" ") + case.stdin.unwrap_or("");
             for (start, _) in text.match_indices('{') {

@@ -24,7 +24,7 @@ use crate::cargo;
 use cases::{Case, CASES};
 use known::KnownDifferences;
 use runner::{Background, Etcdctl, Outcome, StopOrder};
-use server::{Flavor, Server};
+use server::Server;
 use session::Session;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -77,10 +77,10 @@ pub fn run(opts: &Options) -> Result<()> {
             None => cargo::build_bin("keel")?,
         }),
     };
-    let mut reference = Server::start("etcd", Flavor::Etcd, &opts.etcd_bin, &[], &etcdctl)?;
+    let mut reference = Server::start("etcd", &opts.etcd_bin, &[], &etcdctl)?;
     let mut candidate = match &candidate_bin {
-        None => Server::start("etcd-2", Flavor::Etcd, &opts.etcd_bin, &[], &etcdctl)?,
-        Some(bin) => Server::start("keel", Flavor::Keel, bin, &opts.keel_args, &etcdctl)?,
+        None => Server::start("etcd-2", &opts.etcd_bin, &[], &etcdctl)?,
+        Some(bin) => Server::start("keel", bin, &opts.keel_args, &etcdctl)?,
     };
     // In `--only etcd` mode every difference is a harness bug: the list does not apply.
     let allowed = match opts.only {
@@ -99,7 +99,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut failures = Vec::new();
     let mut known_hits = Vec::new();
     let mut stale = Vec::new();
-    let (mut reference_session, mut candidate_session) = (Session::default(), Session::default());
+    let (mut reference_session, mut candidate_session) =
+        (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
     for case in CASES {
         let verdict = run_case(
             case,
@@ -195,7 +196,7 @@ fn run_case(
         outputs.push(normalise::normalise(
             case.kind,
             &outcome,
-            server.client_addr(),
+            (server.client_addr(), server.peer_addr()),
             session.leases(),
         ));
         labels.push(server.label().to_owned());

@@ -45,11 +45,12 @@ pub struct Normalised {
 pub fn normalise(
     kind: Kind,
     outcome: &Outcome,
-    client_addr: &str,
+    (client_addr, peer_addr): (&str, &str),
     leases: &LeaseIds,
 ) -> Normalised {
     let mut ids = IdMap::default();
-    let mut text = |raw: &str| leases.rewrite(&normalise_text(kind, raw, client_addr, &mut ids));
+    let mut text =
+        |raw: &str| leases.rewrite(&normalise_text(kind, raw, client_addr, &mut ids).replace(peer_addr, "<peer>"));
     Normalised {
         exit: outcome.exit.clone(),
         stdout: text(&outcome.stdout),
@@ -94,6 +95,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::EndpointStatus => mask_endpoint_status(text, ids),
         Kind::LeaseTimeToLive => sort_attached_keys(&mask_remaining_ttl(text)),
         Kind::SessionKeys(name) => rewrite_session_keys(text, name, ids),
+        Kind::Members => mask_member_list(text, ids),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -106,6 +108,27 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
     text = mask_line_tail(&text, "took = ", "<took>");
     text = rewrite_field(&text, "ts", |_| "\"<ts>\"".to_owned());
     mask_client_uuids(&text)
+}
+
+/// `member list` and its kin: the member ids leading simple lines and table
+/// rows (hex), and the `ID` fields of json output (decimal), become
+/// `<member-id-N>`: both derive from the peer URL, whose port differs.
+fn mask_member_list(text: &str, ids: &mut IdMap) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (prefix, rest) = line.strip_prefix("| ").map_or(("", line), |rest| ("| ", rest));
+        let end = rest.find([',', ' ']).unwrap_or(0);
+        let token = &rest[..end];
+        match u64::from_str_radix(token, 16) {
+            Ok(id) if !token.is_empty() && token.len() <= 16 => {
+                out.push_str(prefix);
+                out.push_str(&placeholder(&mut ids.members, "member-id", id));
+                out.push_str(&rest[end..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    rewrite_field(&out, "ID", |v| ids.member_decimal(v))
 }
 
 /// Stable placeholders for cluster, member and session lease ids, numbered by first appearance.
@@ -415,6 +438,7 @@ mod tests {
     use super::*;
 
     const ADDR: &str = "127.0.0.1:23790";
+    const PEER_ADDR: &str = "127.0.0.1:23791";
 
     fn norm(kind: Kind, stdout: &str, stderr: &str) -> Normalised {
         let outcome = Outcome {
@@ -422,7 +446,7 @@ mod tests {
             stdout: stdout.to_owned(),
             stderr: stderr.to_owned(),
         };
-        normalise(kind, &outcome, ADDR, &LeaseIds::default())
+        normalise(kind, &outcome, (ADDR, PEER_ADDR), &LeaseIds::default())
     }
 
     #[test]
@@ -658,4 +682,22 @@ Error: etcdserver: key not found
             r#"{"ts":T,"ts" x,"ts":T}"#
         );
     }
+
+    #[test]
+    fn member_lists_mask_member_ids_in_every_format() {
+        let simple = "8e9e05c52164694d, started, compat, http://127.0.0.1:23791, http://127.0.0.1:23790, false\n";
+        assert_eq!(
+            norm(Kind::Members, simple, "").stdout,
+            "<member-id-1>, started, compat, http://<peer>, http://<endpoint>, false\n"
+        );
+        let table = "| 628170c800dbcee | started | m2 | http://127.0.0.1:23791 |  | false |\n";
+        assert_eq!(norm(Kind::Members, table, "").stdout, "| <member-id-1> | started | m2 | http://<peer> |  | false |\n");
+        let json = r#"{"header":{"cluster_id":1,"member_id":2},"members":[{"ID":2,"name":"compat"}]}"#;
+        assert_eq!(
+            norm(Kind::Members, json, "").stdout,
+            r#"{"header":{"cluster_id":<cluster-id-1>,"member_id":<member-id-1>},"members":[{"ID":<member-id-1>,"name":"compat"}]}"#
+        );
+        assert_eq!(norm(Kind::Members, "Error: etcdserver: member not found\n", "").stdout, "Error: etcdserver: member not found\n");
+    }
 }
+

@@ -18,15 +18,10 @@ const LOG_TAIL_LINES: usize = 40;
 /// Both servers get the same member name, so nothing name-derived can differ.
 const MEMBER_NAME: &str = "compat";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    Etcd,
-    Keel,
-}
-
 pub struct Server {
     label: String,
     client_addr: String,
+    peer_addr: String,
     child: Child,
     log_path: PathBuf,
     // Dropped after `Drop::drop` has killed the process.
@@ -38,7 +33,6 @@ impl Server {
     /// succeeds against it.
     pub fn start(
         label: &str,
-        flavor: Flavor,
         bin: &Path,
         extra_args: &[String],
         etcdctl: &Etcdctl,
@@ -58,12 +52,13 @@ impl Server {
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"));
-        if flavor == Flavor::Etcd {
-            let peer_url = format!("http://127.0.0.1:{}", ports[1]);
-            cmd.arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster={MEMBER_NAME}={peer_url}"));
-        }
+        // Both get the same peer flags, so member ids are computed alike and
+        // `member list` shows the same shape.
+        let peer_addr = format!("127.0.0.1:{}", ports[1]);
+        let peer_url = format!("http://{peer_addr}");
+        cmd.arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster={MEMBER_NAME}={peer_url}"));
         cmd.args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -74,6 +69,7 @@ impl Server {
         let mut server = Server {
             label: label.to_owned(),
             client_addr,
+            peer_addr,
             child,
             log_path,
             _dir: dir,
@@ -89,6 +85,11 @@ impl Server {
     /// `host:port` of the client listener.
     pub fn client_addr(&self) -> &str {
         &self.client_addr
+    }
+
+    /// `host:port` of the peer listener.
+    pub fn peer_addr(&self) -> &str {
+        &self.peer_addr
     }
 
     /// Fails, with the tail of the server's log, if the process has exited.

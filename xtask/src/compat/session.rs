@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 
 use super::normalise::field_value;
 
+/// Variables every session has from the start: `{peer}` is the server's peer address.
+pub const PREDEFINED: &[&str] = &["peer"];
+
 #[derive(Debug, Default)]
 pub struct Session {
     vars: BTreeMap<&'static str, String>,
@@ -20,6 +23,13 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session for a server whose peer listener is at `peer_addr`.
+    pub fn for_server(peer_addr: &str) -> Self {
+        let mut session = Session::default();
+        session.vars.insert(PREDEFINED[0], peer_addr.to_owned());
+        session
+    }
+
     /// `template` with every `{name}` of a captured variable replaced by its value. A name
     /// that was never captured (the server failed the granting case) is left as written,
     /// so the case shows a difference instead of aborting the run.
