@@ -441,13 +441,20 @@ impl Member {
                 self.wait_linearizable().await?;
             }
             let kv = self.kv.clone();
-            let mut response = tokio::task::spawn_blocking(move || kv.read_txn(&request))
-                .await
-                .map_err(|e| NodeError::Storage(format!("txn task: {e}")))?
-                .ok_or_else(|| NodeError::Corrupt("read-only txn refused by the store".into()))?
-                .map_err(NodeError::Mvcc)?;
-            self.stamp(&mut response.header);
-            return Ok(response);
+            let (request, answer) = tokio::task::spawn_blocking(move || {
+                let answer = kv.read_txn(&request);
+                (request, answer)
+            })
+            .await
+            .map_err(|e| NodeError::Storage(format!("txn task: {e}")))?;
+            // The store has the last word on what only reads; anything else
+            // goes through the log below.
+            if let Some(answer) = answer {
+                let mut response = answer.map_err(NodeError::Mvcc)?;
+                self.stamp(&mut response.header);
+                return Ok(response);
+            }
+            return self.write(Request::Txn(request)).await;
         }
         self.write(Request::Txn(request)).await
     }
