@@ -111,7 +111,7 @@ fn mvcc_error(err: MvccError) -> Status {
 
 /// Whether the client asked, with gRPC metadata `hasleader: true` (Go's
 /// `clientv3.WithRequireLeader`), to be refused when the member has no leader.
-pub(crate) fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
+fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
     request.metadata().get("hasleader").is_some_and(|v| v.as_bytes() == b"true")
 }
 
@@ -128,6 +128,6 @@ pub(crate) fn leader_required(
     }
 }
 
-pub(crate) fn no_leader() -> Status {
+fn no_leader() -> Status {
     status(NO_LEADER)
 }

@@ -88,12 +88,15 @@ pub async fn serve(
     );
     let lease =
         leader_required(LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message), &member);
-    let watch = WatchServer::new(WatchService::new(
-        member.clone(),
-        options.max_request_bytes,
-        options.watch_progress_notify_interval,
-    ))
-    .max_decoding_message_size(max_message);
+    let watch = leader_required(
+        WatchServer::new(WatchService::new(
+            member.clone(),
+            options.max_request_bytes,
+            options.watch_progress_notify_interval,
+        ))
+        .max_decoding_message_size(max_message),
+        &member,
+    );
     let lock = leader_required(
         LockServer::new(LockService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
         &member,

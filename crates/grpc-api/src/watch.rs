@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::errors;
 
 /// Deliveries the hub may queue for one stream before its watchers fall back
 /// to catching up from storage (etcd's `chanBufLen`).
@@ -56,9 +55,6 @@ impl WatchService {
 #[tonic::async_trait]
 impl Watch for WatchService {
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<WatchResponses>, Status> {
-        if errors::requires_leader(&request) && self.member.status().leader == 0 {
-            return Err(errors::no_leader());
-        }
         let (stream, deliveries) = self.member.watches().open_stream(HUB_BUFFER);
         let stream = Arc::new(stream);
         let (out, responses) = mpsc::channel(OUT_BUFFER);
