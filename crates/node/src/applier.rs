@@ -104,6 +104,10 @@ pub(crate) struct Snapshots {
     /// little behind catches up from the log rather than a snapshot.
     pub(crate) catchup_entries: u64,
     pub(crate) compacted_at: u64,
+    /// The applied index of the last snapshot handed to raft: raft may ask
+    /// again before that one arrives, and dumping the store twice at the same
+    /// index is wasted work.
+    pub(crate) offered_at: Option<u64>,
 }
 
 /// The lease manager as MVCC sees it while applying a Put.
@@ -352,16 +356,17 @@ impl Applier {
 
     /// A follower is behind the compacted log: hand raft the whole state at
     /// the applied index, with the configuration it implies.
-    fn offer_snapshot(&self) {
-        let Some(snapshots) = &self.snapshots else { return };
+    fn offer_snapshot(&mut self) {
+        let Some(snapshots) = &mut self.snapshots else { return };
+        if snapshots.offered_at == Some(self.kv.consistent_index()) {
+            return;
+        }
         let made = self.kv.snapshot().and_then(|(index, data)| Ok((index, data, self.kv.members()?)));
         match made {
             Ok((index, data, members)) => {
-                let mut conf_state = keel_raft_node::ConfState::default();
-                conf_state.set_voters(members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect());
-                conf_state.set_learners(members.iter().filter(|m| m.is_learner).map(|m| m.id).collect());
                 tracing::info!(index, bytes = data.len(), "snapshot prepared for a follower");
-                let _ = snapshots.raft.snapshot_ready(index, conf_state, data);
+                snapshots.offered_at = Some(index);
+                let _ = snapshots.raft.snapshot_ready(index, conf_state_of(&members), data);
             }
             Err(err) => tracing::warn!(%err, "cannot prepare a snapshot"),
         }
@@ -462,6 +467,14 @@ impl Applier {
             }
         }
     }
+}
+
+/// The raft configuration a membership implies.
+pub(crate) fn conf_state_of(members: &[EtcdMember]) -> keel_raft_node::ConfState {
+    let mut conf_state = keel_raft_node::ConfState::default();
+    conf_state.set_voters(members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect());
+    conf_state.set_learners(members.iter().filter(|m| m.is_learner).map(|m| m.id).collect());
+    conf_state
 }
 
 /// What the applier tells about configuration changes: the transport (to

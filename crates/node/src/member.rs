@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use crate::applier::{Applied, ApplySender, Applier, Waiters};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
-use crate::applier::{Membership, Snapshots};
+use crate::applier::{conf_state_of, Membership, Snapshots};
 use crate::peers::{GrpcTransport, PeerClients, PeerSet};
 use crate::{ids, NodeError};
 
@@ -230,8 +230,7 @@ impl Member {
             let mut snapshot = keel_raft_node::Snapshot::default();
             let meta = snapshot.mut_metadata();
             meta.index = applied_index;
-            meta.mut_conf_state().set_voters(members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect());
-            meta.mut_conf_state().set_learners(members.iter().filter(|m| m.is_learner).map(|m| m.id).collect());
+            meta.set_conf_state(conf_state_of(&members));
             store.apply_snapshot(&snapshot).map_err(NodeError::Raft)?;
         }
 
@@ -289,6 +288,7 @@ impl Member {
                 count: config.snapshot_count.max(1),
                 catchup_entries: config.snapshot_catchup_entries,
                 compacted_at: applied_index,
+                offered_at: None,
             });
         let applier = std::thread::Builder::new()
             .name("applier".into())
