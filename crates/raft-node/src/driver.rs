@@ -457,11 +457,11 @@ impl Driver {
         self.status.commit.store(raft.raft_log.committed, Ordering::Release);
         self.status.last_index.store(raft.raft_log.last_index(), Ordering::Release);
         self.status.role.store(raft.state as u8, Ordering::Release);
-        let matched = if raft.state == StateRole::Leader {
-            raft.prs().iter().map(|(id, progress)| (*id, progress.matched)).collect()
-        } else {
-            Vec::new()
-        };
-        *self.status.matched.lock().unwrap_or_else(|e| e.into_inner()) = matched;
+        // Runs after every Ready: refill in place rather than allocate.
+        let mut matched = self.status.matched.lock().unwrap_or_else(|e| e.into_inner());
+        matched.clear();
+        if raft.state == StateRole::Leader {
+            matched.extend(raft.prs().iter().map(|(id, progress)| (*id, progress.matched)));
+        }
     }
 }
