@@ -7,7 +7,7 @@ use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
 use keel_lease_manager::LeaseError;
 use keel_proto::keelpb::{
-    ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck,
+    ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck, SnapshotAck, SnapshotChunk,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -38,6 +38,27 @@ impl RaftPeer for PeerService {
             }
         }
         Ok(Response::new(RaftBatchAck {}))
+    }
+
+    async fn send_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
+        let mut snapshot = self.member.snapshot_assembly(first).map_err(|err| {
+            tracing::error!(%err, "snapshot refused");
+            match err {
+                NodeError::ClusterMismatch { .. } => Status::new(Code::FailedPrecondition, err.to_string()),
+                err => Status::new(Code::InvalidArgument, err.to_string()),
+            }
+        })?;
+        while let Some(chunk) = chunks.next().await {
+            snapshot.push(chunk?.data).map_err(|err| Status::new(Code::InvalidArgument, err.to_string()))?;
+        }
+        let from = snapshot.from();
+        self.member.receive_snapshot(snapshot).map_err(|err| {
+            tracing::warn!(from = %format!("{from:x}"), %err, "snapshot not taken");
+            Status::new(Code::Unavailable, err.to_string())
+        })?;
+        Ok(Response::new(SnapshotAck {}))
     }
 
     async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {

@@ -11,7 +11,9 @@ mod lease_clock;
 pub mod ids;
 mod member;
 mod peers;
+mod snapshot_transfer;
 
+pub use snapshot_transfer::SnapshotAssembly;
 pub use member::{
     ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
     DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,

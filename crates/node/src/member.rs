@@ -477,6 +477,17 @@ impl Member {
         Ok(())
     }
 
+    /// Starts taking in a leader's snapshot from the first chunk of its
+    /// stream (refused when it comes from another cluster).
+    pub fn snapshot_assembly(&self, first: keel_proto::keelpb::SnapshotChunk) -> Result<crate::SnapshotAssembly, NodeError> {
+        crate::SnapshotAssembly::start(self.cluster_id, first)
+    }
+
+    /// Hands a whole snapshot to raft.
+    pub fn receive_snapshot(&self, snapshot: crate::SnapshotAssembly) -> Result<(), NodeError> {
+        self.raft.step(snapshot.finish()?).map_err(|_| NodeError::Stopped)
+    }
+
     /// Grants a lease through raft; id 0 asks the member to choose one.
     pub async fn lease_grant(&self, mut request: LeaseGrantRequest) -> Result<LeaseGrantResponse, NodeError> {
         if request.id == 0 {

@@ -4,15 +4,20 @@
 //! each peer has a bounded queue drained by its own task. A full queue (a slow
 //! or dead peer) drops the messages and tells raft the peer is unreachable;
 //! raft retries from its own state, so nothing is lost that matters.
+//!
+//! Snapshots take another road: each goes, chunked, on a stream of its own
+//! (see `snapshot_transfer`), at most one per peer at a time, and raft hears
+//! how the transfer ended.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
 use keel_lease_manager::{LeaseError, TimeToLive};
 use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, RaftBatch};
-use keel_raft_node::{Message, Transport};
+use keel_raft_node::{Message, MessageType, Transport};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
@@ -36,11 +41,14 @@ struct PeerSetInner {
     from: u64,
     queues: Mutex<HashMap<u64, Peer>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
+    /// Ended snapshot transfers: the peer, and whether it got it all.
+    snapshot_outcomes: Arc<Mutex<Vec<(u64, bool)>>>,
 }
 
 struct Peer {
     url: String,
     queue: mpsc::Sender<Vec<Vec<u8>>>,
+    sending_snapshot: Arc<AtomicBool>,
 }
 
 impl PeerSet {
@@ -52,6 +60,7 @@ impl PeerSet {
                 from,
                 queues: Mutex::new(HashMap::new()),
                 unreachable: Arc::new(Mutex::new(Vec::new())),
+                snapshot_outcomes: Arc::new(Mutex::new(Vec::new())),
             }),
         }
     }
@@ -65,7 +74,7 @@ impl PeerSet {
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         // Replacing a peer drops its old queue, which ends its task.
-        queues.insert(peer, Peer { url: url.to_owned(), queue: tx });
+        queues.insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
         inner.runtime.spawn(run_peer(inner.cluster_id, inner.from, peer, url.to_owned(), rx, inner.unreachable.clone()));
     }
 
@@ -99,6 +108,10 @@ impl Transport for GrpcTransport {
     fn send(&mut self, messages: Vec<Message>) {
         let mut by_peer: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
         for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(message);
+                continue;
+            }
             match protobuf::Message::write_to_bytes(&message) {
                 Ok(bytes) => by_peer.entry(message.to).or_default().push(bytes),
                 Err(err) => tracing::error!(%err, "cannot encode a raft message"),
@@ -121,6 +134,71 @@ impl Transport for GrpcTransport {
     fn unreachable(&mut self) -> Vec<u64> {
         std::mem::take(&mut *self.peers.inner.unreachable.lock())
     }
+
+    fn snapshot_outcomes(&mut self) -> Vec<(u64, bool)> {
+        std::mem::take(&mut *self.peers.inner.snapshot_outcomes.lock())
+    }
+}
+
+impl GrpcTransport {
+    /// Starts the transfer of a MsgSnapshot on its own task; raft hears the
+    /// outcome through `snapshot_outcomes`.
+    fn send_snapshot(&self, message: Message) {
+        let inner = &self.peers.inner;
+        let to = message.to;
+        let (url, in_flight) = match inner.queues.lock().get(&to) {
+            Some(peer) => (peer.url.clone(), peer.sending_snapshot.clone()),
+            None => {
+                inner.snapshot_outcomes.lock().push((to, false));
+                return;
+            }
+        };
+        if in_flight.swap(true, Ordering::AcqRel) {
+            // The transfer under way reports for this one too.
+            return;
+        }
+        let chunks = crate::snapshot_transfer::chunks(inner.cluster_id, inner.from, message, crate::snapshot_transfer::CHUNK_BYTES);
+        let outcomes = inner.snapshot_outcomes.clone();
+        inner.runtime.spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = transfer_snapshot(&url, chunks).await;
+            match &outcome {
+                Ok(bytes) => tracing::info!(peer = %format!("{to:x}"), bytes, elapsed = ?started.elapsed(), "snapshot sent"),
+                Err(err) => tracing::warn!(peer = %format!("{to:x}"), %err, "snapshot transfer failed"),
+            }
+            in_flight.store(false, Ordering::Release);
+            outcomes.lock().push((to, outcome.is_ok()));
+        });
+    }
+}
+
+/// Streams `chunks` to the peer at `url`; the chunks are made as the stream
+/// is read, so HTTP/2 flow control paces the sender. Returns the data bytes sent.
+async fn transfer_snapshot(
+    url: &str,
+    chunks: impl Iterator<Item = keel_proto::keelpb::SnapshotChunk> + Send + 'static,
+) -> Result<u64, NodeError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(1))
+        // A peer that dies mid-transfer is noticed, not waited on forever.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| NodeError::Storage(format!("connecting to {url}: {e}")))?;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = {
+        let sent = sent.clone();
+        chunks.inspect(move |chunk| {
+            sent.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+        })
+    };
+    RaftPeerClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .send_snapshot(tokio_stream::iter(counted))
+        .await
+        .map_err(|status| NodeError::Storage(format!("peer answered {:?}: {}", status.code(), status.message())))?;
+    Ok(sent.load(Ordering::Relaxed))
 }
 
 async fn run_peer(

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use raft::prelude::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, ReadState, StateRole};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
 
 use crate::log_store::RaftLogStore;
 use crate::RaftNodeError;
@@ -24,8 +24,14 @@ use crate::RaftNodeError;
 /// simulated members; the gRPC one (peer transport) real ones.
 pub trait Transport: Send + 'static {
     fn send(&mut self, messages: Vec<Message>);
-    /// Called when a message to `to` could not be delivered.
+    /// Peers that messages could not be delivered to since the last call.
     fn unreachable(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
+    /// Snapshot transfers that ended since the last call: the peer, and
+    /// whether it received the whole snapshot. A transport that hands
+    /// snapshots over like any other message need not report them.
+    fn snapshot_outcomes(&mut self) -> Vec<(u64, bool)> {
         Vec::new()
     }
 }
@@ -324,6 +330,11 @@ impl Driver {
             }
             for peer in self.transport.unreachable() {
                 self.raw.report_unreachable(peer);
+            }
+            for (peer, delivered) in self.transport.snapshot_outcomes() {
+                // Failure sends the leader back to probing, so it tries again.
+                let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.raw.report_snapshot(peer, status);
             }
             if let Err(err) = self.on_ready() {
                 // The log can no longer be trusted to be durable; a member

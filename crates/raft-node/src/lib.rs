@@ -13,7 +13,7 @@ mod log;
 pub use driver::{Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, Transport};
 pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
 pub use log_store::RaftLogStore;
-pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
+pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 pub use raft::ReadState;
 
 #[derive(Debug, thiserror::Error)]

@@ -535,6 +535,11 @@ async fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     let mut leases = LeaseClient::connect(cluster.member(leader).endpoint()).await.unwrap();
     let lease = leases.lease_grant(LeaseGrantRequest { ttl: 600, id: 0 }).await.unwrap().into_inner().id;
     kv.put(PutRequest { lease, ..put("leased", "v") }).await.unwrap();
+    // Enough data that the snapshot travels in several chunks.
+    for n in 0..4 {
+        let value = vec![b'a' + n as u8; 600 * 1024];
+        kv.put(PutRequest { key: format!("big/{n}").into_bytes(), value, ..Default::default() }).await.unwrap();
+    }
     for n in 0..300 {
         kv.put(put(&format!("k/{}", n % 40), &n.to_string())).await.unwrap();
         if n % 7 == 0 {
@@ -548,6 +553,7 @@ async fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     let others: Vec<usize> = (0..3).collect();
     let data = converged(&cluster, &others).await;
     assert!(data.contains_key(b"leased".as_slice()) && data.contains_key(b"before".as_slice()));
+    assert_eq!(data[b"big/3".as_slice()].0, vec![b'd'; 600 * 1024]);
     // The caught-up member knows the lease too: revoking it deletes the key there.
     leases.lease_revoke(keel_proto::etcdserverpb::LeaseRevokeRequest { id: lease }).await.unwrap();
     let data = converged(&cluster, &others).await;
@@ -564,6 +570,57 @@ async fn a_member_behind_the_compacted_log_catches_up_by_snapshot() {
     }
     let data = converged(&cluster, &others).await;
     assert!(data.contains_key(b"after".as_slice()));
+}
+
+/// A leader that freezes (SIGSTOP: its connections open but silent) is cut
+/// off: the other two elect a new leader and keep taking writes. When it
+/// runs again it must not answer a linearizable read from its stale state;
+/// it steps down and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_never_serves_stale_reads() {
+    let cluster = Cluster::start(3).await;
+    let old = leader_of(&cluster).await;
+    cluster.member(old).kv().await.put(put("k", "before")).await.unwrap();
+    let others = [(old + 1) % 3, (old + 2) % 3];
+    // Clients connected before the freeze, so nothing waits on a handshake.
+    let mut frozen_kv = cluster.member(old).kv().await;
+    cluster.member(old).pause();
+
+    let mut kv = cluster.member(others[0]).kv().await;
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), kv.put(put("k", "during"))).await {
+            Ok(Ok(_)) => break,
+            _ => assert!(started.elapsed() < Duration::from_secs(20), "the two never took a write"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut other_kv = cluster.member(others[1]).kv().await;
+    for n in 0..50 {
+        let client = if n % 2 == 0 { &mut kv } else { &mut other_kv };
+        client.put(put(&format!("n/{n}"), &n.to_string())).await.unwrap();
+    }
+    let last = kv.put(put("k", "last")).await.unwrap().into_inner().header.unwrap().revision;
+
+    cluster.member(old).resume();
+    // Its first linearizable answer, whenever it comes, has every write made
+    // while it was frozen; an error is allowed, a stale value is not.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let read = RangeRequest { key: b"k".to_vec(), ..Default::default() };
+        match tokio::time::timeout(Duration::from_secs(5), frozen_kv.range(read)).await {
+            Ok(Ok(answer)) => {
+                let answer = answer.into_inner();
+                assert_eq!(answer.kvs[0].value, b"last", "a stale linearizable read");
+                assert!(answer.header.unwrap().revision >= last);
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "the resumed member never answered"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data = converged(&cluster, &[0, 1, 2]).await;
+    assert_eq!(data.len(), 51);
 }
 
 /// Five members keep serving with two of them down, and the two catch up

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::chart;
 use super::delivery::Delivery;
 use super::doc;
 use super::lease::{self, LeasePlan, LeaseWorkload};
@@ -703,9 +704,22 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
         let facts = doc::Facts::gather(&options.etcd_bin, &keel_bin, &options.data_root);
         let section = doc::results_section(&facts, options, &results, &rounds_log);
         let old = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        std::fs::write(&path, doc::replace_results(&old, &section))
+        std::fs::write(&path, doc::replace_section(&old, doc::RESULTS_MARKERS, &section))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
+        let rows: Vec<chart::Ratios> = results
+            .iter()
+            .map(|r| chart::Ratios {
+                workload: r.name.to_string(),
+                throughput: r.keel.requests_per_sec / r.etcd.requests_per_sec,
+                peak_rss: r.keel.peak_rss_mib / r.etcd.peak_rss_mib,
+            })
+            .collect();
+        let svg_path = path.with_file_name(doc::CHART_FILE);
+        let title = format!("Keel / etcd, one member, medians of {} rounds ({})", options.rounds, facts.date());
+        std::fs::write(&svg_path, chart::svg(&rows, &title)?)
+            .with_context(|| format!("writing {}", svg_path.display()))?;
+        println!("wrote {}", svg_path.display());
     }
     let failed: Vec<String> =
         results.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{}: {f}", r.name))).collect();

@@ -15,14 +15,18 @@
 //! - [`lease`]: keep-alive streams, grants and revokes.
 //! - [`summary`], [`histogram`]: percentiles and etcd's report layout.
 //! - [`server`]: a fresh etcd or Keel, its peak RSS and data size.
-//! - [`compare`] and [`doc`]: the comparison and its section of docs/benchmarks.md.
+//! - [`compare`], [`doc`] and [`chart`]: the comparison, its section of
+//!   docs/benchmarks.md and the SVG chart beside it.
+//! - [`scale`]: a million keys in each system; load time, memory, disk, page reads.
 
+mod chart;
 mod compare;
 mod delivery;
 mod doc;
 mod histogram;
 mod lease;
 mod load;
+mod scale;
 mod server;
 mod stall;
 mod summary;
@@ -62,6 +66,9 @@ pub enum Bench {
     LeaseGrantRevoke(LeaseOptions),
     /// Fresh etcd and Keel, alternating, for each workload; medians and ratios.
     Compare(compare::CompareOptions),
+    /// A million keys loaded into fresh etcd and Keel in turn: load time,
+    /// RSS, disk, and the latency of linearizable 1,000-key page reads.
+    Scale(scale::ScaleOptions),
 }
 
 /// Where the load goes and how much of it (etcd's global flags, and --total).
@@ -335,6 +342,7 @@ pub fn run(bench: Bench) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (target, workload, sizes, prefill) = match bench {
         Bench::Compare(options) => return runtime.block_on(compare::run(&options)),
+        Bench::Scale(options) => return runtime.block_on(scale::run(&options)),
         Bench::Watch(o) => {
             let watched =
                 if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };

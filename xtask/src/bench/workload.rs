@@ -121,7 +121,7 @@ pub fn key(n: usize, key_size: usize) -> Vec<u8> {
 }
 
 /// `count` keys need `digits(count - 1)` bytes each.
-fn check_key_size(count: usize, key_size: usize) -> Result<()> {
+pub fn check_key_size(count: usize, key_size: usize) -> Result<()> {
     let needed = digits(count.saturating_sub(1));
     if key_size < needed {
         bail!("--key-size {key_size} cannot hold {count} distinct keys (needs {needed} bytes)");

@@ -104,6 +104,23 @@ impl Keel {
         }
     }
 
+    /// SIGSTOP: the process freezes with its sockets open, so its peers see
+    /// a member that accepts connections and never answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: a paused process runs on from where it stopped.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// SIGTERM and wait: the graceful path.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
