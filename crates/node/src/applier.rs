@@ -45,7 +45,7 @@ pub(crate) type ReadReply = oneshot::Sender<Result<(), NodeError>>;
 #[derive(Default)]
 pub(crate) struct Waiters {
     writes: Mutex<HashMap<u64, WriteReply>>,
-    reads: Mutex<HashMap<u64, ReadReply>>,
+    pub(crate) reads: Mutex<HashMap<u64, ReadReply>>,
 }
 
 impl Waiters {

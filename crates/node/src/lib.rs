@@ -11,6 +11,7 @@ mod lease_clock;
 pub mod ids;
 mod member;
 mod peers;
+mod read_rounds;
 mod snapshot_transfer;
 
 pub use snapshot_transfer::SnapshotAssembly;

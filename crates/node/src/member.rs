@@ -32,6 +32,7 @@ use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
 use crate::applier::{conf_state_of, Membership, Snapshots};
 use crate::peers::{GrpcTransport, PeerClients, PeerSet};
+use crate::read_rounds::ReadRounds;
 use crate::{ids, NodeError};
 
 /// etcd's default --max-request-bytes (1.5 MiB): proposals above it are refused.
@@ -159,7 +160,9 @@ pub struct Member {
     raft: RaftHandle,
     waiters: Arc<Waiters>,
     applied: Arc<AtomicU64>,
-    next_tag: AtomicU64,
+    next_tag: Arc<AtomicU64>,
+    /// Linearizable reads, sharing read-index requests.
+    reads: ReadRounds,
     /// For forwarding keep-alives and time-to-live questions to the leader.
     leader_peers: PeerClients,
     /// Notified when a configuration change removes this member.
@@ -308,6 +311,8 @@ impl Member {
         // etcd's request id layout: member id's low bits on top, so ids from
         // different members never meet, then time, so restarts don't reuse ids.
         let first_tag = ((member_id & 0xffff) << 48) | ((millis & 0xff_ffff_ffff) << 8);
+        let next_tag = Arc::new(AtomicU64::new(first_tag));
+        let reads = ReadRounds::new(raft.handle(), waiters.clone(), next_tag.clone());
         tracing::info!(
             name = %config.name,
             member_id = %format!("{member_id:x}"),
@@ -325,7 +330,8 @@ impl Member {
             raft: raft.handle(),
             waiters,
             applied,
-            next_tag: AtomicU64::new(first_tag),
+            next_tag,
+            reads,
             leader_peers: PeerClients::new(cluster_id, peer_set),
             removed,
             lease_clock,
@@ -792,15 +798,7 @@ impl Member {
     async fn wait_linearizable(&self) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         loop {
-            let tag = self.next_tag();
-            let (reply, answer) = oneshot::channel();
-            self.waiters.wait_read(tag, reply);
-            self.raft.read_index(tag).map_err(|_| NodeError::Stopped)?;
-            // raft-rs silently ignores read requests until the leader has
-            // committed an entry of its term, so a read that is not answered
-            // soon is asked again rather than waited for.
-            let attempt_deadline = (tokio::time::Instant::now() + READ_INDEX_RETRY).min(deadline);
-            match tokio::time::timeout_at(attempt_deadline, answer).await {
+            match tokio::time::timeout_at(deadline, self.reads.read_point()).await {
                 Ok(Ok(Ok(()))) => return Ok(()),
                 Ok(Ok(Err(NodeError::NoLeader))) => {
                     if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
@@ -810,12 +808,7 @@ impl Member {
                 }
                 Ok(Ok(Err(err))) => return Err(err),
                 Ok(Err(_)) => return Err(NodeError::Stopped),
-                Err(_) => {
-                    self.waiters.forget(tag);
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(NodeError::Timeout);
-                    }
-                }
+                Err(_) => return Err(NodeError::Timeout),
             }
         }
     }
@@ -993,4 +986,3 @@ const LEASE_TICK: Duration = Duration::from_millis(100);
 const EXPIRY_BATCH: usize = 100;
 
 const RETRY_AFTER_NO_LEADER: Duration = Duration::from_millis(50);
-const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
