@@ -12,6 +12,8 @@
 //! `KvStore::open`), so it is never persisted itself.
 
 use std::collections::{BTreeMap, HashSet};
+
+use smallvec::{smallvec, SmallVec};
 use std::ops::Bound;
 
 use crate::revision::Revision;
@@ -83,7 +85,10 @@ pub enum IndexError {
 struct Generation {
     ver: i64,
     created: Revision,
-    revs: Vec<Revision>,
+    /// Most keys are written once between compactions: their one revision
+    /// lives inline, saving an allocation per key (~32 bytes of a million
+    /// keys' index each).
+    revs: SmallVec<[Revision; 1]>,
 }
 
 impl Generation {
@@ -129,7 +134,7 @@ impl KeyIndex {
     pub fn restore(created: Revision, modified: Revision, ver: i64) -> Self {
         KeyIndex {
             modified,
-            generations: vec![Generation { ver, created, revs: vec![modified] }],
+            generations: vec![Generation { ver, created, revs: smallvec![modified] }],
         }
     }
 
@@ -232,7 +237,7 @@ impl KeyIndex {
 
     #[cfg(test)]
     fn generations(&self) -> Vec<Vec<Revision>> {
-        self.generations.iter().map(|g| g.revs.clone()).collect()
+        self.generations.iter().map(|g| g.revs.to_vec()).collect()
     }
 }
 

@@ -68,6 +68,9 @@ pub struct RocksLogEngine {
     db: rocksdb::DB,
 }
 
+/// Memtable size of the raft log's RocksDB.
+const LOG_MEMTABLE_BYTES: usize = 8 << 20;
+
 impl RocksLogEngine {
     pub fn open(dir: &Path) -> Result<Self, RaftNodeError> {
         let mut options = rocksdb::Options::default();
@@ -75,6 +78,10 @@ impl RocksLogEngine {
         // The log is written once and read back rarely: keep the memtable
         // small and skip compression work on the hot path.
         options.set_compression_type(rocksdb::DBCompressionType::None);
+        // Entries live until the next log compaction (10,000 entries by
+        // default), so a large memtable only holds memory: RocksDB's default
+        // of two 64 MiB memtables was a fifth of the RSS with a million keys.
+        options.set_write_buffer_size(LOG_MEMTABLE_BYTES);
         options.set_max_total_wal_size(64 << 20);
         options.set_keep_log_file_num(2);
         let db = rocksdb::DB::open(&options, dir)?;

@@ -25,6 +25,9 @@ pub enum Kind {
     LeaseTimeToLive,
     /// `member list`: member ids (derived from the peer URL) are masked as well.
     Members,
+    /// Membership output with two members: ids are masked to one `<member-id>` and member rows
+    /// sorted, since members are listed in id order and an added member's id is random.
+    MembersUnordered,
     /// `etcdctl lock` and `elect` (or a read next to them): the keys `<name>/<lease hex>` of the
     /// sessions they granted become `<name>/<session-N>`, and those leases' decimal ids
     /// `<session-N>`.
@@ -134,7 +137,14 @@ const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
     }
 }
 
-/// `lease grant`, whose id later cases refer to as `{var}`.
+const fn unordered(id: &'static str, args: &'static [&'static str]) -> Case {
+    Case {
+        kind: Kind::MembersUnordered,
+        ..case(id, args)
+    }
+}
+
+/// `lease grant` or `member add`, whose id later cases refer to as `{var}`.
 const fn grant(id: &'static str, args: &'static [&'static str], var: &'static str) -> Case {
     Case {
         capture: Some(var),
@@ -579,8 +589,8 @@ pub static CASES: &[Case] = &[
     // Any key under the election's prefix is a campaigner to etcd's recipe, even one put by hand.
     holding("elect-listen-to-a-put", "e3", &["elect", "-l", "e3"], &["put", "e3/by-hand", "v"]),
     case("elect-by-hand-removed", &["del", "e3/by-hand"]),
-    // ---- membership of the single member; only refusals change it (a successful add would
-    // list members in id order, which differs between the two servers).
+    // ---- membership: the single member, refusals, then a learner added (never started, so
+    // it cannot be promoted), moved and removed.
     members("member-list", &["member", "list"]),
     members("member-list-json", &["member", "list", "-w", "json"]),
     members("member-list-table", &["member", "list", "-w", "table"]),
@@ -589,6 +599,14 @@ pub static CASES: &[Case] = &[
     members("member-remove-unknown", &["member", "remove", "1234"]),
     members("member-promote-unknown", &["member", "promote", "1234"]),
     members("member-update-unknown", &["member", "update", "1234", "--peer-urls=http://127.0.0.1:9"]),
+    Case { kind: Kind::MembersUnordered, ..grant("member-add-learner", &["member", "add", "learner1", "--learner", "--peer-urls=http://127.0.0.1:9"], "learner") },
+    unordered("member-list-with-learner", &["member", "list"]),
+    unordered("member-list-with-learner-table", &["member", "list", "-w", "table"]),
+    members("member-promote-learner-behind", &["member", "promote", "{learner}"]),
+    unordered("member-update-learner", &["member", "update", "{learner}", "--peer-urls=http://127.0.0.1:10"]),
+    unordered("member-list-learner-moved", &["member", "list"]),
+    unordered("member-remove-learner", &["member", "remove", "{learner}"]),
+    members("member-list-learner-gone", &["member", "list"]),
     status("endpoint-status-cluster", &["endpoint", "status", "--cluster"]),
     case("endpoint-health-cluster", &["endpoint", "health", "--cluster"]),
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
@@ -643,8 +661,8 @@ mod tests {
             // A grant without a capture must fail: `run_case` checks that on the reference.
             if let Some(var) = case.capture {
                 assert!(
-                    case.args.starts_with(&["lease", "grant"]),
-                    "{} captures {var} but is not a lease grant",
+                    case.args.starts_with(&["lease", "grant"]) || case.args.starts_with(&["member", "add"]),
+                    "{} captures {var} but is neither a lease grant nor a member add",
                     case.id
                 );
                 assert!(captured.insert(var), "{} captures {var} again", case.id);

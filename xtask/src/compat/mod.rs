@@ -189,7 +189,7 @@ fn run_case(
             .with_context(|| format!("after case {}", case.id))?;
         let captured = case
             .capture
-            .map(|var| session.capture_lease(var, &outcome.stdout).is_some());
+            .map(|var| session.capture(var, &outcome.stdout).is_some());
         if index == 0 {
             check_reference_grant(case, captured, &outcome)?;
         }
@@ -224,7 +224,7 @@ fn check_reference_grant(case: &Case, captured: Option<bool>, outcome: &Outcome)
     let granted = case.args.starts_with(&["lease", "grant"]) && outcome.success();
     match captured {
         Some(false) => bail!(
-            "case {}: the reference granted no lease to capture:\n{}{}",
+            "case {}: the reference printed no id to capture:\n{}{}",
             case.id,
             outcome.stdout,
             outcome.stderr

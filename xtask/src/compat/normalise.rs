@@ -96,6 +96,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::LeaseTimeToLive => sort_attached_keys(&mask_remaining_ttl(text)),
         Kind::SessionKeys(name) => rewrite_session_keys(text, name, ids),
         Kind::Members => mask_member_list(text, ids),
+        Kind::MembersUnordered => unordered_members(text, ids),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -129,6 +130,50 @@ fn mask_member_list(text: &str, ids: &mut IdMap) -> String {
         }
     }
     rewrite_field(&out, "ID", |v| ids.member_decimal(v))
+}
+
+/// Output that lists two members: they come in id order, and an added member's id is random
+/// (etcd mixes the time into it), so the order differs between servers. Member ids in rows and
+/// in `Member <id> added to cluster <id>` lines all become `<member-id>`, runs of member rows
+/// are sorted, and so are the entries of `member add`'s `ETCD_INITIAL_CLUSTER`.
+fn unordered_members(text: &str, ids: &mut IdMap) -> String {
+    let mut lines: Vec<(bool, String)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("Member ") {
+            let words: Vec<&str> = rest.trim_end().split(' ').collect();
+            if let (Some(first), Some(last)) = (words.first(), words.last()) {
+                if u64::from_str_radix(first, 16).is_ok() && words.len() > 2 {
+                    let cluster = u64::from_str_radix(last, 16)
+                        .map_or_else(|_| (*last).to_owned(), |id| placeholder(&mut ids.clusters, "cluster-id", id));
+                    let middle = words[1..words.len() - 1].join(" ");
+                    lines.push((false, format!("Member <member-id> {middle} {cluster}\n")));
+                    continue;
+                }
+            }
+        }
+        if let Some(value) = line.trim_end().strip_prefix("ETCD_INITIAL_CLUSTER=\"").and_then(|v| v.strip_suffix('"')) {
+            let mut members: Vec<&str> = value.split(',').collect();
+            members.sort_unstable();
+            lines.push((false, format!("ETCD_INITIAL_CLUSTER=\"{}\"\n", members.join(","))));
+            continue;
+        }
+        let (prefix, rest) = line.strip_prefix("| ").map_or(("", line), |rest| ("| ", rest));
+        let end = rest.find([',', ' ']).unwrap_or(0);
+        let token = &rest[..end];
+        match u64::from_str_radix(token, 16) {
+            Ok(_) if !token.is_empty() && token.len() <= 16 => {
+                lines.push((true, format!("{prefix}<member-id>{}", &rest[end..])));
+            }
+            _ => lines.push((false, line.to_owned())),
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for run in lines.chunk_by(|a, b| a.0 && b.0) {
+        let mut run: Vec<&str> = run.iter().map(|(_, line)| line.as_str()).collect();
+        run.sort_unstable();
+        run.iter().for_each(|line| out.push_str(line));
+    }
+    out
 }
 
 /// Stable placeholders for cluster, member and session lease ids, numbered by first appearance.
@@ -698,6 +743,30 @@ Error: etcdserver: key not found
             r#"{"header":{"cluster_id":<cluster-id-1>,"member_id":<member-id-1>},"members":[{"ID":<member-id-1>,"name":"compat"}]}"#
         );
         assert_eq!(norm(Kind::Members, "Error: etcdserver: member not found\n", "").stdout, "Error: etcdserver: member not found\n");
+    }
+
+    #[test]
+    fn two_member_lists_compare_whatever_the_ids() {
+        let a = "1f, started, compat, http://127.0.0.1:23791, http://127.0.0.1:23790, false\n\
+                 2e, unstarted, , http://127.0.0.1:9, , true\n";
+        let b = "ff, unstarted, , http://127.0.0.1:9, , true\n\
+                 10, started, compat, http://127.0.0.1:23791, http://127.0.0.1:23790, false\n";
+        assert_eq!(norm(Kind::MembersUnordered, a, "").stdout, norm(Kind::MembersUnordered, b, "").stdout);
+        let table = "+----+\n| 2e | unstarted |\n| 1f | started |\n+----+\n";
+        assert_eq!(
+            norm(Kind::MembersUnordered, table, "").stdout,
+            "+----+\n| <member-id> | started |\n| <member-id> | unstarted |\n+----+\n"
+        );
+        let added = "Member 6c2a6b19a1a2f71e added to cluster 5e7d7ff0f8a12f48\n\n\
+                     ETCD_NAME=\"l\"\nETCD_INITIAL_CLUSTER=\"l=http://127.0.0.1:9,compat=http://127.0.0.1:23791\"\n";
+        assert_eq!(
+            norm(Kind::MembersUnordered, added, "").stdout,
+            "Member <member-id> added to cluster <cluster-id-1>\n\nETCD_NAME=\"l\"\n\
+             ETCD_INITIAL_CLUSTER=\"compat=http://<peer>,l=http://127.0.0.1:9\"\n"
+        );
+        // The roles of the two rows differ: a started member listed as unstarted is still seen.
+        let wrong = a.replace("2e, unstarted", "2e, started");
+        assert_ne!(norm(Kind::MembersUnordered, a, "").stdout, norm(Kind::MembersUnordered, &wrong, "").stdout);
     }
 }
 

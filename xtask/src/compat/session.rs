@@ -41,9 +41,14 @@ impl Session {
         text
     }
 
-    /// Reads the lease id granted by `lease grant` (simple, json or fields output) from
-    /// `stdout` into `var`; `None` if `stdout` holds no grant.
-    pub fn capture_lease(&mut self, var: &'static str, stdout: &str) -> Option<u64> {
+    /// Reads the lease id granted by `lease grant` (simple, json or fields output), or the
+    /// member id `member add` printed, from `stdout` into `var`; `None` if `stdout` holds
+    /// neither.
+    pub fn capture(&mut self, var: &'static str, stdout: &str) -> Option<u64> {
+        if let Some(id) = added_member_id(stdout) {
+            self.vars.insert(var, format!("{id:x}"));
+            return Some(id);
+        }
         let id = granted_lease_id(stdout)?;
         self.vars.insert(var, format!("{id:016x}"));
         self.leases.learn(id);
@@ -53,6 +58,13 @@ impl Session {
     pub fn leases(&self) -> &LeaseIds {
         &self.leases
     }
+}
+
+/// The id in etcdctl 3.4's answer to `member add`: `Member <hex> added to cluster <hex>`.
+fn added_member_id(stdout: &str) -> Option<u64> {
+    let rest = stdout.lines().next()?.strip_prefix("Member ")?;
+    let (hex, tail) = rest.split_once(' ')?;
+    tail.starts_with("added to cluster ").then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
 
 /// The id in etcdctl 3.4's answer to `lease grant`: `lease <hex> granted with TTL(<n>s)`,
@@ -120,6 +132,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn captures_the_id_of_an_added_member() {
+        let mut session = Session::default();
+        let out = "Member 6c2a6b19a1a2f71e added to cluster 5e7d7ff0f8a12f48\n\nETCD_NAME=\"l\"\n";
+        assert_eq!(session.capture("m", out), Some(0x6c2a_6b19_a1a2_f71e));
+        assert_eq!(session.substitute("member remove {m}"), "member remove 6c2a6b19a1a2f71e");
+        assert_eq!(session.capture("n", "Member 1 removed from cluster 2\n"), None);
+    }
+
+    #[test]
     fn captures_the_granted_id_from_every_output_format() {
         for stdout in [
             "lease 694da213a7d0f601 granted with TTL(60s)\n",
@@ -128,7 +149,7 @@ mod tests {
         ] {
             let mut session = Session::default();
             assert_eq!(
-                session.capture_lease("l", stdout),
+                session.capture("l", stdout),
                 Some(0x694d_a213_a7d0_f601),
                 "{stdout}"
             );
@@ -143,7 +164,7 @@ mod tests {
     fn no_grant_no_capture_and_unknown_names_stay() {
         let mut session = Session::default();
         assert_eq!(
-            session.capture_lease("l", "Error: etcdserver: too many requests\n"),
+            session.capture("l", "Error: etcdserver: too many requests\n"),
             None
         );
         assert_eq!(session.substitute("lease revoke {l}"), "lease revoke {l}");
@@ -152,8 +173,8 @@ mod tests {
     #[test]
     fn known_ids_become_placeholders_in_grant_order_and_others_stay() {
         let mut session = Session::default();
-        session.capture_lease("a", "lease 0150ca213a7d0eb0 granted with TTL(60s)\n");
-        session.capture_lease("b", "lease 150ca213a7d0eb06 granted with TTL(60s)\n");
+        session.capture("a", "lease 0150ca213a7d0eb0 granted with TTL(60s)\n");
+        session.capture("b", "lease 150ca213a7d0eb06 granted with TTL(60s)\n");
         let text = "found 3 leases\n150ca213a7d0eb06\n0150ca213a7d0eb0\n0000000000001234\n\
                     {\"id\":1516765379820579590,\"lease\":94797836238786224,\"x\":1516765379820579590}\n\
                     150ca213a7d0eb06ff 11516765379820579590\n";
