@@ -1,12 +1,14 @@
 //! The Maintenance service. Status is what `etcdctl endpoint status` reads;
-//! MoveLeader is `etcdctl move-leader`; the rest answers Unimplemented until
-//! the maintenance issue lands.
+//! MoveLeader is `etcdctl move-leader`; HashKV is `etcdctl endpoint hashkv`;
+//! the rest answers Unimplemented until the maintenance issue lands.
 
 use std::sync::Arc;
 
 use keel_node::{Member, ETCD_VERSION};
 use keel_proto::etcdserverpb::maintenance_server::Maintenance;
-use keel_proto::etcdserverpb::{MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse};
+use keel_proto::etcdserverpb::{
+    HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+};
 
 use crate::errors::node_error;
 use tonic::{Request, Response, Status};
@@ -41,6 +43,16 @@ impl Maintenance for MaintenanceService {
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: DEFAULT_QUOTA_BYTES,
             ..Default::default()
+        }))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let hash = self.member.hash_kv(request.into_inner().revision).await.map_err(node_error)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.member.header_at(hash.current_revision)),
+            hash: hash.hash,
+            compact_revision: hash.compact_revision,
+            hash_revision: hash.hash_revision,
         }))
     }
 

@@ -414,6 +414,16 @@ impl Member {
         }
     }
 
+    /// etcd's HashKV: a CRC-32C of the stored history up to `revision` (0:
+    /// the current one), equal on members that applied the same log.
+    pub async fn hash_kv(&self, revision: i64) -> Result<keel_mvcc::KvHash, NodeError> {
+        let kv = self.kv.clone();
+        tokio::task::spawn_blocking(move || kv.hash_by_rev(revision))
+            .await
+            .map_err(|e| NodeError::Storage(format!("hash task: {e}")))?
+            .map_err(NodeError::Mvcc)
+    }
+
     fn next_tag(&self) -> u64 {
         self.next_tag.fetch_add(1, Ordering::Relaxed)
     }

@@ -121,6 +121,18 @@ async fn three_members_agree_and_survive_the_leader_being_killed() {
         assert!(Instant::now() < deadline, "members did not converge after the old leader restarted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And the whole history agrees, not just the latest values: every
+    // member's HashKV at the last acknowledged revision is the same.
+    let last = acked.lock().values().copied().max().unwrap();
+    let mut hashes = Vec::new();
+    for i in 0..3 {
+        let mut maintenance = MaintenanceClient::connect(cluster.member(i).endpoint()).await.unwrap();
+        let request = keel_proto::etcdserverpb::HashKvRequest { revision: last };
+        let answer = maintenance.hash_kv(request).await.unwrap().into_inner();
+        assert_eq!(answer.hash_revision, last);
+        hashes.push(answer.hash);
+    }
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "histories differ: {hashes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

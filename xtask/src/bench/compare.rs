@@ -5,7 +5,7 @@
 //! (after every table is printed, and written with `--write-doc`).
 
 use std::fmt::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use super::delivery::Delivery;
 use super::doc;
 use super::lease::{self, LeasePlan, LeaseWorkload};
 use super::load::{self, Outcome};
-use super::server::Server;
+use super::server::{Server, Systems};
 use super::stall;
 use super::watch::{self, WatchOutcome, WatchPlan, Watched};
 use super::workload::{key, Plan, Workload};
@@ -84,14 +84,8 @@ pub struct CompareOptions {
     /// TTL of the leases granted in lease runs, in seconds.
     #[arg(long, default_value_t = 100)]
     pub lease_ttl: i64,
-    #[arg(long, default_value = "etcd")]
-    pub etcd_bin: PathBuf,
-    /// A prebuilt keel binary; by default `cargo build --release --bin keel`.
-    #[arg(long)]
-    pub keel_bin: Option<PathBuf>,
-    /// Where the servers keep data (same filesystem for both).
-    #[arg(long, default_value = "/var/tmp")]
-    pub data_root: PathBuf,
+    #[command(flatten)]
+    pub systems: Systems,
     /// Rewrite the generated results section of docs/benchmarks.md (single
     /// members only: that section is the one-member table).
     #[arg(long)]
@@ -549,7 +543,7 @@ pub fn markdown_table(unit: &str, etcd: &Medians, keel: &Medians) -> String {
     out
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => 0.0,
@@ -614,10 +608,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     for name in &options.workloads {
         name.job(options).validate().with_context(|| format!("workload {name}"))?;
     }
-    let keel_bin = match &options.keel_bin {
-        Some(bin) => bin.clone(),
-        None => crate::cargo::build_release_bin("keel")?,
-    };
+    let keel_bin = options.systems.keel_bin()?;
     let mut rounds_log = String::new();
     let mut results = Vec::new();
     for name in &options.workloads {
@@ -644,11 +635,11 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             }
         };
         for round in 0..options.rounds {
-            for (system, bin) in [("etcd", options.etcd_bin.as_path()), ("keel", keel_bin.as_path())] {
+            for (system, bin) in [("etcd", options.systems.etcd_bin.as_path()), ("keel", keel_bin.as_path())] {
                 if let Job::SlowWatcher(plan) = &job {
                     let baseline = Job::Kv(plan.clone());
                     let (sample, complaints) =
-                        measure(bin, &options.data_root, system, name, &baseline, options).await?;
+                        measure(bin, &options.systems.data_root, system, name, &baseline, options).await?;
                     log(round, &format!("{system} (no watcher)"), &sample, &complaints);
                     if system == "etcd" {
                         etcd_base.push(sample)
@@ -656,7 +647,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
                         keel_base.push(sample)
                     }
                 }
-                let (sample, complaints) = measure(bin, &options.data_root, system, name, &job, options).await?;
+                let (sample, complaints) = measure(bin, &options.systems.data_root, system, name, &job, options).await?;
                 log(round, system, &sample, &complaints);
                 if let Some(failure) = sample.failure() {
                     failures.push(format!("round {round} {system}: {failure}"));
@@ -701,7 +692,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     }
     if options.write_doc {
         let path = crate::cargo::workspace_root().join("docs/benchmarks.md");
-        let facts = doc::Facts::gather(&options.etcd_bin, &keel_bin, &options.data_root);
+        let facts = doc::Facts::gather(&options.systems.etcd_bin, &keel_bin, &options.systems.data_root);
         let section = doc::results_section(&facts, options, &results, &rounds_log);
         let old = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         std::fs::write(&path, doc::replace_section(&old, doc::RESULTS_MARKERS, &section))

@@ -147,7 +147,7 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
 pub fn results_section(facts: &Facts, options: &CompareOptions, results: &[WorkloadResult], rounds_log: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Results ({})\n", facts.date);
-    let _ = writeln!(out, "{}\n", facts.describe(&options.data_root));
+    let _ = writeln!(out, "{}\n", facts.describe(&options.systems.data_root));
     let _ = writeln!(
         out,
         "Each run: {} requests (watch workloads: as their headings say), {}-byte keys, {}-byte values, \

@@ -7,7 +7,6 @@
 //! must not look smaller on disk than it would with real data.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +15,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
 
-use super::compare::thousands;
+use super::compare::{median, thousands};
 use super::load::{self, Tally};
-use super::server::Server;
+use super::server::{Server, Systems};
 use super::workload::{check_key_size, key, Class, Reported, Rng};
 use super::doc;
 
@@ -46,14 +45,8 @@ pub struct ScaleOptions {
     /// Rounds (each: fresh etcd, then fresh Keel).
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
-    #[arg(long, default_value = "etcd")]
-    pub etcd_bin: PathBuf,
-    /// A prebuilt keel binary; by default `cargo build --release --bin keel`.
-    #[arg(long)]
-    pub keel_bin: Option<PathBuf>,
-    /// Where the servers keep data (same filesystem for both).
-    #[arg(long, default_value = "/var/tmp")]
-    pub data_root: PathBuf,
+    #[command(flatten)]
+    pub systems: Systems,
     /// Rewrite the scale section of docs/benchmarks.md.
     #[arg(long)]
     pub write_doc: bool,
@@ -129,14 +122,6 @@ impl Row {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
 
 fn table(keys: usize, etcd: &Row, keel: &Row) -> String {
     let mut out = String::new();
@@ -177,10 +162,7 @@ pub async fn run(options: &ScaleOptions) -> Result<()> {
         bail!("--page-keys must be between 1 and --keys ({})", options.keys);
     }
     check_key_size(options.keys, options.key_size)?;
-    let keel_bin = match &options.keel_bin {
-        Some(bin) => bin.clone(),
-        None => crate::cargo::build_release_bin("keel")?,
-    };
+    let keel_bin = options.systems.keel_bin()?;
     let header = format!(
         "scale: {} keys of {} bytes with random {}-byte values, loaded by {} clients; then {} linearizable \
          reads of a {}-key page from a random key, one at a time ({} round{}, A B A B)",
@@ -197,7 +179,7 @@ pub async fn run(options: &ScaleOptions) -> Result<()> {
     let mut rounds_log = String::new();
     let (mut etcd, mut keel) = (Vec::new(), Vec::new());
     for round in 0..options.rounds {
-        for (system, bin) in [("etcd", options.etcd_bin.as_path()), ("keel", keel_bin.as_path())] {
+        for (system, bin) in [("etcd", options.systems.etcd_bin.as_path()), ("keel", keel_bin.as_path())] {
             let sample = measure(bin, system, options).await?;
             let line = sample.line(round, system, options.keys);
             println!("{line}");
@@ -213,8 +195,8 @@ pub async fn run(options: &ScaleOptions) -> Result<()> {
     println!("\n{rendered}");
     if options.write_doc {
         let path = crate::cargo::workspace_root().join("docs/benchmarks.md");
-        let facts = doc::Facts::gather(&options.etcd_bin, &keel_bin, &options.data_root);
-        let mut section = format!("{}\n\n{header}.\n\n", facts.describe(&options.data_root));
+        let facts = doc::Facts::gather(&options.systems.etcd_bin, &keel_bin, &options.systems.data_root);
+        let mut section = format!("{}\n\n{header}.\n\n", facts.describe(&options.systems.data_root));
         let _ = writeln!(section, "```sh\n{}\n```\n", facts.command());
         section.push_str(&rendered);
         let _ = writeln!(section, "\n```\n{}```", rounds_log);
@@ -231,7 +213,7 @@ pub async fn run(options: &ScaleOptions) -> Result<()> {
 }
 
 async fn measure(bin: &std::path::Path, system: &str, options: &ScaleOptions) -> Result<Sample> {
-    let mut server = Server::start(bin, &options.data_root, system)?;
+    let mut server = Server::start(bin, &options.systems.data_root, system)?;
     server.wait_ready().await?;
     let endpoints = [server.url.clone()];
     let started = Instant::now();

@@ -14,6 +14,29 @@ use keel_proto::etcdserverpb::RangeRequest;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The two systems a comparison runs, and where they keep their data.
+#[derive(clap::Args, Debug)]
+pub struct Systems {
+    #[arg(long, default_value = "etcd")]
+    pub etcd_bin: PathBuf,
+    /// A prebuilt keel binary; by default `cargo build --release --bin keel`.
+    #[arg(long)]
+    pub keel_bin: Option<PathBuf>,
+    /// Where the servers keep data (same filesystem for both).
+    #[arg(long, default_value = "/var/tmp")]
+    pub data_root: PathBuf,
+}
+
+impl Systems {
+    /// The keel binary to run, built first unless one was given.
+    pub fn keel_bin(&self) -> Result<PathBuf> {
+        match &self.keel_bin {
+            Some(bin) => Ok(bin.clone()),
+            None => crate::cargo::build_release_bin("keel"),
+        }
+    }
+}
+
 /// A running server; killed, and its directory removed, on drop.
 pub struct Server {
     pub url: String,

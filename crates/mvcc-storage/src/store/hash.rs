@@ -16,6 +16,8 @@ pub struct KvHash {
     pub current_revision: i64,
     /// The compaction point the hash starts from.
     pub compact_revision: i64,
+    /// The revision the hash covers history up to.
+    pub hash_revision: i64,
 }
 
 impl KvStore {
@@ -56,7 +58,7 @@ impl KvStore {
         if bad_key {
             return Err(MvccError::Corrupt("revisions keyspace holds a non-revision key".into()));
         }
-        Ok(KvHash { hash: crc.finish(), current_revision: current_rev, compact_revision: compact_rev })
+        Ok(KvHash { hash: crc.finish(), current_revision: current_rev, compact_revision: compact_rev, hash_revision: rev })
     }
 }
 

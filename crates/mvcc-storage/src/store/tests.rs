@@ -1040,12 +1040,12 @@ fn hash_kv_matches_etcd_3_4() {
         .unwrap();
     t.put("a", "again");
     let h = |t: &T, rev: i64| t.s.hash_by_rev(rev).unwrap();
-    assert_eq!(h(&t, 0), KvHash { hash: 2241923237, current_revision: 8, compact_revision: -1 });
+    assert_eq!(h(&t, 0), KvHash { hash: 2241923237, current_revision: 8, compact_revision: -1, hash_revision: 8 });
     assert_eq!(h(&t, 4).hash, 2069675932);
     t.compact(5).unwrap();
-    assert_eq!(h(&t, 0), KvHash { hash: 1642222955, current_revision: 8, compact_revision: 5 });
+    assert_eq!(h(&t, 0), KvHash { hash: 1642222955, current_revision: 8, compact_revision: 5, hash_revision: 8 });
     t.put("f", "6");
-    assert_eq!(h(&t, 0), KvHash { hash: 1148046857, current_revision: 9, compact_revision: 5 });
+    assert_eq!(h(&t, 0), KvHash { hash: 1148046857, current_revision: 9, compact_revision: 5, hash_revision: 9 });
     assert_eq!(h(&t, 6).hash, 244968164);
     assert!(matches!(t.s.hash_by_rev(5), Err(MvccError::Compacted)));
     assert!(matches!(t.s.hash_by_rev(10), Err(MvccError::FutureRevision)));
