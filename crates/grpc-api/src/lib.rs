@@ -136,6 +136,9 @@ fn leader_required<S>(
     InterceptedService::new(service, errors::leader_required(member.clone()))
 }
 
+const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves raft traffic from the other members on `listener` until `shutdown`.
 pub async fn serve_peers(
     listener: TcpListener,
@@ -145,6 +148,10 @@ pub async fn serve_peers(
     let peers = keel_proto::keelpb::raft_peer_server::RaftPeerServer::new(PeerService::new(member))
         .max_decoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
+        // A peer that vanishes mid-snapshot (host down, no reset sent) is
+        // noticed, and the chunks received so far are dropped.
+        .http2_keepalive_interval(Some(PEER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(PEER_KEEPALIVE_TIMEOUT))
         .add_service(peers)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;

@@ -159,16 +159,36 @@ impl GrpcTransport {
         }
         let chunks = crate::snapshot_transfer::chunks(inner.cluster_id, inner.from, message, crate::snapshot_transfer::CHUNK_BYTES);
         let outcomes = inner.snapshot_outcomes.clone();
+        let report = TransferReport { to, delivered: false, in_flight, outcomes };
         inner.runtime.spawn(async move {
+            // The whole guard moves into the task (not just the field it sets).
+            let mut report = report;
             let started = std::time::Instant::now();
-            let outcome = transfer_snapshot(&url, chunks).await;
-            match &outcome {
-                Ok(bytes) => tracing::info!(peer = %format!("{to:x}"), bytes, elapsed = ?started.elapsed(), "snapshot sent"),
+            match transfer_snapshot(&url, chunks).await {
+                Ok(bytes) => {
+                    tracing::info!(peer = %format!("{to:x}"), bytes, elapsed = ?started.elapsed(), "snapshot sent");
+                    report.delivered = true;
+                }
                 Err(err) => tracing::warn!(peer = %format!("{to:x}"), %err, "snapshot transfer failed"),
             }
-            in_flight.store(false, Ordering::Release);
-            outcomes.lock().push((to, outcome.is_ok()));
         });
+    }
+}
+
+/// Tells raft how a snapshot transfer ended, and lets the next one start,
+/// when dropped: also if the task panics or the runtime drops it, so raft
+/// never waits for a report that cannot come.
+struct TransferReport {
+    to: u64,
+    delivered: bool,
+    in_flight: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<(u64, bool)>>>,
+}
+
+impl Drop for TransferReport {
+    fn drop(&mut self) {
+        self.in_flight.store(false, Ordering::Release);
+        self.outcomes.lock().push((self.to, self.delivered));
     }
 }
 

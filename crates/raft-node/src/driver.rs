@@ -272,6 +272,7 @@ impl RaftNode {
             apply,
             status: status.clone(),
             tick_interval: config.tick_interval,
+            removed: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{:x}", config.id))
@@ -300,6 +301,10 @@ struct Driver {
     apply: Box<dyn Apply>,
     status: Arc<RaftStatus>,
     tick_interval: Duration,
+    /// A configuration change without this member was applied: raft-rs
+    /// cannot go on (a leader that removed itself panics on its next
+    /// append), and there is nothing left for this member to do.
+    removed: bool,
 }
 
 impl Driver {
@@ -336,7 +341,14 @@ impl Driver {
                 let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
                 self.raw.report_snapshot(peer, status);
             }
-            if let Err(err) = self.on_ready() {
+            let outcome = self.on_ready();
+            if self.removed {
+                tracing::info!("this member was removed from the cluster; its raft stops");
+                self.status.leader.store(raft::INVALID_ID, Ordering::Release);
+                self.status.role.store(StateRole::Follower as u8, Ordering::Release);
+                return;
+            }
+            if let Err(err) = outcome {
                 // The log can no longer be trusted to be durable; a member
                 // that keeps going could acknowledge writes it then loses.
                 tracing::error!(%err, "raft log write failed; stopping this member's raft");
@@ -414,6 +426,9 @@ impl Driver {
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(committed)?;
+        if self.removed {
+            return Ok(());
+        }
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() || hard_state.is_some() {
@@ -451,7 +466,10 @@ impl Driver {
                 EntryType::EntryConfChangeV2 if !entry.data.is_empty() => {
                     let change: ConfChangeV2 = protobuf::Message::parse_from_bytes(&entry.data)
                         .map_err(|e| RaftNodeError::Corrupt(format!("conf change: {e}")))?;
+                    let id = self.raw.raft.id;
+                    let was_member = is_member(self.raw.store().conf_state(), id);
                     let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.removed |= was_member && !is_member(&conf_state, id);
                     self.raw.mut_store().set_conf_state(conf_state)?;
                 }
                 _ => {}
@@ -475,4 +493,9 @@ impl Driver {
             matched.extend(raft.prs().iter().map(|(id, progress)| (*id, progress.matched)));
         }
     }
+}
+
+/// Whether `id` votes or learns in `conf_state`.
+fn is_member(conf_state: &ConfState, id: u64) -> bool {
+    conf_state.voters.contains(&id) || conf_state.learners.contains(&id)
 }

@@ -14,6 +14,16 @@ pub struct Ratios {
     pub peak_rss: f64,
 }
 
+/// Keel / etcd, or 0 (no bar) when etcd measured nothing.
+pub fn ratio(keel: f64, etcd: f64) -> f64 {
+    let ratio = keel / etcd;
+    if etcd > 0.0 && ratio.is_finite() {
+        ratio
+    } else {
+        0.0
+    }
+}
+
 const WIDTH: u32 = 980;
 const ROW_HEIGHT: u32 = 26;
 const BETTER: RGBColor = RGBColor(46, 139, 87);
@@ -110,5 +120,12 @@ mod tests {
         }
         // Ahead and behind are told apart by colour.
         assert!(svg.contains("#2E8B57") && svg.contains("#CD5C5C"));
+    }
+
+    #[test]
+    fn a_failed_etcd_run_draws_no_bar_rather_than_infinity() {
+        assert_eq!(ratio(10.0, 5.0), 2.0);
+        assert_eq!(ratio(10.0, 0.0), 0.0);
+        assert_eq!(ratio(0.0, 0.0), 0.0);
     }
 }

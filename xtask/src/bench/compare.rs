@@ -702,8 +702,8 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             .iter()
             .map(|r| chart::Ratios {
                 workload: r.name.to_string(),
-                throughput: r.keel.requests_per_sec / r.etcd.requests_per_sec,
-                peak_rss: r.keel.peak_rss_mib / r.etcd.peak_rss_mib,
+                throughput: chart::ratio(r.keel.requests_per_sec, r.etcd.requests_per_sec),
+                peak_rss: chart::ratio(r.keel.peak_rss_mib, r.etcd.peak_rss_mib),
             })
             .collect();
         let svg_path = path.with_file_name(doc::CHART_FILE);
