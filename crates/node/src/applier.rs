@@ -45,7 +45,7 @@ pub(crate) type ReadReply = oneshot::Sender<Result<(), NodeError>>;
 #[derive(Default)]
 pub(crate) struct Waiters {
     writes: Mutex<HashMap<u64, WriteReply>>,
-    pub(crate) reads: Mutex<HashMap<u64, ReadReply>>,
+    reads: Mutex<HashMap<u64, ReadReply>>,
 }
 
 impl Waiters {
@@ -58,6 +58,12 @@ impl Waiters {
     pub(crate) fn forget(&self, tag: u64) {
         self.writes.lock().remove(&tag);
         self.reads.lock().remove(&tag);
+    }
+    /// Gives the read waiting under `tag`, if any, its outcome.
+    pub(crate) fn answer_read(&self, tag: u64, outcome: Result<(), NodeError>) {
+        if let Some(reply) = self.reads.lock().remove(&tag) {
+            let _ = reply.send(outcome);
+        }
     }
 }
 
@@ -207,9 +213,7 @@ impl Applier {
                     if let Some(reply) = self.waiters.writes.lock().remove(&tag) {
                         let _ = reply.send(Err(NodeError::NoLeader));
                     }
-                    if let Some(reply) = self.waiters.reads.lock().remove(&tag) {
-                        let _ = reply.send(Err(NodeError::NoLeader));
-                    }
+                    self.waiters.answer_read(tag, Err(NodeError::NoLeader));
                 }
             }
         }

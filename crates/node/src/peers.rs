@@ -27,6 +27,8 @@ use crate::NodeError;
 /// Messages waiting for one peer, at most (beyond: dropped, peer unreachable).
 const QUEUE_BATCHES: usize = 1024;
 const RECONNECT_AFTER: Duration = Duration::from_millis(100);
+/// How long connecting to a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The members this one talks to, changed as membership changes are applied.
 /// Each peer has a bounded queue drained by its own task on the runtime.
@@ -157,6 +159,7 @@ impl GrpcTransport {
             // The transfer under way reports for this one too.
             return;
         }
+        let bytes = message.get_snapshot().get_data().len();
         let chunks = crate::snapshot_transfer::chunks(inner.cluster_id, inner.from, message, crate::snapshot_transfer::CHUNK_BYTES);
         let outcomes = inner.snapshot_outcomes.clone();
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
@@ -165,7 +168,7 @@ impl GrpcTransport {
             let mut report = report;
             let started = std::time::Instant::now();
             match transfer_snapshot(&url, chunks).await {
-                Ok(bytes) => {
+                Ok(()) => {
                     tracing::info!(peer = %format!("{to:x}"), bytes, elapsed = ?started.elapsed(), "snapshot sent");
                     report.delivered = true;
                 }
@@ -192,33 +195,30 @@ impl Drop for TransferReport {
     }
 }
 
+/// Where a peer at `url` is reached: Nagle off (raft messages are small and
+/// latency-bound), connecting for at most [`CONNECT_TIMEOUT`].
+fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?;
+    Ok(endpoint.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT))
+}
+
 /// Streams `chunks` to the peer at `url`; the chunks are made as the stream
-/// is read, so HTTP/2 flow control paces the sender. Returns the data bytes sent.
+/// is read, so HTTP/2 flow control paces the sender.
 async fn transfer_snapshot(
     url: &str,
     chunks: impl Iterator<Item = keel_proto::keelpb::SnapshotChunk> + Send + 'static,
-) -> Result<u64, NodeError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(1))
+) -> Result<(), NodeError> {
+    let endpoint = peer_endpoint(url)?
         // A peer that dies mid-transfer is noticed, not waited on forever.
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| NodeError::Storage(format!("connecting to {url}: {e}")))?;
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = {
-        let sent = sent.clone();
-        chunks.inspect(move |chunk| {
-            sent.fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
-        })
-    };
     RaftPeerClient::new(channel)
         .max_encoding_message_size(usize::MAX)
-        .send_snapshot(tokio_stream::iter(counted))
+        .send_snapshot(tokio_stream::iter(chunks))
         .await
         .map_err(|status| NodeError::Storage(format!("peer answered {:?}: {}", status.code(), status.message())))?;
-    Ok(sent.load(Ordering::Relaxed))
+    Ok(())
 }
 
 async fn run_peer(
@@ -229,8 +229,8 @@ async fn run_peer(
     mut queue: mpsc::Receiver<Vec<Vec<u8>>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
 ) {
-    let endpoint = match Endpoint::from_shared(url.clone()) {
-        Ok(endpoint) => endpoint.tcp_nodelay(true).connect_timeout(Duration::from_secs(1)),
+    let endpoint = match peer_endpoint(&url) {
+        Ok(endpoint) => endpoint,
         Err(err) => {
             tracing::error!(%url, %err, "bad peer URL; this peer gets no raft messages");
             return;
@@ -326,12 +326,7 @@ fn forwarding_error(status: tonic::Status) -> NodeError {
 }
 
 fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, NodeError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?
-        .tcp_nodelay(true)
-        .connect_timeout(FORWARD_TIMEOUT)
-        .timeout(FORWARD_TIMEOUT);
-    Ok(endpoint.connect_lazy())
+    Ok(peer_endpoint(url)?.timeout(FORWARD_TIMEOUT).connect_lazy())
 }
 
 /// Asks the members at `urls` which cluster they belong to and who its

@@ -344,20 +344,24 @@ impl Driver {
             let outcome = self.on_ready();
             if self.removed {
                 tracing::info!("this member was removed from the cluster; its raft stops");
-                self.status.leader.store(raft::INVALID_ID, Ordering::Release);
-                self.status.role.store(StateRole::Follower as u8, Ordering::Release);
+                self.stop_leading();
                 return;
             }
             if let Err(err) = outcome {
                 // The log can no longer be trusted to be durable; a member
                 // that keeps going could acknowledge writes it then loses.
                 tracing::error!(%err, "raft log write failed; stopping this member's raft");
-                // Nobody may go on believing this member leads.
-                self.status.leader.store(raft::INVALID_ID, Ordering::Release);
-                self.status.role.store(StateRole::Follower as u8, Ordering::Release);
+                self.stop_leading();
                 return;
             }
         }
+    }
+
+    /// Before the raft thread ends: nobody may go on believing this member
+    /// leads.
+    fn stop_leading(&self) {
+        self.status.leader.store(raft::INVALID_ID, Ordering::Release);
+        self.status.role.store(StateRole::Follower as u8, Ordering::Release);
     }
 
     /// Returns false when the thread should stop.

@@ -82,27 +82,26 @@ impl Facts {
 
     /// The machine, the binaries and the workspace, as two sentences.
     pub fn describe(&self, data_root: &Path) -> String {
-        let facts = self;
         let mut out = String::new();
-        let mut machine = format!("Machine: {} CPUs (`nproc`)", facts.cpus);
-        if let Some(gib) = facts.memory_gib {
+        let mut machine = format!("Machine: {} CPUs (`nproc`)", self.cpus);
+        if let Some(gib) = self.memory_gib {
             let _ = write!(machine, ", {gib:.1} GiB memory");
         }
-        if let Some(model) = &facts.cpu_model {
+        if let Some(model) = &self.cpu_model {
             let _ = write!(machine, ", {model}");
         }
-        if let Some(kernel) = &facts.kernel {
+        if let Some(kernel) = &self.kernel {
             let _ = write!(machine, ", Linux {kernel}");
         }
-        if let Some(fs) = &facts.filesystem {
+        if let Some(fs) = &self.filesystem {
             let _ = write!(machine, "; data dirs on {fs} (`{}`)", data_root.display());
         }
         let _ = writeln!(out, "{machine}.");
-        let _ = write!(out, "etcd {} (`{}`); Keel `{}`", facts.etcd_version.as_deref().unwrap_or("?"), facts.etcd_bin, facts.keel_bin);
-        if let Some(built) = &facts.keel_built {
+        let _ = write!(out, "etcd {} (`{}`); Keel `{}`", self.etcd_version.as_deref().unwrap_or("?"), self.etcd_bin, self.keel_bin);
+        if let Some(built) = &self.keel_built {
             let _ = write!(out, " (built {built})");
         }
-        if let Some(head) = &facts.head {
+        if let Some(head) = &self.head {
             let _ = write!(out, ", workspace at `{head}`");
         }
         let _ = write!(out, ".");
@@ -208,7 +207,7 @@ mod tests {
         assert_eq!(replace_section(&new, RESULTS_MARKERS, "new table\n"), new, "idempotent");
         // Another section's markers leave this one alone.
         let scale = replace_section(&new, SCALE_MARKERS, "scale table");
-        assert!(scale.starts_with(&new.trim_end()[..new.trim_end().len()]));
+        assert!(scale.starts_with(new.trim_end()));
         assert!(scale.ends_with(&format!("{}\n\nscale table\n{}\n", SCALE_MARKERS.0, SCALE_MARKERS.1)));
     }
 

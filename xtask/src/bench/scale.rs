@@ -7,18 +7,16 @@
 //! must not look smaller on disk than it would with real data.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
+use keel_proto::etcdserverpb::RangeRequest;
 
 use super::compare::{median, thousands};
 use super::load::{self, Tally};
 use super::server::{Server, Systems};
-use super::workload::{check_key_size, key, Class, Reported, Rng};
+use super::workload::{check_key_size, key, Class, Plan, Reported, Rng, Workload};
 use super::doc;
 
 #[derive(Args, Debug)]
@@ -237,47 +235,17 @@ async fn measure(bin: &std::path::Path, system: &str, options: &ScaleOptions) ->
     })
 }
 
-/// The value of key `n`: random bytes of its own, the same in every run.
-fn value(n: usize, size: usize) -> Vec<u8> {
-    let mut rng = Rng::new(n as u64 ^ 0x5ca1e);
-    let mut value = Vec::with_capacity(size + 8);
-    while value.len() < size {
-        value.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    value.truncate(size);
-    value
-}
-
 /// Puts keys `0..keys` once each, `clients` at a time.
 async fn fill(endpoints: &[String], options: &ScaleOptions) -> Result<load::Outcome> {
-    let conns = load::connect(endpoints, options.clients.div_ceil(options.clients_per_conn.max(1))).await?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = load::process_cpu_time();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..options.clients {
-        let mut kv = conns[client % conns.len()].clone();
-        let (next, keys, key_size, val_size) = (next.clone(), options.keys, options.key_size, options.val_size);
-        tasks.spawn(async move {
-            let mut tally = Tally::with_capacity(keys / 256 + 1);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= keys {
-                    break;
-                }
-                let request = PutRequest { key: key(n, key_size), value: value(n, val_size), ..Default::default() };
-                let sent = Instant::now();
-                let result = kv.put(request).await.map(drop);
-                tally.record(Class::Write, sent.elapsed(), result);
-            }
-            tally
-        });
-    }
-    let mut all = Tally::with_capacity(0);
-    while let Some(tally) = tasks.join_next().await {
-        all.absorb(tally?);
-    }
-    Ok(all.into_outcome(Reported::Writes, started.elapsed(), load::process_cpu_time().saturating_sub(cpu_before)))
+    let plan = Plan {
+        workload: Workload::Fill { keys: options.keys },
+        total: options.keys,
+        clients: options.clients,
+        conns: options.clients.div_ceil(options.clients_per_conn.max(1)),
+        key_size: options.key_size,
+        val_size: options.val_size,
+    };
+    load::run(endpoints, &plan).await
 }
 
 /// `pages` linearizable Ranges of `page_keys` keys from a random key, one at a time.
@@ -312,17 +280,6 @@ async fn read_pages(endpoints: &[String], options: &ScaleOptions) -> Result<load
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_are_random_distinct_and_repeatable() {
-        assert_eq!(value(1, 256).len(), 256);
-        assert_eq!(value(5, 3).len(), 3);
-        assert_eq!(value(1, 256), value(1, 256));
-        assert_ne!(value(1, 256), value(2, 256));
-        let v = value(9, 256);
-        let distinct: std::collections::BTreeSet<u8> = v.iter().copied().collect();
-        assert!(distinct.len() > 100, "{} distinct bytes", distinct.len());
-    }
 
     #[test]
     fn the_table_divides_keel_by_etcd() {

@@ -19,6 +19,9 @@ pub enum Workload {
     /// from "\0" up to `end`, or every key when `end` is empty, at most `limit`)
     /// with probability rw/(1+rw), else one Put of key `n % key_space`.
     TxnMixed { key_space: usize, rw_ratio: f64, end: Vec<u8>, limit: i64, serializable: bool },
+    /// Ours (`bench scale`): request `n` puts key `n`, with a value of random
+    /// bytes of its own, so that a compressing store is not flattered.
+    Fill { keys: usize },
 }
 
 /// Which summaries a command prints.
@@ -33,7 +36,7 @@ pub enum Reported {
 impl Workload {
     pub fn reported(&self) -> Reported {
         match self {
-            Workload::Put { .. } | Workload::TxnPut { .. } => Reported::Writes,
+            Workload::Put { .. } | Workload::TxnPut { .. } | Workload::Fill { .. } => Reported::Writes,
             Workload::Range { .. } => Reported::Reads,
             Workload::TxnMixed { .. } => Reported::Both,
         }
@@ -44,6 +47,7 @@ impl Workload {
             Workload::Put { key_space, .. } | Workload::TxnPut { key_space, .. } | Workload::TxnMixed { key_space, .. } => {
                 *key_space
             }
+            Workload::Fill { keys } => *keys,
             Workload::Range { .. } => 0,
         }
     }
@@ -81,7 +85,7 @@ impl Plan {
                     bail!("expected a finite, non-negative --rw-ratio, got {rw_ratio}");
                 }
             }
-            Workload::Put { .. } => {}
+            Workload::Put { .. } | Workload::Fill { .. } => {}
         }
         let key_space = self.workload.key_space();
         if key_space == 0 {
@@ -216,7 +220,7 @@ impl Generator {
                 limit: *limit,
                 ..Default::default()
             },
-            Workload::Put { .. } | Workload::TxnPut { .. } => RangeRequest::default(),
+            Workload::Put { .. } | Workload::TxnPut { .. } | Workload::Fill { .. } => RangeRequest::default(),
         };
         Ok(Generator {
             keys: KeySet::new(plan.workload.key_space(), plan.key_size)?,
@@ -235,6 +239,10 @@ impl Generator {
                 (Class::Write, Request::Put(self.put(k)))
             }
             Workload::Range { .. } => (Class::Read, Request::Range(self.range.clone())),
+            Workload::Fill { .. } => {
+                let put = PutRequest { key: self.keys.get(n).to_vec(), value: value_of(n, self.value.len()), ..Default::default() };
+                (Class::Write, Request::Put(put))
+            }
             Workload::TxnPut { key_space, ops } => {
                 let success = txn_put_keys(n, *ops, *key_space).map(|k| op(Op::RequestPut(self.put(k)))).collect();
                 (Class::Write, Request::Txn(TxnRequest { success, ..Default::default() }))
@@ -255,6 +263,17 @@ impl Generator {
     }
 }
 
+/// The value of key `n` in a fill: random bytes of its own, the same in every run.
+pub fn value_of(n: usize, size: usize) -> Vec<u8> {
+    let mut rng = Rng::new(n as u64 ^ 0x5ca1e);
+    let mut value = Vec::with_capacity(size + 8);
+    while value.len() < size {
+        value.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    value.truncate(size);
+    value
+}
+
 fn op(request: Op) -> RequestOp {
     RequestOp { request: Some(request) }
 }
@@ -265,6 +284,22 @@ mod tests {
 
     fn plan(workload: Workload) -> Plan {
         Plan { workload, total: 100, clients: 1, conns: 1, key_size: 8, val_size: 4 }
+    }
+
+    #[test]
+    fn fill_values_are_random_distinct_and_repeatable() {
+        assert_eq!(value_of(1, 256).len(), 256);
+        assert_eq!(value_of(5, 3).len(), 3);
+        assert_eq!(value_of(1, 256), value_of(1, 256));
+        assert_ne!(value_of(1, 256), value_of(2, 256));
+        let v = value_of(9, 256);
+        let distinct: std::collections::BTreeSet<u8> = v.iter().copied().collect();
+        assert!(distinct.len() > 100, "{} distinct bytes", distinct.len());
+        // A fill puts key n with its own value.
+        let plan = Plan { workload: Workload::Fill { keys: 10 }, total: 10, clients: 1, conns: 1, key_size: 2, val_size: 16 };
+        let generator = Generator::new(&plan).unwrap();
+        let (class, Request::Put(put)) = generator.request(7, &mut Rng::new(0)) else { panic!("a fill puts") };
+        assert_eq!((class, put.key, put.value), (Class::Write, b"07".to_vec(), value_of(7, 16)));
     }
 
     #[test]

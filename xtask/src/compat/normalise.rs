@@ -117,19 +117,26 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
 fn mask_member_list(text: &str, ids: &mut IdMap) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        let (prefix, rest) = line.strip_prefix("| ").map_or(("", line), |rest| ("| ", rest));
-        let end = rest.find([',', ' ']).unwrap_or(0);
-        let token = &rest[..end];
-        match u64::from_str_radix(token, 16) {
-            Ok(id) if !token.is_empty() && token.len() <= 16 => {
+        match leading_member_id(line) {
+            Some((prefix, id, rest)) => {
                 out.push_str(prefix);
                 out.push_str(&placeholder(&mut ids.members, "member-id", id));
-                out.push_str(&rest[end..]);
+                out.push_str(rest);
             }
-            _ => out.push_str(line),
+            None => out.push_str(line),
         }
     }
     rewrite_field(&out, "ID", |v| ids.member_decimal(v))
+}
+
+/// The hex member id that leads a `member list` line or table row: the text
+/// before it, the id, and the text after it.
+fn leading_member_id(line: &str) -> Option<(&str, u64, &str)> {
+    let (prefix, rest) = line.strip_prefix("| ").map_or(("", line), |rest| ("| ", rest));
+    let end = rest.find([',', ' ']).unwrap_or(0);
+    let token = &rest[..end];
+    let id = u64::from_str_radix(token, 16).ok().filter(|_| !token.is_empty() && token.len() <= 16)?;
+    Some((prefix, id, &rest[end..]))
 }
 
 /// Output that lists two members: they come in id order, and an added member's id is random
@@ -157,14 +164,9 @@ fn unordered_members(text: &str, ids: &mut IdMap) -> String {
             lines.push((false, format!("ETCD_INITIAL_CLUSTER=\"{}\"\n", members.join(","))));
             continue;
         }
-        let (prefix, rest) = line.strip_prefix("| ").map_or(("", line), |rest| ("| ", rest));
-        let end = rest.find([',', ' ']).unwrap_or(0);
-        let token = &rest[..end];
-        match u64::from_str_radix(token, 16) {
-            Ok(_) if !token.is_empty() && token.len() <= 16 => {
-                lines.push((true, format!("{prefix}<member-id>{}", &rest[end..])));
-            }
-            _ => lines.push((false, line.to_owned())),
+        match leading_member_id(line) {
+            Some((prefix, _, rest)) => lines.push((true, format!("{prefix}<member-id>{rest}"))),
+            None => lines.push((false, line.to_owned())),
         }
     }
     let mut out = String::with_capacity(text.len());
