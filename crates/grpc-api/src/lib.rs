@@ -54,6 +54,18 @@ pub struct ApiOptions {
     pub max_txn_ops: usize,
     /// How often quiet watches that asked for progress notifications get one.
     pub watch_progress_notify_interval: Duration,
+    /// HTTP/2 streams one client connection may have open at once
+    /// (etcd's --max-concurrent-streams).
+    pub max_concurrent_streams: u32,
+    /// How often the server pings an idle client connection; zero never
+    /// (etcd's --grpc-keepalive-interval).
+    pub keepalive_interval: Duration,
+    /// How long an unanswered ping waits before the connection is closed
+    /// (etcd's --grpc-keepalive-timeout).
+    pub keepalive_timeout: Duration,
+    /// Configuration problems an operator should see in `endpoint status`
+    /// (flags Keel accepted but does not act on).
+    pub status_errors: Vec<String>,
 }
 
 /// etcd's default --watch-progress-notify-interval.
@@ -65,6 +77,10 @@ impl Default for ApiOptions {
             max_request_bytes: keel_node::DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             watch_progress_notify_interval: DEFAULT_WATCH_PROGRESS_NOTIFY_INTERVAL,
+            max_concurrent_streams: u32::MAX,
+            keepalive_interval: Duration::from_secs(2 * 60 * 60),
+            keepalive_timeout: Duration::from_secs(20),
+            status_errors: Vec::new(),
         }
     }
 }
@@ -111,10 +127,15 @@ pub async fn serve(
         &member,
     );
     let maintenance = leader_required(
-        MaintenanceServer::new(MaintenanceService::new(member.clone())).max_decoding_message_size(max_message),
+        MaintenanceServer::new(MaintenanceService::new(member.clone(), options.status_errors.clone()))
+            .max_decoding_message_size(max_message),
         &member,
     );
+    let keepalive = Some(options.keepalive_interval).filter(|interval| !interval.is_zero());
     tonic::transport::Server::builder()
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(options.keepalive_timeout).filter(|timeout| !timeout.is_zero()))
         .add_service(kv)
         .add_service(lease)
         .add_service(watch)

@@ -18,11 +18,13 @@ const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 
 pub struct MaintenanceService {
     member: Arc<Member>,
+    /// Reported in every Status answer, as etcd reports its alarms there.
+    status_errors: Vec<String>,
 }
 
 impl MaintenanceService {
-    pub fn new(member: Arc<Member>) -> Self {
-        MaintenanceService { member }
+    pub fn new(member: Arc<Member>, status_errors: Vec<String>) -> Self {
+        MaintenanceService { member, status_errors }
     }
 }
 
@@ -42,6 +44,7 @@ impl Maintenance for MaintenanceService {
             is_learner: status.is_learner,
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: DEFAULT_QUOTA_BYTES,
+            errors: self.status_errors.clone(),
             ..Default::default()
         }))
     }

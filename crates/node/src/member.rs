@@ -50,6 +50,9 @@ pub const ETCD_VERSION: &str = "3.6.0";
 pub struct MemberConfig {
     pub name: String,
     pub data_dir: PathBuf,
+    /// Where the raft log lives when not under `data_dir` (etcd's --wal-dir:
+    /// a dedicated disk keeps log syncs away from the store's writes).
+    pub wal_dir: Option<PathBuf>,
     /// This member's advertised peer URLs; with the token, they make its id.
     pub peer_urls: Vec<String>,
     /// Every member of a new cluster (name, peer URLs), this one included;
@@ -92,6 +95,7 @@ impl MemberConfig {
         MemberConfig {
             name: name.into(),
             data_dir: data_dir.into(),
+            wal_dir: None,
             peer_urls: vec!["http://localhost:2380".to_string()],
             initial_cluster: Vec::new(),
             cluster_token: "etcd-cluster".to_string(),
@@ -223,7 +227,8 @@ impl Member {
             .collect();
 
         let applied_index = kv.consistent_index();
-        let engine = RocksLogEngine::open(&member_dir.join("raft")).map_err(NodeError::Raft)?;
+        let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
+        let engine = RocksLogEngine::open(&log_dir).map_err(NodeError::Raft)?;
         let mut store = RaftLogStore::open(Box::new(engine), &voters).map_err(NodeError::Raft)?;
         if applied_index > store.last_log_index() {
             // A crash came between installing a leader's snapshot in the store

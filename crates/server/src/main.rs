@@ -1,91 +1,120 @@
-//! The `keel` binary: parse etcd-style flags, start the member, serve its
-//! client API until SIGTERM or SIGINT. Composition only; no logic lives here.
+//! The `keel` binary: load etcd's configuration (flags, `ETCD_*` variables
+//! or a config file), start the member, serve its client API until SIGTERM
+//! or SIGINT. Composition only; no logic lives here.
 
-mod config;
+mod logging;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use keel_config::{bind_addr, ClusterState as ConfigClusterState, Config, ConfigError, Outcome};
 use keel_grpc_api::ApiOptions;
 use keel_node::{ClusterState, Member, MemberConfig};
 use tokio::net::TcpListener;
-
-use crate::config::{listen_addr, Flags};
 
 /// Threads for blocking work (store reads, mostly); enough that a long scan
 /// (HashKV, a large range) leaves others free.
 const BLOCKING_THREADS: usize = 16;
 
-fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(flags.tracing_level())),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn main() -> std::process::ExitCode {
+    let (config, notices) = match keel_config::load(std::env::args().skip(1), std::env::vars()) {
+        Ok(Outcome::Run { config, notices }) => (config, notices),
+        Ok(Outcome::Help) => {
+            print!("{}", keel_config::help_text());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Ok(Outcome::Version) => {
+            print!("{}", keel_config::version_text(env!("CARGO_PKG_VERSION")));
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(err) => return config_failure(&err),
+    };
+    if let Err(err) = logging::init(&config, &notices) {
+        eprintln!("keel: cannot set up logging: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match serve(*config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("Error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports a configuration error as etcd does: a syntax error with the
+/// usage (exit 2), anything else as "error verifying flags" (exit 1).
+fn config_failure(err: &ConfigError) -> std::process::ExitCode {
+    match err {
+        ConfigError::Syntax(message) => eprintln!("{message}\n{}", keel_config::usage_text()),
+        other => eprintln!("keel: error verifying flags, {other}. See 'keel --help'."),
+    }
+    std::process::ExitCode::from(err.exit_code() as u8)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
     // Reads run on the blocking pool. With tokio's default of 512 threads,
     // a busy server keeps hundreds of them, and nearly every read wakes a
     // sleeping one (a futex wake and a context switch per request: ~10% of
     // the CPU of a range-s-256 run). A few threads stay busy instead and take
     // queued reads one after another.
     let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build()?;
-    runtime.block_on(run(flags))
+    runtime.block_on(run(config))
 }
 
-async fn run(flags: Flags) -> anyhow::Result<()> {
-    let addrs = flags.listen_client_urls.iter().map(|url| listen_addr(url)).collect::<anyhow::Result<Vec<_>>>()?;
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for addr in addrs {
+async fn run(config: Config) -> anyhow::Result<()> {
+    let mut listeners = Vec::with_capacity(config.listen_client_urls.len());
+    for url in &config.listen_client_urls {
+        let addr = bind_addr(url)?;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
         listeners.push(listener);
     }
 
-    let initial_cluster = flags.initial_cluster()?;
     // Peers listen when there are peers, or when asked to: a single member
     // with the default flags needs no peer port (and tests can run many).
     let mut peer_listeners = Vec::new();
-    if initial_cluster.len() > 1 || !flags.listen_peer_urls.is_empty() {
-        let default = vec!["http://localhost:2380".to_string()];
-        let urls = if flags.listen_peer_urls.is_empty() { &default } else { &flags.listen_peer_urls };
-        for url in urls {
-            let addr = listen_addr(url)?;
+    if config.initial_cluster.len() > 1 || config.listen_peer_urls_given {
+        for url in &config.listen_peer_urls {
+            let addr = bind_addr(url)?;
             let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
             peer_listeners.push(listener);
         }
     }
 
-    let mut member_config = MemberConfig::new(flags.name.clone(), flags.data_dir()).with_raft_timing(
-        Duration::from_millis(flags.heartbeat_interval),
-        Duration::from_millis(flags.election_timeout),
-    )?;
-    member_config.peer_urls = flags.initial_advertise_peer_urls.clone();
-    member_config.initial_cluster = initial_cluster;
-    member_config.cluster_token = flags.initial_cluster_token.clone();
-    member_config.max_request_bytes = flags.max_request_bytes;
-    member_config.lease_checkpoint_interval = flags.lease_checkpoint_interval;
-    member_config.snapshot_count = flags.snapshot_count;
-    member_config.snapshot_catchup_entries = flags.snapshot_catchup_entries;
-    member_config.initial_cluster_state =
-        if flags.initial_cluster_state == "existing" { ClusterState::Existing } else { ClusterState::New };
+    let mut member_config = MemberConfig::new(config.name.clone(), config.data_dir.clone())
+        .with_raft_timing(config.heartbeat_interval, config.election_timeout)?;
+    member_config.wal_dir = config.wal_dir.clone();
+    member_config.peer_urls = config.initial_advertise_peer_urls.clone();
+    member_config.initial_cluster = config.initial_cluster.clone();
+    member_config.cluster_token = config.initial_cluster_token.clone();
+    member_config.max_request_bytes = config.max_request_bytes;
+    member_config.lease_checkpoint_interval = config.lease_checkpoint_interval;
+    member_config.snapshot_count = config.snapshot_count;
+    member_config.snapshot_catchup_entries = config.snapshot_catchup_entries;
+    member_config.initial_cluster_state = match config.initial_cluster_state {
+        ConfigClusterState::New => ClusterState::New,
+        ConfigClusterState::Existing => ClusterState::Existing,
+    };
     let member = tokio::task::spawn_blocking(move || Member::start(member_config))
         .await?
         .context("cannot start the member")?;
     let member = Arc::new(member);
     tokio::spawn({
-        let (member, client_urls) = (member.clone(), flags.advertise_client_urls.clone());
+        let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());
         async move { member.publish(client_urls).await }
     });
 
     let options = ApiOptions {
-        max_request_bytes: flags.max_request_bytes,
-        max_txn_ops: flags.max_txn_ops,
-        watch_progress_notify_interval: flags.watch_progress_notify_interval,
+        max_request_bytes: config.max_request_bytes,
+        max_txn_ops: config.max_txn_ops,
+        watch_progress_notify_interval: config.watch_progress_notify_interval,
+        max_concurrent_streams: config.max_concurrent_streams,
+        keepalive_interval: config.grpc_keepalive_interval,
+        keepalive_timeout: config.grpc_keepalive_timeout,
+        status_errors: config.ignored.iter().map(ToString::to_string).collect(),
     };
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
@@ -104,7 +133,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         };
         servers.spawn(keel_grpc_api::serve_peers(listener, member.clone(), shutdown));
     }
-    tracing::info!(name = %flags.name, advertise = ?flags.advertise_client_urls, "ready to serve client requests");
+    tracing::info!(name = %config.name, advertise = ?config.advertise_client_urls, "ready to serve client requests");
 
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),

@@ -1,0 +1,362 @@
+//! The typed configuration Keel starts from, validated once with etcd's
+//! checks and messages (etcd's `embed.Config.Validate` and `etcdmain`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::flag::{find, Value};
+use crate::goflag::{self, FlagUrl};
+use crate::load::{IgnoredFlag, Notice, Settings};
+
+/// etcd's longest election timeout.
+const MAX_ELECTION_MS: u64 = 50_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Where logs go (etcd's --log-outputs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+    File(PathBuf),
+}
+
+/// Everything Keel acts on, plus what it was given and ignored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Where the raft log lives, if not under the data dir (etcd's --wal-dir).
+    pub wal_dir: Option<PathBuf>,
+    pub listen_client_urls: Vec<FlagUrl>,
+    pub advertise_client_urls: Vec<String>,
+    pub listen_peer_urls: Vec<FlagUrl>,
+    /// Whether --listen-peer-urls was given: a lone member listens for peers
+    /// only when asked to (so many can share a host).
+    pub listen_peer_urls_given: bool,
+    pub initial_advertise_peer_urls: Vec<String>,
+    /// `--initial-cluster` as (name, peer URLs); empty when not given, which
+    /// means this member alone.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state: ClusterState,
+    pub initial_cluster_token: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub max_concurrent_streams: u32,
+    /// Zero turns server pings off.
+    pub grpc_keepalive_interval: Duration,
+    pub grpc_keepalive_timeout: Duration,
+    pub lease_checkpoint_interval: Duration,
+    pub watch_progress_notify_interval: Duration,
+    pub log_level: LogLevel,
+    pub log_outputs: Vec<LogOutput>,
+    /// Flags accepted with values Keel does not act on.
+    pub ignored: Vec<IgnoredFlag>,
+    /// Everything given explicitly.
+    pub settings: Settings,
+}
+
+impl Config {
+    /// The configuration of a `keel` started with no flags.
+    pub fn defaults() -> Config {
+        Config::from_settings(Settings::default(), Vec::new(), &mut Vec::new()).expect("etcd's defaults are valid")
+    }
+
+    pub(crate) fn from_settings(
+        settings: Settings,
+        ignored: Vec<IgnoredFlag>,
+        notices: &mut Vec<Notice>,
+    ) -> Result<Config, ConfigError> {
+        let get = |name: &str| -> Value {
+            match settings.get(name) {
+                Some(value) => value.clone(),
+                None => find(name).unwrap_or_else(|| panic!("{name} is in the table")).default_value(),
+            }
+        };
+        let string = |name: &str| get(name).to_string();
+        let uint = |name: &str| match get(name) {
+            Value::Uint(value) => value,
+            other => panic!("{name} holds {other:?}"),
+        };
+        let duration = |name: &str| match get(name) {
+            Value::Duration(value) => value,
+            other => panic!("{name} holds {other:?}"),
+        };
+        let urls = |name: &str| match get(name) {
+            Value::Urls(urls) => urls,
+            other => panic!("{name} holds {other:?}"),
+        };
+
+        let name = string("name");
+        let data_dir = match settings.get("data-dir").map(ToString::to_string).filter(|dir| !dir.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                notices.push(Notice::warn(format!("no data-dir provided, using default data-dir ./{name}.etcd")));
+                PathBuf::from(format!("{name}.etcd"))
+            }
+        };
+        let wal_dir = Some(string("wal-dir")).filter(|dir| !dir.is_empty()).map(PathBuf::from);
+
+        let listen_client_urls = urls("listen-client-urls");
+        let listen_peer_urls = urls("listen-peer-urls");
+        let advertise_client_urls = urls("advertise-client-urls");
+        let initial_advertise_peer_urls = urls("initial-advertise-peer-urls");
+        for (flag, list) in [("listen-client-urls", &listen_client_urls), ("listen-peer-urls", &listen_peer_urls)] {
+            for url in list {
+                check_scheme(flag, url)?;
+                bind_addr(url)?;
+            }
+        }
+        for (flag, list) in
+            [("initial-advertise-peer-urls", &initial_advertise_peer_urls), ("advertise-client-urls", &advertise_client_urls)]
+        {
+            for url in list {
+                check_scheme(flag, url)?;
+                if url.host().is_empty() {
+                    let all = list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                    return Err(ConfigError::invalid(format!(
+                        "--{flag} {all:?} must be \"host:port\" (unexpected empty host ({url}))"
+                    )));
+                }
+            }
+        }
+
+        let bootstrap_methods = ["initial-cluster", "discovery", "discovery-srv", "discovery-endpoints"]
+            .iter()
+            .filter(|flag| settings.get(flag).is_some_and(|value| !value.to_string().is_empty()))
+            .count();
+        if bootstrap_methods > 1 {
+            return Err(ConfigError::invalid(
+                "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"",
+            ));
+        }
+        let initial_cluster = match settings.get("initial-cluster") {
+            Some(value) => parse_initial_cluster(&value.to_string())?,
+            None => Vec::new(),
+        };
+        if !initial_cluster.is_empty() && !initial_cluster.iter().any(|(member, _)| *member == name) {
+            return Err(ConfigError::invalid(format!(
+                "couldn't find local name {name:?} in the initial cluster configuration"
+            )));
+        }
+        let initial_cluster_state =
+            if string("initial-cluster-state") == "existing" { ClusterState::Existing } else { ClusterState::New };
+
+        let heartbeat_ms = uint("heartbeat-interval");
+        let election_ms = uint("election-timeout");
+        if heartbeat_ms == 0 {
+            return Err(ConfigError::invalid(format!("--heartbeat-interval must be >0 (set to {heartbeat_ms}ms)")));
+        }
+        if election_ms == 0 {
+            return Err(ConfigError::invalid(format!("--election-timeout must be >0 (set to {election_ms}ms)")));
+        }
+        if heartbeat_ms.saturating_mul(5) > election_ms {
+            return Err(ConfigError::invalid(format!(
+                "--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]"
+            )));
+        }
+        if election_ms > MAX_ELECTION_MS {
+            return Err(ConfigError::invalid(format!(
+                "--election-timeout[{election_ms}ms] is too long, and should be set less than {MAX_ELECTION_MS}ms"
+            )));
+        }
+
+        if settings.is_set("listen-client-urls") && !settings.is_set("advertise-client-urls") {
+            return Err(ConfigError::invalid("--advertise-client-urls is required when --listen-client-urls is set explicitly"));
+        }
+
+        let auto_compaction_mode = string("auto-compaction-mode");
+        if !matches!(auto_compaction_mode.as_str(), "periodic" | "revision") {
+            return Err(ConfigError::invalid(format!("unknown auto-compaction-mode {auto_compaction_mode:?}")));
+        }
+        check_compaction_retention(&auto_compaction_mode, &string("auto-compaction-retention"))?;
+        let bcrypt_cost = uint("bcrypt-cost");
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(ConfigError::invalid(format!("invalid bcrypt-cost: {bcrypt_cost} (must be between 4 and 31)")));
+        }
+        check_tls_versions(&string("tls-min-version"), &string("tls-max-version"))?;
+        let logger = string("logger");
+        if !matches!(logger.as_str(), "zap" | "capnslog") {
+            return Err(ConfigError::invalid(format!("unknown logger option {logger:?}")));
+        }
+        let log_format = string("log-format");
+        if !matches!(log_format.as_str(), "json" | "console") {
+            return Err(ConfigError::invalid(format!("unknown log format: {log_format}, supported values json, console")));
+        }
+        let metrics = string("metrics");
+        if !matches!(metrics.as_str(), "basic" | "extensive") {
+            return Err(ConfigError::invalid(format!("unknown metrics option {metrics:?} (expected basic or extensive)")));
+        }
+        let log_level = match string("log-level").as_str() {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" | "dpanic" | "panic" | "fatal" => LogLevel::Error,
+            other => return Err(ConfigError::invalid(format!("unrecognized level: {other:?}"))),
+        };
+        let log_outputs = parse_log_outputs(&get("log-outputs"))?;
+
+        let to_usize = |name: &str| usize::try_from(uint(name)).map_err(|_| ConfigError::invalid(format!("--{name} is too large")));
+        Ok(Config {
+            data_dir,
+            wal_dir,
+            listen_peer_urls_given: settings.is_set("listen-peer-urls"),
+            advertise_client_urls: advertise_client_urls.iter().map(ToString::to_string).collect(),
+            initial_advertise_peer_urls: initial_advertise_peer_urls.iter().map(ToString::to_string).collect(),
+            listen_client_urls,
+            listen_peer_urls,
+            initial_cluster,
+            initial_cluster_state,
+            initial_cluster_token: string("initial-cluster-token"),
+            heartbeat_interval: Duration::from_millis(heartbeat_ms),
+            election_timeout: Duration::from_millis(election_ms),
+            snapshot_count: uint("snapshot-count"),
+            snapshot_catchup_entries: uint("snapshot-catchup-entries"),
+            max_request_bytes: to_usize("max-request-bytes")?,
+            max_txn_ops: to_usize("max-txn-ops")?,
+            max_concurrent_streams: u32::try_from(uint("max-concurrent-streams")).unwrap_or(u32::MAX),
+            grpc_keepalive_interval: duration("grpc-keepalive-interval"),
+            grpc_keepalive_timeout: duration("grpc-keepalive-timeout"),
+            lease_checkpoint_interval: duration("lease-checkpoint-interval"),
+            watch_progress_notify_interval: nonzero_or(duration("watch-progress-notify-interval"), Duration::from_secs(600)),
+            log_level,
+            log_outputs,
+            name,
+            ignored,
+            settings,
+        })
+    }
+}
+
+fn nonzero_or(value: Duration, default: Duration) -> Duration {
+    if value.is_zero() {
+        default
+    } else {
+        value
+    }
+}
+
+/// Keel serves plain HTTP/2 on TCP for now: TLS and unix sockets are refused
+/// with a reason rather than served insecurely or not at all.
+fn check_scheme(flag: &str, url: &FlagUrl) -> Result<(), ConfigError> {
+    match url.scheme.as_str() {
+        "http" => Ok(()),
+        "https" | "unixs" => Err(ConfigError::invalid(format!(
+            "--{flag}: {url}: {}:// URLs are not supported by Keel yet: TLS is not implemented yet; Keel would serve plaintext",
+            url.scheme
+        ))),
+        _ => Err(ConfigError::invalid(format!("--{flag}: {url}: unix:// URLs are not supported by Keel yet"))),
+    }
+}
+
+/// The address to bind for a listen URL. As etcd, only an IP address or
+/// `localhost` (the IPv4 loopback, as Go's listener picks it) may be bound.
+pub fn bind_addr(url: &FlagUrl) -> Result<SocketAddr, ConfigError> {
+    let port: u16 = url.port().parse().map_err(|_| ConfigError::invalid(format!("invalid port in URL {url}")))?;
+    let ip: IpAddr = match url.host() {
+        "localhost" => Ipv4Addr::LOCALHOST.into(),
+        "" => Ipv4Addr::UNSPECIFIED.into(),
+        host => host.parse().map_err(|_| ConfigError::invalid(format!("expected IP in URL for binding ({url})")))?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// etcd's `types.NewURLsMap`: `name=url,...`, URLs of one name grouped.
+fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let setting_up = |err: String| ConfigError::invalid(format!("error setting up initial cluster: {err}"));
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        let (name, url) = entry.split_once('=').unwrap_or((entry, ""));
+        let url = goflag::parse_url(url.trim()).map_err(setting_up)?.to_string();
+        match members.iter_mut().find(|(member, _)| member == name) {
+            Some((_, urls)) => urls.push(url),
+            None => members.push((name.to_string(), vec![url])),
+        }
+    }
+    for (_, urls) in &mut members {
+        urls.sort();
+    }
+    Ok(members)
+}
+
+/// etcd's checks of --auto-compaction-retention: a duration (hours when
+/// unitless) in periodic mode, a revision count in revision mode.
+fn check_compaction_retention(mode: &str, retention: &str) -> Result<(), ConfigError> {
+    let bad = |detail: String| ConfigError::invalid(format!("error parsing CompactionRetention: {detail}"));
+    if retention.is_empty() {
+        return Ok(());
+    }
+    if mode == "revision" {
+        goflag::parse_uint(retention).map_err(|_| bad(format!("strconv.ParseUint: parsing {retention:?}: invalid syntax")))?;
+        return Ok(());
+    }
+    if goflag::parse_int(retention).is_ok() {
+        return Ok(());
+    }
+    goflag::parse_duration(retention).map_err(|_| bad(format!("time: invalid duration {retention:?}")))?;
+    Ok(())
+}
+
+fn check_tls_versions(min: &str, max: &str) -> Result<(), ConfigError> {
+    let rank = |version: &str| -> Result<u8, ConfigError> {
+        match version {
+            "" => Ok(0),
+            "TLS1.2" => Ok(2),
+            "TLS1.3" => Ok(3),
+            other => Err(ConfigError::invalid(format!("unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"))),
+        }
+    };
+    let (low, high) = (rank(min)?, rank(max)?);
+    if low != 0 && high != 0 && low > high {
+        return Err(ConfigError::invalid(format!("min version ({min}) is greater than max version ({max})")));
+    }
+    Ok(())
+}
+
+fn parse_log_outputs(value: &Value) -> Result<Vec<LogOutput>, ConfigError> {
+    let items = match value {
+        Value::List(items) if !items.is_empty() => items.clone(),
+        _ => vec!["default".to_string()],
+    };
+    let mut outputs = Vec::new();
+    for item in items {
+        let output = match item.as_str() {
+            "default" | "stderr" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            path => LogOutput::File(PathBuf::from(path)),
+        };
+        if !outputs.contains(&output) {
+            outputs.push(output);
+        }
+    }
+    Ok(outputs)
+}
