@@ -7,6 +7,7 @@
 //!   lease-keepalive|lease-grant-revoke|compare`: etcd's benchmark workloads, and Keel-vs-etcd
 //!   runs (see [`bench`]).
 //! - `cargo xtask cluster up|down|status`: a local cluster on loopback (see [`cluster`]).
+//! - `cargo xtask docs`: regenerate `docs/configuration.md` from the flag table in `keel-config`.
 
 mod bench;
 mod cargo;
@@ -40,6 +41,8 @@ enum Command {
     /// A local Keel cluster on loopback: `up --members 3`, `status`, `down`.
     #[command(subcommand)]
     Cluster(cluster::Cluster),
+    /// Regenerate docs/configuration.md from the flag table (a test fails while it is stale).
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Compat(opts) => compat::run(&opts),
         Command::Bench(bench) => bench::run(bench),
         Command::Cluster(command) => cluster::run(command),
+        Command::Docs => docs(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +70,13 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     }
     compat::run(compat_opts)?;
     bench_smoke()
+}
+
+fn docs() -> Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+    std::fs::write(&path, keel_config::markdown())?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// A small `bench compare` against the debug keel, so the harness (servers,

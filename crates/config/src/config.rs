@@ -150,15 +150,6 @@ impl Config {
             }
         }
 
-        let bootstrap_methods = ["initial-cluster", "discovery", "discovery-srv", "discovery-endpoints"]
-            .iter()
-            .filter(|flag| settings.get(flag).is_some_and(|value| !value.to_string().is_empty()))
-            .count();
-        if bootstrap_methods > 1 {
-            return Err(ConfigError::invalid(
-                "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"",
-            ));
-        }
         let initial_cluster = match settings.get("initial-cluster") {
             Some(value) => parse_initial_cluster(&value.to_string())?,
             None => Vec::new(),
@@ -290,13 +281,30 @@ pub fn bind_addr(url: &FlagUrl) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// etcd's check that one way of bootstrapping is chosen; before refusals, so
+/// the conflict is what gets reported.
+pub(crate) fn check_bootstrap(settings: &Settings) -> Result<(), ConfigError> {
+    let bootstrap_methods = ["initial-cluster", "discovery", "discovery-srv", "discovery-endpoints"]
+        .iter()
+        .filter(|flag| settings.get(flag).is_some_and(|value| !value.to_string().is_empty()))
+        .count();
+    if bootstrap_methods > 1 {
+        return Err(ConfigError::invalid(
+            "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"",
+        ));
+    }
+    Ok(())
+}
+
 /// etcd's `types.NewURLsMap`: `name=url,...`, URLs of one name grouped.
 fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let setting_up = |err: String| ConfigError::invalid(format!("error setting up initial cluster: {err}"));
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
     for entry in text.split(',').map(str::trim) {
         let (name, url) = entry.split_once('=').unwrap_or((entry, ""));
-        let url = goflag::parse_url(url.trim()).map_err(setting_up)?.to_string();
+        let url = goflag::parse_url(url.trim()).map_err(setting_up)?;
+        check_scheme("initial-cluster", &url)?;
+        let url = url.to_string();
         match members.iter_mut().find(|(member, _)| member == name) {
             Some((_, urls)) => urls.push(url),
             None => members.push((name.to_string(), vec![url])),

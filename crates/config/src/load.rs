@@ -129,6 +129,7 @@ where
         }
     };
     canonicalise(&mut settings, &mut notices)?;
+    crate::config::check_bootstrap(&settings)?;
     let ignored = check_support(&settings, &mut notices)?;
     let config = Config::from_settings(settings, ignored, &mut notices)?;
     Ok(Outcome::Run { config: Box::new(config), notices })
