@@ -134,6 +134,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         servers.spawn(keel_grpc_api::serve_peers(listener, member.clone(), shutdown));
     }
     tracing::info!(name = %config.name, advertise = ?config.advertise_client_urls, "ready to serve client requests");
+    notify_systemd_ready();
 
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),
@@ -162,6 +163,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let stopping = member.clone();
     tokio::task::spawn_blocking(move || stopping.stop()).await?;
     Ok(())
+}
+
+/// systemd's readiness protocol, as etcd speaks it: Debian's etcd unit is
+/// `Type=notify`, so systemd waits for one `READY=1` datagram on
+/// `$NOTIFY_SOCKET` once clients are served.
+fn notify_systemd_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let sent = (|| -> std::io::Result<()> {
+        let address = match path.strip_prefix('@') {
+            Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+            None => SocketAddr::from_pathname(&path)?,
+        };
+        UnixDatagram::unbound()?.send_to_addr(b"READY=1", &address)?;
+        Ok(())
+    })();
+    if let Err(err) = sent {
+        tracing::warn!(%err, socket = %path, "cannot notify systemd that keel is ready");
+    }
 }
 
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
