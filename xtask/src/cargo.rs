@@ -9,9 +9,7 @@ use anyhow::{bail, Context, Result};
 
 /// The workspace root: xtask lives one level below it.
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent directory")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent directory")
 }
 
 /// A `cargo` command (the same toolchain that runs xtask), in the workspace root.

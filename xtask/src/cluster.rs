@@ -83,10 +83,8 @@ fn up(options: &UpOptions) -> Result<()> {
         }
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let initial_cluster = (0..options.members)
-        .map(|i| format!("m{i}=http://127.0.0.1:{}", ports(i).1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let initial_cluster =
+        (0..options.members).map(|i| format!("m{i}=http://127.0.0.1:{}", ports(i).1)).collect::<Vec<_>>().join(",");
     let mut pids = Vec::new();
     let mut endpoints = Vec::new();
     for i in 0..options.members {
@@ -175,7 +173,8 @@ fn alive(pid: &str) -> bool {
 }
 
 fn status(dir: &Path) -> Result<()> {
-    let pids = fs::read_to_string(dir.join("pids")).with_context(|| format!("no cluster is up in {}", dir.display()))?;
+    let pids =
+        fs::read_to_string(dir.join("pids")).with_context(|| format!("no cluster is up in {}", dir.display()))?;
     let members = pids.lines().filter(|p| !p.is_empty()).count();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -21,8 +21,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use keel_client::{
-    txn_range, Client, ClientOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
-    Txn, TxnOp, WatchOptions,
+    txn_range, Client, ClientOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 use tokio_stream::StreamExt;
 
@@ -58,13 +58,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("connecting to {:?}", args.endpoints))?;
     let workers: Vec<_> = (0..args.workers)
-        .map(|i| {
-            tokio::spawn(worker(
-                client.clone(),
-                args.clone(),
-                format!("{}-{i}", args.name),
-            ))
-        })
+        .map(|i| tokio::spawn(worker(client.clone(), args.clone(), format!("{}-{i}", args.name))))
         .collect();
     for worker in workers {
         worker.await??;
@@ -83,11 +77,7 @@ async fn worker(client: Client, args: Args, me: String) -> Result<()> {
         // Delete only our own key: if the lease had expired meanwhile,
         // another worker may hold the lock now.
         let release = Txn::new()
-            .when([Compare::create_revision(
-                args.key.clone(),
-                CompareOp::Equal,
-                fencing,
-            )])
+            .when([Compare::create_revision(args.key.clone(), CompareOp::Equal, fencing)])
             .and_then([TxnOp::delete(args.key.clone(), DeleteOptions::new())]);
         if client.txn(release).await?.succeeded {
             println!("{me}: released");
@@ -108,11 +98,7 @@ async fn acquire(client: &Client, key: &str, me: &str, lease: i64) -> Result<i64
             .and_then([TxnOp::put(key, me, PutOptions::new().with_lease(lease))])
             .or_else([TxnOp::get(key, GetOptions::new())]);
         let response = client.txn(txn).await?;
-        let revision = response
-            .header
-            .as_ref()
-            .context("txn response without header")?
-            .revision;
+        let revision = response.header.as_ref().context("txn response without header")?.revision;
         if response.succeeded {
             return Ok(revision);
         }
@@ -125,14 +111,8 @@ async fn acquire(client: &Client, key: &str, me: &str, lease: i64) -> Result<i64
         }
         // Changes after the read: the delete that frees the lock, even if it
         // happened before the watch was created.
-        let mut deletes = client
-            .watch(
-                key,
-                WatchOptions::new()
-                    .with_start_revision(revision + 1)
-                    .with_no_put(),
-            )
-            .await?;
+        let mut deletes =
+            client.watch(key, WatchOptions::new().with_start_revision(revision + 1).with_no_put()).await?;
         deletes.next().await.context("watch ended")??;
     }
 }

@@ -45,48 +45,23 @@ async fn main() -> Result<()> {
     let client = Client::connect(args.endpoints.clone(), ClientOptions::default())
         .await
         .with_context(|| format!("connecting to {:?}", args.endpoints))?;
-    let instance = args
-        .instance
-        .clone()
-        .unwrap_or_else(|| format!("instance-{}", std::process::id()));
+    let instance = args.instance.clone().unwrap_or_else(|| format!("instance-{}", std::process::id()));
     let key = format!("{}{instance}", args.prefix);
 
     let lease = client.lease_grant(args.ttl, 0).await?;
-    client
-        .put_with(
-            key.clone(),
-            args.addr.clone(),
-            PutOptions::new().with_lease(lease.id),
-        )
-        .await?;
+    client.put_with(key.clone(), args.addr.clone(), PutOptions::new().with_lease(lease.id)).await?;
     let mut keep_alive = client.lease_keep_alive(lease.id).await?;
-    println!(
-        "registered {key} -> {} (lease {:x}, ttl {}s)",
-        args.addr, lease.id, lease.ttl
-    );
+    println!("registered {key} -> {} (lease {:x}, ttl {}s)", args.addr, lease.id, lease.ttl);
 
-    let listed = client
-        .get_with(args.prefix.clone(), GetOptions::new().with_prefix())
-        .await?;
-    let revision = listed
-        .header
-        .as_ref()
-        .context("range response without header")?
-        .revision;
+    let listed = client.get_with(args.prefix.clone(), GetOptions::new().with_prefix()).await?;
+    let revision = listed.header.as_ref().context("range response without header")?.revision;
     println!("instances at revision {revision}:");
     for kv in &listed.kvs {
-        println!(
-            "  {} -> {}",
-            name(&kv.key, &args.prefix),
-            String::from_utf8_lossy(&kv.value)
-        );
+        println!("  {} -> {}", name(&kv.key, &args.prefix), String::from_utf8_lossy(&kv.value));
     }
 
     // From the revision after the listing: no change is missed or shown twice.
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(revision + 1)
-        .with_prev_kv();
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_prev_kv();
     let mut changes = client.watch(args.prefix.clone(), options).await?;
     let stop = async {
         match args.run_for {

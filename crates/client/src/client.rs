@@ -81,9 +81,7 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoints", &self.inner.pool.urls())
-            .finish()
+        f.debug_struct("Client").field("endpoints", &self.inner.pool.urls()).finish()
     }
 }
 
@@ -95,15 +93,10 @@ impl Client {
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let urls = endpoints
-            .into_iter()
-            .map(|e| normalize(&e.into()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let urls = endpoints.into_iter().map(|e| normalize(&e.into())).collect::<Result<Vec<_>, _>>()?;
         let pool = Pool::new(urls, &options)?;
         pool.pick().await?;
-        Ok(Client {
-            inner: Arc::new(Inner { pool, options }),
-        })
+        Ok(Client { inner: Arc::new(Inner { pool, options }) })
     }
 
     /// The endpoints given to `connect`, normalized.
@@ -119,12 +112,7 @@ impl Client {
     /// Runs `call` on the current channel, moving to the next endpoint and
     /// trying again while `retry` allows, at most once per endpoint plus one
     /// (the first attempt may use a channel whose server just went away).
-    pub(crate) async fn call<T, F, Fut>(
-        &self,
-        retry: Retry,
-        deadline: Deadline,
-        mut call: F,
-    ) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(&self, retry: Retry, deadline: Deadline, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -134,11 +122,9 @@ impl Client {
         for _ in 0..attempts {
             let picked = self.inner.pool.pick().await?;
             let result = match (deadline, self.inner.options.request_timeout) {
-                (Deadline::Request, Some(timeout)) => {
-                    tokio::time::timeout(timeout, call(picked.channel.clone()))
-                        .await
-                        .map_err(|_| ClientError::Timeout(timeout))?
-                }
+                (Deadline::Request, Some(timeout)) => tokio::time::timeout(timeout, call(picked.channel.clone()))
+                    .await
+                    .map_err(|_| ClientError::Timeout(timeout))?,
                 _ => call(picked.channel.clone()).await,
             };
             match result {
@@ -169,9 +155,9 @@ mod tests {
 
     #[test]
     fn writes_retry_only_when_not_sent() {
-        let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(
-            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-        ))));
+        let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )))));
         let maybe_sent = Status::unavailable("etcdserver: leader changed");
         let other = Status::invalid_argument("etcdserver: key is not provided");
 

@@ -13,10 +13,7 @@ impl Client {
     pub async fn member_list(&self, linearizable: bool) -> Result<MemberListResponse, ClientError> {
         let request = MemberListRequest { linearizable };
         self.call(Retry::Always, Deadline::Request, |channel| async move {
-            ClusterClient::new(channel)
-                .member_list(request)
-                .await
-                .map(tonic::Response::into_inner)
+            ClusterClient::new(channel).member_list(request).await.map(tonic::Response::into_inner)
         })
         .await
     }

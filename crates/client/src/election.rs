@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use keel_proto::mvccpb::KeyValue;
 use keel_proto::v3electionpb::election_client::ElectionClient;
 use keel_proto::v3electionpb::{
-    CampaignRequest, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest, ProclaimResponse,
-    ResignRequest, ResignResponse,
+    CampaignRequest, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest, ProclaimResponse, ResignRequest,
+    ResignResponse,
 };
 use tokio_stream::Stream;
 use tonic::Streaming;
@@ -27,25 +27,14 @@ impl Client {
         value: impl Into<Vec<u8>>,
         lease: i64,
     ) -> Result<LeaderKey, ClientError> {
-        let request = CampaignRequest {
-            name: name.into(),
-            lease,
-            value: value.into(),
-        };
+        let request = CampaignRequest { name: name.into(), lease, value: value.into() };
         let response = self
             .call(Retry::IfNotSent, Deadline::None, |channel| {
                 let request = request.clone();
-                async move {
-                    ElectionClient::new(channel)
-                        .campaign(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+                async move { ElectionClient::new(channel).campaign(request).await.map(tonic::Response::into_inner) }
             })
             .await?;
-        response.leader.ok_or(ClientError::UnexpectedResponse(
-            "campaign response without a leader key",
-        ))
+        response.leader.ok_or(ClientError::UnexpectedResponse("campaign response without a leader key"))
     }
 
     /// Publishes a new value as the leader.
@@ -54,18 +43,10 @@ impl Client {
         leader: LeaderKey,
         value: impl Into<Vec<u8>>,
     ) -> Result<ProclaimResponse, ClientError> {
-        let request = ProclaimRequest {
-            leader: Some(leader),
-            value: value.into(),
-        };
+        let request = ProclaimRequest { leader: Some(leader), value: value.into() };
         self.call(Retry::IfNotSent, Deadline::Request, |channel| {
             let request = request.clone();
-            async move {
-                ElectionClient::new(channel)
-                    .proclaim(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
+            async move { ElectionClient::new(channel).proclaim(request).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -76,12 +57,7 @@ impl Client {
         let response = self
             .call(Retry::Always, Deadline::Request, |channel| {
                 let request = request.clone();
-                async move {
-                    ElectionClient::new(channel)
-                        .leader(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+                async move { ElectionClient::new(channel).leader(request).await.map(tonic::Response::into_inner) }
             })
             .await?;
         response.kv.ok_or(ClientError::NoLeader)
@@ -96,12 +72,7 @@ impl Client {
         let inner = self
             .call(Retry::Always, Deadline::None, |channel| {
                 let request = request.clone();
-                async move {
-                    ElectionClient::new(channel)
-                        .observe(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                }
+                async move { ElectionClient::new(channel).observe(request).await.map(tonic::Response::into_inner) }
             })
             .await?;
         Ok(LeaderStream { inner })
@@ -109,17 +80,10 @@ impl Client {
 
     /// Gives up leadership, letting the next campaigner win.
     pub async fn resign(&self, leader: LeaderKey) -> Result<ResignResponse, ClientError> {
-        let request = ResignRequest {
-            leader: Some(leader),
-        };
+        let request = ResignRequest { leader: Some(leader) };
         self.call(Retry::IfNotSent, Deadline::Request, |channel| {
             let request = request.clone();
-            async move {
-                ElectionClient::new(channel)
-                    .resign(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
+            async move { ElectionClient::new(channel).resign(request).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -135,8 +99,6 @@ impl Stream for LeaderStream {
     type Item = Result<LeaderResponse, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|item| item.map(|r| r.map_err(ClientError::from)))
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| item.map(|r| r.map_err(ClientError::from)))
     }
 }

@@ -21,10 +21,8 @@ use crate::ClientOptions;
 /// Turns "host:port" into "http://host:port" and refuses what this client
 /// cannot dial.
 pub(crate) fn normalize(endpoint: &str) -> Result<String, ClientError> {
-    let invalid = |reason: &str| ClientError::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid =
+        |reason: &str| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
     let (scheme, authority) = match endpoint.trim().split_once("://") {
         None => ("http", endpoint.trim()),
         Some((scheme, rest)) => (scheme, rest),
@@ -39,8 +37,7 @@ pub(crate) fn normalize(endpoint: &str) -> Result<String, ClientError> {
         return Err(invalid("expected host:port"));
     }
     let url = format!("http://{authority}");
-    url.parse::<tonic::transport::Uri>()
-        .map_err(|e| invalid(&e.to_string()))?;
+    url.parse::<tonic::transport::Uri>().map_err(|e| invalid(&e.to_string()))?;
     Ok(url)
 }
 
@@ -71,19 +68,8 @@ impl Pool {
         if urls.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
-        let endpoints = urls
-            .iter()
-            .map(|url| configure(url, options))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Pool {
-            urls,
-            endpoints,
-            state: Mutex::new(State {
-                index: 0,
-                generation: 0,
-                channel: None,
-            }),
-        })
+        let endpoints = urls.iter().map(|url| configure(url, options)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Pool { urls, endpoints, state: Mutex::new(State { index: 0, generation: 0, channel: None }) })
     }
 
     pub(crate) fn urls(&self) -> &[String] {
@@ -118,20 +104,13 @@ impl Pool {
                 Ok(channel) => {
                     tracing::debug!(endpoint = %self.urls[index], "connected");
                     state.channel = Some(channel.clone());
-                    return Ok(Picked {
-                        channel,
-                        generation: state.generation,
-                        endpoint: self.urls[index].clone(),
-                    });
+                    return Ok(Picked { channel, generation: state.generation, endpoint: self.urls[index].clone() });
                 }
                 Err(source) => {
                     tracing::debug!(endpoint = %self.urls[index], error = %source, "connect failed");
                     state.index = (index + 1) % self.endpoints.len();
                     state.generation += 1;
-                    last_error = Some(ClientError::Transport {
-                        endpoint: self.urls[index].clone(),
-                        source,
-                    });
+                    last_error = Some(ClientError::Transport { endpoint: self.urls[index].clone(), source });
                 }
             }
         }
@@ -152,21 +131,15 @@ impl Pool {
 }
 
 fn configure(url: &str, options: &ClientOptions) -> Result<Endpoint, ClientError> {
-    let endpoint =
-        Endpoint::from_shared(url.to_owned()).map_err(|e| ClientError::InvalidEndpoint {
-            endpoint: url.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let endpoint = endpoint
-        .connect_timeout(options.connect_timeout)
-        .tcp_nodelay(true);
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ClientError::InvalidEndpoint { endpoint: url.to_owned(), reason: e.to_string() })?;
+    let endpoint = endpoint.connect_timeout(options.connect_timeout).tcp_nodelay(true);
     Ok(match options.keep_alive {
         // Pings only while calls are open: etcd (grpc-go) counts pings on an
         // idle connection as abuse and closes it with ENHANCE_YOUR_CALM.
-        Some(KeepAlive { interval, timeout }) => endpoint
-            .http2_keep_alive_interval(interval)
-            .keep_alive_timeout(timeout)
-            .keep_alive_while_idle(false),
+        Some(KeepAlive { interval, timeout }) => {
+            endpoint.http2_keep_alive_interval(interval).keep_alive_timeout(timeout).keep_alive_while_idle(false)
+        }
         None => endpoint,
     })
 }
@@ -207,9 +180,6 @@ mod tests {
 
     #[test]
     fn an_empty_list_is_refused() {
-        assert!(matches!(
-            Pool::new(Vec::new(), &ClientOptions::default()),
-            Err(ClientError::NoEndpoints)
-        ));
+        assert!(matches!(Pool::new(Vec::new(), &ClientOptions::default()), Err(ClientError::NoEndpoints)));
     }
 }

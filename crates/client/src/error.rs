@@ -133,22 +133,15 @@ impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let message = status.message();
         if status.source().is_some() {
-            return ClientError::Connection {
-                message: message.to_owned(),
-            };
+            return ClientError::Connection { message: message.to_owned() };
         }
         match status.code() {
-            Code::OutOfRange if message.contains(COMPACTED_MESSAGE) => ClientError::Compacted {
-                compact_revision: None,
-            },
-            Code::NotFound if message.contains(LEASE_NOT_FOUND_MESSAGE) => {
-                ClientError::LeaseNotFound
+            Code::OutOfRange if message.contains(COMPACTED_MESSAGE) => {
+                ClientError::Compacted { compact_revision: None }
             }
+            Code::NotFound if message.contains(LEASE_NOT_FOUND_MESSAGE) => ClientError::LeaseNotFound,
             _ if message.contains(NO_LEADER_MESSAGE) => ClientError::NoLeader,
-            code => ClientError::Status {
-                code,
-                message: message.to_owned(),
-            },
+            code => ClientError::Status { code, message: message.to_owned() },
         }
     }
 }
@@ -194,17 +187,13 @@ mod tests {
 
     #[test]
     fn a_server_unavailable_may_have_been_sent() {
-        assert!(!certainly_not_sent(&Status::unavailable(
-            "etcdserver: leader changed"
-        )));
+        assert!(!certainly_not_sent(&Status::unavailable("etcdserver: leader changed")));
     }
 
     #[test]
     fn local_transport_failures_and_unavailable_fail_the_endpoint() {
         assert!(endpoint_failed(&refused()));
-        assert!(endpoint_failed(&Status::unavailable(
-            "etcdserver: no leader"
-        )));
+        assert!(endpoint_failed(&Status::unavailable("etcdserver: no leader")));
         let broken = Status::from_error(Box::new(std::io::Error::other("connection reset")));
         assert_eq!(broken.code(), Code::Unknown);
         assert!(endpoint_failed(&broken));
@@ -212,36 +201,18 @@ mod tests {
         // The same codes sent by a server are the request's own failure.
         assert!(!endpoint_failed(&Status::unknown("election: no leader")));
         assert!(!endpoint_failed(&Status::cancelled("context canceled")));
-        assert!(matches!(
-            ClientError::from(broken),
-            ClientError::Connection { .. }
-        ));
+        assert!(matches!(ClientError::from(broken), ClientError::Connection { .. }));
     }
 
     #[test]
     fn etcd_messages_map_to_variants() {
-        let compacted =
-            Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
-        assert!(matches!(
-            ClientError::from(compacted),
-            ClientError::Compacted {
-                compact_revision: None
-            }
-        ));
+        let compacted = Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+        assert!(matches!(ClientError::from(compacted), ClientError::Compacted { compact_revision: None }));
         let lease = Status::not_found("etcdserver: requested lease not found");
-        assert!(matches!(
-            ClientError::from(lease),
-            ClientError::LeaseNotFound
-        ));
+        assert!(matches!(ClientError::from(lease), ClientError::LeaseNotFound));
         let leader = Status::unknown("election: no leader");
         assert!(matches!(ClientError::from(leader), ClientError::NoLeader));
         let other = Status::invalid_argument("etcdserver: key is not provided");
-        assert!(matches!(
-            ClientError::from(other),
-            ClientError::Status {
-                code: Code::InvalidArgument,
-                ..
-            }
-        ));
+        assert!(matches!(ClientError::from(other), ClientError::Status { code: Code::InvalidArgument, .. }));
     }
 }

@@ -76,16 +76,10 @@ mod tests {
     fn ranges_resolve_to_wire_pairs() {
         let key = || b"k".to_vec();
         assert_eq!(KeyRange::Single.resolve(key()), (b"k".to_vec(), vec![]));
-        assert_eq!(
-            KeyRange::Prefix.resolve(key()),
-            (b"k".to_vec(), b"l".to_vec())
-        );
+        assert_eq!(KeyRange::Prefix.resolve(key()), (b"k".to_vec(), b"l".to_vec()));
         assert_eq!(KeyRange::Prefix.resolve(vec![]), (vec![0], vec![0]));
         assert_eq!(KeyRange::FromKey.resolve(key()), (b"k".to_vec(), vec![0]));
         assert_eq!(KeyRange::FromKey.resolve(vec![]), (vec![0], vec![0]));
-        assert_eq!(
-            KeyRange::End(b"z".to_vec()).resolve(key()),
-            (b"k".to_vec(), b"z".to_vec())
-        );
+        assert_eq!(KeyRange::End(b"z".to_vec()).resolve(key()), (b"k".to_vec(), b"z".to_vec()));
     }
 }

@@ -2,8 +2,8 @@
 
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnResponse,
 };
 
 pub use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -225,11 +225,7 @@ impl DeleteOptions {
 
     pub(crate) fn build(&self, key: Vec<u8>) -> DeleteRangeRequest {
         let (key, range_end) = self.range.resolve(key);
-        DeleteRangeRequest {
-            key,
-            range_end,
-            prev_kv: self.prev_kv,
-        }
+        DeleteRangeRequest { key, range_end, prev_kv: self.prev_kv }
     }
 }
 
@@ -240,11 +236,7 @@ impl Client {
     }
 
     /// Reads with `options` (prefix, revision, limit, sort...).
-    pub async fn get_with(
-        &self,
-        key: impl Into<Vec<u8>>,
-        options: GetOptions,
-    ) -> Result<RangeResponse, ClientError> {
+    pub async fn get_with(&self, key: impl Into<Vec<u8>>, options: GetOptions) -> Result<RangeResponse, ClientError> {
         let request = options.build(key.into());
         self.range(request).await
     }
@@ -262,11 +254,7 @@ impl Client {
     }
 
     /// Writes `value` under `key`, creating a new revision.
-    pub async fn put(
-        &self,
-        key: impl Into<Vec<u8>>,
-        value: impl Into<Vec<u8>>,
-    ) -> Result<PutResponse, ClientError> {
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<PutResponse, ClientError> {
         self.put_with(key, value, PutOptions::new()).await
     }
 
@@ -290,10 +278,7 @@ impl Client {
     }
 
     /// Deletes one key; `deleted` is 0 if it did not exist.
-    pub async fn delete(
-        &self,
-        key: impl Into<Vec<u8>>,
-    ) -> Result<DeleteRangeResponse, ClientError> {
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<DeleteRangeResponse, ClientError> {
         self.delete_with(key, DeleteOptions::new()).await
     }
 
@@ -309,9 +294,7 @@ impl Client {
             let request = request.clone();
             async move {
                 let mut kv = KvClient::new(channel).max_decoding_message_size(max);
-                kv.delete_range(request)
-                    .await
-                    .map(tonic::Response::into_inner)
+                kv.delete_range(request).await.map(tonic::Response::into_inner)
             }
         })
         .await
@@ -321,11 +304,7 @@ impl Client {
     /// the `or_else` ops, atomically in at most one revision. A txn made of
     /// reads only is retried on another endpoint like a get.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse, ClientError> {
-        let retry = if txn.is_read_only() {
-            Retry::Always
-        } else {
-            Retry::IfNotSent
-        };
+        let retry = if txn.is_read_only() { Retry::Always } else { Retry::IfNotSent };
         let request = txn.into_request();
         let max = self.max_decoding();
         self.call(retry, Deadline::Request, |channel| {
@@ -340,19 +319,12 @@ impl Client {
 
     /// Drops the history before `revision`. With `physical`, returns only
     /// once the space is reclaimed.
-    pub async fn compact(
-        &self,
-        revision: i64,
-        physical: bool,
-    ) -> Result<CompactionResponse, ClientError> {
+    pub async fn compact(&self, revision: i64, physical: bool) -> Result<CompactionResponse, ClientError> {
         let request = CompactionRequest { revision, physical };
         // Compacting twice to the same revision fails the second time, so a
         // possibly-sent compaction is not repeated.
         self.call(Retry::IfNotSent, Deadline::Request, |channel| async move {
-            KvClient::new(channel)
-                .compact(request)
-                .await
-                .map(tonic::Response::into_inner)
+            KvClient::new(channel).compact(request).await.map(tonic::Response::into_inner)
         })
         .await
     }
@@ -386,28 +358,12 @@ mod tests {
     #[test]
     fn plain_get_is_a_single_key_read() {
         let request = GetOptions::new().build(b"k".to_vec());
-        assert_eq!(
-            request,
-            RangeRequest {
-                key: b"k".to_vec(),
-                ..Default::default()
-            }
-        );
+        assert_eq!(request, RangeRequest { key: b"k".to_vec(), ..Default::default() });
     }
 
     #[test]
     fn delete_options_fill_the_request() {
-        let request = DeleteOptions::new()
-            .with_from_key()
-            .with_prev_kv()
-            .build(b"a".to_vec());
-        assert_eq!(
-            request,
-            DeleteRangeRequest {
-                key: b"a".to_vec(),
-                range_end: vec![0],
-                prev_kv: true
-            }
-        );
+        let request = DeleteOptions::new().with_from_key().with_prev_kv().build(b"a".to_vec());
+        assert_eq!(request, DeleteRangeRequest { key: b"a".to_vec(), range_end: vec![0], prev_kv: true });
     }
 }

@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,17 +39,11 @@ impl Client {
         let request = LeaseGrantRequest { ttl, id };
         let response = self
             .call(Retry::IfNotSent, Deadline::Request, |channel| async move {
-                LeaseClient::new(channel)
-                    .lease_grant(request)
-                    .await
-                    .map(tonic::Response::into_inner)
+                LeaseClient::new(channel).lease_grant(request).await.map(tonic::Response::into_inner)
             })
             .await?;
         if !response.error.is_empty() {
-            return Err(ClientError::Status {
-                code: tonic::Code::Unknown,
-                message: response.error,
-            });
+            return Err(ClientError::Status { code: tonic::Code::Unknown, message: response.error });
         }
         Ok(response)
     }
@@ -59,27 +52,17 @@ impl Client {
     pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse, ClientError> {
         let request = LeaseRevokeRequest { id };
         self.call(Retry::IfNotSent, Deadline::Request, |channel| async move {
-            LeaseClient::new(channel)
-                .lease_revoke(request)
-                .await
-                .map(tonic::Response::into_inner)
+            LeaseClient::new(channel).lease_revoke(request).await.map(tonic::Response::into_inner)
         })
         .await
     }
 
     /// The remaining TTL of a lease (`ttl` is -1 if it does not exist) and,
     /// with `keys`, the keys attached to it.
-    pub async fn lease_time_to_live(
-        &self,
-        id: i64,
-        keys: bool,
-    ) -> Result<LeaseTimeToLiveResponse, ClientError> {
+    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLiveResponse, ClientError> {
         let request = LeaseTimeToLiveRequest { id, keys };
         self.call(Retry::Always, Deadline::Request, |channel| async move {
-            LeaseClient::new(channel)
-                .lease_time_to_live(request)
-                .await
-                .map(tonic::Response::into_inner)
+            LeaseClient::new(channel).lease_time_to_live(request).await.map(tonic::Response::into_inner)
         })
         .await
     }
@@ -87,10 +70,7 @@ impl Client {
     /// Every lease the cluster knows.
     pub async fn lease_leases(&self) -> Result<LeaseLeasesResponse, ClientError> {
         self.call(Retry::Always, Deadline::Request, |channel| async move {
-            LeaseClient::new(channel)
-                .lease_leases(LeaseLeasesRequest {})
-                .await
-                .map(tonic::Response::into_inner)
+            LeaseClient::new(channel).lease_leases(LeaseLeasesRequest {}).await.map(tonic::Response::into_inner)
         })
         .await
     }
@@ -106,16 +86,7 @@ impl Client {
         }
         let (out, rx) = mpsc::channel(RESPONSE_BUFFER);
         let ttl = first.ttl;
-        let task = tokio::spawn(
-            KeepAliveTask {
-                client: self.clone(),
-                id,
-                requests,
-                responses,
-                out,
-            }
-            .run(ttl),
-        );
+        let task = tokio::spawn(KeepAliveTask { client: self.clone(), id, requests, responses, out }.run(ttl));
         Ok(LeaseKeepAlive { id, ttl, rx, task })
     }
 }
@@ -156,11 +127,7 @@ impl Drop for LeaseKeepAlive {
     }
 }
 
-type KeepAliveStream = (
-    mpsc::Sender<LeaseKeepAliveRequest>,
-    Streaming<LeaseKeepAliveResponse>,
-    LeaseKeepAliveResponse,
-);
+type KeepAliveStream = (mpsc::Sender<LeaseKeepAliveRequest>, Streaming<LeaseKeepAliveResponse>, LeaseKeepAliveResponse);
 
 /// Opens a keep-alive stream and renews once, so a broken endpoint shows up
 /// here, where the call can move on to the next one.
@@ -168,17 +135,9 @@ async fn open_keep_alive(client: &Client, id: i64) -> Result<KeepAliveStream, Cl
     client
         .call(Retry::Always, Deadline::Request, |channel| async move {
             let (requests, rx) = mpsc::channel(1);
-            requests
-                .try_send(LeaseKeepAliveRequest { id })
-                .expect("a new channel has room");
-            let mut responses = LeaseClient::new(channel)
-                .lease_keep_alive(ReceiverStream::new(rx))
-                .await?
-                .into_inner();
-            let first = responses
-                .message()
-                .await?
-                .ok_or_else(|| Status::unavailable("keep-alive stream closed"))?;
+            requests.try_send(LeaseKeepAliveRequest { id }).expect("a new channel has room");
+            let mut responses = LeaseClient::new(channel).lease_keep_alive(ReceiverStream::new(rx)).await?.into_inner();
+            let first = responses.message().await?.ok_or_else(|| Status::unavailable("keep-alive stream closed"))?;
             Ok((requests, responses, first))
         })
         .await
@@ -204,11 +163,7 @@ impl Schedule {
     fn renewed(ttl: i64) -> Schedule {
         let ttl = Duration::from_secs(ttl.max(1) as u64);
         let now = Instant::now();
-        Schedule {
-            expires: now + ttl,
-            next: now + ttl / 3,
-            period: ttl / 3,
-        }
+        Schedule { expires: now + ttl, next: now + ttl / 3, period: ttl / 3 }
     }
 }
 

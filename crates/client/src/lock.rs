@@ -11,24 +11,12 @@ impl Client {
     /// Waits until the lock `name` is held with `lease` and returns the key
     /// that stands for the ownership; the lock is released by `unlock` or
     /// when the lease ends.
-    pub async fn lock(
-        &self,
-        name: impl Into<Vec<u8>>,
-        lease: i64,
-    ) -> Result<LockResponse, ClientError> {
-        let request = LockRequest {
-            name: name.into(),
-            lease,
-        };
+    pub async fn lock(&self, name: impl Into<Vec<u8>>, lease: i64) -> Result<LockResponse, ClientError> {
+        let request = LockRequest { name: name.into(), lease };
         // Waits for other holders by design, so no request deadline.
         self.call(Retry::IfNotSent, Deadline::None, |channel| {
             let request = request.clone();
-            async move {
-                LockClient::new(channel)
-                    .lock(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
+            async move { LockClient::new(channel).lock(request).await.map(tonic::Response::into_inner) }
         })
         .await
     }
@@ -38,12 +26,7 @@ impl Client {
         let request = UnlockRequest { key: key.into() };
         self.call(Retry::IfNotSent, Deadline::Request, |channel| {
             let request = request.clone();
-            async move {
-                LockClient::new(channel)
-                    .unlock(request)
-                    .await
-                    .map(tonic::Response::into_inner)
-            }
+            async move { LockClient::new(channel).unlock(request).await.map(tonic::Response::into_inner) }
         })
         .await
     }

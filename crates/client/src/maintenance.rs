@@ -11,10 +11,7 @@ impl Client {
     /// `Client::current_endpoint`): version, leader, raft indices, db size.
     pub async fn status(&self) -> Result<StatusResponse, ClientError> {
         self.call(Retry::Always, Deadline::Request, |channel| async move {
-            MaintenanceClient::new(channel)
-                .status(StatusRequest {})
-                .await
-                .map(tonic::Response::into_inner)
+            MaintenanceClient::new(channel).status(StatusRequest {}).await.map(tonic::Response::into_inner)
         })
         .await
     }

@@ -12,10 +12,8 @@ const MAX_DELAY: Duration = Duration::from_secs(1);
 /// Errors after which re-opening a stream may succeed: no endpoint reachable,
 /// a broken connection, or a member unavailable (down, or without a leader).
 pub(crate) fn is_transient(error: &ClientError) -> bool {
-    matches!(
-        error,
-        ClientError::Transport { .. } | ClientError::Connection { .. }
-    ) || error.code() == Some(Code::Unavailable)
+    matches!(error, ClientError::Transport { .. } | ClientError::Connection { .. })
+        || error.code() == Some(Code::Unavailable)
 }
 
 /// Doubling delays, capped so a stream resumes within a second of the
@@ -50,14 +48,8 @@ mod tests {
 
     #[test]
     fn only_unavailability_is_transient() {
-        assert!(is_transient(&ClientError::Status {
-            code: Code::Unavailable,
-            message: "no leader".into()
-        }));
-        assert!(!is_transient(&ClientError::Status {
-            code: Code::InvalidArgument,
-            message: String::new()
-        }));
+        assert!(is_transient(&ClientError::Status { code: Code::Unavailable, message: "no leader".into() }));
+        assert!(!is_transient(&ClientError::Status { code: Code::InvalidArgument, message: String::new() }));
         assert!(!is_transient(&ClientError::LeaseNotFound));
     }
 }

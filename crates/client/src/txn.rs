@@ -14,9 +14,7 @@
 use keel_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel_proto::etcdserverpb::request_op::Request;
 use keel_proto::etcdserverpb::response_op::Response;
-use keel_proto::etcdserverpb::{
-    self as pb, DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse,
-};
+use keel_proto::etcdserverpb::{self as pb, DeleteRangeResponse, PutResponse, RangeResponse, TxnResponse};
 
 use crate::keys::KeyRange;
 use crate::kv::{DeleteOptions, GetOptions, PutOptions};
@@ -52,12 +50,7 @@ impl CompareOp {
 pub struct Compare(pb::Compare);
 
 impl Compare {
-    fn new(
-        key: impl Into<Vec<u8>>,
-        op: CompareOp,
-        target: CompareTarget,
-        operand: TargetUnion,
-    ) -> Self {
+    fn new(key: impl Into<Vec<u8>>, op: CompareOp, target: CompareTarget, operand: TargetUnion) -> Self {
         Compare(pb::Compare {
             result: op.wire() as i32,
             target: target as i32,
@@ -69,42 +62,22 @@ impl Compare {
 
     /// Compares the number of writes since the key was created.
     pub fn version(key: impl Into<Vec<u8>>, op: CompareOp, version: i64) -> Self {
-        Self::new(
-            key,
-            op,
-            CompareTarget::Version,
-            TargetUnion::Version(version),
-        )
+        Self::new(key, op, CompareTarget::Version, TargetUnion::Version(version))
     }
 
     /// Compares the revision that created the key.
     pub fn create_revision(key: impl Into<Vec<u8>>, op: CompareOp, revision: i64) -> Self {
-        Self::new(
-            key,
-            op,
-            CompareTarget::Create,
-            TargetUnion::CreateRevision(revision),
-        )
+        Self::new(key, op, CompareTarget::Create, TargetUnion::CreateRevision(revision))
     }
 
     /// Compares the revision of the key's last write.
     pub fn mod_revision(key: impl Into<Vec<u8>>, op: CompareOp, revision: i64) -> Self {
-        Self::new(
-            key,
-            op,
-            CompareTarget::Mod,
-            TargetUnion::ModRevision(revision),
-        )
+        Self::new(key, op, CompareTarget::Mod, TargetUnion::ModRevision(revision))
     }
 
     /// Compares the key's value bytewise.
     pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
-        Self::new(
-            key,
-            op,
-            CompareTarget::Value,
-            TargetUnion::Value(value.into()),
-        )
+        Self::new(key, op, CompareTarget::Value, TargetUnion::Value(value.into()))
     }
 
     /// Compares the key's lease id.
@@ -164,9 +137,7 @@ impl TxnOp {
         match &self.0 {
             Request::RequestRange(_) => true,
             Request::RequestPut(_) | Request::RequestDeleteRange(_) => false,
-            Request::RequestTxn(txn) => txn.success.iter().chain(&txn.failure).all(|op| match &op
-                .request
-            {
+            Request::RequestTxn(txn) => txn.success.iter().chain(&txn.failure).all(|op| match &op.request {
                 Some(request) => TxnOp(request.clone()).is_read_only(),
                 None => true,
             }),
@@ -208,21 +179,12 @@ impl Txn {
 
     /// True when no branch writes, so running it twice is harmless.
     pub fn is_read_only(&self) -> bool {
-        self.success
-            .iter()
-            .chain(&self.failure)
-            .all(TxnOp::is_read_only)
+        self.success.iter().chain(&self.failure).all(TxnOp::is_read_only)
     }
 
     /// The wire message.
     pub fn into_request(self) -> pb::TxnRequest {
-        let ops = |ops: Vec<TxnOp>| {
-            ops.into_iter()
-                .map(|op| pb::RequestOp {
-                    request: Some(op.0),
-                })
-                .collect()
-        };
+        let ops = |ops: Vec<TxnOp>| ops.into_iter().map(|op| pb::RequestOp { request: Some(op.0) }).collect();
         pb::TxnRequest {
             compare: self.compares.into_iter().map(Compare::into_proto).collect(),
             success: ops(self.success),
@@ -275,20 +237,13 @@ mod tests {
         assert_eq!(compare.target_union, Some(TargetUnion::CreateRevision(0)));
 
         match &request.success[..] {
-            [pb::RequestOp {
-                request: Some(Request::RequestPut(put)),
-            }] => {
-                assert_eq!(
-                    (put.key.as_slice(), put.value.as_slice(), put.lease),
-                    (&b"lock"[..], &b"me"[..], 5)
-                );
+            [pb::RequestOp { request: Some(Request::RequestPut(put)) }] => {
+                assert_eq!((put.key.as_slice(), put.value.as_slice(), put.lease), (&b"lock"[..], &b"me"[..], 5));
             }
             other => panic!("unexpected success ops {other:?}"),
         }
         match &request.failure[..] {
-            [pb::RequestOp {
-                request: Some(Request::RequestRange(range)),
-            }] => assert_eq!(range.key, b"lock"),
+            [pb::RequestOp { request: Some(Request::RequestRange(range)) }] => assert_eq!(range.key, b"lock"),
             other => panic!("unexpected failure ops {other:?}"),
         }
     }
@@ -296,26 +251,10 @@ mod tests {
     #[test]
     fn each_compare_sets_its_target_and_operand() {
         let cases = [
-            (
-                Compare::version("k", CompareOp::Greater, 1),
-                CompareTarget::Version,
-                TargetUnion::Version(1),
-            ),
-            (
-                Compare::mod_revision("k", CompareOp::Less, 2),
-                CompareTarget::Mod,
-                TargetUnion::ModRevision(2),
-            ),
-            (
-                Compare::value("k", CompareOp::NotEqual, "v"),
-                CompareTarget::Value,
-                TargetUnion::Value(b"v".to_vec()),
-            ),
-            (
-                Compare::lease("k", CompareOp::Equal, 3),
-                CompareTarget::Lease,
-                TargetUnion::Lease(3),
-            ),
+            (Compare::version("k", CompareOp::Greater, 1), CompareTarget::Version, TargetUnion::Version(1)),
+            (Compare::mod_revision("k", CompareOp::Less, 2), CompareTarget::Mod, TargetUnion::ModRevision(2)),
+            (Compare::value("k", CompareOp::NotEqual, "v"), CompareTarget::Value, TargetUnion::Value(b"v".to_vec())),
+            (Compare::lease("k", CompareOp::Equal, 3), CompareTarget::Lease, TargetUnion::Lease(3)),
         ];
         for (compare, target, operand) in cases {
             let wire = compare.into_proto();
@@ -326,13 +265,8 @@ mod tests {
 
     #[test]
     fn compare_over_a_prefix_sets_range_end() {
-        let wire = Compare::version("dir/", CompareOp::Equal, 0)
-            .with_prefix()
-            .into_proto();
-        assert_eq!(
-            (wire.key, wire.range_end),
-            (b"dir/".to_vec(), b"dir0".to_vec())
-        );
+        let wire = Compare::version("dir/", CompareOp::Equal, 0).with_prefix().into_proto();
+        assert_eq!((wire.key, wire.range_end), (b"dir/".to_vec(), b"dir0".to_vec()));
     }
 
     #[test]
@@ -344,12 +278,9 @@ mod tests {
         let nested_read = Txn::new().or_else([TxnOp::txn(reads.clone())]);
         assert!(nested_read.is_read_only());
 
-        let nested_write = Txn::new().and_then([TxnOp::txn(
-            Txn::new().or_else([TxnOp::delete("a", DeleteOptions::new())]),
-        )]);
+        let nested_write =
+            Txn::new().and_then([TxnOp::txn(Txn::new().or_else([TxnOp::delete("a", DeleteOptions::new())]))]);
         assert!(!nested_write.is_read_only());
-        assert!(!reads
-            .or_else([TxnOp::put("a", "b", PutOptions::new())])
-            .is_read_only());
+        assert!(!reads.or_else([TxnOp::put("a", "b", PutOptions::new())]).is_read_only());
     }
 }

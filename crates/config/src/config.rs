@@ -136,9 +136,10 @@ impl Config {
                 bind_addr(url)?;
             }
         }
-        for (flag, list) in
-            [("initial-advertise-peer-urls", &initial_advertise_peer_urls), ("advertise-client-urls", &advertise_client_urls)]
-        {
+        for (flag, list) in [
+            ("initial-advertise-peer-urls", &initial_advertise_peer_urls),
+            ("advertise-client-urls", &advertise_client_urls),
+        ] {
             for url in list {
                 check_scheme(flag, url)?;
                 if url.host().is_empty() {
@@ -182,7 +183,9 @@ impl Config {
         }
 
         if settings.is_set("listen-client-urls") && !settings.is_set("advertise-client-urls") {
-            return Err(ConfigError::invalid("--advertise-client-urls is required when --listen-client-urls is set explicitly"));
+            return Err(ConfigError::invalid(
+                "--advertise-client-urls is required when --listen-client-urls is set explicitly",
+            ));
         }
 
         let auto_compaction_mode = string("auto-compaction-mode");
@@ -201,11 +204,15 @@ impl Config {
         }
         let log_format = string("log-format");
         if !matches!(log_format.as_str(), "json" | "console") {
-            return Err(ConfigError::invalid(format!("unknown log format: {log_format}, supported values json, console")));
+            return Err(ConfigError::invalid(format!(
+                "unknown log format: {log_format}, supported values json, console"
+            )));
         }
         let metrics = string("metrics");
         if !matches!(metrics.as_str(), "basic" | "extensive") {
-            return Err(ConfigError::invalid(format!("unknown metrics option {metrics:?} (expected basic or extensive)")));
+            return Err(ConfigError::invalid(format!(
+                "unknown metrics option {metrics:?} (expected basic or extensive)"
+            )));
         }
         let log_level = match string("log-level").as_str() {
             "debug" => LogLevel::Debug,
@@ -216,7 +223,9 @@ impl Config {
         };
         let log_outputs = parse_log_outputs(&get("log-outputs"))?;
 
-        let to_usize = |name: &str| usize::try_from(uint(name)).map_err(|_| ConfigError::invalid(format!("--{name} is too large")));
+        let to_usize = |name: &str| {
+            usize::try_from(uint(name)).map_err(|_| ConfigError::invalid(format!("--{name} is too large")))
+        };
         Ok(Config {
             data_dir,
             wal_dir,
@@ -238,7 +247,10 @@ impl Config {
             grpc_keepalive_interval: duration("grpc-keepalive-interval"),
             grpc_keepalive_timeout: duration("grpc-keepalive-timeout"),
             lease_checkpoint_interval: duration("lease-checkpoint-interval"),
-            watch_progress_notify_interval: nonzero_or(duration("watch-progress-notify-interval"), Duration::from_secs(600)),
+            watch_progress_notify_interval: nonzero_or(
+                duration("watch-progress-notify-interval"),
+                Duration::from_secs(600),
+            ),
             log_level,
             log_outputs,
             name,
@@ -324,7 +336,8 @@ fn check_compaction_retention(mode: &str, retention: &str) -> Result<(), ConfigE
         return Ok(());
     }
     if mode == "revision" {
-        goflag::parse_uint(retention).map_err(|_| bad(format!("strconv.ParseUint: parsing {retention:?}: invalid syntax")))?;
+        goflag::parse_uint(retention)
+            .map_err(|_| bad(format!("strconv.ParseUint: parsing {retention:?}: invalid syntax")))?;
         return Ok(());
     }
     if goflag::parse_int(retention).is_ok() {
@@ -340,7 +353,9 @@ fn check_tls_versions(min: &str, max: &str) -> Result<(), ConfigError> {
             "" => Ok(0),
             "TLS1.2" => Ok(2),
             "TLS1.3" => Ok(3),
-            other => Err(ConfigError::invalid(format!("unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)"))),
+            other => {
+                Err(ConfigError::invalid(format!("unexpected TLS version {other:?} (must be one of: TLS1.2, TLS1.3)")))
+            }
         }
     };
     let (low, high) = (rank(min)?, rank(max)?);

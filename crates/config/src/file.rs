@@ -48,7 +48,8 @@ const NOT_IN_FILE: &[&str] = &["config-file", "version"];
 
 /// Reads and parses the config file at `path`.
 pub fn read(path: &str) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::invalid(format!("open {path}: {}", io_reason(&err))))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::invalid(format!("open {path}: {}", io_reason(&err))))?;
     parse(&text)
 }
 
@@ -62,8 +63,8 @@ fn io_reason(err: &std::io::Error) -> String {
 }
 
 pub fn parse(text: &str) -> Result<Settings, ConfigError> {
-    let document: Yaml =
-        serde_yaml::from_str(text).map_err(|err| ConfigError::invalid(format!("error converting YAML to JSON: yaml: {err}")))?;
+    let document: Yaml = serde_yaml::from_str(text)
+        .map_err(|err| ConfigError::invalid(format!("error converting YAML to JSON: yaml: {err}")))?;
     let mut settings = Settings::default();
     let map = match document {
         Yaml::Null => return Ok(settings),
@@ -76,7 +77,9 @@ pub fn parse(text: &str) -> Result<Settings, ConfigError> {
             "client-transport-security" => read_security(&key, value, CLIENT_SECURITY, &mut settings)?,
             "peer-transport-security" => read_security(&key, value, PEER_SECURITY, &mut settings)?,
             // etcd 3.6 reads its old misspelling too.
-            "experimental-snapshot-catch-up-entries" => set(flag("experimental-snapshot-catchup-entries"), &key, value, &mut settings)?,
+            "experimental-snapshot-catch-up-entries" => {
+                set(flag("experimental-snapshot-catchup-entries"), &key, value, &mut settings)?
+            }
             name => match find(name).filter(|flag| !NOT_IN_FILE.contains(&flag.name)) {
                 Some(flag) => set(flag, &key, value, &mut settings)?,
                 None => return Err(ConfigError::invalid(format!("config file: unknown key {key:?}"))),
@@ -93,11 +96,19 @@ fn flag(name: &str) -> &'static Flag {
 fn key_name(key: &Yaml) -> Result<String, ConfigError> {
     match key {
         Yaml::String(name) => Ok(name.clone()),
-        other => Err(ConfigError::invalid(format!("config file: key {} is not a string", scalar_text(other).unwrap_or_default()))),
+        other => Err(ConfigError::invalid(format!(
+            "config file: key {} is not a string",
+            scalar_text(other).unwrap_or_default()
+        ))),
     }
 }
 
-fn read_security(section: &str, value: Yaml, keys: &[(&str, &str)], settings: &mut Settings) -> Result<(), ConfigError> {
+fn read_security(
+    section: &str,
+    value: Yaml,
+    keys: &[(&str, &str)],
+    settings: &mut Settings,
+) -> Result<(), ConfigError> {
     let map = match value {
         Yaml::Null => return Ok(()),
         Yaml::Mapping(map) => map,
@@ -141,13 +152,20 @@ fn convert(flag: &Flag, value: &Yaml) -> Result<Value, String> {
             .map(|duration| Value::Duration(duration.unwrap_or_default()))
             .map_err(|_| format!("invalid duration {text:?}")),
         (Kind::Urls, Yaml::Sequence(items)) | (Kind::Strings | Kind::Choices(_), Yaml::Sequence(items)) => {
-            let texts = items.iter().map(|item| scalar_text(item).ok_or("expected a list of strings")).collect::<Result<Vec<_>, _>>()?;
+            let texts = items
+                .iter()
+                .map(|item| scalar_text(item).ok_or("expected a list of strings"))
+                .collect::<Result<Vec<_>, _>>()?;
             parse_value(flag, &texts.join(","))
         }
         (Kind::FeatureGates, Yaml::Mapping(gates)) => {
             let mut entries = Vec::new();
             for (name, enabled) in gates {
-                entries.push(format!("{}={}", scalar_text(name).unwrap_or_default(), scalar_text(enabled).unwrap_or_default()));
+                entries.push(format!(
+                    "{}={}",
+                    scalar_text(name).unwrap_or_default(),
+                    scalar_text(enabled).unwrap_or_default()
+                ));
             }
             parse_value(flag, &entries.join(","))
         }

@@ -109,8 +109,9 @@ fn parse_gates(text: &str) -> Result<Vec<(String, bool)>, String> {
             Some((name, value)) => (name.trim(), value.trim()),
             None => return Err(format!("missing bool value for {entry}")),
         };
-        let enabled =
-            goflag::parse_bool(value).map_err(|_| format!("invalid value of {name}={value}, err: strconv.ParseBool: parsing {value:?}: invalid syntax"))?;
+        let enabled = goflag::parse_bool(value).map_err(|_| {
+            format!("invalid value of {name}={value}, err: strconv.ParseBool: parsing {value:?}: invalid syntax")
+        })?;
         if !FEATURE_GATES.contains(&name) {
             return Err(format!("unrecognized feature gate: {name}"));
         }
@@ -140,13 +141,11 @@ impl std::fmt::Display for Value {
             Value::Uint(value) => write!(f, "{value}"),
             Value::Int(value) => write!(f, "{value}"),
             Value::Duration(value) => f.write_str(&goflag::format_duration(*value)),
-            Value::Urls(urls) => {
-                f.write_str(&urls.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
-            }
+            Value::Urls(urls) => f.write_str(&urls.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")),
             Value::List(items) => f.write_str(&items.join(",")),
-            Value::Gates(gates) => f.write_str(
-                &gates.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(","),
-            ),
+            Value::Gates(gates) => {
+                f.write_str(&gates.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join(","))
+            }
         }
     }
 }

@@ -338,7 +338,10 @@ mod tests {
             parse_url("http://localhost").unwrap_err(),
             "URL address does not have the form \"host:port\": http://localhost"
         );
-        assert_eq!(parse_url("http://1.2.3.4:2379/path").unwrap_err(), "URL must not contain a path: http://1.2.3.4:2379/path");
+        assert_eq!(
+            parse_url("http://1.2.3.4:2379/path").unwrap_err(),
+            "URL must not contain a path: http://1.2.3.4:2379/path"
+        );
         assert_eq!(parse_url("http://1.2.3.4:2379/").unwrap_err(), "URL must not contain a path: http://1.2.3.4:2379/");
         assert!(parse_url("http://::1:5").is_err());
     }

@@ -15,7 +15,10 @@ use crate::table::FLAGS;
 #[derive(Debug)]
 pub enum Outcome {
     /// Start with this configuration; log the notices once logging is up.
-    Run { config: Box<Config>, notices: Vec<Notice> },
+    Run {
+        config: Box<Config>,
+        notices: Vec<Notice>,
+    },
     Help,
     Version,
 }
@@ -82,7 +85,11 @@ pub struct IgnoredFlag {
 
 impl std::fmt::Display for IgnoredFlag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "--{}={} is accepted but not implemented by Keel (it would {}); ignored", self.flag, self.value, self.would)
+        write!(
+            f,
+            "--{}={} is accepted but not implemented by Keel (it would {}); ignored",
+            self.flag, self.value, self.would
+        )
     }
 }
 
@@ -182,13 +189,15 @@ fn parse_command_line(args: &[String]) -> Result<Parsed, ConfigError> {
             let text = match inline {
                 Some(text) => text,
                 None => {
-                    let (next, after) =
-                        rest.split_first().ok_or_else(|| ConfigError::Syntax(format!("flag needs an argument: -{name}")))?;
+                    let (next, after) = rest
+                        .split_first()
+                        .ok_or_else(|| ConfigError::Syntax(format!("flag needs an argument: -{name}")))?;
                     rest = after;
                     next
                 }
             };
-            parse_value(flag, text).map_err(|err| ConfigError::Syntax(format!("invalid value {text:?} for flag -{name}: {err}")))?
+            parse_value(flag, text)
+                .map_err(|err| ConfigError::Syntax(format!("invalid value {text:?} for flag -{name}: {err}")))?
         };
         settings.set(flag, value);
     }
@@ -206,7 +215,11 @@ pub(crate) fn parse_value(flag: &Flag, text: &str) -> Result<Value, String> {
 
 /// etcd's `SetFlagsFromEnv`: each flag not given on the command line takes
 /// a non-empty `ETCD_<NAME>`; one given both ways is an error.
-fn apply_env(settings: &mut Settings, env: &BTreeMap<String, String>, notices: &mut Vec<Notice>) -> Result<(), ConfigError> {
+fn apply_env(
+    settings: &mut Settings,
+    env: &BTreeMap<String, String>,
+    notices: &mut Vec<Notice>,
+) -> Result<(), ConfigError> {
     let mut used = Vec::new();
     for flag in FLAGS {
         let key = flag.env_var();
@@ -224,7 +237,8 @@ fn apply_env(settings: &mut Settings, env: &BTreeMap<String, String>, notices: &
                 "conflicting environment variable {key:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"
             )));
         }
-        let value = parse_value(flag, text).map_err(|err| ConfigError::invalid(format!("invalid value {text:?} for {key}: {err}")))?;
+        let value = parse_value(flag, text)
+            .map_err(|err| ConfigError::invalid(format!("invalid value {text:?} for {key}: {err}")))?;
         notices.push(Notice::info(format!("recognized and used environment variable {key}={text}")));
         settings.set(flag, value);
     }
@@ -260,7 +274,9 @@ fn canonicalise(settings: &mut Settings, notices: &mut Vec<Notice>) -> Result<()
         notices.push(Notice::warn("--debug is deprecated; use --log-level=debug instead"));
         if debug {
             if settings.is_set("log-level") {
-                return Err(ConfigError::invalid("cannot set --debug and --log-level at the same time, please use --log-level only"));
+                return Err(ConfigError::invalid(
+                    "cannot set --debug and --log-level at the same time, please use --log-level only",
+                ));
             }
             settings.set(find("log-level").expect("log-level is in the table"), Value::Str("debug".into()));
         }

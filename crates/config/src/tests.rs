@@ -94,7 +94,10 @@ fn table_is_consistent() {
         "peer-cert-allowed-cn",
         "peer-cert-allowed-hostname",
     ] {
-        assert!(matches!(find(name).unwrap().support, Support::Refused { .. }), "--{name} must be refused until TLS exists");
+        assert!(
+            matches!(find(name).unwrap().support, Support::Refused { .. }),
+            "--{name} must be refused until TLS exists"
+        );
     }
 }
 
@@ -191,7 +194,10 @@ fn defaults_are_etcds() {
     assert_eq!(config.name, "default");
     assert_eq!(config.data_dir, PathBuf::from("default.etcd"));
     assert_eq!(config.wal_dir, None);
-    assert_eq!(config.listen_client_urls.iter().map(ToString::to_string).collect::<Vec<_>>(), ["http://localhost:2379"]);
+    assert_eq!(
+        config.listen_client_urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["http://localhost:2379"]
+    );
     assert_eq!(config.advertise_client_urls, ["http://localhost:2379"]);
     assert_eq!(config.initial_advertise_peer_urls, ["http://localhost:2380"]);
     assert!(!config.listen_peer_urls_given);
@@ -313,7 +319,9 @@ fn flags_environment_and_file_agree() {
     assert_eq!(from_flags.log_level, LogLevel::Warn);
     let ignored: Vec<&str> = from_flags.ignored.iter().map(|entry| entry.flag).collect();
     assert_eq!(ignored, ["cors", "enable-pprof", "quota-backend-bytes"]);
-    assert!(env_notices.iter().any(|notice| notice.message == "recognized and used environment variable ETCD_NAME=infra1"));
+    assert!(env_notices
+        .iter()
+        .any(|notice| notice.message == "recognized and used environment variable ETCD_NAME=infra1"));
 }
 
 #[test]
@@ -327,7 +335,8 @@ fn environment_follows_etcd() {
         )
     );
     assert_eq!(err.exit_code(), 1);
-    let (config, notices) = run("", &[("ETCD_FOO", "1"), ("ETCD_NAME", ""), ("ETCDCTL_API", "3"), ("HOME", "/")]).unwrap();
+    let (config, notices) =
+        run("", &[("ETCD_FOO", "1"), ("ETCD_NAME", ""), ("ETCDCTL_API", "3"), ("HOME", "/")]).unwrap();
     assert_eq!(config.name, "default", "an empty variable is not used");
     let warnings: Vec<&str> =
         notices.iter().filter(|notice| notice.level == Level::Warn).map(|notice| notice.message.as_str()).collect();
@@ -358,13 +367,17 @@ fn config_file_replaces_flags_and_environment() {
         write("client-transport-security:\n  cert-flie: x\n").unwrap_err(),
         ConfigError::Invalid("config file: unknown key \"client-transport-security.cert-flie\"".into())
     );
-    assert!(matches!(write("election-timeout: 60000\n").unwrap_err(), ConfigError::Invalid(message) if message == "--election-timeout[60000ms] is too long, and should be set less than 50000ms"));
+    assert!(
+        matches!(write("election-timeout: 60000\n").unwrap_err(), ConfigError::Invalid(message) if message == "--election-timeout[60000ms] is too long, and should be set less than 50000ms")
+    );
     assert!(matches!(
         write("client-transport-security:\n  cert-file: /etc/ssl/server.crt\n").unwrap_err(),
         ConfigError::Refused { flag: "cert-file", .. }
     ));
     assert!(matches!(write("enable-pprof: \"true\"\n").unwrap_err(), ConfigError::Invalid(_)));
-    assert!(matches!(write("name: [\n").unwrap_err(), ConfigError::Invalid(message) if message.starts_with("error converting YAML to JSON")));
+    assert!(
+        matches!(write("name: [\n").unwrap_err(), ConfigError::Invalid(message) if message.starts_with("error converting YAML to JSON"))
+    );
     assert_eq!(
         run("--config-file /nonexistent.yml", &[]).unwrap_err(),
         ConfigError::Invalid("open /nonexistent.yml: no such file or directory".into())
@@ -488,7 +501,9 @@ fn protections_keel_lacks_are_refused() {
 
 #[test]
 fn accepted_flags_are_reported_only_when_they_would_matter() {
-    let config = config("--quota-backend-bytes=0 --enable-v2=false --pre-vote --experimental-enable-lease-checkpoint --unsafe-no-fsync");
+    let config = config(
+        "--quota-backend-bytes=0 --enable-v2=false --pre-vote --experimental-enable-lease-checkpoint --unsafe-no-fsync",
+    );
     assert_eq!(config.ignored.iter().map(|entry| entry.flag).collect::<Vec<_>>(), ["unsafe-no-fsync"]);
     let config = super::tests::config("--quota-backend-bytes=8589934592 --pre-vote=false");
     let reported: Vec<String> = config.ignored.iter().map(ToString::to_string).collect();

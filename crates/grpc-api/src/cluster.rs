@@ -42,12 +42,18 @@ impl Cluster for ClusterService {
         Ok(Response::new(MemberAddResponse { header: Some(self.header()), member: Some(added), members }))
     }
 
-    async fn member_remove(&self, request: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
         let members = self.member.member_remove(request.into_inner().id).await.map_err(node_error)?;
         Ok(Response::new(MemberRemoveResponse { header: Some(self.header()), members }))
     }
 
-    async fn member_update(&self, request: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
         let request = request.into_inner();
         let members = self.member.member_update(request.id, request.peer_ur_ls).await.map_err(node_error)?;
         Ok(Response::new(MemberUpdateResponse { header: Some(self.header()), members }))

@@ -13,7 +13,8 @@ pub(crate) const KEY_NOT_FOUND: (Code, &str) = (Code::InvalidArgument, "etcdserv
 pub(crate) const VALUE_PROVIDED: (Code, &str) = (Code::InvalidArgument, "etcdserver: value is provided");
 pub(crate) const LEASE_PROVIDED: (Code, &str) = (Code::InvalidArgument, "etcdserver: lease is provided");
 pub(crate) const TOO_MANY_OPS: (Code, &str) = (Code::InvalidArgument, "etcdserver: too many operations in txn request");
-pub(crate) const DUPLICATE_KEY: (Code, &str) = (Code::InvalidArgument, "etcdserver: duplicate key given in txn request");
+pub(crate) const DUPLICATE_KEY: (Code, &str) =
+    (Code::InvalidArgument, "etcdserver: duplicate key given in txn request");
 pub(crate) const INVALID_SORT_OPTION: (Code, &str) = (Code::InvalidArgument, "etcdserver: invalid sort option");
 const COMPACTED: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
 const FUTURE_REV: (Code, &str) = (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision");

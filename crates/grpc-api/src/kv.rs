@@ -38,7 +38,10 @@ impl Kv for KvService {
         self.member.put(request).await.map(Response::new).map_err(node_error)
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
         validate::check_delete(&request)?;
         self.member.delete_range(request).await.map(Response::new).map_err(node_error)

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use futures::StreamExt;
 use keel_lease_manager::LeaseError;
 use keel_node::{Member, NodeError};
 use keel_proto::etcdserverpb::lease_server::Lease;
@@ -13,7 +14,6 @@ use keel_proto::etcdserverpb::{
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 };
-use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::node_error;
@@ -41,7 +41,10 @@ impl Lease for LeaseService {
         self.member.lease_grant(request).await.map(Response::new).map_err(node_error)
     }
 
-    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         self.member.lease_revoke(request.into_inner()).await.map(Response::new).map_err(node_error)
     }
 
@@ -82,13 +85,22 @@ impl Lease for LeaseService {
             })),
             // etcd reports an unknown (or expired) lease as TTL -1, not as an error.
             Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => {
-                Ok(Response::new(LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, granted_ttl: 0, keys: vec![] }))
+                Ok(Response::new(LeaseTimeToLiveResponse {
+                    header,
+                    id: request.id,
+                    ttl: -1,
+                    granted_ttl: 0,
+                    keys: vec![],
+                }))
             }
             Err(err) => Err(node_error(err)),
         }
     }
 
-    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self.member.leases().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: Some(self.member.header()), leases }))
     }

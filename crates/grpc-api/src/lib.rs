@@ -102,8 +102,10 @@ pub async fn serve(
         KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
         &member,
     );
-    let lease =
-        leader_required(LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message), &member);
+    let lease = leader_required(
+        LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message),
+        &member,
+    );
     let watch = leader_required(
         WatchServer::new(WatchService::new(
             member.clone(),

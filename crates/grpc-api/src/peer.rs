@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
+use keel_lease_manager::LeaseError;
 use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
-use keel_lease_manager::LeaseError;
 use keel_proto::keelpb::{
-    ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer, LeaseTimeToLiveForward, RaftBatch, RaftBatchAck, SnapshotAck, SnapshotChunk,
+    ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer,
+    LeaseTimeToLiveForward, RaftBatch, RaftBatchAck, SnapshotAck, SnapshotChunk,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -42,7 +43,8 @@ impl RaftPeer for PeerService {
 
     async fn send_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<SnapshotAck>, Status> {
         let mut chunks = request.into_inner();
-        let first = chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
+        let first =
+            chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
         let mut snapshot = self.member.snapshot_assembly(first).map_err(|err| {
             tracing::error!(%err, "snapshot refused");
             match err {
@@ -90,7 +92,9 @@ impl RaftPeer for PeerService {
 fn forwarded_lease_error(err: NodeError) -> Status {
     match err {
         NodeError::Lease(LeaseError::NotFound | LeaseError::Expired) => Status::new(Code::NotFound, err.to_string()),
-        NodeError::Lease(LeaseError::NotPrimary) => Status::new(Code::FailedPrecondition, "lease manager is not primary"),
+        NodeError::Lease(LeaseError::NotPrimary) => {
+            Status::new(Code::FailedPrecondition, "lease manager is not primary")
+        }
         err @ NodeError::ClusterMismatch { .. } => Status::new(Code::PermissionDenied, err.to_string()),
         err => Status::new(Code::Unavailable, err.to_string()),
     }

@@ -191,7 +191,8 @@ mod tests {
 
     #[test]
     fn put_checks() {
-        let mut request = PutRequest { key: b"k".to_vec(), ignore_value: true, value: b"v".to_vec(), ..Default::default() };
+        let mut request =
+            PutRequest { key: b"k".to_vec(), ignore_value: true, value: b"v".to_vec(), ..Default::default() };
         assert_eq!(message(check_put(&request)), VALUE_PROVIDED.1);
         request.value.clear();
         request.ignore_lease = true;

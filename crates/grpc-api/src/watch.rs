@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-
 /// Deliveries the hub may queue for one stream before its watchers fall back
 /// to catching up from storage (etcd's `chanBufLen`).
 const HUB_BUFFER: usize = 128;
@@ -183,8 +182,12 @@ impl Sender {
                 if let Some(due) = self.progress_due.get_mut(&watch_id) {
                     *due = false;
                 }
-                let response =
-                    WatchResponse { header: Some(self.member.header_at(revision)), watch_id, events, ..Default::default() };
+                let response = WatchResponse {
+                    header: Some(self.member.header_at(revision)),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                };
                 if spec.fragment {
                     for part in fragments(response, self.max_request_bytes) {
                         self.send(part).await?;
@@ -195,8 +198,12 @@ impl Sender {
                 }
             }
             Delivery::Progress { watch_id, revision } => {
-                self.send(WatchResponse { header: Some(self.member.header_at(revision)), watch_id, ..Default::default() })
-                    .await
+                self.send(WatchResponse {
+                    header: Some(self.member.header_at(revision)),
+                    watch_id,
+                    ..Default::default()
+                })
+                .await
             }
             Delivery::Canceled { watch_id, revision, compact_revision } => {
                 self.watches.remove(&watch_id);
@@ -248,7 +255,10 @@ mod tests {
     use super::*;
 
     fn event(size: usize) -> Event {
-        Event { kv: Some(KeyValue { key: b"k".to_vec(), value: vec![7; size], ..Default::default() }), ..Default::default() }
+        Event {
+            kv: Some(KeyValue { key: b"k".to_vec(), value: vec![7; size], ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -260,7 +270,8 @@ mod tests {
 
     #[test]
     fn large_responses_split_below_the_limit_and_keep_every_event() {
-        let response = WatchResponse { watch_id: 3, events: (0..10).map(|_| event(100)).collect(), ..Default::default() };
+        let response =
+            WatchResponse { watch_id: 3, events: (0..10).map(|_| event(100)).collect(), ..Default::default() };
         let parts = fragments(response, 350);
         assert!(parts.len() > 1);
         assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment && p.encoded_len() < 350));

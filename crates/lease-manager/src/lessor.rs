@@ -66,11 +66,7 @@ pub struct LeaseInfo {
 impl LeaseInfo {
     /// What the node persists for this lease.
     pub fn record(&self) -> LeaseRecord {
-        LeaseRecord {
-            id: self.id,
-            ttl: self.ttl,
-            remaining_ttl: self.remaining_ttl,
-        }
+        LeaseRecord { id: self.id, ttl: self.ttl, remaining_ttl: self.remaining_ttl }
     }
 }
 
@@ -101,14 +97,7 @@ struct Lease {
 
 impl Lease {
     fn new(ttl: i64, remaining_ttl: i64) -> Self {
-        Lease {
-            ttl,
-            remaining_ttl,
-            deadline: None,
-            expiry_slot: None,
-            checkpoint_slot: None,
-            keys: BTreeSet::new(),
-        }
+        Lease { ttl, remaining_ttl, deadline: None, expiry_slot: None, checkpoint_slot: None, keys: BTreeSet::new() }
     }
 
     /// The TTL a newly promoted leader gives the lease: the checkpointed
@@ -178,9 +167,7 @@ impl Lessor {
                 continue;
             }
             let ttl = record.ttl.max(lessor.config.min_ttl);
-            lessor
-                .leases
-                .insert(record.id, Lease::new(ttl, record.remaining_ttl));
+            lessor.leases.insert(record.id, Lease::new(ttl, record.remaining_ttl));
         }
         let mut orphans = 0usize;
         for (key, id) in keys {
@@ -189,10 +176,7 @@ impl Lessor {
             }
         }
         if orphans > 0 {
-            tracing::warn!(
-                orphans,
-                "keys attached to leases that do not exist were left unattached"
-            );
+            tracing::warn!(orphans, "keys attached to leases that do not exist were left unattached");
         }
         lessor
     }
@@ -230,15 +214,7 @@ impl Lessor {
         }
         let mut lease = Lease::new(ttl.max(self.config.min_ttl), 0);
         if self.primary {
-            arm(
-                &self.config,
-                &mut self.expiry,
-                &mut self.checkpoints,
-                id,
-                &mut lease,
-                now,
-                Duration::ZERO,
-            );
+            arm(&self.config, &mut self.expiry, &mut self.checkpoints, id, &mut lease, now, Duration::ZERO);
         }
         let info = lease.info(id);
         self.leases.insert(id, lease);
@@ -251,8 +227,7 @@ impl Lessor {
     pub fn revoke(&mut self, id: LeaseId) -> Result<Vec<Vec<u8>>, LeaseError> {
         let mut lease = self.leases.remove(&id).ok_or(LeaseError::NotFound)?;
         self.expiry.reschedule(id, &mut lease.expiry_slot, None);
-        self.checkpoints
-            .reschedule(id, &mut lease.checkpoint_slot, None);
+        self.checkpoints.reschedule(id, &mut lease.checkpoint_slot, None);
         self.resets.remove(&id);
         for key in &lease.keys {
             if self.items.get(key) == Some(&id) {
@@ -276,8 +251,7 @@ impl Lessor {
         }
         let deadline = after(now, secs(lease.ttl));
         lease.deadline = Some(deadline);
-        self.expiry
-            .reschedule(id, &mut lease.expiry_slot, Some(deadline));
+        self.expiry.reschedule(id, &mut lease.expiry_slot, Some(deadline));
         if self.config.checkpointing && lease.remaining_ttl > 0 {
             self.resets.insert(id);
         }
@@ -348,19 +322,12 @@ impl Lessor {
 
     /// The keys attached to lease `id`, in byte order.
     pub fn keys(&self, id: LeaseId) -> Option<Vec<Vec<u8>>> {
-        self.leases
-            .get(&id)
-            .map(|lease| lease.keys.iter().cloned().collect())
+        self.leases.get(&id).map(|lease| lease.keys.iter().cloned().collect())
     }
 
     /// LeaseTimeToLive, answered by the primary alone (a follower forwards;
     /// remaining time is only known where the deadlines are).
-    pub fn time_to_live(
-        &self,
-        id: LeaseId,
-        now: Instant,
-        with_keys: bool,
-    ) -> Result<TimeToLive, LeaseError> {
+    pub fn time_to_live(&self, id: LeaseId, now: Instant, with_keys: bool) -> Result<TimeToLive, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotPrimary);
         }
@@ -370,27 +337,15 @@ impl Lessor {
             Some(left) => clamp_secs(left.as_secs()),
             None => -clamp_secs(now.duration_since(deadline).as_secs()),
         };
-        let keys = if with_keys {
-            lease.keys.iter().cloned().collect()
-        } else {
-            Vec::new()
-        };
-        Ok(TimeToLive {
-            id,
-            granted_ttl: lease.ttl,
-            ttl,
-            keys,
-        })
+        let keys = if with_keys { lease.keys.iter().cloned().collect() } else { Vec::new() };
+        Ok(TimeToLive { id, granted_ttl: lease.ttl, ttl, keys })
     }
 
     /// Every lease id, soonest deadline first (etcd's `Leases()` order); by
     /// id when not primary, since no lease has a deadline then.
     pub fn leases(&self) -> Vec<LeaseId> {
-        let mut all: Vec<(Option<Instant>, LeaseId)> = self
-            .leases
-            .iter()
-            .map(|(&id, lease)| (lease.deadline, id))
-            .collect();
+        let mut all: Vec<(Option<Instant>, LeaseId)> =
+            self.leases.iter().map(|(&id, lease)| (lease.deadline, id)).collect();
         all.sort_unstable();
         all.into_iter().map(|(_, id)| id).collect()
     }
@@ -411,15 +366,7 @@ impl Lessor {
         for (&id, lease) in self.leases.iter_mut() {
             lease.expiry_slot = None;
             lease.checkpoint_slot = None;
-            arm(
-                &self.config,
-                &mut self.expiry,
-                &mut self.checkpoints,
-                id,
-                lease,
-                now,
-                extend,
-            );
+            arm(&self.config, &mut self.expiry, &mut self.checkpoints, id, lease, now, extend);
         }
         if self.leases.len() >= self.config.revoke_rate.max(1) {
             self.spread_expiries(now, extend);
@@ -454,20 +401,13 @@ impl Lessor {
                 continue;
             }
             // Go: time.Duration(float64(time.Second)*(expires/target) - float64(remaining-base)).
-            let rate_delay =
-                SECOND as f64 * (expires as f64 / target as f64) - (left - base) as f64;
+            let rate_delay = SECOND as f64 * (expires as f64 / target as f64) - (left - base) as f64;
             let delay = Duration::from_nanos(rate_delay.max(0.0) as u64);
             next = base + delay.as_nanos() as i128;
             if let Some(lease) = self.leases.get_mut(&id) {
-                let deadline = after(
-                    now,
-                    delay
-                        .saturating_add(extend)
-                        .saturating_add(secs(lease.resume_ttl())),
-                );
+                let deadline = after(now, delay.saturating_add(extend).saturating_add(secs(lease.resume_ttl())));
                 lease.deadline = Some(deadline);
-                self.expiry
-                    .reschedule(id, &mut lease.expiry_slot, Some(deadline));
+                self.expiry.reschedule(id, &mut lease.expiry_slot, Some(deadline));
             }
         }
     }
@@ -501,13 +441,9 @@ impl Lessor {
         let mut ids = Vec::with_capacity(due.len());
         for (_, id) in due {
             if let Some(lease) = self.leases.get_mut(&id) {
-                debug_assert!(
-                    lease.deadline.is_some_and(|d| d <= now),
-                    "queued before its deadline"
-                );
+                debug_assert!(lease.deadline.is_some_and(|d| d <= now), "queued before its deadline");
                 lease.expiry_slot = None;
-                self.expiry
-                    .reschedule(id, &mut lease.expiry_slot, Some(retry_at));
+                self.expiry.reschedule(id, &mut lease.expiry_slot, Some(retry_at));
                 ids.push(id);
             }
         }
@@ -529,11 +465,7 @@ impl Lessor {
             let Some(id) = self.resets.pop_first() else {
                 break;
             };
-            if self
-                .leases
-                .get(&id)
-                .is_some_and(|lease| lease.remaining_ttl > 0)
-            {
+            if self.leases.get(&id).is_some_and(|lease| lease.remaining_ttl > 0) {
                 due.push((id, 0));
             }
         }
@@ -563,8 +495,7 @@ impl Lessor {
         let next = after(now, self.config.checkpoint_interval);
         for id in visited {
             if let Some(lease) = self.leases.get_mut(&id) {
-                self.checkpoints
-                    .reschedule(id, &mut lease.checkpoint_slot, Some(next));
+                self.checkpoints.reschedule(id, &mut lease.checkpoint_slot, Some(next));
             }
         }
         due

@@ -47,8 +47,8 @@ mod lessor;
 mod queue;
 
 pub use config::{
-    min_lease_ttl, LessorConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_EXPIRED_RETRY_INTERVAL,
-    DEFAULT_REVOKE_RATE, MAX_CHECKPOINT_BATCH, MAX_LEASE_TTL,
+    min_lease_ttl, LessorConfig, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_EXPIRED_RETRY_INTERVAL, DEFAULT_REVOKE_RATE,
+    MAX_CHECKPOINT_BATCH, MAX_LEASE_TTL,
 };
 pub use error::LeaseError;
 pub use lessor::{LeaseId, LeaseInfo, LeaseRecord, Lessor, TimeToLive, NO_LEASE};

@@ -15,12 +15,7 @@ pub(crate) struct DeadlineQueue {
 
 impl DeadlineQueue {
     /// Files `id` under `at` (or nowhere, for `None`), moving it from `slot`.
-    pub(crate) fn reschedule(
-        &mut self,
-        id: LeaseId,
-        slot: &mut Option<Instant>,
-        at: Option<Instant>,
-    ) {
+    pub(crate) fn reschedule(&mut self, id: LeaseId, slot: &mut Option<Instant>, at: Option<Instant>) {
         if let Some(old) = slot.take() {
             self.set.remove(&(old, id));
         }

@@ -98,10 +98,7 @@ impl Model {
             return Err(LeaseError::Exists);
         }
         let ttl = ttl.max(MIN_TTL);
-        let mut lease = MLease {
-            ttl,
-            ..MLease::default()
-        };
+        let mut lease = MLease { ttl, ..MLease::default() };
         if self.primary {
             lease.deadline = Some(self.now + ms(ttl));
             lease.queued = lease.deadline;
@@ -189,11 +186,8 @@ impl Model {
         if !self.primary {
             return Vec::new();
         }
-        let mut due: Vec<(u64, LeaseId)> = self
-            .leases
-            .iter()
-            .filter_map(|(&id, l)| l.queued.filter(|&q| q <= self.now).map(|q| (q, id)))
-            .collect();
+        let mut due: Vec<(u64, LeaseId)> =
+            self.leases.iter().filter_map(|(&id, l)| l.queued.filter(|&q| q <= self.now).map(|q| (q, id))).collect();
         due.sort();
         due.truncate(limit);
         for &(_, id) in &due {
@@ -263,13 +257,9 @@ fn check_state(l: &Lessor, m: &Model, base: Instant) {
     let at = |t: Option<u64>| t.map(|t| base + Duration::from_millis(t));
     assert_eq!(l.is_primary(), m.primary);
     assert_eq!(l.len(), m.leases.len());
-    let mut order: Vec<(Option<u64>, LeaseId)> =
-        m.leases.iter().map(|(&id, l)| (l.deadline, id)).collect();
+    let mut order: Vec<(Option<u64>, LeaseId)> = m.leases.iter().map(|(&id, l)| (l.deadline, id)).collect();
     order.sort();
-    assert_eq!(
-        l.leases(),
-        order.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
-    );
+    assert_eq!(l.leases(), order.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
     for id in 0..6 {
         let expected = m.leases.get(&id).map(|ml| LeaseInfo {
             id,
@@ -280,24 +270,13 @@ fn check_state(l: &Lessor, m: &Model, base: Instant) {
         });
         assert_eq!(l.lookup(id), expected);
         assert_eq!(l.exists(id), m.leases.contains_key(&id));
-        assert_eq!(
-            l.keys(id),
-            m.leases
-                .get(&id)
-                .map(|ml| ml.keys.iter().cloned().collect())
-        );
+        assert_eq!(l.keys(id), m.leases.get(&id).map(|ml| ml.keys.iter().cloned().collect()));
     }
     for k in 0..4 {
         assert_eq!(l.lease_of(&key(k)), m.items.get(&key(k)).copied());
     }
-    assert_eq!(
-        l.next_expiry(),
-        at(m.leases.values().filter_map(|l| l.queued).min())
-    );
-    assert_eq!(
-        l.next_checkpoint(),
-        at(m.leases.values().filter_map(|l| l.checkpoint_at).min())
-    );
+    assert_eq!(l.next_expiry(), at(m.leases.values().filter_map(|l| l.queued).min()));
+    assert_eq!(l.next_checkpoint(), at(m.leases.values().filter_map(|l| l.checkpoint_at).min()));
 }
 
 proptest! {

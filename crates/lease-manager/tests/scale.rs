@@ -39,14 +39,8 @@ fn a_million_leases() {
     eprintln!("expired(limit 500): {:?}", clock.elapsed());
     assert_eq!(first.len(), 500);
     assert!(first.iter().all(|id| ttl_of(*id) == 10));
-    assert!(
-        first.windows(2).all(|w| w[0] < w[1]),
-        "ties come out in id order"
-    );
-    assert_eq!(
-        l.expired(t0 + s(11), N as usize).len(),
-        (N / 50) as usize - 500
-    );
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "ties come out in id order");
+    assert_eq!(l.expired(t0 + s(11), N as usize).len(), (N / 50) as usize - 500);
 
     let clock = Instant::now();
     l.demote();

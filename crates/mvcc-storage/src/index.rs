@@ -132,10 +132,7 @@ impl KeyIndex {
     /// Seeds an index whose older history was compacted away: `modified` is
     /// the oldest surviving revision, `created`/`ver` come from its value.
     pub fn restore(created: Revision, modified: Revision, ver: i64) -> Self {
-        KeyIndex {
-            modified,
-            generations: vec![Generation { ver, created, revs: smallvec![modified] }],
-        }
+        KeyIndex { modified, generations: vec![Generation { ver, created, revs: smallvec![modified] }] }
     }
 
     /// Appends a tombstone at `rev`, closing the open generation.
@@ -158,11 +155,7 @@ impl KeyIndex {
     pub fn get(&self, at_rev: i64) -> Option<KeyAt> {
         let g = self.find_generation(at_rev)?;
         let n = g.find_revision_index(at_rev)?;
-        Some(KeyAt {
-            modified: g.revs[n],
-            created: g.created,
-            version: g.ver - (g.revs.len() - n - 1) as i64,
-        })
+        Some(KeyAt { modified: g.revs[n], created: g.created, version: g.ver - (g.revs.len() - n - 1) as i64 })
     }
 
     /// The generation live at `rev`, `None` if `rev` falls between
@@ -286,12 +279,7 @@ impl TreeIndex {
 
     /// Calls `f` with every key in `range` that exists at `at_rev`, in key
     /// order, until `f` returns false.
-    pub fn visit<'s>(
-        &'s self,
-        range: KeyRange<'_>,
-        at_rev: i64,
-        mut f: impl FnMut(&'s [u8], KeyAt) -> bool,
-    ) {
+    pub fn visit<'s>(&'s self, range: KeyRange<'_>, at_rev: i64, mut f: impl FnMut(&'s [u8], KeyAt) -> bool) {
         if range.is_empty() {
             return;
         }
@@ -441,47 +429,33 @@ mod tests {
         type Generations = Vec<Vec<Revision>>;
         let cases: &[(i64, Generations, Vec<Revision>)] = &[
             (1, fixture().generations(), vec![]),
-            (
-                2,
-                fixture().generations(),
-                vec![r(2, 0)],
-            ),
-            (
-                3,
-                fixture().generations(),
-                vec![r(2, 0)],
-            ),
+            (2, fixture().generations(), vec![r(2, 0)]),
+            (3, fixture().generations(), vec![r(2, 0)]),
             (
                 4,
-                vec![vec![r(4, 0), r(6, 0)], vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]],
+                vec![
+                    vec![r(4, 0), r(6, 0)],
+                    vec![r(8, 0), r(10, 0), r(12, 0)],
+                    vec![r(14, 0), r(14, 1), r(16, 0)],
+                    vec![],
+                ],
                 vec![r(4, 0)],
             ),
             (
                 5,
-                vec![vec![r(4, 0), r(6, 0)], vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]],
+                vec![
+                    vec![r(4, 0), r(6, 0)],
+                    vec![r(8, 0), r(10, 0), r(12, 0)],
+                    vec![r(14, 0), r(14, 1), r(16, 0)],
+                    vec![],
+                ],
                 vec![r(4, 0)],
             ),
             // Compacting at the tombstone drops the generation (etcd 3.4/3.5).
-            (
-                6,
-                vec![vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]],
-                vec![],
-            ),
-            (
-                7,
-                vec![vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]],
-                vec![],
-            ),
-            (
-                10,
-                vec![vec![r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]],
-                vec![r(10, 0)],
-            ),
-            (
-                14,
-                vec![vec![r(14, 1), r(16, 0)], vec![]],
-                vec![r(14, 1)],
-            ),
+            (6, vec![vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]], vec![]),
+            (7, vec![vec![r(8, 0), r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]], vec![]),
+            (10, vec![vec![r(10, 0), r(12, 0)], vec![r(14, 0), r(14, 1), r(16, 0)], vec![]], vec![r(10, 0)]),
+            (14, vec![vec![r(14, 1), r(16, 0)], vec![]], vec![r(14, 1)]),
             (15, vec![vec![r(14, 1), r(16, 0)], vec![]], vec![r(14, 1)]),
             (16, vec![vec![]], vec![]),
             (17, vec![vec![]], vec![]),

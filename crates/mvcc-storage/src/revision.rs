@@ -113,10 +113,7 @@ mod tests {
     #[test]
     fn encoding_matches_etcd_bucket_keys() {
         let rev = Revision::new(0x0102, 3);
-        assert_eq!(
-            rev.to_bytes(),
-            [0, 0, 0, 0, 0, 0, 1, 2, b'_', 0, 0, 0, 0, 0, 0, 0, 3]
-        );
+        assert_eq!(rev.to_bytes(), [0, 0, 0, 0, 0, 0, 1, 2, b'_', 0, 0, 0, 0, 0, 0, 0, 3]);
         let key = rev.to_key(true);
         assert_eq!(key.as_bytes().len(), MARKED_REV_BYTES_LEN);
         assert_eq!(key.as_bytes()[17], b't');

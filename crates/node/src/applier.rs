@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use keel_lease_manager::Lessor;
 use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest, WriteResponse};
-use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::etcdserverpb::Member as EtcdMember;
+use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
@@ -152,7 +152,17 @@ impl Applier {
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
     ) -> Self {
-        Applier { kv, lessor, waiters, applied, watches, lease_clock: None, membership: None, snapshots: None, pending_reads: BTreeMap::new() }
+        Applier {
+            kv,
+            lessor,
+            waiters,
+            applied,
+            watches,
+            lease_clock: None,
+            membership: None,
+            snapshots: None,
+            pending_reads: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn with_lease_clock(mut self, clock: Arc<LeaseClock>) -> Self {
@@ -280,7 +290,12 @@ impl Applier {
                 self.kv
                     .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl, remaining_ttl: 0 })
                     .map_err(NodeError::Mvcc)?;
-                Ok(Applied::LeaseGrant(LeaseGrantResponse { header: None, id: info.id, ttl: info.ttl, error: String::new() }))
+                Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                    header: None,
+                    id: info.id,
+                    ttl: info.ttl,
+                    error: String::new(),
+                }))
             }
             Some(Request::LeaseRevoke(revoke)) => {
                 let keys = self.lessor.lock().revoke(revoke.id).map_err(NodeError::Lease)?;
@@ -289,7 +304,10 @@ impl Applier {
                     self.watches.notify(outcome.revision, outcome.events);
                 }
                 Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
-                    header: Some(keel_proto::etcdserverpb::ResponseHeader { revision: outcome.revision, ..Default::default() }),
+                    header: Some(keel_proto::etcdserverpb::ResponseHeader {
+                        revision: outcome.revision,
+                        ..Default::default()
+                    }),
                 }))
             }
             Some(Request::LeaseExpiry(expiry)) => {

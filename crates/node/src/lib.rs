@@ -7,18 +7,18 @@
 
 mod applier;
 mod history;
-mod lease_clock;
 pub mod ids;
+mod lease_clock;
 mod member;
 mod peers;
 mod read_rounds;
 mod snapshot_transfer;
 
-pub use snapshot_transfer::SnapshotAssembly;
 pub use member::{
     ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
     DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
 };
+pub use snapshot_transfer::SnapshotAssembly;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

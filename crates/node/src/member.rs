@@ -11,26 +11,27 @@ use keel_lease_manager::{Lessor, LessorConfig, TimeToLive};
 use keel_mvcc::{Identity, KvStore, WriteResponse};
 use keel_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpoint,
-    LeaseCheckpointRequest, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    Member as EtcdMember, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    Member as EtcdMember, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest,
+    TxnResponse,
 };
 use keel_proto::keelpb::{
     internal_raft_request::Request, ConfChangeContext, InternalRaftRequest, LeaseExpiry, MemberAttributes,
 };
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::{
-    ConfChangeSingle, ConfChangeType, ConfChangeV2, NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RocksLogEngine,
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, NoPeers, RaftConfig, RaftHandle, RaftLogStore, RaftNode,
+    RocksLogEngine,
 };
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
-use crate::applier::{Applied, ApplySender, Applier, Waiters};
+use crate::applier::{conf_state_of, Membership, Snapshots};
+use crate::applier::{Applied, Applier, ApplySender, Waiters};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
-use crate::applier::{conf_state_of, Membership, Snapshots};
 use crate::peers::{GrpcTransport, PeerClients, PeerSet};
 use crate::read_rounds::ReadRounds;
 use crate::{ids, NodeError};
@@ -187,7 +188,8 @@ impl Member {
     /// raft. Blocking: call it off the async runtime or before it starts.
     pub fn start(config: MemberConfig) -> Result<Member, NodeError> {
         let member_dir = config.data_dir.join("member");
-        std::fs::create_dir_all(&member_dir).map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
+        std::fs::create_dir_all(&member_dir)
+            .map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
         let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
         let (identity, members) = match kv.identity().map_err(NodeError::Mvcc)? {
             Some(identity) => {
@@ -255,9 +257,11 @@ impl Member {
         };
         let lessor = Arc::new(Mutex::new(Lessor::restore(
             lease_config,
-            records
-                .into_iter()
-                .map(|r| keel_lease_manager::LeaseRecord { id: r.id, ttl: r.ttl, remaining_ttl: r.remaining_ttl }),
+            records.into_iter().map(|r| keel_lease_manager::LeaseRecord {
+                id: r.id,
+                ttl: r.ttl,
+                remaining_ttl: r.remaining_ttl,
+            }),
             leased_keys,
         )));
         let waiters = Arc::new(Waiters::default());
@@ -286,7 +290,8 @@ impl Member {
         };
         let election_timeout = raft_config.election_timeout();
         // Committed entries queue in the channel until the applier starts.
-        let raft = RaftNode::start(raft_config, store, transport, Box::new(ApplySender(events_tx))).map_err(NodeError::Raft)?;
+        let raft = RaftNode::start(raft_config, store, transport, Box::new(ApplySender(events_tx)))
+            .map_err(NodeError::Raft)?;
         let lease_clock = Arc::new(LeaseClock::new(raft.handle(), election_timeout));
         let applier = Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone())
             .with_lease_clock(lease_clock.clone())
@@ -500,7 +505,10 @@ impl Member {
 
     /// Starts taking in a leader's snapshot from the first chunk of its
     /// stream (refused when it comes from another cluster).
-    pub fn snapshot_assembly(&self, first: keel_proto::keelpb::SnapshotChunk) -> Result<crate::SnapshotAssembly, NodeError> {
+    pub fn snapshot_assembly(
+        &self,
+        first: keel_proto::keelpb::SnapshotChunk,
+    ) -> Result<crate::SnapshotAssembly, NodeError> {
         crate::SnapshotAssembly::start(self.cluster_id, first)
     }
 
@@ -615,7 +623,11 @@ impl Member {
     /// Adds a member (as a learner if asked), through a raft configuration
     /// change; returns it and the membership after the change. The new
     /// member is then started with `--initial-cluster-state existing`.
-    pub async fn member_add(&self, peer_urls: Vec<String>, is_learner: bool) -> Result<(EtcdMember, Vec<EtcdMember>), NodeError> {
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<(EtcdMember, Vec<EtcdMember>), NodeError> {
         check_peer_urls(&peer_urls)?;
         let members = self.member_list(true).await?;
         if members.iter().any(|m| m.peer_ur_ls.iter().any(|url| peer_urls.contains(url))) {
@@ -888,15 +900,15 @@ fn joined_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember>
         .flat_map(|(_, urls)| urls.iter().cloned())
         .collect();
     if others.is_empty() {
-        return Err(NodeError::Config("--initial-cluster-state existing needs the other members in --initial-cluster".into()));
+        return Err(NodeError::Config(
+            "--initial-cluster-state existing needs the other members in --initial-cluster".into(),
+        ));
     }
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| NodeError::Config("joining a cluster needs a tokio runtime".into()))?;
     let (cluster_id, members) = runtime.block_on(crate::peers::fetch_cluster_info(&others))?;
-    let me = members
-        .iter()
-        .find(|m| m.peer_ur_ls.iter().any(|url| config.peer_urls.contains(url)))
-        .ok_or_else(|| {
+    let me =
+        members.iter().find(|m| m.peer_ur_ls.iter().any(|url| config.peer_urls.contains(url))).ok_or_else(|| {
             NodeError::Config(format!(
                 "the cluster has no member with peer URLs {}: add it first (etcdctl member add)",
                 config.peer_urls.join(",")
@@ -949,7 +961,12 @@ fn txn_is_serializable(request: &TxnRequest) -> bool {
 /// raft (see `lease_clock`), and propose a revoke for every
 /// lease whose deadline has passed (the revoke, applied through raft, deletes
 /// the lease's keys on every member at one revision).
-fn run_lease_expiry(lessor: &Mutex<Lessor>, clock: &LeaseClock, raft: &RaftHandle, stop: &std::sync::atomic::AtomicBool) {
+fn run_lease_expiry(
+    lessor: &Mutex<Lessor>,
+    clock: &LeaseClock,
+    raft: &RaftHandle,
+    stop: &std::sync::atomic::AtomicBool,
+) {
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(LEASE_TICK);
         let now = Instant::now();
@@ -970,7 +987,8 @@ fn run_lease_expiry(lessor: &Mutex<Lessor>, clock: &LeaseClock, raft: &RaftHandl
         if !expired.is_empty() {
             // One entry for every lease that expired this tick; tag 0: no
             // client waits for an expiry.
-            let request = InternalRaftRequest { id: 0, request: Some(Request::LeaseExpiry(LeaseExpiry { ids: expired })) };
+            let request =
+                InternalRaftRequest { id: 0, request: Some(Request::LeaseExpiry(LeaseExpiry { ids: expired })) };
             let _ = raft.propose(0, request.encode_to_vec());
         }
     }

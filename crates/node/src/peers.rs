@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
 use keel_lease_manager::{LeaseError, TimeToLive};
+use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
 use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, RaftBatch};
 use keel_raft_node::{Message, MessageType, Transport};
 use parking_lot::Mutex;
@@ -76,8 +76,16 @@ impl PeerSet {
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         // Replacing a peer drops its old queue, which ends its task.
-        queues.insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
-        inner.runtime.spawn(run_peer(inner.cluster_id, inner.from, peer, url.to_owned(), rx, inner.unreachable.clone()));
+        queues
+            .insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
+        inner.runtime.spawn(run_peer(
+            inner.cluster_id,
+            inner.from,
+            peer,
+            url.to_owned(),
+            rx,
+            inner.unreachable.clone(),
+        ));
     }
 
     /// Stops talking to every peer not in `members`.
@@ -128,7 +136,9 @@ impl Transport for GrpcTransport {
                         inner.unreachable.lock().push(peer);
                     }
                 }
-                None => tracing::debug!(peer = %format!("{peer:x}"), "raft message to a member not (yet) known dropped"),
+                None => {
+                    tracing::debug!(peer = %format!("{peer:x}"), "raft message to a member not (yet) known dropped")
+                }
             }
         }
     }
@@ -160,7 +170,12 @@ impl GrpcTransport {
             return;
         }
         let bytes = message.get_snapshot().get_data().len();
-        let chunks = crate::snapshot_transfer::chunks(inner.cluster_id, inner.from, message, crate::snapshot_transfer::CHUNK_BYTES);
+        let chunks = crate::snapshot_transfer::chunks(
+            inner.cluster_id,
+            inner.from,
+            message,
+            crate::snapshot_transfer::CHUNK_BYTES,
+        );
         let outcomes = inner.snapshot_outcomes.clone();
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
         inner.runtime.spawn(async move {
@@ -198,7 +213,8 @@ impl Drop for TransferReport {
 /// Where a peer at `url` is reached: Nagle off (raft messages are small and
 /// latency-bound), connecting for at most [`CONNECT_TIMEOUT`].
 fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?;
+    let endpoint =
+        Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?;
     Ok(endpoint.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT))
 }
 
@@ -251,7 +267,8 @@ async fn run_peer(
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(QUEUE_BATCHES);
         let _ = stream_tx.send(RaftBatch { cluster_id, from, messages: first }).await;
         let mut client = RaftPeerClient::new(channel);
-        let call = tokio::spawn(async move { client.send(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await });
+        let call =
+            tokio::spawn(async move { client.send(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await });
         // Forward until the stream breaks; then reconnect.
         loop {
             tokio::select! {

@@ -60,7 +60,11 @@ impl SnapshotAssembly {
         let message: Message = protobuf::Message::parse_from_bytes(&first.message)
             .map_err(|e| NodeError::Corrupt(format!("snapshot header from {:x}: {e}", first.from)))?;
         if message.get_msg_type() != keel_raft_node::MessageType::MsgSnapshot {
-            return Err(NodeError::Corrupt(format!("snapshot stream from {:x} carries a {:?}", first.from, message.get_msg_type())));
+            return Err(NodeError::Corrupt(format!(
+                "snapshot stream from {:x} carries a {:?}",
+                first.from,
+                message.get_msg_type()
+            )));
         }
         let data_size = usize::try_from(first.data_size)
             .map_err(|_| NodeError::Corrupt(format!("snapshot of {} bytes", first.data_size)))?;

@@ -4,8 +4,8 @@
 use prost::Message;
 
 use crate::etcdserverpb::{
-    compare, request_op, watch_request, Compare, LeaseGrantRequest, PutRequest, RangeRequest,
-    RequestOp, StatusResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+    compare, request_op, watch_request, Compare, LeaseGrantRequest, PutRequest, RangeRequest, RequestOp,
+    StatusResponse, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::keelpb::{internal_raft_request, InternalRaftRequest};
 use crate::{etcdserverpb, mvccpb};
@@ -66,9 +66,7 @@ fn put_request_field_numbers() {
 #[test]
 fn decodes_bytes_as_etcd_encodes_them() {
     // PutRequest{key:"foo", value:"bar", lease:7} as etcd's Go client marshals it.
-    let wire = [
-        0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x03, b'b', b'a', b'r', 0x18, 0x07,
-    ];
+    let wire = [0x0a, 0x03, b'f', b'o', b'o', 0x12, 0x03, b'b', b'a', b'r', 0x18, 0x07];
     let put = PutRequest::decode(&wire[..]).unwrap();
     assert_eq!(put.key, b"foo");
     assert_eq!(put.value, b"bar");
@@ -122,14 +120,8 @@ fn request_op_arms() {
     let arms = [
         (request_op::Request::RequestRange(RangeRequest::default()), 1),
         (request_op::Request::RequestPut(PutRequest::default()), 2),
-        (
-            request_op::Request::RequestDeleteRange(etcdserverpb::DeleteRangeRequest::default()),
-            3,
-        ),
-        (
-            request_op::Request::RequestTxn(etcdserverpb::TxnRequest::default()),
-            4,
-        ),
+        (request_op::Request::RequestDeleteRange(etcdserverpb::DeleteRangeRequest::default()), 3),
+        (request_op::Request::RequestTxn(etcdserverpb::TxnRequest::default()), 4),
     ];
     for (arm, tag) in arms {
         let op = RequestOp { request: Some(arm) };
@@ -152,9 +144,7 @@ fn watch_field_numbers() {
     assert_eq!(sorted_tags(&create), (1..=8).collect::<Vec<_>>());
 
     let req = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::ProgressRequest(
-            etcdserverpb::WatchProgressRequest {},
-        )),
+        request_union: Some(watch_request::RequestUnion::ProgressRequest(etcdserverpb::WatchProgressRequest {})),
     };
     assert_eq!(tags(&req.encode_to_vec()), [3]);
 
@@ -166,11 +156,7 @@ fn watch_field_numbers() {
         compact_revision: 1,
         cancel_reason: "x".into(),
         fragment: true,
-        events: vec![mvccpb::Event {
-            r#type: mvccpb::event::EventType::Delete as i32,
-            kv: None,
-            prev_kv: None,
-        }],
+        events: vec![mvccpb::Event { r#type: mvccpb::event::EventType::Delete as i32, kv: None, prev_kv: None }],
     };
     assert_eq!(sorted_tags(&resp), [1, 2, 3, 4, 5, 6, 7, 11]);
 }
@@ -196,10 +182,7 @@ fn status_response_has_all_3_6_fields() {
         is_learner: true,
         storage_version: "3.6.0".into(),
         db_size_quota: 1,
-        downgrade_info: Some(etcdserverpb::DowngradeInfo {
-            enabled: true,
-            target_version: "3.5.0".into(),
-        }),
+        downgrade_info: Some(etcdserverpb::DowngradeInfo { enabled: true, target_version: "3.5.0".into() }),
     };
     assert_eq!(sorted_tags(&status), (1..=13).collect::<Vec<_>>());
 }
@@ -208,10 +191,7 @@ fn status_response_has_all_3_6_fields() {
 fn internal_raft_request_round_trips() {
     let req = InternalRaftRequest {
         id: 42,
-        request: Some(internal_raft_request::Request::Put(PutRequest {
-            key: b"k".to_vec(),
-            ..Default::default()
-        })),
+        request: Some(internal_raft_request::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
     };
     let wire = req.encode_to_vec();
     assert_eq!(tags(&wire), [1, 3]);

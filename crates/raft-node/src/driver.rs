@@ -74,17 +74,29 @@ pub trait Apply: Send + 'static {
 
 /// Requests to the raft thread.
 pub enum Command {
-    Propose { tag: u64, data: Vec<u8> },
-    ReadIndex { tag: u64 },
+    Propose {
+        tag: u64,
+        data: Vec<u8>,
+    },
+    ReadIndex {
+        tag: u64,
+    },
     Step(Message),
-    ProposeConfChange { tag: u64, change: ConfChangeV2 },
+    ProposeConfChange {
+        tag: u64,
+        change: ConfChangeV2,
+    },
     Campaign,
     /// Hand leadership to this member (raft's leader transfer).
     TransferLeader(u64),
     /// Drop the log up to this index (the state machine has it durably).
     Compact(u64),
     /// The state machine's snapshot at `index`, for followers behind the log.
-    SnapshotReady { index: u64, conf_state: ConfState, data: Vec<u8> },
+    SnapshotReady {
+        index: u64,
+        conf_state: ConfState,
+        data: Vec<u8>,
+    },
     Shutdown,
 }
 

@@ -240,9 +240,7 @@ mod tests {
         hs.set_term(3);
         hs.set_vote(1);
         let entries = [entry(1, 2), entry(2, 2), entry(3, 3)];
-        engine
-            .write(LogWrite { entries: &entries, hard_state: Some(&hs), sync: true, ..LogWrite::default() })
-            .unwrap();
+        engine.write(LogWrite { entries: &entries, hard_state: Some(&hs), sync: true, ..LogWrite::default() }).unwrap();
         engine
             .write(LogWrite {
                 truncate_after: Some(1),

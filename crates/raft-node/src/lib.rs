@@ -7,13 +7,15 @@
 
 pub mod driver;
 pub mod engine;
-pub mod log_store;
 mod log;
+pub mod log_store;
 
 pub use driver::{Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, Transport};
 pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
 pub use log_store::RaftLogStore;
-pub use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot};
+pub use raft::prelude::{
+    ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 pub use raft::ReadState;
 
 #[derive(Debug, thiserror::Error)]

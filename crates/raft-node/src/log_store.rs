@@ -370,7 +370,10 @@ mod tests {
         store.compact(6).unwrap();
         assert_eq!(Storage::first_index(&store).unwrap(), 7);
         assert_eq!(store.term(6).unwrap(), 2);
-        assert!(matches!(store.entries(5, 8, None, GetEntriesContext::empty(false)), Err(raft::Error::Store(StorageError::Compacted))));
+        assert!(matches!(
+            store.entries(5, 8, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
         assert!(matches!(store.snapshot(6, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
         assert!(store.take_snapshot_wanted(), "raft's wish reaches the state machine");
         store.set_snapshot(8, ConfState::default(), b"state".to_vec()).unwrap();

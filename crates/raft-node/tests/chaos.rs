@@ -165,7 +165,8 @@ fn start(member: &Member, engine: &MemLogEngine, network: &Arc<Network>) -> Raft
     let store = RaftLogStore::open(Box::new(engine.clone()), &MEMBERS).unwrap();
     let mut config = RaftConfig::new(member.id, MEMBERS.to_vec(), 0);
     config.tick_interval = Duration::from_millis(10);
-    let node = RaftNode::start(config, store, Box::new(ChaosTransport(network.clone())), Box::new(member.clone())).unwrap();
+    let node =
+        RaftNode::start(config, store, Box::new(ChaosTransport(network.clone())), Box::new(member.clone())).unwrap();
     network.state.lock().unwrap().handles.insert(member.id, node.handle());
     node
 }

@@ -59,7 +59,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // sleeping one (a futex wake and a context switch per request: ~10% of
     // the CPU of a range-s-256 run). A few threads stay busy instead and take
     // queued reads one after another.
-    let runtime = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build()?;
     runtime.block_on(run(config))
 }
 
@@ -77,7 +78,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.initial_cluster.len() > 1 || config.listen_peer_urls_given {
         for url in &config.listen_peer_urls {
             let addr = bind_addr(url)?;
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
+            let listener =
+                TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
             peer_listeners.push(listener);
         }
     }
@@ -96,9 +98,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ConfigClusterState::New => ClusterState::New,
         ConfigClusterState::Existing => ClusterState::Existing,
     };
-    let member = tokio::task::spawn_blocking(move || Member::start(member_config))
-        .await?
-        .context("cannot start the member")?;
+    let member =
+        tokio::task::spawn_blocking(move || Member::start(member_config)).await?.context("cannot start the member")?;
     let member = Arc::new(member);
     tokio::spawn({
         let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());

@@ -52,9 +52,7 @@ async fn bad_requests_get_etcd_errors_and_write_nothing() {
     let err = kv.put(put("k", &too_big)).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
 
-    let ops = (0..129)
-        .map(|i| RequestOp { request: Some(Request::RequestPut(put(&format!("k{i}"), "v"))) })
-        .collect();
+    let ops = (0..129).map(|i| RequestOp { request: Some(Request::RequestPut(put(&format!("k{i}"), "v"))) }).collect();
     let err = kv.txn(TxnRequest { compare: vec![], success: ops, failure: vec![] }).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: too many operations in txn request"));
 
@@ -66,9 +64,13 @@ async fn bad_requests_get_etcd_errors_and_write_nothing() {
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: duplicate key given in txn request"));
 
     let err = kv.range(RangeRequest { key: b"k".to_vec(), revision: 100, ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision")
+    );
 
-    let all = kv.range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).await.unwrap().into_inner();
+    let all =
+        kv.range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).await.unwrap().into_inner();
     assert!(all.kvs.is_empty(), "a refused request wrote something");
     assert_eq!(all.header.unwrap().revision, 1);
 }

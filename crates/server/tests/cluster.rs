@@ -212,8 +212,8 @@ async fn a_member_of_another_cluster_is_refused() {
 /// the next member from the revision after the last one seen, as clientv3
 /// does. `from` is the first revision (0: from now). Returns every (key, mod revision) received, until `stop_key`.
 async fn follow(endpoints: Vec<String>, first: usize, from: i64, prefix: &str, stop_key: &str) -> Vec<(Vec<u8>, i64)> {
-    use keel_proto::etcdserverpb::watch_client::WatchClient;
     use futures::StreamExt;
+    use keel_proto::etcdserverpb::watch_client::WatchClient;
     use keel_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
 
     let mut seen: Vec<(Vec<u8>, i64)> = Vec::new();
@@ -230,8 +230,9 @@ async fn follow(endpoints: Vec<String>, first: usize, from: i64, prefix: &str, s
         let mut end = prefix.as_bytes().to_vec();
         *end.last_mut().unwrap() += 1;
         let create = WatchCreateRequest { key: prefix.into(), range_end: end, start_revision, ..Default::default() };
-        let requests = futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
-            .chain(futures::stream::pending());
+        let requests =
+            futures::stream::iter([WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }])
+                .chain(futures::stream::pending());
         let Ok(response) = client.watch(requests).await else {
             member = (member + 1) % endpoints.len();
             continue;
@@ -319,11 +320,8 @@ async fn leases_kept_alive_through_a_follower_survive_a_leader_kill() {
     assert_eq!(ttl.keys, vec![b"kept".to_vec()]);
 
     let (beats, requests) = tokio::sync::mpsc::channel(4);
-    let mut responses = leases
-        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses =
+        leases.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests)).await.unwrap().into_inner();
     let heart = tokio::spawn(async move {
         let mut renewed = 0;
         loop {
@@ -437,9 +435,12 @@ async fn a_learner_joins_is_promoted_and_the_leader_leaves_under_load() {
 
     // Remove the leader itself, through another member.
     let leader = leader_of(&cluster).await;
-    let leader_id = member_list(&cluster, leader).await.iter().find(|m| {
-        m.client_ur_ls.first() == Some(&cluster.member(leader).endpoint())
-    }).unwrap().id;
+    let leader_id = member_list(&cluster, leader)
+        .await
+        .iter()
+        .find(|m| m.client_ur_ls.first() == Some(&cluster.member(leader).endpoint()))
+        .unwrap()
+        .id;
     let other = (0..=slot).find(|&i| i != leader).unwrap();
     let mut admin = ClusterClient::connect(cluster.member(other).endpoint()).await.unwrap();
     let left = admin.member_remove(MemberRemoveRequest { id: leader_id }).await.unwrap().into_inner();

@@ -181,7 +181,12 @@ async fn a_config_file_starts_keel_and_replaces_flags() {
     let mut cluster = keel_proto::etcdserverpb::cluster_client::ClusterClient::connect(endpoint.clone()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let members = cluster.member_list(keel_proto::etcdserverpb::MemberListRequest::default()).await.unwrap().into_inner().members;
+        let members = cluster
+            .member_list(keel_proto::etcdserverpb::MemberListRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .members;
         if members.iter().any(|member| member.name == "from-yaml") {
             break;
         }
@@ -261,7 +266,8 @@ fn bad_input_is_answered_as_etcd_answers_it() {
         let keel = run(env!("CARGO_BIN_EXE_keel"), args, keel_dir.path());
         let etcd = run(&etcd, args, etcd_dir.path());
         assert_eq!(keel.status.code(), etcd.status.code(), "{args:?}: exit codes differ");
-        let first_line = |output: &Output| String::from_utf8_lossy(&output.stderr).lines().next().unwrap_or("").to_string();
+        let first_line =
+            |output: &Output| String::from_utf8_lossy(&output.stderr).lines().next().unwrap_or("").to_string();
         if etcd.status.code() == Some(2) {
             assert_eq!(first_line(&keel), first_line(&etcd), "{args:?}");
         } else {

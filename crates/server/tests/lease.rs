@@ -32,11 +32,8 @@ async fn revoke_deletes_every_attached_key_in_one_revision() {
     kv.put(put("a", lease.id)).await.unwrap();
     kv.put(put("b", lease.id)).await.unwrap();
     kv.put(put("c", 0)).await.unwrap();
-    let ttl = leases
-        .lease_time_to_live(LeaseTimeToLiveRequest { id: lease.id, keys: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let ttl =
+        leases.lease_time_to_live(LeaseTimeToLiveRequest { id: lease.id, keys: true }).await.unwrap().into_inner();
     assert_eq!(ttl.keys, vec![b"a".to_vec(), b"b".to_vec()]);
 
     let revoked = leases.lease_revoke(LeaseRevokeRequest { id: lease.id }).await.unwrap().into_inner();
@@ -79,11 +76,7 @@ async fn an_expired_lease_takes_its_keys_and_a_live_one_survives_restart() {
     keel.terminate();
     let keel = Keel::start(dir.path()).await;
     let mut leases = LeaseClient::connect(keel.endpoint()).await.unwrap();
-    let ttl = leases
-        .lease_time_to_live(LeaseTimeToLiveRequest { id: long.id, keys: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let ttl = leases.lease_time_to_live(LeaseTimeToLiveRequest { id: long.id, keys: true }).await.unwrap().into_inner();
     assert_eq!(ttl.granted_ttl, 600);
     assert_eq!(ttl.keys, vec![b"long".to_vec()]);
     let gone = leases.lease_time_to_live(LeaseTimeToLiveRequest { id: short.id, keys: false }).await.unwrap();

@@ -197,8 +197,7 @@ async fn lock_answers_as_etcd_does() {
 async fn exclusion_holds_while_the_leader_is_killed() {
     let mut cluster = Cluster::start(3).await;
     let leader = leader_of(&cluster, None).await;
-    let followers: Vec<String> =
-        (0..3).filter(|&i| i != leader).map(|i| cluster.member(i).endpoint()).collect();
+    let followers: Vec<String> = (0..3).filter(|&i| i != leader).map(|i| cluster.member(i).endpoint()).collect();
     let referee = Arc::new(Referee::default());
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let uncertain = Arc::new(AtomicUsize::new(0));

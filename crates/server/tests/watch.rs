@@ -179,11 +179,8 @@ async fn progress_requests_report_the_current_revision() {
 #[tokio::test]
 async fn periodic_progress_reaches_quiet_watches_that_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let keel = Keel::spawn(
-        dir.path(),
-        common::free_port(),
-        &["--watch-progress-notify-interval".into(), "200ms".into()],
-    );
+    let keel =
+        Keel::spawn(dir.path(), common::free_port(), &["--watch-progress-notify-interval".into(), "200ms".into()]);
     keel.wait_ready().await;
     let mut stream = Stream::open(&keel).await;
     let id = stream.create(WatchCreateRequest { progress_notify: true, ..watch("a", "") }).await.watch_id;
@@ -309,18 +306,23 @@ async fn random_watchers_see_exactly_the_history_of_their_range() {
     let mut watchers = Vec::new();
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
-        let start = rng.gen_range(1..=keel.kv().await.range(keel_proto::etcdserverpb::RangeRequest {
-            key: b"a".to_vec(),
-            serializable: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .header
-        .unwrap()
-        .revision
-            + 1);
+        let start = rng.gen_range(
+            1..=keel
+                .kv()
+                .await
+                .range(keel_proto::etcdserverpb::RangeRequest {
+                    key: b"a".to_vec(),
+                    serializable: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .header
+                .unwrap()
+                .revision
+                + 1,
+        );
         let (key, end) = {
             let a = KEYS[rng.gen_range(0..KEYS.len())];
             let b = KEYS[rng.gen_range(0..KEYS.len())];

@@ -218,7 +218,13 @@ impl WatchHub {
         st.next_stream += 1;
         st.streams.insert(
             id,
-            StreamState { sender: sender.clone(), ids: HashSet::new(), next_auto_id: 0, unsynced: 0, progress_pending: false },
+            StreamState {
+                sender: sender.clone(),
+                ids: HashSet::new(),
+                next_auto_id: 0,
+                unsynced: 0,
+                progress_pending: false,
+            },
         );
         (WatchStream { hub: self.clone(), id, sender }, receiver)
     }
@@ -269,8 +275,7 @@ impl WatchHub {
         let mut guard = self.state.lock();
         let st = &mut *guard;
         let resume_at = st.revision + 1;
-        let synced: Vec<WatcherKey> =
-            st.watchers.iter().filter(|(_, w)| w.synced).map(|(key, _)| *key).collect();
+        let synced: Vec<WatcherKey> = st.watchers.iter().filter(|(_, w)| w.synced).map(|(key, _)| *key).collect();
         for key in synced {
             let next_rev = st.watchers[&key].next_rev.max(resume_at);
             st.unsync(key, next_rev);
@@ -291,7 +296,8 @@ impl WatchHub {
             (from, (st.revision + 1).min(from + SYNC_CHUNK_REVISIONS))
         };
         let compacted = self.history.compact_revision();
-        let read = if from < compacted { Err(HistoryError::Compacted(compacted)) } else { self.history.events(from, to) };
+        let read =
+            if from < compacted { Err(HistoryError::Compacted(compacted)) } else { self.history.events(from, to) };
 
         let mut guard = self.state.lock();
         let st = &mut *guard;
@@ -340,7 +346,9 @@ impl WatchHub {
                                 events
                                     .iter()
                                     .filter(|e| {
-                                        event_revision(e) >= w.next_rev && w.range.contains(event_key(e)) && w.filters.keeps(e)
+                                        event_revision(e) >= w.next_rev
+                                            && w.range.contains(event_key(e))
+                                            && w.filters.keeps(e)
                                     })
                                     .cloned()
                                     .collect::<Arc<[Event]>>()

@@ -31,7 +31,11 @@ fn random_range(rng: &mut StdRng) -> (Vec<u8>, Vec<u8>) {
         1 => (key, vec![0]),
         _ => {
             let end = KEYS[rng.gen_range(0..KEYS.len())].as_bytes().to_vec();
-            if key < end { (key, end) } else { (end.clone(), [end, vec![0]].concat()) }
+            if key < end {
+                (key, end)
+            } else {
+                (end.clone(), [end, vec![0]].concat())
+            }
         }
     }
 }

@@ -229,7 +229,14 @@ impl WorkloadName {
             })
         };
         let lease = |workload, total| {
-            Job::Lease(LeasePlan { workload, total, clients: self.clients, conns, ttl: options.lease_ttl, live_leases: 0 })
+            Job::Lease(LeasePlan {
+                workload,
+                total,
+                clients: self.clients,
+                conns,
+                ttl: options.lease_ttl,
+                live_leases: 0,
+            })
         };
         match self.kind {
             Kind::Put => Job::Kv(kv(Workload::Put { key_space, sequential: false })),
@@ -647,7 +654,8 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
                         keel_base.push(sample)
                     }
                 }
-                let (sample, complaints) = measure(bin, &options.systems.data_root, system, name, &job, options).await?;
+                let (sample, complaints) =
+                    measure(bin, &options.systems.data_root, system, name, &job, options).await?;
                 log(round, system, &sample, &complaints);
                 if let Some(failure) = sample.failure() {
                     failures.push(format!("round {round} {system}: {failure}"));

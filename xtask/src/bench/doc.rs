@@ -65,8 +65,15 @@ impl Facts {
             etcd_bin: etcd_bin.display().to_string(),
             keel_bin: keel_bin.display().to_string(),
             keel_built,
-            head: output("git", &["-C", &crate::cargo::workspace_root().display().to_string(), "rev-parse", "--short", "HEAD"], None),
-            command: std::iter::once("cargo xtask".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" "),
+            head: output(
+                "git",
+                &["-C", &crate::cargo::workspace_root().display().to_string(), "rev-parse", "--short", "HEAD"],
+                None,
+            ),
+            command: std::iter::once("cargo xtask".to_owned())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -97,7 +104,13 @@ impl Facts {
             let _ = write!(machine, "; data dirs on {fs} (`{}`)", data_root.display());
         }
         let _ = writeln!(out, "{machine}.");
-        let _ = write!(out, "etcd {} (`{}`); Keel `{}`", self.etcd_version.as_deref().unwrap_or("?"), self.etcd_bin, self.keel_bin);
+        let _ = write!(
+            out,
+            "etcd {} (`{}`); Keel `{}`",
+            self.etcd_version.as_deref().unwrap_or("?"),
+            self.etcd_bin,
+            self.keel_bin
+        );
         if let Some(built) = &self.keel_built {
             let _ = write!(out, " (built {built})");
         }
@@ -143,7 +156,12 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
 }
 
 /// The generated section: setting, one table per workload, every round.
-pub fn results_section(facts: &Facts, options: &CompareOptions, results: &[WorkloadResult], rounds_log: &str) -> String {
+pub fn results_section(
+    facts: &Facts,
+    options: &CompareOptions,
+    results: &[WorkloadResult],
+    rounds_log: &str,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Results ({})\n", facts.date);
     let _ = writeln!(out, "{}\n", facts.describe(&options.systems.data_root));

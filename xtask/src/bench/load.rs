@@ -151,8 +151,7 @@ impl Tally {
             (Class::Write, Ok(())) => self.writes.push(latency),
             (class, Err(status)) => {
                 *(if class == Class::Read { &mut self.read_errors } else { &mut self.write_errors }) += 1;
-                self.first_error
-                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                self.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
             }
         }
     }
@@ -206,7 +205,8 @@ pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<C
 pub(super) fn process_cpu_time() -> Duration {
     // Fields 14 and 15 of /proc/self/stat, in USER_HZ (100 on every Linux).
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Duration::from_millis((field(11) + field(12)) * 10)
 }

@@ -324,15 +324,14 @@ fn run_watch(runtime: &tokio::runtime::Runtime, target: &StreamTarget, plan: &Wa
 
 fn run_lease(runtime: &tokio::runtime::Runtime, options: &LeaseOptions, workload: LeaseWorkload) -> Result<()> {
     let target = &options.target;
-    let plan =
-        LeasePlan {
-            workload,
-            total: target.total,
-            clients: target.clients,
-            conns: target.conns,
-            ttl: options.ttl,
-            live_leases: options.live_leases,
-        };
+    let plan = LeasePlan {
+        workload,
+        total: target.total,
+        clients: target.clients,
+        conns: target.conns,
+        ttl: options.ttl,
+        live_leases: options.live_leases,
+    };
     plan.validate()?;
     let outcome = runtime.block_on(lease::run(&target.endpoints, &plan))?;
     print_json_or(target.json, outcome.to_json(), outcome.render())

@@ -14,10 +14,10 @@ use clap::Args;
 use keel_proto::etcdserverpb::RangeRequest;
 
 use super::compare::{median, thousands};
+use super::doc;
 use super::load::{self, Tally};
 use super::server::{Server, Systems};
 use super::workload::{check_key_size, key, Class, Plan, Reported, Rng, Workload};
-use super::doc;
 
 #[derive(Args, Debug)]
 pub struct ScaleOptions {
@@ -120,10 +120,12 @@ impl Row {
     }
 }
 
-
 fn table(keys: usize, etcd: &Row, keel: &Row) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| system | load s | puts/s | peak RSS MiB | RSS after MiB | disk MiB | page p50 ms | page p99 ms |");
+    let _ = writeln!(
+        out,
+        "| system | load s | puts/s | peak RSS MiB | RSS after MiB | disk MiB | page p50 ms | page p99 ms |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for (system, row) in [("etcd", etcd), ("keel", keel)] {
         let [load, peak, rss, disk, p50, p99] = row.columns();
@@ -283,8 +285,22 @@ mod tests {
 
     #[test]
     fn the_table_divides_keel_by_etcd() {
-        let etcd = Row { load_secs: 100.0, peak_rss_mib: 1000.0, rss_mib: 800.0, disk_mib: 600.0, page_p50_ms: 4.0, page_p99_ms: 8.0 };
-        let keel = Row { load_secs: 50.0, peak_rss_mib: 400.0, rss_mib: 200.0, disk_mib: 300.0, page_p50_ms: 2.0, page_p99_ms: 2.0 };
+        let etcd = Row {
+            load_secs: 100.0,
+            peak_rss_mib: 1000.0,
+            rss_mib: 800.0,
+            disk_mib: 600.0,
+            page_p50_ms: 4.0,
+            page_p99_ms: 8.0,
+        };
+        let keel = Row {
+            load_secs: 50.0,
+            peak_rss_mib: 400.0,
+            rss_mib: 200.0,
+            disk_mib: 300.0,
+            page_p50_ms: 2.0,
+            page_p99_ms: 2.0,
+        };
         let table = table(1_000_000, &etcd, &keel);
         assert!(table.contains("| etcd | 100.0 | 10000 | 1000 | 800 | 600 | 4.00 | 8.00 |"), "{table}");
         assert!(table.contains("| keel/etcd | 0.50 | 2.00 | 0.40 | 0.25 | 0.50 | 0.50 | 0.25 |"), "{table}");

@@ -44,9 +44,9 @@ impl Workload {
 
     fn key_space(&self) -> usize {
         match self {
-            Workload::Put { key_space, .. } | Workload::TxnPut { key_space, .. } | Workload::TxnMixed { key_space, .. } => {
-                *key_space
-            }
+            Workload::Put { key_space, .. }
+            | Workload::TxnPut { key_space, .. }
+            | Workload::TxnMixed { key_space, .. } => *key_space,
             Workload::Fill { keys } => *keys,
             Workload::Range { .. } => 0,
         }
@@ -240,7 +240,11 @@ impl Generator {
             }
             Workload::Range { .. } => (Class::Read, Request::Range(self.range.clone())),
             Workload::Fill { .. } => {
-                let put = PutRequest { key: self.keys.get(n).to_vec(), value: value_of(n, self.value.len()), ..Default::default() };
+                let put = PutRequest {
+                    key: self.keys.get(n).to_vec(),
+                    value: value_of(n, self.value.len()),
+                    ..Default::default()
+                };
                 (Class::Write, Request::Put(put))
             }
             Workload::TxnPut { key_space, ops } => {
@@ -296,7 +300,8 @@ mod tests {
         let distinct: std::collections::BTreeSet<u8> = v.iter().copied().collect();
         assert!(distinct.len() > 100, "{} distinct bytes", distinct.len());
         // A fill puts key n with its own value.
-        let plan = Plan { workload: Workload::Fill { keys: 10 }, total: 10, clients: 1, conns: 1, key_size: 2, val_size: 16 };
+        let plan =
+            Plan { workload: Workload::Fill { keys: 10 }, total: 10, clients: 1, conns: 1, key_size: 2, val_size: 16 };
         let generator = Generator::new(&plan).unwrap();
         let (class, Request::Put(put)) = generator.request(7, &mut Rng::new(0)) else { panic!("a fill puts") };
         assert_eq!((class, put.key, put.value), (Class::Write, b"07".to_vec(), value_of(7, 16)));
@@ -357,7 +362,8 @@ mod tests {
         assert!(plan(Workload::TxnPut { key_space: 2, ops: 3 }).validate().is_err());
         assert!(plan(Workload::TxnPut { key_space: 3, ops: 0 }).validate().is_err());
         assert!(plan(Workload::Put { key_space: 0, sequential: false }).validate().is_err());
-        let mixed = |rw_ratio| Workload::TxnMixed { key_space: 1, rw_ratio, end: vec![], limit: 1000, serializable: false };
+        let mixed =
+            |rw_ratio| Workload::TxnMixed { key_space: 1, rw_ratio, end: vec![], limit: 1000, serializable: false };
         assert!(plan(mixed(f64::INFINITY)).validate().is_err());
         assert!(plan(mixed(-1.0)).validate().is_err());
         assert!(plan(mixed(0.5)).validate().is_ok());
@@ -381,7 +387,8 @@ mod tests {
 
     #[test]
     fn txn_mixed_reads_everything_up_to_the_limit() {
-        let workload = Workload::TxnMixed { key_space: 10, rw_ratio: 1.0, end: vec![], limit: 1000, serializable: true };
+        let workload =
+            Workload::TxnMixed { key_space: 10, rw_ratio: 1.0, end: vec![], limit: 1000, serializable: true };
         let generator = Generator::new(&plan(workload)).unwrap();
         let mut rng = Rng::new(1);
         let (mut reads, mut writes) = (0, 0);

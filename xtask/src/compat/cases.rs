@@ -63,22 +63,12 @@ pub struct Watching {
 }
 
 const fn case(id: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        id,
-        args,
-        stdin: None,
-        kind: Kind::Plain,
-        capture: None,
-        watching: None,
-    }
+    Case { id, args, stdin: None, kind: Kind::Plain, capture: None, watching: None }
 }
 
 /// `etcdctl <watch>` in the background while `etcdctl <args>` runs.
 const fn watching(id: &'static str, watch: &'static [&'static str], args: &'static [&'static str]) -> Case {
-    Case {
-        watching: Some(Watching { args: watch, stdin: None, interrupt: false, held: None }),
-        ..case(id, args)
-    }
+    Case { watching: Some(Watching { args: watch, stdin: None, interrupt: false, held: None }), ..case(id, args) }
 }
 
 /// `etcdctl watch -i` fed `script` in the background while `etcdctl <args>` runs.
@@ -124,55 +114,34 @@ const fn both_held(
 /// `etcdctl <args>` (a `lock` running a command) with keys normalised as
 /// [`Kind::SessionKeys`] of `name`.
 const fn session(id: &'static str, name: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        kind: Kind::SessionKeys(name),
-        ..case(id, args)
-    }
+    Case { kind: Kind::SessionKeys(name), ..case(id, args) }
 }
 
 const fn status(id: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        kind: Kind::EndpointStatus,
-        ..case(id, args)
-    }
+    Case { kind: Kind::EndpointStatus, ..case(id, args) }
 }
 
 const fn unordered(id: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        kind: Kind::MembersUnordered,
-        ..case(id, args)
-    }
+    Case { kind: Kind::MembersUnordered, ..case(id, args) }
 }
 
 /// `lease grant` or `member add`, whose id later cases refer to as `{var}`.
 const fn grant(id: &'static str, args: &'static [&'static str], var: &'static str) -> Case {
-    Case {
-        capture: Some(var),
-        ..case(id, args)
-    }
+    Case { capture: Some(var), ..case(id, args) }
 }
 
 const fn members(id: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        kind: Kind::Members,
-        ..case(id, args)
-    }
+    Case { kind: Kind::Members, ..case(id, args) }
 }
 
 const fn ttl(id: &'static str, args: &'static [&'static str]) -> Case {
-    Case {
-        kind: Kind::LeaseTimeToLive,
-        ..case(id, args)
-    }
+    Case { kind: Kind::LeaseTimeToLive, ..case(id, args) }
 }
 
 /// `etcdctl txn` reads compares, success ops and failure ops, each block ended by an empty
 /// line; `script` is written the same way.
 const fn txn(id: &'static str, args: &'static [&'static str], script: &'static str) -> Case {
-    Case {
-        stdin: Some(script),
-        ..case(id, args)
-    }
+    Case { stdin: Some(script), ..case(id, args) }
 }
 
 #[rustfmt::skip]
@@ -635,9 +604,7 @@ mod tests {
         for case in CASES {
             assert!(seen.insert(case.id), "duplicate case id {}", case.id);
             assert!(
-                case.id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                case.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
                 "case id {:?} is not kebab-case",
                 case.id
             );
@@ -659,11 +626,7 @@ mod tests {
             for (start, _) in text.match_indices('{') {
                 let name = &text[start + 1..];
                 let name = &name[..name.find('}').expect("a closing brace")];
-                assert!(
-                    captured.contains(name),
-                    "{} uses {{{name}}}, not captured by an earlier case",
-                    case.id
-                );
+                assert!(captured.contains(name), "{} uses {{{name}}}, not captured by an earlier case", case.id);
             }
             // A grant without a capture must fail: `run_case` checks that on the reference.
             if let Some(var) = case.capture {
@@ -685,11 +648,7 @@ mod tests {
             // and fails with EOF if the input ends first.
             let mut ended_blocks = 0;
             for line in script.split_inclusive('\n') {
-                assert!(
-                    line.ends_with('\n'),
-                    "{}: unterminated line {line:?}",
-                    case.id
-                );
+                assert!(line.ends_with('\n'), "{}: unterminated line {line:?}", case.id);
                 if line == "\n" {
                     ended_blocks += 1;
                 }

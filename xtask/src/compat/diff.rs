@@ -4,12 +4,7 @@ use super::normalise::Normalised;
 
 /// `None` when equal; otherwise a readable diff of exit status, stdout and stderr, with
 /// `-` lines from `expected` (the reference) and `+` lines from `actual`.
-pub fn render(
-    expected_label: &str,
-    expected: &Normalised,
-    actual_label: &str,
-    actual: &Normalised,
-) -> Option<String> {
+pub fn render(expected_label: &str, expected: &Normalised, actual_label: &str, actual: &Normalised) -> Option<String> {
     if expected == actual {
         return None;
     }
@@ -18,10 +13,7 @@ pub fn render(
         out.push_str("    @@ exit status @@\n");
         out.push_str(&format!("    -{}\n    +{}\n", expected.exit, actual.exit));
     }
-    for (name, a, b) in [
-        ("stdout", &expected.stdout, &actual.stdout),
-        ("stderr", &expected.stderr, &actual.stderr),
-    ] {
+    for (name, a, b) in [("stdout", &expected.stdout, &actual.stdout), ("stderr", &expected.stderr, &actual.stderr)] {
         if a != b {
             out.push_str(&format!("    @@ {name} @@\n"));
             let lines = diff_lines(a, b);
@@ -61,11 +53,7 @@ pub fn diff_lines<'a>(a: &'a str, b: &'a str) -> Vec<Line<'a>> {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let (mut i, mut j) = (0, 0);
@@ -128,17 +116,9 @@ fn first_difference(a: &str, b: &str) -> Option<String> {
         let end = (at + CONTEXT).min(s.len());
         let prefix = if start > 0 { "…" } else { "" };
         let suffix = if end < s.len() { "…" } else { "" };
-        format!(
-            "{prefix}{}{suffix}",
-            s[start..end].iter().collect::<String>()
-        )
+        format!("{prefix}{}{suffix}", s[start..end].iter().collect::<String>())
     };
-    Some(format!(
-        "first difference at column {}: -{} +{}",
-        at + 1,
-        excerpt(&a),
-        excerpt(&b)
-    ))
+    Some(format!("first difference at column {}: -{} +{}", at + 1, excerpt(&a), excerpt(&b)))
 }
 
 #[cfg(test)]
@@ -146,11 +126,7 @@ mod tests {
     use super::*;
 
     fn n(exit: &str, stdout: &str, stderr: &str) -> Normalised {
-        Normalised {
-            exit: exit.to_owned(),
-            stdout: stdout.to_owned(),
-            stderr: stderr.to_owned(),
-        }
+        Normalised { exit: exit.to_owned(), stdout: stdout.to_owned(), stderr: stderr.to_owned() }
     }
 
     #[test]
@@ -184,16 +160,8 @@ mod tests {
     #[test]
     fn long_changed_lines_point_at_the_first_difference() {
         let pad = "x".repeat(100);
-        let etcd = n(
-            "exit 0",
-            &format!("{pad}\"revision\":62,\"raft_term\":2}}\n"),
-            "",
-        );
-        let keel = n(
-            "exit 0",
-            &format!("{pad}\"revision\":60,\"raft_term\":2}}\n"),
-            "",
-        );
+        let etcd = n("exit 0", &format!("{pad}\"revision\":62,\"raft_term\":2}}\n"), "");
+        let keel = n("exit 0", &format!("{pad}\"revision\":60,\"raft_term\":2}}\n"), "");
         let text = render("etcd", &etcd, "keel", &keel).expect("they differ");
         let hint = text.lines().find(|l| l.contains('~')).expect("a hint line");
         let x18 = "x".repeat(18);
@@ -205,13 +173,7 @@ mod tests {
 
     #[test]
     fn render_flags_a_missing_final_newline() {
-        let text = render(
-            "etcd",
-            &n("exit 0", "OK\n", ""),
-            "keel",
-            &n("exit 0", "OK", ""),
-        )
-        .expect("they differ");
+        let text = render("etcd", &n("exit 0", "OK\n", ""), "keel", &n("exit 0", "OK", "")).expect("they differ");
         assert!(text.contains("final newline differs"), "{text}");
     }
 }

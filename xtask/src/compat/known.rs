@@ -33,10 +33,7 @@ pub fn parse(markdown: &str) -> Result<KnownDifferences> {
     for (index, line) in markdown.lines().enumerate() {
         let line_no = index + 1;
         if let Some(heading) = line.strip_prefix('#') {
-            in_section = heading
-                .trim_start_matches('#')
-                .trim()
-                .eq_ignore_ascii_case(SECTION);
+            in_section = heading.trim_start_matches('#').trim().eq_ignore_ascii_case(SECTION);
             found_section |= in_section;
             continue;
         }
@@ -49,11 +46,7 @@ pub fn parse(markdown: &str) -> Result<KnownDifferences> {
         let Some((id, justification)) = parse_entry(entry) else {
             bail!("docs/compat.md:{line_no}: expected \"- `<case-id>`: <justification>\", got {line:?}");
         };
-        if known
-            .entries
-            .insert(id.to_owned(), justification.to_owned())
-            .is_some()
-        {
+        if known.entries.insert(id.to_owned(), justification.to_owned()).is_some() {
             bail!("docs/compat.md:{line_no}: `{id}` is listed twice");
         }
     }
@@ -95,26 +88,14 @@ Intro prose.
 - `nor-this`: outside again
 ";
         let known = parse(md).unwrap();
-        assert_eq!(
-            known.ids().collect::<Vec<_>>(),
-            ["get-prefix-json", "put-plain"]
-        );
-        assert_eq!(
-            known.justification("get-prefix-json"),
-            Some("keel reports dbSize differently")
-        );
+        assert_eq!(known.ids().collect::<Vec<_>>(), ["get-prefix-json", "put-plain"]);
+        assert_eq!(known.justification("get-prefix-json"), Some("keel reports dbSize differently"));
         assert_eq!(known.justification("not-this"), None);
     }
 
     #[test]
     fn empty_section_is_fine() {
-        assert_eq!(
-            parse("## Known differences\n\nNone.\n")
-                .unwrap()
-                .ids()
-                .count(),
-            0
-        );
+        assert_eq!(parse("## Known differences\n\nNone.\n").unwrap().ids().count(), 0);
     }
 
     #[test]

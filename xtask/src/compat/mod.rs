@@ -62,8 +62,7 @@ enum Verdict {
 
 pub fn run(opts: &Options) -> Result<()> {
     let docs = cargo::workspace_root().join("docs/compat.md");
-    let markdown =
-        std::fs::read_to_string(&docs).with_context(|| format!("reading {}", docs.display()))?;
+    let markdown = std::fs::read_to_string(&docs).with_context(|| format!("reading {}", docs.display()))?;
     let known = known::parse(&markdown)?;
     if let Some(unknown) = known.ids().find(|id| !CASES.iter().any(|c| c.id == *id)) {
         bail!("docs/compat.md lists `{unknown}`, which is not a case id");
@@ -105,10 +104,7 @@ pub fn run(opts: &Options) -> Result<()> {
         let verdict = run_case(
             case,
             &etcdctl,
-            [
-                (&mut reference, &mut reference_session),
-                (&mut candidate, &mut candidate_session),
-            ],
+            [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
             &allowed,
             opts,
         )?;
@@ -134,9 +130,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 
     for (id, why) in &stale {
-        println!(
-            "note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it"
-        );
+        println!("note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it");
     }
     println!(
         "{} cases: {} identical, {} known differences, {} unexpected differences",
@@ -184,12 +178,8 @@ fn run_case(
         }
         .with_context(|| format!("case {}", case.id))?;
         // A crashed server would turn every later case into noise; stop at the first.
-        server
-            .ensure_running()
-            .with_context(|| format!("after case {}", case.id))?;
-        let captured = case
-            .capture
-            .map(|var| session.capture(var, &outcome.stdout).is_some());
+        server.ensure_running().with_context(|| format!("after case {}", case.id))?;
+        let captured = case.capture.map(|var| session.capture(var, &outcome.stdout).is_some());
         if index == 0 {
             check_reference_grant(case, captured, &outcome)?;
         }
@@ -223,12 +213,9 @@ fn run_case(
 fn check_reference_grant(case: &Case, captured: Option<bool>, outcome: &Outcome) -> Result<()> {
     let granted = case.args.starts_with(&["lease", "grant"]) && outcome.success();
     match captured {
-        Some(false) => bail!(
-            "case {}: the reference printed no id to capture:\n{}{}",
-            case.id,
-            outcome.stdout,
-            outcome.stderr
-        ),
+        Some(false) => {
+            bail!("case {}: the reference printed no id to capture:\n{}{}", case.id, outcome.stdout, outcome.stderr)
+        }
         None if granted => bail!("case {}: grants a lease but captures no id", case.id),
         _ => Ok(()),
     }

@@ -51,11 +51,7 @@ pub fn normalise(
     let mut ids = IdMap::default();
     let mut text =
         |raw: &str| leases.rewrite(&normalise_text(kind, raw, client_addr, &mut ids).replace(peer_addr, "<peer>"));
-    Normalised {
-        exit: outcome.exit.clone(),
-        stdout: text(&outcome.stdout),
-        stderr: text(&outcome.stderr),
-    }
+    Normalised { exit: outcome.exit.clone(), stdout: text(&outcome.stdout), stderr: text(&outcome.stderr) }
 }
 
 /// How far below the granted TTL a remaining TTL may be: the suite reads it within seconds of
@@ -82,12 +78,8 @@ const STATUS_MASKED_FIELDS: &[(&str, &str)] = &[
 const STATUS_COLUMNS: usize = 10;
 const STATUS_COL_ID: usize = 1;
 /// Masked columns (besides the id) with their placeholders.
-const STATUS_MASKED_COLUMNS: &[(usize, &str)] = &[
-    (2, "<version>"),
-    (3, "<db-size>"),
-    (7, "<raft-index>"),
-    (8, "<raft-applied-index>"),
-];
+const STATUS_MASKED_COLUMNS: &[(usize, &str)] =
+    &[(2, "<version>"), (3, "<db-size>"), (7, "<raft-index>"), (8, "<raft-applied-index>")];
 
 fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) -> String {
     let mut text = match kind {
@@ -366,9 +358,7 @@ fn sort_list_between(text: &str, open: &str, close: &str, separator: &str) -> St
 
 fn remaining_placeholder(remaining: &str, granted: &str) -> String {
     match (remaining.parse::<i64>(), granted.parse::<i64>()) {
-        (Ok(r), Ok(g)) if r > 0 && r <= g && r >= g - REMAINING_SLACK_SECS => {
-            "<remaining>".to_owned()
-        }
+        (Ok(r), Ok(g)) if r > 0 && r <= g && r >= g - REMAINING_SLACK_SECS => "<remaining>".to_owned(),
         _ => remaining.to_owned(),
     }
 }
@@ -438,9 +428,7 @@ fn scalar_len(s: &str) -> usize {
         }
         return s.len();
     }
-    s.bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
-        .count()
+    s.bytes().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+')).count()
 }
 
 /// Replaces whatever follows `marker` up to the end of its line with `mask`.
@@ -467,10 +455,8 @@ fn mask_client_uuids(text: &str) -> String {
         let start = pos + MARKER.len();
         out.push_str(&rest[..start]);
         rest = &rest[start..];
-        let is_uuid = rest.len() >= UUID_LEN
-            && rest.as_bytes()[..UUID_LEN]
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || *b == b'-');
+        let is_uuid =
+            rest.len() >= UUID_LEN && rest.as_bytes()[..UUID_LEN].iter().all(|b| b.is_ascii_hexdigit() || *b == b'-');
         if is_uuid {
             out.push_str("<uuid>");
             rest = &rest[UUID_LEN..];
@@ -488,11 +474,7 @@ mod tests {
     const PEER_ADDR: &str = "127.0.0.1:23791";
 
     fn norm(kind: Kind, stdout: &str, stderr: &str) -> Normalised {
-        let outcome = Outcome {
-            exit: "exit 0".to_owned(),
-            stdout: stdout.to_owned(),
-            stderr: stderr.to_owned(),
-        };
+        let outcome = Outcome { exit: "exit 0".to_owned(), stdout: stdout.to_owned(), stderr: stderr.to_owned() };
         normalise(kind, &outcome, (ADDR, PEER_ADDR), &LeaseIds::default())
     }
 
@@ -524,15 +506,8 @@ mod tests {
 
     #[test]
     fn different_ids_get_different_placeholders() {
-        let out = norm(
-            Kind::Plain,
-            r#"{"member_id":5,"leader":7,"x":{"member_id":5}}"#,
-            "",
-        );
-        assert_eq!(
-            out.stdout,
-            r#"{"member_id":<member-id-1>,"leader":<member-id-2>,"x":{"member_id":<member-id-1>}}"#
-        );
+        let out = norm(Kind::Plain, r#"{"member_id":5,"leader":7,"x":{"member_id":5}}"#, "");
+        assert_eq!(out.stdout, r#"{"member_id":<member-id-1>,"leader":<member-id-2>,"x":{"member_id":<member-id-1>}}"#);
     }
 
     #[test]
@@ -550,8 +525,7 @@ mod tests {
 
     #[test]
     fn endpoint_status_simple_and_table_rows_share_the_member_mapping() {
-        let simple =
-            "http://127.0.0.1:23790, 2e1259d415f2a040, 3.4.23, 20 kB, true, false, 2, 4, 4, \n";
+        let simple = "http://127.0.0.1:23790, 2e1259d415f2a040, 3.4.23, 20 kB, true, false, 2, 4, 4, \n";
         assert_eq!(
             norm(Kind::EndpointStatus, simple, "").stdout,
             "http://<endpoint>, <member-id-1>, <version>, <db-size>, true, false, 2, <raft-index>, <raft-applied-index>, \n"
@@ -591,14 +565,8 @@ mod tests {
             r#"[{"endpoint":"http://127.0.0.1:23790","health":true,"took":"1.669069ms"}]"#,
             "http://127.0.0.1:23790 is healthy: successfully committed proposal: took = 2.212346ms\n",
         );
-        assert_eq!(
-            out.stdout,
-            r#"[{"endpoint":"http://<endpoint>","health":true,"took":"<took>"}]"#
-        );
-        assert_eq!(
-            out.stderr,
-            "http://<endpoint> is healthy: successfully committed proposal: took = <took>\n"
-        );
+        assert_eq!(out.stdout, r#"[{"endpoint":"http://<endpoint>","health":true,"took":"<took>"}]"#);
+        assert_eq!(out.stderr, "http://<endpoint> is healthy: successfully committed proposal: took = <took>\n");
     }
 
     #[test]
@@ -626,8 +594,7 @@ Error: etcdserver: key not found
 
     #[test]
     fn plausible_remaining_ttls_are_masked_in_every_format() {
-        let simple =
-            "lease 694da213a7d0f601 granted with TTL(60s), remaining(59s), attached keys([a])\n";
+        let simple = "lease 694da213a7d0f601 granted with TTL(60s), remaining(59s), attached keys([a])\n";
         assert_eq!(
             norm(Kind::LeaseTimeToLive, simple, "").stdout,
             "lease 694da213a7d0f601 granted with TTL(60s), remaining(<remaining>s), attached keys([a])\n"
@@ -647,22 +614,10 @@ Error: etcdserver: key not found
     #[test]
     fn implausible_and_expired_remaining_ttls_are_kept() {
         for (text, why) in [
-            (
-                "lease 1 granted with TTL(60s), remaining(61s)\n",
-                "above the granted ttl",
-            ),
-            (
-                "lease 1 granted with TTL(60s), remaining(29s)\n",
-                "far below it",
-            ),
-            (
-                r#"{"id":1,"ttl":-1,"granted-ttl":0,"keys":null}"#,
-                "expired",
-            ),
-            (
-                r#"{"id":1,"ttl":60000,"granted-ttl":60,"keys":null}"#,
-                "milliseconds",
-            ),
+            ("lease 1 granted with TTL(60s), remaining(61s)\n", "above the granted ttl"),
+            ("lease 1 granted with TTL(60s), remaining(29s)\n", "far below it"),
+            (r#"{"id":1,"ttl":-1,"granted-ttl":0,"keys":null}"#, "expired"),
+            (r#"{"id":1,"ttl":60000,"granted-ttl":60,"keys":null}"#, "milliseconds"),
         ] {
             assert_eq!(norm(Kind::LeaseTimeToLive, text, "").stdout, text, "{why}");
         }
@@ -703,31 +658,25 @@ Error: etcdserver: key not found
              \"Key\" : \"l3/<session-2>\"\n\"Lease\" : <session-1>\n\"Lease\" : <session-2>\n\"Lease\" : 8\n"
         );
         let both = norm(Kind::SessionKeys("e1"), "e1/a\n", "Error: e1/b e1/a\n");
-        assert_eq!((both.stdout.as_str(), both.stderr.as_str()), ("e1/<session-1>\n", "Error: e1/<session-2> e1/<session-1>\n"));
+        assert_eq!(
+            (both.stdout.as_str(), both.stderr.as_str()),
+            ("e1/<session-1>\n", "Error: e1/<session-2> e1/<session-1>\n")
+        );
         // Other kinds leave such keys alone.
         assert_eq!(norm(Kind::Plain, "l3/41f2a21408a0c515\n", "").stdout, "l3/41f2a21408a0c515\n");
     }
 
     #[test]
     fn field_value_finds_the_first_scalar() {
-        assert_eq!(
-            field_value(r#"{"ID":{"x":1},"ID":12,"ID":13}"#, "ID"),
-            Some("12")
-        );
-        assert_eq!(
-            field_value("\"GrantedTTL\" : 60\n", "GrantedTTL"),
-            Some("60")
-        );
+        assert_eq!(field_value(r#"{"ID":{"x":1},"ID":12,"ID":13}"#, "ID"), Some("12"));
+        assert_eq!(field_value("\"GrantedTTL\" : 60\n", "GrantedTTL"), Some("60"));
         assert_eq!(field_value(r#"{"granted-ttl":60}"#, "ttl"), None);
     }
 
     #[test]
     fn rewrite_field_handles_escaped_strings_and_missing_separators() {
         let text = r#"{"ts":"a\"b","ts" x,"ts":"c"}"#;
-        assert_eq!(
-            rewrite_field(text, "ts", |_| "T".to_owned()),
-            r#"{"ts":T,"ts" x,"ts":T}"#
-        );
+        assert_eq!(rewrite_field(text, "ts", |_| "T".to_owned()), r#"{"ts":T,"ts" x,"ts":T}"#);
     }
 
     #[test]
@@ -738,13 +687,19 @@ Error: etcdserver: key not found
             "<member-id-1>, started, compat, http://<peer>, http://<endpoint>, false\n"
         );
         let table = "| 628170c800dbcee | started | m2 | http://127.0.0.1:23791 |  | false |\n";
-        assert_eq!(norm(Kind::Members, table, "").stdout, "| <member-id-1> | started | m2 | http://<peer> |  | false |\n");
+        assert_eq!(
+            norm(Kind::Members, table, "").stdout,
+            "| <member-id-1> | started | m2 | http://<peer> |  | false |\n"
+        );
         let json = r#"{"header":{"cluster_id":1,"member_id":2},"members":[{"ID":2,"name":"compat"}]}"#;
         assert_eq!(
             norm(Kind::Members, json, "").stdout,
             r#"{"header":{"cluster_id":<cluster-id-1>,"member_id":<member-id-1>},"members":[{"ID":<member-id-1>,"name":"compat"}]}"#
         );
-        assert_eq!(norm(Kind::Members, "Error: etcdserver: member not found\n", "").stdout, "Error: etcdserver: member not found\n");
+        assert_eq!(
+            norm(Kind::Members, "Error: etcdserver: member not found\n", "").stdout,
+            "Error: etcdserver: member not found\n"
+        );
     }
 
     #[test]
@@ -771,4 +726,3 @@ Error: etcdserver: key not found
         assert_ne!(norm(Kind::MembersUnordered, a, "").stdout, norm(Kind::MembersUnordered, &wrong, "").stdout);
     }
 }
-

@@ -77,11 +77,7 @@ impl Etcdctl {
         let stdout = drain(child.stdout.take().expect("stdout is piped"));
         let stderr = drain(child.stderr.take().expect("stderr is piped"));
         let exit = wait_with_deadline(&mut child, HARD_TIMEOUT)?;
-        Ok(Outcome {
-            exit,
-            stdout: join(stdout),
-            stderr: join(stderr),
-        })
+        Ok(Outcome { exit, stdout: join(stdout), stderr: join(stderr) })
     }
 
     /// Runs `etcdctl <background>` (a watch, a held lock, a campaign; its stdin, `background.stdin`
@@ -154,15 +150,10 @@ impl Etcdctl {
             .arg(format!("--endpoints=http://{client_addr}"))
             .args([COMMAND_TIMEOUT, DIAL_TIMEOUT])
             .args(args)
-            .stdin(if piped_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd.spawn()
-            .with_context(|| format!("spawning {}", self.bin.display()))
+        cmd.spawn().with_context(|| format!("spawning {}", self.bin.display()))
     }
 }
 
@@ -182,10 +173,8 @@ fn join(reader: thread::JoinHandle<Vec<u8>>) -> String {
 /// killed if it does not exit within [`INTERRUPT_GRACE`].
 fn interrupt(child: &mut Child) -> Result<String> {
     if child.try_wait()?.is_none() {
-        let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .context("running kill -INT")?;
+        let status =
+            Command::new("kill").args(["-INT", &child.id().to_string()]).status().context("running kill -INT")?;
         anyhow::ensure!(status.success(), "kill -INT {} failed", child.id());
     }
     Ok(wait_with_deadline(child, INTERRUPT_GRACE)?.replace("timed out", "still running"))

@@ -31,12 +31,7 @@ pub struct Server {
 impl Server {
     /// Starts `bin` as a single-member cluster and waits until `etcdctl endpoint health`
     /// succeeds against it.
-    pub fn start(
-        label: &str,
-        bin: &Path,
-        extra_args: &[String],
-        etcdctl: &Etcdctl,
-    ) -> Result<Self> {
+    pub fn start(label: &str, bin: &Path, extra_args: &[String], etcdctl: &Etcdctl) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("keel-compat-{label}-"))
             .tempdir()
@@ -59,21 +54,9 @@ impl Server {
         cmd.arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster={MEMBER_NAME}={peer_url}"));
-        cmd.args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {label} ({})", bin.display()))?;
-        let mut server = Server {
-            label: label.to_owned(),
-            client_addr,
-            peer_addr,
-            child,
-            log_path,
-            _dir: dir,
-        };
+        cmd.args(extra_args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let child = cmd.spawn().with_context(|| format!("starting {label} ({})", bin.display()))?;
+        let mut server = Server { label: label.to_owned(), client_addr, peer_addr, child, log_path, _dir: dir };
         server.wait_ready(etcdctl)?;
         Ok(server)
     }
@@ -95,11 +78,7 @@ impl Server {
     /// Fails, with the tail of the server's log, if the process has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); last lines of its log:\n{}",
-                self.label,
-                self.log_tail()
-            );
+            bail!("{} exited ({status}); last lines of its log:\n{}", self.label, self.log_tail());
         }
         Ok(())
     }
@@ -146,8 +125,5 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()
         .context("binding a free loopback port")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }

@@ -98,9 +98,7 @@ impl LeaseIds {
         let mut text = text.to_owned();
         for (index, id) in self.0.iter().enumerate() {
             let placeholder = format!("<lease-id-{}>", index + 1);
-            text = replace_token(&text, &format!("{id:016x}"), &placeholder, |b| {
-                b.is_ascii_alphanumeric()
-            });
+            text = replace_token(&text, &format!("{id:016x}"), &placeholder, |b| b.is_ascii_alphanumeric());
             text = replace_token(&text, &id.to_string(), &placeholder, |b| b.is_ascii_digit());
         }
         text
@@ -148,25 +146,15 @@ mod tests {
             "\"ClusterID\" : 1\n\"MemberID\" : 2\n\"ID\" : 7587899152492721665\n\"TTL\" : 60\n",
         ] {
             let mut session = Session::default();
-            assert_eq!(
-                session.capture("l", stdout),
-                Some(0x694d_a213_a7d0_f601),
-                "{stdout}"
-            );
-            assert_eq!(
-                session.substitute("put k v --lease={l}"),
-                "put k v --lease=694da213a7d0f601"
-            );
+            assert_eq!(session.capture("l", stdout), Some(0x694d_a213_a7d0_f601), "{stdout}");
+            assert_eq!(session.substitute("put k v --lease={l}"), "put k v --lease=694da213a7d0f601");
         }
     }
 
     #[test]
     fn no_grant_no_capture_and_unknown_names_stay() {
         let mut session = Session::default();
-        assert_eq!(
-            session.capture("l", "Error: etcdserver: too many requests\n"),
-            None
-        );
+        assert_eq!(session.capture("l", "Error: etcdserver: too many requests\n"), None);
         assert_eq!(session.substitute("lease revoke {l}"), "lease revoke {l}");
     }
 

@@ -60,16 +60,8 @@ impl Election {
     pub async fn campaign(&mut self, value: impl Into<Vec<u8>>) -> Result<(), ClientError> {
         let value = value.into();
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                self.key.clone(),
-                value.clone(),
-                PutOptions::new().with_lease(self.lease),
-            )])
+            .when([Compare::create_revision(self.key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(self.key.clone(), value.clone(), PutOptions::new().with_lease(self.lease))])
             .or_else([TxnOp::get(self.key.clone(), GetOptions::new())]);
         let response = self.client.txn(txn).await.map_err(lease_lost)?;
         if response.succeeded {
@@ -77,9 +69,7 @@ impl Election {
         } else {
             let existing = txn_range(&response, 0)
                 .and_then(|range| range.kvs.first())
-                .ok_or(ClientError::UnexpectedResponse(
-                    "campaign key vanished inside a txn",
-                ))?;
+                .ok_or(ClientError::UnexpectedResponse("campaign key vanished inside a txn"))?;
             self.revision = existing.create_revision;
             if existing.value != value {
                 self.leading = true;
@@ -131,9 +121,7 @@ impl Election {
         if !self.leading {
             return Ok(());
         }
-        let txn = Txn::new()
-            .when([self.is_leader()])
-            .and_then([TxnOp::delete(self.key.clone(), DeleteOptions::new())]);
+        let txn = Txn::new().when([self.is_leader()]).and_then([TxnOp::delete(self.key.clone(), DeleteOptions::new())]);
         let result = self.client.txn(txn).await;
         self.leading = false;
         self.revision = 0;
@@ -142,10 +130,7 @@ impl Election {
 
     /// The current leader's key and value; `NoLeader` if nobody campaigns.
     pub async fn leader(&self) -> Result<KeyValue, ClientError> {
-        let response = self
-            .client
-            .get_with(self.prefix.clone(), first_created())
-            .await?;
+        let response = self.client.get_with(self.prefix.clone(), first_created()).await?;
         response.kvs.into_iter().next().ok_or(ClientError::NoLeader)
     }
 
@@ -188,11 +173,7 @@ impl Election {
 
     /// A compare that holds only while this session still leads.
     pub fn is_leader(&self) -> Compare {
-        Compare::create_revision(
-            self.key.clone(),
-            CompareOp::Equal,
-            owned_revision(self.revision),
-        )
+        Compare::create_revision(self.key.clone(), CompareOp::Equal, owned_revision(self.revision))
     }
 }
 
@@ -218,14 +199,9 @@ async fn observe(
         if out.send(Ok(leader)).await.is_err() {
             return Ok(());
         }
-        let mut changes = client
-            .watch(key, WatchOptions::new().with_start_revision(since + 1))
-            .await?;
+        let mut changes = client.watch(key, WatchOptions::new().with_start_revision(since + 1)).await?;
         'leader: loop {
-            let response = changes
-                .next()
-                .await
-                .ok_or(ClientError::UnexpectedResponse("watch ended"))??;
+            let response = changes.next().await.ok_or(ClientError::UnexpectedResponse("watch ended"))??;
             for event in response.events {
                 if event.r#type == EventType::Delete as i32 {
                     break 'leader;
@@ -243,16 +219,10 @@ async fn observe(
 /// The first key put under `prefix` from `revision` on: with no key there
 /// before, it is the one created first.
 async fn first_put(client: &Client, prefix: &[u8], revision: i64) -> Result<KeyValue, ClientError> {
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(revision)
-        .with_no_delete();
+    let options = WatchOptions::new().with_prefix().with_start_revision(revision).with_no_delete();
     let mut puts = client.watch(prefix, options).await?;
     loop {
-        let response = puts
-            .next()
-            .await
-            .ok_or(ClientError::UnexpectedResponse("watch ended"))??;
+        let response = puts.next().await.ok_or(ClientError::UnexpectedResponse("watch ended"))??;
         if let Some(kv) = response.events.into_iter().find_map(|event| event.kv) {
             return Ok(kv);
         }

@@ -49,14 +49,7 @@ impl Mutex {
     pub fn new(session: &Session, prefix: impl Into<Vec<u8>>) -> Mutex {
         let prefix = queue_prefix(prefix);
         let key = session_key(&prefix, session.lease());
-        Mutex {
-            client: session.client().clone(),
-            lease: session.lease(),
-            prefix,
-            key,
-            revision: 0,
-            header: None,
-        }
+        Mutex { client: session.client().clone(), lease: session.lease(), prefix, key, revision: 0, header: None }
     }
 
     /// Waits until this session holds the lock. Locking again while holding
@@ -123,11 +116,7 @@ impl Mutex {
     /// guard writes with it so a holder that lost the lock cannot write.
     /// Before `lock` and after `unlock` it never holds.
     pub fn is_owner(&self) -> Compare {
-        Compare::create_revision(
-            self.key.clone(),
-            CompareOp::Equal,
-            owned_revision(self.revision),
-        )
+        Compare::create_revision(self.key.clone(), CompareOp::Equal, owned_revision(self.revision))
     }
 
     /// Puts our key unless it exists (then this session is already queued
@@ -135,19 +124,8 @@ impl Mutex {
     async fn try_acquire(&mut self) -> Result<keel_proto::etcdserverpb::TxnResponse, ClientError> {
         let holder = TxnOp::get(self.prefix.clone(), first_created());
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([
-                TxnOp::put(
-                    self.key.clone(),
-                    "",
-                    PutOptions::new().with_lease(self.lease),
-                ),
-                holder.clone(),
-            ])
+            .when([Compare::create_revision(self.key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(self.key.clone(), "", PutOptions::new().with_lease(self.lease)), holder.clone()])
             .or_else([TxnOp::get(self.key.clone(), GetOptions::new()), holder]);
         let response = self.client.txn(txn).await.map_err(lease_lost)?;
         self.revision = if response.succeeded {
@@ -156,17 +134,13 @@ impl Mutex {
             txn_range(&response, 0)
                 .and_then(|range| range.kvs.first())
                 .map(|kv| kv.create_revision)
-                .ok_or(ClientError::UnexpectedResponse(
-                    "lock key vanished inside a txn",
-                ))?
+                .ok_or(ClientError::UnexpectedResponse("lock key vanished inside a txn"))?
         };
         Ok(response)
     }
 
     fn owns(&self, holder: Option<&keel_proto::etcdserverpb::RangeResponse>) -> bool {
-        holder
-            .and_then(|range| range.kvs.first())
-            .is_none_or(|kv| kv.create_revision == self.revision)
+        holder.and_then(|range| range.kvs.first()).is_none_or(|kv| kv.create_revision == self.revision)
     }
 }
 
@@ -196,10 +170,7 @@ mod tests {
     fn keys_are_prefix_slash_lease_hex() {
         let prefix = queue_prefix("/locks/db");
         assert_eq!(prefix, b"/locks/db/");
-        assert_eq!(
-            session_key(&prefix, 0x694d_7a3b_21c0_0f05),
-            b"/locks/db/694d7a3b21c00f05".to_vec()
-        );
+        assert_eq!(session_key(&prefix, 0x694d_7a3b_21c0_0f05), b"/locks/db/694d7a3b21c00f05".to_vec());
         assert_eq!(session_key(&prefix, 255), b"/locks/db/ff".to_vec());
     }
 }

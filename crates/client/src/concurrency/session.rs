@@ -22,10 +22,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions {
-            ttl: DEFAULT_SESSION_TTL,
-            lease: None,
-        }
+        SessionOptions { ttl: DEFAULT_SESSION_TTL, lease: None }
     }
 }
 
@@ -69,13 +66,7 @@ impl Session {
             }
             let _ = alive_tx.send(false);
         });
-        Ok(Session {
-            client: client.clone(),
-            lease,
-            ttl,
-            alive,
-            keep_alive: Some(keep_alive),
-        })
+        Ok(Session { client: client.clone(), lease, ttl, alive, keep_alive: Some(keep_alive) })
     }
 
     /// The client the session runs on.
@@ -112,9 +103,7 @@ impl Session {
         match timeout(Duration::from_secs(self.ttl.max(1) as u64), revoke).await {
             Ok(Ok(_)) | Ok(Err(ClientError::LeaseNotFound)) => Ok(()),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Timeout(Duration::from_secs(
-                self.ttl.max(1) as u64
-            ))),
+            Err(_) => Err(ClientError::Timeout(Duration::from_secs(self.ttl.max(1) as u64))),
         }
     }
 

@@ -9,10 +9,7 @@ use crate::{Client, ClientError};
 
 /// The key of `prefix` created first: the lock holder or election leader.
 pub(crate) fn first_created() -> GetOptions {
-    GetOptions::new()
-        .with_prefix()
-        .with_sort(SortTarget::Create, SortOrder::Ascend)
-        .with_limit(1)
+    GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(1)
 }
 
 /// Returns once no key under `prefix` has a create revision at or below
@@ -20,11 +17,7 @@ pub(crate) fn first_created() -> GetOptions {
 /// waiting on just the one directly ahead avoids every waiter waking on each
 /// release (the thundering herd), and if that key goes while older ones
 /// remain, the loop picks the next.
-pub(crate) async fn wait_deletes(
-    client: &Client,
-    prefix: &[u8],
-    max_create_revision: i64,
-) -> Result<(), ClientError> {
+pub(crate) async fn wait_deletes(client: &Client, prefix: &[u8], max_create_revision: i64) -> Result<(), ClientError> {
     let newest_ahead = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Descend)
@@ -42,26 +35,13 @@ pub(crate) async fn wait_deletes(
 
 /// Returns once `key` is deleted at or after `revision`.
 async fn wait_delete(client: &Client, key: &[u8], revision: i64) -> Result<(), ClientError> {
-    let mut watcher = client
-        .watch(
-            key,
-            WatchOptions::new()
-                .with_start_revision(revision)
-                .with_no_put(),
-        )
-        .await?;
+    let mut watcher = client.watch(key, WatchOptions::new().with_start_revision(revision).with_no_put()).await?;
     while let Some(response) = watcher.next().await {
-        if response?
-            .events
-            .iter()
-            .any(|event| event.r#type == EventType::Delete as i32)
-        {
+        if response?.events.iter().any(|event| event.r#type == EventType::Delete as i32) {
             return Ok(());
         }
     }
-    Err(ClientError::UnexpectedResponse(
-        "watch ended before the key was deleted",
-    ))
+    Err(ClientError::UnexpectedResponse("watch ended before the key was deleted"))
 }
 
 /// Deletes a queued key if the wait for it is abandoned (its future
@@ -73,10 +53,7 @@ pub(crate) struct DeleteOnDrop {
 
 impl DeleteOnDrop {
     pub(crate) fn new(client: &Client, key: &[u8]) -> DeleteOnDrop {
-        DeleteOnDrop {
-            client: client.clone(),
-            key: Some(key.to_vec()),
-        }
+        DeleteOnDrop { client: client.clone(), key: Some(key.to_vec()) }
     }
 
     pub(crate) fn disarm(mut self) {

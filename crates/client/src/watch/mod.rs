@@ -18,9 +18,7 @@ use std::time::Duration;
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
-use keel_proto::etcdserverpb::{
-    WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
-};
+use keel_proto::etcdserverpb::{WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
@@ -136,11 +134,7 @@ impl Client {
     /// with `Err(Compacted)` if it must resume below the compaction
     /// revision, and after `cancel`. Across reconnects no event is lost or
     /// repeated; while no endpoint is reachable it keeps retrying.
-    pub async fn watch(
-        &self,
-        key: impl Into<Vec<u8>>,
-        options: WatchOptions,
-    ) -> Result<Watcher, ClientError> {
+    pub async fn watch(&self, key: impl Into<Vec<u8>>, options: WatchOptions) -> Result<Watcher, ClientError> {
         let request = options.build(key.into());
         let mut resume = Resume::new(request.start_revision);
         let (stream, created) = open(self, &request, &resume).await?;
@@ -149,20 +143,9 @@ impl Client {
 
         let (out, rx) = mpsc::channel(BUFFER);
         let (cancel_tx, cancel) = mpsc::channel(1);
-        let task = WatchTask {
-            client: self.clone(),
-            request,
-            resume,
-            out,
-            cancel,
-        };
+        let task = WatchTask { client: self.clone(), request, resume, out, cancel };
         let task = tokio::spawn(task.run(stream));
-        Ok(Watcher {
-            created_revision,
-            rx,
-            cancel: Some(cancel_tx),
-            task,
-        })
+        Ok(Watcher { created_revision, rx, cancel: Some(cancel_tx), task })
     }
 }
 
@@ -222,33 +205,18 @@ async fn open(
     request: &WatchCreateRequest,
     resume: &Resume,
 ) -> Result<(Open, WatchResponse), ClientError> {
-    let request = WatchCreateRequest {
-        start_revision: resume.start_revision(),
-        ..request.clone()
-    };
+    let request = WatchCreateRequest { start_revision: resume.start_revision(), ..request.clone() };
     let max = client.max_decoding();
     let (open, created) = client
         .call(Retry::Always, Deadline::Request, |channel| {
-            let create = WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(request.clone())),
-            };
+            let create = WatchRequest { request_union: Some(RequestUnion::CreateRequest(request.clone())) };
             async move {
                 let (requests, rx) = mpsc::channel(2);
                 requests.try_send(create).expect("a new channel has room");
                 let mut watch = WatchClient::new(channel).max_decoding_message_size(max);
                 let mut responses = watch.watch(ReceiverStream::new(rx)).await?.into_inner();
-                let created = responses
-                    .message()
-                    .await?
-                    .ok_or_else(|| Status::unavailable("watch stream closed"))?;
-                Ok((
-                    Open {
-                        requests,
-                        responses,
-                        watch_id: created.watch_id,
-                    },
-                    created,
-                ))
+                let created = responses.message().await?.ok_or_else(|| Status::unavailable("watch stream closed"))?;
+                Ok((Open { requests, responses, watch_id: created.watch_id }, created))
             }
         })
         .await?;
@@ -256,22 +224,16 @@ async fn open(
         return Err(canceled(&created));
     }
     if !created.created {
-        return Err(ClientError::UnexpectedResponse(
-            "first watch response is not a creation",
-        ));
+        return Err(ClientError::UnexpectedResponse("first watch response is not a creation"));
     }
     Ok((open, created))
 }
 
 fn canceled(response: &WatchResponse) -> ClientError {
     if response.compact_revision > 0 {
-        ClientError::Compacted {
-            compact_revision: Some(response.compact_revision),
-        }
+        ClientError::Compacted { compact_revision: Some(response.compact_revision) }
     } else {
-        ClientError::WatchCanceled {
-            reason: response.cancel_reason.clone(),
-        }
+        ClientError::WatchCanceled { reason: response.cancel_reason.clone() }
     }
 }
 
@@ -352,10 +314,7 @@ impl WatchTask {
             }
             match open(&self.client, &self.request, &self.resume).await {
                 Ok((stream, created)) => {
-                    tracing::debug!(
-                        start_revision = self.resume.start_revision(),
-                        "watch resumed"
-                    );
+                    tracing::debug!(start_revision = self.resume.start_revision(), "watch resumed");
                     self.resume.created(&created);
                     return Some(stream);
                 }
@@ -381,9 +340,7 @@ impl WatchTask {
 /// stream is closed afterwards either way, which cancels it too.
 async fn cancel(stream: &mut Open) {
     let request = WatchRequest {
-        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
-            watch_id: stream.watch_id,
-        })),
+        request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest { watch_id: stream.watch_id })),
     };
     if stream.requests.send(request).await.is_err() {
         return;

@@ -23,9 +23,7 @@ pub(crate) struct Resume {
 
 impl Resume {
     pub(crate) fn new(start_revision: i64) -> Resume {
-        Resume {
-            next: start_revision.max(0),
-        }
+        Resume { next: start_revision.max(0) }
     }
 
     /// The `start_revision` for (re-)creating the watch.
@@ -49,9 +47,7 @@ impl Resume {
             return true;
         }
         let next = self.next;
-        response
-            .events
-            .retain(|event| event.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next));
+        response.events.retain(|event| event.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next));
         match response.events.last().and_then(|event| event.kv.as_ref()) {
             Some(kv) => {
                 self.next = kv.mod_revision + 1;
@@ -75,18 +71,11 @@ mod tests {
 
     fn response(header: i64, event_revisions: &[i64]) -> WatchResponse {
         WatchResponse {
-            header: Some(ResponseHeader {
-                revision: header,
-                ..Default::default()
-            }),
+            header: Some(ResponseHeader { revision: header, ..Default::default() }),
             events: event_revisions
                 .iter()
                 .map(|&rev| Event {
-                    kv: Some(KeyValue {
-                        key: format!("k{rev}").into_bytes(),
-                        mod_revision: rev,
-                        ..Default::default()
-                    }),
+                    kv: Some(KeyValue { key: format!("k{rev}").into_bytes(), mod_revision: rev, ..Default::default() }),
                     ..Default::default()
                 })
                 .collect(),
@@ -95,11 +84,7 @@ mod tests {
     }
 
     fn revisions(response: &WatchResponse) -> Vec<i64> {
-        response
-            .events
-            .iter()
-            .map(|e| e.kv.as_ref().unwrap().mod_revision)
-            .collect()
+        response.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect()
     }
 
     #[test]

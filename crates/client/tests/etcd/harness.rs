@@ -24,17 +24,11 @@ const START_ATTEMPTS: usize = 3;
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on the PATH.
 fn etcd_binary() -> PathBuf {
     let bin = std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
-    match Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
+    match Command::new(&bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(status) if status.success() => bin,
-        Ok(status) => panic!(
-            "`{} --version` failed ({status}); keel-client's integration tests need etcd",
-            bin.display()
-        ),
+        Ok(status) => {
+            panic!("`{} --version` failed ({status}); keel-client's integration tests need etcd", bin.display())
+        }
         Err(e) => panic!(
             "cannot run `{}` ({e}): keel-client's integration tests need a real etcd; \
              install it (Debian: `apt-get install etcd-server`) or point ETCD_BIN at one",
@@ -70,10 +64,7 @@ impl Etcd {
     }
 
     fn spawn(bin: &PathBuf) -> Etcd {
-        let dir = tempfile::Builder::new()
-            .prefix("keel-client-etcd-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("keel-client-etcd-").tempdir().expect("temp dir");
         let [client_port, peer_port] = free_ports::<2>();
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -96,26 +87,15 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        Etcd {
-            child,
-            client_port,
-            log_path,
-            _dir: dir,
-        }
+        Etcd { child, client_port, log_path, _dir: dir }
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let options = ClientOptions {
-            connect_timeout: Duration::from_millis(500),
-            ..Default::default()
-        };
+        let options = ClientOptions { connect_timeout: Duration::from_millis(500), ..Default::default() };
         loop {
             if let Some(status) = self.child.try_wait().expect("poll etcd") {
-                return Err(format!(
-                    "etcd exited ({status}); log tail:\n{}",
-                    self.log_tail()
-                ));
+                return Err(format!("etcd exited ({status}); log tail:\n{}", self.log_tail()));
             }
             if let Ok(client) = Client::connect([self.endpoint()], options.clone()).await {
                 if client.status().await.is_ok_and(|status| status.leader != 0) {
@@ -123,10 +103,7 @@ impl Etcd {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "etcd not ready after {STARTUP_TIMEOUT:?}; log tail:\n{}",
-                    self.log_tail()
-                ));
+                return Err(format!("etcd not ready after {STARTUP_TIMEOUT:?}; log tail:\n{}", self.log_tail()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -144,9 +121,7 @@ impl Etcd {
 
     /// A client connected to this etcd only.
     pub async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], ClientOptions::default())
-            .await
-            .expect("connect to etcd")
+        Client::connect([self.endpoint()], ClientOptions::default()).await.expect("connect to etcd")
     }
 
     fn log_tail(&self) -> String {
@@ -162,4 +137,3 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
-

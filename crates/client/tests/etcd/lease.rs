@@ -14,10 +14,7 @@ async fn keep_alive_holds_a_key_past_its_ttl_and_revoke_deletes_it() {
     let client = etcd.client().await;
     let lease = client.lease_grant(TTL, 0).await.unwrap();
     assert_eq!(lease.ttl, TTL);
-    client
-        .put_with("/lease/kept", "v", PutOptions::new().with_lease(lease.id))
-        .await
-        .unwrap();
+    client.put_with("/lease/kept", "v", PutOptions::new().with_lease(lease.id)).await.unwrap();
 
     let mut keep_alive = client.lease_keep_alive(lease.id).await.unwrap();
     assert_eq!(keep_alive.id(), lease.id);
@@ -39,24 +36,11 @@ async fn keep_alive_holds_a_key_past_its_ttl_and_revoke_deletes_it() {
     let ttl = client.lease_time_to_live(lease.id, true).await.unwrap();
     assert!(ttl.ttl >= 0);
     assert_eq!(ttl.keys, [b"/lease/kept".to_vec()]);
-    assert!(client
-        .lease_leases()
-        .await
-        .unwrap()
-        .leases
-        .iter()
-        .any(|l| l.id == lease.id));
+    assert!(client.lease_leases().await.unwrap().leases.iter().any(|l| l.id == lease.id));
 
     client.lease_revoke(lease.id).await.unwrap();
     assert!(client.get("/lease/kept").await.unwrap().kvs.is_empty());
-    assert_eq!(
-        client
-            .lease_time_to_live(lease.id, false)
-            .await
-            .unwrap()
-            .ttl,
-        -1
-    );
+    assert_eq!(client.lease_time_to_live(lease.id, false).await.unwrap().ttl, -1);
     // The keep-alive learns that the lease is gone and ends with that.
     let last = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -68,14 +52,8 @@ async fn keep_alive_holds_a_key_past_its_ttl_and_revoke_deletes_it() {
     })
     .await
     .expect("keep-alive notices the revoke");
-    assert!(
-        matches!(last, Some(Err(ClientError::LeaseExpired { id })) if id == lease.id),
-        "{last:?}"
-    );
-    assert!(matches!(
-        client.lease_revoke(lease.id).await,
-        Err(ClientError::LeaseNotFound)
-    ));
+    assert!(matches!(last, Some(Err(ClientError::LeaseExpired { id })) if id == lease.id), "{last:?}");
+    assert!(matches!(client.lease_revoke(lease.id).await, Err(ClientError::LeaseNotFound)));
 }
 
 #[tokio::test]
@@ -83,19 +61,9 @@ async fn without_keep_alive_the_key_expires() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let lease = client.lease_grant(TTL, 0).await.unwrap();
-    let put = client
-        .put_with(
-            "/lease/expiring",
-            "v",
-            PutOptions::new().with_lease(lease.id),
-        )
-        .await
-        .unwrap();
+    let put = client.put_with("/lease/expiring", "v", PutOptions::new().with_lease(lease.id)).await.unwrap();
     let mut watcher = client
-        .watch(
-            "/lease/expiring",
-            WatchOptions::new().with_start_revision(put.header.unwrap().revision + 1),
-        )
+        .watch("/lease/expiring", WatchOptions::new().with_start_revision(put.header.unwrap().revision + 1))
         .await
         .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(10), watcher.next())
@@ -104,10 +72,7 @@ async fn without_keep_alive_the_key_expires() {
         .unwrap()
         .unwrap();
     assert_eq!(response.events.len(), 1);
-    assert_eq!(
-        response.events[0].r#type,
-        keel_client::proto::mvccpb::event::EventType::Delete as i32
-    );
+    assert_eq!(response.events[0].r#type, keel_client::proto::mvccpb::event::EventType::Delete as i32);
 }
 
 #[tokio::test]
@@ -115,13 +80,7 @@ async fn keep_alive_of_an_unknown_lease_fails() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
     let error = client.lease_keep_alive(0x1234).await.unwrap_err();
-    assert!(
-        matches!(error, ClientError::LeaseExpired { id: 0x1234 }),
-        "{error:?}"
-    );
-    let error = client
-        .put_with("/k", "v", PutOptions::new().with_lease(0x1234))
-        .await
-        .unwrap_err();
+    assert!(matches!(error, ClientError::LeaseExpired { id: 0x1234 }), "{error:?}");
+    let error = client.put_with("/k", "v", PutOptions::new().with_lease(0x1234)).await.unwrap_err();
     assert!(matches!(error, ClientError::LeaseNotFound), "{error:?}");
 }

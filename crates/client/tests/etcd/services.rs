@@ -15,11 +15,7 @@ async fn lock_service_serializes_holders() {
     let second = client.lease_grant(10, 0).await.unwrap().id;
 
     let held = client.lock("svc-lock", first).await.unwrap();
-    assert!(
-        held.key.starts_with(b"svc-lock/"),
-        "{:?}",
-        String::from_utf8_lossy(&held.key)
-    );
+    assert!(held.key.starts_with(b"svc-lock/"), "{:?}", String::from_utf8_lossy(&held.key));
 
     let waiter = {
         let client = client.clone();
@@ -27,12 +23,7 @@ async fn lock_service_serializes_holders() {
     };
     eventually("the second holder to queue", WAIT, || async {
         let queued = client
-            .get_with(
-                "svc-lock/",
-                keel_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            )
+            .get_with("svc-lock/", keel_client::GetOptions::new().with_prefix().with_count_only())
             .await
             .unwrap()
             .count;
@@ -41,10 +32,7 @@ async fn lock_service_serializes_holders() {
     .await;
     assert!(!waiter.is_finished());
     client.unlock(held.key.clone()).await.unwrap();
-    let next = tokio::time::timeout(WAIT, waiter)
-        .await
-        .expect("second holder gets the lock")
-        .unwrap();
+    let next = tokio::time::timeout(WAIT, waiter).await.expect("second holder gets the lock").unwrap();
     assert_ne!(next.key, held.key);
     client.unlock(next.key).await.unwrap();
 }
@@ -55,35 +43,21 @@ async fn election_service_campaign_proclaim_observe_resign() {
     let client = etcd.client().await;
     let lease = client.lease_grant(10, 0).await.unwrap().id;
 
-    assert!(matches!(
-        client.leader("svc-election").await,
-        Err(ClientError::NoLeader)
-    ));
+    assert!(matches!(client.leader("svc-election").await, Err(ClientError::NoLeader)));
     let leader = client.campaign("svc-election", "a", lease).await.unwrap();
     assert_eq!(leader.name, b"svc-election");
     assert_eq!(client.leader("svc-election").await.unwrap().value, b"a");
 
     let mut observed = client.observe("svc-election").await.unwrap();
-    let first = tokio::time::timeout(WAIT, observed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = tokio::time::timeout(WAIT, observed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.kv.unwrap().value, b"a");
 
     client.proclaim(leader.clone(), "b").await.unwrap();
-    let second = tokio::time::timeout(WAIT, observed.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let second = tokio::time::timeout(WAIT, observed.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(second.kv.unwrap().value, b"b");
 
     client.resign(leader).await.unwrap();
-    assert!(matches!(
-        client.leader("svc-election").await,
-        Err(ClientError::NoLeader)
-    ));
+    assert!(matches!(client.leader("svc-election").await, Err(ClientError::NoLeader)));
 }
 
 #[tokio::test]

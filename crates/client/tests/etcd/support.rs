@@ -11,9 +11,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 /// Distinct free loopback ports; every listener is held until all are chosen.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
+    let listeners: Vec<TcpListener> =
+        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
     std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
@@ -35,11 +34,7 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(target: SocketAddr) -> Proxy {
         let [port] = free_ports::<1>();
-        let mut proxy = Proxy {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            target,
-            accept: None,
-        };
+        let mut proxy = Proxy { addr: SocketAddr::from(([127, 0, 0, 1], port)), target, accept: None };
         proxy.resume();
         proxy
     }

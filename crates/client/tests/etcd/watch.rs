@@ -16,16 +16,8 @@ fn seen(response: &WatchResponse) -> Vec<Seen> {
         .iter()
         .map(|event| {
             let kv = event.kv.as_ref().expect("event kv");
-            let kind = if event.r#type == EventType::Delete as i32 {
-                EventType::Delete
-            } else {
-                EventType::Put
-            };
-            (
-                kind,
-                String::from_utf8_lossy(&kv.key).into_owned(),
-                kv.mod_revision,
-            )
+            let kind = if event.r#type == EventType::Delete as i32 { EventType::Delete } else { EventType::Put };
+            (kind, String::from_utf8_lossy(&kv.key).into_owned(), kv.mod_revision)
         })
         .collect()
 }
@@ -48,40 +40,13 @@ async fn next_events(watcher: &mut Watcher, count: usize) -> Vec<Seen> {
 async fn watch_sees_puts_and_deletes_in_order() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
-    let mut watcher = client
-        .watch("/w/", WatchOptions::new().with_prefix().with_prev_kv())
-        .await
-        .unwrap();
+    let mut watcher = client.watch("/w/", WatchOptions::new().with_prefix().with_prev_kv()).await.unwrap();
 
-    let a = client
-        .put("/w/a", "1")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
-    let b = client
-        .put("/w/b", "2")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let a = client.put("/w/a", "1").await.unwrap().header.unwrap().revision;
+    let b = client.put("/w/b", "2").await.unwrap().header.unwrap().revision;
     client.put("/elsewhere", "x").await.unwrap();
-    let del = client
-        .delete("/w/a")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
-    let a2 = client
-        .put("/w/a", "3")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let del = client.delete("/w/a").await.unwrap().header.unwrap().revision;
+    let a2 = client.put("/w/a", "3").await.unwrap().header.unwrap().revision;
 
     let events = next_events(&mut watcher, 4).await;
     assert_eq!(
@@ -100,36 +65,16 @@ async fn watch_sees_puts_and_deletes_in_order() {
 async fn watch_replays_from_a_past_revision_with_prev_kv_and_filters() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
-    let first = client
-        .put("/h", "1")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let first = client.put("/h", "1").await.unwrap().header.unwrap().revision;
     client.put("/h", "2").await.unwrap();
     client.delete("/h").await.unwrap();
 
     let mut puts_only = client
-        .watch(
-            "/h",
-            WatchOptions::new()
-                .with_start_revision(first)
-                .with_prev_kv()
-                .with_no_delete(),
-        )
+        .watch("/h", WatchOptions::new().with_start_revision(first).with_prev_kv().with_no_delete())
         .await
         .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), puts_only.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let values: Vec<_> = response
-        .events
-        .iter()
-        .map(|e| e.kv.as_ref().unwrap().value.clone())
-        .collect();
+    let response = tokio::time::timeout(Duration::from_secs(10), puts_only.next()).await.unwrap().unwrap().unwrap();
+    let values: Vec<_> = response.events.iter().map(|e| e.kv.as_ref().unwrap().value.clone()).collect();
     assert_eq!(values, [b"1".to_vec(), b"2".to_vec()]);
     assert_eq!(response.events[1].prev_kv.as_ref().unwrap().value, b"1");
 }
@@ -139,22 +84,11 @@ async fn watch_resumes_after_a_reconnect_without_gap_or_duplicate() {
     let etcd = Etcd::start().await;
     let writer = etcd.client().await;
     let mut proxy = Proxy::start(etcd.addr());
-    let client = Client::connect([proxy.endpoint()], ClientOptions::default())
-        .await
-        .unwrap();
-    let mut watcher = client
-        .watch("/r/", WatchOptions::new().with_prefix())
-        .await
-        .unwrap();
+    let client = Client::connect([proxy.endpoint()], ClientOptions::default()).await.unwrap();
+    let mut watcher = client.watch("/r/", WatchOptions::new().with_prefix()).await.unwrap();
 
     let mut expected = Vec::new();
-    let rev = writer
-        .put("/r/1", "a")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let rev = writer.put("/r/1", "a").await.unwrap().header.unwrap().revision;
     expected.push((EventType::Put, "/r/1".to_string(), rev));
     assert_eq!(next_events(&mut watcher, 1).await, expected);
 
@@ -164,23 +98,11 @@ async fn watch_resumes_after_a_reconnect_without_gap_or_duplicate() {
         let rev = writer.put(key, "b").await.unwrap().header.unwrap().revision;
         expected.push((EventType::Put, key.to_string(), rev));
     }
-    let rev = writer
-        .delete("/r/1")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let rev = writer.delete("/r/1").await.unwrap().header.unwrap().revision;
     expected.push((EventType::Delete, "/r/1".to_string(), rev));
 
     proxy.resume();
-    let rev = writer
-        .put("/r/4", "c")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let rev = writer.put("/r/4", "c").await.unwrap().header.unwrap().revision;
     expected.push((EventType::Put, "/r/4".to_string(), rev));
 
     let mut events = vec![expected[0].clone()];
@@ -197,9 +119,7 @@ async fn canceled_watch_ends_its_stream() {
     assert_eq!(next_events(&mut watcher, 1).await.len(), 1);
     watcher.cancel().await;
     client.put("/x", "2").await.unwrap();
-    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(5), watcher.collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let rest: Vec<_> = tokio::time::timeout(Duration::from_secs(5), watcher.collect::<Vec<_>>()).await.unwrap();
     assert!(rest.is_empty(), "{rest:?}");
 }
 
@@ -207,26 +127,11 @@ async fn canceled_watch_ends_its_stream() {
 async fn watch_below_the_compaction_revision_fails_as_compacted() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
-    let first = client
-        .put("/old", "1")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
-    let last = client
-        .put("/old", "2")
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let first = client.put("/old", "1").await.unwrap().header.unwrap().revision;
+    let last = client.put("/old", "2").await.unwrap().header.unwrap().revision;
     client.compact(last, true).await.unwrap();
 
-    let outcome = match client
-        .watch("/old", WatchOptions::new().with_start_revision(first))
-        .await
-    {
+    let outcome = match client.watch("/old", WatchOptions::new().with_start_revision(first)).await {
         Err(e) => e,
         Ok(mut watcher) => tokio::time::timeout(Duration::from_secs(5), watcher.next())
             .await
@@ -234,8 +139,5 @@ async fn watch_below_the_compaction_revision_fails_as_compacted() {
             .expect("an error before the end")
             .unwrap_err(),
     };
-    assert!(
-        matches!(outcome, ClientError::Compacted { compact_revision: Some(r) } if r == last),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, ClientError::Compacted { compact_revision: Some(r) } if r == last), "{outcome:?}");
 }

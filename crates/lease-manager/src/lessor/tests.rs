@@ -18,27 +18,16 @@ fn primary(config: LessorConfig, now: Instant) -> Lessor {
 }
 
 fn checkpointing(interval: Duration) -> LessorConfig {
-    LessorConfig {
-        checkpointing: true,
-        checkpoint_interval: interval,
-        ..LessorConfig::default()
-    }
+    LessorConfig { checkpointing: true, checkpoint_interval: interval, ..LessorConfig::default() }
 }
 
 fn assert_consistent(l: &Lessor) {
     for (key, id) in &l.items {
-        assert!(
-            l.leases[id].keys.contains(key),
-            "item {key:?} -> {id} missing from the lease"
-        );
+        assert!(l.leases[id].keys.contains(key), "item {key:?} -> {id} missing from the lease");
     }
     for (id, lease) in &l.leases {
         for key in &lease.keys {
-            assert_eq!(
-                l.items.get(key),
-                Some(id),
-                "key {key:?} of {id} missing from items"
-            );
+            assert_eq!(l.items.get(key), Some(id), "key {key:?} of {id} missing from items");
         }
         assert_eq!(lease.deadline.is_some(), l.primary);
         assert_eq!(lease.expiry_slot.is_some(), l.primary);
@@ -52,18 +41,9 @@ fn assert_consistent(l: &Lessor) {
 
 #[test]
 fn error_messages_are_etcds() {
-    assert_eq!(
-        LeaseError::NotFound.to_string(),
-        "etcdserver: requested lease not found"
-    );
-    assert_eq!(
-        LeaseError::Exists.to_string(),
-        "etcdserver: lease already exists"
-    );
-    assert_eq!(
-        LeaseError::TtlTooLarge.to_string(),
-        "etcdserver: too large lease TTL"
-    );
+    assert_eq!(LeaseError::NotFound.to_string(), "etcdserver: requested lease not found");
+    assert_eq!(LeaseError::Exists.to_string(), "etcdserver: lease already exists");
+    assert_eq!(LeaseError::TtlTooLarge.to_string(), "etcdserver: too large lease TTL");
     assert_eq!(LeaseError::NotPrimary.to_string(), "not a primary lessor");
 }
 
@@ -84,27 +64,11 @@ fn grant_records_the_lease() {
     let now = Instant::now();
     let mut l = Lessor::new(LessorConfig::default());
     let info = l.grant(7, 30, now).unwrap();
-    assert_eq!(
-        info,
-        LeaseInfo {
-            id: 7,
-            ttl: 30,
-            remaining_ttl: 0,
-            deadline: None,
-            keys: 0
-        }
-    );
+    assert_eq!(info, LeaseInfo { id: 7, ttl: 30, remaining_ttl: 0, deadline: None, keys: 0 });
     assert!(l.exists(7));
     assert!(!l.exists(8));
     assert_eq!(l.lookup(7), Some(info.clone()));
-    assert_eq!(
-        info.record(),
-        LeaseRecord {
-            id: 7,
-            ttl: 30,
-            remaining_ttl: 0
-        }
-    );
+    assert_eq!(info.record(), LeaseRecord { id: 7, ttl: 30, remaining_ttl: 0 });
     assert_eq!(l.len(), 1);
     assert_consistent(&l);
 }
@@ -114,10 +78,7 @@ fn grant_errors_in_etcds_order() {
     let now = Instant::now();
     let mut l = Lessor::new(LessorConfig::default());
     assert_eq!(l.grant(NO_LEASE, 10, now), Err(LeaseError::NotFound));
-    assert_eq!(
-        l.grant(1, MAX_LEASE_TTL + 1, now),
-        Err(LeaseError::TtlTooLarge)
-    );
+    assert_eq!(l.grant(1, MAX_LEASE_TTL + 1, now), Err(LeaseError::TtlTooLarge));
     assert_eq!(l.grant(1, MAX_LEASE_TTL, now).unwrap().ttl, MAX_LEASE_TTL);
     assert_eq!(l.grant(1, 10, now), Err(LeaseError::Exists));
     // Too large is checked before existence, as in etcd.
@@ -129,10 +90,7 @@ fn grant_errors_in_etcds_order() {
 #[test]
 fn grant_raises_ttl_to_the_minimum() {
     let now = Instant::now();
-    let mut l = Lessor::new(LessorConfig {
-        min_ttl: 5,
-        ..LessorConfig::default()
-    });
+    let mut l = Lessor::new(LessorConfig { min_ttl: 5, ..LessorConfig::default() });
     assert_eq!(l.grant(1, 1, now).unwrap().ttl, 5);
     assert_eq!(l.grant(2, -3, now).unwrap().ttl, 5);
     assert_eq!(l.grant(3, 0, now).unwrap().ttl, 5);
@@ -159,10 +117,7 @@ fn revoke_returns_sorted_keys_and_forgets_them() {
         l.attach(1, key).unwrap();
     }
     l.attach(2, b"other").unwrap();
-    assert_eq!(
-        l.revoke(1).unwrap(),
-        vec![b"alpha".to_vec(), b"mid".to_vec(), b"zeta".to_vec()]
-    );
+    assert_eq!(l.revoke(1).unwrap(), vec![b"alpha".to_vec(), b"mid".to_vec(), b"zeta".to_vec()]);
     assert_eq!(l.lease_of(b"alpha"), None);
     assert_eq!(l.lease_of(b"other"), Some(2));
     assert!(!l.exists(1));
@@ -241,15 +196,7 @@ fn time_to_live_truncates_like_etcd() {
     l.attach(1, b"a").unwrap();
 
     let ttl = l.time_to_live(1, now + ms(500), true).unwrap();
-    assert_eq!(
-        ttl,
-        TimeToLive {
-            id: 1,
-            granted_ttl: 10,
-            ttl: 9,
-            keys: vec![b"a".to_vec(), b"b".to_vec()]
-        }
-    );
+    assert_eq!(ttl, TimeToLive { id: 1, granted_ttl: 10, ttl: 9, keys: vec![b"a".to_vec(), b"b".to_vec()] });
     assert!(l.time_to_live(1, now, false).unwrap().keys.is_empty());
     assert_eq!(l.time_to_live(1, now, false).unwrap().ttl, 10);
     assert_eq!(l.time_to_live(1, now + ms(10_500), false).unwrap().ttl, 0);
@@ -275,10 +222,7 @@ fn promotion_refreshes_every_lease() {
     l.grant(1, 10, t0).unwrap();
     l.grant(2, 100, t0).unwrap();
     assert_eq!(l.lookup(1).unwrap().deadline, None);
-    assert!(
-        l.expired(t0 + s(1000), 10).is_empty(),
-        "a follower never expires leases"
-    );
+    assert!(l.expired(t0 + s(1000), 10).is_empty(), "a follower never expires leases");
 
     let t1 = t0 + s(500);
     l.promote(t1, s(1));
@@ -328,10 +272,7 @@ fn demotion_drops_deadlines_and_promotion_restores_them() {
 #[test]
 fn expired_in_deadline_order_with_limit_and_retry() {
     let t0 = Instant::now();
-    let config = LessorConfig {
-        expired_retry_interval: s(3),
-        ..LessorConfig::default()
-    };
+    let config = LessorConfig { expired_retry_interval: s(3), ..LessorConfig::default() };
     let mut l = primary(config, t0);
     l.grant(10, 5, t0).unwrap();
     l.grant(20, 3, t0).unwrap();
@@ -407,10 +348,7 @@ fn checkpoint_limit_counts_emitted_entries() {
         l.grant(id, 300, t0).unwrap();
     }
     assert_eq!(l.checkpoints_due(t0 + s(61), 2), vec![(1, 239), (2, 239)]);
-    assert_eq!(
-        l.checkpoints_due(t0 + s(61), 10),
-        vec![(3, 239), (4, 239), (5, 239)]
-    );
+    assert_eq!(l.checkpoints_due(t0 + s(61), 10), vec![(3, 239), (4, 239), (5, 239)]);
     assert!(l.checkpoints_due(t0 + s(61), 0).is_empty());
 }
 
@@ -438,13 +376,7 @@ fn renew_after_a_checkpoint_queues_a_reset() {
 #[test]
 fn no_checkpoints_unless_enabled_and_primary() {
     let t0 = Instant::now();
-    let mut l = primary(
-        LessorConfig {
-            checkpoint_interval: s(60),
-            ..LessorConfig::default()
-        },
-        t0,
-    );
+    let mut l = primary(LessorConfig { checkpoint_interval: s(60), ..LessorConfig::default() }, t0);
     l.grant(1, 300, t0).unwrap();
     l.checkpoint(1, 200);
     l.renew(1, t0).unwrap();
@@ -477,10 +409,7 @@ fn revoked_leases_leave_every_schedule() {
 fn promotion_spreads_a_pile_up_like_etcd() {
     // revoke_rate 4 -> at most 3 expiries per second.
     let t0 = Instant::now();
-    let mut l = Lessor::new(LessorConfig {
-        revoke_rate: 4,
-        ..LessorConfig::default()
-    });
+    let mut l = Lessor::new(LessorConfig { revoke_rate: 4, ..LessorConfig::default() });
     for id in 1..=8 {
         l.grant(id, 10, t0).unwrap();
     }
@@ -503,10 +432,7 @@ fn promotion_spreads_a_pile_up_like_etcd() {
 #[test]
 fn no_spreading_below_the_revoke_rate() {
     let t0 = Instant::now();
-    let mut l = Lessor::new(LessorConfig {
-        revoke_rate: 10,
-        ..LessorConfig::default()
-    });
+    let mut l = Lessor::new(LessorConfig { revoke_rate: 10, ..LessorConfig::default() });
     for id in 1..=9 {
         l.grant(id, 10, t0).unwrap();
     }
@@ -517,43 +443,17 @@ fn no_spreading_below_the_revoke_rate() {
 #[test]
 fn restore_rebuilds_a_demoted_lessor() {
     let t0 = Instant::now();
-    let config = LessorConfig {
-        min_ttl: 5,
-        ..LessorConfig::default()
-    };
+    let config = LessorConfig { min_ttl: 5, ..LessorConfig::default() };
     let records = [
-        LeaseRecord {
-            id: 1,
-            ttl: 60,
-            remaining_ttl: 20,
-        },
-        LeaseRecord {
-            id: 2,
-            ttl: 1,
-            remaining_ttl: 0,
-        },
-        LeaseRecord {
-            id: NO_LEASE,
-            ttl: 60,
-            remaining_ttl: 0,
-        },
+        LeaseRecord { id: 1, ttl: 60, remaining_ttl: 20 },
+        LeaseRecord { id: 2, ttl: 1, remaining_ttl: 0 },
+        LeaseRecord { id: NO_LEASE, ttl: 60, remaining_ttl: 0 },
     ];
-    let keys = [
-        (b"a".to_vec(), 1),
-        (b"b".to_vec(), 2),
-        (b"orphan".to_vec(), 3),
-    ];
+    let keys = [(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"orphan".to_vec(), 3)];
     let mut l = Lessor::restore(config, records, keys);
     assert!(!l.is_primary());
     assert_eq!(l.leases(), vec![1, 2]);
-    assert_eq!(
-        l.lookup(1).unwrap().record(),
-        LeaseRecord {
-            id: 1,
-            ttl: 60,
-            remaining_ttl: 20
-        }
-    );
+    assert_eq!(l.lookup(1).unwrap().record(), LeaseRecord { id: 1, ttl: 60, remaining_ttl: 20 });
     assert_eq!(l.lookup(2).unwrap().ttl, 5);
     assert_eq!(l.lease_of(b"a"), Some(1));
     assert_eq!(l.lease_of(b"b"), Some(2));
@@ -571,14 +471,8 @@ fn the_largest_ttl_does_not_overflow() {
     let mut l = primary(checkpointing(s(60)), t0);
     l.grant(1, MAX_LEASE_TTL, t0).unwrap();
     assert_eq!(l.renew(1, t0 + s(1)), Ok(MAX_LEASE_TTL));
-    assert_eq!(
-        l.time_to_live(1, t0 + s(1), false).unwrap().ttl,
-        MAX_LEASE_TTL
-    );
-    assert_eq!(
-        l.checkpoints_due(t0 + s(61), 10),
-        vec![(1, MAX_LEASE_TTL - 60)]
-    );
+    assert_eq!(l.time_to_live(1, t0 + s(1), false).unwrap().ttl, MAX_LEASE_TTL);
+    assert_eq!(l.checkpoints_due(t0 + s(61), 10), vec![(1, MAX_LEASE_TTL - 60)]);
     l.promote(t0, s(1));
     assert!(l.expired(t0 + s(3600), 10).is_empty());
 }

@@ -57,8 +57,7 @@ pub fn scan_is_ordered_and_half_open(b: &dyn Backend) {
     let keys = |start: &[u8], end: Option<&[u8]>| -> Vec<Vec<u8>> {
         collect(b, Keyspace::Revisions, start, end).into_iter().map(|(k, _)| k).collect()
     };
-    let all: Vec<Vec<u8>> =
-        [&b""[..], b"a", b"ab", b"b", b"c", b"\x80", b"\xff"].iter().map(|k| k.to_vec()).collect();
+    let all: Vec<Vec<u8>> = [&b""[..], b"a", b"ab", b"b", b"c", b"\x80", b"\xff"].iter().map(|k| k.to_vec()).collect();
     assert_eq!(keys(b"", None), all);
     assert_eq!(keys(b"a", Some(b"b")), vec![b"a".to_vec(), b"ab".to_vec()]);
     assert_eq!(keys(b"ab", Some(b"c")), vec![b"ab".to_vec(), b"b".to_vec()]);
@@ -105,10 +104,7 @@ pub fn multi_get_keeps_request_order(b: &dyn Backend) {
     wb.put(Keyspace::Revisions, b"3", b"three");
     b.write(wb).unwrap();
     let got = b.multi_get(Keyspace::Revisions, &[b"3", b"2", b"1", b"3"]).unwrap();
-    assert_eq!(
-        got,
-        vec![Some(b"three".to_vec()), None, Some(b"one".to_vec()), Some(b"three".to_vec())]
-    );
+    assert_eq!(got, vec![Some(b"three".to_vec()), None, Some(b"one".to_vec()), Some(b"three".to_vec())]);
 }
 
 pub fn binary_values_round_trip(b: &dyn Backend) {

@@ -34,11 +34,7 @@ impl Backend for MemBackend {
         Ok(self.inner.read().spaces[space.slot()].get(key).cloned())
     }
 
-    fn multi_get(
-        &self,
-        space: Keyspace,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    fn multi_get(&self, space: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let inner = self.inner.read();
         let map = &inner.spaces[space.slot()];
         Ok(keys.iter().map(|k| map.get(*k).cloned()).collect())

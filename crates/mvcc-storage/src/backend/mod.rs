@@ -140,11 +140,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Values for many keys at once, in the order of `keys`. Engines that can
     /// batch point lookups (RocksDB's MultiGet) override this.
-    fn multi_get(
-        &self,
-        space: Keyspace,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    fn multi_get(&self, space: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         keys.iter().map(|k| self.get(space, k)).collect()
     }
 

@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions,
-    WriteOptions, DB,
+    properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
 };
 
 use super::{Backend, BackendError, BatchOp, Keyspace, ScanVisitor, WriteBatch};
@@ -103,11 +102,7 @@ impl Backend for RocksBackend {
         Ok(self.db.get_pinned_cf(cf, key)?.map(|v| v.to_vec()))
     }
 
-    fn multi_get(
-        &self,
-        space: Keyspace,
-        keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
+    fn multi_get(&self, space: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let cf = self.cf(space)?;
         self.db
             .batched_multi_get_cf(cf, keys.iter().copied(), false)

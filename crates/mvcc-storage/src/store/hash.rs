@@ -2,7 +2,6 @@
 //! and with etcd itself, because revision keys and KeyValue encodings are
 //! etcd's byte for byte (etcd 3.4 `store.HashByRev`).
 
-
 use super::KvStore;
 use crate::backend::Keyspace;
 use crate::error::MvccError;
@@ -58,7 +57,12 @@ impl KvStore {
         if bad_key {
             return Err(MvccError::Corrupt("revisions keyspace holds a non-revision key".into()));
         }
-        Ok(KvHash { hash: crc.finish(), current_revision: current_rev, compact_revision: compact_rev, hash_revision: rev })
+        Ok(KvHash {
+            hash: crc.finish(),
+            current_revision: current_rev,
+            compact_revision: compact_rev,
+            hash_revision: rev,
+        })
     }
 }
 

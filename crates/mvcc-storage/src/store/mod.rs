@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keel_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
@@ -177,8 +177,8 @@ impl KvStore {
     /// A Range at the current revision (or `req.revision`).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let state = self.state.read();
-        let sel = Tx::new(&state, &*self.backend)
-            .select(KeyRange::new(&req.key, &req.range_end), ops::range_options(req))?;
+        let sel =
+            Tx::new(&state, &*self.backend).select(KeyRange::new(&req.key, &req.range_end), ops::range_options(req))?;
         let _values_stay = self.compaction.read();
         drop(state);
         let kvs = tx::fetch(&*self.backend, sel.items)?;
@@ -224,9 +224,7 @@ impl KvStore {
                     }
                     WriteResponse::Put(ops::put(&mut tx, p)?)
                 }
-                WriteRequest::DeleteRange(d) => {
-                    WriteResponse::DeleteRange(ops::delete_range(&mut tx, d)?)
-                }
+                WriteRequest::DeleteRange(d) => WriteResponse::DeleteRange(ops::delete_range(&mut tx, d)?),
                 WriteRequest::Txn(t) => WriteResponse::Txn(ops::txn(&mut tx, t, leases)?),
                 WriteRequest::Compact(_) => unreachable!("handled above"),
             };
@@ -277,12 +275,7 @@ impl KvStore {
     /// revision order, at most `limit` of them (`end_rev <= 0`: up to the
     /// current revision). For watchers catching up from history; fails with
     /// `Compacted` when `start_rev` is below the compaction point.
-    pub fn events_between(
-        &self,
-        start_rev: i64,
-        end_rev: i64,
-        limit: usize,
-    ) -> Result<Vec<Event>, MvccError> {
+    pub fn events_between(&self, start_rev: i64, end_rev: i64, limit: usize) -> Result<Vec<Event>, MvccError> {
         let state = self.state.read();
         if start_rev < state.compact_rev {
             return Err(MvccError::Compacted);
@@ -361,8 +354,8 @@ fn to_events(changes: Vec<KeyValue>, rev: i64) -> Vec<Event> {
 
 fn decode_event(k: &[u8], v: &[u8]) -> Result<Event, MvccError> {
     use prost::Message;
-    let (rev, tombstone) = revision::decode_key(k)
-        .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))?;
+    let (rev, tombstone) =
+        revision::decode_key(k).ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))?;
     let mut kv = KeyValue::decode(v)?;
     let kind = if tombstone {
         kv.mod_revision = rev.main;

@@ -13,9 +13,8 @@
 //!   header (revision 0), as etcd never fills them.
 
 use keel_proto::etcdserverpb::{
-    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest,
-    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    ResponseOp, TxnRequest, TxnResponse,
+    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::KeyValue;
 
@@ -132,10 +131,7 @@ pub(crate) fn put(tx: &mut Tx<'_>, p: &PutRequest) -> Result<PutResponse, MvccEr
 }
 
 /// etcd's `deleteRange`.
-pub(crate) fn delete_range(
-    tx: &mut Tx<'_>,
-    d: &DeleteRangeRequest,
-) -> Result<DeleteRangeResponse, MvccError> {
+pub(crate) fn delete_range(tx: &mut Tx<'_>, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse, MvccError> {
     let range = KeyRange::new(&d.key, &d.range_end);
     let mut prev_kvs = Vec::new();
     if d.prev_kv {
@@ -147,11 +143,7 @@ pub(crate) fn delete_range(
 
 /// etcd's `Txn`: evaluate every compare on the state before the txn, check
 /// that the chosen branches can run, then run them.
-pub(crate) fn txn(
-    tx: &mut Tx<'_>,
-    rt: &TxnRequest,
-    leases: &dyn LeaseLookup,
-) -> Result<TxnResponse, MvccError> {
+pub(crate) fn txn(tx: &mut Tx<'_>, rt: &TxnRequest, leases: &dyn LeaseLookup) -> Result<TxnResponse, MvccError> {
     let mut path = Vec::new();
     compare_to_path(tx, rt, &mut path);
     check_txn(tx, rt, leases, &path)?;
@@ -162,10 +154,7 @@ pub(crate) fn txn(
 
 /// True when the txn only reads, whichever branch runs (etcd's `IsTxnReadonly`).
 pub fn is_txn_read_only(rt: &TxnRequest) -> bool {
-    rt.success
-        .iter()
-        .chain(&rt.failure)
-        .all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
+    rt.success.iter().chain(&rt.failure).all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
 }
 
 /// Pre-order list of the branch taken by this txn and every nested txn on
@@ -236,12 +225,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
 /// anything is written. Puts are checked first (write txns only), then
 /// range revisions, each over the whole tree of taken branches, which fixes
 /// which error wins when several apply.
-fn check_txn(
-    tx: &Tx<'_>,
-    rt: &TxnRequest,
-    leases: &dyn LeaseLookup,
-    path: &[bool],
-) -> Result<(), MvccError> {
+fn check_txn(tx: &Tx<'_>, rt: &TxnRequest, leases: &dyn LeaseLookup, path: &[bool]) -> Result<(), MvccError> {
     if !is_txn_read_only(rt) {
         check_requests(rt, path, &mut |op| match op {
             request_op::Request::RequestPut(p) => check_put(tx, leases, p),
@@ -301,23 +285,15 @@ fn check_put(tx: &Tx<'_>, leases: &dyn LeaseLookup, p: &PutRequest) -> Result<()
 
 /// Runs the branch `path[0]` selects; returns the response (header left
 /// empty) and how many nested txns of `path` it consumed.
-fn execute_txn(
-    tx: &mut Tx<'_>,
-    rt: &TxnRequest,
-    path: &[bool],
-) -> Result<(TxnResponse, usize), MvccError> {
+fn execute_txn(tx: &mut Tx<'_>, rt: &TxnRequest, path: &[bool]) -> Result<(TxnResponse, usize), MvccError> {
     let succeeded = path[0];
     let ops = if succeeded { &rt.success } else { &rt.failure };
     let mut responses = Vec::with_capacity(ops.len());
     let mut consumed = 0;
     for op in ops {
         let response = match &op.request {
-            Some(request_op::Request::RequestRange(r)) => {
-                Some(response_op::Response::ResponseRange(range(tx, r)?))
-            }
-            Some(request_op::Request::RequestPut(p)) => {
-                Some(response_op::Response::ResponsePut(put(tx, p)?))
-            }
+            Some(request_op::Request::RequestRange(r)) => Some(response_op::Response::ResponseRange(range(tx, r)?)),
+            Some(request_op::Request::RequestPut(p)) => Some(response_op::Response::ResponsePut(put(tx, p)?)),
             Some(request_op::Request::RequestDeleteRange(d)) => {
                 Some(response_op::Response::ResponseDeleteRange(delete_range(tx, d)?))
             }

@@ -17,9 +17,7 @@ use crate::revision::{self, Revision, REV_BYTES_LEN};
 pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
     let consistent_index = match backend.get(Keyspace::Meta, meta::CONSISTENT_INDEX)? {
         Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| MvccError::Corrupt("consistent_index is not 8 bytes".into()))?,
+            v.as_slice().try_into().map_err(|_| MvccError::Corrupt("consistent_index is not 8 bytes".into()))?,
         ),
         None => 0,
     };
@@ -69,8 +67,8 @@ pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
 
 /// Replays one stored revision into the index; returns its main revision.
 fn restore_one(index: &mut TreeIndex, k: &[u8], v: &[u8]) -> Result<i64, MvccError> {
-    let (rev, tombstone) = revision::decode_key(k)
-        .ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))?;
+    let (rev, tombstone) =
+        revision::decode_key(k).ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))?;
     let kv = KeyValue::decode(v)?;
     match index.key_index_mut(&kv.key) {
         Some(ki) if tombstone => {
@@ -91,9 +89,7 @@ fn restore_one(index: &mut TreeIndex, k: &[u8], v: &[u8]) -> Result<i64, MvccErr
 fn read_rev_meta(backend: &dyn Backend, key: &[u8]) -> Result<Option<i64>, MvccError> {
     match backend.get(Keyspace::Meta, key)? {
         None => Ok(None),
-        Some(v) if v.len() == REV_BYTES_LEN => {
-            Ok(revision::decode_key(&v).map(|(rev, _)| rev.main))
-        }
+        Some(v) if v.len() == REV_BYTES_LEN => Ok(revision::decode_key(&v).map(|(rev, _)| rev.main)),
         Some(v) => Err(MvccError::Corrupt(format!(
             "meta {} is {} bytes, not a revision",
             String::from_utf8_lossy(key),

@@ -26,7 +26,11 @@ impl KvStore {
         for space in Keyspace::ALL {
             self.backend.scan(space, &[], None, &mut |k, v| {
                 if !is_local(space, k) {
-                    entries.push(SnapshotEntry { keyspace: space.name().to_owned(), key: k.to_vec(), value: v.to_vec() });
+                    entries.push(SnapshotEntry {
+                        keyspace: space.name().to_owned(),
+                        key: k.to_vec(),
+                        value: v.to_vec(),
+                    });
                 }
                 true
             })?;

@@ -3,9 +3,8 @@
 use std::collections::HashSet;
 
 use keel_proto::etcdserverpb::{
-    compare, range_request, request_op, response_op, CompactionRequest, Compare,
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, TxnRequest, TxnResponse,
+    compare, range_request, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
 };
 use keel_proto::mvccpb::{event::EventType, KeyValue};
 
@@ -90,14 +89,7 @@ fn rr(key: &str, end: &str) -> RangeRequest {
 }
 
 fn kv(key: &str, value: &str, create: i64, modr: i64, version: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: value.into(),
-        create_revision: create,
-        mod_revision: modr,
-        version,
-        lease: 0,
-    }
+    KeyValue { key: key.into(), value: value.into(), create_revision: create, mod_revision: modr, version, lease: 0 }
 }
 
 fn op_put(k: &str, v: &str) -> RequestOp {
@@ -128,7 +120,12 @@ fn op_txn(t: TxnRequest) -> RequestOp {
     RequestOp { request: Some(request_op::Request::RequestTxn(t)) }
 }
 
-fn cmp(key: &str, target: compare::CompareTarget, result: compare::CompareResult, value: compare::TargetUnion) -> Compare {
+fn cmp(
+    key: &str,
+    target: compare::CompareTarget,
+    result: compare::CompareResult,
+    value: compare::TargetUnion,
+) -> Compare {
     Compare {
         result: result as i32,
         target: target as i32,
@@ -186,7 +183,8 @@ fn put_after_delete_starts_a_new_generation() {
 fn delete_of_nothing_does_not_bump_revision() {
     let mut t = T::new();
     t.put("a", "1");
-    let out = t.apply(WriteRequest::DeleteRange(&DeleteRangeRequest { key: "zz".into(), ..Default::default() })).unwrap();
+    let out =
+        t.apply(WriteRequest::DeleteRange(&DeleteRangeRequest { key: "zz".into(), ..Default::default() })).unwrap();
     assert_eq!(out.revision, 2);
     assert!(out.events.is_empty());
     match out.response {
@@ -411,7 +409,9 @@ fn txn_compare_over_a_range() {
     t.put("a2", "y");
     let mut c = cmp("a", Tg::Version, R::Equal, U::Version(1));
     c.range_end = "b".into();
-    let ok = |t: &mut T, c: &Compare| t.txn(TxnRequest { compare: vec![c.clone()], ..Default::default() }).unwrap().succeeded;
+    let ok = |t: &mut T, c: &Compare| {
+        t.txn(TxnRequest { compare: vec![c.clone()], ..Default::default() }).unwrap().succeeded
+    };
     assert!(!ok(&mut t, &c), "every key in range must match");
     c.result = R::Greater as i32;
     c.target_union = Some(U::Version(0));
@@ -515,7 +515,10 @@ fn nested_txns_follow_the_precomputed_path() {
     // sees flag=on although the outer txn turns it off first.
     let inner_sees_old = TxnRequest {
         compare: vec![cmp("flag", Tg::Value, R::Equal, U::Value("on".into()))],
-        success: vec![op_put("inner2", "s"), op_txn(TxnRequest { success: vec![op_put("deep", "1")], ..Default::default() })],
+        success: vec![
+            op_put("inner2", "s"),
+            op_txn(TxnRequest { success: vec![op_put("deep", "1")], ..Default::default() }),
+        ],
         failure: vec![op_put("inner2", "f")],
     };
     let resp = t
@@ -566,11 +569,18 @@ fn txn_checks_fail_before_any_write() {
     let leased = RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest { key: "a".into(), lease: 9, ..Default::default() })),
     };
-    let err = t.txn(TxnRequest { success: vec![future, op_txn(TxnRequest { success: vec![leased], ..Default::default() })], ..Default::default() });
+    let err = t.txn(TxnRequest {
+        success: vec![future, op_txn(TxnRequest { success: vec![leased], ..Default::default() })],
+        ..Default::default()
+    });
     assert!(matches!(err, Err(MvccError::LeaseNotFound)));
     // A failing branch that is not taken is not checked.
     let not_taken = RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest { key: "zz".into(), ignore_value: true, ..Default::default() })),
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: "zz".into(),
+            ignore_value: true,
+            ..Default::default()
+        })),
     };
     t.txn(TxnRequest { success: vec![op_put("b", "1")], failure: vec![not_taken], ..Default::default() }).unwrap();
     assert_eq!(t.get("a").unwrap().value, b"1");
@@ -662,7 +672,10 @@ fn events_between_reads_history() {
     t.put("a", "1");
     t.txn(TxnRequest { success: vec![op_put("b", "1"), op_delete("a", "")], ..Default::default() }).unwrap();
     let evs = t.s.events_between(2, 0, 100).unwrap();
-    let got: Vec<_> = evs.iter().map(|e| (e.r#type, e.kv.as_ref().unwrap().key.clone(), e.kv.as_ref().unwrap().mod_revision)).collect();
+    let got: Vec<_> = evs
+        .iter()
+        .map(|e| (e.r#type, e.kv.as_ref().unwrap().key.clone(), e.kv.as_ref().unwrap().mod_revision))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -796,7 +809,12 @@ mod model {
         /// A txn deleting a range (maybe empty) and then putting (key, value)
         /// on distinct keys, which may lie in the deleted range.
         Txn(u8, u8, Vec<(u8, u8)>),
-        Range { start: u8, end: Option<u8>, back: u8, limit: u8 },
+        Range {
+            start: u8,
+            end: Option<u8>,
+            back: u8,
+            limit: u8,
+        },
         Compact(u8),
         Reopen,
     }
@@ -842,7 +860,14 @@ mod model {
                 };
                 next.insert(
                     k.clone(),
-                    KeyValue { key: k.clone(), value: v.clone(), create_revision: create, mod_revision: rev, version, lease: 0 },
+                    KeyValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                        create_revision: create,
+                        mod_revision: rev,
+                        version,
+                        lease: 0,
+                    },
                 );
             }
             self.history.push(next);
@@ -872,10 +897,20 @@ mod model {
                 }
                 Op::Delete(k, e) => {
                     let end = e.map(key);
-                    let d = DeleteRangeRequest { key: key(k), range_end: end.clone().unwrap_or_default(), ..Default::default() };
+                    let d = DeleteRangeRequest {
+                        key: key(k),
+                        range_end: end.clone().unwrap_or_default(),
+                        ..Default::default()
+                    };
                     let out = s.apply(index, WriteRequest::DeleteRange(&d), &NoLeases).unwrap();
-                    let doomed: Vec<_> =
-                        m.history.last().unwrap().keys().filter(|kk| Model::in_range(&key(k), &end, kk)).cloned().collect();
+                    let doomed: Vec<_> = m
+                        .history
+                        .last()
+                        .unwrap()
+                        .keys()
+                        .filter(|kk| Model::in_range(&key(k), &end, kk))
+                        .cloned()
+                        .collect();
                     if !doomed.is_empty() {
                         m.write(&[], &doomed);
                     }
@@ -901,8 +936,14 @@ mod model {
                     }));
                     let t = TxnRequest { success, ..Default::default() };
                     let out = s.apply(index, WriteRequest::Txn(&t), &NoLeases).unwrap();
-                    let doomed: Vec<_> =
-                        m.history.last().unwrap().keys().filter(|kk| Model::in_range(&start, &end, kk)).cloned().collect();
+                    let doomed: Vec<_> = m
+                        .history
+                        .last()
+                        .unwrap()
+                        .keys()
+                        .filter(|kk| Model::in_range(&start, &end, kk))
+                        .cloned()
+                        .collect();
                     let values: Vec<_> = puts.iter().map(|&(k, v)| (key(k), vec![v])).collect();
                     m.write(&values, &doomed);
                     prop_assert_eq!(out.events.len(), doomed.len() + puts.len());
@@ -924,8 +965,11 @@ mod model {
                         continue;
                     }
                     let got = got.unwrap();
-                    let want: Vec<KeyValue> =
-                        m.history[read as usize].values().filter(|kv| Model::in_range(&key(start), &end, &kv.key)).cloned().collect();
+                    let want: Vec<KeyValue> = m.history[read as usize]
+                        .values()
+                        .filter(|kv| Model::in_range(&key(start), &end, &kv.key))
+                        .cloned()
+                        .collect();
                     prop_assert_eq!(got.count, want.len() as i64);
                     let n = if limit == 0 { want.len() } else { want.len().min(limit as usize) };
                     prop_assert_eq!(&got.kvs, &want[..n].to_vec());
@@ -934,7 +978,11 @@ mod model {
                 }
                 Op::Compact(back) => {
                     let rev = m.cur() - i64::from(back);
-                    let got = s.apply(index, WriteRequest::Compact(&CompactionRequest { revision: rev, physical: true }), &NoLeases);
+                    let got = s.apply(
+                        index,
+                        WriteRequest::Compact(&CompactionRequest { revision: rev, physical: true }),
+                        &NoLeases,
+                    );
                     if rev <= m.compact {
                         prop_assert!(matches!(got, Err(MvccError::Compacted)));
                     } else {
@@ -959,7 +1007,9 @@ mod model {
         }
         // History that is not compacted stays readable, revision by revision.
         for rev in m.compact.max(1)..=m.cur() {
-            let got = s.range(&RangeRequest { key: vec![0], range_end: vec![0], revision: rev, ..Default::default() }).unwrap();
+            let got = s
+                .range(&RangeRequest { key: vec![0], range_end: vec![0], revision: rev, ..Default::default() })
+                .unwrap();
             let want: Vec<KeyValue> = m.history[rev as usize].values().cloned().collect();
             prop_assert_eq!(got.kvs, want, "at revision {}", rev);
         }

@@ -149,12 +149,7 @@ impl<'a> Tx<'a> {
 
     /// Visits the keys visible at `rev` in key order, merging this
     /// transaction's pending changes when `rev` is its own revision.
-    fn visit<'s>(
-        &'s self,
-        range: KeyRange<'_>,
-        rev: i64,
-        mut f: impl FnMut(&[u8], VisitItem<'s>) -> bool,
-    ) {
+    fn visit<'s>(&'s self, range: KeyRange<'_>, rev: i64, mut f: impl FnMut(&[u8], VisitItem<'s>) -> bool) {
         let index = &self.state.index;
         if !self.has_changes() || rev <= self.begin_rev {
             index.visit(range, rev, |k, at| f(k, VisitItem::Stored(at.modified)));
@@ -212,20 +207,10 @@ impl<'a> Tx<'a> {
                 None => (rev, 0),
             },
         };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            value,
-            create_revision: created,
-            mod_revision: rev,
-            version: ver + 1,
-            lease,
-        };
+        let kv =
+            KeyValue { key: key.to_vec(), value, create_revision: created, mod_revision: rev, version: ver + 1, lease };
         let sub = self.changes.len() as i64;
-        self.batch.put(
-            Keyspace::Revisions,
-            Revision::new(rev, sub).to_key(false).as_bytes(),
-            kv.encode_to_vec(),
-        );
+        self.batch.put(Keyspace::Revisions, Revision::new(rev, sub).to_key(false).as_bytes(), kv.encode_to_vec());
         self.pending.insert(key.to_vec(), self.changes.len());
         self.changes.push(kv);
         rev
@@ -279,9 +264,10 @@ pub(crate) fn fetch(backend: &dyn Backend, items: Vec<Item>) -> Result<Vec<KeyVa
     for item in items {
         match item {
             Item::Stored(rev) => {
-                let raw = values.next().flatten().ok_or_else(|| {
-                    MvccError::Corrupt(format!("index points at missing revision {rev}"))
-                })?;
+                let raw = values
+                    .next()
+                    .flatten()
+                    .ok_or_else(|| MvccError::Corrupt(format!("index points at missing revision {rev}")))?;
                 kvs.push(KeyValue::decode(raw.as_slice())?);
             }
             Item::Pending(kv) => kvs.push(kv),

@@ -189,7 +189,8 @@ impl Cluster {
             "--initial-cluster".to_string(),
             initial_cluster,
         ];
-        let flags: Vec<String> = flags.into_iter().chain(self.extra.iter().cloned()).chain(extra.iter().cloned()).collect();
+        let flags: Vec<String> =
+            flags.into_iter().chain(self.extra.iter().cloned()).chain(extra.iter().cloned()).collect();
         Keel::spawn(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags)
     }
 

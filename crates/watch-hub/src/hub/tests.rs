@@ -9,13 +9,23 @@ use crate::{Delivery, Filters, History, MemHistory, WatchError, WatchHub, WatchS
 fn put(key: &str, rev: i64) -> Event {
     Event {
         r#type: EventType::Put as i32,
-        kv: Some(KeyValue { key: key.into(), mod_revision: rev, create_revision: rev, version: 1, ..Default::default() }),
+        kv: Some(KeyValue {
+            key: key.into(),
+            mod_revision: rev,
+            create_revision: rev,
+            version: 1,
+            ..Default::default()
+        }),
         prev_kv: None,
     }
 }
 
 fn delete(key: &str, rev: i64) -> Event {
-    Event { r#type: EventType::Delete as i32, kv: Some(KeyValue { key: key.into(), mod_revision: rev, ..Default::default() }), prev_kv: None }
+    Event {
+        r#type: EventType::Delete as i32,
+        kv: Some(KeyValue { key: key.into(), mod_revision: rev, ..Default::default() }),
+        prev_kv: None,
+    }
 }
 
 /// A store stand-in: records each revision in history, then notifies.
@@ -183,7 +193,10 @@ async fn bad_watches_are_refused_in_order() {
     assert_eq!(stream.watch(spec).await, Err(WatchError::DuplicateId));
     assert_eq!(stream.watch(WatchSpec::new("b", "a")).await, Err(WatchError::EmptyRange));
     assert_eq!(assert_created(next(&mut rx).await), 7);
-    assert!(matches!(next(&mut rx).await, Delivery::Created { watch_id: -1, error: Some(WatchError::DuplicateId), .. }));
+    assert!(matches!(
+        next(&mut rx).await,
+        Delivery::Created { watch_id: -1, error: Some(WatchError::DuplicateId), .. }
+    ));
     assert!(matches!(next(&mut rx).await, Delivery::Created { watch_id: -1, error: Some(WatchError::EmptyRange), .. }));
     // Automatic ids skip the ones clients chose.
     let mut ids = Vec::new();
