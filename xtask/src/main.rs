@@ -1,6 +1,7 @@
 //! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
 //!
-//! - `cargo xtask test`: the project's single test command: `cargo test --workspace`, then the
+//! - `cargo xtask test`: the project's single test command: `cargo fmt --check`, `cargo clippy`
+//!   (warnings are errors), `cargo test --workspace`, then the
 //!   etcd compatibility suite, then a small smoke run of `bench compare`.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
 //! - `cargo xtask bench put|range|txn-put|txn-mixed|watch|watch-latency|slow-watcher|
@@ -28,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run `cargo test --workspace`, the etcd compatibility suite, and a bench smoke run.
+    /// Run fmt and clippy checks, `cargo test --workspace`, the etcd compatibility suite, and a bench smoke run.
     Test {
         #[command(flatten)]
         compat: compat::Options,
@@ -64,6 +65,14 @@ fn main() -> ExitCode {
 }
 
 fn test(compat_opts: &compat::Options) -> Result<()> {
+    let status = cargo::command().args(["fmt", "--all", "--check"]).status()?;
+    if !status.success() {
+        bail!("cargo fmt --check found unformatted code (run cargo fmt)");
+    }
+    let status = cargo::command().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).status()?;
+    if !status.success() {
+        bail!("cargo clippy found warnings");
+    }
     let status = cargo::command().args(["test", "--workspace"]).status()?;
     if !status.success() {
         bail!("cargo test --workspace failed ({status})");

@@ -30,12 +30,15 @@ struct History {
     divergence: Mutex<Option<String>>,
 }
 
+/// index -> (term, data).
+type CommittedLog = BTreeMap<u64, (u64, Vec<u8>)>;
+
 #[derive(Clone)]
 struct Member {
     id: u64,
     history: Arc<History>,
-    /// This member's own committed log, index -> (term, data).
-    log: Arc<Mutex<BTreeMap<u64, (u64, Vec<u8>)>>>,
+    /// This member's own committed log.
+    log: Arc<Mutex<CommittedLog>>,
 }
 
 impl Apply for Member {

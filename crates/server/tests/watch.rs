@@ -345,7 +345,7 @@ async fn random_watchers_see_exactly_the_history_of_their_range() {
     let mut everything = Stream::open(&keel).await;
     everything.create(WatchCreateRequest { start_revision: 1, ..watch("\0", "\0") }).await;
     let mut history = Vec::new();
-    while history.last().map_or(true, |e: &(EventType, String, String, i64)| e.3 < last) {
+    while history.last().is_none_or(|e: &(EventType, String, String, i64)| e.3 < last) {
         history.extend(events(&everything.next().await));
     }
     for (key, end, start, mut stream) in watchers {

@@ -95,7 +95,7 @@ async fn live_events_reach_matching_watchers_only() {
     assert!(matches!(d, Delivery::Events { watch_id: 0, revision: 2, .. }));
     assert_eq!(event_revs(&d), vec![("a".into(), 2)]);
     // Revision 4's events arrive whole for each watcher, in their order.
-    let mut got = vec![next(&mut rx).await, next(&mut rx).await];
+    let mut got = [next(&mut rx).await, next(&mut rx).await];
     got.sort_by_key(|d| match d {
         Delivery::Events { watch_id, .. } => *watch_id,
         _ => -9,
