@@ -32,6 +32,9 @@ pub enum Kind {
     /// sessions they granted become `<name>/<session-N>`, and those leases' decimal ids
     /// `<session-N>`.
     SessionKeys(&'static str),
+    /// `watch -i` with two watches: etcdctl prints each watch's events from its own goroutine,
+    /// so their lines interleave at random; the watch output's lines are sorted.
+    InterleavedWatches,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -510,11 +513,10 @@ pub static CASES: &[Case] = &[
         stdin: Some("\nput w/c 1\nput w/d 2\nput other 3\n\n\n"),
         ..watching("watch-txn-one-revision-json", &["watch", "--prefix", "w/", "-w", "json"], &["txn"])
     },
-    watching_interactive(
-        "watch-interactive",
-        "watch w/e\nwatch --prefix w/\n",
-        &["put", "w/e", "5"],
-    ),
+    Case {
+        kind: Kind::InterleavedWatches,
+        ..watching_interactive("watch-interactive", "watch w/e\nwatch --prefix w/\n", &["put", "w/e", "5"])
+    },
     watching_interactive("watch-interactive-bad-command", "put w/x 1\nwatch\n", &["put", "w/x", "1"]),
     watching("watch-exec", &["watch", "w/f", "--", "sh", "-c", "echo exec $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"], &["put", "w/f", "6"]),
     // History replays from --rev, then the watch goes on live.

@@ -87,8 +87,9 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::EndpointStatus => mask_endpoint_status(text, ids),
         Kind::LeaseTimeToLive => sort_attached_keys(&mask_remaining_ttl(text)),
         Kind::SessionKeys(name) => rewrite_session_keys(text, name, ids),
-        Kind::Members => mask_member_list(text, ids),
-        Kind::MembersUnordered => unordered_members(text, ids),
+        Kind::Members => mask_member_list(&tidy_table(text), ids),
+        Kind::MembersUnordered => unordered_members(&tidy_table(text), ids),
+        Kind::InterleavedWatches => sort_watch_output(text),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -101,6 +102,40 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
     text = mask_line_tail(&text, "took = ", "<took>");
     text = rewrite_field(&text, "ts", |_| "\"<ts>\"".to_owned());
     mask_client_uuids(&text)
+}
+
+/// A table's borders and padding follow its widest cell, and a member id is 15 hex digits as
+/// often as one in 16 times (etcdctl prints `%x`), so borders become `+` and cells are trimmed.
+fn tidy_table(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = line.strip_suffix('\n').map_or((line, ""), |body| (body, "\n"));
+        if body.starts_with('+') && body.chars().all(|c| c == '+' || c == '-') {
+            out.push('+');
+        } else if let Some(inner) = body.strip_prefix('|').and_then(|l| l.strip_suffix('|')) {
+            let cells: Vec<&str> = inner.split('|').map(str::trim).collect();
+            out.push_str(&format!("| {} |", cells.join(" | ")));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(newline);
+    }
+    out
+}
+
+/// Interactive `watch -i` runs one goroutine per watch, each printing its events line by line,
+/// so two watches' lines interleave in any order: the watch output's lines are sorted.
+fn sort_watch_output(text: &str) -> String {
+    let Some(marker) = text.find("--- watch") else { return text.to_owned() };
+    let after_marker = text[marker..].find('\n').map_or(text.len(), |end| marker + end + 1);
+    let mut lines: Vec<&str> = text[after_marker..].lines().collect();
+    lines.sort_unstable();
+    let mut out = text[..after_marker].to_owned();
+    lines.iter().for_each(|line| {
+        out.push_str(line);
+        out.push('\n');
+    });
+    out
 }
 
 /// `member list` and its kin: the member ids leading simple lines and table
@@ -139,7 +174,8 @@ fn unordered_members(text: &str, ids: &mut IdMap) -> String {
     let mut lines: Vec<(bool, String)> = Vec::new();
     for line in text.split_inclusive('\n') {
         if let Some(rest) = line.strip_prefix("Member ") {
-            let words: Vec<&str> = rest.trim_end().split(' ').collect();
+            // etcdctl pads both ids to 16 columns (`%16x`).
+            let words: Vec<&str> = rest.split_whitespace().collect();
             if let (Some(first), Some(last)) = (words.first(), words.last()) {
                 if u64::from_str_radix(first, 16).is_ok() && words.len() > 2 {
                     let cluster = u64::from_str_radix(last, 16)
@@ -504,6 +540,30 @@ mod tests {
         );
     }
 
+    /// A member id of 15 hex digits narrows etcdctl's table and is padded in `Member %16x`
+    /// lines; both must normalise as a 16-digit one does.
+    #[test]
+    fn short_member_ids_normalise_as_long_ones() {
+        let wide = "+------------------+---------+\n|        ID        | STATUS  |\n+------------------+---------+\n| 2e1259d415f2a040 | started |\n+------------------+---------+\n";
+        let narrow = "+-----------------+---------+\n|       ID        | STATUS  |\n+-----------------+---------+\n| b02eac46bee25f0 | started |\n+-----------------+---------+\n";
+        assert_eq!(norm(Kind::Members, wide, "").stdout, norm(Kind::Members, narrow, "").stdout);
+        assert_eq!(norm(Kind::Members, narrow, "").stdout, "+\n| ID | STATUS |\n+\n| <member-id-1> | started |\n+\n");
+        let padded = "|  b02eac46bee25f0 |   started |\n";
+        assert_eq!(norm(Kind::MembersUnordered, padded, "").stdout, "| <member-id> | started |\n");
+        let long = norm(Kind::MembersUnordered, "Member 2e1259d415f2a040 added to cluster 48276a8f75b6a87\n", "");
+        let short = norm(Kind::MembersUnordered, "Member  b02eac46bee25f0 added to cluster  8276a8f75b6a871\n", "");
+        assert_eq!(long.stdout, "Member <member-id> added to cluster <cluster-id-1>\n");
+        assert_eq!(long.stdout, short.stdout);
+    }
+
+    #[test]
+    fn interleaved_watch_lines_are_sorted() {
+        let a = "OK\n--- watch (still watching) ---\nPUT\nw/e\n5\nPUT\nw/e\n5\n";
+        let b = "OK\n--- watch (still watching) ---\nPUT\nPUT\nw/e\n5\nw/e\n5\n";
+        assert_eq!(norm(Kind::InterleavedWatches, a, "").stdout, norm(Kind::InterleavedWatches, b, "").stdout);
+        assert!(norm(Kind::InterleavedWatches, a, "").stdout.starts_with("OK\n--- watch (still watching) ---\n"));
+    }
+
     #[test]
     fn different_ids_get_different_placeholders() {
         let out = norm(Kind::Plain, r#"{"member_id":5,"leader":7,"x":{"member_id":5}}"#, "");
@@ -712,7 +772,7 @@ Error: etcdserver: key not found
         let table = "+----+\n| 2e | unstarted |\n| 1f | started |\n+----+\n";
         assert_eq!(
             norm(Kind::MembersUnordered, table, "").stdout,
-            "+----+\n| <member-id> | started |\n| <member-id> | unstarted |\n+----+\n"
+            "+\n| <member-id> | started |\n| <member-id> | unstarted |\n+\n"
         );
         let added = "Member 6c2a6b19a1a2f71e added to cluster 5e7d7ff0f8a12f48\n\n\
                      ETCD_NAME=\"l\"\nETCD_INITIAL_CLUSTER=\"l=http://127.0.0.1:9,compat=http://127.0.0.1:23791\"\n";
