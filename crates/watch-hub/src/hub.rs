@@ -242,22 +242,31 @@ impl WatchHub {
         }
         let all: Arc<[Event]> = events.into();
         let mut fell_behind = Vec::new();
-        let mut seen_keys: Vec<&[u8]> = Vec::new();
-        for event in all.iter() {
-            let key = event_key(event);
-            if seen_keys.contains(&key) {
-                continue;
+        // Matching stays linear in the revision's events (a delete of 100,000
+        // keys is one revision): positions grouped by key in one pass, and a
+        // key-sorted order that each range group searches instead of scans.
+        if !st.synced.singles.is_empty() {
+            let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::new();
+            for (i, event) in all.iter().enumerate() {
+                by_key.entry(event_key(event)).or_default().push(i);
             }
-            seen_keys.push(key);
-            if let Some(group) = st.synced.singles.get(key) {
-                let subset: Vec<usize> = (0..all.len()).filter(|&i| event_key(&all[i]) == key).collect();
-                deliver(group, &all, &subset, revision, &mut st.watchers, &mut fell_behind);
+            for (key, subset) in &by_key {
+                if let Some(group) = st.synced.singles.get(*key) {
+                    deliver(group, &all, subset, revision, &mut st.watchers, &mut fell_behind);
+                }
             }
         }
-        for (range, group) in &st.synced.ranges {
-            let subset: Vec<usize> = (0..all.len()).filter(|&i| range.contains(event_key(&all[i]))).collect();
-            if !subset.is_empty() {
-                deliver(group, &all, &subset, revision, &mut st.watchers, &mut fell_behind);
+        if !st.synced.ranges.is_empty() {
+            let mut sorted: Vec<usize> = (0..all.len()).collect();
+            sorted.sort_by(|&a, &b| event_key(&all[a]).cmp(event_key(&all[b])).then(a.cmp(&b)));
+            for (range, group) in &st.synced.ranges {
+                let first = sorted.partition_point(|&i| event_key(&all[i]) < range.start());
+                let mut subset: Vec<usize> =
+                    sorted[first..].iter().copied().take_while(|&i| range.contains(event_key(&all[i]))).collect();
+                if !subset.is_empty() {
+                    subset.sort_unstable();
+                    deliver(group, &all, &subset, revision, &mut st.watchers, &mut fell_behind);
+                }
             }
         }
         if !fell_behind.is_empty() {

@@ -29,6 +29,13 @@ impl KeyRange {
         }
     }
 
+    /// The smallest key the range covers.
+    pub fn start(&self) -> &[u8] {
+        match self {
+            KeyRange::Single(start) | KeyRange::Between { start, .. } | KeyRange::From(start) => start,
+        }
+    }
+
     pub fn contains(&self, key: &[u8]) -> bool {
         match self {
             KeyRange::Single(k) => k.as_slice() == key,
