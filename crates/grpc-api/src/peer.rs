@@ -71,7 +71,7 @@ impl RaftPeer for PeerService {
 
     async fn lease_renew(&self, request: Request<LeaseRenewForward>) -> Result<Response<LeaseRenewed>, Status> {
         let request = request.into_inner();
-        let ttl = self.member.lease_renew_here(request.cluster_id, request.id).map_err(forwarded_lease_error)?;
+        let ttl = self.member.lease_renew_here(request.cluster_id, request.id).await.map_err(forwarded_lease_error)?;
         Ok(Response::new(LeaseRenewed { ttl }))
     }
 

@@ -534,24 +534,46 @@ impl Member {
     /// Only the leader's lease manager keeps time, so on any other member (or
     /// on a leader still applying earlier terms) it is forwarded to the
     /// leader, and retried until the request timeout, as etcd does.
+    /// A keep-alive. The lease primary acknowledges one only once a read
+    /// index confirms it still leads (etcd#15247): a leader cut off from
+    /// the others goes on believing it leads until check-quorum demotes it,
+    /// while a new leader may already have expired the lease.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
-        self.at_lease_primary(|lessor| lessor.renew(id, Instant::now()), |leader| self.leader_peers.renew(leader, id))
-            .await
+        self.at_lease_primary(
+            |lessor| lessor.renew(id, Instant::now()),
+            |leader| self.leader_peers.renew(leader, id),
+            true,
+        )
+        .await
     }
 
     pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
         self.at_lease_primary(
             |lessor| lessor.time_to_live(id, Instant::now(), keys),
             |leader| self.leader_peers.time_to_live(leader, id, keys),
+            false,
         )
         .await
     }
 
     /// A keep-alive forwarded by another member: answered here or refused
     /// with `NotPrimary`, never forwarded again.
-    pub fn lease_renew_here(&self, cluster_id: u64, id: i64) -> Result<i64, NodeError> {
+    pub async fn lease_renew_here(&self, cluster_id: u64, id: i64) -> Result<i64, NodeError> {
         self.check_cluster(cluster_id)?;
+        if self.lessor.lock().is_primary() {
+            self.confirm_leadership().await?;
+        }
         self.lessor_in_step().renew(id, Instant::now()).map_err(NodeError::Lease)
+    }
+
+    /// Waits for a read index, then checks this member still leads.
+    async fn confirm_leadership(&self) -> Result<(), NodeError> {
+        self.wait_linearizable().await?;
+        if self.raft.status().is_leader() {
+            Ok(())
+        } else {
+            Err(NodeError::Lease(keel_lease_manager::LeaseError::NotPrimary))
+        }
     }
 
     pub fn lease_time_to_live_here(&self, cluster_id: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
@@ -559,12 +581,14 @@ impl Member {
         self.lessor_in_step().time_to_live(id, Instant::now(), keys).map_err(NodeError::Lease)
     }
 
-    /// Runs `here` on this member's lease manager if it is the primary, else
-    /// `forward` to the leader; retries while there is no primary yet.
+    /// Runs `here` on this member's lease manager if it is the primary (after
+    /// a read index confirms it still leads, when `confirm`), else `forward`
+    /// to the leader; retries while there is no primary yet.
     async fn at_lease_primary<T, F>(
         &self,
         here: impl Fn(&mut Lessor) -> Result<T, keel_lease_manager::LeaseError>,
         forward: impl Fn(u64) -> F,
+        confirm: bool,
     ) -> Result<T, NodeError>
     where
         F: std::future::Future<Output = Result<T, NodeError>>,
@@ -572,6 +596,13 @@ impl Member {
         use keel_lease_manager::LeaseError;
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         loop {
+            if confirm && self.lessor.lock().is_primary() {
+                match self.confirm_leadership().await {
+                    // Demoted meanwhile: `here` refuses and the leader is asked.
+                    Ok(()) | Err(NodeError::Lease(LeaseError::NotPrimary) | NodeError::NoLeader) => {}
+                    Err(err) => return Err(err),
+                }
+            }
             match here(&mut self.lessor_in_step()) {
                 Err(LeaseError::NotPrimary) => {}
                 answer => return answer.map_err(NodeError::Lease),

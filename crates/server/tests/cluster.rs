@@ -668,3 +668,41 @@ async fn five_members_survive_two_failures() {
     let data = converged(&cluster, &[0, 1, 2, 3, 4]).await;
     assert_eq!(data.len(), 50);
 }
+
+/// etcd#15247: a leader cut off from the others believes it leads until
+/// check-quorum demotes it (an election timeout later), while the others may
+/// elect a new leader and expire the lease. It must not acknowledge a
+/// keep-alive meanwhile: an answer waits for a read index, which it cannot
+/// get. (Before the fix it answered at once with the full TTL.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_does_not_acknowledge_keep_alives() {
+    use keel_proto::etcdserverpb::lease_client::LeaseClient;
+    use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+
+    let cluster = Cluster::start(3).await;
+    let leader = leader_of(&cluster).await;
+    let mut leases = LeaseClient::connect(cluster.member(leader).endpoint()).await.unwrap();
+    let id = leases.lease_grant(LeaseGrantRequest { ttl: 30, id: 0 }).await.unwrap().into_inner().id;
+    let (beats, requests) = tokio::sync::mpsc::channel(4);
+    let mut responses =
+        leases.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(requests)).await.unwrap().into_inner();
+    beats.send(LeaseKeepAliveRequest { id }).await.unwrap();
+    let healthy = responses.message().await.unwrap().unwrap();
+    assert_eq!(healthy.ttl, 30, "a healthy leader acknowledges: {healthy:?}");
+
+    let others = [(leader + 1) % 3, (leader + 2) % 3];
+    for other in others {
+        cluster.member(other).pause();
+    }
+    beats.send(LeaseKeepAliveRequest { id }).await.unwrap();
+    let isolated = tokio::time::timeout(Duration::from_secs(3), responses.message()).await;
+    for other in others {
+        cluster.member(other).resume();
+    }
+    match isolated {
+        Err(_) | Ok(Err(_)) | Ok(Ok(None)) => {}
+        Ok(Ok(Some(answer))) => {
+            assert!(answer.ttl <= 0, "an isolated leader acknowledged a keep-alive: {answer:?}")
+        }
+    }
+}
