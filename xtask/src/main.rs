@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
 //!
 //! - `cargo xtask test`: the project's single test command: `cargo fmt --check`, `cargo clippy`
-//!   (warnings are errors), `cargo test --workspace`, then the
+//!   (warnings are errors), `cargo test --workspace`, the crash tests with fault points, then the
 //!   etcd compatibility suite, then a small smoke run of `bench compare`.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
 //! - `cargo xtask bench put|range|txn-put|txn-mixed|watch|watch-latency|slow-watcher|
@@ -69,13 +69,32 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     if !status.success() {
         bail!("cargo fmt --check found unformatted code (run cargo fmt)");
     }
-    let status = cargo::command().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).status()?;
+    // With the fault points compiled in, so their code is linted too.
+    let status = cargo::command()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "keel-server/failpoints",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status()?;
     if !status.success() {
         bail!("cargo clippy found warnings");
     }
     let status = cargo::command().args(["test", "--workspace"]).status()?;
     if !status.success() {
         bail!("cargo test --workspace failed ({status})");
+    }
+    // The crash tests need keel built with its fault points.
+    let status = cargo::command()
+        .args(["test", "-p", "keel-server", "--features", "failpoints", "--test", "failpoints"])
+        .status()?;
+    if !status.success() {
+        bail!("the crash tests (failpoints) failed ({status})");
     }
     compat::run(compat_opts)?;
     bench_smoke()

@@ -18,6 +18,7 @@ use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
+use keel_raft_node::failpoints::fault_point;
 use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
@@ -250,7 +251,9 @@ impl Applier {
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
+            fault_point("apply-before", &[&entry.data]);
             let result = self.apply_request(index, request.request);
+            fault_point("apply-after", &[&entry.data]);
             let result = match result {
                 Err(NodeError::Mvcc(err)) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
                 other => other,
@@ -298,6 +301,7 @@ impl Applier {
                 }))
             }
             Some(Request::LeaseRevoke(revoke)) => {
+                fault_point("lease-revoke", &[revoke.id.to_string().as_bytes()]);
                 let keys = self.lessor.lock().revoke(revoke.id).map_err(NodeError::Lease)?;
                 let outcome = self.kv.apply_lease_revoke(index, revoke.id, &keys).map_err(NodeError::Mvcc)?;
                 if !outcome.events.is_empty() {
@@ -383,6 +387,7 @@ impl Applier {
         if snapshots.offered_at == Some(self.kv.consistent_index()) {
             return;
         }
+        fault_point("snapshot-build", &[]);
         let made = self.kv.snapshot().and_then(|(index, data)| Ok((index, data, self.kv.members()?)));
         match made {
             Ok((index, data, members)) => {
@@ -398,7 +403,9 @@ impl Applier {
     /// everything that mirrors the store back in step: the applied index, the
     /// lease manager, the watchers and the peers.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        fault_point("snapshot-install-before", &[]);
         self.kv.install_snapshot(snapshot.get_data()).map_err(NodeError::Mvcc)?;
+        fault_point("snapshot-install-after", &[]);
         let index = self.kv.consistent_index();
         tracing::info!(index, snapshot_index = snapshot.get_metadata().index, "installed the leader's snapshot");
         self.applied.store(index, Ordering::Release);

@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod failpoints;
 mod log;
 pub mod log_store;
 

@@ -101,6 +101,9 @@ impl RaftLogStore {
                 )));
             }
         }
+        let data: Vec<&[u8]> =
+            if cfg!(feature = "failpoints") { entries.iter().map(|e| &e.data[..]).collect() } else { Vec::new() };
+        crate::failpoints::fault_point("raft-log-before-sync", &data);
         self.engine.write(LogWrite {
             truncate_after,
             old_last_index: self.last_index,
@@ -109,6 +112,7 @@ impl RaftLogStore {
             sync: true,
             ..LogWrite::default()
         })?;
+        crate::failpoints::fault_point("raft-log-after-sync", &data);
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }

@@ -17,6 +17,16 @@ use tokio::net::TcpListener;
 const BLOCKING_THREADS: usize = 16;
 
 fn main() -> std::process::ExitCode {
+    // A panic in any thread is a bug that would leave the member half alive
+    // (a dead applier or raft thread behind a server still answering as
+    // leader): the whole process stops instead, as etcd's panic does.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let (config, notices) = match keel_config::load(std::env::args().skip(1), std::env::vars()) {
         Ok(Outcome::Run { config, notices }) => (config, notices),
         Ok(Outcome::Help) => {

@@ -1,0 +1,165 @@
+//! Crashes at exact points of the write path (fault points compiled in with
+//! the `failpoints` feature; `cargo xtask test` runs this file with it):
+//! before and after the raft log's sync, before and after applying, while
+//! revoking a lease; and a panic in the applier thread, which must stop the
+//! process. After each crash the member restarts on its data: everything
+//! acknowledged is there, applied exactly once.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Keel};
+use keel_proto::etcdserverpb::lease_client::LeaseClient;
+use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest};
+
+/// A keel with `FAILPOINTS` set, killed on drop.
+struct Faulty {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Faulty {
+    async fn start(data_dir: &Path, port: u16, failpoints: &str) -> Faulty {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["--data-dir", &data_dir.display().to_string()])
+            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint, "--log-level", "warn"])
+            .env("FAILPOINTS", failpoints)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let faulty = Faulty { child, endpoint };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(&faulty.endpoint, "probe").await.is_err() {
+            assert!(Instant::now() < deadline, "keel with {failpoints} did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        faulty
+    }
+
+    /// Waits for the process to end by itself.
+    fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+async fn put(endpoint: &str, key: &str) -> Result<(), tonic::Status> {
+    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::connect(endpoint.to_string())
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let request = PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() };
+    tokio::time::timeout(Duration::from_secs(5), kv.put(request))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("put"))?
+        .map(|_| ())
+}
+
+/// The version of `key` (none if absent), read linearizably.
+async fn get(endpoint: &str, key: &str) -> Result<Option<i64>, tonic::Status> {
+    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::connect(endpoint.to_string())
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let response = kv.range(RangeRequest { key: key.into(), ..Default::default() }).await?.into_inner();
+    Ok(response.kvs.first().map(|kv| kv.version))
+}
+
+/// Writes two keys, crashes on a third at `point`, restarts without fault
+/// points and returns the restarted member, after checking the two.
+async fn crash_on_third_write(point: &str, marker: &str) -> (Keel, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut faulty = Faulty::start(dir.path(), port, &format!("{point}=return(crash:{marker})")).await;
+    put(&faulty.endpoint, "acked/1").await.unwrap();
+    put(&faulty.endpoint, "acked/2").await.unwrap();
+    assert!(put(&faulty.endpoint, marker).await.is_err(), "the write that crashes is not acknowledged");
+    assert!(faulty.exited_within(Duration::from_secs(10)), "{point} did not crash keel");
+    drop(faulty);
+
+    let keel = Keel::spawn(dir.path(), port, &[]);
+    keel.wait_ready().await;
+    for key in ["acked/1", "acked/2"] {
+        assert_eq!(get(&keel.endpoint(), key).await.unwrap(), Some(1), "{key} after a crash at {point}");
+    }
+    (keel, dir)
+}
+
+#[tokio::test]
+async fn a_crash_before_the_log_sync_loses_only_the_unacknowledged_write() {
+    let (keel, _dir) = crash_on_third_write("raft-log-before-sync", "crash/before-sync").await;
+    assert_eq!(get(&keel.endpoint(), "crash/before-sync").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_write_synced_before_a_crash_is_applied_once_after_restart() {
+    let (keel, _dir) = crash_on_third_write("raft-log-after-sync", "crash/after-sync").await;
+    assert_eq!(get(&keel.endpoint(), "crash/after-sync").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_crash_before_applying_replays_the_entry_once() {
+    let (keel, _dir) = crash_on_third_write("apply-before", "crash/before-apply").await;
+    assert_eq!(get(&keel.endpoint(), "crash/before-apply").await.unwrap(), Some(1));
+}
+
+#[tokio::test]
+async fn a_crash_after_applying_does_not_apply_twice() {
+    let (keel, _dir) = crash_on_third_write("apply-after", "crash/after-apply").await;
+    assert_eq!(get(&keel.endpoint(), "crash/after-apply").await.unwrap(), Some(1), "applied exactly once");
+    put(&keel.endpoint(), "crash/after-apply").await.unwrap();
+    assert_eq!(get(&keel.endpoint(), "crash/after-apply").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn a_crash_while_revoking_a_lease_revokes_it_after_restart() {
+    const LEASE: i64 = 4242;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut faulty = Faulty::start(dir.path(), port, &format!("lease-revoke=return(crash:{LEASE})")).await;
+    let mut leases = LeaseClient::connect(faulty.endpoint.clone()).await.unwrap();
+    leases.lease_grant(LeaseGrantRequest { ttl: 600, id: LEASE }).await.unwrap();
+    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::connect(faulty.endpoint.clone()).await.unwrap();
+    kv.put(PutRequest { key: b"leased".to_vec(), value: b"v".to_vec(), lease: LEASE, ..Default::default() })
+        .await
+        .unwrap();
+    let revoke =
+        tokio::time::timeout(Duration::from_secs(5), leases.lease_revoke(LeaseRevokeRequest { id: LEASE })).await;
+    assert!(!matches!(revoke, Ok(Ok(_))), "the revoke that crashes is not acknowledged");
+    assert!(faulty.exited_within(Duration::from_secs(10)));
+    drop(faulty);
+
+    let keel = Keel::spawn(dir.path(), port, &[]);
+    keel.wait_ready().await;
+    // The revoke was in the log: replayed, it takes the key with it.
+    assert_eq!(get(&keel.endpoint(), "leased").await.unwrap(), None);
+}
+
+/// A dead applier used to leave the process up, its raft thread still
+/// leading and taking writes that were never applied or answered.
+#[tokio::test]
+async fn a_panic_in_the_applier_stops_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut faulty = Faulty::start(dir.path(), free_port(), "apply-before=return(panic:panic/apply)").await;
+    put(&faulty.endpoint, "fine").await.unwrap();
+    assert!(put(&faulty.endpoint, "panic/apply").await.is_err());
+    assert!(faulty.exited_within(Duration::from_secs(10)), "a panicked applier left keel running");
+}
