@@ -23,6 +23,7 @@ const LEASE_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: lease
 const LEASE_TTL_TOO_LARGE: (Code, &str) = (Code::OutOfRange, "etcdserver: too large lease TTL");
 const NOT_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: not leader");
 const REQUEST_TOO_LARGE: (Code, &str) = (Code::InvalidArgument, "etcdserver: request is too large");
+const TOO_MANY_REQUESTS: (Code, &str) = (Code::ResourceExhausted, "etcdserver: too many requests");
 const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
 const STOPPED: (Code, &str) = (Code::Unavailable, "etcdserver: server stopped");
@@ -55,6 +56,7 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::Lease(err) => lease_error(err),
         NodeError::NoLeader => status(NO_LEADER),
         NodeError::NotLeader => status(NOT_LEADER),
+        NodeError::TooManyRequests => status(TOO_MANY_REQUESTS),
         NodeError::MemberNotFound => status(MEMBER_NOT_FOUND),
         NodeError::PeerUrlExists => status(PEER_URL_EXISTS),
         NodeError::BadPeerUrls => status(BAD_MEMBER_URLS),
@@ -122,7 +124,7 @@ pub(crate) fn leader_required(
     member: std::sync::Arc<keel_node::Member>,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone + Send + Sync + 'static {
     move |request| {
-        if requires_leader(&request) && member.status().leader == 0 {
+        if requires_leader(&request) && member.leader() == 0 {
             return Err(no_leader());
         }
         Ok(request)

@@ -31,7 +31,10 @@ impl MaintenanceService {
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let status = self.member.status();
+        let member = self.member.clone();
+        let status = tokio::task::spawn_blocking(move || member.status())
+            .await
+            .map_err(|err| Status::internal(format!("status task: {err}")))?;
         Ok(Response::new(StatusResponse {
             header: Some(self.member.header()),
             version: ETCD_VERSION.to_string(),

@@ -53,6 +53,9 @@ pub enum NodeError {
     Timeout,
     #[error("request is too large")]
     RequestTooLarge,
+    /// The applier lags the committed log too far to take more proposals.
+    #[error("too many requests")]
+    TooManyRequests,
     #[error("member is stopping")]
     Stopped,
     #[error("configuration: {0}")]

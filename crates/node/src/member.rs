@@ -407,6 +407,13 @@ impl Member {
         *header = Some(self.header_at(revision));
     }
 
+    /// The leader's id as raft knows it, 0 when none: cheap enough for every
+    /// request (`hasleader`), unlike [`Member::status`], which reads storage.
+    pub fn leader(&self) -> u64 {
+        self.raft.status().leader()
+    }
+
+    /// What `Status` reports. Reads storage: call it off the async runtime.
     pub fn status(&self) -> MemberStatus {
         let raft = self.raft.status();
         MemberStatus {
@@ -817,6 +824,12 @@ impl Member {
 
     /// Sends one write through raft and waits until this member applied it.
     async fn propose(&self, request: Request) -> Result<Applied, NodeError> {
+        // As etcd: while the applier is this far behind the log, more
+        // proposals would only queue up memory and latency.
+        let applied = self.applied.load(Ordering::Acquire);
+        if self.raft.status().commit_index() > applied + MAX_APPLY_LAG {
+            return Err(NodeError::TooManyRequests);
+        }
         let tag = self.next_tag();
         let retry_payload = InternalRaftRequest { id: tag, request: Some(request) };
         let data = retry_payload.encode_to_vec();
@@ -1027,6 +1040,10 @@ fn run_lease_expiry(
 
 /// etcd's maxLearners.
 const MAX_LEARNERS: usize = 1;
+
+/// etcd's maxGapBetweenApplyAndCommitIndex: proposals are refused ("too many
+/// requests") while the applier is more than this many entries behind.
+const MAX_APPLY_LAG: u64 = 5_000;
 /// etcd's readyPercent: a learner may be promoted once its log holds this
 /// much of the leader's.
 const LEARNER_READY_FRACTION: f64 = 0.9;

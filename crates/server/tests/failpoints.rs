@@ -163,3 +163,47 @@ async fn a_panic_in_the_applier_stops_the_process() {
     assert!(put(&faulty.endpoint, "panic/apply").await.is_err());
     assert!(faulty.exited_within(Duration::from_secs(10)), "a panicked applier left keel running");
 }
+
+/// With the applier slowed down (2 ms an entry), a burst of 6,000 writes
+/// runs the committed log far ahead of it; further writes are refused at
+/// once with etcd's "too many requests" instead of queueing without bound,
+/// and the member serves again once the applier has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_refused_while_the_applier_lags_far_behind() {
+    const BURST: usize = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Faulty::start(dir.path(), free_port(), "apply-before=sleep(2)").await;
+    let mut channels = Vec::new();
+    for _ in 0..8 {
+        channels
+            .push(tonic::transport::Channel::from_shared(faulty.endpoint.clone()).unwrap().connect().await.unwrap());
+    }
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..BURST {
+        let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::new(channels[i % channels.len()].clone());
+        burst.spawn(async move {
+            let request =
+                PutRequest { key: format!("burst/{i}").into_bytes(), value: b"v".to_vec(), ..Default::default() };
+            let _ = kv.put(request).await;
+        });
+    }
+    // The burst is committed long before it is applied.
+    let mut refused = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(status) = put(&faulty.endpoint, "late").await {
+            if status.code() == tonic::Code::ResourceExhausted {
+                refused = Some(status);
+            }
+        }
+    }
+    let refused = refused.expect("a write while the applier lagged 5,000 entries behind was not refused");
+    assert_eq!(refused.message(), "etcdserver: too many requests");
+    while burst.join_next().await.is_some() {}
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while put(&faulty.endpoint, "after").await.is_err() {
+        assert!(Instant::now() < deadline, "the member did not serve again after catching up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
