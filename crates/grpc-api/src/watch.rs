@@ -225,6 +225,9 @@ impl Sender {
     }
 }
 
+/// `WatchResponse.events`' field number in etcd's rpc.proto.
+const WATCH_RESPONSE_EVENTS_FIELD: u32 = 11;
+
 /// etcd's `sendFragments`: a response of several events whose encoding
 /// reaches `max_bytes` is split into parts below it (a single event larger
 /// than that travels alone); every part but the last has `fragment` set.
@@ -232,15 +235,24 @@ fn fragments(response: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
     if response.encoded_len() < max_bytes || response.events.len() < 2 {
         return vec![response];
     }
-    let template = WatchResponse { events: Vec::new(), fragment: true, ..response.clone() };
+    let mut template = response;
+    let events = std::mem::take(&mut template.events);
+    template.fragment = true;
+    // The part's size is kept as a running sum (each event's bytes in the
+    // repeated field), so splitting stays linear in the number of events.
+    let base = template.encoded_len();
+    let mut size = base;
     let mut parts = Vec::new();
     let mut current = template.clone();
-    for event in response.events {
+    for event in events {
+        let event_len = prost::encoding::message::encoded_len(WATCH_RESPONSE_EVENTS_FIELD, &event);
         current.events.push(event);
-        if current.events.len() > 1 && current.encoded_len() >= max_bytes {
+        size += event_len;
+        if current.events.len() > 1 && size >= max_bytes {
             let overflow = current.events.pop().expect("just pushed");
             parts.push(std::mem::replace(&mut current, template.clone()));
             current.events.push(overflow);
+            size = base + event_len;
         }
     }
     current.fragment = false;
@@ -285,5 +297,27 @@ mod tests {
         let response = WatchResponse { events: vec![event(10), event(1000), event(10)], ..Default::default() };
         let parts = fragments(response, 200);
         assert_eq!(parts.iter().map(|p| p.events.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    }
+
+    /// The running size is the encoded size: every part but the last stops
+    /// just below the limit (one more event would reach it), for a revision
+    /// of 100,000 events of mixed sizes, split in time linear in its events.
+    #[test]
+    fn running_sizes_match_the_encoding() {
+        let events: Vec<Event> = (0..100_000).map(|i| event(i % 300)).collect();
+        let response = WatchResponse { watch_id: 9, events: events.clone(), ..Default::default() };
+        let limit = 64 * 1024;
+        let parts = fragments(response, limit);
+        let mut next = 0;
+        for (i, part) in parts.iter().enumerate() {
+            next += part.events.len();
+            if i + 1 < parts.len() {
+                assert!(part.encoded_len() < limit);
+                let mut one_more = part.clone();
+                one_more.events.push(events[next].clone());
+                assert!(one_more.encoded_len() >= limit, "part {i} stopped early");
+            }
+        }
+        assert_eq!(next, events.len());
     }
 }
