@@ -88,12 +88,15 @@ pub struct Config {
 impl Config {
     /// The configuration of a `keel` started with no flags.
     pub fn defaults() -> Config {
-        Config::from_settings(Settings::default(), Vec::new(), &mut Vec::new()).expect("etcd's defaults are valid")
+        Config::from_settings(Settings::default(), Vec::new(), false, &mut Vec::new())
+            .expect("etcd's defaults are valid")
     }
 
+    /// `from_file`: etcd checks some combinations only on the command line.
     pub(crate) fn from_settings(
         settings: Settings,
         ignored: Vec<IgnoredFlag>,
+        from_file: bool,
         notices: &mut Vec<Notice>,
     ) -> Result<Config, ConfigError> {
         let get = |name: &str| -> Value {
@@ -155,7 +158,9 @@ impl Config {
             Some(value) => parse_initial_cluster(&value.to_string())?,
             None => Vec::new(),
         };
-        if !initial_cluster.is_empty() && !initial_cluster.iter().any(|(member, _)| *member == name) {
+        if (name.is_empty() || !initial_cluster.is_empty())
+            && !initial_cluster.iter().any(|(member, _)| *member == name)
+        {
             return Err(ConfigError::invalid(format!(
                 "couldn't find local name {name:?} in the initial cluster configuration"
             )));
@@ -182,17 +187,17 @@ impl Config {
             )));
         }
 
-        if settings.is_set("listen-client-urls") && !settings.is_set("advertise-client-urls") {
+        if !from_file && settings.is_set("listen-client-urls") && !settings.is_set("advertise-client-urls") {
             return Err(ConfigError::invalid(
                 "--advertise-client-urls is required when --listen-client-urls is set explicitly",
             ));
         }
 
         let auto_compaction_mode = string("auto-compaction-mode");
-        if !matches!(auto_compaction_mode.as_str(), "periodic" | "revision") {
+        if !matches!(auto_compaction_mode.as_str(), "periodic" | "revision" | "") {
             return Err(ConfigError::invalid(format!("unknown auto-compaction-mode {auto_compaction_mode:?}")));
         }
-        check_compaction_retention(&auto_compaction_mode, &string("auto-compaction-retention"))?;
+        check_compaction_retention(&string("auto-compaction-retention"))?;
         let bcrypt_cost = uint("bcrypt-cost");
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(ConfigError::invalid(format!("invalid bcrypt-cost: {bcrypt_cost} (must be between 4 and 31)")));
@@ -239,14 +244,20 @@ impl Config {
             initial_cluster_token: string("initial-cluster-token"),
             heartbeat_interval: Duration::from_millis(heartbeat_ms),
             election_timeout: Duration::from_millis(election_ms),
-            snapshot_count: uint("snapshot-count"),
+            // etcd: 0 means the default.
+            snapshot_count: match uint("snapshot-count") {
+                0 => find("snapshot-count")
+                    .and_then(|flag| flag.default.parse().ok())
+                    .expect("snapshot-count has a numeric default"),
+                count => count,
+            },
             snapshot_catchup_entries: uint("snapshot-catchup-entries"),
             max_request_bytes: to_usize("max-request-bytes")?,
             max_txn_ops: to_usize("max-txn-ops")?,
             max_concurrent_streams: u32::try_from(uint("max-concurrent-streams")).unwrap_or(u32::MAX),
             grpc_keepalive_interval: duration("grpc-keepalive-interval"),
             grpc_keepalive_timeout: duration("grpc-keepalive-timeout"),
-            lease_checkpoint_interval: duration("lease-checkpoint-interval"),
+            lease_checkpoint_interval: nonzero_or(duration("lease-checkpoint-interval"), Duration::from_secs(300)),
             watch_progress_notify_interval: nonzero_or(
                 duration("watch-progress-notify-interval"),
                 Duration::from_secs(600),
@@ -312,7 +323,8 @@ pub(crate) fn check_bootstrap(settings: &Settings) -> Result<(), ConfigError> {
 fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let setting_up = |err: String| ConfigError::invalid(format!("error setting up initial cluster: {err}"));
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
-    for entry in text.split(',').map(str::trim) {
+    // etcd's NewURLsMap skips empty entries.
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
         let (name, url) = entry.split_once('=').unwrap_or((entry, ""));
         let url = goflag::parse_url(url.trim()).map_err(setting_up)?;
         check_scheme("initial-cluster", &url)?;
@@ -328,23 +340,25 @@ fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, Confi
     Ok(members)
 }
 
-/// etcd's checks of --auto-compaction-retention: a duration (hours when
-/// unitless) in periodic mode, a revision count in revision mode.
-fn check_compaction_retention(mode: &str, retention: &str) -> Result<(), ConfigError> {
-    let bad = |detail: String| ConfigError::invalid(format!("error parsing CompactionRetention: {detail}"));
-    if retention.is_empty() {
+/// etcd's `parseCompactionRetention`: a whole number (hours in periodic
+/// mode, revisions in revision mode) or else a Go duration, in either mode.
+fn check_compaction_retention(retention: &str) -> Result<(), ConfigError> {
+    let whole = retention.strip_prefix('+').unwrap_or(retention);
+    if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(());
     }
-    if mode == "revision" {
-        goflag::parse_uint(retention)
-            .map_err(|_| bad(format!("strconv.ParseUint: parsing {retention:?}: invalid syntax")))?;
-        return Ok(());
+    match goflag::parse_duration(retention) {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            let digits = retention.strip_prefix('-').unwrap_or(retention);
+            let detail = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                format!("time: missing unit in duration {retention:?}")
+            } else {
+                format!("time: invalid duration {retention:?}")
+            };
+            Err(ConfigError::invalid(format!("error parsing CompactionRetention: {detail}")))
+        }
     }
-    if goflag::parse_int(retention).is_ok() {
-        return Ok(());
-    }
-    goflag::parse_duration(retention).map_err(|_| bad(format!("time: invalid duration {retention:?}")))?;
-    Ok(())
 }
 
 fn check_tls_versions(min: &str, max: &str) -> Result<(), ConfigError> {
@@ -373,7 +387,8 @@ fn parse_log_outputs(value: &Value) -> Result<Vec<LogOutput>, ConfigError> {
     let mut outputs = Vec::new();
     for item in items {
         let output = match item.as_str() {
-            "default" | "stderr" => LogOutput::Stderr,
+            // Keel has no journald writer; under systemd stderr reaches the journal.
+            "default" | "stderr" | "systemd/journal" => LogOutput::Stderr,
             "stdout" => LogOutput::Stdout,
             path => LogOutput::File(PathBuf::from(path)),
         };

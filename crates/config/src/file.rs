@@ -43,6 +43,10 @@ const PEER_SECURITY: &[(&str, &str)] = &[
     ("skip-client-san-verification", "peer-skip-client-san-verification"),
 ];
 
+/// etcd 3.5's `socket-options:` map.
+const SOCKET_OPTIONS: &[(&str, &str)] =
+    &[("reuse-port", "socket-reuse-port"), ("reuse-address", "socket-reuse-address")];
+
 /// Flags that have no key in a config file.
 const NOT_IN_FILE: &[&str] = &["config-file", "version"];
 
@@ -76,6 +80,7 @@ pub fn parse(text: &str) -> Result<Settings, ConfigError> {
         match key.as_str() {
             "client-transport-security" => read_security(&key, value, CLIENT_SECURITY, &mut settings)?,
             "peer-transport-security" => read_security(&key, value, PEER_SECURITY, &mut settings)?,
+            "socket-options" => read_security(&key, value, SOCKET_OPTIONS, &mut settings)?,
             // etcd 3.6 reads its old misspelling too.
             "experimental-snapshot-catch-up-entries" => {
                 set(flag("experimental-snapshot-catchup-entries"), &key, value, &mut settings)?

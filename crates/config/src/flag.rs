@@ -59,7 +59,9 @@ impl Kind {
     pub fn parse(self, text: &str) -> Result<Value, String> {
         Ok(match self {
             Kind::Str => Value::Str(text.to_string()),
-            Kind::Bool | Kind::Legacy => Value::Bool(goflag::parse_bool(text)?),
+            Kind::Bool => Value::Bool(goflag::parse_bool(text)?),
+            // etcd's IgnoredFlag takes any value.
+            Kind::Legacy => Value::Str(text.to_string()),
             Kind::Uint => Value::Uint(goflag::parse_uint(text)?),
             Kind::Uint32 => Value::Uint(u64::from(goflag::parse_uint32(text)?)),
             Kind::Int => Value::Int(goflag::parse_int(text)?),

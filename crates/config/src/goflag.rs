@@ -70,14 +70,30 @@ fn split_radix(text: &str) -> Option<(&str, u32)> {
     Some((text, 10))
 }
 
-/// Go allows `_` only with a base prefix, after the prefix or between digits.
+/// Go's `underscoreOK` for base 0: `_` only between digits (a base
+/// prefix counts as a digit), never doubled or trailing.
 fn strip_underscores(digits: &str, whole: &str) -> Result<String, &'static str> {
     if !digits.contains('_') {
         return Ok(digits.to_string());
     }
+    // "0x"/"0o"/"0b" count as a digit before an underscore, and so does the
+    // leading 0 of an octal number.
     let prefixed = whole.len() > digits.len();
-    let well_placed = !digits.ends_with('_') && !digits.contains("__");
-    if !prefixed || !well_placed {
+    let mut saw_digit = prefixed;
+    let mut saw_underscore = false;
+    for c in digits.chars() {
+        if c == '_' {
+            if !saw_digit {
+                return Err("parse error");
+            }
+            saw_digit = false;
+            saw_underscore = true;
+        } else {
+            saw_digit = true;
+            saw_underscore = false;
+        }
+    }
+    if saw_underscore {
         return Err("parse error");
     }
     Ok(digits.replace('_', ""))
@@ -119,6 +135,9 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, &'static str> {
         };
         rest = &rest[unit_len..];
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if fraction.contains('.') {
+            return Err(BAD);
+        }
         let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| BAD)? };
         let mut part = whole.checked_mul(unit).ok_or(BAD)?;
         let mut scale = unit;
@@ -206,15 +225,16 @@ impl std::fmt::Display for FlagUrl {
 pub fn parse_urls(text: &str) -> Result<Vec<FlagUrl>, String> {
     let mut urls = text.split(',').map(|one| parse_url(one.trim())).collect::<Result<Vec<_>, _>>()?;
     urls.sort();
+    urls.dedup();
     Ok(urls)
 }
 
 pub fn parse_url(text: &str) -> Result<FlagUrl, String> {
     let (scheme, rest) = match text.split_once("://") {
-        Some((scheme, rest)) => (scheme, rest),
-        None => ("", text),
+        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+        None => (String::new(), text),
     };
-    if !matches!(scheme, "http" | "https" | "unix" | "unixs") {
+    if !matches!(scheme.as_str(), "http" | "https" | "unix" | "unixs") {
         return Err(format!("URL scheme must be http, https, unix, or unixs: {text}"));
     }
     let (authority, path) = match rest.find(['/', '?', '#']) {
@@ -230,7 +250,7 @@ pub fn parse_url(text: &str) -> Result<FlagUrl, String> {
     if path.starts_with('/') {
         return Err(format!("URL must not contain a path: {text}"));
     }
-    Ok(FlagUrl { scheme: scheme.to_string(), host_port: authority.to_string() })
+    Ok(FlagUrl { scheme, host_port: authority.to_string() })
 }
 
 /// Go's `net.SplitHostPort` succeeds.
@@ -269,7 +289,11 @@ mod tests {
         assert_eq!(parse_uint("0b101"), Ok(5));
         assert_eq!(parse_uint("0x_1_0"), Ok(16));
         assert_eq!(parse_uint("0"), Ok(0));
-        assert_eq!(parse_uint("1_000"), Err("parse error"));
+        assert_eq!(parse_uint("1_000"), Ok(1000));
+        assert_eq!(parse_uint("0_7"), Ok(7));
+        assert_eq!(parse_uint("_1"), Err("parse error"));
+        assert_eq!(parse_uint("1__0"), Err("parse error"));
+        assert_eq!(parse_uint("1_"), Err("parse error"));
         assert_eq!(parse_uint("-1"), Err("parse error"));
         assert_eq!(parse_uint("+1"), Err("parse error"));
         assert_eq!(parse_uint("abc"), Err("parse error"));
@@ -309,7 +333,7 @@ mod tests {
         assert_eq!(ok("0"), Duration::ZERO);
         assert_eq!(ok("-0"), Duration::ZERO);
         assert_eq!(parse_duration("-1s"), Ok(None));
-        for bad in ["", "10", "5x", "s", "1.s5", "-", "."] {
+        for bad in ["", "10", "5x", "s", "1.s5", "-", ".", "1.2.3s", "..s"] {
             assert_eq!(parse_duration(bad), Err("parse error"), "{bad}");
         }
         assert_eq!(parse_duration("3000000h"), Err("parse error"));
@@ -327,7 +351,7 @@ mod tests {
 
     #[test]
     fn urls_as_etcd() {
-        let urls = parse_urls("http://b:2,http://a:1").unwrap();
+        let urls = parse_urls("http://b:2,HTTP://a:1,http://b:2").unwrap();
         assert_eq!(urls.iter().map(ToString::to_string).collect::<Vec<_>>(), ["http://a:1", "http://b:2"]);
         assert_eq!(parse_url("http://[::1]:5").unwrap().host(), "::1");
         assert_eq!(parse_url("unix://localhost:1").unwrap().scheme, "unix");

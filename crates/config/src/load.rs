@@ -138,7 +138,7 @@ where
     canonicalise(&mut settings, &mut notices)?;
     crate::config::check_bootstrap(&settings)?;
     let ignored = check_support(&settings, &mut notices)?;
-    let config = Config::from_settings(settings, ignored, &mut notices)?;
+    let config = Config::from_settings(settings, ignored, config_file.is_some(), &mut notices)?;
     Ok(Outcome::Run { config: Box::new(config), notices })
 }
 
@@ -207,7 +207,8 @@ fn parse_command_line(args: &[String]) -> Result<Parsed, ConfigError> {
 /// A flag's value from text, as etcd's flag type parses it; URL flags whose
 /// default is empty take an empty value (etcd's allowed exceptions).
 pub(crate) fn parse_value(flag: &Flag, text: &str) -> Result<Value, String> {
-    if flag.kind == Kind::Urls && text.is_empty() && flag.default.is_empty() {
+    // etcd's URL flags all allow the empty value (no URLs).
+    if flag.kind == Kind::Urls && text.is_empty() {
         return Ok(Value::Urls(Vec::new()));
     }
     flag.kind.parse(text)
@@ -229,13 +230,13 @@ fn apply_env(
             notices.push(Notice::warn(format!("cannot set special environment variable {key}={text}")));
             continue;
         }
-        if text.is_empty() {
-            continue;
-        }
         if settings.is_set(flag.name) {
             return Err(ConfigError::invalid(format!(
                 "conflicting environment variable {key:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)"
             )));
+        }
+        if text.is_empty() {
+            continue;
         }
         let value = parse_value(flag, text)
             .map_err(|err| ConfigError::invalid(format!("invalid value {text:?} for {key}: {err}")))?;
@@ -269,15 +270,10 @@ fn canonicalise(settings: &mut Settings, notices: &mut Vec<Notice>) -> Result<()
         notices.push(Notice::warn(format!("--{} is deprecated; use --{new_name} instead", flag.name)));
         settings.set(find(new_name).expect("replacements are in the table"), value);
     }
-    // etcd 3.4's --debug is --log-level=debug.
+    // etcd 3.4's --debug is --log-level=debug, whatever --log-level says.
     if let Some(Value::Bool(debug)) = settings.remove("debug") {
         notices.push(Notice::warn("--debug is deprecated; use --log-level=debug instead"));
         if debug {
-            if settings.is_set("log-level") {
-                return Err(ConfigError::invalid(
-                    "cannot set --debug and --log-level at the same time, please use --log-level only",
-                ));
-            }
             settings.set(find("log-level").expect("log-level is in the table"), Value::Str("debug".into()));
         }
     }

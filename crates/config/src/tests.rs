@@ -32,7 +32,7 @@ fn error(line: &str) -> ConfigError {
 /// `for flag -name: ` (or, for booleans, after `for -name: `).
 fn bad_value(kind: Kind) -> Option<(&'static str, &'static str)> {
     Some(match kind {
-        Kind::Bool | Kind::Legacy => ("maybe", "parse error"),
+        Kind::Bool => ("maybe", "parse error"),
         Kind::Uint => ("-1", "parse error"),
         Kind::Uint32 => ("abc", "strconv.ParseUint: parsing \"abc\": invalid syntax"),
         Kind::Int => ("1e3", "parse error"),
@@ -41,7 +41,7 @@ fn bad_value(kind: Kind) -> Option<(&'static str, &'static str)> {
         Kind::Choice(_) => ("bogus", "invalid value"),
         Kind::Choices(_) => ("bogus", "invalid value \"bogus\""),
         Kind::FeatureGates => ("Bogus=true", "unrecognized feature gate: Bogus"),
-        Kind::Str | Kind::Strings => return None,
+        Kind::Str | Kind::Strings | Kind::Legacy => return None,
     })
 }
 
@@ -541,4 +541,46 @@ fn configuration_doc_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
     let written = std::fs::read_to_string(path).unwrap_or_default();
     assert!(written == markdown(), "docs/configuration.md is stale: run `cargo xtask docs`");
+}
+
+/// Corners where etcd 3.4 was run beside Keel and behaved as asserted.
+#[test]
+fn corners_as_etcd() {
+    // etcd 2's ignored flags take any value.
+    config("--peer-heartbeat-interval=100 --snapshot=yes");
+    // Every URL flag may be empty; duplicates are one URL; schemes fold case.
+    assert!(config("--advertise-client-urls=").advertise_client_urls.is_empty());
+    let urls = config("--listen-client-urls=http://127.0.0.1:9,HTTP://127.0.0.1:9 --advertise-client-urls=http://a:1")
+        .listen_client_urls;
+    assert_eq!(urls.iter().map(ToString::to_string).collect::<Vec<_>>(), ["http://127.0.0.1:9"]);
+    // --debug wins over --log-level, with a warning.
+    assert_eq!(config("--debug --log-level=info").log_level, LogLevel::Debug);
+    // Empty entries of --initial-cluster are skipped.
+    assert_eq!(config("--initial-cluster=default=http://localhost:2380,,").initial_cluster.len(), 1);
+    // 0 means the default.
+    assert_eq!(config("--snapshot-count=0").snapshot_count, 10_000);
+    assert_eq!(config("--snapshot-count=1_000").snapshot_count, 1_000);
+    // Retention: a whole number or a duration, in either mode.
+    config("--auto-compaction-mode=revision --auto-compaction-retention=1h");
+    assert_eq!(
+        error("--auto-compaction-retention=-1"),
+        ConfigError::Invalid("error parsing CompactionRetention: time: missing unit in duration \"-1\"".into())
+    );
+    assert_eq!(
+        error("--name="),
+        ConfigError::Invalid("couldn't find local name \"\" in the initial cluster configuration".into())
+    );
+    assert!(matches!(error("--grpc-keepalive-interval=1.2.3s"), ConfigError::Syntax(_)));
+    // An empty variable still conflicts with its flag.
+    assert!(
+        matches!(run("--name a", &[("ETCD_NAME", "")]), Err(ConfigError::Invalid(m)) if m.starts_with("conflicting"))
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etcd.yml");
+    // etcd checks --advertise-client-urls only on the command line; the
+    // 3.5 socket-options map is read.
+    std::fs::write(&path, "listen-client-urls: http://127.0.0.1:9\nsocket-options:\n  reuse-port: true\n").unwrap();
+    let (config, _) = run(&format!("--config-file {}", path.display()), &[]).unwrap();
+    assert_eq!(config.ignored.iter().map(|entry| entry.flag).collect::<Vec<_>>(), ["socket-reuse-port"]);
 }

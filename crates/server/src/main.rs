@@ -27,7 +27,13 @@ fn main() -> std::process::ExitCode {
     }));
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let (config, notices) = match keel_config::load(std::env::args().skip(1), std::env::vars()) {
+    let Some(args) = std::env::args_os().skip(1).map(|arg| arg.into_string().ok()).collect::<Option<Vec<_>>>() else {
+        eprintln!("keel: error verifying flags, an argument is not valid UTF-8. See 'keel --help'.");
+        return std::process::ExitCode::FAILURE;
+    };
+    // Variables that are not UTF-8 cannot be etcd's; they are left alone.
+    let env = std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+    let (config, notices) = match keel_config::load(args, env) {
         Ok(Outcome::Run { config, notices }) => (config, notices),
         Ok(Outcome::Help) => {
             print!("{}", keel_config::help_text());
