@@ -69,6 +69,8 @@ pub struct Config {
     pub election_timeout: Duration,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    /// Refuse membership changes that would lose quorum.
+    pub strict_reconfig_check: bool,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub max_concurrent_streams: u32,
@@ -252,6 +254,7 @@ impl Config {
                 count => count,
             },
             snapshot_catchup_entries: uint("snapshot-catchup-entries"),
+            strict_reconfig_check: get("strict-reconfig-check") == Value::Bool(true),
             max_request_bytes: to_usize("max-request-bytes")?,
             max_txn_ops: to_usize("max-txn-ops")?,
             max_concurrent_streams: u32::try_from(uint("max-concurrent-streams")).unwrap_or(u32::MAX),

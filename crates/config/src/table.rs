@@ -563,7 +563,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["false"], would: "refuse membership changes that would lose quorum" },
+        support: Support::Implemented,
         usage: "Reject reconfiguration requests that would cause quorum loss.",
     },
     Flag {

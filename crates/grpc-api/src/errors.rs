@@ -31,6 +31,9 @@ const CORRUPT: (Code, &str) = (Code::DataLoss, "etcdserver: corrupt cluster");
 const MEMBER_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: member not found");
 const PEER_URL_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: Peer URLs already exists");
 const BAD_MEMBER_URLS: (Code, &str) = (Code::InvalidArgument, "etcdserver: given member URLs are invalid");
+const NOT_ENOUGH_STARTED: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members");
+const UNHEALTHY: (Code, &str) = (Code::Unavailable, "etcdserver: unhealthy cluster");
 const TOO_MANY_LEARNERS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: too many learner members in cluster");
 const MEMBER_NOT_LEARNER: (Code, &str) = (Code::FailedPrecondition, "etcdserver: can only promote a learner member");
 const BAD_LEADER_TRANSFEREE: (Code, &str) = (Code::FailedPrecondition, "etcdserver: bad leader transferee");
@@ -57,6 +60,8 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::NoLeader => status(NO_LEADER),
         NodeError::NotLeader => status(NOT_LEADER),
         NodeError::TooManyRequests => status(TOO_MANY_REQUESTS),
+        NodeError::NotEnoughStartedMembers => status(NOT_ENOUGH_STARTED),
+        NodeError::Unhealthy => status(UNHEALTHY),
         NodeError::MemberNotFound => status(MEMBER_NOT_FOUND),
         NodeError::PeerUrlExists => status(PEER_URL_EXISTS),
         NodeError::BadPeerUrls => status(BAD_MEMBER_URLS),

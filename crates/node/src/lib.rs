@@ -41,6 +41,14 @@ pub enum NodeError {
     BadPeerUrls,
     #[error("too many learner members in cluster")]
     TooManyLearners,
+    /// --strict-reconfig-check: the change would leave fewer started
+    /// members than a quorum.
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// --strict-reconfig-check: the leader has not been in touch with
+    /// enough members for long enough to risk a change.
+    #[error("unhealthy cluster")]
+    Unhealthy,
     #[error("can only promote a learner member")]
     MemberNotLearner,
     #[error("can only promote a learner member which is in sync with leader")]

@@ -82,6 +82,9 @@ pub struct MemberConfig {
     /// slow followers catch up without a snapshot (etcd's
     /// --experimental-snapshot-catchup-entries).
     pub snapshot_catchup_entries: u64,
+    /// Refuse membership changes that would lose quorum (etcd's
+    /// --strict-reconfig-check, on by default).
+    pub strict_reconfig_check: bool,
 }
 
 /// etcd's --initial-cluster-state.
@@ -109,6 +112,7 @@ impl MemberConfig {
             initial_cluster_state: ClusterState::New,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+            strict_reconfig_check: true,
         }
     }
 
@@ -674,6 +678,7 @@ impl Member {
         if is_learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
             return Err(NodeError::TooManyLearners);
         }
+        self.check_reconfig(Reconfig::Add { is_learner }, &members)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let member = EtcdMember {
             id: ids::added_member_id(&peer_urls, now),
@@ -689,6 +694,7 @@ impl Member {
     /// Removes a member (the leader included) through a configuration change.
     pub async fn member_remove(&self, id: u64) -> Result<Vec<EtcdMember>, NodeError> {
         let members = self.member_list(true).await?;
+        self.check_reconfig(Reconfig::Remove(id), &members)?;
         let member = members.into_iter().find(|m| m.id == id).ok_or(NodeError::MemberNotFound)?;
         self.change_membership(ConfChangeType::RemoveNode, member).await?;
         self.member_list(false).await
@@ -698,7 +704,7 @@ impl Member {
     /// its log holds at least 90% of the leader's).
     pub async fn member_promote(&self, id: u64) -> Result<Vec<EtcdMember>, NodeError> {
         let members = self.member_list(true).await?;
-        let mut member = members.into_iter().find(|m| m.id == id).ok_or(NodeError::MemberNotFound)?;
+        let mut member = members.iter().find(|m| m.id == id).cloned().ok_or(NodeError::MemberNotFound)?;
         if !member.is_learner {
             return Err(NodeError::MemberNotLearner);
         }
@@ -712,6 +718,7 @@ impl Member {
         if (learner_matched as f64) < leader_matched as f64 * LEARNER_READY_FRACTION {
             return Err(NodeError::LearnerNotReady);
         }
+        self.check_reconfig(Reconfig::Promote, &members)?;
         member.is_learner = false;
         self.change_membership(ConfChangeType::AddNode, member).await?;
         self.member_list(false).await
@@ -731,6 +738,64 @@ impl Member {
         let update = keel_proto::etcdserverpb::MemberUpdateRequest { id, peer_ur_ls: peer_urls };
         self.propose(Request::MemberUpdate(update)).await?;
         self.member_list(false).await
+    }
+
+    /// etcd's --strict-reconfig-check: a change must leave a quorum of
+    /// started (published) voting members, and the leader must have been in
+    /// touch with the members the change relies on for `HEALTH_INTERVAL`.
+    /// Only the leader hears from every member; a follower checks the
+    /// membership part (etcd's followers, in a full mesh, check both).
+    fn check_reconfig(&self, change: Reconfig, members: &[EtcdMember]) -> Result<(), NodeError> {
+        if !self.config.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters: Vec<&EtcdMember> = members.iter().filter(|m| !m.is_learner).collect();
+        let started = |m: &EtcdMember| !m.name.is_empty();
+        let ready = |nmembers: usize, nstarted: usize| nstarted > nmembers / 2;
+        let status = self.raft.status();
+        let leads = status.is_leader();
+        let healthy_since = std::time::Instant::now().checked_sub(HEALTH_INTERVAL);
+        let connected = |id: u64| {
+            id == self.member_id
+                || status.active_since(id).zip(healthy_since).is_some_and(|(since, limit)| since <= limit)
+        };
+        match change {
+            Reconfig::Add { is_learner } => {
+                let (nmembers, nstarted) = (voters.len() + 1, voters.iter().filter(|m| started(m)).count());
+                // etcd lets a lone started member take a second (a restore).
+                let restoring = nstarted == 1 && nmembers == 2;
+                if !(is_learner || restoring || ready(nmembers, nstarted)) {
+                    return Err(NodeError::NotEnoughStartedMembers);
+                }
+                if leads && !voters.iter().all(|m| connected(m.id)) {
+                    return Err(NodeError::Unhealthy);
+                }
+            }
+            Reconfig::Promote => {
+                let (nmembers, nstarted) = (voters.len() + 1, voters.iter().filter(|m| started(m)).count() + 1);
+                if !ready(nmembers, nstarted) {
+                    return Err(NodeError::NotEnoughStartedMembers);
+                }
+            }
+            Reconfig::Remove(id) => {
+                if !voters.iter().any(|m| m.id == id) {
+                    return Ok(()); // a learner, or unknown (refused later)
+                }
+                let rest: Vec<&&EtcdMember> = voters.iter().filter(|m| m.id != id).collect();
+                if !ready(rest.len(), rest.iter().filter(|m| started(m)).count()) {
+                    return Err(NodeError::NotEnoughStartedMembers);
+                }
+                // A member that is down is safe to remove: it is not part
+                // of the active quorum.
+                if leads && (id == self.member_id || status.active_since(id).is_some()) {
+                    let active = voters.iter().filter(|m| connected(m.id)).count();
+                    if active < 2 + (voters.len() - 1) / 2 {
+                        return Err(NodeError::Unhealthy);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Proposes a configuration change about `member` and waits until this
@@ -1040,6 +1105,18 @@ fn run_lease_expiry(
 
 /// etcd's maxLearners.
 const MAX_LEARNERS: usize = 1;
+
+/// How long the leader must have been in touch with members before a
+/// strict membership change relies on them (etcd's HealthInterval).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A membership change, for --strict-reconfig-check.
+#[derive(Clone, Copy)]
+enum Reconfig {
+    Add { is_learner: bool },
+    Promote,
+    Remove(u64),
+}
 
 /// etcd's maxGapBetweenApplyAndCommitIndex: proposals are refused ("too many
 /// requests") while the applier is more than this many entries behind.

@@ -8,6 +8,7 @@
 //! Batching: before each Ready the whole inbox is drained, so every proposal
 //! that arrived while the previous fsync was running rides the next one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -109,16 +110,38 @@ pub struct RaftStatus {
     commit: AtomicU64,
     last_index: AtomicU64,
     role: AtomicU8,
-    /// On the leader: each member's matched log index (others: empty).
-    matched: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// On the leader: each member's progress (others: empty).
+    progress: std::sync::Mutex<Vec<PeerProgress>>,
+}
+
+/// What the leader knows of one member.
+#[derive(Clone, Copy, Debug)]
+struct PeerProgress {
+    id: u64,
+    matched: u64,
+    /// Since when messages from it have kept arriving without a silence of
+    /// an election timeout; `None` while it is silent (or for the leader).
+    active_since: Option<Instant>,
 }
 
 impl RaftStatus {
     /// The highest log index the leader knows member `id` holds; `None` on a
     /// member that does not lead, or for an id raft does not track.
     pub fn matched(&self, id: u64) -> Option<u64> {
-        let matched = self.matched.lock().unwrap_or_else(|e| e.into_inner());
-        matched.iter().find(|(member, _)| *member == id).map(|(_, index)| *index)
+        self.peer(id).map(|peer| peer.matched)
+    }
+
+    /// On the leader: since when member `id` has been in touch without an
+    /// election timeout's silence (etcd's transport "active since");
+    /// `None` for a silent member, on a member that does not lead, and for
+    /// the leader itself.
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        self.peer(id).and_then(|peer| peer.active_since)
+    }
+
+    fn peer(&self, id: u64) -> Option<PeerProgress> {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.iter().find(|peer| peer.id == id).copied()
     }
     pub fn term(&self) -> u64 {
         self.term.load(Ordering::Acquire)
@@ -284,6 +307,8 @@ impl RaftNode {
             apply,
             status: status.clone(),
             tick_interval: config.tick_interval,
+            silence: config.tick_interval * config.election_ticks as u32,
+            contact: HashMap::new(),
             removed: false,
         };
         let thread = std::thread::Builder::new()
@@ -313,6 +338,10 @@ struct Driver {
     apply: Box<dyn Apply>,
     status: Arc<RaftStatus>,
     tick_interval: Duration,
+    /// No message for this long ends a peer's run of contact.
+    silence: Duration,
+    /// Per peer: (start of its current run of contact, last message).
+    contact: HashMap<u64, (Instant, Instant)>,
     /// A configuration change without this member was applied: raft-rs
     /// cannot go on (a leader that removed itself panics on its next
     /// append), and there is nothing left for this member to do.
@@ -392,6 +421,12 @@ impl Driver {
                 }
             }
             Command::Step(message) => {
+                let now = Instant::now();
+                let (since, last) = self.contact.entry(message.from).or_insert((now, now));
+                if now.duration_since(*last) > self.silence {
+                    *since = now;
+                }
+                *last = now;
                 if let Err(err) = self.raw.step(message) {
                     tracing::debug!(%err, "raft message ignored");
                 }
@@ -503,10 +538,21 @@ impl Driver {
         self.status.last_index.store(raft.raft_log.last_index(), Ordering::Release);
         self.status.role.store(raft.state as u8, Ordering::Release);
         // Runs after every Ready: refill in place rather than allocate.
-        let mut matched = self.status.matched.lock().unwrap_or_else(|e| e.into_inner());
-        matched.clear();
+        let mut peers = self.status.progress.lock().unwrap_or_else(|e| e.into_inner());
+        peers.clear();
         if raft.state == StateRole::Leader {
-            matched.extend(raft.prs().iter().map(|(id, progress)| (*id, progress.matched)));
+            let now = Instant::now();
+            peers.extend(raft.prs().iter().map(|(id, progress)| {
+                PeerProgress {
+                    id: *id,
+                    matched: progress.matched,
+                    active_since: self
+                        .contact
+                        .get(id)
+                        .filter(|(_, last)| now.duration_since(*last) <= self.silence)
+                        .map(|(since, _)| *since),
+                }
+            }));
         }
     }
 }

@@ -110,6 +110,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     member_config.lease_checkpoint_interval = config.lease_checkpoint_interval;
     member_config.snapshot_count = config.snapshot_count;
     member_config.snapshot_catchup_entries = config.snapshot_catchup_entries;
+    member_config.strict_reconfig_check = config.strict_reconfig_check;
     member_config.initial_cluster_state = match config.initial_cluster_state {
         ConfigClusterState::New => ClusterState::New,
         ConfigClusterState::Existing => ClusterState::Existing,

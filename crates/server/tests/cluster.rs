@@ -404,11 +404,18 @@ async fn a_learner_joins_is_promoted_and_the_leader_leaves_under_load() {
     let leader = leader_of(&cluster).await;
     let mut admin = ClusterClient::connect(cluster.member(leader).endpoint()).await.unwrap();
     let (slot, peer_url) = cluster.add_slot();
-    let added = admin
-        .member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.clone()], is_learner: true })
-        .await
-        .unwrap()
-        .into_inner();
+    // --strict-reconfig-check: the leader refuses until it has been in touch
+    // with every member for 5 s, as etcd's does.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let added = loop {
+        match admin.member_add(MemberAddRequest { peer_ur_ls: vec![peer_url.clone()], is_learner: true }).await {
+            Ok(added) => break added.into_inner(),
+            Err(status) if status.message() == "etcdserver: unhealthy cluster" && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(status) => panic!("member add: {status:?}"),
+        }
+    };
     let learner = added.member.unwrap();
     assert!(learner.is_learner && learner.name.is_empty());
     assert_eq!(added.members.len(), 4);
@@ -705,4 +712,35 @@ async fn an_isolated_leader_does_not_acknowledge_keep_alives() {
             assert!(answer.ttl <= 0, "an isolated leader acknowledged a keep-alive: {answer:?}")
         }
     }
+}
+
+/// --strict-reconfig-check (on by default, as in etcd): with one of three
+/// members down, adding a voter (four voters, two alive: no quorum) or
+/// removing a live one is refused; removing the one that is down is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_that_would_lose_quorum_are_refused() {
+    use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+    use keel_proto::etcdserverpb::{MemberAddRequest, MemberRemoveRequest};
+
+    let mut cluster = Cluster::start(3).await;
+    let leader = leader_of(&cluster).await;
+    let members = member_list(&cluster, leader).await;
+    let id_of = |i: usize| {
+        let endpoint = cluster.member(i).endpoint();
+        members.iter().find(|m| m.client_ur_ls.first() == Some(&endpoint)).unwrap().id
+    };
+    let (down, up) = ((leader + 1) % 3, (leader + 2) % 3);
+    let (down_id, up_id) = (id_of(down), id_of(up));
+    cluster.kill9(down);
+    // Past an election timeout of silence, the leader counts it as down.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut admin = ClusterClient::connect(cluster.member(leader).endpoint()).await.unwrap();
+    let add = MemberAddRequest { peer_ur_ls: vec!["http://127.0.0.1:9".into()], is_learner: false };
+    let refused = admin.member_add(add).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
+    let refused = admin.member_remove(MemberRemoveRequest { id: up_id }).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
+    let left = admin.member_remove(MemberRemoveRequest { id: down_id }).await.unwrap().into_inner();
+    assert_eq!(left.members.len(), 2, "the member that is down is safe to remove");
 }
