@@ -15,6 +15,8 @@ use rand::Rng;
 
 const ROUNDS: usize = 20;
 const WRITERS: usize = 8;
+/// Longer than any put takes on a live member (request timeout: 7 s).
+const CALL_LIMIT: Duration = Duration::from_secs(15);
 
 async fn start(dir: &std::path::Path) -> Keel {
     let flags = ["--snapshot-count", "100", "--snapshot-catchup-entries", "10"].map(String::from);
@@ -36,13 +38,22 @@ async fn acknowledged_puts_survive_kill_9() {
                 let acked = acked.clone();
                 let endpoint = keel.endpoint();
                 tokio::spawn(async move {
-                    let Ok(mut kv) = keel_proto::etcdserverpb::kv_client::KvClient::connect(endpoint).await else {
+                    // Bounded: once, a client call to the killed member stayed
+                    // pending with no socket left open and no timer (seen
+                    // once in eight runs; the cause is not found yet). A put
+                    // that never answers was not acknowledged, which is all
+                    // this test needs to know of it.
+                    let connect = keel_proto::etcdserverpb::kv_client::KvClient::connect(endpoint);
+                    let Ok(Ok(mut kv)) = tokio::time::timeout(CALL_LIMIT, connect).await else {
                         return;
                     };
                     for i in 0.. {
                         let key = format!("round{round:02}/writer{writer}/{i:06}").into_bytes();
                         let request = PutRequest { key: key.clone(), value: vec![b'v'; 64], ..Default::default() };
-                        match kv.put(request).await {
+                        let Ok(answer) = tokio::time::timeout(CALL_LIMIT, kv.put(request)).await else {
+                            return;
+                        };
+                        match answer {
                             Ok(response) => {
                                 let revision = response.into_inner().header.unwrap().revision;
                                 acked.lock().insert(key, revision);
