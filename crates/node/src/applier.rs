@@ -301,7 +301,9 @@ impl Applier {
                 }))
             }
             Some(Request::LeaseRevoke(revoke)) => {
-                fault_point("lease-revoke", &[revoke.id.to_string().as_bytes()]);
+                if cfg!(feature = "failpoints") {
+                    fault_point("lease-revoke", &[revoke.id.to_string().as_bytes()]);
+                }
                 let keys = self.lessor.lock().revoke(revoke.id).map_err(NodeError::Lease)?;
                 let outcome = self.kv.apply_lease_revoke(index, revoke.id, &keys).map_err(NodeError::Mvcc)?;
                 if !outcome.events.is_empty() {

@@ -571,7 +571,7 @@ impl Member {
     /// with `NotPrimary`, never forwarded again.
     pub async fn lease_renew_here(&self, cluster_id: u64, id: i64) -> Result<i64, NodeError> {
         self.check_cluster(cluster_id)?;
-        if self.lessor.lock().is_primary() {
+        if self.lessor_in_step().is_primary() {
             self.confirm_leadership().await?;
         }
         self.lessor_in_step().renew(id, Instant::now()).map_err(NodeError::Lease)
@@ -607,7 +607,7 @@ impl Member {
         use keel_lease_manager::LeaseError;
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         loop {
-            if confirm && self.lessor.lock().is_primary() {
+            if confirm && self.lessor_in_step().is_primary() {
                 match self.confirm_leadership().await {
                     // Demoted meanwhile: `here` refuses and the leader is asked.
                     Ok(()) | Err(NodeError::Lease(LeaseError::NotPrimary) | NodeError::NoLeader) => {}
@@ -672,13 +672,14 @@ impl Member {
     ) -> Result<(EtcdMember, Vec<EtcdMember>), NodeError> {
         check_peer_urls(&peer_urls)?;
         let members = self.member_list(true).await?;
+        // etcd checks quorum before the URL and learner limits.
+        self.check_reconfig(Reconfig::Add { is_learner }, &members)?;
         if members.iter().any(|m| m.peer_ur_ls.iter().any(|url| peer_urls.contains(url))) {
             return Err(NodeError::PeerUrlExists);
         }
         if is_learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
             return Err(NodeError::TooManyLearners);
         }
-        self.check_reconfig(Reconfig::Add { is_learner }, &members)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let member = EtcdMember {
             id: ids::added_member_id(&peer_urls, now),

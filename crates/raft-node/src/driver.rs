@@ -421,14 +421,18 @@ impl Driver {
                 }
             }
             Command::Step(message) => {
-                let now = Instant::now();
-                let (since, last) = self.contact.entry(message.from).or_insert((now, now));
-                if now.duration_since(*last) > self.silence {
-                    *since = now;
-                }
-                *last = now;
-                if let Err(err) = self.raw.step(message) {
-                    tracing::debug!(%err, "raft message ignored");
+                let from = message.from;
+                match self.raw.step(message) {
+                    // Only messages raft took count as contact.
+                    Ok(()) => {
+                        let now = Instant::now();
+                        let (since, last) = self.contact.entry(from).or_insert((now, now));
+                        if now.duration_since(*last) > self.silence {
+                            *since = now;
+                        }
+                        *last = now;
+                    }
+                    Err(err) => tracing::debug!(%err, "raft message ignored"),
                 }
             }
             Command::ProposeConfChange { tag, change } => {

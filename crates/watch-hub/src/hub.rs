@@ -246,9 +246,13 @@ impl WatchHub {
         // keys is one revision): positions grouped by key in one pass, and a
         // key-sorted order that each range group searches instead of scans.
         if !st.synced.singles.is_empty() {
+            // Only keys someone watches are grouped.
             let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::new();
             for (i, event) in all.iter().enumerate() {
-                by_key.entry(event_key(event)).or_default().push(i);
+                let key = event_key(event);
+                if st.synced.singles.contains_key(key) {
+                    by_key.entry(key).or_default().push(i);
+                }
             }
             for (key, subset) in &by_key {
                 if let Some(group) = st.synced.singles.get(*key) {
