@@ -8,7 +8,8 @@ use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
 use keel_proto::keelpb::{
     ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer,
-    LeaseTimeToLiveForward, RaftBatch, RaftBatchAck, SnapshotAck, SnapshotChunk,
+    LeaseTimeToLiveForward, PeerActive, PeerActivityAnswer, PeerActivityRequest, RaftBatch, RaftBatchAck, SnapshotAck,
+    SnapshotChunk,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -67,6 +68,21 @@ impl RaftPeer for PeerService {
         let (cluster_id, members) =
             self.member.cluster_info().map_err(|err| Status::new(Code::Unavailable, err.to_string()))?;
         Ok(Response::new(ClusterInfoAnswer { cluster_id, members }))
+    }
+
+    async fn peer_activity(
+        &self,
+        request: Request<PeerActivityRequest>,
+    ) -> Result<Response<PeerActivityAnswer>, Status> {
+        let active = self.member.peer_activity_here(request.into_inner().cluster_id).map_err(|err| match err {
+            NodeError::NotLeader => Status::new(Code::FailedPrecondition, err.to_string()),
+            other => Status::new(Code::Unavailable, other.to_string()),
+        })?;
+        let active = active
+            .into_iter()
+            .map(|(id, for_)| PeerActive { id, active_for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX) })
+            .collect();
+        Ok(Response::new(PeerActivityAnswer { active }))
     }
 
     async fn lease_renew(&self, request: Request<LeaseRenewForward>) -> Result<Response<LeaseRenewed>, Status> {

@@ -673,7 +673,7 @@ impl Member {
         check_peer_urls(&peer_urls)?;
         let members = self.member_list(true).await?;
         // etcd checks quorum before the URL and learner limits.
-        self.check_reconfig(Reconfig::Add { is_learner }, &members)?;
+        self.check_reconfig(Reconfig::Add { is_learner }, &members).await?;
         if members.iter().any(|m| m.peer_ur_ls.iter().any(|url| peer_urls.contains(url))) {
             return Err(NodeError::PeerUrlExists);
         }
@@ -695,7 +695,7 @@ impl Member {
     /// Removes a member (the leader included) through a configuration change.
     pub async fn member_remove(&self, id: u64) -> Result<Vec<EtcdMember>, NodeError> {
         let members = self.member_list(true).await?;
-        self.check_reconfig(Reconfig::Remove(id), &members)?;
+        self.check_reconfig(Reconfig::Remove(id), &members).await?;
         let member = members.into_iter().find(|m| m.id == id).ok_or(NodeError::MemberNotFound)?;
         self.change_membership(ConfChangeType::RemoveNode, member).await?;
         self.member_list(false).await
@@ -719,7 +719,7 @@ impl Member {
         if (learner_matched as f64) < leader_matched as f64 * LEARNER_READY_FRACTION {
             return Err(NodeError::LearnerNotReady);
         }
-        self.check_reconfig(Reconfig::Promote, &members)?;
+        self.check_reconfig(Reconfig::Promote, &members).await?;
         member.is_learner = false;
         self.change_membership(ConfChangeType::AddNode, member).await?;
         self.member_list(false).await
@@ -742,24 +742,17 @@ impl Member {
     }
 
     /// etcd's --strict-reconfig-check: a change must leave a quorum of
-    /// started (published) voting members, and the leader must have been in
-    /// touch with the members the change relies on for `HEALTH_INTERVAL`.
-    /// Only the leader hears from every member; a follower checks the
-    /// membership part (etcd's followers, in a full mesh, check both).
-    fn check_reconfig(&self, change: Reconfig, members: &[EtcdMember]) -> Result<(), NodeError> {
+    /// started (published) voting members, and the members the change relies
+    /// on must have been in touch for `HEALTH_INTERVAL`. Only the leader hears
+    /// from every member, so a follower asks it (etcd's members, a full
+    /// mesh, each judge for themselves).
+    async fn check_reconfig(&self, change: Reconfig, members: &[EtcdMember]) -> Result<(), NodeError> {
         if !self.config.strict_reconfig_check {
             return Ok(());
         }
         let voters: Vec<&EtcdMember> = members.iter().filter(|m| !m.is_learner).collect();
         let started = |m: &EtcdMember| !m.name.is_empty();
         let ready = |nmembers: usize, nstarted: usize| nstarted > nmembers / 2;
-        let status = self.raft.status();
-        let leads = status.is_leader();
-        let healthy_since = std::time::Instant::now().checked_sub(HEALTH_INTERVAL);
-        let connected = |id: u64| {
-            id == self.member_id
-                || status.active_since(id).zip(healthy_since).is_some_and(|(since, limit)| since <= limit)
-        };
         match change {
             Reconfig::Add { is_learner } => {
                 let (nmembers, nstarted) = (voters.len() + 1, voters.iter().filter(|m| started(m)).count());
@@ -768,7 +761,10 @@ impl Member {
                 if !(is_learner || restoring || ready(nmembers, nstarted)) {
                     return Err(NodeError::NotEnoughStartedMembers);
                 }
-                if leads && !voters.iter().all(|m| connected(m.id)) {
+                let (judge, active) = self.peer_activity().await?;
+                let connected =
+                    |id: u64| id == judge || active.iter().any(|(peer, for_)| *peer == id && *for_ >= HEALTH_INTERVAL);
+                if !voters.iter().all(|m| connected(m.id)) {
                     return Err(NodeError::Unhealthy);
                 }
             }
@@ -786,17 +782,48 @@ impl Member {
                 if !ready(rest.len(), rest.iter().filter(|m| started(m)).count()) {
                     return Err(NodeError::NotEnoughStartedMembers);
                 }
+                let (judge, active) = self.peer_activity().await?;
                 // A member that is down is safe to remove: it is not part
                 // of the active quorum.
-                if leads && (id == self.member_id || status.active_since(id).is_some()) {
-                    let active = voters.iter().filter(|m| connected(m.id)).count();
-                    if active < 2 + (voters.len() - 1) / 2 {
-                        return Err(NodeError::Unhealthy);
-                    }
+                if id != judge && !active.iter().any(|(peer, _)| *peer == id) {
+                    return Ok(());
+                }
+                let connected =
+                    |id: u64| id == judge || active.iter().any(|(peer, for_)| *peer == id && *for_ >= HEALTH_INTERVAL);
+                let in_touch = voters.iter().filter(|m| connected(m.id)).count();
+                if in_touch < 2 + (voters.len() - 1) / 2 {
+                    return Err(NodeError::Unhealthy);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The leader's id, and how long each member has been in touch with it.
+    async fn peer_activity(&self) -> Result<(u64, Vec<(u64, Duration)>), NodeError> {
+        if self.raft.status().is_leader() {
+            return Ok((self.member_id, self.active_peers()));
+        }
+        match self.raft.status().leader() {
+            0 => Err(NodeError::NoLeader),
+            // A leader that cannot be asked is no healthy cluster to change.
+            leader => Ok((leader, self.leader_peers.peer_activity(leader).await.map_err(|_| NodeError::Unhealthy)?)),
+        }
+    }
+
+    fn active_peers(&self) -> Vec<(u64, Duration)> {
+        let now = std::time::Instant::now();
+        self.raft.status().active_peers().into_iter().map(|(id, since)| (id, now.duration_since(since))).collect()
+    }
+
+    /// Another member asks the leader's view (`peer_activity`): refused with
+    /// `NotLeader` unless this member leads.
+    pub fn peer_activity_here(&self, cluster_id: u64) -> Result<Vec<(u64, Duration)>, NodeError> {
+        self.check_cluster(cluster_id)?;
+        if !self.raft.status().is_leader() {
+            return Err(NodeError::NotLeader);
+        }
+        Ok(self.active_peers())
     }
 
     /// Proposes a configuration change about `member` and waits until this

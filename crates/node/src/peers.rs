@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use keel_lease_manager::{LeaseError, TimeToLive};
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
-use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, RaftBatch};
+use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, PeerActivityRequest, RaftBatch};
 use keel_raft_node::{Message, MessageType, Transport};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -323,6 +323,13 @@ impl PeerClients {
         let request = LeaseRenewForward { cluster_id: self.cluster_id, id };
         let answer = self.client(leader)?.lease_renew(request).await.map_err(forwarding_error)?;
         Ok(answer.into_inner().ttl)
+    }
+
+    /// The leader's view of how long each member has been in touch.
+    pub(crate) async fn peer_activity(&self, leader: u64) -> Result<Vec<(u64, Duration)>, NodeError> {
+        let request = PeerActivityRequest { cluster_id: self.cluster_id };
+        let answer = self.client(leader)?.peer_activity(request).await.map_err(forwarding_error)?.into_inner();
+        Ok(answer.active.into_iter().map(|peer| (peer.id, Duration::from_millis(peer.active_for_ms))).collect())
     }
 
     pub(crate) async fn time_to_live(&self, leader: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {

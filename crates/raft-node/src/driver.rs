@@ -139,6 +139,12 @@ impl RaftStatus {
         self.peer(id).and_then(|peer| peer.active_since)
     }
 
+    /// On the leader: each member in touch, and since when.
+    pub fn active_peers(&self) -> Vec<(u64, Instant)> {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        progress.iter().filter_map(|peer| Some((peer.id, peer.active_since?))).collect()
+    }
+
     fn peer(&self, id: u64) -> Option<PeerProgress> {
         let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         progress.iter().find(|peer| peer.id == id).copied()

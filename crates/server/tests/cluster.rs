@@ -716,7 +716,8 @@ async fn an_isolated_leader_does_not_acknowledge_keep_alives() {
 
 /// --strict-reconfig-check (on by default, as in etcd): with one of three
 /// members down, adding a voter (four voters, two alive: no quorum) or
-/// removing a live one is refused; removing the one that is down is fine.
+/// removing a live one is refused, through the leader or a follower;
+/// removing the one that is down is fine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_changes_that_would_lose_quorum_are_refused() {
     use keel_proto::etcdserverpb::cluster_client::ClusterClient;
@@ -737,7 +738,13 @@ async fn membership_changes_that_would_lose_quorum_are_refused() {
 
     let mut admin = ClusterClient::connect(cluster.member(leader).endpoint()).await.unwrap();
     let add = MemberAddRequest { peer_ur_ls: vec!["http://127.0.0.1:9".into()], is_learner: false };
-    let refused = admin.member_add(add).await.unwrap_err();
+    let refused = admin.member_add(add.clone()).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
+    // A follower does not hear from the other members: it asks the leader.
+    let mut via_follower = ClusterClient::connect(cluster.member(up).endpoint()).await.unwrap();
+    let refused = via_follower.member_add(add).await.unwrap_err();
+    assert_eq!(refused.message(), "etcdserver: unhealthy cluster", "refused through a follower too");
+    let refused = via_follower.member_remove(MemberRemoveRequest { id: up_id }).await.unwrap_err();
     assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
     let refused = admin.member_remove(MemberRemoveRequest { id: up_id }).await.unwrap_err();
     assert_eq!(refused.message(), "etcdserver: unhealthy cluster");
