@@ -73,14 +73,9 @@ fn check_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), Status> {
     }
 }
 
-/// A deleted key range: `[key, end)`, or the single key when `end` is empty.
-struct Deleted {
-    key: Vec<u8>,
-    end: Vec<u8>,
-}
-
 /// The keys a branch deletes, for membership tests in logarithmic time:
-/// single keys hashed, ranges merged into disjoint sorted intervals.
+/// single keys hashed, ranges `[start, end)` kept merged into disjoint
+/// sorted intervals.
 #[derive(Default)]
 struct DeletedKeys {
     singles: HashSet<Vec<u8>>,
@@ -88,19 +83,45 @@ struct DeletedKeys {
 }
 
 impl DeletedKeys {
-    fn new(deleted: &[Deleted]) -> Self {
-        let mut singles = HashSet::new();
-        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        for d in deleted {
-            if d.end.is_empty() {
-                singles.insert(d.key.clone());
-            } else if d.key < d.end {
-                ranges.push((d.key.clone(), d.end.clone()));
+    /// The deletes among `ops` (a `range_end` at or below the key deletes
+    /// nothing, as etcd's interval tree has it).
+    fn of(ops: &[RequestOp]) -> Self {
+        let mut deleted = DeletedKeys::default();
+        for op in ops {
+            let Some(Request::RequestDeleteRange(d)) = &op.request else { continue };
+            if d.range_end.is_empty() {
+                deleted.singles.insert(d.key.clone());
+            } else if d.key < d.range_end {
+                deleted.ranges.push((d.key.clone(), d.range_end.clone()));
             }
         }
-        ranges.sort();
-        let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges {
+        deleted.ranges.sort();
+        deleted.coalesce();
+        deleted
+    }
+
+    /// Adds `other`'s keys: one merge of two sorted lists.
+    fn union(&mut self, other: DeletedKeys) {
+        self.singles.extend(other.singles);
+        if other.ranges.is_empty() {
+            return;
+        }
+        let mut merged = Vec::with_capacity(self.ranges.len() + other.ranges.len());
+        let (mut mine, mut theirs) =
+            (std::mem::take(&mut self.ranges).into_iter().peekable(), other.ranges.into_iter().peekable());
+        while let (Some(a), Some(b)) = (mine.peek(), theirs.peek()) {
+            merged.push(if a <= b { mine.next() } else { theirs.next() }.expect("peeked"));
+        }
+        merged.extend(mine);
+        merged.extend(theirs);
+        self.ranges = merged;
+        self.coalesce();
+    }
+
+    /// Merges overlapping and adjacent ranges of the sorted list.
+    fn coalesce(&mut self) {
+        let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(self.ranges.len());
+        for (start, end) in std::mem::take(&mut self.ranges) {
             match merged.last_mut() {
                 Some((_, last_end)) if start <= *last_end => {
                     if end > *last_end {
@@ -110,7 +131,7 @@ impl DeletedKeys {
                 _ => merged.push((start, end)),
             }
         }
-        DeletedKeys { singles, ranges: merged }
+        self.ranges = merged;
     }
 
     fn contains(&self, key: &[u8]) -> bool {
@@ -124,15 +145,8 @@ impl DeletedKeys {
 
 /// etcd's `checkIntervals`: within one branch a key may be put at most once
 /// and not also deleted; the two branches of a nested txn exclude each other.
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), Status> {
-    let mut deletes: Vec<Deleted> = ops
-        .iter()
-        .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some(Deleted { key: d.key.clone(), end: d.range_end.clone() }),
-            _ => None,
-        })
-        .collect();
-    let mut deleted = DeletedKeys::new(&deletes);
+fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, DeletedKeys), Status> {
+    let mut deleted = DeletedKeys::of(ops);
     let mut puts: HashSet<Vec<u8>> = HashSet::new();
     for op in ops {
         let Some(Request::RequestTxn(txn)) = &op.request else { continue };
@@ -150,11 +164,8 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
             }
             puts.insert(key);
         }
-        if !deletes_then.is_empty() || !deletes_else.is_empty() {
-            deletes.extend(deletes_then);
-            deletes.extend(deletes_else);
-            deleted = DeletedKeys::new(&deletes);
-        }
+        deleted.union(deletes_then);
+        deleted.union(deletes_else);
     }
     for op in ops {
         let Some(Request::RequestPut(put)) = &op.request else { continue };
@@ -163,7 +174,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>)
         }
         puts.insert(put.key.clone());
     }
-    Ok((puts, deletes))
+    Ok((puts, deleted))
 }
 
 #[cfg(test)]
@@ -240,22 +251,24 @@ mod tests {
     /// range gives, for overlapping, nested and adjacent ranges.
     #[test]
     fn deleted_key_lookups_match_a_scan() {
-        let deleted: Vec<Deleted> = [("b", "d"), ("c", "f"), ("h", "i"), ("i", "k"), ("m", ""), ("p", "p"), ("x", "z")]
-            .iter()
-            .map(|(key, end)| Deleted { key: key.as_bytes().to_vec(), end: end.as_bytes().to_vec() })
-            .collect();
-        let index = DeletedKeys::new(&deleted);
+        let pairs = [("b", "d"), ("c", "f"), ("h", "i"), ("i", "k"), ("m", ""), ("p", "p"), ("x", "z")];
+        let ops: Vec<RequestOp> = pairs.iter().map(|(key, end)| delete(key, end)).collect();
         let scan = |key: &[u8]| {
-            deleted.iter().any(|d| {
-                if d.end.is_empty() {
-                    d.key == key
+            pairs.iter().any(|(start, end)| {
+                if end.is_empty() {
+                    start.as_bytes() == key
                 } else {
-                    d.key.as_slice() <= key && key < d.end.as_slice()
+                    start.as_bytes() <= key && key < end.as_bytes()
                 }
             })
         };
+        // Built at once, and as the union of two halves (as nested txns are).
+        let whole = DeletedKeys::of(&ops);
+        let mut halves = DeletedKeys::of(&ops[..3]);
+        halves.union(DeletedKeys::of(&ops[3..]));
         for key in ["a", "b", "bz", "c", "e", "f", "g", "h", "i", "j", "k", "m", "ma", "p", "w", "x", "y", "z", "zz"] {
-            assert_eq!(index.contains(key.as_bytes()), scan(key.as_bytes()), "{key}");
+            assert_eq!(whole.contains(key.as_bytes()), scan(key.as_bytes()), "{key}");
+            assert_eq!(halves.contains(key.as_bytes()), scan(key.as_bytes()), "{key} (union)");
         }
     }
 

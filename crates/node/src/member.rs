@@ -544,9 +544,9 @@ impl Member {
     /// A keep-alive: the lease's deadline moves to now + TTL; returns the TTL.
     /// Only the leader's lease manager keeps time, so on any other member (or
     /// on a leader still applying earlier terms) it is forwarded to the
-    /// leader, and retried until the request timeout, as etcd does.
-    /// A keep-alive. The lease primary acknowledges one only once a read
-    /// index confirms it still leads (etcd#15247): a leader cut off from
+    /// leader, and retried until the request timeout, as etcd does. The
+    /// primary acknowledges only once a read index confirms it still leads
+    /// (etcd#15247): a leader cut off from
     /// the others goes on believing it leads until check-quorum demotes it,
     /// while a new leader may already have expired the lease.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
@@ -761,10 +761,8 @@ impl Member {
                 if !(is_learner || restoring || ready(nmembers, nstarted)) {
                     return Err(NodeError::NotEnoughStartedMembers);
                 }
-                let (judge, active) = self.peer_activity().await?;
-                let connected =
-                    |id: u64| id == judge || active.iter().any(|(peer, for_)| *peer == id && *for_ >= HEALTH_INTERVAL);
-                if !voters.iter().all(|m| connected(m.id)) {
+                let activity = self.peer_activity().await?;
+                if !voters.iter().all(|m| activity.healthy(m.id)) {
                     return Err(NodeError::Unhealthy);
                 }
             }
@@ -782,15 +780,13 @@ impl Member {
                 if !ready(rest.len(), rest.iter().filter(|m| started(m)).count()) {
                     return Err(NodeError::NotEnoughStartedMembers);
                 }
-                let (judge, active) = self.peer_activity().await?;
+                let activity = self.peer_activity().await?;
                 // A member that is down is safe to remove: it is not part
                 // of the active quorum.
-                if id != judge && !active.iter().any(|(peer, _)| *peer == id) {
+                if activity.silent(id) {
                     return Ok(());
                 }
-                let connected =
-                    |id: u64| id == judge || active.iter().any(|(peer, for_)| *peer == id && *for_ >= HEALTH_INTERVAL);
-                let in_touch = voters.iter().filter(|m| connected(m.id)).count();
+                let in_touch = voters.iter().filter(|m| activity.healthy(m.id)).count();
                 if in_touch < 2 + (voters.len() - 1) / 2 {
                     return Err(NodeError::Unhealthy);
                 }
@@ -799,15 +795,18 @@ impl Member {
         Ok(())
     }
 
-    /// The leader's id, and how long each member has been in touch with it.
-    async fn peer_activity(&self) -> Result<(u64, Vec<(u64, Duration)>), NodeError> {
+    /// The leader's view of how long each member has been in touch with it.
+    async fn peer_activity(&self) -> Result<PeerActivity, NodeError> {
         if self.raft.status().is_leader() {
-            return Ok((self.member_id, self.active_peers()));
+            return Ok(PeerActivity { leader: self.member_id, active: self.active_peers() });
         }
         match self.raft.status().leader() {
             0 => Err(NodeError::NoLeader),
             // A leader that cannot be asked is no healthy cluster to change.
-            leader => Ok((leader, self.leader_peers.peer_activity(leader).await.map_err(|_| NodeError::Unhealthy)?)),
+            leader => {
+                let active = self.leader_peers.peer_activity(leader).await.map_err(|_| NodeError::Unhealthy)?;
+                Ok(PeerActivity { leader, active })
+            }
         }
     }
 
@@ -1137,6 +1136,26 @@ const MAX_LEARNERS: usize = 1;
 /// How long the leader must have been in touch with members before a
 /// strict membership change relies on them (etcd's HealthInterval).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The leader's view of its members, for --strict-reconfig-check: the
+/// members in touch with it, and for how long.
+struct PeerActivity {
+    leader: u64,
+    active: Vec<(u64, Duration)>,
+}
+
+impl PeerActivity {
+    /// In touch for `HEALTH_INTERVAL` (etcd's numConnectedSince); the leader
+    /// counts itself.
+    fn healthy(&self, id: u64) -> bool {
+        id == self.leader || self.active.iter().any(|(peer, since)| *peer == id && *since >= HEALTH_INTERVAL)
+    }
+
+    /// Not in touch at all (etcd's zero ActiveSince).
+    fn silent(&self, id: u64) -> bool {
+        id != self.leader && !self.active.iter().any(|(peer, _)| *peer == id)
+    }
+}
 
 /// A membership change, for --strict-reconfig-check.
 #[derive(Clone, Copy)]
