@@ -60,9 +60,10 @@ impl Session {
     }
 }
 
-/// The id in etcdctl 3.4's answer to `member add`: `Member <hex> added to cluster <hex>`.
+/// The id in etcdctl 3.4's answer to `member add`: `Member <hex> added to cluster <hex>`,
+/// each id padded to 16 columns (`%16x`).
 fn added_member_id(stdout: &str) -> Option<u64> {
-    let rest = stdout.lines().next()?.strip_prefix("Member ")?;
+    let rest = stdout.lines().next()?.strip_prefix("Member ")?.trim_start();
     let (hex, tail) = rest.split_once(' ')?;
     tail.starts_with("added to cluster ").then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
@@ -136,6 +137,9 @@ mod tests {
         assert_eq!(session.capture("m", out), Some(0x6c2a_6b19_a1a2_f71e));
         assert_eq!(session.substitute("member remove {m}"), "member remove 6c2a6b19a1a2f71e");
         assert_eq!(session.capture("n", "Member 1 removed from cluster 2\n"), None);
+        // One id in 16 has 15 hex digits; etcdctl pads it.
+        let padded = "Member  891d7decfa1297d added to cluster 79f7080e84bf7de1\n";
+        assert_eq!(session.capture("p", padded), Some(0x891_d7de_cfa1_297d));
     }
 
     #[test]
