@@ -9,6 +9,8 @@
 //!   runs (see [`bench`]).
 //! - `cargo xtask cluster up|down|status`: a local cluster on loopback (see [`cluster`]).
 //! - `cargo xtask docs`: regenerate `docs/configuration.md` from the flag table in `keel-config`.
+//! - `cargo xtask simulate --seeds N [--first F] | --seed S`: simulated clusters under faults
+//!   (`keel-sim`, release build); `cargo xtask test` runs a hundred seeds as a test.
 
 mod bench;
 mod cargo;
@@ -44,6 +46,16 @@ enum Command {
     Cluster(cluster::Cluster),
     /// Regenerate docs/configuration.md from the flag table (a test fails while it is stale).
     Docs,
+    /// Deterministic cluster simulation over many seeds (`--seeds N`, `--first F`), or one (`--seed S`).
+    Simulate {
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Replay one seed, printing what happened.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +66,7 @@ fn main() -> ExitCode {
         Command::Bench(bench) => bench::run(bench),
         Command::Cluster(command) => cluster::run(command),
         Command::Docs => docs(),
+        Command::Simulate { seeds, first, seed } => simulate(seeds, first, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +111,19 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     }
     compat::run(compat_opts)?;
     bench_smoke()
+}
+
+fn simulate(seeds: u64, first: u64, seed: Option<u64>) -> Result<()> {
+    let sim = cargo::build_release_bin("keel-sim")?;
+    let mut command = std::process::Command::new(sim);
+    match seed {
+        Some(seed) => command.args(["--seed", &seed.to_string()]),
+        None => command.args(["--seeds", &seeds.to_string(), "--first", &first.to_string()]),
+    };
+    if !command.status()?.success() {
+        bail!("some seeds failed");
+    }
+    Ok(())
 }
 
 fn docs() -> Result<()> {

@@ -11,7 +11,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
-mod peer;
+
 mod recipes;
 mod validate;
 mod watch;
@@ -34,11 +34,11 @@ use tonic::transport::server::TcpIncoming;
 
 pub use cluster::ClusterService;
 pub use election::ElectionService;
+pub use keel_node::PeerService;
 pub use kv::KvService;
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
-pub use peer::PeerService;
 pub use watch::WatchService;
 
 /// etcd lets gRPC messages exceed --max-request-bytes by this much, so an

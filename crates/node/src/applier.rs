@@ -6,69 +6,37 @@
 //! read index is only safe to serve once everything up to it is applied, and
 //! this thread is the one that knows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::Instant;
 
 use keel_lease_manager::Lessor;
-use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest, WriteResponse};
+use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest};
 use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::failpoints::fault_point;
-use keel_raft_node::{Apply, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
+use keel_raft_node::{Apply, Clock, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
-use tokio::sync::oneshot;
 
 use crate::lease_clock::LeaseClock;
-use crate::peers::PeerSet;
+use crate::peer::PeerLinks;
+use crate::proposals::{Applied, Waiters};
 use crate::NodeError;
 
-/// What applying one proposal produced for the client waiting for it.
-pub(crate) enum Applied {
-    Kv(WriteResponse),
-    LeaseGrant(LeaseGrantResponse),
-    LeaseRevoke(LeaseRevokeResponse),
-    /// Bookkeeping no client waits for an answer to: a member's published
-    /// attributes, lease checkpoints.
-    Internal,
-}
-
-pub(crate) type WriteReply = oneshot::Sender<Result<Applied, NodeError>>;
-pub(crate) type ReadReply = oneshot::Sender<Result<(), NodeError>>;
-
-/// Clients of this member waiting for their proposal or read to come back.
-#[derive(Default)]
-pub(crate) struct Waiters {
-    writes: Mutex<HashMap<u64, WriteReply>>,
-    reads: Mutex<HashMap<u64, ReadReply>>,
-}
-
-impl Waiters {
-    pub(crate) fn wait_write(&self, tag: u64, reply: WriteReply) {
-        self.writes.lock().insert(tag, reply);
-    }
-    pub(crate) fn wait_read(&self, tag: u64, reply: ReadReply) {
-        self.reads.lock().insert(tag, reply);
-    }
-    pub(crate) fn forget(&self, tag: u64) {
-        self.writes.lock().remove(&tag);
-        self.reads.lock().remove(&tag);
-    }
-    /// Gives the read waiting under `tag`, if any, its outcome.
-    pub(crate) fn answer_read(&self, tag: u64, outcome: Result<(), NodeError>) {
-        if let Some(reply) = self.reads.lock().remove(&tag) {
-            let _ = reply.send(outcome);
-        }
-    }
-}
+/// Batches of raft's output waiting for the applier thread, at most. When
+/// the applier falls this far behind, the raft thread waits for it (as
+/// etcd's raft loop waits on its apply channel) instead of queueing without
+/// bound; proposals are refused long before ("too many requests").
+const APPLY_QUEUE: usize = 1024;
 
 pub(crate) enum ApplyEvent {
+    /// A peer said this member was removed from the cluster.
+    Removed,
     Committed(Vec<Entry>),
     ReadStates(Vec<ReadState>),
     Dropped(u64),
@@ -76,8 +44,16 @@ pub(crate) enum ApplyEvent {
     InstallSnapshot(Snapshot, std::sync::mpsc::Sender<Result<(), String>>),
 }
 
-/// The raft thread's side: forwards to the applier thread without blocking.
-pub(crate) struct ApplySender(pub(crate) Sender<ApplyEvent>);
+/// The raft thread's side of an applier on its own thread.
+pub(crate) struct ApplySender(SyncSender<ApplyEvent>);
+
+impl ApplySender {
+    /// The raft loop's end of an applier's queue, and the applier's end.
+    pub(crate) fn channel() -> (ApplySender, Receiver<ApplyEvent>) {
+        let (events_tx, events_rx) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
+        (ApplySender(events_tx), events_rx)
+    }
+}
 
 impl Apply for ApplySender {
     fn committed(&mut self, entries: Vec<Entry>) {
@@ -92,12 +68,40 @@ impl Apply for ApplySender {
     fn snapshot_wanted(&mut self) {
         let _ = self.0.send(ApplyEvent::SnapshotWanted);
     }
+    fn removed(&mut self) {
+        let _ = self.0.send(ApplyEvent::Removed);
+    }
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         // Everything committed before the snapshot is queued ahead of it, so
         // the applier installs it in log order; raft waits for the outcome.
         let (done, outcome) = std::sync::mpsc::channel();
         self.0.send(ApplyEvent::InstallSnapshot(snapshot.clone(), done)).map_err(|_| "applier stopped".to_string())?;
         outcome.recv().map_err(|_| "applier stopped".to_string())?
+    }
+}
+
+/// The applier driven by the raft loop itself, without a thread of its own
+/// (a simulation steps both in turn).
+impl Apply for Applier {
+    fn committed(&mut self, entries: Vec<Entry>) {
+        self.handle(ApplyEvent::Committed(entries));
+    }
+    fn read_states(&mut self, states: Vec<ReadState>) {
+        self.handle(ApplyEvent::ReadStates(states));
+    }
+    fn dropped(&mut self, tag: u64) {
+        self.handle(ApplyEvent::Dropped(tag));
+    }
+    fn snapshot_wanted(&mut self) {
+        self.handle(ApplyEvent::SnapshotWanted);
+    }
+    fn removed(&mut self) {
+        self.handle(ApplyEvent::Removed);
+    }
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let outcome = Applier::install_snapshot(self, snapshot);
+        self.release_reads();
+        outcome.map_err(|e| e.to_string())
     }
 }
 
@@ -136,6 +140,7 @@ pub(crate) struct Applier {
     pub(crate) applied: Arc<AtomicU64>,
     /// Told of every revision once it is in the store.
     pub(crate) watches: Arc<WatchHub>,
+    clock: Arc<dyn Clock>,
     /// Told when a term's opening entry is applied (lease promotion).
     lease_clock: Option<Arc<LeaseClock>>,
     /// Who to tell about configuration changes.
@@ -152,6 +157,7 @@ impl Applier {
         waiters: Arc<Waiters>,
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Applier {
             kv,
@@ -159,6 +165,7 @@ impl Applier {
             waiters,
             applied,
             watches,
+            clock,
             lease_clock: None,
             membership: None,
             snapshots: None,
@@ -181,51 +188,66 @@ impl Applier {
         self
     }
 
-    pub(crate) fn run(mut self, events: Receiver<ApplyEvent>) {
+    /// Runs the applier on a thread of its own, fed by `events`.
+    pub(crate) fn spawn(self, events: Receiver<ApplyEvent>) -> Result<std::thread::JoinHandle<()>, NodeError> {
+        std::thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || self.run(events))
+            .map_err(|e| NodeError::Storage(format!("cannot start applier thread: {e}")))
+    }
+
+    fn run(mut self, events: Receiver<ApplyEvent>) {
         while let Ok(event) = events.recv() {
-            match event {
-                ApplyEvent::Committed(entries) => {
-                    for entry in entries {
-                        if let Err(err) = self.apply_entry(&entry) {
-                            // Applying is deterministic, so this member's
-                            // storage failed. Stopping only this thread would
-                            // leave raft leading and clients timing out, and
-                            // a member that goes on could diverge: stop the
-                            // process, as etcd panics. The raft log is
-                            // durable; a restart replays from it.
-                            tracing::error!(%err, index = entry.index, "cannot apply committed entry; stopping the member");
-                            std::process::abort();
-                        }
-                    }
-                    self.release_reads();
-                    if let Err(err) = self.maybe_compact_log() {
-                        tracing::error!(%err, "cannot make the applied state durable; stopping the member");
+            self.handle(event);
+        }
+    }
+
+    fn handle(&mut self, event: ApplyEvent) {
+        match event {
+            ApplyEvent::Committed(entries) => {
+                for entry in entries {
+                    if let Err(err) = self.apply_entry(&entry) {
+                        // Applying is deterministic, so this member's
+                        // storage failed. Stopping only this thread would
+                        // leave raft leading and clients timing out, and
+                        // a member that goes on could diverge: stop the
+                        // process, as etcd panics. The raft log is
+                        // durable; a restart replays from it.
+                        tracing::error!(%err, index = entry.index, "cannot apply committed entry; stopping the member");
                         std::process::abort();
                     }
                 }
-                ApplyEvent::SnapshotWanted => self.offer_snapshot(),
-                ApplyEvent::InstallSnapshot(snapshot, done) => {
-                    let outcome = self.install_snapshot(&snapshot);
-                    if let Err(err) = &outcome {
-                        tracing::error!(%err, "installing the leader's snapshot failed");
-                    }
-                    let _ = done.send(outcome.map_err(|e| e.to_string()));
-                    self.release_reads();
+                self.release_reads();
+                if let Err(err) = self.maybe_compact_log() {
+                    tracing::error!(%err, "cannot make the applied state durable; stopping the member");
+                    std::process::abort();
                 }
-                ApplyEvent::ReadStates(states) => {
-                    for state in states {
-                        let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else { continue };
-                        let tag = u64::from_be_bytes(ctx);
-                        self.pending_reads.entry(state.index).or_default().push(tag);
-                    }
-                    self.release_reads();
+            }
+            ApplyEvent::SnapshotWanted => self.offer_snapshot(),
+            ApplyEvent::InstallSnapshot(snapshot, done) => {
+                let outcome = self.install_snapshot(&snapshot);
+                if let Err(err) = &outcome {
+                    tracing::error!(%err, "installing the leader's snapshot failed");
                 }
-                ApplyEvent::Dropped(tag) => {
-                    if let Some(reply) = self.waiters.writes.lock().remove(&tag) {
-                        let _ = reply.send(Err(NodeError::NoLeader));
-                    }
-                    self.waiters.answer_read(tag, Err(NodeError::NoLeader));
+                let _ = done.send(outcome.map_err(|e| e.to_string()));
+                self.release_reads();
+            }
+            ApplyEvent::ReadStates(states) => {
+                for state in states {
+                    let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else { continue };
+                    let tag = u64::from_be_bytes(ctx);
+                    self.pending_reads.entry(state.index).or_default().push(tag);
                 }
+                self.release_reads();
+            }
+            ApplyEvent::Removed => {
+                if let Some(membership) = &self.membership {
+                    membership.notify_removed();
+                }
+            }
+            ApplyEvent::Dropped(tag) => {
+                self.waiters.answer_write(tag, Err(NodeError::NoLeader));
+                self.waiters.answer_read(tag, Err(NodeError::NoLeader));
             }
         }
     }
@@ -244,9 +266,7 @@ impl Applier {
         if entry.get_entry_type() == EntryType::EntryConfChangeV2 && !entry.data.is_empty() {
             let (tag, result) = self.apply_conf_change(index, entry)?;
             stored = result.is_ok();
-            if let Some(reply) = self.waiters.writes.lock().remove(&tag) {
-                let _ = reply.send(result);
-            }
+            self.waiters.answer_write(tag, result);
         }
         if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
@@ -260,9 +280,7 @@ impl Applier {
             };
             // Every successful apply wrote consistent_index with its change.
             stored = result.is_ok();
-            if let Some(reply) = self.waiters.writes.lock().remove(&request.id) {
-                let _ = reply.send(result);
-            }
+            self.waiters.answer_write(request.id, result);
         }
         if !stored {
             // Empty and configuration entries, and requests refused while
@@ -289,7 +307,7 @@ impl Applier {
             Some(Request::Txn(txn)) => kv_write(WriteRequest::Txn(&txn)),
             Some(Request::Compaction(compact)) => kv_write(WriteRequest::Compact(&compact)),
             Some(Request::LeaseGrant(grant)) => {
-                let info = self.lessor.lock().grant(grant.id, grant.ttl, Instant::now()).map_err(NodeError::Lease)?;
+                let info = self.lessor.lock().grant(grant.id, grant.ttl, self.clock.now()).map_err(NodeError::Lease)?;
                 self.kv
                     .apply_lease_grant(index, LeaseRecord { id: info.id, ttl: info.ttl, remaining_ttl: 0 })
                     .map_err(NodeError::Mvcc)?;
@@ -351,9 +369,7 @@ impl Applier {
             Some(Request::MemberUpdate(update)) => {
                 self.kv.apply_member_peer_urls(index, update.id, &update.peer_ur_ls).map_err(NodeError::Mvcc)?;
                 if let (Some(membership), Some(url)) = (&self.membership, update.peer_ur_ls.first()) {
-                    if let Some(peers) = &membership.peers {
-                        peers.add(update.id, url);
-                    }
+                    membership.links.add(update.id, url);
                 }
                 Ok(Applied::Internal)
             }
@@ -428,13 +444,13 @@ impl Applier {
         }
         self.watches.jump_to(self.kv.current_revision());
         if let Some(membership) = &self.membership {
-            if let Some(peers) = &membership.peers {
-                let members = self.kv.members().map_err(NodeError::Mvcc)?;
-                peers.retain(&members.iter().map(|m| m.id).collect::<Vec<_>>());
-                for m in &members {
-                    if let Some(url) = m.peer_ur_ls.first() {
-                        peers.add(m.id, url);
-                    }
+            *membership.removed_members.write() =
+                self.kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect();
+            let members = self.kv.members().map_err(NodeError::Mvcc)?;
+            membership.links.retain(&members.iter().map(|m| m.id).collect::<Vec<_>>());
+            for m in &members {
+                if let Some(url) = m.peer_ur_ls.first() {
+                    membership.links.add(m.id, url);
                 }
             }
         }
@@ -466,18 +482,15 @@ impl Applier {
         self.kv.apply_membership(index, &added, &removed).map_err(NodeError::Mvcc)?;
         if let Some(membership) = &self.membership {
             for member in &added {
-                if let (Some(peers), Some(url)) = (&membership.peers, member.peer_ur_ls.first()) {
-                    peers.add(member.id, url);
+                if let Some(url) = member.peer_ur_ls.first() {
+                    membership.links.add(member.id, url);
                 }
             }
             for id in &removed {
-                if let Some(peers) = &membership.peers {
-                    peers.remove(*id);
-                }
+                membership.links.remove(*id);
+                membership.removed_members.write().insert(*id);
                 if *id == membership.member_id {
-                    tracing::warn!("this member has been permanently removed from the cluster");
-                    membership.removed.notify_waiters();
-                    membership.removed.notify_one();
+                    membership.notify_removed();
                 }
             }
         }
@@ -490,12 +503,7 @@ impl Applier {
             if *entry.key() > applied {
                 break;
             }
-            let mut reads = self.waiters.reads.lock();
-            for tag in entry.remove() {
-                if let Some(reply) = reads.remove(&tag) {
-                    let _ = reply.send(Ok(()));
-                }
-            }
+            self.waiters.release_reads(entry.remove());
         }
     }
 }
@@ -513,8 +521,18 @@ pub(crate) fn conf_state_of(members: &[EtcdMember]) -> keel_raft_node::ConfState
 /// removed, whoever waits for that.
 pub(crate) struct Membership {
     pub(crate) member_id: u64,
-    pub(crate) peers: Option<PeerSet>,
+    pub(crate) links: Arc<dyn PeerLinks>,
     pub(crate) removed: Arc<tokio::sync::Notify>,
+    /// Members removed from the cluster: their raft messages are refused.
+    pub(crate) removed_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+}
+
+impl Membership {
+    fn notify_removed(&self) {
+        tracing::warn!("this member has been permanently removed from the cluster");
+        self.removed.notify_waiters();
+        self.removed.notify_one();
+    }
 }
 
 /// Keeps the lease manager's key sets in step with the key space: a Put

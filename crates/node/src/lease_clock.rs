@@ -8,10 +8,11 @@
 //! soon as this member does not lead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use keel_lease_manager::Lessor;
-use keel_raft_node::RaftHandle;
+use keel_raft_node::{Clock, RaftHandle};
 
 pub(crate) struct LeaseClock {
     raft: RaftHandle,
@@ -20,11 +21,16 @@ pub(crate) struct LeaseClock {
     grace: Duration,
     /// The term of the last empty (term-opening) entry applied.
     opened_term: AtomicU64,
+    clock: Arc<dyn Clock>,
 }
 
 impl LeaseClock {
-    pub(crate) fn new(raft: RaftHandle, grace: Duration) -> Self {
-        LeaseClock { raft, grace, opened_term: AtomicU64::new(0) }
+    pub(crate) fn new(raft: RaftHandle, grace: Duration, clock: Arc<dyn Clock>) -> Self {
+        LeaseClock { raft, grace, opened_term: AtomicU64::new(0), clock }
+    }
+
+    pub(crate) fn now(&self) -> std::time::Instant {
+        self.clock.now()
     }
 
     /// The applier applied the empty entry that opens `term`. A leader
@@ -34,7 +40,7 @@ impl LeaseClock {
         self.opened_term.store(term, Ordering::Release);
         let status = self.raft.status();
         if status.is_leader() && status.term() == term {
-            lessor.promote(Instant::now(), self.grace);
+            lessor.promote(self.clock.now(), self.grace);
         }
     }
 
@@ -46,7 +52,7 @@ impl LeaseClock {
         if lessor.is_primary() && !leader {
             lessor.demote();
         } else if !lessor.is_primary() && leader && self.opened_term.load(Ordering::Acquire) == status.term() {
-            lessor.promote(Instant::now(), self.grace);
+            lessor.promote(self.clock.now(), self.grace);
         }
     }
 }

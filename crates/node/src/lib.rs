@@ -6,19 +6,23 @@
 //! a raft read index to be applied before it touches the store.
 
 mod applier;
+mod config;
 mod history;
 pub mod ids;
 mod lease_clock;
+mod lease_expiry;
 mod member;
-mod peers;
+pub mod peer;
+mod proposals;
 mod read_rounds;
-mod snapshot_transfer;
 
-pub use member::{
-    ClusterState, Member, MemberConfig, MemberStatus, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
-    DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
+pub use config::{
+    ClusterState, MemberConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES, DEFAULT_SNAPSHOT_COUNT,
+    ETCD_VERSION,
 };
-pub use snapshot_transfer::SnapshotAssembly;
+pub use keel_raft_node::{Clock, SystemClock, TokioClock};
+pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts};
+pub use peer::{GrpcNetwork, Network, NoNetwork, PeerLinks, PeerService, SnapshotAssembly};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -35,6 +39,9 @@ pub enum NodeError {
     NotLeader,
     #[error("member not found")]
     MemberNotFound,
+    /// A raft message from a member that was removed from the cluster.
+    #[error("the member has been permanently removed from the cluster")]
+    MemberRemoved,
     #[error("peer URLs already exist")]
     PeerUrlExists,
     #[error("given member URLs are invalid")]

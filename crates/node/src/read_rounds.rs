@@ -14,7 +14,7 @@ use keel_raft_node::RaftHandle;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use crate::applier::{ReadReply, Waiters};
+use crate::proposals::{refused, ReadReply, Waiters};
 use crate::NodeError;
 
 /// raft-rs silently ignores read requests until a new leader has committed
@@ -91,9 +91,9 @@ impl Inner {
             let tag = self.tags.fetch_add(1, Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
             self.waiters.wait_read(tag, reply);
-            if self.raft.read_index(tag).is_err() {
+            if let Err(err) = self.raft.read_index(tag) {
                 self.waiters.forget(tag);
-                return Err(NodeError::Stopped);
+                return Err(refused(err));
             }
             match tokio::time::timeout(READ_INDEX_RETRY, answer).await {
                 Ok(Ok(outcome)) => return outcome,
@@ -116,6 +116,7 @@ fn copy(outcome: &Result<(), NodeError>) -> Result<(), NodeError> {
         Err(NodeError::NoLeader) => Err(NodeError::NoLeader),
         Err(NodeError::Stopped) => Err(NodeError::Stopped),
         Err(NodeError::Timeout) => Err(NodeError::Timeout),
+        Err(NodeError::TooManyRequests) => Err(NodeError::TooManyRequests),
         Err(other) => Err(NodeError::Storage(other.to_string())),
     }
 }

@@ -7,10 +7,16 @@
 //!
 //! Batching: before each Ready the whole inbox is drained, so every proposal
 //! that arrived while the previous fsync was running rides the next one.
+//!
+//! The inbox is bounded ([`INBOX_CAPACITY`]): a full inbox refuses
+//! proposals and read requests (the member answers "too many requests") and
+//! drops peer messages (raft resends). The same driver runs on its own thread
+//! ([`RaftNode::start`]) or is stepped by a simulation ([`RaftNode::manual`]),
+//! with time from a [`Clock`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,8 +24,14 @@ use std::time::{Duration, Instant};
 use raft::prelude::{ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
 
+use crate::clock::{Clock, SystemClock};
 use crate::log_store::RaftLogStore;
 use crate::RaftNodeError;
+
+/// Commands waiting for the raft thread, at most. Under a flood of
+/// proposals the thread drains this many per Ready and the rest are refused
+/// at once rather than queued without bound.
+pub const INBOX_CAPACITY: usize = 16 * 1024;
 
 /// Where outgoing raft messages go. The in-process implementation connects
 /// simulated members; the gRPC one (peer transport) real ones.
@@ -34,6 +46,11 @@ pub trait Transport: Send + 'static {
     /// snapshots over like any other message need not report them.
     fn snapshot_outcomes(&mut self) -> Vec<(u64, bool)> {
         Vec::new()
+    }
+    /// Whether a peer said this member was removed from the cluster (its
+    /// removal was committed while it was cut off, so it never applied it).
+    fn removed_from_cluster(&mut self) -> bool {
+        false
     }
 }
 
@@ -71,6 +88,8 @@ pub trait Apply: Send + 'static {
     fn install_snapshot(&mut self, _snapshot: &Snapshot) -> Result<(), String> {
         Err("this state machine cannot install snapshots".into())
     }
+    /// A peer said this member was removed from the cluster: raft stops.
+    fn removed(&mut self) {}
 }
 
 /// Requests to the raft thread.
@@ -177,6 +196,10 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Last index the state machine has durably applied: raft resumes after it.
     pub applied: u64,
+    /// When set, this member's election timeout is exactly `election_ticks +
+    /// jitter` ticks instead of raft-rs's own random draw in [E, 2E): a
+    /// simulation draws it from its seeded RNG so runs replay identically.
+    pub election_jitter: Option<usize>,
 }
 
 impl RaftConfig {
@@ -189,6 +212,7 @@ impl RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 1,
             applied,
+            election_jitter: None,
         }
     }
 
@@ -201,7 +225,7 @@ impl RaftConfig {
 /// The handle everyone else holds: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct RaftHandle {
-    inbox: Sender<Command>,
+    inbox: SyncSender<Command>,
     status: Arc<RaftStatus>,
 }
 
@@ -211,7 +235,10 @@ impl RaftHandle {
     }
 
     fn send(&self, command: Command) -> Result<(), RaftNodeError> {
-        self.inbox.send(command).map_err(|_| RaftNodeError::Stopped)
+        self.inbox.try_send(command).map_err(|err| match err {
+            TrySendError::Full(_) => RaftNodeError::Busy,
+            TrySendError::Disconnected(_) => RaftNodeError::Stopped,
+        })
     }
 
     /// Proposes `data` for the log; the outcome arrives through [`Apply`]
@@ -264,23 +291,54 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
+    /// Starts raft on a thread of its own, on the machine's clock.
     pub fn start(
         config: RaftConfig,
         store: RaftLogStore,
         transport: Box<dyn Transport>,
         apply: Box<dyn Apply>,
     ) -> Result<RaftNode, RaftNodeError> {
-        let raft_config = raft::Config {
+        let (handle, stepper) = RaftNode::manual(config.clone(), store, transport, apply, Arc::new(SystemClock))?;
+        let mut driver = stepper.driver;
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{:x}", config.id))
+            .spawn(move || driver.run())
+            .map_err(|e| RaftNodeError::Storage(format!("cannot start raft thread: {e}")))?;
+        Ok(RaftNode { handle, thread: Some(thread) })
+    }
+
+    /// Raft without a thread: the caller drives it with
+    /// [`RaftStepper::step`], on `clock`'s time (a simulation).
+    pub fn manual(
+        config: RaftConfig,
+        store: RaftLogStore,
+        transport: Box<dyn Transport>,
+        apply: Box<dyn Apply>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(RaftHandle, RaftStepper), RaftNodeError> {
+        let mut raft_config = raft::Config {
             id: config.id,
             election_tick: config.election_ticks,
             heartbeat_tick: config.heartbeat_ticks,
             applied: config.applied,
+            // etcd's limits: one append carries at most 1 MiB of entries, and
+            // at most 256 appends are in flight to one follower, so catching
+            // up a far-behind follower is paced by its acknowledgements.
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // A leader takes at most this much uncommitted data (then refuses
+            // proposals), and hands at most this much committed data to the
+            // applier per Ready, so no Ready grows without bound.
+            max_uncommitted_size: 256 << 20,
+            max_committed_size_per_ready: 64 << 20,
             check_quorum: true,
             pre_vote: true,
             ..raft::Config::default()
         };
+        if let Some(jitter) = config.election_jitter {
+            raft_config.min_election_tick = config.election_ticks + jitter;
+            raft_config.max_election_tick = config.election_ticks + jitter + 1;
+        }
         raft_config.validate()?;
         let mut store = store;
         let commit = store.hard_state().commit;
@@ -304,9 +362,10 @@ impl RaftNode {
             // Alone in the cluster: no reason to wait out an election timeout.
             raw.campaign()?;
         }
-        let (inbox, commands) = std::sync::mpsc::channel();
+        let (inbox, commands) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
         let status = Arc::new(RaftStatus::default());
-        let mut driver = Driver {
+        let next_tick = clock.now() + config.tick_interval;
+        let driver = Driver {
             raw,
             commands,
             transport,
@@ -316,12 +375,12 @@ impl RaftNode {
             silence: config.tick_interval * config.election_ticks as u32,
             contact: HashMap::new(),
             removed: false,
+            stopped: false,
+            clock,
+            next_tick,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("raft-{:x}", config.id))
-            .spawn(move || driver.run())
-            .map_err(|e| RaftNodeError::Storage(format!("cannot start raft thread: {e}")))?;
-        Ok(RaftNode { handle: RaftHandle { inbox, status }, thread: Some(thread) })
+        driver.publish_status();
+        Ok((RaftHandle { inbox, status }, RaftStepper { driver }))
     }
 
     pub fn handle(&self) -> RaftHandle {
@@ -334,6 +393,26 @@ impl RaftNode {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Raft driven by its caller instead of a thread (see [`RaftNode::manual`]).
+pub struct RaftStepper {
+    driver: Driver,
+}
+
+impl RaftStepper {
+    /// Takes in every queued command, ticks if a tick is due on the clock,
+    /// and handles one Ready (persist, send, apply). Returns false once raft
+    /// has stopped (shut down, removed, or its log failed).
+    pub fn step(&mut self) -> bool {
+        self.driver.step_once()
+    }
+
+    /// When the next tick is due: a simulation need not step before then
+    /// unless a command or message arrives.
+    pub fn next_tick(&self) -> Instant {
+        self.driver.next_tick
     }
 }
 
@@ -352,56 +431,73 @@ struct Driver {
     /// cannot go on (a leader that removed itself panics on its next
     /// append), and there is nothing left for this member to do.
     removed: bool,
+    /// Shut down, removed or failed: nothing more is driven.
+    stopped: bool,
+    clock: Arc<dyn Clock>,
+    next_tick: Instant,
 }
 
 impl Driver {
     fn run(&mut self) {
-        let mut next_tick = Instant::now() + self.tick_interval;
-        loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+        while !self.stopped {
+            let wait = self.next_tick.saturating_duration_since(self.clock.now());
             match self.commands.recv_timeout(wait) {
-                Ok(command) => {
-                    if !self.handle(command) {
-                        return;
-                    }
-                    while let Ok(command) = self.commands.try_recv() {
-                        if !self.handle(command) {
-                            return;
-                        }
-                    }
-                }
+                Ok(command) => self.handle(command),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if Instant::now() >= next_tick {
-                self.raw.tick();
-                next_tick += self.tick_interval;
-                if next_tick < Instant::now() {
-                    next_tick = Instant::now() + self.tick_interval;
-                }
-            }
-            for peer in self.transport.unreachable() {
-                self.raw.report_unreachable(peer);
-            }
-            for (peer, delivered) in self.transport.snapshot_outcomes() {
-                // Failure sends the leader back to probing, so it tries again.
-                let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
-                self.raw.report_snapshot(peer, status);
-            }
-            let outcome = self.on_ready();
-            if self.removed {
-                tracing::info!("this member was removed from the cluster; its raft stops");
-                self.stop_leading();
-                return;
-            }
-            if let Err(err) = outcome {
-                // The log can no longer be trusted to be durable; a member
-                // that keeps going could acknowledge writes it then loses.
-                tracing::error!(%err, "raft log write failed; stopping this member's raft");
-                self.stop_leading();
-                return;
+            self.step_once();
+        }
+    }
+
+    /// One turn of the loop: the whole inbox, a tick if due, one Ready.
+    fn step_once(&mut self) -> bool {
+        while !self.stopped {
+            match self.commands.try_recv() {
+                Ok(command) => self.handle(command),
+                Err(_) => break,
             }
         }
+        if self.stopped {
+            return false;
+        }
+        let now = self.clock.now();
+        if now >= self.next_tick {
+            self.raw.tick();
+            self.next_tick += self.tick_interval;
+            if self.next_tick < now {
+                self.next_tick = now + self.tick_interval;
+            }
+        }
+        for peer in self.transport.unreachable() {
+            self.raw.report_unreachable(peer);
+        }
+        if self.transport.removed_from_cluster() {
+            tracing::warn!("a peer says this member was removed from the cluster");
+            self.apply.removed();
+            self.removed = true;
+            self.stop_leading();
+            self.stopped = true;
+            return false;
+        }
+        for (peer, delivered) in self.transport.snapshot_outcomes() {
+            // Failure sends the leader back to probing, so it tries again.
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            self.raw.report_snapshot(peer, status);
+        }
+        let outcome = self.on_ready();
+        if self.removed {
+            tracing::info!("this member was removed from the cluster; its raft stops");
+            self.stop_leading();
+            self.stopped = true;
+        } else if let Err(err) = outcome {
+            // The log can no longer be trusted to be durable; a member
+            // that keeps going could acknowledge writes it then loses.
+            tracing::error!(%err, "raft log write failed; stopping this member's raft");
+            self.stop_leading();
+            self.stopped = true;
+        }
+        !self.stopped
     }
 
     /// Before the raft thread ends: nobody may go on believing this member
@@ -411,8 +507,7 @@ impl Driver {
         self.status.role.store(StateRole::Follower as u8, Ordering::Release);
     }
 
-    /// Returns false when the thread should stop.
-    fn handle(&mut self, command: Command) -> bool {
+    fn handle(&mut self, command: Command) {
         match command {
             Command::Propose { tag, data } => {
                 if self.raw.propose(Vec::new(), data).is_err() {
@@ -431,7 +526,7 @@ impl Driver {
                 match self.raw.step(message) {
                     // Only messages raft took count as contact.
                     Ok(()) => {
-                        let now = Instant::now();
+                        let now = self.clock.now();
                         let (since, last) = self.contact.entry(from).or_insert((now, now));
                         if now.duration_since(*last) > self.silence {
                             *since = now;
@@ -461,9 +556,11 @@ impl Driver {
                     tracing::warn!(%err, index, "snapshot not usable");
                 }
             }
-            Command::Shutdown => return false,
+            Command::Shutdown => {
+                self.stop_leading();
+                self.stopped = true;
+            }
         }
-        true
     }
 
     fn on_ready(&mut self) -> Result<(), RaftNodeError> {
@@ -551,7 +648,7 @@ impl Driver {
         let mut peers = self.status.progress.lock().unwrap_or_else(|e| e.into_inner());
         peers.clear();
         if raft.state == StateRole::Leader {
-            let now = Instant::now();
+            let now = self.clock.now();
             peers.extend(raft.prs().iter().map(|(id, progress)| {
                 PeerProgress {
                     id: *id,

@@ -171,12 +171,25 @@ impl LogEngine for RocksLogEngine {
 
 /// A log that lives as long as its clones: for unit tests and simulated
 /// clusters, where "restarting" a member means reopening the same engine.
+/// It also keeps what a synced write made durable, so a simulation can
+/// model a power loss ([`MemLogEngine::after_power_loss`]).
 #[derive(Clone, Default)]
 pub struct MemLogEngine {
     inner: Arc<Mutex<MemLog>>,
+    durable: Arc<Mutex<MemLog>>,
 }
 
-#[derive(Default)]
+impl MemLogEngine {
+    /// The log as a power loss leaves it: what the last synced write made
+    /// durable (writes reach the disk in order, so a synced write also
+    /// carries every unsynced one before it).
+    pub fn after_power_loss(&self) -> MemLogEngine {
+        let durable = self.durable.lock().clone();
+        MemLogEngine { inner: Arc::new(Mutex::new(durable.clone())), durable: Arc::new(Mutex::new(durable)) }
+    }
+}
+
+#[derive(Clone, Default)]
 struct MemLog {
     hard_state: HardState,
     conf_state: ConfState,
@@ -221,6 +234,9 @@ impl LogEngine for MemLogEngine {
         if let Some((index, term)) = write.compact_to {
             log.entries = log.entries.split_off(&(index + 1));
             log.compacted = (index, term);
+        }
+        if write.sync {
+            *self.durable.lock() = log.clone();
         }
         Ok(())
     }

@@ -5,13 +5,17 @@
 //! This crate knows nothing about keys or etcd: proposals are opaque bytes
 //! and committed entries go to whatever implements [`Apply`].
 
+pub mod clock;
 pub mod driver;
 pub mod engine;
 pub mod failpoints;
 mod log;
 pub mod log_store;
 
-pub use driver::{Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, Transport};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use driver::{
+    Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, RaftStepper, Transport, INBOX_CAPACITY,
+};
 pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
 pub use log_store::RaftLogStore;
 pub use raft::prelude::{
@@ -29,4 +33,7 @@ pub enum RaftNodeError {
     Raft(#[from] raft::Error),
     #[error("raft node has stopped")]
     Stopped,
+    /// The raft thread's inbox is full: try again later.
+    #[error("raft node is busy")]
+    Busy,
 }

@@ -143,6 +143,9 @@ impl RaftLogStore {
     pub fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), RaftNodeError> {
         self.engine.write(LogWrite { conf_state: Some(&conf_state), sync: true, ..LogWrite::default() })?;
         self.conf_state = conf_state;
+        // A snapshot prepared before the change carries the old membership:
+        // a member added since would refuse it (it is not in it) forever.
+        self.snapshot = None;
         Ok(())
     }
 
@@ -297,13 +300,17 @@ impl raft::Storage for RaftLogStore {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // A follower needs entries the log no longer has. A prepared snapshot
-        // at or after what it asks for will do; otherwise the state machine
-        // is asked for one and raft asks again later.
+        // at or after what it asks for, whose membership has the follower,
+        // will do; otherwise the state machine is asked for one and raft asks
+        // again later.
         if let Some(snapshot) = &self.snapshot {
-            let index = snapshot.get_metadata().index;
-            if index >= request_index && index >= self.compacted.0 {
+            let meta = snapshot.get_metadata();
+            let index = meta.index;
+            let conf = meta.get_conf_state();
+            let knows_follower = conf.voters.contains(&to) || conf.learners.contains(&to);
+            if index >= request_index && index >= self.compacted.0 && knows_follower {
                 return Ok(snapshot.clone());
             }
         }
@@ -380,8 +387,14 @@ mod tests {
         ));
         assert!(matches!(store.snapshot(6, 2), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
         assert!(store.take_snapshot_wanted(), "raft's wish reaches the state machine");
-        store.set_snapshot(8, ConfState::default(), b"state".to_vec()).unwrap();
+        let mut members = ConfState::default();
+        members.set_voters(vec![1, 2]);
+        store.set_snapshot(8, members, b"state".to_vec()).unwrap();
         assert_eq!(store.snapshot(6, 2).unwrap().get_metadata().index, 8);
+        // A member added after the snapshot was made is not in it, and would
+        // refuse it: the state machine is asked for a newer one.
+        assert!(store.snapshot(6, 3).is_err());
+        assert!(store.take_snapshot_wanted());
 
         let reopened = RaftLogStore::open(Box::new(engine.clone()), &[1]).unwrap();
         assert_eq!(Storage::first_index(&reopened).unwrap(), 7);

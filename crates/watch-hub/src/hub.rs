@@ -170,7 +170,19 @@ impl WatchHub {
     /// A hub over `history` whose last revision is `revision`, with its
     /// catch-up thread running.
     pub fn new(history: Arc<dyn History>, revision: i64) -> Arc<WatchHub> {
-        let hub = Arc::new(WatchHub {
+        let hub = WatchHub::without_thread(history, revision);
+        let weak = Arc::downgrade(&hub);
+        std::thread::Builder::new()
+            .name("watch-sync".into())
+            .spawn(move || catch_up_loop(weak))
+            .expect("spawning the watch catch-up thread");
+        hub
+    }
+
+    /// A hub whose unsynced watchers catch up only when its owner calls
+    /// [`WatchHub::catch_up_round`] (a simulation steps it).
+    pub fn without_thread(history: Arc<dyn History>, revision: i64) -> Arc<WatchHub> {
+        Arc::new(WatchHub {
             state: Mutex::new(HubState {
                 revision,
                 next_stream: 0,
@@ -182,13 +194,7 @@ impl WatchHub {
             }),
             history,
             wake: Condvar::new(),
-        });
-        let weak = Arc::downgrade(&hub);
-        std::thread::Builder::new()
-            .name("watch-sync".into())
-            .spawn(move || catch_up_loop(weak))
-            .expect("spawning the watch catch-up thread");
-        hub
+        })
     }
 
     /// Stops the catch-up thread; watchers that are synced keep working.
@@ -299,8 +305,9 @@ impl WatchHub {
     }
 
     /// One catch-up round; returns whether it delivered anything, so the
-    /// caller knows whether to go on at once or wait.
-    fn sync_round(&self) -> bool {
+    /// caller knows whether to go on at once or wait. The catch-up thread
+    /// runs these; a hub made [`WatchHub::without_thread`] needs its owner to.
+    pub fn catch_up_round(&self) -> bool {
         let (from, to) = {
             let st = self.state.lock();
             let Some(from) = st.unsynced.iter().filter_map(|k| st.watchers.get(k)).map(|w| w.next_rev).min() else {
@@ -392,7 +399,7 @@ impl WatchHub {
 fn catch_up_loop(hub: Weak<WatchHub>) {
     loop {
         let Some(hub) = hub.upgrade() else { return };
-        if hub.sync_round() {
+        if hub.catch_up_round() {
             continue;
         }
         let mut st = hub.state.lock();

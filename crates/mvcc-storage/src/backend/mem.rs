@@ -10,7 +10,7 @@ use super::{Backend, BackendError, BatchOp, Keyspace, ScanVisitor, WriteBatch};
 
 type Space = BTreeMap<Vec<u8>, Vec<u8>>;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Inner {
     spaces: [Space; Keyspace::ALL.len()],
     /// Sum of key and value lengths over all keyspaces.
@@ -21,11 +21,29 @@ struct Inner {
 #[derive(Default)]
 pub struct MemBackend {
     inner: RwLock<Inner>,
+    /// What the last `sync` made durable, when power loss is modelled.
+    durable: Option<parking_lot::Mutex<Inner>>,
 }
 
 impl MemBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An engine that remembers what each `sync` made durable, so a
+    /// simulation can model a power loss ([`MemBackend::after_power_loss`]).
+    pub fn with_power_loss() -> Self {
+        MemBackend { inner: RwLock::default(), durable: Some(parking_lot::Mutex::default()) }
+    }
+
+    /// The engine as a power loss leaves it: as of its last `sync` (every
+    /// write since is lost). Without the model, everything survives.
+    pub fn after_power_loss(&self) -> MemBackend {
+        let kept = match &self.durable {
+            Some(durable) => durable.lock().clone(),
+            None => self.inner.read().clone(),
+        };
+        MemBackend { inner: RwLock::new(kept.clone()), durable: self.durable.as_ref().map(|_| kept.into()) }
     }
 }
 
@@ -84,6 +102,9 @@ impl Backend for MemBackend {
     }
 
     fn sync(&self) -> Result<(), BackendError> {
+        if let Some(durable) = &self.durable {
+            *durable.lock() = self.inner.read().clone();
+        }
         Ok(())
     }
 

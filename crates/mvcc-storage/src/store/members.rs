@@ -55,7 +55,10 @@ impl KvStore {
     pub fn members(&self) -> Result<Vec<Member>, MvccError> {
         let mut members = Vec::new();
         let mut failure = None;
-        self.backend.scan(Keyspace::Members, &[], None, &mut |_, v| {
+        self.backend.scan(Keyspace::Members, &[], None, &mut |k, v| {
+            if k.len() != 8 {
+                return true; // a removed member's record
+            }
             match Member::decode(v) {
                 Ok(member) => members.push(member),
                 Err(err) => {
@@ -115,11 +118,25 @@ impl KvStore {
         }
         for id in removed {
             batch.delete(Keyspace::Members, id.to_be_bytes());
+            batch.put(Keyspace::Members, removed_key(*id), Vec::new());
         }
         put_consistent_index(&mut batch, index);
         self.backend.write(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
+    }
+
+    /// The ids of every member ever removed (etcd's `members_removed`
+    /// bucket): their raft messages are refused for good.
+    pub fn removed_members(&self) -> Result<Vec<u64>, MvccError> {
+        let mut ids = Vec::new();
+        self.backend.scan(Keyspace::Members, &[], None, &mut |k, _| {
+            if let Some(id) = k.strip_suffix(REMOVED_SUFFIX).and_then(|id| <[u8; 8]>::try_from(id).ok()) {
+                ids.push(u64::from_be_bytes(id));
+            }
+            true
+        })?;
+        Ok(ids)
     }
 
     /// Sets a member's peer URLs (MemberUpdate), at raft index `index`.
@@ -136,4 +153,14 @@ impl KvStore {
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
+}
+
+/// A removed member's record sits beside the members, under its id and
+/// this suffix (members' own keys are the bare 8-byte id).
+const REMOVED_SUFFIX: &[u8] = b"/removed";
+
+fn removed_key(id: u64) -> Vec<u8> {
+    let mut key = id.to_be_bytes().to_vec();
+    key.extend_from_slice(REMOVED_SUFFIX);
+    key
 }

@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_lease_manager::{LeaseError, TimeToLive};
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
-use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, PeerActivityRequest, RaftBatch};
+use keel_proto::keelpb::RaftBatch;
 use keel_raft_node::{Message, MessageType, Transport};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ use crate::NodeError;
 
 /// Messages waiting for one peer, at most (beyond: dropped, peer unreachable).
 const QUEUE_BATCHES: usize = 1024;
-const RECONNECT_AFTER: Duration = Duration::from_millis(100);
+pub(super) const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -43,6 +42,8 @@ struct PeerSetInner {
     from: u64,
     queues: Mutex<HashMap<u64, Peer>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
+    /// A peer answered that this member was removed from the cluster.
+    removed: Arc<AtomicBool>,
     /// Ended snapshot transfers: the peer, and whether it got it all.
     snapshot_outcomes: Arc<Mutex<Vec<(u64, bool)>>>,
 }
@@ -62,6 +63,7 @@ impl PeerSet {
                 from,
                 queues: Mutex::new(HashMap::new()),
                 unreachable: Arc::new(Mutex::new(Vec::new())),
+                removed: Arc::new(AtomicBool::new(false)),
                 snapshot_outcomes: Arc::new(Mutex::new(Vec::new())),
             }),
         }
@@ -85,6 +87,7 @@ impl PeerSet {
             url.to_owned(),
             rx,
             inner.unreachable.clone(),
+            inner.removed.clone(),
         ));
     }
 
@@ -150,6 +153,10 @@ impl Transport for GrpcTransport {
     fn snapshot_outcomes(&mut self) -> Vec<(u64, bool)> {
         std::mem::take(&mut *self.peers.inner.snapshot_outcomes.lock())
     }
+
+    fn removed_from_cluster(&mut self) -> bool {
+        self.peers.inner.removed.load(Ordering::Acquire)
+    }
 }
 
 impl GrpcTransport {
@@ -170,12 +177,7 @@ impl GrpcTransport {
             return;
         }
         let bytes = message.get_snapshot().get_data().len();
-        let chunks = crate::snapshot_transfer::chunks(
-            inner.cluster_id,
-            inner.from,
-            message,
-            crate::snapshot_transfer::CHUNK_BYTES,
-        );
+        let chunks = super::snapshot::chunks(inner.cluster_id, inner.from, message, super::snapshot::CHUNK_BYTES);
         let outcomes = inner.snapshot_outcomes.clone();
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
         inner.runtime.spawn(async move {
@@ -212,7 +214,7 @@ impl Drop for TransferReport {
 
 /// Where a peer at `url` is reached: Nagle off (raft messages are small and
 /// latency-bound), connecting for at most [`CONNECT_TIMEOUT`].
-fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
+pub(super) fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
     let endpoint =
         Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?;
     Ok(endpoint.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT))
@@ -244,6 +246,7 @@ async fn run_peer(
     url: String,
     mut queue: mpsc::Receiver<Vec<Vec<u8>>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
+    removed: Arc<AtomicBool>,
 ) {
     let endpoint = match peer_endpoint(&url) {
         Ok(endpoint) => endpoint,
@@ -282,102 +285,17 @@ async fn run_peer(
             }
         }
         match call.await {
-            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+            Ok(Err(status)) if status.code() == super::REFUSED => {
                 tracing::error!(peer = %format!("{peer:x}"), message = status.message(), "peer refused us");
+            }
+            Ok(Err(status)) if status.code() == super::GONE => {
+                tracing::error!(peer = %format!("{peer:x}"), message = status.message(), "peer refused us");
+                removed.store(true, Ordering::Release);
+                return;
             }
             _ => {}
         }
         unreachable.lock().push(peer);
-        tokio::time::sleep(RECONNECT_AFTER).await;
-    }
-}
-
-/// Unary calls to other members (lease calls forwarded to the leader), over
-/// one lazily connected channel per peer.
-pub(crate) struct PeerClients {
-    cluster_id: u64,
-    peers: Option<PeerSet>,
-    clients: Mutex<HashMap<(u64, String), RaftPeerClient<tonic::transport::Channel>>>,
-}
-
-/// How long a forwarded lease call may take before it is retried.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
-
-impl PeerClients {
-    pub(crate) fn new(cluster_id: u64, peers: Option<PeerSet>) -> Self {
-        PeerClients { cluster_id, peers, clients: Mutex::new(HashMap::new()) }
-    }
-
-    fn client(&self, peer: u64) -> Result<RaftPeerClient<tonic::transport::Channel>, NodeError> {
-        let url = self.peers.as_ref().and_then(|p| p.url(peer)).ok_or(NodeError::NotLeader)?;
-        let key = (peer, url);
-        if let Some(client) = self.clients.lock().get(&key) {
-            return Ok(client.clone());
-        }
-        let client = RaftPeerClient::new(lazy_channel(&key.1)?);
-        self.clients.lock().insert(key, client.clone());
-        Ok(client)
-    }
-
-    pub(crate) async fn renew(&self, leader: u64, id: i64) -> Result<i64, NodeError> {
-        let request = LeaseRenewForward { cluster_id: self.cluster_id, id };
-        let answer = self.client(leader)?.lease_renew(request).await.map_err(forwarding_error)?;
-        Ok(answer.into_inner().ttl)
-    }
-
-    /// The leader's view of how long each member has been in touch.
-    pub(crate) async fn peer_activity(&self, leader: u64) -> Result<Vec<(u64, Duration)>, NodeError> {
-        let request = PeerActivityRequest { cluster_id: self.cluster_id };
-        let answer = self.client(leader)?.peer_activity(request).await.map_err(forwarding_error)?.into_inner();
-        Ok(answer.active.into_iter().map(|peer| (peer.id, Duration::from_millis(peer.active_for_ms))).collect())
-    }
-
-    pub(crate) async fn time_to_live(&self, leader: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
-        let request = LeaseTimeToLiveForward { cluster_id: self.cluster_id, id, keys };
-        let answer = self.client(leader)?.lease_time_to_live(request).await.map_err(forwarding_error)?.into_inner();
-        Ok(TimeToLive { id, granted_ttl: answer.granted_ttl, ttl: answer.ttl, keys: answer.keys })
-    }
-}
-
-/// The leader's refusal, back in the member's terms: an unknown lease is an
-/// answer; anything else (not primary yet, unreachable) is worth a retry.
-fn forwarding_error(status: tonic::Status) -> NodeError {
-    match status.code() {
-        tonic::Code::NotFound => NodeError::Lease(LeaseError::NotFound),
-        tonic::Code::FailedPrecondition => NodeError::NotLeader,
-        _ => NodeError::Storage(format!("forwarding to the leader: {}", status.message())),
-    }
-}
-
-fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, NodeError> {
-    Ok(peer_endpoint(url)?.timeout(FORWARD_TIMEOUT).connect_lazy())
-}
-
-/// Asks the members at `urls` which cluster they belong to and who its
-/// members are, for a member joining an existing cluster; the first that
-/// answers decides.
-pub(crate) async fn fetch_cluster_info(
-    urls: &[String],
-) -> Result<(u64, Vec<keel_proto::etcdserverpb::Member>), NodeError> {
-    use keel_proto::keelpb::ClusterInfoRequest;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        for url in urls {
-            let Ok(channel) = lazy_channel(url) else { continue };
-            match RaftPeerClient::new(channel).cluster_info(ClusterInfoRequest {}).await {
-                Ok(answer) => {
-                    let answer = answer.into_inner();
-                    return Ok((answer.cluster_id, answer.members));
-                }
-                Err(status) => tracing::debug!(%url, message = status.message(), "asking for the cluster id"),
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(NodeError::Config(format!(
-                "--initial-cluster-state existing: no member at {} answered",
-                urls.join(",")
-            )));
-        }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }

@@ -1,10 +1,8 @@
-//! The receiving end of the raft transport: batches from a peer go straight
-//! to this member's raft inbox.
+//! The receiving end of the peer protocol: raft batches from a peer go
+//! straight to this member's raft inbox; forwarded calls are answered here.
 
 use std::sync::Arc;
 
-use keel_lease_manager::LeaseError;
-use keel_node::{Member, NodeError};
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
 use keel_proto::keelpb::{
     ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer,
@@ -13,6 +11,9 @@ use keel_proto::keelpb::{
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::status_of;
+use crate::Member;
 
 pub struct PeerService {
     member: Arc<Member>,
@@ -30,13 +31,9 @@ impl RaftPeer for PeerService {
         let mut batches = request.into_inner();
         while let Some(batch) = batches.next().await {
             let batch = batch?;
-            match self.member.receive_raft(batch.cluster_id, batch.messages) {
-                Ok(()) => {}
-                Err(err @ NodeError::ClusterMismatch { .. }) => {
-                    tracing::error!(from = %format!("{:x}", batch.from), %err, "raft traffic refused");
-                    return Err(Status::new(Code::FailedPrecondition, err.to_string()));
-                }
-                Err(err) => return Err(Status::new(Code::Unavailable, err.to_string())),
+            if let Err(err) = self.member.receive_raft(batch.cluster_id, batch.messages) {
+                tracing::warn!(from = %format!("{:x}", batch.from), %err, "raft traffic refused");
+                return Err(status_of(err));
             }
         }
         Ok(Response::new(RaftBatchAck {}))
@@ -48,25 +45,21 @@ impl RaftPeer for PeerService {
             chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
         let mut snapshot = self.member.snapshot_assembly(first).map_err(|err| {
             tracing::error!(%err, "snapshot refused");
-            match err {
-                NodeError::ClusterMismatch { .. } => Status::new(Code::FailedPrecondition, err.to_string()),
-                err => Status::new(Code::InvalidArgument, err.to_string()),
-            }
+            status_of(err)
         })?;
         while let Some(chunk) = chunks.next().await {
-            snapshot.push(chunk?.data).map_err(|err| Status::new(Code::InvalidArgument, err.to_string()))?;
+            snapshot.push(chunk?.data).map_err(status_of)?;
         }
         let from = snapshot.from();
         self.member.receive_snapshot(snapshot).map_err(|err| {
             tracing::warn!(from = %format!("{from:x}"), %err, "snapshot not taken");
-            Status::new(Code::Unavailable, err.to_string())
+            status_of(err)
         })?;
         Ok(Response::new(SnapshotAck {}))
     }
 
     async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {
-        let (cluster_id, members) =
-            self.member.cluster_info().map_err(|err| Status::new(Code::Unavailable, err.to_string()))?;
+        let (cluster_id, members) = self.member.cluster_info().map_err(status_of)?;
         Ok(Response::new(ClusterInfoAnswer { cluster_id, members }))
     }
 
@@ -74,10 +67,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<PeerActivityRequest>,
     ) -> Result<Response<PeerActivityAnswer>, Status> {
-        let active = self.member.peer_activity_here(request.into_inner().cluster_id).map_err(|err| match err {
-            NodeError::NotLeader => Status::new(Code::FailedPrecondition, err.to_string()),
-            other => Status::new(Code::Unavailable, other.to_string()),
-        })?;
+        let active = self.member.peer_activity_here(request.into_inner().cluster_id).map_err(status_of)?;
         let active = active
             .into_iter()
             .map(|(id, for_)| PeerActive { id, active_for_ms: u64::try_from(for_.as_millis()).unwrap_or(u64::MAX) })
@@ -87,7 +77,7 @@ impl RaftPeer for PeerService {
 
     async fn lease_renew(&self, request: Request<LeaseRenewForward>) -> Result<Response<LeaseRenewed>, Status> {
         let request = request.into_inner();
-        let ttl = self.member.lease_renew_here(request.cluster_id, request.id).await.map_err(forwarded_lease_error)?;
+        let ttl = self.member.lease_renew_here(request.cluster_id, request.id).await.map_err(status_of)?;
         Ok(Response::new(LeaseRenewed { ttl }))
     }
 
@@ -96,22 +86,8 @@ impl RaftPeer for PeerService {
         request: Request<LeaseTimeToLiveForward>,
     ) -> Result<Response<LeaseTimeToLiveAnswer>, Status> {
         let request = request.into_inner();
-        let answer = self
-            .member
-            .lease_time_to_live_here(request.cluster_id, request.id, request.keys)
-            .map_err(forwarded_lease_error)?;
+        let answer =
+            self.member.lease_time_to_live_here(request.cluster_id, request.id, request.keys).map_err(status_of)?;
         Ok(Response::new(LeaseTimeToLiveAnswer { ttl: answer.ttl, granted_ttl: answer.granted_ttl, keys: answer.keys }))
-    }
-}
-
-/// The answers a forwarding member understands (see `keelpb.RaftPeer`).
-fn forwarded_lease_error(err: NodeError) -> Status {
-    match err {
-        NodeError::Lease(LeaseError::NotFound | LeaseError::Expired) => Status::new(Code::NotFound, err.to_string()),
-        NodeError::Lease(LeaseError::NotPrimary) => {
-            Status::new(Code::FailedPrecondition, "lease manager is not primary")
-        }
-        err @ NodeError::ClusterMismatch { .. } => Status::new(Code::PermissionDenied, err.to_string()),
-        err => Status::new(Code::Unavailable, err.to_string()),
     }
 }

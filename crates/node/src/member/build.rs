@@ -1,0 +1,442 @@
+//! Construction and bootstrap: a member is assembled from its parts (log
+//! engine, MVCC store, network, clock), takes its identity and membership
+//! from its data or, the first time, from its flags, and starts raft, the
+//! applier and the lease clock — on threads of their own, or stepped by a
+//! simulation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Instant;
+
+use keel_lease_manager::{Lessor, LessorConfig};
+use keel_mvcc::{Identity, KvStore};
+use keel_proto::etcdserverpb::Member as EtcdMember;
+use keel_raft_node::{
+    Apply, Clock, Entry, LogEngine, MemLogEngine, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RaftStepper,
+    ReadState, RocksLogEngine, Snapshot, SystemClock,
+};
+use keel_watch_hub::WatchHub;
+use parking_lot::Mutex;
+
+use super::{Member, Running};
+use crate::applier::{conf_state_of, Applier, ApplySender, Membership, Snapshots};
+use crate::config::{ClusterState, MemberConfig};
+use crate::history::StoreHistory;
+use crate::lease_clock::LeaseClock;
+use crate::lease_expiry::{LeaseExpiry, LEASE_TICK};
+use crate::peer::{GrpcNetwork, Network, NoNetwork};
+use crate::proposals::{Proposals, Waiters};
+use crate::{ids, NodeError};
+
+/// What a member is made of.
+pub struct Parts {
+    /// The MVCC store (its backend: RocksDB or memory).
+    pub kv: Arc<KvStore>,
+    /// Where the raft log and hard state live.
+    pub log: Box<dyn LogEngine>,
+    pub network: Arc<dyn Network>,
+    pub clock: Arc<dyn Clock>,
+    /// Fixes this member's election timeout at `election ticks + jitter`
+    /// (a simulation draws it from its seed); `None`: raft-rs draws it.
+    pub election_jitter: Option<usize>,
+    pub offload: Offload,
+}
+
+impl Parts {
+    /// A production member: RocksDB under `data_dir/member` (the raft log
+    /// under `--wal-dir` when set), the gRPC network when on a tokio
+    /// runtime, the machine's clock. Blocking.
+    pub fn on_disk(config: &MemberConfig) -> Result<Parts, NodeError> {
+        let member_dir = config.data_dir.join("member");
+        std::fs::create_dir_all(&member_dir)
+            .map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
+        let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
+        let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
+        let log = Box::new(RocksLogEngine::open(&log_dir).map_err(NodeError::Raft)?);
+        // Peers come and go with membership changes, so any member that runs
+        // on a tokio runtime gets the gRPC network, even alone.
+        let network: Arc<dyn Network> = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Arc::new(GrpcNetwork::new(runtime)),
+            Err(_) => Arc::new(NoNetwork),
+        };
+        Ok(Parts { kv, log, network, clock: Arc::new(SystemClock), election_jitter: None, offload: Offload::Pool })
+    }
+
+    /// A member in memory on `network`: for tests and the simulation.
+    pub fn in_memory(kv: Arc<KvStore>, log: MemLogEngine, network: Arc<dyn Network>, clock: Arc<dyn Clock>) -> Parts {
+        Parts { kv, log: Box::new(log), network, clock, election_jitter: None, offload: Offload::Inline }
+    }
+}
+
+/// Where a member runs store reads that may block on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// tokio's blocking pool, never the async runtime's threads.
+    Pool,
+    /// Right away, on the caller's thread: for in-memory stores, and so a
+    /// simulation stays deterministic.
+    Inline,
+}
+
+impl Offload {
+    pub(crate) async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NodeError> {
+        match self {
+            Offload::Pool => {
+                tokio::task::spawn_blocking(work).await.map_err(|e| NodeError::Storage(format!("storage task: {e}")))
+            }
+            Offload::Inline => Ok(work()),
+        }
+    }
+}
+
+/// A member driven by its caller instead of threads: raft (with the
+/// applier, called from the raft loop), the lease clock and watch catch-up
+/// move one step per call.
+pub struct MemberStepper {
+    raft: RaftStepper,
+    expiry: LeaseExpiry,
+    next_expiry: Instant,
+    watches: Arc<WatchHub>,
+    clock: Arc<dyn Clock>,
+}
+
+impl MemberStepper {
+    /// One step; false once raft has stopped (removed or failed).
+    pub fn step(&mut self) -> bool {
+        let alive = self.raft.step();
+        let now = self.clock.now();
+        if alive && now >= self.next_expiry {
+            self.expiry.tick();
+            self.next_expiry = now + LEASE_TICK;
+        }
+        self.watches.catch_up_round();
+        alive
+    }
+
+    /// The next time something is due without outside input.
+    pub fn next_deadline(&self) -> Instant {
+        self.raft.next_tick().min(self.next_expiry)
+    }
+}
+
+impl Member {
+    /// Opens (or creates) the member's data under `data_dir/member` and starts
+    /// it on threads of its own. Blocking: call it off the async runtime or
+    /// before it starts.
+    pub fn start(config: MemberConfig) -> Result<Member, NodeError> {
+        let parts = Parts::on_disk(&config)?;
+        Member::assemble(config, parts)
+    }
+
+    /// A member from `parts`, running on threads of its own.
+    pub fn assemble(config: MemberConfig, parts: Parts) -> Result<Member, NodeError> {
+        let (member, _) = build(config, parts, false)?;
+        Ok(member)
+    }
+
+    /// A member from `parts` that runs only when its stepper is stepped.
+    pub fn assemble_stepped(config: MemberConfig, parts: Parts) -> Result<(Member, MemberStepper), NodeError> {
+        let (member, stepper) = build(config, parts, true)?;
+        let stepper = stepper.ok_or_else(|| NodeError::Config("no stepper".into()))?;
+        Ok((member, stepper))
+    }
+}
+
+fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, Option<MemberStepper>), NodeError> {
+    let Parts { kv, log, network, clock, election_jitter, offload } = parts;
+    let (identity, members) = match kv.identity().map_err(NodeError::Mvcc)? {
+        Some(identity) => {
+            // As etcd: a bootstrapped member ignores --initial-cluster and
+            // its token; its identity and membership are in its data.
+            let from_flags = ids::member_id(&config.peer_urls, &config.cluster_token);
+            if from_flags != identity.member_id {
+                tracing::warn!(
+                    member_id = %format!("{:x}", identity.member_id),
+                    "data dir already bootstrapped; --initial-* flags are ignored"
+                );
+            }
+            (identity, kv.members().map_err(NodeError::Mvcc)?)
+        }
+        None => {
+            let (identity, members) = match config.initial_cluster_state {
+                ClusterState::New => initial_membership(&config)?,
+                ClusterState::Existing => joined_membership(&config, network.as_ref())?,
+            };
+            kv.bootstrap(identity, &members).map_err(NodeError::Mvcc)?;
+            (identity, members)
+        }
+    };
+    let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
+    // A joining member starts its log with the others as the
+    // configuration; the entry that added it, replayed from the leader,
+    // adds it. (Only used for a log that was never written.)
+    let voters: Vec<u64> = members
+        .iter()
+        .filter(|m| !m.is_learner && (config.initial_cluster_state == ClusterState::New || m.id != member_id))
+        .map(|m| m.id)
+        .collect();
+    let peers: HashMap<u64, String> = members
+        .iter()
+        .filter(|m| m.id != member_id)
+        .filter_map(|m| m.peer_ur_ls.first().map(|url| (m.id, url.clone())))
+        .collect();
+
+    let applied_index = kv.consistent_index();
+    let mut store = RaftLogStore::open(log, &voters).map_err(NodeError::Raft)?;
+    if applied_index > store.last_log_index() {
+        // A crash came between installing a leader's snapshot in the store
+        // and recording it in the raft log: the log catches up with the
+        // store. The boundary's term is unknown (0), so the leader's next
+        // append will not match and it sends a snapshot again if needed.
+        let mut snapshot = keel_raft_node::Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = applied_index;
+        meta.set_conf_state(conf_state_of(&members));
+        store.apply_snapshot(&snapshot).map_err(NodeError::Raft)?;
+    }
+
+    let lessor = Arc::new(Mutex::new(restore_lessor(&config, &kv)?));
+    let waiters = Arc::new(Waiters::default());
+    let applied = Arc::new(AtomicU64::new(applied_index));
+    let history = Arc::new(StoreHistory(kv.clone()));
+    let watches = if stepped {
+        WatchHub::without_thread(history, kv.current_revision())
+    } else {
+        WatchHub::new(history, kv.current_revision())
+    };
+    let links = network.links(cluster_id, member_id);
+    for (id, url) in &peers {
+        links.add(*id, url);
+    }
+    let removed = Arc::new(tokio::sync::Notify::new());
+    let removed_members =
+        Arc::new(parking_lot::RwLock::new(kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect()));
+    let raft_config = RaftConfig {
+        tick_interval: config.heartbeat_interval,
+        election_ticks: config.election_ticks(),
+        heartbeat_ticks: 1,
+        election_jitter,
+        ..RaftConfig::new(member_id, voters.clone(), applied_index)
+    };
+    let election_timeout = raft_config.election_timeout();
+    let make_applier = |raft: RaftHandle, lease_clock: Arc<LeaseClock>| {
+        Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone(), clock.clone())
+            .with_lease_clock(lease_clock)
+            .with_membership(Membership {
+                member_id,
+                links: links.clone(),
+                removed: removed.clone(),
+                removed_members: removed_members.clone(),
+            })
+            .with_snapshots(Snapshots {
+                raft,
+                count: config.snapshot_count.max(1),
+                catchup_entries: config.snapshot_catchup_entries,
+                compacted_at: applied_index,
+                offered_at: None,
+            })
+    };
+    // Raft needs its applier first, and the applier raft's handle: the
+    // applier joins once raft exists, before raft applies anything to it.
+    let (raft, lease_clock, running, stepper) = if stepped {
+        let applier = DeferredApplier::default();
+        let (raft, raft_stepper) =
+            RaftNode::manual(raft_config, store, links.transport(), Box::new(applier.clone()), clock.clone())
+                .map_err(NodeError::Raft)?;
+        let lease_clock = Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
+        applier.set(make_applier(raft.clone(), lease_clock.clone()));
+        (raft, lease_clock, None, Some(raft_stepper))
+    } else {
+        // Committed entries wait in the applier's queue until it starts.
+        let (sender, events) = ApplySender::channel();
+        let node = RaftNode::start(raft_config, store, links.transport(), Box::new(sender)).map_err(NodeError::Raft)?;
+        let raft = node.handle();
+        let lease_clock = Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
+        let applier = make_applier(raft.clone(), lease_clock.clone()).spawn(events)?;
+        (raft, lease_clock, Some((node, applier)), None)
+    };
+    let expiry = LeaseExpiry { lessor: lessor.clone(), clock: lease_clock.clone(), raft: raft.clone() };
+    let (running, stepper) = match (running, stepper) {
+        (Some((node, applier)), _) => {
+            let stop_expiry = Arc::new(AtomicBool::new(false));
+            let expiry = expiry.spawn(stop_expiry.clone())?;
+            (Some(Running { raft: node, applier, expiry, stop_expiry }), None)
+        }
+        (None, Some(raft_stepper)) => {
+            let stepper = MemberStepper {
+                raft: raft_stepper,
+                expiry,
+                next_expiry: clock.now() + LEASE_TICK,
+                watches: watches.clone(),
+                clock: clock.clone(),
+            };
+            (None, Some(stepper))
+        }
+        (None, None) => unreachable!("a member runs on threads or is stepped"),
+    };
+
+    let proposals = Proposals::new(
+        raft.clone(),
+        waiters,
+        applied.clone(),
+        Proposals::first_tag(member_id, clock.unix_millis()),
+        config.max_request_bytes,
+        config.request_timeout,
+    );
+    tracing::info!(
+        name = %config.name,
+        member_id = %format!("{member_id:x}"),
+        cluster_id = %format!("{cluster_id:x}"),
+        applied_index,
+        "member started"
+    );
+    let member = Member {
+        config,
+        member_id,
+        cluster_id,
+        kv,
+        lessor,
+        watches,
+        raft,
+        proposals,
+        applied,
+        links,
+        removed,
+        removed_members,
+        lease_clock,
+        clock,
+        offload,
+        running: Mutex::new(running),
+    };
+    Ok((member, stepper))
+}
+
+/// The lease manager as the store last recorded it. Checkpointing is on by
+/// default in Keel (off in etcd): without it a leader change gives every
+/// lease its full TTL again, so a lease whose holder died can outlive its
+/// TTL by far under repeated elections.
+fn restore_lessor(config: &MemberConfig, kv: &KvStore) -> Result<Lessor, NodeError> {
+    let records = kv.lease_records().map_err(NodeError::Mvcc)?;
+    let leased_keys = kv.leased_keys().map_err(NodeError::Mvcc)?;
+    let lease_config = LessorConfig {
+        min_ttl: keel_lease_manager::min_lease_ttl(config.election_ticks() as u64, config.heartbeat_interval),
+        checkpointing: true,
+        checkpoint_interval: config.lease_checkpoint_interval,
+        ..LessorConfig::default()
+    };
+    Ok(Lessor::restore(
+        lease_config,
+        records.into_iter().map(|r| keel_lease_manager::LeaseRecord {
+            id: r.id,
+            ttl: r.ttl,
+            remaining_ttl: r.remaining_ttl,
+        }),
+        leased_keys,
+    ))
+}
+
+/// The applier of a stepped member, set once raft exists; raft calls it
+/// only when stepped, which is after that.
+#[derive(Clone, Default)]
+struct DeferredApplier(Arc<Mutex<Option<Applier>>>);
+
+impl DeferredApplier {
+    fn set(&self, applier: Applier) {
+        *self.0.lock() = Some(applier);
+    }
+
+    fn with(&self, work: impl FnOnce(&mut Applier)) {
+        if let Some(applier) = self.0.lock().as_mut() {
+            work(applier);
+        }
+    }
+}
+
+impl Apply for DeferredApplier {
+    fn committed(&mut self, entries: Vec<Entry>) {
+        self.with(|applier| applier.committed(entries));
+    }
+    fn read_states(&mut self, states: Vec<ReadState>) {
+        self.with(|applier| applier.read_states(states));
+    }
+    fn dropped(&mut self, tag: u64) {
+        self.with(|applier| applier.dropped(tag));
+    }
+    fn snapshot_wanted(&mut self) {
+        self.with(|applier| applier.snapshot_wanted());
+    }
+    fn removed(&mut self) {
+        self.with(|applier| Apply::removed(applier));
+    }
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let mut outcome = Err("the applier is not set".to_string());
+        self.with(|applier| outcome = applier.install_snapshot(snapshot));
+        outcome
+    }
+}
+
+/// Who this member is and who its first peers are, from the flags of a
+/// member that has never started: `--initial-cluster` (or this member alone),
+/// with etcd's ids, so etcd tooling sees the ids etcd would compute.
+fn initial_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember>), NodeError> {
+    let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
+    let mut members = vec![EtcdMember {
+        id: member_id,
+        name: config.name.clone(),
+        peer_ur_ls: config.peer_urls.clone(),
+        ..Default::default()
+    }];
+    for (name, urls) in &config.initial_cluster {
+        let id = ids::member_id(urls, &config.cluster_token);
+        if name == &config.name {
+            if id != member_id {
+                return Err(NodeError::Config(format!(
+                    "--initial-cluster has {name}={} but this member advertises {}",
+                    urls.join(","),
+                    config.peer_urls.join(",")
+                )));
+            }
+            continue;
+        }
+        if urls.is_empty() {
+            return Err(NodeError::Config(format!("member {name} has no peer URL")));
+        }
+        members.push(EtcdMember { id, name: name.clone(), peer_ur_ls: urls.clone(), ..Default::default() });
+    }
+    if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(name, _)| name == &config.name) {
+        return Err(NodeError::Config(format!("--initial-cluster has no member named {:?}", config.name)));
+    }
+    members.sort_by_key(|m| m.id);
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    Ok((Identity { member_id, cluster_id: ids::cluster_id(&ids) }, members))
+}
+
+/// Who this member is in a running cluster it joins: the cluster id and the
+/// members (this one included, as MemberAdd recorded it) come from the
+/// members named in `--initial-cluster`.
+fn joined_membership(config: &MemberConfig, network: &dyn Network) -> Result<(Identity, Vec<EtcdMember>), NodeError> {
+    let others: Vec<String> = config
+        .initial_cluster
+        .iter()
+        .filter(|(name, _)| name != &config.name)
+        .flat_map(|(_, urls)| urls.iter().cloned())
+        .collect();
+    if others.is_empty() {
+        return Err(NodeError::Config(
+            "--initial-cluster-state existing needs the other members in --initial-cluster".into(),
+        ));
+    }
+    let (cluster_id, members) = network.cluster_info(&others)?;
+    let me =
+        members.iter().find(|m| m.peer_ur_ls.iter().any(|url| config.peer_urls.contains(url))).ok_or_else(|| {
+            NodeError::Config(format!(
+                "the cluster has no member with peer URLs {}: add it first (etcdctl member add)",
+                config.peer_urls.join(",")
+            ))
+        })?;
+    Ok((Identity { member_id: me.id, cluster_id }, members))
+}

@@ -1,0 +1,46 @@
+//! The Maintenance service's requests: status and hashes.
+
+use std::sync::atomic::Ordering;
+
+use super::Member;
+use crate::NodeError;
+
+/// What `Status` reports about this member.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    pub db_size: i64,
+    pub db_size_in_use: i64,
+    pub is_learner: bool,
+}
+
+impl Member {
+    /// What `Status` reports. Reads storage: call it off the async runtime.
+    pub fn status(&self) -> MemberStatus {
+        let raft = self.raft.status();
+        MemberStatus {
+            member_id: self.member_id,
+            leader: raft.leader(),
+            raft_term: raft.term(),
+            raft_index: raft.commit_index(),
+            raft_applied_index: self.applied.load(Ordering::Acquire),
+            db_size: self.kv.db_size(),
+            db_size_in_use: self.kv.db_size_in_use(),
+            is_learner: self
+                .kv
+                .members()
+                .is_ok_and(|members| members.iter().any(|m| m.id == self.member_id && m.is_learner)),
+        }
+    }
+
+    /// etcd's HashKV: a CRC-32C of the stored history up to `revision` (0:
+    /// the current one), equal on members that applied the same log.
+    pub async fn hash_kv(&self, revision: i64) -> Result<keel_mvcc::KvHash, NodeError> {
+        let kv = self.kv.clone();
+        self.offload.run(move || kv.hash_by_rev(revision)).await?.map_err(NodeError::Mvcc)
+    }
+}

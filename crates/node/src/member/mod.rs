@@ -1,0 +1,175 @@
+//! One Keel member: raft, the MVCC store, the lease manager and the watch
+//! hub wired together, with the operations the client and peer services
+//! call. Built from its parts in `build.rs`; one file per service after that
+//! (`kv.rs`, `lease.rs`, `cluster.rs`, `maintenance.rs`).
+
+mod build;
+mod cluster;
+mod kv;
+mod lease;
+mod maintenance;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use keel_lease_manager::Lessor;
+use keel_mvcc::KvStore;
+use keel_proto::etcdserverpb::ResponseHeader;
+use keel_proto::keelpb::internal_raft_request::Request;
+use keel_raft_node::{Clock, RaftHandle, RaftNode};
+use keel_watch_hub::WatchHub;
+use parking_lot::Mutex;
+
+pub use build::{MemberStepper, Offload, Parts};
+pub use maintenance::MemberStatus;
+
+use crate::config::MemberConfig;
+use crate::lease_clock::LeaseClock;
+use crate::peer::PeerLinks;
+use crate::proposals::{Proposals, WriteAnswer};
+use crate::NodeError;
+
+pub struct Member {
+    config: MemberConfig,
+    member_id: u64,
+    cluster_id: u64,
+    kv: Arc<KvStore>,
+    lessor: Arc<Mutex<Lessor>>,
+    watches: Arc<WatchHub>,
+    raft: RaftHandle,
+    proposals: Proposals,
+    applied: Arc<AtomicU64>,
+    /// Peers: raft's messages, calls forwarded to the leader.
+    links: Arc<dyn PeerLinks>,
+    /// Notified when a configuration change removes this member.
+    removed: Arc<tokio::sync::Notify>,
+    /// Members removed from the cluster (kept up to date by the applier).
+    removed_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+    lease_clock: Arc<LeaseClock>,
+    clock: Arc<dyn Clock>,
+    offload: Offload,
+    running: Mutex<Option<Running>>,
+}
+
+/// The threads a member runs on its own (none when a simulation steps it).
+struct Running {
+    raft: RaftNode,
+    applier: std::thread::JoinHandle<()>,
+    expiry: std::thread::JoinHandle<()>,
+    stop_expiry: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Member {
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Where watch streams are opened.
+    pub fn watches(&self) -> &Arc<WatchHub> {
+        &self.watches
+    }
+
+    /// The header every response carries, at the store's current revision.
+    pub fn header(&self) -> ResponseHeader {
+        self.header_at(self.kv.current_revision())
+    }
+
+    pub fn header_at(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.status().term(),
+        }
+    }
+
+    /// Fills in the header a store response carries (it knows only the revision).
+    fn stamp(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.as_ref().map_or_else(|| self.kv.current_revision(), |h| h.revision);
+        *header = Some(self.header_at(revision));
+    }
+
+    /// The leader's id as raft knows it, 0 when none: cheap enough for every
+    /// request (`hasleader`), unlike [`Member::status`], which reads storage.
+    pub fn leader(&self) -> u64 {
+        self.raft.status().leader()
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// A write through raft, answered with its own response type and header.
+    async fn write<T: WriteAnswer>(&self, request: Request) -> Result<T, NodeError> {
+        let mut response = T::from_write(self.proposals.propose(request).await?)
+            .ok_or_else(|| NodeError::Corrupt("a write was answered with another kind of response".into()))?;
+        self.stamp(response.header_mut());
+        Ok(response)
+    }
+
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), NodeError> {
+        if cluster_id != self.cluster_id {
+            return Err(NodeError::ClusterMismatch { ours: self.cluster_id, theirs: cluster_id });
+        }
+        Ok(())
+    }
+
+    /// Raft messages from a peer. Refused when the peer belongs to another
+    /// cluster, so two clusters never mix their logs.
+    pub fn receive_raft(&self, cluster_id: u64, messages: Vec<Vec<u8>>) -> Result<(), NodeError> {
+        self.check_cluster(cluster_id)?;
+        for bytes in messages {
+            let message: keel_raft_node::Message = protobuf::Message::parse_from_bytes(&bytes)
+                .map_err(|e| NodeError::Corrupt(format!("raft message from a peer: {e}")))?;
+            self.step_raft(message)?;
+        }
+        Ok(())
+    }
+
+    /// One raft message, already decoded (the in-process network). A full
+    /// inbox drops it: raft sends again.
+    pub(crate) fn step_raft(&self, message: keel_raft_node::Message) -> Result<(), NodeError> {
+        if self.removed_members.read().contains(&message.from) {
+            return Err(NodeError::MemberRemoved);
+        }
+        match self.raft.step(message) {
+            Ok(()) | Err(keel_raft_node::RaftNodeError::Busy) => Ok(()),
+            Err(_) => Err(NodeError::Stopped),
+        }
+    }
+
+    /// Starts taking in a leader's snapshot from the first chunk of its
+    /// stream (refused when it comes from another cluster).
+    pub fn snapshot_assembly(
+        &self,
+        first: keel_proto::keelpb::SnapshotChunk,
+    ) -> Result<crate::SnapshotAssembly, NodeError> {
+        crate::SnapshotAssembly::start(self.cluster_id, first)
+    }
+
+    /// Hands a whole snapshot to raft.
+    pub fn receive_snapshot(&self, snapshot: crate::SnapshotAssembly) -> Result<(), NodeError> {
+        self.raft.step(snapshot.finish()?).map_err(crate::proposals::refused)
+    }
+
+    /// Stops raft and the applier; acknowledged writes are already durable in
+    /// the raft log, so nothing needs flushing. Blocking.
+    pub fn stop(&self) {
+        if let Some(running) = self.running.lock().take() {
+            running.stop_expiry.store(true, std::sync::atomic::Ordering::Release);
+            let _ = running.expiry.join();
+            running.raft.stop();
+            let _ = running.applier.join();
+        }
+        self.watches.stop();
+    }
+}
