@@ -37,8 +37,7 @@ pub(crate) const LEASE_PREFIX: &[u8] = b"lease/";
 pub(crate) struct History {
     pub(crate) kv: Vec<KvOperation>,
     pub(crate) watches: Vec<WatchLog>,
-    /// Acknowledged puts: key, value, revision.
-    pub(crate) acked_puts: Vec<(Vec<u8>, Vec<u8>, i64)>,
+    pub(crate) acked_puts: Vec<AckedPut>,
     /// Leases whose revoke was acknowledged.
     pub(crate) revoked: Vec<i64>,
     /// Leases still found after their revoke was acknowledged.
@@ -46,6 +45,9 @@ pub(crate) struct History {
     /// Final reads that could not be made.
     pub(crate) incomplete: Vec<String>,
 }
+
+/// An acknowledged put: key, value, revision.
+pub(crate) type AckedPut = (Vec<u8>, Vec<u8>, i64);
 
 /// One watcher's events, across every member it watched through.
 #[derive(Debug, Default)]
@@ -67,7 +69,7 @@ pub(crate) struct WatchedEvent {
 #[derive(Default)]
 struct Recorder {
     clock: AtomicU64,
-    acked_puts: Mutex<Vec<(Vec<u8>, Vec<u8>, i64)>>,
+    acked_puts: Mutex<Vec<AckedPut>>,
 }
 
 impl Recorder {

@@ -370,7 +370,7 @@ impl Apply for DeferredApplier {
         self.with(|applier| applier.snapshot_wanted());
     }
     fn removed(&mut self) {
-        self.with(|applier| Apply::removed(applier));
+        self.with(Apply::removed);
     }
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let mut outcome = Err("the applier is not set".to_string());
