@@ -7,6 +7,8 @@
 mod cluster;
 mod election;
 mod errors;
+#[cfg(test)]
+mod fuzz;
 mod kv;
 mod lease;
 mod lock;

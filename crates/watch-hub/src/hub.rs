@@ -22,6 +22,11 @@ use crate::{Delivery, Filters, KeyRange, WatchError, WatchSpec, STREAM_PROGRESS_
 /// thread earlier (etcd: 100 ms).
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Watches one stream may hold at once. etcd sets no limit; this one only
+/// stops a single client from growing a member's memory without bound (a
+/// Kubernetes API server holds a few thousand on a stream).
+pub const MAX_WATCHES_PER_STREAM: usize = 100_000;
+
 /// At most this many revisions are replayed per catch-up round, which bounds
 /// the memory of one round and the size of one delivery.
 const SYNC_CHUNK_REVISIONS: i64 = 1000;
@@ -478,6 +483,9 @@ impl WatchStream {
         let revision = st.revision;
         let stream = st.streams.get_mut(&self.id).ok_or(WatchError::StreamClosed)?;
         let chosen = range.and_then(|range| {
+            if stream.ids.len() >= MAX_WATCHES_PER_STREAM {
+                return Err(WatchError::TooManyWatches);
+            }
             let id = if spec.watch_id != 0 {
                 if stream.ids.contains(&spec.watch_id) {
                     return Err(WatchError::DuplicateId);

@@ -24,7 +24,7 @@ mod hub;
 mod range;
 
 pub use history::{History, HistoryError, MemHistory};
-pub use hub::{WatchHub, WatchStream};
+pub use hub::{WatchHub, WatchStream, MAX_WATCHES_PER_STREAM};
 pub use range::KeyRange;
 
 use std::sync::Arc;
@@ -114,4 +114,7 @@ pub enum WatchError {
     DuplicateId,
     #[error("mvcc: watch stream closed")]
     StreamClosed,
+    /// Keel's own limit (etcd has none): see [`MAX_WATCHES_PER_STREAM`].
+    #[error("mvcc: too many watches on this stream")]
+    TooManyWatches,
 }

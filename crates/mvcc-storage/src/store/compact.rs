@@ -1,18 +1,21 @@
 //! Compaction: forget history at or below a revision, keeping for every key
 //! the revision a read at the compaction point still needs.
 //!
-//! Unlike etcd, which deletes compacted revisions from bolt in background
-//! batches, the deletions are written in the same batch as the new compaction
-//! point and `consistent_index`, under the exclusive `compaction` lock, so the
-//! backend never holds a half-done compaction. `scheduledCompactRev` is still
-//! written (equal to `finishedCompactRev`) so a data directory reads like
-//! etcd's, and a scheduled-but-unfinished compaction found on open is resumed.
+//! As etcd does: the compaction point (`scheduledCompactRev`) is recorded
+//! first, with `consistent_index`, and the in-memory index forgets the older
+//! revisions at once, so reads below it are refused from then on. The
+//! compacted revisions are then deleted in batches of at most
+//! [`COMPACTION_BATCH`] (memory and write size stay bounded, and reads go on
+//! meanwhile: none can reach a compacted revision any more, and the reads
+//! that selected one before are waited for first), and `finishedCompactRev`
+//! is written last. A compaction interrupted by a crash is found on open
+//! (scheduled past finished) and resumed.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use keel_proto::etcdserverpb::{CompactionRequest, CompactionResponse};
-use parking_lot::RwLockUpgradableReadGuard;
+use parking_lot::{RwLockUpgradableReadGuard, RwLockWriteGuard};
 
 use super::{meta, ops, put_consistent_index, KvStore, State, WriteOutcome, WriteResponse};
 use crate::backend::{Backend, Keyspace, WriteBatch};
@@ -59,32 +62,50 @@ impl KvStore {
         index: u64,
     ) -> Result<(), MvccError> {
         let keep = guard.index.keep_for_compact(rev);
-        let mut batch = deletions(&*self.backend, guard.last_compact.as_ref(), rev, &keep)?;
-        let deleted = batch.len();
         let rev_bytes = Revision::new(rev, 0).to_bytes();
+        let mut batch = WriteBatch::with_capacity(2);
         batch.put(Keyspace::Meta, meta::SCHEDULED_COMPACT, rev_bytes);
-        batch.put(Keyspace::Meta, meta::FINISHED_COMPACT, rev_bytes);
         put_consistent_index(&mut batch, index);
 
         let mut state = RwLockUpgradableReadGuard::upgrade(guard);
-        let _no_readers = self.compaction.write();
         self.backend.write(batch)?;
         state.index.compact(rev);
         state.compact_rev = rev;
-        state.last_compact = Some(LastCompaction { rev, keep: keep.into_iter().collect() });
+        let last = state.last_compact.replace(LastCompaction { rev, keep: keep.iter().copied().collect() });
         self.consistent_index.store(index, Ordering::Release);
+        // Other writers still wait (this is the applier's turn); readers go on.
+        let _state = RwLockWriteGuard::downgrade_to_upgradable(state);
+        // Reads that selected revisions before the index forgot them finish
+        // reading their values first.
+        drop(self.compaction.write());
+        let deleted = delete_compacted(&*self.backend, last.as_ref(), rev, &keep)?;
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.put(Keyspace::Meta, meta::FINISHED_COMPACT, rev_bytes);
+        self.backend.write(batch)?;
         tracing::info!(compact_revision = rev, deleted_revisions = deleted, "compacted");
         Ok(())
     }
 }
 
-/// Deletes for every stored revision at or below `rev` that is not in `keep`.
-fn deletions(
+/// Deletions written per batch while compacting (etcd's
+/// `--experimental-compaction-batch-limit` is 1,000; a RocksDB batch of
+/// this size takes about a millisecond).
+pub(crate) const COMPACTION_BATCH: usize = 10_000;
+
+/// Deletes every stored revision at or below `rev` that is not in `keep`, in
+/// batches of [`COMPACTION_BATCH`]; returns how many.
+fn delete_compacted(
     backend: &dyn Backend,
     last: Option<&LastCompaction>,
     rev: i64,
     keep: &HashSet<Revision>,
-) -> Result<WriteBatch, MvccError> {
+) -> Result<usize, MvccError> {
+    let mut deleted = 0;
+    let mut flush = |batch: &mut WriteBatch| -> Result<(), MvccError> {
+        deleted += batch.len();
+        backend.write(std::mem::take(batch))?;
+        Ok(())
+    };
     let mut batch = WriteBatch::new();
     let from = match last {
         Some(last) => {
@@ -93,32 +114,52 @@ fn deletions(
             for r in &last.keep {
                 if !keep.contains(r) {
                     batch.delete(Keyspace::Revisions, r.to_bytes().to_vec());
+                    if batch.len() >= COMPACTION_BATCH {
+                        flush(&mut batch)?;
+                    }
                 }
             }
             last.rev + 1
         }
         None => 0,
     };
-    let start = Revision::new(from, 0).to_bytes();
+    // Scan in pieces, so no batch outgrows the limit and no scan runs
+    // while its own deletions are written.
     let end = Revision::new(rev + 1, 0).to_bytes();
-    let mut bad_key = None;
-    backend.scan(Keyspace::Revisions, &start, Some(&end), &mut |k, _| {
-        match revision::decode_key(k) {
-            Some((r, _)) if keep.contains(&r) => {}
-            Some(_) => batch.delete(Keyspace::Revisions, k.to_vec()),
-            None => {
-                bad_key = Some(k.to_vec());
+    let mut start = Revision::new(from, 0).to_bytes().to_vec();
+    loop {
+        let mut bad_key = None;
+        let mut next = None;
+        let mut seen = 0;
+        backend.scan(Keyspace::Revisions, &start, Some(&end), &mut |k, _| {
+            if seen == COMPACTION_BATCH {
+                next = Some(k.to_vec());
                 return false;
             }
+            seen += 1;
+            match revision::decode_key(k) {
+                Some((r, _)) if keep.contains(&r) => {}
+                Some(_) => batch.delete(Keyspace::Revisions, k.to_vec()),
+                None => {
+                    bad_key = Some(k.to_vec());
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(k) = bad_key {
+            return Err(MvccError::Corrupt(format!(
+                "revisions keyspace holds a non-revision key of {} bytes (expected {REV_BYTES_LEN} or {})",
+                k.len(),
+                REV_BYTES_LEN + 1
+            )));
         }
-        true
-    })?;
-    if let Some(k) = bad_key {
-        return Err(MvccError::Corrupt(format!(
-            "revisions keyspace holds a non-revision key of {} bytes (expected {REV_BYTES_LEN} or {})",
-            k.len(),
-            REV_BYTES_LEN + 1
-        )));
+        if !batch.is_empty() {
+            flush(&mut batch)?;
+        }
+        match next {
+            Some(k) => start = k,
+            None => return Ok(deleted),
+        }
     }
-    Ok(batch)
 }

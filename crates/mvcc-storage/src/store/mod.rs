@@ -193,8 +193,20 @@ impl KvStore {
             return None;
         }
         let state = self.state.read();
-        let mut tx = Tx::new(&state, &*self.backend);
-        Some(ops::txn(&mut tx, req, &NoLeases))
+        let tx = Tx::new(&state, &*self.backend);
+        let plan = match ops::plan_read_txn(&tx, req) {
+            Ok(plan) => plan,
+            Err(err) => return Some(Err(err)),
+        };
+        let rev = tx.end_rev();
+        // As a Range: the values stay until compaction, which waits for
+        // this lock; the store's state may move on meanwhile.
+        let _values_stay = self.compaction.read();
+        drop(state);
+        Some(plan.fetch(&*self.backend).map(|mut response| {
+            response.header = ops::header(rev);
+            response
+        }))
     }
 
     /// Applies one committed write at raft index `index`. On success the

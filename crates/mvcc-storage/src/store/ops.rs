@@ -18,7 +18,7 @@ use keel_proto::etcdserverpb::{
 };
 use keel_proto::mvccpb::KeyValue;
 
-use super::tx::{RangeOptions, RangeResult, Tx};
+use super::tx::{self, RangeOptions, RangeResult, Tx};
 use super::LeaseLookup;
 use crate::error::MvccError;
 use crate::gosort::go_sort;
@@ -150,6 +150,76 @@ pub(crate) fn txn(tx: &mut Tx<'_>, rt: &TxnRequest, leases: &dyn LeaseLookup) ->
     let (mut resp, _) = execute_txn(tx, rt, &path)?;
     resp.header = header(tx.end_rev());
     Ok(resp)
+}
+
+/// A read-only txn, resolved under the store's lock: the branches taken and,
+/// for each range, which revisions to read. Its values are fetched after the
+/// lock is released ([`ReadPlan::fetch`]), so a txn reading much never holds
+/// up the applier, as a plain Range does not.
+pub(crate) struct ReadPlan<'r> {
+    succeeded: bool,
+    steps: Vec<PlanStep<'r>>,
+}
+
+enum PlanStep<'r> {
+    Range(&'r RangeRequest, tx::Selection),
+    Txn(ReadPlan<'r>),
+    Empty,
+}
+
+/// Resolves a read-only txn (see [`is_txn_read_only`]) under the lock.
+pub(crate) fn plan_read_txn<'r>(tx: &Tx<'_>, rt: &'r TxnRequest) -> Result<ReadPlan<'r>, MvccError> {
+    let mut path = Vec::new();
+    compare_to_path(tx, rt, &mut path);
+    check_txn(tx, rt, &super::NoLeases, &path)?;
+    Ok(plan_branch(tx, rt, &path)?.0)
+}
+
+fn plan_branch<'r>(tx: &Tx<'_>, rt: &'r TxnRequest, path: &[bool]) -> Result<(ReadPlan<'r>, usize), MvccError> {
+    let succeeded = path[0];
+    let ops = if succeeded { &rt.success } else { &rt.failure };
+    let mut steps = Vec::with_capacity(ops.len());
+    let mut consumed = 0;
+    for op in ops {
+        let step = match &op.request {
+            Some(request_op::Request::RequestRange(r)) => {
+                PlanStep::Range(r, tx.select(KeyRange::new(&r.key, &r.range_end), range_options(r))?)
+            }
+            Some(request_op::Request::RequestTxn(nested)) => {
+                let (plan, n) = plan_branch(tx, nested, &path[1 + consumed..])?;
+                consumed += n + 1;
+                PlanStep::Txn(plan)
+            }
+            _ => PlanStep::Empty,
+        };
+        steps.push(step);
+    }
+    Ok((ReadPlan { succeeded, steps }, consumed))
+}
+
+impl ReadPlan<'_> {
+    /// Reads the planned values; the header is left for the caller (a
+    /// nested txn's is empty, as etcd sends it).
+    pub(crate) fn fetch(self, backend: &dyn crate::backend::Backend) -> Result<TxnResponse, MvccError> {
+        let mut responses = Vec::with_capacity(self.steps.len());
+        for step in self.steps {
+            let response = match step {
+                PlanStep::Range(r, sel) => {
+                    let kvs = tx::fetch(backend, sel.items)?;
+                    let rr = tx::RangeResult { kvs, count: sel.count, rev: sel.rev };
+                    Some(response_op::Response::ResponseRange(finish_range(r, rr)))
+                }
+                PlanStep::Txn(plan) => {
+                    let mut nested = plan.fetch(backend)?;
+                    nested.header = Some(ResponseHeader::default());
+                    Some(response_op::Response::ResponseTxn(nested))
+                }
+                PlanStep::Empty => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(TxnResponse { header: None, succeeded: self.succeeded, responses })
+    }
 }
 
 /// True when the txn only reads, whichever branch runs (etcd's `IsTxnReadonly`).

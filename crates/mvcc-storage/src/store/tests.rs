@@ -1100,3 +1100,155 @@ fn hash_kv_matches_etcd_3_4() {
     assert!(matches!(t.s.hash_by_rev(5), Err(MvccError::Compacted)));
     assert!(matches!(t.s.hash_by_rev(10), Err(MvccError::FutureRevision)));
 }
+
+/// A backend whose value reads wait at a gate, to hold a read mid-flight.
+struct Gated {
+    inner: crate::backend::MemBackend,
+    armed: std::sync::atomic::AtomicBool,
+    reached: std::sync::Barrier,
+    release: std::sync::Barrier,
+}
+
+impl Backend for Gated {
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, crate::backend::BackendError> {
+        self.inner.get(space, key)
+    }
+    fn multi_get(&self, space: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, crate::backend::BackendError> {
+        if self.armed.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.reached.wait();
+            self.release.wait();
+        }
+        self.inner.multi_get(space, keys)
+    }
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut crate::backend::ScanVisitor<'_>,
+    ) -> Result<(), crate::backend::BackendError> {
+        self.inner.scan(space, start, end, visit)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), crate::backend::BackendError> {
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), crate::backend::BackendError> {
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn size_in_use(&self) -> u64 {
+        self.inner.size_in_use()
+    }
+}
+
+#[test]
+fn a_read_only_txn_reads_values_without_holding_up_writes() {
+    let gated = Arc::new(Gated {
+        inner: crate::backend::MemBackend::new(),
+        armed: false.into(),
+        reached: std::sync::Barrier::new(2),
+        release: std::sync::Barrier::new(2),
+    });
+    let store = Arc::new(KvStore::open(gated.clone()).unwrap());
+    let put = |index: u64, value: &str| {
+        let p = PutRequest { key: b"k".to_vec(), value: value.into(), ..Default::default() };
+        store.apply(index, WriteRequest::Put(&p), &NoLeases).unwrap();
+    };
+    put(1, "before");
+    gated.armed.store(true, std::sync::atomic::Ordering::Release);
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let txn = TxnRequest { success: vec![op_range(rr("k", ""))], ..Default::default() };
+            store.read_txn(&txn).unwrap().unwrap()
+        })
+    };
+    // The txn is now reading values: a write still goes through.
+    gated.reached.wait();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let p = PutRequest { key: b"k".to_vec(), value: b"after".to_vec(), ..Default::default() };
+            store.apply(2, WriteRequest::Put(&p), &NoLeases).unwrap();
+            let _ = done_tx.send(());
+        })
+    };
+    let applied = done_rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok();
+    gated.release.wait();
+    writer.join().unwrap();
+    let response = reader.join().unwrap();
+    assert!(applied, "a write waited for a read-only txn's value reads");
+    // The txn still answers as of the revision it was resolved at.
+    assert_eq!(hdr(&response.header), 2);
+    match &response.responses[0].response {
+        Some(response_op::Response::ResponseRange(r)) => assert_eq!(r.kvs[0].value, b"before"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Records the largest batch written.
+struct Largest {
+    inner: crate::backend::MemBackend,
+    largest: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend for Largest {
+    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, crate::backend::BackendError> {
+        self.inner.get(space, key)
+    }
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut crate::backend::ScanVisitor<'_>,
+    ) -> Result<(), crate::backend::BackendError> {
+        self.inner.scan(space, start, end, visit)
+    }
+    fn write(&self, batch: WriteBatch) -> Result<(), crate::backend::BackendError> {
+        self.largest.fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
+        self.inner.write(batch)
+    }
+    fn sync(&self) -> Result<(), crate::backend::BackendError> {
+        Ok(())
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn size_in_use(&self) -> u64 {
+        self.inner.size_in_use()
+    }
+}
+
+#[test]
+fn compaction_deletes_in_bounded_batches() {
+    let backend = Arc::new(Largest { inner: crate::backend::MemBackend::new(), largest: 0.into() });
+    let store = KvStore::open(backend.clone()).unwrap();
+    let total = 2 * compact::COMPACTION_BATCH + 500;
+    for i in 0..total {
+        let p = PutRequest { key: format!("k{}", i % 3).into(), value: i.to_string().into(), ..Default::default() };
+        store.apply(i as u64 + 1, WriteRequest::Put(&p), &NoLeases).unwrap();
+    }
+    backend.largest.store(0, std::sync::atomic::Ordering::Relaxed);
+    let rev = store.current_revision();
+    let request = CompactionRequest { revision: rev, physical: false };
+    store.apply(total as u64 + 1, WriteRequest::Compact(&request), &NoLeases).unwrap();
+    let largest = backend.largest.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(largest <= compact::COMPACTION_BATCH, "a batch of {largest} writes");
+    let mut left = 0;
+    backend
+        .scan(Keyspace::Revisions, &[], None, &mut |_, _| {
+            left += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(left, 3, "one revision per key is left");
+    let all = store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
+    assert_eq!(all.kvs.len(), 3);
+    // Reopened, the store finds the compaction finished.
+    let reopened = KvStore::open(backend).unwrap();
+    assert_eq!(reopened.compact_revision(), rev);
+}

@@ -6,7 +6,7 @@
 //! raft retries from its own state, so nothing is lost that matters.
 //!
 //! Snapshots take another road: each goes, chunked, on a stream of its own
-//! (see `snapshot_transfer`), at most one per peer at a time, and raft hears
+//! (see `snapshot.rs`), at most one per peer at a time, and raft hears
 //! how the transfer ended.
 
 use std::collections::HashMap;

@@ -303,3 +303,18 @@ async fn a_huge_revision_reaches_each_watcher_with_its_keys() {
         in_order(9999, KEYS).into_iter().filter(|(k, _)| k.as_str() >= "k09999").collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_stream_holds_a_bounded_number_of_watches() {
+    let hub = WatchHub::new(Arc::new(MemHistory::default()), 0);
+    // Room for every Created, the refusal, the cancel and the last watch.
+    let (stream, mut rx) = hub.open_stream(crate::MAX_WATCHES_PER_STREAM + 4);
+    for _ in 0..crate::MAX_WATCHES_PER_STREAM {
+        stream.watch(WatchSpec::new("k", "")).await.unwrap();
+    }
+    assert_eq!(stream.watch(WatchSpec::new("k", "")).await, Err(WatchError::TooManyWatches));
+    // Cancelling one makes room again.
+    assert!(stream.cancel(0).await);
+    stream.watch(WatchSpec::new("k", "")).await.unwrap();
+    rx.close();
+}
