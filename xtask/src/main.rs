@@ -10,7 +10,7 @@
 //! - `cargo xtask cluster up|down|status`: a local cluster on loopback (see [`cluster`]).
 //! - `cargo xtask docs`: regenerate `docs/configuration.md` from the flag table in `keel-config`.
 //! - `cargo xtask simulate --seeds N [--first F] | --seed S`: simulated clusters under faults
-//!   (`keel-sim`, release build); `cargo xtask test` runs a hundred seeds as a test.
+//!   (`keel-sim`, release build); `cargo xtask test` runs 200 seeds as a test.
 
 mod bench;
 mod cargo;

@@ -628,6 +628,9 @@ impl Driver {
                     let was_member = is_member(self.raw.store().conf_state(), id);
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.removed |= was_member && !is_member(&conf_state, id);
+                    // A removed member's contact history goes with it (an id
+                    // is never reused, so nothing else would drop it).
+                    self.contact.retain(|peer, _| is_member(&conf_state, *peer));
                     self.raw.mut_store().set_conf_state(conf_state)?;
                 }
                 _ => {}

@@ -16,6 +16,8 @@ use crate::RaftNodeError;
 /// How many recent entries stay in memory; enough for followers that are a
 /// little behind and for every committed-but-unapplied entry under load.
 const CACHE_ENTRIES: usize = 8192;
+/// Entries read from the engine at a time when older ones are asked for.
+const ENGINE_READ_CHUNK: u64 = 256;
 
 pub struct RaftLogStore {
     engine: Box<dyn LogEngine>,
@@ -248,30 +250,44 @@ impl raft::Storage for RaftLogStore {
         if high > self.last_index + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
+        // raft-rs asks for everything up to the last index and cuts at
+        // `max_size` (1 MiB per append): reading or cloning past that point
+        // would make catching up a follower 10,000 entries behind quadratic
+        // in its lag, on the raft thread, which then misses its heartbeats.
         let max_size = max_size.into().unwrap_or(u64::MAX);
-        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut out = Vec::new();
         let mut size = 0u64;
+        // raft-rs wants at least one entry even when it alone exceeds max_size.
+        let mut take = |entry: Entry, out: &mut Vec<Entry>| {
+            let entry_size = protobuf::Message::compute_size(&entry) as u64;
+            if !out.is_empty() && size + entry_size > max_size {
+                return false;
+            }
+            size += entry_size;
+            out.push(entry);
+            true
+        };
         let from_cache = self.cache.front().map_or(u64::MAX, |e| e.index);
-        if low < from_cache {
-            let upto = high.min(from_cache);
-            out = self.engine.entries(low, upto).map_err(storage_error)?;
+        let mut index = low;
+        while index < high.min(from_cache) {
+            let upto = (index + ENGINE_READ_CHUNK).min(high).min(from_cache);
+            for entry in self.engine.entries(index, upto).map_err(storage_error)? {
+                if !take(entry, &mut out) {
+                    return Ok(out);
+                }
+            }
+            index = upto;
         }
-        for index in low.max(from_cache)..high {
+        for index in index..high {
             match self.cached(index) {
-                Some(entry) => out.push(entry.clone()),
+                Some(entry) => {
+                    if !take(entry.clone(), &mut out) {
+                        break;
+                    }
+                }
                 None => return Err(raft::Error::Store(StorageError::Unavailable)),
             }
         }
-        // raft-rs wants at least one entry even when it alone exceeds max_size.
-        let mut keep = 0;
-        for entry in &out {
-            size += protobuf::Message::compute_size(entry) as u64;
-            if keep > 0 && size > max_size {
-                break;
-            }
-            keep += 1;
-        }
-        out.truncate(keep);
         Ok(out)
     }
 
@@ -355,6 +371,50 @@ mod tests {
         assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
         let ents = reopened.entries(1, 3, None, GetEntriesContext::empty(false)).unwrap();
         assert_eq!(ents.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(), vec![(1, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn entries_read_no_further_than_max_size() {
+        /// Counts the entries the engine hands out.
+        struct Counting(MemLogEngine, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl LogEngine for Counting {
+            fn load(&self) -> Result<crate::engine::PersistedLog, RaftNodeError> {
+                self.0.load()
+            }
+            fn entries(&self, low: u64, high: u64) -> Result<Vec<Entry>, RaftNodeError> {
+                let entries = self.0.entries(low, high)?;
+                self.1.fetch_add(entries.len(), std::sync::atomic::Ordering::Relaxed);
+                Ok(entries)
+            }
+            fn write(&self, write: crate::engine::LogWrite<'_>) -> Result<(), RaftNodeError> {
+                self.0.write(write)
+            }
+        }
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let engine = MemLogEngine::default();
+        let mut store = RaftLogStore::open(Box::new(Counting(engine.clone(), read.clone())), &[1]).unwrap();
+        let total = 3 * CACHE_ENTRIES as u64;
+        let entries: Vec<Entry> = (1..=total).map(|i| entry(i, 2)).collect();
+        store.append(&entries, None).unwrap();
+        // A follower at the start of the log: one append's worth is read,
+        // not the whole log behind it.
+        let one = protobuf::Message::compute_size(&entry(1, 2)) as u64;
+        let got = store.entries(1, total + 1, one * 10, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(got.len(), 10);
+        let engine_reads = read.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(engine_reads <= ENGINE_READ_CHUNK as usize, "{engine_reads} entries read for 10");
+        // Across the engine and the cache, in order.
+        let got = store
+            .entries(
+                total - CACHE_ENTRIES as u64 - 5,
+                total - CACHE_ENTRIES as u64 + 5,
+                None,
+                GetEntriesContext::empty(false),
+            )
+            .unwrap();
+        let indexes: Vec<u64> = got.iter().map(|e| e.index).collect();
+        let first = total - CACHE_ENTRIES as u64 - 5;
+        assert_eq!(indexes, (first..first + 10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use keel_sim::{run, SimConfig};
 
 /// Seeds checked by every `cargo xtask test`; `KEEL_SIM_SEEDS` changes the count.
 fn seed_count() -> u64 {
-    std::env::var("KEEL_SIM_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(100)
+    std::env::var("KEEL_SIM_SEEDS").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! - [`load`]: clients, connections, timing.
 //! - [`watch`], [`delivery`]: watchers, puts at a rate, and the exactly-once check.
 //! - [`stall`]: a watch stream nobody reads, beside a put load.
+//! - [`storm`]: one huge DeleteRange among many watchers, and the put latency meanwhile.
 //! - [`lease`]: keep-alive streams, grants and revokes.
 //! - [`summary`], [`histogram`]: percentiles and etcd's report layout.
 //! - [`server`]: a fresh etcd or Keel, its peak RSS and data size.
@@ -29,6 +30,7 @@ mod load;
 mod scale;
 mod server;
 mod stall;
+mod storm;
 mod summary;
 mod watch;
 mod workload;
@@ -69,6 +71,9 @@ pub enum Bench {
     /// A million keys loaded into fresh etcd and Keel in turn: load time,
     /// RSS, disk, and the latency of linearizable 1,000-key page reads.
     Scale(scale::ScaleOptions),
+    /// One DeleteRange of 100,000 keys while 1,000 watchers watch other
+    /// keys: how long it takes, and the worst put latency meanwhile.
+    DeleteStorm(storm::StormOptions),
 }
 
 /// Where the load goes and how much of it (etcd's global flags, and --total).
@@ -342,6 +347,7 @@ pub fn run(bench: Bench) -> Result<()> {
     let (target, workload, sizes, prefill) = match bench {
         Bench::Compare(options) => return runtime.block_on(compare::run(&options)),
         Bench::Scale(options) => return runtime.block_on(scale::run(&options)),
+        Bench::DeleteStorm(options) => return runtime.block_on(storm::run(&options)),
         Bench::Watch(o) => {
             let watched =
                 if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };
