@@ -61,14 +61,16 @@ pub async fn run(options: &StormOptions) -> Result<()> {
     let mut streams = Vec::new();
     for s in 0..options.watchers.div_ceil(WATCHES_PER_STREAM) {
         let (tx, rx) = mpsc::channel(WATCHES_PER_STREAM + 1);
-        let mut client = WatchClient::new(channel.clone());
-        let mut responses = client.watch(ReceiverStream::new(rx)).await.context("watch")?.into_inner();
         let count = WATCHES_PER_STREAM.min(options.watchers - s * WATCHES_PER_STREAM);
+        // Queued before the call: grpc-go (etcd) sends the response headers
+        // the call waits for only with its first message.
         for w in 0..count {
             let key = format!("other/{s}/{w}").into_bytes();
             let create = WatchCreateRequest { key, ..Default::default() };
             tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await?;
         }
+        let mut client = WatchClient::new(channel.clone());
+        let mut responses = client.watch(ReceiverStream::new(rx)).await.context("watch")?.into_inner();
         for _ in 0..count {
             responses.message().await?.context("watch stream ended")?;
         }
