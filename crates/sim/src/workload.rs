@@ -169,6 +169,17 @@ impl Workload {
     }
 }
 
+/// A running member, picked at random; none (after a pause, so the caller
+/// can loop) while every member is down.
+async fn pick_member(world: &Mutex<World>, rng: &mut StdRng) -> Option<Arc<Member>> {
+    let members = world.lock().members();
+    if members.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return None;
+    }
+    Some(members[rng.gen_range(0..members.len())].clone())
+}
+
 fn key_name(k: usize) -> Vec<u8> {
     let mut key = KEY_PREFIX.to_vec();
     key.extend(k.to_string().as_bytes());
@@ -193,12 +204,7 @@ async fn kv_client(
     let mut seen: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Acquire) {
-        let members = world.lock().members();
-        if members.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let member = members[rng.gen_range(0..members.len())].clone();
+        let Some(member) = pick_member(&world, &mut rng).await else { continue };
         let key = key_name(rng.gen_range(0..keys));
         let value = format!("c{id}-{n}").into_bytes();
         n += 1;
@@ -295,12 +301,7 @@ async fn watcher(mut rng: StdRng, world: Arc<Mutex<World>>, stop: Arc<AtomicBool
     let mut log = WatchLog { start: 1, ..WatchLog::default() };
     let mut next = 1i64;
     while !stop.load(Ordering::Acquire) {
-        let members = world.lock().members();
-        if members.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let member = members[rng.gen_range(0..members.len())].clone();
+        let Some(member) = pick_member(&world, &mut rng).await else { continue };
         // A small buffer, so the watcher falls behind and catches up.
         let (stream, mut deliveries) = member.watches().open_stream(4);
         let spec = WatchSpec::new(KEY_PREFIX, b"l".to_vec()).from_revision(next);
@@ -348,14 +349,7 @@ async fn lease_user(mut rng: StdRng, world: Arc<Mutex<World>>, stop: Arc<AtomicB
     let (mut revoked, mut alive) = (Vec::new(), Vec::new());
     let mut n = 0;
     while !stop.load(Ordering::Acquire) {
-        let pick = |rng: &mut StdRng| {
-            let members = world.lock().members();
-            (!members.is_empty()).then(|| members[rng.gen_range(0..members.len())].clone())
-        };
-        let Some(member) = pick(&mut rng) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
+        let Some(member) = pick_member(&world, &mut rng).await else { continue };
         let ttl = rng.gen_range(2..5);
         let grant = tokio::time::timeout(CALL_TIMEOUT, member.lease_grant(LeaseGrantRequest { ttl, id: 0 })).await;
         let Ok(Ok(lease)) = grant else { continue };
@@ -366,16 +360,16 @@ async fn lease_user(mut rng: StdRng, world: Arc<Mutex<World>>, stop: Arc<AtomicB
         let _ = tokio::time::timeout(CALL_TIMEOUT, member.put(put)).await;
         for _ in 0..rng.gen_range(0..4) {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
-            let Some(member) = pick(&mut rng) else { break };
+            let Some(member) = pick_member(&world, &mut rng).await else { break };
             let _ = tokio::time::timeout(CALL_TIMEOUT, member.lease_renew(lease.id)).await;
         }
         if rng.gen_bool(0.5) {
-            let Some(member) = pick(&mut rng) else { continue };
+            let Some(member) = pick_member(&world, &mut rng).await else { continue };
             let revoke = member.lease_revoke(LeaseRevokeRequest { id: lease.id });
             if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, revoke).await {
                 revoked.push(lease.id);
                 // Gone for good, wherever asked.
-                let Some(member) = pick(&mut rng) else { continue };
+                let Some(member) = pick_member(&world, &mut rng).await else { continue };
                 if let Ok(Ok(ttl)) =
                     tokio::time::timeout(CALL_TIMEOUT, member.lease_time_to_live(lease.id, false)).await
                 {

@@ -1101,15 +1101,29 @@ fn hash_kv_matches_etcd_3_4() {
     assert!(matches!(t.s.hash_by_rev(10), Err(MvccError::FutureRevision)));
 }
 
-/// A backend whose value reads wait at a gate, to hold a read mid-flight.
-struct Gated {
+/// A memory backend that records the largest batch written and, when
+/// armed, holds its next value read at a gate (a read caught mid-flight).
+struct Instrumented {
     inner: crate::backend::MemBackend,
+    largest: std::sync::atomic::AtomicUsize,
     armed: std::sync::atomic::AtomicBool,
     reached: std::sync::Barrier,
     release: std::sync::Barrier,
 }
 
-impl Backend for Gated {
+impl Instrumented {
+    fn new() -> Arc<Instrumented> {
+        Arc::new(Instrumented {
+            inner: crate::backend::MemBackend::new(),
+            largest: 0.into(),
+            armed: false.into(),
+            reached: std::sync::Barrier::new(2),
+            release: std::sync::Barrier::new(2),
+        })
+    }
+}
+
+impl Backend for Instrumented {
     fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, crate::backend::BackendError> {
         self.inner.get(space, key)
     }
@@ -1130,6 +1144,7 @@ impl Backend for Gated {
         self.inner.scan(space, start, end, visit)
     }
     fn write(&self, batch: WriteBatch) -> Result<(), crate::backend::BackendError> {
+        self.largest.fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
         self.inner.write(batch)
     }
     fn sync(&self) -> Result<(), crate::backend::BackendError> {
@@ -1145,12 +1160,7 @@ impl Backend for Gated {
 
 #[test]
 fn a_read_only_txn_reads_values_without_holding_up_writes() {
-    let gated = Arc::new(Gated {
-        inner: crate::backend::MemBackend::new(),
-        armed: false.into(),
-        reached: std::sync::Barrier::new(2),
-        release: std::sync::Barrier::new(2),
-    });
+    let gated = Instrumented::new();
     let store = Arc::new(KvStore::open(gated.clone()).unwrap());
     let put = |index: u64, value: &str| {
         let p = PutRequest { key: b"k".to_vec(), value: value.into(), ..Default::default() };
@@ -1189,43 +1199,9 @@ fn a_read_only_txn_reads_values_without_holding_up_writes() {
     }
 }
 
-/// Records the largest batch written.
-struct Largest {
-    inner: crate::backend::MemBackend,
-    largest: std::sync::atomic::AtomicUsize,
-}
-
-impl Backend for Largest {
-    fn get(&self, space: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, crate::backend::BackendError> {
-        self.inner.get(space, key)
-    }
-    fn scan(
-        &self,
-        space: Keyspace,
-        start: &[u8],
-        end: Option<&[u8]>,
-        visit: &mut crate::backend::ScanVisitor<'_>,
-    ) -> Result<(), crate::backend::BackendError> {
-        self.inner.scan(space, start, end, visit)
-    }
-    fn write(&self, batch: WriteBatch) -> Result<(), crate::backend::BackendError> {
-        self.largest.fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        self.inner.write(batch)
-    }
-    fn sync(&self) -> Result<(), crate::backend::BackendError> {
-        Ok(())
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn size_in_use(&self) -> u64 {
-        self.inner.size_in_use()
-    }
-}
-
 #[test]
 fn compaction_deletes_in_bounded_batches() {
-    let backend = Arc::new(Largest { inner: crate::backend::MemBackend::new(), largest: 0.into() });
+    let backend = Instrumented::new();
     let store = KvStore::open(backend.clone()).unwrap();
     let total = 2 * compact::COMPACTION_BATCH + 500;
     for i in 0..total {
