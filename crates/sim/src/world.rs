@@ -121,6 +121,11 @@ impl World {
         let member = Arc::new(member);
         node.id = member.member_id();
         self.network.join(&member, &node.url);
+        // As the server does: announce the name, so members joining later
+        // find this one in the membership they are started with.
+        let publisher = member.clone();
+        let client_url = node.url.replace(":2380", ":2379");
+        tokio::spawn(async move { publisher.publish(vec![client_url]).await });
         node.up = Some((member, stepper, kv));
         Ok(())
     }
@@ -387,12 +392,21 @@ fn run_faults(
                 }
                 _ => {
                     let voters = w.voters();
-                    let victim = voters[rng.gen_range(0..voters.len())];
                     let n = w.next_member;
                     w.next_member += 1;
                     let url = format!("http://m{n}:2380");
-                    let (victim_id, victim_url) = (w.nodes[victim].id, w.nodes[victim].url.clone());
-                    w.log.push(format!("replace {victim_url} by {url}"));
+                    // Below its starting size (an earlier add failed), the
+                    // cluster only grows back: removing more could remove
+                    // its last member, an operator's error, not a fault.
+                    let victim_id = if voters.len() >= config.members {
+                        let victim = voters[rng.gen_range(0..voters.len())];
+                        let (victim_id, victim_url) = (w.nodes[victim].id, w.nodes[victim].url.clone());
+                        w.log.push(format!("replace {victim_url} by {url}"));
+                        Some(victim_id)
+                    } else {
+                        w.log.push(format!("add {url}"));
+                        None
+                    };
                     replacing.store(true, Ordering::Release);
                     drop(w);
                     let strict = config.faults.strict_reconfig;
@@ -416,36 +430,18 @@ fn run_faults(
 /// reconfiguration checks, no leader) end the attempt.
 async fn replace_member(
     world: Arc<Mutex<World>>,
-    victim: u64,
+    victim: Option<u64>,
     name: String,
     url: String,
     strict: bool,
     busy: Arc<AtomicBool>,
 ) {
     let outcome = async {
+        // Through a member that stays (the one removed stops at once).
         let members = world.lock().members();
-        let via = members.first().cloned().ok_or("no member running")?;
-        let removal = tokio::time::timeout(Duration::from_secs(10), via.member_remove(victim)).await;
-        let (removed, why) = match removal {
-            Ok(Ok(_)) => (true, String::new()),
-            // Refused outright, or unknown: the membership tells.
-            Ok(Err(err)) => (false, err.to_string()),
-            Err(_) => (false, "timed out".to_string()),
-        };
-        let removed = removed || {
-            let list = tokio::time::timeout(Duration::from_secs(5), via.member_list(true)).await;
-            matches!(list, Ok(Ok(list)) if !list.iter().any(|m| m.id == victim))
-        };
-        if removed {
-            // Gone from the cluster: never started again, even if it was down
-            // and missed its removal.
-            let mut w = world.lock();
-            if let Some(i) = w.nodes.iter().position(|n| n.id == victim) {
-                w.nodes[i].removed = true;
-                w.crash(i);
-            }
-        } else {
-            return Err(format!("remove of {victim:x}: {why}"));
+        let via = members.iter().find(|m| Some(m.member_id()) != victim).cloned().ok_or("no member running")?;
+        if let Some(victim) = victim {
+            remove_member(&world, &via, victim).await?;
         }
         let (added, list) = tokio::time::timeout(Duration::from_secs(10), via.member_add(vec![url.clone()], false))
             .await
@@ -476,4 +472,32 @@ async fn replace_member(
         world.lock().log.push(format!("replace: {err}"));
     }
     busy.store(false, Ordering::Release);
+}
+
+/// Removes `victim` through `via`; an unknown outcome is settled by asking
+/// for the membership. The removed member never starts again.
+async fn remove_member(world: &Mutex<World>, via: &Member, victim: u64) -> Result<(), String> {
+    let removal = tokio::time::timeout(Duration::from_secs(10), via.member_remove(victim)).await;
+    let (removed, why) = match removal {
+        Ok(Ok(_)) => (true, String::new()),
+        // Refused outright, or unknown: the membership tells.
+        Ok(Err(err)) => (false, err.to_string()),
+        Err(_) => (false, "timed out".to_string()),
+    };
+    let removed = removed || {
+        let list = tokio::time::timeout(Duration::from_secs(5), via.member_list(true)).await;
+        matches!(list, Ok(Ok(list)) if !list.iter().any(|m| m.id == victim))
+    };
+    if removed {
+        // Gone from the cluster: never started again, even if it was down
+        // and missed its removal.
+        let mut w = world.lock();
+        if let Some(i) = w.nodes.iter().position(|n| n.id == victim) {
+            w.nodes[i].removed = true;
+            w.crash(i);
+        }
+    } else {
+        return Err(format!("remove of {victim:x}: {why}"));
+    }
+    Ok(())
 }

@@ -41,11 +41,14 @@ impl Member {
         .await
     }
 
+    /// A lease's remaining and granted TTL, from the primary after a read
+    /// index: the leader may apply the log later than the member that
+    /// acknowledged a revoke, and must not report the lease alive after it.
     pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
         self.at_lease_primary(
             |lessor, member| lessor.time_to_live(id, member.now(), keys),
             |leader| self.links.lease_time_to_live(leader, id, keys),
-            false,
+            true,
         )
         .await
     }
@@ -60,8 +63,14 @@ impl Member {
         self.lessor_in_step().renew(id, self.now()).map_err(NodeError::Lease)
     }
 
-    pub fn lease_time_to_live_here(&self, cluster_id: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+    /// A time-to-live question forwarded by another member: answered here
+    /// (after a read index, see [`Member::lease_time_to_live`]) or refused
+    /// with `NotPrimary`.
+    pub async fn lease_time_to_live_here(&self, cluster_id: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
         self.check_cluster(cluster_id)?;
+        if self.lessor_in_step().is_primary() {
+            self.confirm_leadership().await?;
+        }
         self.lessor_in_step().time_to_live(id, self.now(), keys).map_err(NodeError::Lease)
     }
 

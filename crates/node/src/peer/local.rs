@@ -180,7 +180,7 @@ impl PeerLinks for LocalLinks {
     fn lease_time_to_live(&self, leader: u64, id: i64, keys: bool) -> BoxFuture<'_, Result<TimeToLive, NodeError>> {
         Box::pin(async move {
             let member = self.network.member(self.from, leader)?;
-            over_the_wire(member.lease_time_to_live_here(self.cluster_id, id, keys))
+            over_the_wire(member.lease_time_to_live_here(self.cluster_id, id, keys).await)
         })
     }
 

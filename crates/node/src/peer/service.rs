@@ -86,8 +86,11 @@ impl RaftPeer for PeerService {
         request: Request<LeaseTimeToLiveForward>,
     ) -> Result<Response<LeaseTimeToLiveAnswer>, Status> {
         let request = request.into_inner();
-        let answer =
-            self.member.lease_time_to_live_here(request.cluster_id, request.id, request.keys).map_err(status_of)?;
+        let answer = self
+            .member
+            .lease_time_to_live_here(request.cluster_id, request.id, request.keys)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(LeaseTimeToLiveAnswer { ttl: answer.ttl, granted_ttl: answer.granted_ttl, keys: answer.keys }))
     }
 }
