@@ -410,12 +410,14 @@ fn run_faults(
                     replacing.store(true, Ordering::Release);
                     drop(w);
                     let strict = config.faults.strict_reconfig;
+                    let as_learner = rng.gen_bool(0.5);
                     tokio::spawn(replace_member(
                         world.clone(),
                         victim_id,
                         format!("m{n}"),
                         url,
                         strict,
+                        as_learner,
                         replacing.clone(),
                     ));
                     Ok(Some(Fault::Replacing))
@@ -434,6 +436,7 @@ async fn replace_member(
     name: String,
     url: String,
     strict: bool,
+    as_learner: bool,
     busy: Arc<AtomicBool>,
 ) {
     let outcome = async {
@@ -443,28 +446,35 @@ async fn replace_member(
         if let Some(victim) = victim {
             remove_member(&world, &via, victim).await?;
         }
-        let (added, list) = tokio::time::timeout(Duration::from_secs(10), via.member_add(vec![url.clone()], false))
-            .await
-            .map_err(|_| "add timed out".to_string())?
-            .map_err(|e| format!("add refused: {e}"))?;
+        let (added, list) =
+            tokio::time::timeout(Duration::from_secs(10), via.member_add(vec![url.clone()], as_learner))
+                .await
+                .map_err(|_| "add timed out".to_string())?
+                .map_err(|e| format!("add refused: {e}"))?;
         let cluster: Vec<(String, Vec<String>)> = list
             .iter()
             .map(|m| (if m.id == added.id { name.clone() } else { m.name.clone() }, m.peer_ur_ls.clone()))
             .filter(|(member_name, _)| !member_name.is_empty())
             .collect();
-        let mut w = world.lock();
-        w.nodes.push(Node {
-            id: added.id,
-            url: url.clone(),
-            config: member_config(&name, &url, cluster, ClusterState::Existing, strict),
-            log: MemLogEngine::default(),
-            backend: Arc::new(MemBackend::with_power_loss()),
-            up: None,
-            removed: false,
-        });
-        let i = w.nodes.len() - 1;
-        w.start(i)?;
-        w.log.push(format!("joined {url}"));
+        {
+            let mut w = world.lock();
+            w.nodes.push(Node {
+                id: added.id,
+                url: url.clone(),
+                config: member_config(&name, &url, cluster, ClusterState::Existing, strict),
+                log: MemLogEngine::default(),
+                backend: Arc::new(MemBackend::with_power_loss()),
+                up: None,
+                removed: false,
+            });
+            let i = w.nodes.len() - 1;
+            w.start(i)?;
+            w.log.push(format!("joined {url}{}", if as_learner { " as a learner" } else { "" }));
+        }
+        if as_learner {
+            promote(&world, added.id).await?;
+            world.lock().log.push(format!("promoted {url}"));
+        }
         Ok::<(), String>(())
     }
     .await;
@@ -472,6 +482,31 @@ async fn replace_member(
         world.lock().log.push(format!("replace: {err}"));
     }
     busy.store(false, Ordering::Release);
+}
+
+/// Promotes learner `id` through the leader once it has caught up (etcd
+/// refuses before), giving up after a while.
+async fn promote(world: &Mutex<World>, id: u64) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = world.lock().members();
+        let leader = members.iter().find(|m| m.leader() == m.member_id()).cloned();
+        let outcome = match leader {
+            Some(leader) => match tokio::time::timeout(Duration::from_secs(5), leader.member_promote(id)).await {
+                Ok(Ok(_)) => Ok(()),
+                // An earlier attempt that timed out went through after all.
+                Ok(Err(keel_node::NodeError::MemberNotLearner)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            },
+            None => Err("no leader".to_string()),
+        };
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(format!("promote refused: {err}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Removes `victim` through `via`; an unknown outcome is settled by asking
