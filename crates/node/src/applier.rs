@@ -99,9 +99,7 @@ impl Apply for Applier {
         self.handle(ApplyEvent::Removed);
     }
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let outcome = Applier::install_snapshot(self, snapshot);
-        self.release_reads();
-        outcome.map_err(|e| e.to_string())
+        self.take_snapshot(snapshot)
     }
 }
 
@@ -225,12 +223,7 @@ impl Applier {
             }
             ApplyEvent::SnapshotWanted => self.offer_snapshot(),
             ApplyEvent::InstallSnapshot(snapshot, done) => {
-                let outcome = self.install_snapshot(&snapshot);
-                if let Err(err) = &outcome {
-                    tracing::error!(%err, "installing the leader's snapshot failed");
-                }
-                let _ = done.send(outcome.map_err(|e| e.to_string()));
-                self.release_reads();
+                let _ = done.send(self.take_snapshot(&snapshot));
             }
             ApplyEvent::ReadStates(states) => {
                 for state in states {
@@ -415,6 +408,17 @@ impl Applier {
             }
             Err(err) => tracing::warn!(%err, "cannot prepare a snapshot"),
         }
+    }
+
+    /// Installs the leader's snapshot for raft (which waits for the outcome),
+    /// then releases the reads it satisfies.
+    fn take_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let outcome = self.install_snapshot(snapshot);
+        if let Err(err) = &outcome {
+            tracing::error!(%err, "installing the leader's snapshot failed");
+        }
+        self.release_reads();
+        outcome.map_err(|e| e.to_string())
     }
 
     /// Replaces this member's state with the leader's snapshot, then brings

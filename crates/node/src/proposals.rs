@@ -144,8 +144,8 @@ impl Proposals {
                 self.waiters.forget(tag);
                 return Err(refused(err));
             }
-            match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(Err(NodeError::NoLeader))) => {
+            match self.answer_by(tag, answer, deadline).await {
+                Err(NodeError::NoLeader) => {
                     // Refused before it reached the log (an election is
                     // running): proposing again cannot apply it twice.
                     if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
@@ -153,12 +153,7 @@ impl Proposals {
                     }
                     tokio::time::sleep(RETRY_AFTER_NO_LEADER).await;
                 }
-                Ok(Ok(result)) => return result,
-                Ok(Err(_)) => return Err(NodeError::Stopped),
-                Err(_) => {
-                    self.waiters.forget(tag);
-                    return Err(NodeError::Timeout);
-                }
+                result => return result,
             }
         }
     }
@@ -179,8 +174,20 @@ impl Proposals {
             self.waiters.forget(tag);
             return Err(refused(err));
         }
-        match tokio::time::timeout(self.request_timeout, answer).await {
-            Ok(Ok(result)) => result.map(|_| ()),
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.answer_by(tag, answer, deadline).await.map(|_| ())
+    }
+
+    /// The outcome of the proposal waiting under `tag`, or `Timeout` at
+    /// `deadline` (the waiter is then forgotten).
+    async fn answer_by(
+        &self,
+        tag: u64,
+        answer: oneshot::Receiver<Result<Applied, NodeError>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, NodeError> {
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(NodeError::Stopped),
             Err(_) => {
                 self.waiters.forget(tag);

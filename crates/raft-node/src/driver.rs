@@ -476,8 +476,7 @@ impl Driver {
             tracing::warn!("a peer says this member was removed from the cluster");
             self.apply.removed();
             self.removed = true;
-            self.stop_leading();
-            self.stopped = true;
+            self.stop();
             return false;
         }
         for (peer, delivered) in self.transport.snapshot_outcomes() {
@@ -488,23 +487,22 @@ impl Driver {
         let outcome = self.on_ready();
         if self.removed {
             tracing::info!("this member was removed from the cluster; its raft stops");
-            self.stop_leading();
-            self.stopped = true;
+            self.stop();
         } else if let Err(err) = outcome {
             // The log can no longer be trusted to be durable; a member
             // that keeps going could acknowledge writes it then loses.
             tracing::error!(%err, "raft log write failed; stopping this member's raft");
-            self.stop_leading();
-            self.stopped = true;
+            self.stop();
         }
         !self.stopped
     }
 
-    /// Before the raft thread ends: nobody may go on believing this member
+    /// Nothing more is driven, and nobody may go on believing this member
     /// leads.
-    fn stop_leading(&self) {
+    fn stop(&mut self) {
         self.status.leader.store(raft::INVALID_ID, Ordering::Release);
         self.status.role.store(StateRole::Follower as u8, Ordering::Release);
+        self.stopped = true;
     }
 
     fn handle(&mut self, command: Command) {
@@ -556,10 +554,7 @@ impl Driver {
                     tracing::warn!(%err, index, "snapshot not usable");
                 }
             }
-            Command::Shutdown => {
-                self.stop_leading();
-                self.stopped = true;
-            }
+            Command::Shutdown => self.stop(),
         }
     }
 

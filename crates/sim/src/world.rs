@@ -175,21 +175,15 @@ impl World {
             }
             self.in_flight.pop();
             if let Some(envelope) = self.envelopes.remove(&seq) {
-                if !self.network.deliver(envelope.clone()) {
-                    self.network.drop_message(envelope);
-                }
+                // An undeliverable message is lost (a snapshot's sender hears).
+                self.network.deliver(envelope);
             }
         }
         for node in &mut self.nodes {
-            if let Some((_, stepper, _)) = &mut node.up {
-                if !stepper.step() {
-                    // Removed from the cluster (raft stopped itself).
-                    node.removed = true;
-                }
-            }
-        }
-        for node in &mut self.nodes {
-            if node.removed {
+            let Some((_, stepper, _)) = &mut node.up else { continue };
+            if !stepper.step() {
+                // Removed from the cluster: raft stopped itself.
+                node.removed = true;
                 if let Some((member, _, _)) = node.up.take() {
                     self.network.leave(node.id);
                     member.stop();

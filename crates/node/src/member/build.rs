@@ -240,6 +240,12 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
                 offered_at: None,
             })
     };
+    let lease_clock_of = |raft: &RaftHandle| Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
+    let expiry_of = |raft: &RaftHandle, lease_clock: &Arc<LeaseClock>| LeaseExpiry {
+        lessor: lessor.clone(),
+        clock: lease_clock.clone(),
+        raft: raft.clone(),
+    };
     // Raft needs its applier first, and the applier raft's handle: the
     // applier joins once raft exists, before raft applies anything to it.
     let (raft, lease_clock, running, stepper) = if stepped {
@@ -247,36 +253,26 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         let (raft, raft_stepper) =
             RaftNode::manual(raft_config, store, links.transport(), Box::new(applier.clone()), clock.clone())
                 .map_err(NodeError::Raft)?;
-        let lease_clock = Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
+        let lease_clock = lease_clock_of(&raft);
         applier.set(make_applier(raft.clone(), lease_clock.clone()));
-        (raft, lease_clock, None, Some(raft_stepper))
+        let stepper = MemberStepper {
+            raft: raft_stepper,
+            expiry: expiry_of(&raft, &lease_clock),
+            next_expiry: clock.now() + LEASE_TICK,
+            watches: watches.clone(),
+            clock: clock.clone(),
+        };
+        (raft, lease_clock, None, Some(stepper))
     } else {
         // Committed entries wait in the applier's queue until it starts.
         let (sender, events) = ApplySender::channel();
         let node = RaftNode::start(raft_config, store, links.transport(), Box::new(sender)).map_err(NodeError::Raft)?;
         let raft = node.handle();
-        let lease_clock = Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
+        let lease_clock = lease_clock_of(&raft);
         let applier = make_applier(raft.clone(), lease_clock.clone()).spawn(events)?;
-        (raft, lease_clock, Some((node, applier)), None)
-    };
-    let expiry = LeaseExpiry { lessor: lessor.clone(), clock: lease_clock.clone(), raft: raft.clone() };
-    let (running, stepper) = match (running, stepper) {
-        (Some((node, applier)), _) => {
-            let stop_expiry = Arc::new(AtomicBool::new(false));
-            let expiry = expiry.spawn(stop_expiry.clone())?;
-            (Some(Running { raft: node, applier, expiry, stop_expiry }), None)
-        }
-        (None, Some(raft_stepper)) => {
-            let stepper = MemberStepper {
-                raft: raft_stepper,
-                expiry,
-                next_expiry: clock.now() + LEASE_TICK,
-                watches: watches.clone(),
-                clock: clock.clone(),
-            };
-            (None, Some(stepper))
-        }
-        (None, None) => unreachable!("a member runs on threads or is stepped"),
+        let stop_expiry = Arc::new(AtomicBool::new(false));
+        let expiry = expiry_of(&raft, &lease_clock).spawn(stop_expiry.clone())?;
+        (raft, lease_clock, Some(Running { raft: node, applier, expiry, stop_expiry }), None)
     };
 
     let proposals = Proposals::new(

@@ -56,10 +56,7 @@ impl Member {
     /// A keep-alive forwarded by another member: answered here or refused
     /// with `NotPrimary`, never forwarded again.
     pub async fn lease_renew_here(&self, cluster_id: u64, id: i64) -> Result<i64, NodeError> {
-        self.check_cluster(cluster_id)?;
-        if self.lessor_in_step().is_primary() {
-            self.confirm_leadership().await?;
-        }
+        self.forwarded_to_primary(cluster_id).await?;
         self.lessor_in_step().renew(id, self.now()).map_err(NodeError::Lease)
     }
 
@@ -67,11 +64,19 @@ impl Member {
     /// (after a read index, see [`Member::lease_time_to_live`]) or refused
     /// with `NotPrimary`.
     pub async fn lease_time_to_live_here(&self, cluster_id: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        self.forwarded_to_primary(cluster_id).await?;
+        self.lessor_in_step().time_to_live(id, self.now(), keys).map_err(NodeError::Lease)
+    }
+
+    /// A lease call forwarded by another member of this cluster: when this
+    /// member's lease manager is primary, a read index first confirms it
+    /// still leads (a demoted one then refuses with `NotPrimary`).
+    async fn forwarded_to_primary(&self, cluster_id: u64) -> Result<(), NodeError> {
         self.check_cluster(cluster_id)?;
         if self.lessor_in_step().is_primary() {
             self.confirm_leadership().await?;
         }
-        self.lessor_in_step().time_to_live(id, self.now(), keys).map_err(NodeError::Lease)
+        Ok(())
     }
 
     pub fn leases(&self) -> Vec<i64> {
