@@ -33,6 +33,12 @@ pub fn build_release_bin(bin: &str) -> Result<PathBuf> {
     build_executable(&["build", "--release", "--bin", bin], bin)
 }
 
+/// As [`build_release_bin`], with more arguments (features, packages).
+pub fn build_release_bin_with(extra: &[&str], bin: &str) -> Result<PathBuf> {
+    let args: Vec<&str> = ["build", "--release", "--bin", bin].iter().chain(extra).copied().collect();
+    build_executable(&args, bin)
+}
+
 /// Runs `cargo <args>` and returns the path cargo reports for the executable
 /// `bin`, so the answer is right whatever `target-dir` or `CARGO_TARGET_DIR` says.
 fn build_executable(args: &[&str], bin: &str) -> Result<PathBuf> {

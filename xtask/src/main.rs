@@ -55,6 +55,10 @@ enum Command {
         /// Replay one seed, printing what happened.
         #[arg(long)]
         seed: Option<u64>,
+        /// Members also crash at the fault points inside their steps
+        /// (keel-sim built with its `failpoints` feature).
+        #[arg(long)]
+        fault_points: bool,
     },
 }
 
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
         Command::Bench(bench) => bench::run(bench),
         Command::Cluster(command) => cluster::run(command),
         Command::Docs => docs(),
-        Command::Simulate { seeds, first, seed } => simulate(seeds, first, seed),
+        Command::Simulate { seeds, first, seed, fault_points } => simulate(seeds, first, seed, fault_points),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,7 +93,7 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
             "--workspace",
             "--all-targets",
             "--features",
-            "keel-server/failpoints",
+            "keel-server/failpoints,keel-sim/failpoints",
             "--",
             "-D",
             "warnings",
@@ -109,12 +113,23 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     if !status.success() {
         bail!("the crash tests (failpoints) failed ({status})");
     }
+    // And the simulation, whose members crash at those fault points.
+    let status = cargo::command()
+        .args(["test", "-p", "keel-sim", "--features", "failpoints", "--test", "fault_points"])
+        .status()?;
+    if !status.success() {
+        bail!("the simulation with crashes at fault points failed ({status})");
+    }
     compat::run(compat_opts)?;
     bench_smoke()
 }
 
-fn simulate(seeds: u64, first: u64, seed: Option<u64>) -> Result<()> {
-    let sim = cargo::build_release_bin("keel-sim")?;
+fn simulate(seeds: u64, first: u64, seed: Option<u64>, fault_points: bool) -> Result<()> {
+    let sim = if fault_points {
+        cargo::build_release_bin_with(&["-p", "keel-sim", "--features", "failpoints"], "keel-sim")?
+    } else {
+        cargo::build_release_bin("keel-sim")?
+    };
     let mut command = std::process::Command::new(sim);
     match seed {
         Some(seed) => command.args(["--seed", &seed.to_string()]),

@@ -23,9 +23,9 @@ pub mod index;
 pub mod revision;
 mod store;
 
-pub use backend::{Backend, BackendError, Keyspace, MemBackend, RocksBackend, RocksOptions, WriteBatch};
+pub use backend::{Backend, BackendError, Frozen, Keyspace, MemBackend, RocksBackend, RocksOptions, WriteBatch};
 pub use error::MvccError;
 pub use store::{
-    is_txn_read_only, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome, WriteOutcome,
-    WriteRequest, WriteResponse,
+    is_txn_read_only, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome, SnapshotPieces,
+    StoreCheckpoint, WriteOutcome, WriteRequest, WriteResponse,
 };

@@ -26,6 +26,7 @@ use prost::Message as _;
 use crate::lease_clock::LeaseClock;
 use crate::peer::PeerLinks;
 use crate::proposals::{Applied, Waiters};
+use crate::snapshots::{SnapshotShelf, SnapshotSpool};
 use crate::NodeError;
 
 /// Batches of raft's output waiting for the applier thread, at most. When
@@ -114,9 +115,13 @@ pub(crate) struct Snapshots {
     pub(crate) catchup_entries: u64,
     pub(crate) compacted_at: u64,
     /// The applied index of the last snapshot handed to raft: raft may ask
-    /// again before that one arrives, and dumping the store twice at the same
-    /// index is wasted work.
+    /// again before that one arrives, and checkpointing the store twice at
+    /// the same index is wasted work.
     pub(crate) offered_at: Option<u64>,
+    /// Where the offered checkpoint waits for the transfers that read it.
+    pub(crate) shelf: Arc<SnapshotShelf>,
+    /// Where the leader's snapshots wait to be installed.
+    pub(crate) spool: Arc<dyn SnapshotSpool>,
 }
 
 /// The lease manager as MVCC sees it while applying a Put.
@@ -399,12 +404,15 @@ impl Applier {
             return;
         }
         fault_point("snapshot-build", &[]);
-        let made = self.kv.snapshot().and_then(|(index, data)| Ok((index, data, self.kv.members()?)));
+        let made = self.kv.checkpoint().and_then(|checkpoint| Ok((checkpoint, self.kv.members()?)));
         match made {
-            Ok((index, data, members)) => {
-                tracing::info!(index, bytes = data.len(), "snapshot prepared for a follower");
+            Ok((checkpoint, members)) => {
+                let index = checkpoint.index();
+                tracing::info!(index, "checkpoint prepared for a follower");
                 snapshots.offered_at = Some(index);
-                let _ = snapshots.raft.snapshot_ready(index, conf_state_of(&members), data);
+                snapshots.shelf.offer(checkpoint);
+                // The data travels beside raft's message, read from the shelf.
+                let _ = snapshots.raft.snapshot_ready(index, conf_state_of(&members), Vec::new());
             }
             Err(err) => tracing::warn!(%err, "cannot prepare a snapshot"),
         }
@@ -425,9 +433,20 @@ impl Applier {
     /// everything that mirrors the store back in step: the applied index, the
     /// lease manager, the watchers and the peers.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let Some(snapshots) = &self.snapshots else {
+            return Err(NodeError::Storage("this member takes no snapshots".into()));
+        };
+        let spool = snapshots.spool.clone();
+        let pieces = spool.pieces(snapshot.get_metadata().index)?;
         fault_point("snapshot-install-before", &[]);
-        self.kv.install_snapshot(snapshot.get_data()).map_err(NodeError::Mvcc)?;
+        let pieces = pieces.map(|piece| {
+            let piece = piece.map_err(|e| MvccError::Corrupt(e.to_string()));
+            fault_point("snapshot-install-midway", &[]);
+            piece
+        });
+        self.kv.install_snapshot(pieces).map_err(NodeError::Mvcc)?;
         fault_point("snapshot-install-after", &[]);
+        spool.clear_through(self.kv.consistent_index());
         let index = self.kv.consistent_index();
         tracing::info!(index, snapshot_index = snapshot.get_metadata().index, "installed the leader's snapshot");
         self.applied.store(index, Ordering::Release);

@@ -15,6 +15,7 @@ mod member;
 pub mod peer;
 mod proposals;
 mod read_rounds;
+mod snapshots;
 
 pub use config::{
     ClusterState, MemberConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES, DEFAULT_SNAPSHOT_COUNT,
@@ -22,7 +23,8 @@ pub use config::{
 };
 pub use keel_raft_node::{Clock, SystemClock, TokioClock};
 pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts};
-pub use peer::{GrpcNetwork, Network, NoNetwork, PeerLinks, PeerService, SnapshotAssembly};
+pub use peer::{GrpcNetwork, Network, NoNetwork, PeerLinks, PeerService, SnapshotReceipt};
+pub use snapshots::{DirSpool, MemSpool, SnapshotShelf, SnapshotSpool, SpoolWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

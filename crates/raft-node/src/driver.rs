@@ -572,10 +572,13 @@ impl Driver {
         }
         if !ready.snapshot().is_empty() {
             let snapshot = ready.snapshot().clone();
+            // Recorded in the log first, as etcd saves it to its WAL first:
+            // a crash before the state machine has it all is repaired at
+            // restart from the log's new start.
+            self.raw.mut_store().apply_snapshot(&snapshot)?;
             self.apply
                 .install_snapshot(&snapshot)
                 .map_err(|e| RaftNodeError::Storage(format!("installing the leader's snapshot: {e}")))?;
-            self.raw.mut_store().apply_snapshot(&snapshot)?;
         }
         let committed = ready.take_committed_entries();
         self.apply_committed(committed)?;

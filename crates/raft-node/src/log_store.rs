@@ -190,8 +190,16 @@ impl RaftLogStore {
         self.snapshot_wanted.replace(false)
     }
 
-    /// A snapshot from the leader, already installed in the state machine:
-    /// the log now starts after it.
+    /// Where the log starts: everything up to this index is in a snapshot
+    /// (the state machine's, or one from the leader).
+    pub fn snapshot_index(&self) -> u64 {
+        self.compacted.0
+    }
+
+    /// A snapshot from the leader, recorded before the state machine installs
+    /// it: the log now starts after it. (A crash between the two leaves the
+    /// state machine behind the log's start, and the member installs the
+    /// snapshot again when it restarts.)
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), RaftNodeError> {
         let meta = snapshot.get_metadata();
         let (index, term) = (meta.index, meta.term);

@@ -1,8 +1,8 @@
 //! Crashes at exact points of the write path (fault points compiled in with
 //! the `failpoints` feature; `cargo xtask test` runs this file with it):
 //! before and after the raft log's sync, before and after applying, while
-//! revoking a lease; and a panic in the applier thread, which must stop the
-//! process. After each crash the member restarts on its data: everything
+//! revoking a lease, while installing a leader's snapshot; and a panic in
+//! the applier thread, which must stop the process. After each crash the member restarts on its data: everything
 //! acknowledged is there, applied exactly once.
 #![cfg(feature = "failpoints")]
 
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Keel};
+use common::{free_port, Cluster, Keel};
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest};
 
@@ -151,6 +151,65 @@ async fn a_crash_while_revoking_a_lease_revokes_it_after_restart() {
     keel.wait_ready().await;
     // The revoke was in the log: replayed, it takes the key with it.
     assert_eq!(get(&keel.endpoint(), "leased").await.unwrap(), None);
+}
+
+/// A member behind the leader's compacted log crashes while it installs the
+/// leader's snapshot (at `point`); restarted, it finishes what the crash cut
+/// off (from the snapshot it spooled, or from the leader again) and ends
+/// with exactly the cluster's data.
+async fn crash_while_installing_a_snapshot(point: &str) {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "50", "--snapshot-catchup-entries", "5"]).await;
+    cluster.kill9(2);
+    let mut kv = cluster.member(0).kv().await;
+    for n in 0..200 {
+        let request =
+            PutRequest { key: format!("k/{n:03}").into_bytes(), value: vec![b'v'; 2000], ..Default::default() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while kv.put(request.clone()).await.is_err() {
+            assert!(Instant::now() < deadline, "the two members took no write");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let failpoints = format!("{point}=return(crash)");
+    let mut crashing = cluster.spawn_with_env(2, &[], &[("FAILPOINTS", &failpoints)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !crashing.has_exited() {
+        assert!(Instant::now() < deadline, "{point} did not crash the member");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(crashing);
+
+    cluster.restart(2).await;
+    let mut behind = cluster.member(2).kv().await;
+    let all = RangeRequest { key: b"k/".to_vec(), range_end: b"k0".to_vec(), serializable: true, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = behind.range(all.clone()).await.map(|r| r.into_inner().kvs.len()).unwrap_or(0);
+        if found == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after a crash at {point} the member has {found} of 200 keys");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader_view = kv.range(RangeRequest { serializable: false, ..all.clone() }).await.unwrap().into_inner();
+    let follower_view = behind.range(all).await.unwrap().into_inner();
+    assert_eq!(follower_view.kvs, leader_view.kvs, "the same keys, values and revisions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_midway_through_installing_a_snapshot_installs_it_again() {
+    crash_while_installing_a_snapshot("snapshot-install-midway").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_installing_a_snapshot_keeps_it() {
+    crash_while_installing_a_snapshot("snapshot-install-after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_installing_a_snapshot_takes_it_again() {
+    crash_while_installing_a_snapshot("snapshot-install-before").await;
 }
 
 /// A dead applier used to leave the process up, its raft thread still

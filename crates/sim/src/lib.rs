@@ -6,7 +6,8 @@
 //! seed alone, whether it arrives, after how long, and so in which order.
 //! Meanwhile a seeded schedule of faults plays: partitions, message loss and
 //! delay, crashes that lose every write not yet synced, restarts, and
-//! membership changes. Clients run KV, txn, lease and watch traffic against
+//! membership changes; built with the `failpoints` feature, members also
+//! crash at exact points inside their steps ([`fault_points`]). Clients run KV, txn, lease and watch traffic against
 //! whichever member they pick.
 //!
 //! At the end the network heals, every member restarts, and the run checks:
@@ -20,6 +21,7 @@
 //! identically: [`run`] with the same [`SimConfig`].
 
 mod checks;
+pub mod fault_points;
 mod workload;
 mod world;
 
@@ -62,6 +64,9 @@ pub struct Faults {
     /// Members run with `--strict-reconfig-check`, which refuses most
     /// changes while faults keep members out of touch.
     pub strict_reconfig: bool,
+    /// With the `failpoints` feature: one fault point reached in this many
+    /// crashes the member that reached it (0: never).
+    pub point_crash_one_in: u32,
 }
 
 impl SimConfig {
@@ -83,6 +88,7 @@ impl SimConfig {
                 crashes: true,
                 membership_changes: true,
                 strict_reconfig: seed % 3 == 0,
+                point_crash_one_in: 20_000,
             },
         }
     }

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use keel_mvcc::{KvStore, MemBackend};
 use keel_node::peer::local::{Delivery, Envelope, LocalNetwork};
-use keel_node::{ClusterState, Member, MemberConfig, MemberStepper, Parts, TokioClock};
+use keel_node::{ClusterState, Member, MemberConfig, MemberStepper, MemSpool, Parts, TokioClock};
 use keel_raft_node::{Clock, MemLogEngine};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::fault_points;
 use crate::workload::Workload;
 use crate::{checks, Failure, Faults, SimConfig};
 
@@ -50,10 +51,14 @@ struct Node {
     config: MemberConfig,
     log: MemLogEngine,
     backend: Arc<MemBackend>,
+    /// Snapshots from the leader (only complete, so durable, ones are kept).
+    spool: Arc<MemSpool>,
     /// Running: the member and what steps it.
     up: Option<(Arc<Member>, MemberStepper, Arc<KvStore>)>,
     /// Removed from the cluster: never started again.
     removed: bool,
+    /// Crashed at a fault point: restarts then.
+    restart_at: Option<Instant>,
 }
 
 pub(crate) struct World {
@@ -95,8 +100,10 @@ impl World {
                 config,
                 log: MemLogEngine::default(),
                 backend: Arc::new(MemBackend::with_power_loss()),
+                spool: Arc::default(),
                 up: None,
                 removed: false,
+                restart_at: None,
             });
         }
         for i in 0..world.nodes.len() {
@@ -116,6 +123,7 @@ impl World {
         let network: Arc<dyn keel_node::Network> = Arc::new(self.network.clone());
         let mut parts = Parts::in_memory(kv.clone(), node.log.clone(), network, self.clock.clone());
         parts.election_jitter = Some(jitter);
+        parts.spool = node.spool.clone();
         let (member, stepper) =
             Member::assemble_stepped(node.config.clone(), parts).map_err(|e| format!("starting {}: {e}", node.url))?;
         let member = Arc::new(member);
@@ -156,6 +164,16 @@ impl World {
     /// One turn: route what was sent, deliver what is due, step everyone.
     fn step(&mut self) {
         let now = self.clock.now();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].restart_at.is_some_and(|at| now >= at) {
+                self.nodes[i].restart_at = None;
+                if let Err(err) = self.start(i) {
+                    self.log.push(format!("restarting {} failed: {err}", self.nodes[i].url));
+                } else {
+                    self.log.push(format!("restart {}", self.nodes[i].url));
+                }
+            }
+        }
         for envelope in self.network.take_held() {
             if self.rng.gen_bool(self.faults.loss) {
                 self.network.drop_message(envelope);
@@ -179,14 +197,25 @@ impl World {
                 self.network.deliver(envelope);
             }
         }
-        for node in &mut self.nodes {
+        for i in 0..self.nodes.len() {
+            let node = &mut self.nodes[i];
             let Some((_, stepper, _)) = &mut node.up else { continue };
-            if !stepper.step() {
-                // Removed from the cluster: raft stopped itself.
-                node.removed = true;
-                if let Some((member, _, _)) = node.up.take() {
-                    self.network.leave(node.id);
-                    member.stop();
+            match fault_points::stepping(|| stepper.step()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Removed from the cluster: raft stopped itself.
+                    node.removed = true;
+                    if let Some((member, _, _)) = node.up.take() {
+                        self.network.leave(node.id);
+                        member.stop();
+                    }
+                }
+                Err(point) => {
+                    let url = node.url.clone();
+                    self.crash(i);
+                    self.log.push(format!("crash {url} at {point}"));
+                    let down = Duration::from_millis(self.rng.gen_range(100..3000));
+                    self.nodes[i].restart_at = Some(now + down);
                 }
             }
         }
@@ -195,6 +224,7 @@ impl World {
     fn heal(&mut self) -> Result<(), String> {
         self.network.heal();
         for i in 0..self.nodes.len() {
+            self.nodes[i].restart_at = None;
             self.start(i)?;
         }
         Ok(())
@@ -268,6 +298,17 @@ pub(crate) async fn simulate(config: SimConfig) -> Result<Report, Failure> {
     let stop_traffic = Arc::new(AtomicBool::new(false));
     let workload = Workload::start(&config, world.clone(), stop_traffic.clone());
 
+    if config.faults.point_crash_one_in > 0 {
+        fault_points::arm(config.seed, config.faults.point_crash_one_in);
+    }
+    // Disarmed however the run ends (an early error included).
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            fault_points::disarm();
+        }
+    }
+    let _disarm = Disarm;
     let mut fault: Option<Fault> = None;
     let mut fault_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_fa17);
     let mut next_fault = start + config.faults.fault_every;
@@ -285,6 +326,7 @@ pub(crate) async fn simulate(config: SimConfig) -> Result<Report, Failure> {
         if now >= traffic_end {
             stop_traffic.store(true, Ordering::Release);
             if !healed {
+                fault_points::disarm();
                 world.lock().heal().map_err(fail)?;
                 healed = true;
                 fault = None;
@@ -458,8 +500,10 @@ async fn replace_member(
                 config: member_config(&name, &url, cluster, ClusterState::Existing, strict),
                 log: MemLogEngine::default(),
                 backend: Arc::new(MemBackend::with_power_loss()),
+                spool: Arc::default(),
                 up: None,
                 removed: false,
+                restart_at: None,
             });
             let i = w.nodes.len() - 1;
             w.start(i)?;

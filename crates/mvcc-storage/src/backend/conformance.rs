@@ -129,6 +129,26 @@ pub fn size_grows_with_data(b: &dyn Backend) {
     assert!(b.size_in_use() > 0);
 }
 
+pub fn a_checkpoint_keeps_its_moment(b: &dyn Backend) {
+    put(b, Keyspace::Revisions, b"a", b"1");
+    put(b, Keyspace::Meta, b"m", b"1");
+    let frozen = b.checkpoint().unwrap();
+    put(b, Keyspace::Revisions, b"a", b"2");
+    put(b, Keyspace::Revisions, b"b", b"2");
+    let mut seen = Vec::new();
+    for space in [Keyspace::Revisions, Keyspace::Meta] {
+        frozen
+            .scan(space, b"", None, &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+    }
+    assert_eq!(seen, vec![(b"a".to_vec(), b"1".to_vec()), (b"m".to_vec(), b"1".to_vec())]);
+    drop(frozen);
+    assert_eq!(collect(b, Keyspace::Revisions, b"", None).len(), 2, "the engine goes on");
+}
+
 /// Generates one `#[test]` per conformance case for an engine; `$make` is an
 /// expression building a fresh engine (it may bind guards such as temp dirs).
 macro_rules! backend_conformance {
@@ -145,7 +165,8 @@ macro_rules! backend_conformance {
                 batch_ops_apply_in_order_across_keyspaces,
                 multi_get_keeps_request_order,
                 binary_values_round_trip,
-                size_grows_with_data);
+                size_grows_with_data,
+                a_checkpoint_keeps_its_moment);
         }
     };
     (@case $make:expr; $($case:ident),*) => {
@@ -165,6 +186,25 @@ backend_conformance!(rocks, {
     let backend = crate::backend::RocksBackend::open(dir.path()).unwrap();
     (dir, backend)
 });
+
+/// A checkpoint's files go with it, and a crash's leftovers with the next open.
+#[test]
+fn rocks_checkpoints_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("kv");
+    let b = crate::backend::RocksBackend::open(&db_dir).unwrap();
+    put(&b, Keyspace::Revisions, b"k", b"v");
+    let checkpoints = dir.path().join("kv.checkpoints");
+    let frozen = b.checkpoint().unwrap();
+    assert_eq!(std::fs::read_dir(&checkpoints).unwrap().count(), 1);
+    drop(frozen);
+    assert!(!checkpoints.exists());
+    let _leftover = b.checkpoint().unwrap();
+    std::mem::forget(_leftover);
+    drop(b);
+    let _b = crate::backend::RocksBackend::open(&db_dir).unwrap();
+    assert!(!checkpoints.exists(), "a crash's checkpoint is removed at open");
+}
 
 /// RocksDB keeps its data across a close and reopen of the directory.
 #[test]

@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{Backend, BackendError, BatchOp, Keyspace, ScanVisitor, WriteBatch};
+use super::{Backend, BackendError, BatchOp, Frozen, Keyspace, ScanVisitor, WriteBatch};
 
 type Space = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -114,5 +114,25 @@ impl Backend for MemBackend {
 
     fn size_in_use(&self) -> u64 {
         self.size()
+    }
+
+    fn checkpoint(&self) -> Result<Box<dyn Frozen>, BackendError> {
+        let copy = MemBackend { inner: RwLock::new(self.inner.read().clone()), durable: None };
+        Ok(Box::new(FrozenMem(copy)))
+    }
+}
+
+/// A copy of the maps: memory is all an in-memory engine has.
+struct FrozenMem(MemBackend);
+
+impl Frozen for FrozenMem {
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), BackendError> {
+        self.0.scan(space, start, end, visit)
     }
 }

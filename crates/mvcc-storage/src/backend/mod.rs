@@ -165,4 +165,23 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Bytes holding live data (etcd's `db_size_in_use`); may be approximate.
     fn size_in_use(&self) -> u64;
+
+    /// The engine's contents as of now, readable while the engine goes on
+    /// taking writes: what a leader streams to a follower that needs a
+    /// snapshot. RocksDB makes a checkpoint (hard links to its files), so
+    /// it costs neither a copy nor memory.
+    fn checkpoint(&self) -> Result<Box<dyn Frozen>, BackendError>;
+}
+
+/// A read-only copy of an engine at one moment (see [`Backend::checkpoint`]);
+/// whatever it holds on disk goes when it is dropped.
+pub trait Frozen: Send + Sync + 'static {
+    /// As [`Backend::scan`].
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), BackendError>;
 }

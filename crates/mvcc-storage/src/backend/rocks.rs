@@ -7,12 +7,13 @@
 //! `consistent_index` is written in the same batch as the state it describes.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{
     properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
 };
 
-use super::{Backend, BackendError, BatchOp, Keyspace, ScanVisitor, WriteBatch};
+use super::{Backend, BackendError, BatchOp, Frozen, Keyspace, ScanVisitor, WriteBatch};
 
 // Single-threaded column-family mode: column families are fixed at open, and
 // it hands out `&ColumnFamily` without the lock `MultiThreaded` takes per lookup.
@@ -31,6 +32,8 @@ pub struct RocksBackend {
     db: Db,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// Names the next checkpoint's directory.
+    checkpoints: AtomicU64,
 }
 
 /// RocksDB's block cache, shared by every keyspace.
@@ -69,7 +72,13 @@ impl RocksBackend {
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(options.sync_writes);
-        Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts })
+        // Checkpoints live only as long as a transfer; any found were left
+        // by a crash.
+        let stale = checkpoints_dir(dir);
+        if stale.exists() {
+            std::fs::remove_dir_all(&stale).map_err(|e| BackendError::new(format!("{}: {e}", stale.display())))?;
+        }
+        Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts, checkpoints: AtomicU64::new(0) })
     }
 
     pub fn path(&self) -> &Path {
@@ -118,24 +127,7 @@ impl Backend for RocksBackend {
         end: Option<&[u8]>,
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), BackendError> {
-        if matches!(end, Some(e) if e <= start) {
-            return Ok(());
-        }
-        let cf = self.cf(space)?;
-        let mut opts = ReadOptions::default();
-        if let Some(end) = end {
-            opts.set_iterate_upper_bound(end.to_vec());
-        }
-        let mut it = self.db.raw_iterator_cf_opt(cf, opts);
-        it.seek(start);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !visit(k, v) {
-                return Ok(());
-            }
-            it.next();
-        }
-        it.status()?;
-        Ok(())
+        scan_db(&self.db, space, start, end, visit)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), BackendError> {
@@ -172,4 +164,93 @@ impl Backend for RocksBackend {
     fn size_in_use(&self) -> u64 {
         self.sum_property(&[properties::ESTIMATE_LIVE_DATA_SIZE, properties::CUR_SIZE_ALL_MEM_TABLES])
     }
+
+    fn checkpoint(&self) -> Result<Box<dyn Frozen>, BackendError> {
+        let parent = checkpoints_dir(&self.path);
+        std::fs::create_dir_all(&parent).map_err(|e| BackendError::new(format!("{}: {e}", parent.display())))?;
+        let dir = parent.join(self.checkpoints.fetch_add(1, Ordering::Relaxed).to_string());
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(&dir)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(false);
+        let names = Keyspace::ALL.iter().map(|space| space.name());
+        let db = match Db::open_cf_for_read_only(&opts, &dir, names, false) {
+            Ok(db) => db,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err.into());
+            }
+        };
+        Ok(Box::new(FrozenRocks { db: Some(db), dir }))
+    }
+}
+
+/// Where checkpoints of the database in `dir` go: beside it, on the same
+/// file system, so a checkpoint is hard links rather than copies.
+fn checkpoints_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".checkpoints");
+    dir.with_file_name(name)
+}
+
+/// A checkpoint opened read-only; its directory is removed when dropped.
+struct FrozenRocks {
+    db: Option<Db>,
+    dir: PathBuf,
+}
+
+impl Frozen for FrozenRocks {
+    fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut ScanVisitor<'_>,
+    ) -> Result<(), BackendError> {
+        match &self.db {
+            Some(db) => scan_db(db, space, start, end, visit),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FrozenRocks {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        if let Err(err) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %err, "cannot remove a checkpoint");
+        }
+        // The last checkpoint takes their common directory along.
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn scan_db(
+    db: &Db,
+    space: Keyspace,
+    start: &[u8],
+    end: Option<&[u8]>,
+    visit: &mut ScanVisitor<'_>,
+) -> Result<(), BackendError> {
+    if matches!(end, Some(e) if e <= start) {
+        return Ok(());
+    }
+    let cf = db
+        .cf_handle(space.name())
+        .ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))?;
+    let mut opts = ReadOptions::default();
+    if let Some(end) = end {
+        opts.set_iterate_upper_bound(end.to_vec());
+    }
+    let mut it = db.raw_iterator_cf_opt(cf, opts);
+    it.seek(start);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !visit(k, v) {
+            return Ok(());
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(())
 }

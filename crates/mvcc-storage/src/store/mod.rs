@@ -26,6 +26,7 @@ mod snapshot;
 
 pub use lease::{LeaseRecord, RevokeOutcome};
 pub use members::Identity;
+pub use snapshot::{SnapshotPieces, StoreCheckpoint};
 mod ops;
 mod restore;
 mod tx;

@@ -1,76 +1,200 @@
-//! The whole store as one value, for a follower that fell behind the
-//! compacted raft log: the leader dumps it at an applied index, the follower
-//! installs it in place of its own state.
+//! The whole store, for a follower that fell behind the compacted raft log.
+//! The leader freezes it at an applied index (a backend checkpoint: no
+//! copy) and reads it out in pieces of bounded size as the transfer goes;
+//! the follower installs the pieces in place of its own state, a piece at a
+//! time. Neither side ever holds the whole store in memory.
+//!
+//! Installing is not one atomic write (it could be larger than memory), so
+//! it is bracketed by a marker: a store opened with the marker set was cut
+//! off mid-install and must be given the same snapshot again
+//! ([`KvStore::snapshot_install_interrupted`]).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use keel_proto::keelpb::{SnapshotData, SnapshotEntry};
 use prost::Message;
 
 use super::{meta, restore, KvStore};
-use crate::backend::{Keyspace, WriteBatch};
+use crate::backend::{Frozen, Keyspace, WriteBatch};
 use crate::error::MvccError;
+
+/// Set while a snapshot is being installed (see the module docs).
+const INSTALLING: &[u8] = b"keel_snapshot_installing";
+
+/// Keys cleared per write batch when a snapshot replaces the store.
+const CLEAR_BATCH: usize = 10_000;
 
 /// Meta keys that belong to the member, not to the replicated state.
 fn is_local(space: Keyspace, key: &[u8]) -> bool {
-    space == Keyspace::Meta && (key == meta::MEMBER_ID || key == meta::CLUSTER_ID)
+    space == Keyspace::Meta && (key == meta::MEMBER_ID || key == meta::CLUSTER_ID || key == INSTALLING)
 }
 
-impl KvStore {
-    /// Every replicated key of every keyspace, encoded, and the raft index
-    /// they reflect. Holds off writes while it reads, so the two agree.
-    pub fn snapshot(&self) -> Result<(u64, Vec<u8>), MvccError> {
-        let _no_writes = self.state.upgradable_read();
-        let _values_stay = self.compaction.read();
+/// The store frozen at one raft index, ready to be read out in pieces.
+pub struct StoreCheckpoint {
+    index: u64,
+    frozen: Box<dyn Frozen>,
+}
+
+impl std::fmt::Debug for StoreCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCheckpoint").field("index", &self.index).finish_non_exhaustive()
+    }
+}
+
+impl StoreCheckpoint {
+    /// The raft index the frozen state reflects.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The replicated state as encoded `SnapshotData` pieces of about
+    /// `piece_bytes` each (one entry may make a piece larger), read from
+    /// the checkpoint as the pieces are taken.
+    pub fn pieces(self: &Arc<Self>, piece_bytes: usize) -> SnapshotPieces {
+        SnapshotPieces { checkpoint: self.clone(), piece_bytes: piece_bytes.max(1), space: 0, from: Vec::new() }
+    }
+}
+
+/// Iterator over a checkpoint's pieces (see [`StoreCheckpoint::pieces`]).
+pub struct SnapshotPieces {
+    checkpoint: Arc<StoreCheckpoint>,
+    piece_bytes: usize,
+    /// Which of [`Keyspace::ALL`] is being read; past the end when done.
+    space: usize,
+    /// Where the next piece starts in that keyspace.
+    from: Vec<u8>,
+}
+
+impl Iterator for SnapshotPieces {
+    type Item = Result<Vec<u8>, MvccError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         let mut entries = Vec::new();
-        for space in Keyspace::ALL {
-            self.backend.scan(space, &[], None, &mut |k, v| {
+        let mut bytes = 0;
+        while bytes < self.piece_bytes {
+            let &space = Keyspace::ALL.get(self.space)?;
+            let mut last = None;
+            let scanned = self.checkpoint.frozen.scan(space, &self.from, None, &mut |k, v| {
                 if !is_local(space, k) {
                     entries.push(SnapshotEntry {
                         keyspace: space.name().to_owned(),
                         key: k.to_vec(),
                         value: v.to_vec(),
                     });
+                    bytes += k.len() + v.len();
                 }
-                true
-            })?;
-        }
-        Ok((self.consistent_index(), SnapshotData { entries }.encode_to_vec()))
-    }
-
-    /// Replaces the whole replicated state with a leader's [`snapshot`]
-    /// (this member's identity stays), durably, and rebuilds the index.
-    /// Readers wait meanwhile.
-    ///
-    /// [`snapshot`]: KvStore::snapshot
-    pub fn install_snapshot(&self, data: &[u8]) -> Result<(), MvccError> {
-        let snapshot = SnapshotData::decode(data)?;
-        let mut state = self.state.write();
-        let _values = self.compaction.write();
-        let mut batch = WriteBatch::default();
-        for space in Keyspace::ALL {
-            self.backend.scan(space, &[], None, &mut |k, _| {
-                if !is_local(space, k) {
-                    batch.delete(space, k.to_vec());
+                last = Some(k.to_vec());
+                bytes < self.piece_bytes
+            });
+            if let Err(err) = scanned {
+                self.space = Keyspace::ALL.len();
+                return Some(Err(err.into()));
+            }
+            match last {
+                // Stopped inside the keyspace: resume right after the last key.
+                Some(mut key) if bytes >= self.piece_bytes => {
+                    key.push(0);
+                    self.from = key;
                 }
-                true
-            })?;
-        }
-        for entry in snapshot.entries {
-            let space = Keyspace::ALL
-                .into_iter()
-                .find(|s| s.name() == entry.keyspace)
-                .ok_or_else(|| MvccError::Corrupt(format!("snapshot names keyspace {:?}", entry.keyspace)))?;
-            if !is_local(space, &entry.key) {
-                batch.put(space, entry.key, entry.value);
+                _ => {
+                    self.space += 1;
+                    self.from.clear();
+                    if self.space == Keyspace::ALL.len() {
+                        break;
+                    }
+                }
             }
         }
-        self.backend.write(batch)?;
+        if entries.is_empty() && self.space >= Keyspace::ALL.len() {
+            return None;
+        }
+        Some(Ok(SnapshotData { entries }.encode_to_vec()))
+    }
+}
+
+impl KvStore {
+    /// Freezes every replicated key of every keyspace at the current
+    /// applied index. Holds off writes only while the checkpoint is made.
+    pub fn checkpoint(&self) -> Result<Arc<StoreCheckpoint>, MvccError> {
+        let _no_writes = self.state.upgradable_read();
+        let _values_stay = self.compaction.read();
+        let frozen = self.backend.checkpoint()?;
+        Ok(Arc::new(StoreCheckpoint { index: self.consistent_index(), frozen }))
+    }
+
+    /// True when the store was cut off while installing a snapshot: its
+    /// state is part old, part new, until the snapshot is installed again.
+    pub fn snapshot_install_interrupted(&self) -> Result<bool, MvccError> {
+        Ok(self.backend.get(Keyspace::Meta, INSTALLING)?.is_some())
+    }
+
+    /// Replaces the whole replicated state with a leader's snapshot, read
+    /// piece by piece from `pieces` (as [`StoreCheckpoint::pieces`] made
+    /// them); this member's identity stays. Durable when it returns, then
+    /// the index is rebuilt. Readers wait meanwhile.
+    pub fn install_snapshot(
+        &self,
+        pieces: impl IntoIterator<Item = Result<Vec<u8>, MvccError>>,
+    ) -> Result<(), MvccError> {
+        let mut state = self.state.write();
+        let _values = self.compaction.write();
+        let mut marker = WriteBatch::new();
+        marker.put(Keyspace::Meta, INSTALLING, b"1".to_vec());
+        self.backend.write(marker)?;
+        self.backend.sync()?;
+        for space in Keyspace::ALL {
+            self.clear(space)?;
+        }
+        for piece in pieces {
+            let piece = SnapshotData::decode(piece?.as_slice())?;
+            let mut batch = WriteBatch::with_capacity(piece.entries.len());
+            for entry in piece.entries {
+                let space = Keyspace::ALL
+                    .into_iter()
+                    .find(|s| s.name() == entry.keyspace)
+                    .ok_or_else(|| MvccError::Corrupt(format!("snapshot names keyspace {:?}", entry.keyspace)))?;
+                if !is_local(space, &entry.key) {
+                    batch.put(space, entry.key, entry.value);
+                }
+            }
+            self.backend.write(batch)?;
+        }
+        // Everything above reaches the disk before the marker goes.
+        self.backend.sync()?;
+        let mut done = WriteBatch::new();
+        done.delete(Keyspace::Meta, INSTALLING);
+        self.backend.write(done)?;
         self.backend.sync()?;
         let fresh = restore::open(self.backend.clone())?;
         self.consistent_index.store(fresh.consistent_index(), Ordering::Release);
         *state = fresh.state.into_inner();
         Ok(())
+    }
+
+    /// Deletes every replicated key of `space`, a bounded batch at a time.
+    fn clear(&self, space: Keyspace) -> Result<(), MvccError> {
+        let mut from = Vec::new();
+        loop {
+            let mut batch = WriteBatch::new();
+            let mut last = None;
+            self.backend.scan(space, &from, None, &mut |k, _| {
+                if !is_local(space, k) {
+                    batch.delete(space, k.to_vec());
+                }
+                last = Some(k.to_vec());
+                batch.len() < CLEAR_BATCH
+            })?;
+            let full = batch.len() >= CLEAR_BATCH;
+            self.backend.write(batch)?;
+            match last {
+                Some(mut key) if full => {
+                    key.push(0);
+                    from = key;
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 }
 
@@ -79,6 +203,7 @@ mod tests {
     use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
 
     use super::*;
+    use crate::backend::MemBackend;
     use crate::store::members::Identity;
     use crate::{LeaseRecord, NoLeases, WriteRequest};
 
@@ -95,15 +220,20 @@ mod tests {
         put(&leader, 2, "b", "2");
         put(&leader, 3, "a", "3");
         leader.apply_lease_grant(4, LeaseRecord { id: 7, ttl: 60, remaining_ttl: 0 }).unwrap();
-        let (index, data) = leader.snapshot().unwrap();
-        assert_eq!(index, 4);
+        let checkpoint = leader.checkpoint().unwrap();
+        assert_eq!(checkpoint.index(), 4);
+        put(&leader, 5, "after", "the checkpoint");
+        // Small pieces, so the transfer takes several.
+        let pieces: Vec<_> = checkpoint.pieces(16).collect();
+        assert!(pieces.len() > 3, "{} pieces", pieces.len());
 
         let dir = tempfile::tempdir().unwrap();
         {
             let follower = KvStore::open_rocksdb(dir.path()).unwrap();
             follower.bootstrap(Identity { member_id: 2, cluster_id: 9 }, &[]).unwrap();
             put(&follower, 1, "stale", "x");
-            follower.install_snapshot(&data).unwrap();
+            follower.install_snapshot(pieces).unwrap();
+            assert!(!follower.snapshot_install_interrupted().unwrap());
             assert_eq!(follower.consistent_index(), 4);
             assert_eq!(follower.current_revision(), 4);
             let all = follower.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
@@ -116,5 +246,51 @@ mod tests {
         assert_eq!(reopened.identity().unwrap(), Some(Identity { member_id: 2, cluster_id: 9 }));
         assert_eq!(reopened.lease_records().unwrap().len(), 1);
         assert_eq!(reopened.consistent_index(), 4);
+    }
+
+    #[test]
+    fn an_install_cut_off_midway_is_known_and_can_be_done_again() {
+        let leader = KvStore::in_memory();
+        leader.bootstrap(Identity { member_id: 1, cluster_id: 9 }, &[]).unwrap();
+        for index in 1..=50 {
+            put(&leader, index, &format!("key-{index:03}"), "value");
+        }
+        let checkpoint = leader.checkpoint().unwrap();
+        let pieces: Vec<_> = checkpoint.pieces(100).map(Result::unwrap).collect();
+
+        let follower = KvStore::open(std::sync::Arc::new(MemBackend::new())).unwrap();
+        follower.bootstrap(Identity { member_id: 2, cluster_id: 9 }, &[]).unwrap();
+        let cut = pieces.iter().take(3).cloned().map(Ok).chain([Err(MvccError::Corrupt("stream cut".into()))]);
+        assert!(follower.install_snapshot(cut).is_err());
+        assert!(follower.snapshot_install_interrupted().unwrap());
+
+        follower.install_snapshot(pieces.into_iter().map(Ok)).unwrap();
+        assert!(!follower.snapshot_install_interrupted().unwrap());
+        assert_eq!(follower.consistent_index(), 50);
+        let all = follower.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
+        assert_eq!(all.kvs.len(), 50);
+        assert_eq!(follower.identity().unwrap(), Some(Identity { member_id: 2, cluster_id: 9 }));
+    }
+
+    #[test]
+    fn pieces_cover_every_keyspace_once_whatever_their_size() {
+        let store = KvStore::in_memory();
+        store.bootstrap(Identity { member_id: 1, cluster_id: 9 }, &[]).unwrap();
+        for index in 1..=20 {
+            put(&store, index, &format!("k{index}"), "v");
+        }
+        let checkpoint = store.checkpoint().unwrap();
+        let entries = |piece_bytes| -> Vec<(String, Vec<u8>)> {
+            checkpoint
+                .pieces(piece_bytes)
+                .flat_map(|piece| SnapshotData::decode(piece.unwrap().as_slice()).unwrap().entries)
+                .map(|e| (e.keyspace, e.key))
+                .collect()
+        };
+        let whole = entries(usize::MAX);
+        assert!(whole.len() > 20);
+        for piece_bytes in [1, 7, 50, 1000] {
+            assert_eq!(entries(piece_bytes), whole, "pieces of {piece_bytes} bytes");
+        }
     }
 }

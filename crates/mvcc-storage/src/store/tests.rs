@@ -1156,6 +1156,9 @@ impl Backend for Instrumented {
     fn size_in_use(&self) -> u64 {
         self.inner.size_in_use()
     }
+    fn checkpoint(&self) -> Result<Box<dyn crate::backend::Frozen>, crate::backend::BackendError> {
+        self.inner.checkpoint()
+    }
 }
 
 #[test]

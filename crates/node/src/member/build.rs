@@ -27,6 +27,7 @@ use crate::lease_clock::LeaseClock;
 use crate::lease_expiry::{LeaseExpiry, LEASE_TICK};
 use crate::peer::{GrpcNetwork, Network, NoNetwork};
 use crate::proposals::{Proposals, Waiters};
+use crate::snapshots::{DirSpool, MemSpool, SnapshotShelf, SnapshotSpool};
 use crate::{ids, NodeError};
 
 /// What a member is made of.
@@ -41,6 +42,8 @@ pub struct Parts {
     /// (a simulation draws it from its seed); `None`: raft-rs draws it.
     pub election_jitter: Option<usize>,
     pub offload: Offload,
+    /// Where snapshots from the leader wait to be installed.
+    pub spool: Arc<dyn SnapshotSpool>,
 }
 
 impl Parts {
@@ -60,12 +63,29 @@ impl Parts {
             Ok(runtime) => Arc::new(GrpcNetwork::new(runtime)),
             Err(_) => Arc::new(NoNetwork),
         };
-        Ok(Parts { kv, log, network, clock: Arc::new(SystemClock), election_jitter: None, offload: Offload::Pool })
+        let spool = Arc::new(DirSpool::open(&member_dir.join("snap"))?);
+        Ok(Parts {
+            kv,
+            log,
+            network,
+            clock: Arc::new(SystemClock),
+            election_jitter: None,
+            offload: Offload::Pool,
+            spool,
+        })
     }
 
     /// A member in memory on `network`: for tests and the simulation.
     pub fn in_memory(kv: Arc<KvStore>, log: MemLogEngine, network: Arc<dyn Network>, clock: Arc<dyn Clock>) -> Parts {
-        Parts { kv, log: Box::new(log), network, clock, election_jitter: None, offload: Offload::Inline }
+        Parts {
+            kv,
+            log: Box::new(log),
+            network,
+            clock,
+            election_jitter: None,
+            offload: Offload::Inline,
+            spool: Arc::new(MemSpool::default()),
+        }
     }
 }
 
@@ -147,7 +167,8 @@ impl Member {
 }
 
 fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, Option<MemberStepper>), NodeError> {
-    let Parts { kv, log, network, clock, election_jitter, offload } = parts;
+    let Parts { kv, log, network, clock, election_jitter, offload, spool } = parts;
+    finish_interrupted_install(&kv, &*spool)?;
     let (identity, members) = match kv.identity().map_err(NodeError::Mvcc)? {
         Some(identity) => {
             // As etcd: a bootstrapped member ignores --initial-cluster and
@@ -185,8 +206,13 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         .filter_map(|m| m.peer_ur_ls.first().map(|url| (m.id, url.clone())))
         .collect();
 
-    let applied_index = kv.consistent_index();
     let mut store = RaftLogStore::open(log, &voters).map_err(NodeError::Raft)?;
+    if store.snapshot_index() > kv.consistent_index() {
+        // A crash came between recording the leader's snapshot in the raft
+        // log and installing it in the store: the spool still has it.
+        install_spooled(&kv, &*spool, store.snapshot_index())?;
+    }
+    let applied_index = kv.consistent_index();
     if applied_index > store.last_log_index() {
         // A crash came between installing a leader's snapshot in the store
         // and recording it in the raft log: the log catches up with the
@@ -208,7 +234,8 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     } else {
         WatchHub::new(history, kv.current_revision())
     };
-    let links = network.links(cluster_id, member_id);
+    let shelf = Arc::new(SnapshotShelf::default());
+    let links = network.links(cluster_id, member_id, shelf.clone());
     for (id, url) in &peers {
         links.add(*id, url);
     }
@@ -238,6 +265,8 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
                 catchup_entries: config.snapshot_catchup_entries,
                 compacted_at: applied_index,
                 offered_at: None,
+                shelf: shelf.clone(),
+                spool: spool.clone(),
             })
     };
     let lease_clock_of = |raft: &RaftHandle| Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
@@ -301,6 +330,8 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         proposals,
         applied,
         links,
+        shelf,
+        spool,
         removed,
         removed_members,
         lease_clock,
@@ -309,6 +340,34 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         running: Mutex::new(running),
     };
     Ok((member, stepper))
+}
+
+/// A crash cut off the install of a leader's snapshot: the store is part
+/// old, part new, so the install is done again from the spool before
+/// anything reads the store. Snapshots already installed are dropped.
+fn finish_interrupted_install(kv: &KvStore, spool: &dyn SnapshotSpool) -> Result<(), NodeError> {
+    if kv.snapshot_install_interrupted().map_err(NodeError::Mvcc)? {
+        install_spooled(kv, spool, 0)?;
+    }
+    spool.clear_through(kv.consistent_index());
+    Ok(())
+}
+
+/// Installs the newest spooled snapshot, which must reach `at_least`.
+fn install_spooled(kv: &KvStore, spool: &dyn SnapshotSpool, at_least: u64) -> Result<(), NodeError> {
+    let index = spool.newest().filter(|&index| index >= at_least).ok_or_else(|| {
+        NodeError::Storage(
+            "installing a snapshot from the leader was cut off and the snapshot is gone; \
+             remove this member's data and add it to the cluster again"
+                .into(),
+        )
+    })?;
+    tracing::warn!(index, "installing the leader's snapshot again: a crash cut it off");
+    let pieces = spool.pieces(index)?;
+    kv.install_snapshot(pieces.map(|piece| piece.map_err(|e| keel_mvcc::MvccError::Corrupt(e.to_string()))))
+        .map_err(NodeError::Mvcc)?;
+    spool.clear_through(index);
+    Ok(())
 }
 
 /// The lease manager as the store last recorded it. Checkpointing is on by

@@ -42,6 +42,10 @@ pub struct Member {
     applied: Arc<AtomicU64>,
     /// Peers: raft's messages, calls forwarded to the leader.
     links: Arc<dyn PeerLinks>,
+    /// The checkpoint a leader sends followers behind its log.
+    shelf: Arc<crate::SnapshotShelf>,
+    /// Where snapshots from the leader wait to be installed.
+    spool: Arc<dyn crate::SnapshotSpool>,
     /// Notified when a configuration change removes this member.
     removed: Arc<tokio::sync::Notify>,
     /// Members removed from the cluster (kept up to date by the applier).
@@ -148,17 +152,26 @@ impl Member {
     }
 
     /// Starts taking in a leader's snapshot from the first chunk of its
-    /// stream (refused when it comes from another cluster).
-    pub fn snapshot_assembly(
+    /// stream (refused when it comes from another cluster). Blocking.
+    pub fn snapshot_receipt(
         &self,
         first: keel_proto::keelpb::SnapshotChunk,
-    ) -> Result<crate::SnapshotAssembly, NodeError> {
-        crate::SnapshotAssembly::start(self.cluster_id, first)
+    ) -> Result<crate::SnapshotReceipt, NodeError> {
+        crate::SnapshotReceipt::start(self.cluster_id, first, &*self.spool)
     }
 
-    /// Hands a whole snapshot to raft.
-    pub fn receive_snapshot(&self, snapshot: crate::SnapshotAssembly) -> Result<(), NodeError> {
-        self.raft.step(snapshot.finish()?).map_err(crate::proposals::refused)
+    /// Hands raft a snapshot whose every piece is in the spool. Blocking.
+    pub fn receive_snapshot(&self, receipt: crate::SnapshotReceipt) -> Result<(), NodeError> {
+        let message = receipt.finish()?;
+        if self.removed_members.read().contains(&message.from) {
+            return Err(NodeError::MemberRemoved);
+        }
+        self.raft.step(message).map_err(crate::proposals::refused)
+    }
+
+    /// The checkpoint this member offers for the snapshot at `index`.
+    pub(crate) fn offered_snapshot(&self, index: u64) -> Option<std::sync::Arc<keel_mvcc::StoreCheckpoint>> {
+        self.shelf.at(index)
     }
 
     /// Stops raft and the applier; acknowledged writes are already durable in

@@ -2,9 +2,11 @@
 //! assemble clusters on it; a simulation holds every message and decides
 //! when, whether and in which order each arrives.
 //!
-//! Raft messages travel decoded (snapshots too: a lost snapshot is reported
-//! to the sender's raft as failed, so it tries again). Calls to the leader
-//! are made directly on the other member, unless the link is cut.
+//! Raft messages travel decoded. A snapshot travels as over gRPC: when its
+//! message is delivered, the store is read from the sender's checkpoint
+//! into the receiver's spool, chunk by chunk; a lost snapshot is reported to
+//! the sender's raft as failed, so it tries again. Calls to the leader are
+//! made directly on the other member, unless the link is cut.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -16,6 +18,7 @@ use keel_raft_node::{Message, MessageType, Transport};
 use parking_lot::Mutex;
 
 use super::{error_of, status_of, BoxFuture, Network, PeerLinks};
+use crate::snapshots::SnapshotShelf;
 use crate::{Member, NodeError};
 
 /// How messages get to their member.
@@ -98,17 +101,22 @@ impl LocalNetwork {
     /// Hands `envelope` to its member; false (and the message lost) when
     /// the member is not on the network or the link is cut.
     pub fn deliver(&self, envelope: Envelope) -> bool {
-        let target = {
+        let (target, sender) = {
             let state = self.inner.state.lock();
             if state.cut.contains(&(envelope.from, envelope.to)) {
-                None
+                (None, None)
             } else {
-                state.members.get(&envelope.to).and_then(Weak::upgrade)
+                let member = |id| state.members.get(&id).and_then(Weak::upgrade);
+                (member(envelope.to), member(envelope.from))
             }
         };
         let is_snapshot = envelope.message.get_msg_type() == MessageType::MsgSnapshot;
         let from = envelope.from;
-        let outcome = target.map(|member| member.step_raft(envelope.message));
+        let outcome = match target {
+            Some(member) if is_snapshot => Some(hand_over_snapshot(sender.as_deref(), &member, envelope.message)),
+            Some(member) => Some(member.step_raft(envelope.message)),
+            None => None,
+        };
         if let Some(Err(NodeError::MemberRemoved)) = outcome {
             self.inner.state.lock().told_removed.insert(from);
         }
@@ -145,9 +153,26 @@ impl Network for LocalNetwork {
         member.ok_or_else(|| NodeError::Config(format!("no member at {} answered", urls.join(","))))?.cluster_info()
     }
 
-    fn links(&self, cluster_id: u64, member_id: u64) -> Arc<dyn PeerLinks> {
+    fn links(&self, cluster_id: u64, member_id: u64, _shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
         Arc::new(LocalLinks { network: self.clone(), cluster_id, from: member_id })
     }
+}
+
+/// Streams the snapshot `message` announces from the sender's checkpoint
+/// into `receiver`'s spool, then hands raft the message, as the gRPC
+/// transport and the peer service do between them.
+fn hand_over_snapshot(sender: Option<&Member>, receiver: &Member, message: Message) -> Result<(), NodeError> {
+    let sender = sender.ok_or_else(|| NodeError::Storage("the sender is down".into()))?;
+    let index = message.get_snapshot().get_metadata().index;
+    let checkpoint =
+        sender.offered_snapshot(index).ok_or_else(|| NodeError::Storage(format!("no checkpoint at {index}")))?;
+    let mut chunks = super::snapshot::chunks(sender.cluster_id(), sender.member_id(), &message, checkpoint);
+    let first = chunks.next().ok_or_else(|| NodeError::Storage("no chunks".into()))??;
+    let mut receipt = receiver.snapshot_receipt(first)?;
+    for chunk in chunks {
+        receipt.push(chunk?)?;
+    }
+    receiver.receive_snapshot(receipt)
 }
 
 struct LocalLinks {

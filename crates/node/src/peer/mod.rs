@@ -23,8 +23,9 @@ use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_raft_node::{NoPeers, Transport};
 
 pub use service::PeerService;
-pub use snapshot::SnapshotAssembly;
+pub use snapshot::SnapshotReceipt;
 
+use crate::snapshots::SnapshotShelf;
 use crate::NodeError;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -35,8 +36,9 @@ pub trait Network: Send + Sync + 'static {
     /// for a member joining a running cluster. Blocking.
     fn cluster_info(&self, urls: &[String]) -> Result<(u64, Vec<EtcdMember>), NodeError>;
 
-    /// This member's links to its peers, once it knows who it is.
-    fn links(&self, cluster_id: u64, member_id: u64) -> Arc<dyn PeerLinks>;
+    /// This member's links to its peers, once it knows who it is; the
+    /// snapshots it sends are read from `shelf`.
+    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks>;
 }
 
 /// One member's links to the others: raft's outgoing messages, and the
@@ -74,8 +76,8 @@ impl Network for GrpcNetwork {
         self.runtime.block_on(calls::fetch_cluster_info(urls))
     }
 
-    fn links(&self, cluster_id: u64, member_id: u64) -> Arc<dyn PeerLinks> {
-        let peers = transport::PeerSet::new(self.runtime.clone(), cluster_id, member_id);
+    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
+        let peers = transport::PeerSet::new(self.runtime.clone(), cluster_id, member_id, shelf);
         let clients = calls::PeerClients::new(cluster_id, peers.clone());
         Arc::new(GrpcLinks { peers, clients })
     }
@@ -117,7 +119,7 @@ impl Network for NoNetwork {
     fn cluster_info(&self, _urls: &[String]) -> Result<(u64, Vec<EtcdMember>), NodeError> {
         Err(NodeError::Config("joining a cluster needs a tokio runtime".into()))
     }
-    fn links(&self, _cluster_id: u64, _member_id: u64) -> Arc<dyn PeerLinks> {
+    fn links(&self, _cluster_id: u64, _member_id: u64, _shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
         Arc::new(NoNetwork)
     }
 }

@@ -15,6 +15,9 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::status_of;
 use crate::Member;
 
+/// Snapshot chunks read off the stream ahead of the spool, at most.
+const SPOOL_AHEAD: usize = 4;
+
 pub struct PeerService {
     member: Arc<Member>,
 }
@@ -43,19 +46,36 @@ impl RaftPeer for PeerService {
         let mut chunks = request.into_inner();
         let first =
             chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
-        let mut snapshot = self.member.snapshot_assembly(first).map_err(|err| {
-            tracing::error!(%err, "snapshot refused");
-            status_of(err)
-        })?;
+        // The spool writes to disk: a blocking thread takes the chunks in
+        // while this task reads them off the stream, a few ahead at most.
+        let member = self.member.clone();
+        let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SPOOL_AHEAD);
+        let spooling = tokio::task::spawn_blocking(move || {
+            let mut receipt = member.snapshot_receipt(first)?;
+            while let Some(chunk) = chunks_rx.blocking_recv() {
+                receipt.push(chunk)?;
+            }
+            let from = receipt.from();
+            member.receive_snapshot(receipt).map_err(|err| {
+                tracing::warn!(from = %format!("{from:x}"), %err, "snapshot not taken");
+                err
+            })
+        });
         while let Some(chunk) = chunks.next().await {
-            snapshot.push(chunk?.data).map_err(status_of)?;
+            if chunks_tx.send(chunk?).await.is_err() {
+                // The spool gave up; its error is the answer.
+                break;
+            }
         }
-        let from = snapshot.from();
-        self.member.receive_snapshot(snapshot).map_err(|err| {
-            tracing::warn!(from = %format!("{from:x}"), %err, "snapshot not taken");
-            status_of(err)
-        })?;
-        Ok(Response::new(SnapshotAck {}))
+        drop(chunks_tx);
+        match spooling.await {
+            Ok(Ok(())) => Ok(Response::new(SnapshotAck {})),
+            Ok(Err(err)) => {
+                tracing::error!(%err, "snapshot refused");
+                Err(status_of(err))
+            }
+            Err(err) => Err(Status::new(Code::Internal, format!("snapshot spool: {err}"))),
+        }
     }
 
     async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {

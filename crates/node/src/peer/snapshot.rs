@@ -1,59 +1,51 @@
-//! A leader's snapshot on the wire: split into chunks on the sending member,
-//! put together again on the receiving one.
-//!
-//! A snapshot holds the whole store, so it never travels as one gRPC
-//! message: the first chunk carries the raft message with its data left
-//! empty, and the data follows in pieces of [`CHUNK_BYTES`]. The receiver
-//! checks that every announced byte arrived before raft sees the message.
+//! A leader's snapshot on the wire: its raft message, then the store read
+//! from the leader's checkpoint a piece at a time, then an end mark; the
+//! receiving member spools the pieces and hands raft the message only once
+//! the end mark arrived (see `crate::snapshots`).
 
+use std::sync::Arc;
+
+use keel_mvcc::StoreCheckpoint;
 use keel_proto::keelpb::SnapshotChunk;
 use keel_raft_node::Message;
 
+use crate::snapshots::{SnapshotSpool, SpoolWriter, PIECE_BYTES};
 use crate::NodeError;
 
-/// Data bytes per chunk: far below gRPC's message limits, large enough that
-/// the per-message cost does not matter.
-pub(crate) const CHUNK_BYTES: usize = 1 << 20;
-
-/// How much of an announced size a receiver reserves up front; a larger
-/// snapshot grows as its chunks arrive.
-const MAX_RESERVE: usize = 64 << 20;
-
-/// The chunks that carry `message` (a MsgSnapshot), `chunk_bytes` of data
-/// each, made one by one as they are taken: only one chunk's copy of the
-/// data exists besides the snapshot itself.
+/// The chunks that carry `message` (a MsgSnapshot with empty data) and the
+/// store at its index from `checkpoint`, read as they are taken: the first
+/// holds the message, one more per piece, the last one is the end mark.
 pub(crate) fn chunks(
     cluster_id: u64,
     from: u64,
-    mut message: Message,
-    chunk_bytes: usize,
-) -> impl Iterator<Item = SnapshotChunk> + Send + 'static {
-    let data = message.mut_snapshot().take_data();
-    let header = protobuf::Message::write_to_bytes(&message).unwrap_or_default();
-    let chunk_bytes = chunk_bytes.max(1);
-    let count = data.len().div_ceil(chunk_bytes).max(1);
-    let mut header = Some(header);
-    (0..count).map(move |i| {
-        let piece = data[(i * chunk_bytes).min(data.len())..((i + 1) * chunk_bytes).min(data.len())].to_vec();
-        match header.take() {
-            Some(message) => SnapshotChunk { cluster_id, from, message, data_size: data.len() as u64, data: piece },
-            None => SnapshotChunk { data: piece, ..SnapshotChunk::default() },
-        }
-    })
+    message: &Message,
+    checkpoint: Arc<StoreCheckpoint>,
+) -> impl Iterator<Item = Result<SnapshotChunk, NodeError>> + Send + 'static {
+    let header = protobuf::Message::write_to_bytes(message).unwrap_or_default();
+    let first = SnapshotChunk { cluster_id, from, message: header, ..SnapshotChunk::default() };
+    let pieces = checkpoint
+        .pieces(PIECE_BYTES)
+        .map(|piece| piece.map(|data| SnapshotChunk { data, ..SnapshotChunk::default() }).map_err(NodeError::Mvcc));
+    let last = SnapshotChunk { last: true, ..SnapshotChunk::default() };
+    std::iter::once(Ok(first)).chain(pieces).chain(std::iter::once(Ok(last)))
 }
 
-/// A snapshot arriving chunk by chunk.
-pub struct SnapshotAssembly {
+/// A snapshot arriving chunk by chunk, spooled as it comes.
+pub struct SnapshotReceipt {
     from: u64,
     message: Message,
-    data_size: usize,
-    data: Vec<u8>,
+    writer: Box<dyn SpoolWriter>,
+    ended: bool,
 }
 
-impl SnapshotAssembly {
+impl SnapshotReceipt {
     /// Starts from the stream's first chunk; refuses a sender of another
     /// cluster and a header that is not a snapshot message.
-    pub(crate) fn start(our_cluster: u64, first: SnapshotChunk) -> Result<SnapshotAssembly, NodeError> {
+    pub(crate) fn start(
+        our_cluster: u64,
+        first: SnapshotChunk,
+        spool: &dyn SnapshotSpool,
+    ) -> Result<SnapshotReceipt, NodeError> {
         if first.cluster_id != our_cluster {
             return Err(NodeError::ClusterMismatch { ours: our_cluster, theirs: first.cluster_id });
         }
@@ -66,16 +58,10 @@ impl SnapshotAssembly {
                 message.get_msg_type()
             )));
         }
-        let data_size = usize::try_from(first.data_size)
-            .map_err(|_| NodeError::Corrupt(format!("snapshot of {} bytes", first.data_size)))?;
-        let mut assembly = SnapshotAssembly {
-            from: first.from,
-            message,
-            data_size,
-            data: Vec::with_capacity(data_size.min(MAX_RESERVE)),
-        };
-        assembly.push(first.data)?;
-        Ok(assembly)
+        let writer = spool.create(message.get_snapshot().get_metadata().index)?;
+        let mut receipt = SnapshotReceipt { from: first.from, message, writer, ended: false };
+        receipt.push(first)?;
+        Ok(receipt)
     }
 
     /// The member that sends the snapshot.
@@ -83,96 +69,101 @@ impl SnapshotAssembly {
         self.from
     }
 
-    /// Appends the data of the next chunk.
-    pub fn push(&mut self, data: Vec<u8>) -> Result<(), NodeError> {
-        if self.data.len() + data.len() > self.data_size {
-            return Err(NodeError::Corrupt(format!(
-                "snapshot from {:x} carries more than the {} bytes announced",
-                self.from, self.data_size
-            )));
+    /// Takes in the next chunk. Blocking: it writes to the spool.
+    pub fn push(&mut self, chunk: SnapshotChunk) -> Result<(), NodeError> {
+        if self.ended {
+            return Err(NodeError::Corrupt(format!("snapshot from {:x} goes on after its end", self.from)));
         }
-        if self.data.is_empty() {
-            self.data = data;
-            self.data.reserve(self.data_size.min(MAX_RESERVE).saturating_sub(self.data.len()));
-        } else {
-            self.data.extend_from_slice(&data);
+        if !chunk.data.is_empty() {
+            self.writer.push(&chunk.data)?;
         }
+        self.ended = chunk.last;
         Ok(())
     }
 
-    /// The whole raft message, once every announced byte is there.
-    pub(crate) fn finish(mut self) -> Result<Message, NodeError> {
-        if self.data.len() != self.data_size {
-            return Err(NodeError::Corrupt(format!(
-                "snapshot from {:x} ended after {} of {} bytes",
-                self.from,
-                self.data.len(),
-                self.data_size
-            )));
+    /// The raft message, once the whole snapshot is durable in the spool.
+    /// Blocking.
+    pub(crate) fn finish(self) -> Result<Message, NodeError> {
+        if !self.ended {
+            return Err(NodeError::Corrupt(format!("snapshot from {:x} was cut off before its end", self.from)));
         }
-        self.message.mut_snapshot().set_data(self.data.into());
+        self.writer.finish()?;
         Ok(self.message)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use keel_mvcc::{Identity, KvStore, NoLeases, WriteRequest};
+    use keel_proto::etcdserverpb::PutRequest;
     use keel_raft_node::MessageType;
 
-    fn snapshot_message(data: Vec<u8>) -> Message {
+    use super::*;
+    use crate::snapshots::MemSpool;
+
+    fn snapshot_message(index: u64) -> Message {
         let mut message = Message::default();
         message.set_msg_type(MessageType::MsgSnapshot);
         message.to = 2;
-        message.mut_snapshot().mut_metadata().index = 42;
-        message.mut_snapshot().set_data(data.into());
+        message.mut_snapshot().mut_metadata().index = index;
         message
     }
 
-    fn reassemble(chunks: impl IntoIterator<Item = SnapshotChunk>) -> Result<Message, NodeError> {
-        let mut chunks = chunks.into_iter();
-        let mut assembly = SnapshotAssembly::start(7, chunks.next().unwrap())?;
-        for chunk in chunks {
-            assembly.push(chunk.data)?;
+    fn checkpoint(keys: usize) -> Arc<StoreCheckpoint> {
+        let store = KvStore::in_memory();
+        store.bootstrap(Identity { member_id: 1, cluster_id: 7 }, &[]).unwrap();
+        for index in 1..=keys as u64 {
+            let put = PutRequest { key: format!("k{index}").into(), value: vec![1; 100_000], ..Default::default() };
+            store.apply(index, WriteRequest::Put(&put), &NoLeases).unwrap();
         }
-        assembly.finish()
+        store.checkpoint().unwrap()
+    }
+
+    fn receive(spool: &MemSpool, chunks: impl IntoIterator<Item = SnapshotChunk>) -> Result<Message, NodeError> {
+        let mut chunks = chunks.into_iter();
+        let mut receipt = SnapshotReceipt::start(7, chunks.next().unwrap(), spool)?;
+        for chunk in chunks {
+            receipt.push(chunk)?;
+        }
+        receipt.finish()
     }
 
     #[test]
-    fn a_snapshot_survives_the_trip_in_pieces() {
-        let data: Vec<u8> = (0..10_000u32).map(|n| n as u8).collect();
-        let chunks: Vec<_> = chunks(7, 1, snapshot_message(data.clone()), 4096).collect();
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.data.len() <= 4096));
-        let message = reassemble(chunks).unwrap();
-        assert_eq!(message.get_snapshot().get_data(), data.as_slice());
-        assert_eq!(message.get_snapshot().get_metadata().index, 42);
+    fn a_snapshot_survives_the_trip_in_pieces_of_bounded_size() {
+        let checkpoint = checkpoint(30);
+        let index = checkpoint.index();
+        let sent: Vec<_> = chunks(7, 1, &snapshot_message(index), checkpoint.clone()).map(Result::unwrap).collect();
+        assert!(sent.len() >= 4, "{} chunks", sent.len());
+        assert!(sent.iter().all(|c| c.data.len() <= PIECE_BYTES + 200_000));
+        let spool = MemSpool::default();
+        let message = receive(&spool, sent).unwrap();
+        assert_eq!(message.get_snapshot().get_metadata().index, index);
         assert_eq!(message.to, 2);
+        let spooled: Vec<_> = spool.pieces(index).unwrap().map(Result::unwrap).collect();
+        let original: Vec<_> = checkpoint.pieces(PIECE_BYTES).map(Result::unwrap).collect();
+        assert_eq!(spooled, original);
     }
 
     #[test]
-    fn an_empty_snapshot_is_one_chunk() {
-        let chunks: Vec<_> = chunks(7, 1, snapshot_message(Vec::new()), 4096).collect();
-        assert_eq!(chunks.len(), 1);
-        assert!(reassemble(chunks).unwrap().get_snapshot().get_data().is_empty());
-    }
-
-    #[test]
-    fn a_cut_or_padded_stream_never_reaches_raft() {
-        let mut cut: Vec<_> = chunks(7, 1, snapshot_message(vec![1; 9000]), 4096).collect();
+    fn a_cut_or_overlong_stream_never_reaches_raft() {
+        let checkpoint = checkpoint(3);
+        let index = checkpoint.index();
+        let mut cut: Vec<_> = chunks(7, 1, &snapshot_message(index), checkpoint.clone()).map(Result::unwrap).collect();
         cut.pop();
-        assert!(matches!(reassemble(cut), Err(NodeError::Corrupt(m)) if m.contains("ended after 8192 of 9000")));
+        let spool = MemSpool::default();
+        assert!(matches!(receive(&spool, cut), Err(NodeError::Corrupt(m)) if m.contains("cut off")));
+        assert_eq!(spool.newest(), None, "nothing spooled");
 
-        let mut padded: Vec<_> = chunks(7, 1, snapshot_message(vec![1; 9000]), 4096).collect();
-        padded.push(SnapshotChunk { data: vec![0], ..SnapshotChunk::default() });
-        assert!(matches!(reassemble(padded), Err(NodeError::Corrupt(m)) if m.contains("more than the 9000 bytes")));
+        let mut overlong: Vec<_> = chunks(7, 1, &snapshot_message(index), checkpoint).map(Result::unwrap).collect();
+        overlong.push(SnapshotChunk { data: vec![0], ..SnapshotChunk::default() });
+        assert!(matches!(receive(&spool, overlong), Err(NodeError::Corrupt(m)) if m.contains("after its end")));
     }
 
     #[test]
     fn another_clusters_snapshot_is_refused() {
-        let mut chunks = chunks(8, 1, snapshot_message(vec![1; 10]), 4096);
+        let mut chunks = chunks(8, 1, &snapshot_message(1), checkpoint(1));
         assert!(matches!(
-            SnapshotAssembly::start(7, chunks.next().unwrap()),
+            SnapshotReceipt::start(7, chunks.next().unwrap().unwrap(), &MemSpool::default()),
             Err(NodeError::ClusterMismatch { ours: 7, theirs: 8 })
         ));
     }

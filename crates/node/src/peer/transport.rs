@@ -5,9 +5,9 @@
 //! or dead peer) drops the messages and tells raft the peer is unreachable;
 //! raft retries from its own state, so nothing is lost that matters.
 //!
-//! Snapshots take another road: each goes, chunked, on a stream of its own
-//! (see `snapshot.rs`), at most one per peer at a time, and raft hears
-//! how the transfer ended.
+//! Snapshots take another road: each goes, read from the leader's
+//! checkpoint as it is sent, on a stream of its own (see `snapshot.rs`), at
+//! most one per peer at a time, and raft hears how the transfer ended.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +21,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
+use crate::snapshots::SnapshotShelf;
 use crate::NodeError;
 
 /// Messages waiting for one peer, at most (beyond: dropped, peer unreachable).
 const QUEUE_BATCHES: usize = 1024;
+/// Snapshot chunks read ahead of the stream, at most.
+const SNAPSHOT_READ_AHEAD: usize = 4;
 pub(super) const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -46,6 +49,8 @@ struct PeerSetInner {
     removed: Arc<AtomicBool>,
     /// Ended snapshot transfers: the peer, and whether it got it all.
     snapshot_outcomes: Arc<Mutex<Vec<(u64, bool)>>>,
+    /// The checkpoints snapshots are read from.
+    shelf: Arc<SnapshotShelf>,
 }
 
 struct Peer {
@@ -55,7 +60,12 @@ struct Peer {
 }
 
 impl PeerSet {
-    pub(crate) fn new(runtime: tokio::runtime::Handle, cluster_id: u64, from: u64) -> PeerSet {
+    pub(crate) fn new(
+        runtime: tokio::runtime::Handle,
+        cluster_id: u64,
+        from: u64,
+        shelf: Arc<SnapshotShelf>,
+    ) -> PeerSet {
         PeerSet {
             inner: Arc::new(PeerSetInner {
                 runtime,
@@ -65,6 +75,7 @@ impl PeerSet {
                 unreachable: Arc::new(Mutex::new(Vec::new())),
                 removed: Arc::new(AtomicBool::new(false)),
                 snapshot_outcomes: Arc::new(Mutex::new(Vec::new())),
+                shelf,
             }),
         }
     }
@@ -176,17 +187,40 @@ impl GrpcTransport {
             // The transfer under way reports for this one too.
             return;
         }
-        let bytes = message.get_snapshot().get_data().len();
-        let chunks = super::snapshot::chunks(inner.cluster_id, inner.from, message, super::snapshot::CHUNK_BYTES);
         let outcomes = inner.snapshot_outcomes.clone();
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
+        let index = message.get_snapshot().get_metadata().index;
+        let Some(checkpoint) = inner.shelf.at(index) else {
+            tracing::warn!(peer = %format!("{to:x}"), index, "no checkpoint for the snapshot raft sends");
+            return;
+        };
+        // Reading the checkpoint blocks on disk: a thread of the blocking
+        // pool reads ahead at most a few chunks, and the stream takes them.
+        let (chunks_tx, chunks_rx) = mpsc::channel(SNAPSHOT_READ_AHEAD);
+        let chunks = super::snapshot::chunks(inner.cluster_id, inner.from, &message, checkpoint);
+        inner.runtime.spawn_blocking(move || {
+            for chunk in chunks {
+                match chunk {
+                    Ok(chunk) => {
+                        if chunks_tx.blocking_send(chunk).is_err() {
+                            return;
+                        }
+                    }
+                    // The stream ends without its end mark: the peer refuses it.
+                    Err(err) => {
+                        tracing::error!(%err, "cannot read the checkpoint for a snapshot");
+                        return;
+                    }
+                }
+            }
+        });
         inner.runtime.spawn(async move {
             // The whole guard moves into the task (not just the field it sets).
             let mut report = report;
             let started = std::time::Instant::now();
-            match transfer_snapshot(&url, chunks).await {
+            match transfer_snapshot(&url, tokio_stream::wrappers::ReceiverStream::new(chunks_rx)).await {
                 Ok(()) => {
-                    tracing::info!(peer = %format!("{to:x}"), bytes, elapsed = ?started.elapsed(), "snapshot sent");
+                    tracing::info!(peer = %format!("{to:x}"), index, elapsed = ?started.elapsed(), "snapshot sent");
                     report.delivered = true;
                 }
                 Err(err) => tracing::warn!(peer = %format!("{to:x}"), %err, "snapshot transfer failed"),
@@ -220,11 +254,11 @@ pub(super) fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
     Ok(endpoint.tcp_nodelay(true).connect_timeout(CONNECT_TIMEOUT))
 }
 
-/// Streams `chunks` to the peer at `url`; the chunks are made as the stream
-/// is read, so HTTP/2 flow control paces the sender.
+/// Streams `chunks` to the peer at `url`; the chunks are read as the stream
+/// takes them, so HTTP/2 flow control paces the reader.
 async fn transfer_snapshot(
     url: &str,
-    chunks: impl Iterator<Item = keel_proto::keelpb::SnapshotChunk> + Send + 'static,
+    chunks: impl tokio_stream::Stream<Item = keel_proto::keelpb::SnapshotChunk> + Send + 'static,
 ) -> Result<(), NodeError> {
     let endpoint = peer_endpoint(url)?
         // A peer that dies mid-transfer is noticed, not waited on forever.
@@ -233,7 +267,7 @@ async fn transfer_snapshot(
     let channel = endpoint.connect().await.map_err(|e| NodeError::Storage(format!("connecting to {url}: {e}")))?;
     RaftPeerClient::new(channel)
         .max_encoding_message_size(usize::MAX)
-        .send_snapshot(tokio_stream::iter(chunks))
+        .send_snapshot(chunks)
         .await
         .map_err(|status| NodeError::Storage(format!("peer answered {:?}: {}", status.code(), status.message())))?;
     Ok(())

@@ -46,7 +46,13 @@ impl Keel {
 
     /// Starts keel with extra flags on a given client port, without waiting.
     pub fn spawn(data_dir: &Path, port: u16, extra: &[String]) -> Keel {
+        Keel::spawn_with_env(data_dir, port, extra, &[])
+    }
+
+    /// As [`Keel::spawn`], with `env` set for the process (such as `FAILPOINTS`).
+    pub fn spawn_with_env(data_dir: &Path, port: u16, extra: &[String], env: &[(&str, &str)]) -> Keel {
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen-client-urls")
@@ -171,6 +177,11 @@ impl Cluster {
 
     /// Starts member `i` with `extra` flags after the cluster's own.
     pub fn spawn(&self, i: usize, extra: &[String]) -> Keel {
+        self.spawn_with_env(i, extra, &[])
+    }
+
+    /// As [`Cluster::spawn`], with `env` set for the process.
+    pub fn spawn_with_env(&self, i: usize, extra: &[String], env: &[(&str, &str)]) -> Keel {
         let initial_cluster = self
             .names
             .iter()
@@ -191,7 +202,7 @@ impl Cluster {
         ];
         let flags: Vec<String> =
             flags.into_iter().chain(self.extra.iter().cloned()).chain(extra.iter().cloned()).collect();
-        Keel::spawn(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags)
+        Keel::spawn_with_env(&self._dir.path().join(&self.names[i]), self.client_ports[i], &flags, env)
     }
 
     pub async fn restart(&mut self, i: usize) {
