@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use keel_mvcc::{KvStore, MemBackend};
 use keel_node::peer::local::{Delivery, Envelope, LocalNetwork};
-use keel_node::{ClusterState, Member, MemberConfig, MemberStepper, MemSpool, Parts, TokioClock};
+use keel_node::{ClusterState, MemSpool, Member, MemberConfig, MemberStepper, Parts, TokioClock};
 use keel_raft_node::{Clock, MemLogEngine};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;

@@ -19,6 +19,8 @@
 //! - [`compare`], [`doc`] and [`chart`]: the comparison, its section of
 //!   docs/benchmarks.md and the SVG chart beside it.
 //! - [`scale`]: a million keys in each system; load time, memory, disk, page reads.
+//! - [`snapshot`]: a new member catching up from a snapshot of a million keys;
+//!   how long it takes, and the memory it costs both sides.
 
 mod chart;
 mod compare;
@@ -29,6 +31,7 @@ mod lease;
 mod load;
 mod scale;
 mod server;
+mod snapshot;
 mod stall;
 mod storm;
 mod summary;
@@ -74,6 +77,10 @@ pub enum Bench {
     /// One DeleteRange of 100,000 keys while 1,000 watchers watch other
     /// keys: how long it takes, and the worst put latency meanwhile.
     DeleteStorm(storm::StormOptions),
+    /// A member added to a one-member cluster holding a million keys, in
+    /// fresh Keel and etcd in turn: how long until it has caught up from a
+    /// snapshot, and the extra RSS on the leader and on the new member.
+    Snapshot(snapshot::SnapshotOptions),
 }
 
 /// Where the load goes and how much of it (etcd's global flags, and --total).
@@ -348,6 +355,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Compare(options) => return runtime.block_on(compare::run(&options)),
         Bench::Scale(options) => return runtime.block_on(scale::run(&options)),
         Bench::DeleteStorm(options) => return runtime.block_on(storm::run(&options)),
+        Bench::Snapshot(options) => return runtime.block_on(snapshot::run(&options)),
         Bench::Watch(o) => {
             let watched =
                 if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };

@@ -54,7 +54,23 @@ impl Server {
         let (client, peer) = free_ports()?;
         // Keel's single member needs no --initial-cluster; etcd wants its own.
         let initial = (name == "etcd").then(|| format!("default=http://127.0.0.1:{peer}"));
-        Server::spawn(bin, root, name, None, (client, peer), initial.as_deref())
+        Server::spawn(bin, root, name, None, (client, peer), initial.as_deref(), &[])
+    }
+
+    /// One member of a cluster that grows a member at a time: `member` in
+    /// `initial_cluster`, on `ports` (from [`free_ports`]), with `flags` after
+    /// the usual ones (`--initial-cluster-state existing` for a member that
+    /// joins, `--snapshot-count`, ...).
+    pub fn start_member(
+        bin: &Path,
+        root: &Path,
+        name: &str,
+        member: &str,
+        ports: (u16, u16),
+        initial_cluster: &str,
+        flags: &[String],
+    ) -> Result<Self> {
+        Server::spawn(bin, root, name, Some(member), ports, Some(initial_cluster), flags)
     }
 
     /// `members` fresh members of one cluster on loopback (etcd and Keel take
@@ -73,7 +89,7 @@ impl Server {
         ports
             .iter()
             .enumerate()
-            .map(|(i, &pair)| Server::spawn(bin, root, name, Some(&format!("m{i}")), pair, Some(&initial)))
+            .map(|(i, &pair)| Server::spawn(bin, root, name, Some(&format!("m{i}")), pair, Some(&initial), &[]))
             .collect()
     }
 
@@ -84,6 +100,7 @@ impl Server {
         member: Option<&str>,
         (client, peer): (u16, u16),
         initial_cluster: Option<&str>,
+        flags: &[String],
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix(&format!("bench-{name}-")).tempdir_in(root)?;
         let data_dir = dir.path().join("data");
@@ -97,13 +114,14 @@ impl Server {
             .arg(&data_dir)
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--log-level", "error"]);
+            .args(["--log-level", &std::env::var("KEEL_BENCH_LOG_LEVEL").unwrap_or_else(|_| "error".into())]);
         if let Some(member) = member {
             command.args(["--name", member]);
         }
         if let Some(initial) = initial_cluster {
             command.args(["--initial-cluster", initial]);
         }
+        command.args(flags);
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -142,6 +160,23 @@ impl Server {
         self.status_kib("VmRSS:")
     }
 
+    /// The anonymous part of the RSS (heap, not mapped files).
+    pub fn rss_anon_kib(&self) -> u64 {
+        self.status_kib("RssAnon:")
+    }
+
+    /// The file-backed part of the RSS (mapped files, shared libraries).
+    pub fn rss_file_kib(&self) -> u64 {
+        self.status_kib("RssFile:")
+    }
+
+    /// Starts VmHWM over from the current RSS (Linux 4.0 and later), so that
+    /// [`Server::peak_rss_kib`] covers what comes next alone; false if the
+    /// kernel refused.
+    pub fn reset_peak_rss(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5").is_ok()
+    }
+
     fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
@@ -173,7 +208,7 @@ impl Server {
             .collect()
     }
 
-    fn log_tail(&self, lines: usize) -> String {
+    pub fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let all: Vec<&str> = log.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
@@ -200,7 +235,7 @@ fn tree_size(path: &Path) -> u64 {
 }
 
 /// Two distinct free loopback ports (both listeners held until both are chosen).
-fn free_ports() -> Result<(u16, u16)> {
+pub fn free_ports() -> Result<(u16, u16)> {
     let a = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
     let b = TcpListener::bind("127.0.0.1:0").context("binding a free loopback port")?;
     Ok((a.local_addr()?.port(), b.local_addr()?.port()))

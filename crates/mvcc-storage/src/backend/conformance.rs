@@ -149,6 +149,23 @@ pub fn a_checkpoint_keeps_its_moment(b: &dyn Backend) {
     assert_eq!(collect(b, Keyspace::Revisions, b"", None).len(), 2, "the engine goes on");
 }
 
+pub fn bulk_loads_land_whole_across_keyspaces(b: &dyn Backend) {
+    put(b, Keyspace::Revisions, b"old", b"stays");
+    let mut load = b.bulk_load().unwrap();
+    for i in 0..3000u32 {
+        load.put(Keyspace::Revisions, format!("k{i:05}").as_bytes(), &i.to_be_bytes()).unwrap();
+    }
+    load.put(Keyspace::Meta, b"m", b"meta").unwrap();
+    load.put(Keyspace::Members, b"a", b"1").unwrap();
+    load.finish().unwrap();
+    let revisions = collect(b, Keyspace::Revisions, b"", None);
+    assert_eq!(revisions.len(), 3001);
+    assert_eq!(revisions[0], (b"k00000".to_vec(), 0u32.to_be_bytes().to_vec()));
+    assert_eq!(revisions[3000], (b"old".to_vec(), b"stays".to_vec()));
+    assert_eq!(b.get(Keyspace::Meta, b"m").unwrap().as_deref(), Some(&b"meta"[..]));
+    assert_eq!(b.get(Keyspace::Members, b"a").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
 /// Generates one `#[test]` per conformance case for an engine; `$make` is an
 /// expression building a fresh engine (it may bind guards such as temp dirs).
 macro_rules! backend_conformance {
@@ -166,7 +183,8 @@ macro_rules! backend_conformance {
                 multi_get_keeps_request_order,
                 binary_values_round_trip,
                 size_grows_with_data,
-                a_checkpoint_keeps_its_moment);
+                a_checkpoint_keeps_its_moment,
+                bulk_loads_land_whole_across_keyspaces);
         }
     };
     (@case $make:expr; $($case:ident),*) => {
@@ -204,6 +222,22 @@ fn rocks_checkpoints_leave_nothing_behind() {
     drop(b);
     let _b = crate::backend::RocksBackend::open(&db_dir).unwrap();
     assert!(!checkpoints.exists(), "a crash's checkpoint is removed at open");
+}
+
+/// A bulk load survives a reopen, and leaves no table files behind.
+#[test]
+fn rocks_bulk_loads_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_dir = dir.path().join("kv");
+    {
+        let b = crate::backend::RocksBackend::open(&db_dir).unwrap();
+        let mut load = b.bulk_load().unwrap();
+        load.put(Keyspace::Revisions, b"k", b"v").unwrap();
+        load.finish().unwrap();
+    }
+    assert!(!dir.path().join("kv.ingest").exists());
+    let b = crate::backend::RocksBackend::open(&db_dir).unwrap();
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
 
 /// RocksDB keeps its data across a close and reopen of the directory.

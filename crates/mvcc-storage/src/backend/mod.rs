@@ -160,6 +160,25 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes every write that has returned durable on stable storage.
     fn sync(&self) -> Result<(), BackendError>;
 
+    /// Applies `batch` atomically, bypassing the engine's write-ahead log
+    /// where it has one: for bulk loads. Durable only after
+    /// [`Backend::flush`]; a crash before that may lose any part of it,
+    /// even with logged writes after it surviving.
+    fn write_unlogged(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        self.write(batch)
+    }
+
+    /// Makes every write that has returned durable, unlogged ones included.
+    fn flush(&self) -> Result<(), BackendError> {
+        self.sync()
+    }
+
+    /// A bulk load of many entries, faster than batches where the engine
+    /// can (RocksDB writes its table files directly and ingests them).
+    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, BackendError> {
+        Ok(Box::new(BatchedLoad { backend: self, batch: WriteBatch::new(), bytes: 0 }))
+    }
+
     /// Bytes the engine occupies (etcd's `db_size`); may be approximate.
     fn size(&self) -> u64;
 
@@ -171,6 +190,41 @@ pub trait Backend: Send + Sync + 'static {
     /// snapshot. RocksDB makes a checkpoint (hard links to its files), so
     /// it costs neither a copy nor memory.
     fn checkpoint(&self) -> Result<Box<dyn Frozen>, BackendError>;
+}
+
+/// Entries going into an engine in bulk (see [`Backend::bulk_load`]).
+pub trait BulkLoad {
+    /// Adds one entry; within a keyspace, keys come in ascending order.
+    fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError>;
+    /// Makes every entry put part of the engine, durably.
+    fn finish(self: Box<Self>) -> Result<(), BackendError>;
+}
+
+/// A bulk load as unlogged batches of about [`BATCHED_LOAD_BYTES`], flushed
+/// at the end: for engines with nothing faster.
+struct BatchedLoad<'a, B: Backend + ?Sized> {
+    backend: &'a B,
+    batch: WriteBatch,
+    bytes: usize,
+}
+
+const BATCHED_LOAD_BYTES: usize = 4 << 20;
+
+impl<B: Backend + ?Sized> BulkLoad for BatchedLoad<'_, B> {
+    fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        self.batch.put(space, key, value);
+        self.bytes += key.len() + value.len();
+        if self.bytes >= BATCHED_LOAD_BYTES {
+            self.backend.write_unlogged(std::mem::take(&mut self.batch))?;
+            self.bytes = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), BackendError> {
+        self.backend.write_unlogged(std::mem::take(&mut self.batch))?;
+        self.backend.flush()
+    }
 }
 
 /// A read-only copy of an engine at one moment (see [`Backend::checkpoint`]);

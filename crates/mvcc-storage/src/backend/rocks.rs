@@ -13,7 +13,7 @@ use rocksdb::{
     properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
 };
 
-use super::{Backend, BackendError, BatchOp, Frozen, Keyspace, ScanVisitor, WriteBatch};
+use super::{Backend, BackendError, BatchOp, BulkLoad, Frozen, Keyspace, ScanVisitor, WriteBatch};
 
 // Single-threaded column-family mode: column families are fixed at open, and
 // it hands out `&ColumnFamily` without the lock `MultiThreaded` takes per lookup.
@@ -32,6 +32,8 @@ pub struct RocksBackend {
     db: Db,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// How table files written for a bulk load are made (as the keyspaces' own).
+    table_options: Options,
     /// Names the next checkpoint's directory.
     checkpoints: AtomicU64,
 }
@@ -78,7 +80,9 @@ impl RocksBackend {
         if stale.exists() {
             std::fs::remove_dir_all(&stale).map_err(|e| BackendError::new(format!("{}: {e}", stale.display())))?;
         }
-        Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts, checkpoints: AtomicU64::new(0) })
+        let mut table_options = Options::default();
+        table_options.set_compression_type(DBCompressionType::Lz4);
+        Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts, table_options, checkpoints: AtomicU64::new(0) })
     }
 
     pub fn path(&self) -> &Path {
@@ -89,6 +93,27 @@ impl RocksBackend {
         self.db
             .cf_handle(space.name())
             .ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))
+    }
+
+    fn rocks_batch(&self, batch: WriteBatch) -> Result<rocksdb::WriteBatch, BackendError> {
+        let mut wb = rocksdb::WriteBatch::default();
+        let key_cf = self.cf(Keyspace::Revisions)?;
+        let meta_cf = self.cf(Keyspace::Meta)?;
+        let lease_cf = self.cf(Keyspace::Leases)?;
+        let members_cf = self.cf(Keyspace::Members)?;
+        let cf_of = |space: Keyspace| match space {
+            Keyspace::Revisions => key_cf,
+            Keyspace::Meta => meta_cf,
+            Keyspace::Leases => lease_cf,
+            Keyspace::Members => members_cf,
+        };
+        for op in batch.ops() {
+            match op {
+                BatchOp::Put { space, key, value } => wb.put_cf(cf_of(*space), key, value),
+                BatchOp::Delete { space, key } => wb.delete_cf(cf_of(*space), key),
+            }
+        }
+        Ok(wb)
     }
 
     fn sum_property(&self, names: &[&rocksdb::properties::PropName]) -> u64 {
@@ -127,29 +152,27 @@ impl Backend for RocksBackend {
         end: Option<&[u8]>,
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), BackendError> {
-        scan_db(&self.db, space, start, end, visit)
+        scan_db(&self.db, space, start, end, false, visit)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), BackendError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        let key_cf = self.cf(Keyspace::Revisions)?;
-        let meta_cf = self.cf(Keyspace::Meta)?;
-        let lease_cf = self.cf(Keyspace::Leases)?;
-        let members_cf = self.cf(Keyspace::Members)?;
-        let cf_of = |space: Keyspace| match space {
-            Keyspace::Revisions => key_cf,
-            Keyspace::Meta => meta_cf,
-            Keyspace::Leases => lease_cf,
-            Keyspace::Members => members_cf,
-        };
-        for op in batch.ops() {
-            match op {
-                BatchOp::Put { space, key, value } => wb.put_cf(cf_of(*space), key, value),
-                BatchOp::Delete { space, key } => wb.delete_cf(cf_of(*space), key),
-            }
-        }
-        self.db.write_opt(wb, &self.write_opts)?;
+        self.db.write_opt(self.rocks_batch(batch)?, &self.write_opts)?;
         Ok(())
+    }
+
+    fn write_unlogged(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.db.write_opt(self.rocks_batch(batch)?, &opts)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        let cfs = Keyspace::ALL.iter().map(|&space| self.cf(space)).collect::<Result<Vec<_>, _>>()?;
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts)?;
+        self.sync()
     }
 
     fn sync(&self) -> Result<(), BackendError> {
@@ -165,6 +188,15 @@ impl Backend for RocksBackend {
         self.sum_property(&[properties::ESTIMATE_LIVE_DATA_SIZE, properties::CUR_SIZE_ALL_MEM_TABLES])
     }
 
+    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, BackendError> {
+        let dir = sibling_dir(&self.path, "ingest");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| BackendError::new(format!("{}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| BackendError::new(format!("{}: {e}", dir.display())))?;
+        Ok(Box::new(RocksBulkLoad { backend: self, dir, current: None, files: Vec::new() }))
+    }
+
     fn checkpoint(&self) -> Result<Box<dyn Frozen>, BackendError> {
         let parent = checkpoints_dir(&self.path);
         std::fs::create_dir_all(&parent).map_err(|e| BackendError::new(format!("{}: {e}", parent.display())))?;
@@ -172,6 +204,10 @@ impl Backend for RocksBackend {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(&dir)?;
         let mut opts = Options::default();
         opts.create_if_missing(false);
+        // Read once, front to back: a cache would only cost memory.
+        let mut block_options = rocksdb::BlockBasedOptions::default();
+        block_options.disable_cache();
+        opts.set_block_based_table_factory(&block_options);
         let names = Keyspace::ALL.iter().map(|space| space.name());
         let db = match Db::open_cf_for_read_only(&opts, &dir, names, false) {
             Ok(db) => db,
@@ -187,9 +223,76 @@ impl Backend for RocksBackend {
 /// Where checkpoints of the database in `dir` go: beside it, on the same
 /// file system, so a checkpoint is hard links rather than copies.
 fn checkpoints_dir(dir: &Path) -> PathBuf {
+    sibling_dir(dir, "checkpoints")
+}
+
+/// `dir` with `.suffix` added, beside it.
+fn sibling_dir(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".checkpoints");
+    name.push(".");
+    name.push(suffix);
     dir.with_file_name(name)
+}
+
+/// Table files are cut at about this size during a bulk load.
+const INGEST_FILE_BYTES: usize = 64 << 20;
+
+/// A bulk load written as table files, one keyspace after another, and
+/// ingested into the database at the end: no log, no memtables, no
+/// compaction of what was just written.
+struct RocksBulkLoad<'b> {
+    backend: &'b RocksBackend,
+    dir: PathBuf,
+    /// The file being written: its keyspace, writer, path and size so far.
+    current: Option<(Keyspace, rocksdb::SstFileWriter<'b>, PathBuf, usize)>,
+    files: Vec<(Keyspace, PathBuf)>,
+}
+
+impl RocksBulkLoad<'_> {
+    fn close_current(&mut self) -> Result<(), BackendError> {
+        if let Some((space, mut writer, path, _)) = self.current.take() {
+            writer.finish()?;
+            self.files.push((space, path));
+        }
+        Ok(())
+    }
+}
+
+impl BulkLoad for RocksBulkLoad<'_> {
+    fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError> {
+        if self.current.as_ref().is_some_and(|(s, _, _, bytes)| *s != space || *bytes >= INGEST_FILE_BYTES) {
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            let writer = rocksdb::SstFileWriter::create(&self.backend.table_options);
+            let path = self.dir.join(format!("{}.sst", self.files.len()));
+            writer.open(&path)?;
+            self.current = Some((space, writer, path, 0));
+        }
+        let Some((_, writer, _, bytes)) = self.current.as_mut() else { unreachable!("opened above") };
+        writer.put(key, value)?;
+        *bytes += key.len() + value.len();
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), BackendError> {
+        self.close_current()?;
+        let mut opts = rocksdb::IngestExternalFileOptions::default();
+        opts.set_move_files(true);
+        for space in Keyspace::ALL {
+            let paths: Vec<&PathBuf> = self.files.iter().filter(|(s, _)| *s == space).map(|(_, p)| p).collect();
+            if !paths.is_empty() {
+                self.backend.db.ingest_external_file_cf_opts(self.backend.cf(space)?, &opts, paths)?;
+            }
+        }
+        self.backend.sync()
+    }
+}
+
+impl Drop for RocksBulkLoad<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A checkpoint opened read-only; its directory is removed when dropped.
@@ -207,7 +310,7 @@ impl Frozen for FrozenRocks {
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), BackendError> {
         match &self.db {
-            Some(db) => scan_db(db, space, start, end, visit),
+            Some(db) => scan_db(db, space, start, end, true, visit),
             None => Ok(()),
         }
     }
@@ -226,11 +329,14 @@ impl Drop for FrozenRocks {
     }
 }
 
+/// A scan; `once` for a read of everything front to back, which reads
+/// ahead and leaves the block cache alone.
 fn scan_db(
     db: &Db,
     space: Keyspace,
     start: &[u8],
     end: Option<&[u8]>,
+    once: bool,
     visit: &mut ScanVisitor<'_>,
 ) -> Result<(), BackendError> {
     if matches!(end, Some(e) if e <= start) {
@@ -240,6 +346,10 @@ fn scan_db(
         .cf_handle(space.name())
         .ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))?;
     let mut opts = ReadOptions::default();
+    if once {
+        opts.fill_cache(false);
+        opts.set_readahead_size(2 << 20);
+    }
     if let Some(end) = end {
         opts.set_iterate_upper_bound(end.to_vec());
     }

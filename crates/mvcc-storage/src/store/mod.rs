@@ -31,6 +31,7 @@ mod ops;
 mod restore;
 mod tx;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -113,6 +114,9 @@ pub(crate) struct State {
     pub compact_rev: i64,
     /// Compaction bookkeeping, so the next compaction only rescans what is new.
     pub last_compact: Option<compact::LastCompaction>,
+    /// The live keys attached to a lease, and their lease: what the lease
+    /// manager is rebuilt from, without reading every value back.
+    pub leased: BTreeMap<Vec<u8>, i64>,
 }
 
 /// The revisioned key/value store. `Send + Sync`; all methods take `&self`.
@@ -322,9 +326,7 @@ impl KvStore {
     /// Every live key with a lease attached, as `(key, lease)`: what a lease
     /// manager re-attaches after a restart (etcd's restore `keyToLease`).
     pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>, MvccError> {
-        let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
-        let resp = self.range(&all)?;
-        Ok(resp.kvs.into_iter().filter(|kv| kv.lease != 0).map(|kv| (kv.key, kv.lease)).collect())
+        Ok(self.state.read().leased.iter().map(|(key, &lease)| (key.clone(), lease)).collect())
     }
 }
 
@@ -345,9 +347,19 @@ fn fold_changes(state: &mut State, changes: &[KeyValue]) -> Result<i64, MvccErro
         } else {
             state.index.tombstone(&kv.key, idx_rev)?;
         }
+        track_lease(&mut state.leased, kv);
     }
     state.current_rev = rev;
     Ok(rev)
+}
+
+/// Keeps `leased` up to date with one change (a tombstone has no lease).
+pub(crate) fn track_lease(leased: &mut BTreeMap<Vec<u8>, i64>, kv: &KeyValue) {
+    if kv.lease != 0 {
+        leased.insert(kv.key.clone(), kv.lease);
+    } else if !leased.is_empty() {
+        leased.remove(&kv.key);
+    }
 }
 
 fn to_events(changes: Vec<KeyValue>, rev: i64) -> Vec<Event> {

@@ -1,6 +1,7 @@
 //! Opening a store: rebuild the index and counters from the backend
 //! (etcd's `store.restore`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -15,6 +16,51 @@ use crate::index::{KeyIndex, TreeIndex};
 use crate::revision::{self, Revision, REV_BYTES_LEN};
 
 pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
+    let mut index = IndexBuilder::default();
+    let mut failure = None;
+    let start = Revision::new(1, 0).to_bytes();
+    backend.scan(Keyspace::Revisions, &start, None, &mut |k, v| match index.add(k, v) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    assemble(backend, index)
+}
+
+/// The key index rebuilt from stored revisions, fed in revision order.
+pub(super) struct IndexBuilder {
+    index: TreeIndex,
+    current_rev: i64,
+    leased: BTreeMap<Vec<u8>, i64>,
+}
+
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        IndexBuilder { index: TreeIndex::new(), current_rev: 1, leased: BTreeMap::new() }
+    }
+}
+
+impl IndexBuilder {
+    /// Takes in the next stored revision (key and value as stored).
+    /// Keys below revision 1 hold no key value and are skipped.
+    pub(super) fn add(&mut self, k: &[u8], v: &[u8]) -> Result<(), MvccError> {
+        if k < &Revision::new(1, 0).to_bytes()[..] {
+            return Ok(());
+        }
+        self.current_rev = restore_one(&mut self.index, &mut self.leased, k, v)?;
+        Ok(())
+    }
+}
+
+/// The store on `backend` with the index `built` from its revisions: the
+/// counters come from the meta keyspace, and a compaction a crash cut off
+/// is finished.
+pub(super) fn assemble(backend: Arc<dyn Backend>, built: IndexBuilder) -> Result<KvStore, MvccError> {
     let consistent_index = match backend.get(Keyspace::Meta, meta::CONSISTENT_INDEX)? {
         Some(v) => u64::from_be_bytes(
             v.as_slice().try_into().map_err(|_| MvccError::Corrupt("consistent_index is not 8 bytes".into()))?,
@@ -23,26 +69,9 @@ pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
     };
     let compact_rev = read_rev_meta(&*backend, meta::FINISHED_COMPACT)?.unwrap_or(-1);
     let scheduled = read_rev_meta(&*backend, meta::SCHEDULED_COMPACT)?;
-
-    let mut index = TreeIndex::new();
-    let mut current_rev = 1;
-    let mut failure = None;
-    let start = Revision::new(1, 0).to_bytes();
-    backend.scan(Keyspace::Revisions, &start, None, &mut |k, v| {
-        match restore_one(&mut index, k, v) {
-            Ok(main) => current_rev = main,
-            Err(e) => {
-                failure = Some(e);
-                return false;
-            }
-        }
-        true
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    let IndexBuilder { index, current_rev, leased } = built;
     // Compaction may have removed every revision up to the compaction point.
-    current_rev = current_rev.max(compact_rev);
+    let current_rev = current_rev.max(compact_rev);
 
     tracing::info!(
         current_revision = current_rev,
@@ -53,7 +82,7 @@ pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
     );
     let store = KvStore {
         backend,
-        state: RwLock::new(State { index, current_rev, compact_rev, last_compact: None }),
+        state: RwLock::new(State { index, current_rev, compact_rev, last_compact: None, leased }),
         compaction: RwLock::new(()),
         consistent_index: AtomicU64::new(consistent_index),
     };
@@ -66,10 +95,16 @@ pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
 }
 
 /// Replays one stored revision into the index; returns its main revision.
-fn restore_one(index: &mut TreeIndex, k: &[u8], v: &[u8]) -> Result<i64, MvccError> {
+fn restore_one(
+    index: &mut TreeIndex,
+    leased: &mut BTreeMap<Vec<u8>, i64>,
+    k: &[u8],
+    v: &[u8],
+) -> Result<i64, MvccError> {
     let (rev, tombstone) =
         revision::decode_key(k).ok_or_else(|| MvccError::Corrupt(format!("bad revision key {k:?}")))?;
     let kv = KeyValue::decode(v)?;
+    super::track_lease(leased, &kv);
     match index.key_index_mut(&kv.key) {
         Some(ki) if tombstone => {
             if let Err(e) = ki.tombstone(rev) {

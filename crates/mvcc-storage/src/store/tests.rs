@@ -702,6 +702,35 @@ fn leased_keys_lists_live_attachments() {
     assert_eq!(t.s.leased_keys().unwrap(), vec![(b"l".to_vec(), 5)]);
 }
 
+/// The attachments are rebuilt with the index, from the history: a key put
+/// again without its lease, or deleted, is no longer attached.
+#[test]
+fn leased_keys_come_back_after_reopen_and_a_snapshot() {
+    let backend: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let s = KvStore::open(backend.clone()).unwrap();
+    let leases = Leases([5, 6].into());
+    let put = |index: u64, key: &str, lease: i64| {
+        let p = PutRequest { key: key.into(), value: "v".into(), lease, ..Default::default() };
+        s.apply(index, WriteRequest::Put(&p), &leases).unwrap();
+    };
+    put(1, "kept", 5);
+    put(2, "moved", 5);
+    put(3, "moved", 6);
+    put(4, "released", 5);
+    put(5, "released", 0);
+    put(6, "deleted", 6);
+    let d = DeleteRangeRequest { key: "deleted".into(), ..Default::default() };
+    s.apply(7, WriteRequest::DeleteRange(&d), &leases).unwrap();
+    let expected = vec![(b"kept".to_vec(), 5), (b"moved".to_vec(), 6)];
+    assert_eq!(s.leased_keys().unwrap(), expected);
+    let checkpoint = s.checkpoint().unwrap();
+    drop(s);
+    assert_eq!(KvStore::open(backend).unwrap().leased_keys().unwrap(), expected);
+    let follower = KvStore::in_memory();
+    follower.install_snapshot(checkpoint.pieces(1 << 20)).unwrap();
+    assert_eq!(follower.leased_keys().unwrap(), expected);
+}
+
 #[test]
 fn advance_consistent_index_persists() {
     let backend: Arc<dyn Backend> = Arc::new(MemBackend::new());
