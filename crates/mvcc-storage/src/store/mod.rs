@@ -233,7 +233,10 @@ impl KvStore {
             return self.compact(guard, index, c);
         }
         let (response, changes, batch) = {
-            let mut tx = Tx::new(&guard, &*self.backend);
+            let mut tx = match req {
+                WriteRequest::Txn(_) => Tx::new(&guard, &*self.backend),
+                _ => Tx::single_write(&guard, &*self.backend),
+            };
             let response = match req {
                 WriteRequest::Put(p) => {
                     if p.lease != 0 && !leases.exists(p.lease) {
@@ -340,6 +343,21 @@ fn fold_changes(state: &mut State, changes: &[KeyValue]) -> Result<i64, MvccErro
         return Ok(state.current_rev);
     }
     let rev = state.current_rev + 1;
+    let ascending_tombstones = changes.len() > 1
+        && changes.iter().all(|kv| kv.mod_revision == 0 && kv.lease == 0)
+        && changes.windows(2).all(|pair| pair[0].key < pair[1].key);
+    if ascending_tombstones {
+        let tombstones =
+            changes.iter().enumerate().map(|(sub, kv)| (kv.key.as_slice(), Revision::new(rev, sub as i64)));
+        state.index.tombstone_ascending(tombstones)?;
+        if !state.leased.is_empty() {
+            for kv in changes {
+                state.leased.remove(&kv.key);
+            }
+        }
+        state.current_rev = rev;
+        return Ok(rev);
+    }
     for (sub, kv) in changes.iter().enumerate() {
         let idx_rev = Revision::new(rev, sub as i64);
         if kv.mod_revision != 0 {

@@ -64,6 +64,10 @@ pub(crate) struct Tx<'a> {
     /// exactly what etcd stores under the tombstone revision.
     changes: Vec<KeyValue>,
     pending: BTreeMap<Vec<u8>, usize>,
+    /// False when the transaction is one Put or DeleteRange: nothing reads
+    /// after it, so `pending` is not kept (a 100,000-key delete spent a
+    /// fifth of its time there).
+    keeps_pending: bool,
     batch: WriteBatch,
 }
 
@@ -75,8 +79,14 @@ impl<'a> Tx<'a> {
             begin_rev: state.current_rev,
             changes: Vec::new(),
             pending: BTreeMap::new(),
+            keeps_pending: true,
             batch: WriteBatch::new(),
         }
+    }
+
+    /// A transaction of exactly one write, read by nothing after it.
+    pub fn single_write(state: &'a State, backend: &'a dyn Backend) -> Self {
+        Tx { keeps_pending: false, ..Tx::new(state, backend) }
     }
 
     /// The store revision before this transaction (etcd's `Rev()` of a write txn).
@@ -211,7 +221,9 @@ impl<'a> Tx<'a> {
             KeyValue { key: key.to_vec(), value, create_revision: created, mod_revision: rev, version: ver + 1, lease };
         let sub = self.changes.len() as i64;
         self.batch.put(Keyspace::Revisions, Revision::new(rev, sub).to_key(false).as_bytes(), kv.encode_to_vec());
-        self.pending.insert(key.to_vec(), self.changes.len());
+        if self.keeps_pending {
+            self.pending.insert(key.to_vec(), self.changes.len());
+        }
         self.changes.push(kv);
         rev
     }
@@ -225,6 +237,7 @@ impl<'a> Tx<'a> {
             true
         });
         let n = keys.len() as i64;
+        self.changes.reserve(keys.len());
         for key in keys {
             self.delete(key);
         }
@@ -239,7 +252,9 @@ impl<'a> Tx<'a> {
         let rev = Revision::new(self.begin_rev + 1, self.changes.len() as i64);
         let kv = KeyValue { key, ..Default::default() };
         self.batch.put(Keyspace::Revisions, rev.to_key(true).as_bytes(), kv.encode_to_vec());
-        self.pending.insert(kv.key.clone(), self.changes.len());
+        if self.keeps_pending {
+            self.pending.insert(kv.key.clone(), self.changes.len());
+        }
         self.changes.push(kv);
     }
 }
