@@ -104,6 +104,29 @@ pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
     Ok(all.into_outcome(plan.workload.reported(), wall, cpu))
 }
 
+/// The shape of a fill: how many keys, how many clients over how many
+/// connections, and the sizes.
+pub struct FillShape {
+    pub keys: usize,
+    pub clients: usize,
+    pub clients_per_conn: usize,
+    pub key_size: usize,
+    pub val_size: usize,
+}
+
+/// Puts keys `0..keys` once each, `clients` at a time.
+pub async fn fill(endpoints: &[String], shape: FillShape) -> Result<Outcome> {
+    let plan = Plan {
+        workload: Workload::Fill { keys: shape.keys },
+        total: shape.keys,
+        clients: shape.clients,
+        conns: shape.clients.div_ceil(shape.clients_per_conn.max(1)),
+        key_size: shape.key_size,
+        val_size: shape.val_size,
+    };
+    run(endpoints, &plan).await
+}
+
 /// Writes keys `0..count` once each (untimed set-up, so ranges find data).
 pub async fn prefill(endpoints: &[String], count: usize, key_size: usize, val_size: usize) -> Result<()> {
     if count == 0 {

@@ -17,7 +17,7 @@ use super::compare::{median, thousands};
 use super::doc;
 use super::load::{self, Tally};
 use super::server::{Server, Systems};
-use super::workload::{check_key_size, key, Class, Plan, Reported, Rng, Workload};
+use super::workload::{check_key_size, key, Class, Reported, Rng};
 
 #[derive(Args, Debug)]
 pub struct ScaleOptions {
@@ -217,7 +217,18 @@ async fn measure(bin: &std::path::Path, system: &str, options: &ScaleOptions) ->
     server.wait_ready().await?;
     let endpoints = [server.url.clone()];
     // The clock runs from the first put (connections are made before it).
-    let loaded = fill(&endpoints, options).await.with_context(|| format!("{system}: loading"))?;
+    let loaded = load::fill(
+        &endpoints,
+        load::FillShape {
+            keys: options.keys,
+            clients: options.clients,
+            clients_per_conn: options.clients_per_conn,
+            key_size: options.key_size,
+            val_size: options.val_size,
+        },
+    )
+    .await
+    .with_context(|| format!("{system}: loading"))?;
     let load = loaded.writes.total;
     let pages = read_pages(&endpoints, options).await.with_context(|| format!("{system}: page reads"))?;
     if let Some(status) = server.exited() {
@@ -235,19 +246,6 @@ async fn measure(bin: &std::path::Path, system: &str, options: &ScaleOptions) ->
         errors: writes.errors + pages.reads.errors,
         first_error: loaded.first_error.or(pages.first_error),
     })
-}
-
-/// Puts keys `0..keys` once each, `clients` at a time.
-async fn fill(endpoints: &[String], options: &ScaleOptions) -> Result<load::Outcome> {
-    let plan = Plan {
-        workload: Workload::Fill { keys: options.keys },
-        total: options.keys,
-        clients: options.clients,
-        conns: options.clients.div_ceil(options.clients_per_conn.max(1)),
-        key_size: options.key_size,
-        val_size: options.val_size,
-    };
-    load::run(endpoints, &plan).await
 }
 
 /// `pages` linearizable Ranges of `page_keys` keys from a random key, one at a time.

@@ -37,7 +37,7 @@ use tonic::transport::Endpoint;
 use super::compare::{median, thousands};
 use super::load;
 use super::server::{free_ports, Server, Systems};
-use super::workload::{check_key_size, key, Plan, Workload};
+use super::workload::{check_key_size, key};
 
 #[derive(Args, Debug)]
 pub struct SnapshotOptions {
@@ -205,7 +205,18 @@ async fn measure(bin: &Path, system: &str, options: &SnapshotOptions) -> Result<
     // and strict reconfiguration checks refuse to add a voter.
     wait_published(&leader.url).await?;
 
-    let loaded = fill(&leader.url, options).await.context("loading")?;
+    let loaded = load::fill(
+        std::slice::from_ref(&leader.url),
+        load::FillShape {
+            keys: options.keys,
+            clients: options.clients,
+            clients_per_conn: options.clients_per_conn,
+            key_size: options.key_size,
+            val_size: options.val_size,
+        },
+    )
+    .await
+    .context("loading")?;
     if let Some(error) = &loaded.first_error {
         bail!("loading: {} of {} puts failed, first: {error}", loaded.writes.errors, options.keys);
     }
@@ -275,19 +286,6 @@ async fn measure(bin: &Path, system: &str, options: &SnapshotOptions) -> Result<
         joiner_peak_kib,
         joiner_settled_kib,
     })
-}
-
-/// Puts keys `0..keys` once each, `clients` at a time (as `bench scale` does).
-async fn fill(url: &str, options: &SnapshotOptions) -> Result<load::Outcome> {
-    let plan = Plan {
-        workload: Workload::Fill { keys: options.keys },
-        total: options.keys,
-        clients: options.clients,
-        conns: options.clients.div_ceil(options.clients_per_conn.max(1)),
-        key_size: options.key_size,
-        val_size: options.val_size,
-    };
-    load::run(&[url.to_owned()], &plan).await
 }
 
 /// Waits until every member of the cluster at `url` has published its name.
