@@ -1,0 +1,17 @@
+//! `keel-auth`: etcd's auth store as a pure state machine. Users, roles and
+//! their key-range permissions, the management operations with etcd's rules
+//! and error strings, and the permission checks every request passes.
+//!
+//! Nothing here touches gRPC, raft or disk: the server applies committed
+//! auth requests to an [`AuthState`] and persists what it returns, and
+//! checks requests against the state in memory, so a check never waits on
+//! storage. Passwords arrive hashed: hashing is the caller's (etcd hashes
+//! before proposing, so raft never carries a plaintext password).
+
+mod error;
+mod range;
+mod state;
+
+pub use error::AuthError;
+pub use range::{KeyRange, RangeSet};
+pub use state::{Access, AuthState, ROOT_ROLE, ROOT_USER};
