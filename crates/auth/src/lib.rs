@@ -11,7 +11,9 @@
 mod error;
 mod range;
 mod state;
+mod tokens;
 
 pub use error::AuthError;
 pub use range::{KeyRange, RangeSet};
 pub use state::{Access, AuthState, ROOT_ROLE, ROOT_USER};
+pub use tokens::{SimpleTokens, DEFAULT_TOKEN_TTL, RANDOM_LETTERS};
