@@ -26,7 +26,7 @@ use prost::Message as _;
 use crate::lease_clock::LeaseClock;
 use crate::peer::PeerLinks;
 use crate::proposals::{Applied, Waiters};
-use crate::snapshots::{SnapshotShelf, SnapshotSpool};
+use crate::snapshots::{install_spooled, SnapshotShelf, SnapshotSpool};
 use crate::NodeError;
 
 /// Batches of raft's output waiting for the applier thread, at most. When
@@ -436,17 +436,9 @@ impl Applier {
         let Some(snapshots) = &self.snapshots else {
             return Err(NodeError::Storage("this member takes no snapshots".into()));
         };
-        let spool = snapshots.spool.clone();
-        let pieces = spool.pieces(snapshot.get_metadata().index)?;
         fault_point("snapshot-install-before", &[]);
-        let pieces = pieces.map(|piece| {
-            let piece = piece.map_err(|e| MvccError::Corrupt(e.to_string()));
-            fault_point("snapshot-install-midway", &[]);
-            piece
-        });
-        self.kv.install_snapshot(pieces).map_err(NodeError::Mvcc)?;
+        install_spooled(&self.kv, &*snapshots.spool, snapshot.get_metadata().index)?;
         fault_point("snapshot-install-after", &[]);
-        spool.clear_through(self.kv.consistent_index());
         let index = self.kv.consistent_index();
         tracing::info!(index, snapshot_index = snapshot.get_metadata().index, "installed the leader's snapshot");
         self.applied.store(index, Ordering::Release);

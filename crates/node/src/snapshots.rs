@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use keel_mvcc::StoreCheckpoint;
+use keel_mvcc::{KvStore, MvccError, StoreCheckpoint};
+use keel_raft_node::failpoints::fault_point;
 use parking_lot::Mutex;
 
 use crate::NodeError;
@@ -41,6 +42,19 @@ impl SnapshotShelf {
     pub(crate) fn at(&self, index: u64) -> Option<Arc<StoreCheckpoint>> {
         self.offered.lock().as_ref().filter(|c| c.index() == index).cloned()
     }
+}
+
+/// Replaces `kv`'s state with the spooled snapshot at `index`, then forgets
+/// the spooled snapshots it covers.
+pub(crate) fn install_spooled(kv: &KvStore, spool: &dyn SnapshotSpool, index: u64) -> Result<(), NodeError> {
+    let pieces = spool.pieces(index)?.map(|piece| {
+        let piece = piece.map_err(|e| MvccError::Corrupt(e.to_string()));
+        fault_point("snapshot-install-midway", &[]);
+        piece
+    });
+    kv.install_snapshot(pieces).map_err(NodeError::Mvcc)?;
+    spool.clear_through(kv.consistent_index());
+    Ok(())
 }
 
 /// The pieces of a spooled snapshot, read as they are taken.

@@ -196,7 +196,8 @@ pub trait Backend: Send + Sync + 'static {
 pub trait BulkLoad {
     /// Adds one entry; within a keyspace, keys come in ascending order.
     fn put(&mut self, space: Keyspace, key: &[u8], value: &[u8]) -> Result<(), BackendError>;
-    /// Makes every entry put part of the engine, durably.
+    /// Makes every entry put part of the engine, durably, along with every
+    /// write (unlogged ones included) made before it.
     fn finish(self: Box<Self>) -> Result<(), BackendError>;
 }
 

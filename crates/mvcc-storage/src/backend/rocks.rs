@@ -90,9 +90,7 @@ impl RocksBackend {
     }
 
     fn cf(&self, space: Keyspace) -> Result<&ColumnFamily, BackendError> {
-        self.db
-            .cf_handle(space.name())
-            .ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))
+        cf_in(&self.db, space)
     }
 
     fn rocks_batch(&self, batch: WriteBatch) -> Result<rocksdb::WriteBatch, BackendError> {
@@ -285,7 +283,7 @@ impl BulkLoad for RocksBulkLoad<'_> {
                 self.backend.db.ingest_external_file_cf_opts(self.backend.cf(space)?, &opts, paths)?;
             }
         }
-        self.backend.sync()
+        self.backend.flush()
     }
 }
 
@@ -329,6 +327,11 @@ impl Drop for FrozenRocks {
     }
 }
 
+/// The column family that holds `space` in `db`.
+fn cf_in(db: &Db, space: Keyspace) -> Result<&ColumnFamily, BackendError> {
+    db.cf_handle(space.name()).ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))
+}
+
 /// A scan; `once` for a read of everything front to back, which reads
 /// ahead and leaves the block cache alone.
 fn scan_db(
@@ -342,9 +345,7 @@ fn scan_db(
     if matches!(end, Some(e) if e <= start) {
         return Ok(());
     }
-    let cf = db
-        .cf_handle(space.name())
-        .ok_or_else(|| BackendError::new(format!("missing column family {}", space.name())))?;
+    let cf = cf_in(db, space)?;
     let mut opts = ReadOptions::default();
     if once {
         opts.fill_cache(false);

@@ -344,27 +344,24 @@ fn fold_changes(state: &mut State, changes: &[KeyValue]) -> Result<i64, MvccErro
     }
     let rev = state.current_rev + 1;
     let ascending_tombstones = changes.len() > 1
-        && changes.iter().all(|kv| kv.mod_revision == 0 && kv.lease == 0)
+        && changes.iter().all(|kv| kv.mod_revision == 0)
         && changes.windows(2).all(|pair| pair[0].key < pair[1].key);
     if ascending_tombstones {
+        // A DeleteRange's: one walk along the index instead of a search per key.
         let tombstones =
             changes.iter().enumerate().map(|(sub, kv)| (kv.key.as_slice(), Revision::new(rev, sub as i64)));
         state.index.tombstone_ascending(tombstones)?;
-        if !state.leased.is_empty() {
-            for kv in changes {
-                state.leased.remove(&kv.key);
+    } else {
+        for (sub, kv) in changes.iter().enumerate() {
+            let idx_rev = Revision::new(rev, sub as i64);
+            if kv.mod_revision != 0 {
+                state.index.put(&kv.key, idx_rev)?;
+            } else {
+                state.index.tombstone(&kv.key, idx_rev)?;
             }
         }
-        state.current_rev = rev;
-        return Ok(rev);
     }
-    for (sub, kv) in changes.iter().enumerate() {
-        let idx_rev = Revision::new(rev, sub as i64);
-        if kv.mod_revision != 0 {
-            state.index.put(&kv.key, idx_rev)?;
-        } else {
-            state.index.tombstone(&kv.key, idx_rev)?;
-        }
+    for kv in changes {
         track_lease(&mut state.leased, kv);
     }
     state.current_rev = rev;

@@ -168,9 +168,9 @@ impl KvStore {
                 load.put(space, &entry.key, &entry.value)?;
             }
         }
-        // Everything above reaches the disk before the marker goes.
+        // Everything above (the clearing too) reaches the disk before the
+        // marker goes.
         load.finish()?;
-        self.backend.flush()?;
         let mut done = WriteBatch::new();
         done.delete(Keyspace::Meta, INSTALLING);
         self.backend.write(done)?;

@@ -27,7 +27,7 @@ use crate::lease_clock::LeaseClock;
 use crate::lease_expiry::{LeaseExpiry, LEASE_TICK};
 use crate::peer::{GrpcNetwork, Network, NoNetwork};
 use crate::proposals::{Proposals, Waiters};
-use crate::snapshots::{DirSpool, MemSpool, SnapshotShelf, SnapshotSpool};
+use crate::snapshots::{install_spooled, DirSpool, MemSpool, SnapshotShelf, SnapshotSpool};
 use crate::{ids, NodeError};
 
 /// What a member is made of.
@@ -210,7 +210,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     if store.snapshot_index() > kv.consistent_index() {
         // A crash came between recording the leader's snapshot in the raft
         // log and installing it in the store: the spool still has it.
-        install_spooled(&kv, &*spool, store.snapshot_index())?;
+        reinstall_newest(&kv, &*spool, store.snapshot_index())?;
     }
     let applied_index = kv.consistent_index();
     if applied_index > store.last_log_index() {
@@ -330,7 +330,6 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         proposals,
         applied,
         links,
-        shelf,
         spool,
         removed,
         removed_members,
@@ -347,14 +346,14 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
 /// anything reads the store. Snapshots already installed are dropped.
 fn finish_interrupted_install(kv: &KvStore, spool: &dyn SnapshotSpool) -> Result<(), NodeError> {
     if kv.snapshot_install_interrupted().map_err(NodeError::Mvcc)? {
-        install_spooled(kv, spool, 0)?;
+        reinstall_newest(kv, spool, 0)?;
     }
     spool.clear_through(kv.consistent_index());
     Ok(())
 }
 
 /// Installs the newest spooled snapshot, which must reach `at_least`.
-fn install_spooled(kv: &KvStore, spool: &dyn SnapshotSpool, at_least: u64) -> Result<(), NodeError> {
+fn reinstall_newest(kv: &KvStore, spool: &dyn SnapshotSpool, at_least: u64) -> Result<(), NodeError> {
     let index = spool.newest().filter(|&index| index >= at_least).ok_or_else(|| {
         NodeError::Storage(
             "installing a snapshot from the leader was cut off and the snapshot is gone; \
@@ -363,11 +362,7 @@ fn install_spooled(kv: &KvStore, spool: &dyn SnapshotSpool, at_least: u64) -> Re
         )
     })?;
     tracing::warn!(index, "installing the leader's snapshot again: a crash cut it off");
-    let pieces = spool.pieces(index)?;
-    kv.install_snapshot(pieces.map(|piece| piece.map_err(|e| keel_mvcc::MvccError::Corrupt(e.to_string()))))
-        .map_err(NodeError::Mvcc)?;
-    spool.clear_through(index);
-    Ok(())
+    install_spooled(kv, spool, index)
 }
 
 /// The lease manager as the store last recorded it. Checkpointing is on by

@@ -42,8 +42,6 @@ pub struct Member {
     applied: Arc<AtomicU64>,
     /// Peers: raft's messages, calls forwarded to the leader.
     links: Arc<dyn PeerLinks>,
-    /// The checkpoint a leader sends followers behind its log.
-    shelf: Arc<crate::SnapshotShelf>,
     /// Where snapshots from the leader wait to be installed.
     spool: Arc<dyn crate::SnapshotSpool>,
     /// Notified when a configuration change removes this member.
@@ -142,13 +140,19 @@ impl Member {
     /// One raft message, already decoded (the in-process network). A full
     /// inbox drops it: raft sends again.
     pub(crate) fn step_raft(&self, message: keel_raft_node::Message) -> Result<(), NodeError> {
-        if self.removed_members.read().contains(&message.from) {
-            return Err(NodeError::MemberRemoved);
-        }
+        self.refuse_removed(message.from)?;
         match self.raft.step(message) {
             Ok(()) | Err(keel_raft_node::RaftNodeError::Busy) => Ok(()),
             Err(_) => Err(NodeError::Stopped),
         }
+    }
+
+    /// Members removed from the cluster get nothing through to raft.
+    fn refuse_removed(&self, from: u64) -> Result<(), NodeError> {
+        if self.removed_members.read().contains(&from) {
+            return Err(NodeError::MemberRemoved);
+        }
+        Ok(())
     }
 
     /// Starts taking in a leader's snapshot from the first chunk of its
@@ -163,15 +167,8 @@ impl Member {
     /// Hands raft a snapshot whose every piece is in the spool. Blocking.
     pub fn receive_snapshot(&self, receipt: crate::SnapshotReceipt) -> Result<(), NodeError> {
         let message = receipt.finish()?;
-        if self.removed_members.read().contains(&message.from) {
-            return Err(NodeError::MemberRemoved);
-        }
+        self.refuse_removed(message.from)?;
         self.raft.step(message).map_err(crate::proposals::refused)
-    }
-
-    /// The checkpoint this member offers for the snapshot at `index`.
-    pub(crate) fn offered_snapshot(&self, index: u64) -> Option<std::sync::Arc<keel_mvcc::StoreCheckpoint>> {
-        self.shelf.at(index)
     }
 
     /// Stops raft and the applier; acknowledged writes are already durable in

@@ -59,6 +59,8 @@ struct State {
     told_removed: HashSet<u64>,
     /// Ended snapshot transfers, by sender: (receiver, delivered).
     snapshot_outcomes: HashMap<u64, Vec<(u64, bool)>>,
+    /// Each member's cluster and the checkpoints its snapshots are read from.
+    shelves: HashMap<u64, (u64, Arc<SnapshotShelf>)>,
 }
 
 impl LocalNetwork {
@@ -106,14 +108,16 @@ impl LocalNetwork {
             if state.cut.contains(&(envelope.from, envelope.to)) {
                 (None, None)
             } else {
-                let member = |id| state.members.get(&id).and_then(Weak::upgrade);
-                (member(envelope.to), member(envelope.from))
+                let target = state.members.get(&envelope.to).and_then(Weak::upgrade);
+                // A sender that is down sends no snapshot.
+                let sender = state.members.get(&envelope.from).and_then(|_| state.shelves.get(&envelope.from)).cloned();
+                (target, sender)
             }
         };
         let is_snapshot = envelope.message.get_msg_type() == MessageType::MsgSnapshot;
         let from = envelope.from;
         let outcome = match target {
-            Some(member) if is_snapshot => Some(hand_over_snapshot(sender.as_deref(), &member, envelope.message)),
+            Some(member) if is_snapshot => Some(hand_over_snapshot(sender, from, &member, envelope.message)),
             Some(member) => Some(member.step_raft(envelope.message)),
             None => None,
         };
@@ -153,7 +157,8 @@ impl Network for LocalNetwork {
         member.ok_or_else(|| NodeError::Config(format!("no member at {} answered", urls.join(","))))?.cluster_info()
     }
 
-    fn links(&self, cluster_id: u64, member_id: u64, _shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
+    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
+        self.inner.state.lock().shelves.insert(member_id, (cluster_id, shelf));
         Arc::new(LocalLinks { network: self.clone(), cluster_id, from: member_id })
     }
 }
@@ -161,12 +166,16 @@ impl Network for LocalNetwork {
 /// Streams the snapshot `message` announces from the sender's checkpoint
 /// into `receiver`'s spool, then hands raft the message, as the gRPC
 /// transport and the peer service do between them.
-fn hand_over_snapshot(sender: Option<&Member>, receiver: &Member, message: Message) -> Result<(), NodeError> {
-    let sender = sender.ok_or_else(|| NodeError::Storage("the sender is down".into()))?;
+fn hand_over_snapshot(
+    sender: Option<(u64, Arc<SnapshotShelf>)>,
+    from: u64,
+    receiver: &Member,
+    message: Message,
+) -> Result<(), NodeError> {
+    let (cluster_id, shelf) = sender.ok_or_else(|| NodeError::Storage("the sender is down".into()))?;
     let index = message.get_snapshot().get_metadata().index;
-    let checkpoint =
-        sender.offered_snapshot(index).ok_or_else(|| NodeError::Storage(format!("no checkpoint at {index}")))?;
-    let mut chunks = super::snapshot::chunks(sender.cluster_id(), sender.member_id(), &message, checkpoint);
+    let checkpoint = shelf.at(index).ok_or_else(|| NodeError::Storage(format!("no checkpoint at {index}")))?;
+    let mut chunks = super::snapshot::chunks(cluster_id, from, &message, checkpoint);
     let first = chunks.next().ok_or_else(|| NodeError::Storage("no chunks".into()))??;
     let mut receipt = receiver.snapshot_receipt(first)?;
     for chunk in chunks {
