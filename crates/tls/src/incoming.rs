@@ -1,0 +1,283 @@
+//! Accepted connections for tonic: plain, TLS, or both on one port.
+//!
+//! With TLS, one task (owned by the [`Incoming`]: dropping it stops the
+//! task and every handshake in flight) accepts connections and runs each
+//! handshake in a task of its own, bounded by [`HANDSHAKE_TIMEOUT`] and
+//! [`MAX_HANDSHAKES`], so a slow or silent client never holds up the next
+//! one. Finished connections wait in a bounded channel for tonic. A failed
+//! handshake is logged and dropped; it never ends the server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tonic::transport::server::Connected;
+
+use crate::ServerTls;
+
+/// How long a client has to finish its TLS handshake (or, on a port serving
+/// both, to send its first byte).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in flight at most; connections beyond are closed at once.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// Connections ready for tonic, at most, before handshakes wait.
+const READY_CONNECTIONS: usize = 64;
+/// The first byte of a TLS record carrying a handshake.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What tonic puts in each request's extensions (`request.extensions()`):
+/// who is on the other end of the connection.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectInfo {
+    pub remote_addr: Option<SocketAddr>,
+    pub local_addr: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub secure: bool,
+    /// The client's certificate chain, leaf first, as verified against the
+    /// trusted CA in the handshake. Only present when the server asked for
+    /// one (`--client-cert-auth`).
+    pub peer_certificates: Option<Arc<[CertificateDer<'static>]>>,
+    /// The verified leaf certificate's subject CN: etcd's user name from
+    /// a client certificate.
+    pub common_name: Option<String>,
+}
+
+/// The connection's [`ConnectInfo`], in a handler or an interceptor
+/// (`tonic::Request<()>` there). `None` on connections this crate did not
+/// accept (in-process tests with tonic's own incoming).
+pub fn connect_info<T>(request: &tonic::Request<T>) -> Option<&ConnectInfo> {
+    request.extensions().get::<ConnectInfo>()
+}
+
+/// The subject CN of the client certificate verified when the request's
+/// connection was accepted, as etcd takes a user name from it with
+/// `--client-cert-auth`. `None` without TLS, without a client certificate,
+/// or when the certificate has no CN.
+pub fn peer_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
+    connect_info(request)?.common_name.clone()
+}
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Conn {
+    io: Io,
+    info: ConnectInfo,
+}
+
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    fn plain(stream: TcpStream, remote: Option<SocketAddr>) -> Conn {
+        let info = ConnectInfo { remote_addr: remote, local_addr: stream.local_addr().ok(), ..ConnectInfo::default() };
+        Conn { io: Io::Plain(stream), info }
+    }
+
+    fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>, remote: Option<SocketAddr>) -> Conn {
+        let (tcp, session) = stream.get_ref();
+        let chain: Option<Arc<[CertificateDer<'static>]>> =
+            session.peer_certificates().map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect());
+        let common_name = chain.as_ref().and_then(|chain| chain.first()).and_then(|leaf| crate::common_name(leaf));
+        let info = ConnectInfo {
+            remote_addr: remote,
+            local_addr: tcp.local_addr().ok(),
+            secure: true,
+            peer_certificates: chain,
+            common_name,
+        };
+        Conn { io: Io::Tls(Box::new(stream)), info }
+    }
+
+    pub fn info(&self) -> &ConnectInfo {
+        &self.info
+    }
+}
+
+impl Connected for Conn {
+    type ConnectInfo = ConnectInfo;
+
+    fn connect_info(&self) -> ConnectInfo {
+        self.info.clone()
+    }
+}
+
+/// A listener's accepted connections, as tonic's
+/// `serve_with_incoming_shutdown` takes them. TCP_NODELAY is set on every
+/// one: small gRPC responses must leave at once.
+pub struct Incoming {
+    inner: Inner,
+}
+
+enum Inner {
+    Plain(TcpListener),
+    Secured { ready: mpsc::Receiver<Conn>, accept: tokio::task::JoinHandle<()> },
+}
+
+impl From<TcpListener> for Incoming {
+    fn from(listener: TcpListener) -> Incoming {
+        Incoming::plain(listener)
+    }
+}
+
+impl Incoming {
+    /// Plain connections only (an `http://` URL).
+    pub fn plain(listener: TcpListener) -> Incoming {
+        Incoming { inner: Inner::Plain(listener) }
+    }
+
+    /// TLS connections only (an `https://` URL); others fail their
+    /// handshake. Must be called on a tokio runtime.
+    pub fn tls(listener: TcpListener, tls: ServerTls) -> Incoming {
+        Incoming::secured(listener, tls, false)
+    }
+
+    /// Both on one port (`http://` and `https://` URLs for one address): a
+    /// connection whose first byte starts a TLS handshake gets TLS, any
+    /// other is served plain. Must be called on a tokio runtime.
+    pub fn tls_and_plain(listener: TcpListener, tls: ServerTls) -> Incoming {
+        Incoming::secured(listener, tls, true)
+    }
+
+    fn secured(listener: TcpListener, tls: ServerTls, plain_too: bool) -> Incoming {
+        let (tx, ready) = mpsc::channel(READY_CONNECTIONS);
+        let accept = tokio::spawn(accept_loop(listener, tls, plain_too, tx));
+        Incoming { inner: Inner::Secured { ready, accept } }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Inner::Secured { accept, .. } = &self.inner {
+            accept.abort();
+        }
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = io::Result<Conn>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut self.get_mut().inner {
+            Inner::Plain(listener) => match listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, remote))) => {
+                    // Best effort, as tonic's own TcpIncoming.
+                    let _ = stream.set_nodelay(true);
+                    Poll::Ready(Some(Ok(Conn::plain(stream, Some(remote)))))
+                }
+                Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+                Poll::Pending => Poll::Pending,
+            },
+            Inner::Secured { ready, .. } => ready.poll_recv(cx).map(|conn| conn.map(Ok)),
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tls: ServerTls, plain_too: bool, ready: mpsc::Sender<Conn>) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: pause
+                        // rather than spin, and keep serving.
+                        tracing::warn!(%err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if handshakes.len() >= MAX_HANDSHAKES {
+                    tracing::warn!(%remote, "too many TLS handshakes in flight; connection closed");
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let (tls, ready) = (tls.clone(), ready.clone());
+                handshakes.spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, establish(stream, remote, &tls, plain_too)).await {
+                        Ok(Ok(conn)) => {
+                            let _ = ready.send(conn).await;
+                        }
+                        Ok(Err(err)) => tracing::info!(%remote, %err, "TLS handshake failed"),
+                        Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+            () = ready.closed() => return,
+        }
+    }
+}
+
+async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain_too: bool) -> io::Result<Conn> {
+    if plain_too {
+        let mut first = [0u8; 1];
+        let read = stream.peek(&mut first).await?;
+        if read == 0 || first[0] != TLS_HANDSHAKE {
+            return Ok(Conn::plain(stream, Some(remote)));
+        }
+    }
+    let stream = tokio_rustls::TlsAcceptor::from(tls.config()).accept(stream).await?;
+    Ok(Conn::tls(stream, Some(remote)))
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
