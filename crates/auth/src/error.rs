@@ -25,6 +25,8 @@ pub enum AuthError {
     PermissionDenied,
     #[error("etcdserver: role is not granted to the user")]
     RoleNotGranted,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
     #[error("etcdserver: permission is not granted to the role")]
     PermissionNotGranted,
     #[error("etcdserver: authentication is not enabled")]

@@ -9,11 +9,15 @@
 //! before proposing, so raft never carries a plaintext password).
 
 mod error;
+mod password;
 mod range;
+mod requests;
 mod state;
 mod tokens;
 
 pub use error::AuthError;
+pub use password::{hash_password, password_matches, DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 pub use range::{KeyRange, RangeSet};
+pub use requests::AuthInfo;
 pub use state::{Access, AuthState, ROOT_ROLE, ROOT_USER};
 pub use tokens::{SimpleTokens, DEFAULT_TOKEN_TTL, RANDOM_LETTERS};

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use keel_proto::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
+use keel_proto::keelpb::AuthStore;
 
 use crate::error::AuthError;
 use crate::range::{KeyRange, RangeSet};
@@ -31,7 +32,7 @@ struct Merged {
     write: RangeSet,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthState {
     enabled: bool,
     revision: u64,
@@ -41,9 +42,23 @@ pub struct AuthState {
     merged: Mutex<HashMap<String, Merged>>,
 }
 
+impl Default for AuthState {
+    fn default() -> Self {
+        AuthState::new()
+    }
+}
+
 impl AuthState {
+    /// A fresh store: auth off, revision 1 (etcd starts there, so a token
+    /// from a store that never changed is not "old" against revision 0).
     pub fn new() -> AuthState {
-        AuthState::default()
+        AuthState {
+            enabled: false,
+            revision: 1,
+            users: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            merged: Mutex::default(),
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -73,8 +88,13 @@ impl AuthState {
         Ok(())
     }
 
+    /// Disabling raises the revision (etcd does), so tokens from before
+    /// are stale should auth come back.
     pub fn disable(&mut self) {
-        self.enabled = false;
+        if self.enabled {
+            self.enabled = false;
+            self.changed();
+        }
     }
 
     /// Adds `name` with an already hashed password (empty with `no_password`:
@@ -225,6 +245,41 @@ impl AuthState {
         Ok(self.revision)
     }
 
+    /// The whole state as the backend keeps it.
+    pub fn to_record(&self) -> AuthStore {
+        AuthStore {
+            enabled: self.enabled,
+            revision: self.revision,
+            users: self.users.values().cloned().collect(),
+            roles: self.roles.values().cloned().collect(),
+        }
+    }
+
+    /// The state a record describes (names that are not UTF-8 cannot come
+    /// from etcd's API and are skipped).
+    pub fn from_record(record: AuthStore) -> AuthState {
+        let name = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).ok();
+        AuthState {
+            enabled: record.enabled,
+            revision: record.revision,
+            users: record.users.into_iter().filter_map(|u| Some((name(&u.name)?, u))).collect(),
+            roles: record.roles.into_iter().filter_map(|r| Some((name(&r.name)?, r))).collect(),
+            merged: Mutex::default(),
+        }
+    }
+
+    /// The stored password hash of a user who may log in with a password,
+    /// and the auth revision it was read at: the caller checks the password
+    /// without holding the state (bcrypt is slow on purpose).
+    pub fn password_hash(&self, name: &str) -> Result<(Vec<u8>, u64), AuthError> {
+        let mut hash = Vec::new();
+        let revision = self.authenticate(name, |stored| {
+            hash = stored.to_vec();
+            true
+        })?;
+        Ok((hash, revision))
+    }
+
     fn has_root_role(user: &User) -> bool {
         user.roles.iter().any(|r| r == ROOT_ROLE)
     }
@@ -235,18 +290,19 @@ impl AuthState {
         if !self.enabled {
             return Ok(None);
         }
-        if revision != 0 && revision < self.revision {
-            return Err(AuthError::AuthOldRevision);
-        }
         if user.is_empty() {
             return Err(AuthError::UserEmpty);
+        }
+        if revision < self.revision {
+            return Err(AuthError::AuthOldRevision);
         }
         let found = self.users.get(user).ok_or(AuthError::PermissionDenied)?;
         Ok((!Self::has_root_role(found)).then_some(found))
     }
 
-    /// May `user` (authenticated at auth revision `revision`; 0 for a user
-    /// named by a client certificate) read or write `[key, range_end)`?
+    /// May `user` (authenticated at auth revision `revision`; a user named
+    /// by a client certificate gets the current one) read or write
+    /// `[key, range_end)`?
     pub fn check(
         &self,
         user: &str,
@@ -270,13 +326,12 @@ impl AuthState {
         }
     }
 
-    /// May `user` manage the cluster (root only)?
-    pub fn check_admin(&self, user: &str, revision: u64) -> Result<(), AuthError> {
+    /// May `user` manage the cluster (root only)? As etcd's
+    /// `IsAdminPermitted`, the token's revision is not compared: a root
+    /// user stays root.
+    pub fn check_admin(&self, user: &str, _revision: u64) -> Result<(), AuthError> {
         if !self.enabled {
             return Ok(());
-        }
-        if revision != 0 && revision < self.revision {
-            return Err(AuthError::AuthOldRevision);
         }
         if user.is_empty() {
             return Err(AuthError::UserEmpty);
@@ -411,9 +466,23 @@ mod tests {
         assert_eq!(auth.authenticate("nobody", |_| true), Err(AuthError::AuthFailed));
         assert_eq!(auth.authenticate("alice", |_| false), Err(AuthError::AuthFailed));
         assert_eq!(auth.authenticate("cert-only", |_| true), Err(AuthError::AuthFailed));
+        let before = auth.revision();
         auth.disable();
+        assert_eq!(auth.revision(), before + 1, "disabling makes earlier tokens stale");
         assert_eq!(auth.authenticate("alice", |_| true), Err(AuthError::AuthNotEnabled));
         auth.check("nobody", 0, b"k", b"", Access::Write).unwrap();
+    }
+
+    #[test]
+    fn a_record_brings_back_the_same_state() {
+        let auth = with_alice();
+        let back = AuthState::from_record(auth.to_record());
+        assert!(back.is_enabled());
+        assert_eq!(back.revision(), auth.revision());
+        assert_eq!(back.user_list(), auth.user_list());
+        assert_eq!(back.role_get("app").unwrap(), auth.role_get("app").unwrap());
+        back.check("alice", back.revision(), b"app/x", b"", Access::Write).unwrap();
+        assert_eq!(back.authenticate("alice", |hash| hash == b"alice-hash"), Ok(back.revision()));
     }
 
     #[test]

@@ -38,27 +38,31 @@ impl Election for ElectionService {
     /// Waits for leadership; if the client cancels meanwhile, its queued key
     /// is resigned.
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        let recipes = self.recipes.as_caller_of(&request).await?;
         let request = request.into_inner();
         let (header, leader) =
-            self.recipes.campaign(request.name, request.lease, request.value).await.map_err(recipe_error)?;
+            recipes.campaign(request.name, request.lease, request.value).await.map_err(recipe_error)?;
         Ok(Response::new(CampaignResponse { header: Some(header), leader: Some(leader) }))
     }
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        let recipes = self.recipes.as_caller_of(&request).await?;
         let request = request.into_inner();
         let leader = request.leader.ok_or_else(|| recipe_error(RecipeError::MissingLeaderKey))?;
-        let header = self.recipes.proclaim_as(leader, request.value).await.map_err(recipe_error)?;
+        let header = recipes.proclaim_as(leader, request.value).await.map_err(recipe_error)?;
         Ok(Response::new(ProclaimResponse { header: Some(header) }))
     }
 
     async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
-        self.recipes.leader(request.into_inner().name).await.map(Response::new).map_err(recipe_error)
+        let recipes = self.recipes.as_caller_of(&request).await?;
+        recipes.leader(request.into_inner().name).await.map(Response::new).map_err(recipe_error)
     }
 
     async fn observe(&self, request: Request<LeaderRequest>) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        let recipes = self.recipes.as_caller_of(&request).await?;
         let name = request.into_inner().name;
         let (out, mut leaders) = mpsc::channel(OBSERVE_BUFFER);
-        let recipes = self.recipes.clone();
+        let recipes = recipes.clone();
         // Ends when the client goes (the receiver below is dropped) or the
         // observation fails.
         tokio::spawn(async move {
@@ -77,8 +81,9 @@ impl Election for ElectionService {
     }
 
     async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        let recipes = self.recipes.as_caller_of(&request).await?;
         let leader = request.into_inner().leader.ok_or_else(|| recipe_error(RecipeError::MissingLeaderKey))?;
-        let header = self.recipes.resign_as(leader).await.map_err(recipe_error)?;
+        let header = recipes.resign_as(leader).await.map_err(recipe_error)?;
         Ok(Response::new(ResignResponse { header: Some(header) }))
     }
 }

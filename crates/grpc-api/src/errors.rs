@@ -1,6 +1,7 @@
 //! The one place where Keel's errors become etcd's gRPC statuses. Codes and
 //! messages are etcd's (`api/v3rpc/rpctypes`): clients match on the strings.
 
+use keel_auth::AuthError;
 use keel_lease_manager::LeaseError;
 use keel_mvcc::MvccError;
 use keel_node::NodeError;
@@ -73,6 +74,7 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::Timeout => status(TIMEOUT),
         NodeError::RequestTooLarge => status(REQUEST_TOO_LARGE),
         NodeError::Stopped => status(STOPPED),
+        NodeError::Auth(err) => auth_error(err),
         NodeError::Corrupt(detail) => {
             tracing::error!(%detail, "corruption reported to a client");
             status(CORRUPT)
@@ -96,6 +98,31 @@ pub(crate) fn recipe_error(err: RecipeError) -> Status {
         RecipeError::WatchLost => WATCH_LOST.to_owned(),
     };
     Status::new(Code::Unknown, message)
+}
+
+/// etcd's codes for its auth errors (`rpctypes.ErrGRPC*`); the messages
+/// are `AuthError`'s own.
+fn auth_error(err: AuthError) -> Status {
+    let code = match err {
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision
+        | AuthError::PermissionNotGiven => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+    };
+    Status::new(code, err.to_string())
 }
 
 fn lease_error(err: LeaseError) -> Status {

@@ -17,6 +17,7 @@ use keel_proto::etcdserverpb::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors::node_error;
+use crate::identity::{caller, Credentials};
 
 pub struct LeaseService {
     member: Arc<Member>,
@@ -33,19 +34,21 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = caller(&self.member, &request).await?;
         let request = request.into_inner();
         // Refused before raft, as etcd does: a bad grant costs no log entry.
         if request.ttl > keel_lease_manager::MAX_LEASE_TTL {
             return Err(node_error(NodeError::Lease(LeaseError::TtlTooLarge)));
         }
-        self.member.lease_grant(request).await.map(Response::new).map_err(node_error)
+        self.member.lease_grant(&who, request).await.map(Response::new).map_err(node_error)
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        self.member.lease_revoke(request.into_inner()).await.map(Response::new).map_err(node_error)
+        let who = caller(&self.member, &request).await?;
+        self.member.lease_revoke(&who, request.into_inner()).await.map(Response::new).map_err(node_error)
     }
 
     async fn lease_keep_alive(
@@ -53,12 +56,17 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         let member = self.member.clone();
+        // Resolved again for every keep-alive: the token's lifetime starts
+        // over with each use, and a revoked permission stops the renewals.
+        let credentials = Credentials::of(&request);
         let responses = request.into_inner().then(move |keep_alive| {
             let member = member.clone();
+            let credentials = credentials.clone();
             async move {
                 let id = keep_alive?.id;
+                let who = credentials.resolve(&member).await?;
                 // etcd answers a keep-alive for an unknown lease with TTL 0.
-                let ttl = match member.lease_renew(id).await {
+                let ttl = match member.lease_renew(&who, id).await {
                     Ok(ttl) => ttl,
                     Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
                     Err(err) => return Err(node_error(err)),
@@ -73,9 +81,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let who = caller(&self.member, &request).await?;
         let request = request.into_inner();
         let header = Some(self.member.header());
-        match self.member.lease_time_to_live(request.id, request.keys).await {
+        match self.member.lease_time_to_live(&who, request.id, request.keys).await {
             Ok(ttl) => Ok(Response::new(LeaseTimeToLiveResponse {
                 header,
                 id: ttl.id,
@@ -99,8 +108,10 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<LeaseLeasesRequest>,
+        request: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let who = caller(&self.member, &request).await?;
+        self.member.check_lease_listing(&who).map_err(node_error)?;
         let leases = self.member.leases().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: Some(self.member.header()), leases }))
     }

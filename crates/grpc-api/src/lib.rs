@@ -4,6 +4,7 @@
 //! member, and turn its errors into etcd's statuses ([`errors`], the only
 //! place that knows etcd's codes and messages).
 
+mod auth;
 mod cluster;
 mod election;
 mod errors;
@@ -14,6 +15,7 @@ mod lease;
 mod lock;
 mod maintenance;
 
+mod identity;
 mod recipes;
 mod validate;
 mod watch;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_node::Member;
+use keel_proto::etcdserverpb::auth_server::AuthServer;
 use keel_proto::etcdserverpb::cluster_server::ClusterServer;
 use keel_proto::etcdserverpb::kv_server::KvServer;
 use keel_proto::etcdserverpb::lease_server::LeaseServer;
@@ -30,10 +33,9 @@ use keel_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_proto::etcdserverpb::watch_server::WatchServer;
 use keel_proto::v3electionpb::election_server::ElectionServer;
 use keel_proto::v3lockpb::lock_server::LockServer;
-use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use keel_node::PeerService;
@@ -94,7 +96,7 @@ pub struct ServeError(#[from] tonic::transport::Error);
 /// Serves every client service on `listener` until `shutdown` resolves, then
 /// lets in-flight requests finish.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<keel_tls::Incoming>,
     member: Arc<Member>,
     options: ApiOptions,
     shutdown: impl Future<Output = ()> + Send,
@@ -130,6 +132,10 @@ pub async fn serve(
         ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message),
         &member,
     );
+    let auth = leader_required(
+        AuthServer::new(AuthService::new(member.clone())).max_decoding_message_size(max_message),
+        &member,
+    );
     let maintenance = leader_required(
         MaintenanceServer::new(MaintenanceService::new(member.clone(), options.status_errors.clone()))
             .max_decoding_message_size(max_message),
@@ -147,6 +153,7 @@ pub async fn serve(
         .add_service(lock)
         .add_service(election)
         .add_service(maintenance)
+        .add_service(auth)
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
@@ -166,7 +173,7 @@ const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves raft traffic from the other members on `listener` until `shutdown`.
 pub async fn serve_peers(
-    listener: TcpListener,
+    listener: impl Into<keel_tls::Incoming>,
     member: Arc<Member>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -183,9 +190,12 @@ pub async fn serve_peers(
     Ok(())
 }
 
-/// Accepted connections with Nagle's algorithm off: small gRPC responses must
-/// leave at once (tonic's builder-level `tcp_nodelay` does not apply to an
-/// incoming stream we supply; without this, reads waited ~40 ms on delayed ACKs).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted connections, plain or TLS (a `TcpListener` is taken as plain).
+/// `keel_tls::Incoming` turns Nagle's algorithm off on each: small gRPC
+/// responses must leave at once (tonic's builder-level `tcp_nodelay` does
+/// not apply to an incoming stream we supply; without it, reads waited
+/// ~40 ms on delayed ACKs). Its connections carry a `keel_tls::ConnectInfo`
+/// (the client certificate's CN: `keel_tls::peer_common_name`).
+fn incoming(listener: impl Into<keel_tls::Incoming>) -> keel_tls::Incoming {
+    listener.into()
 }

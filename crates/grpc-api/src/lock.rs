@@ -26,13 +26,15 @@ impl Lock for LockService {
     /// Waits for the lock; if the client cancels meanwhile, its queued key is
     /// deleted.
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let recipes = self.recipes.as_caller_of(&request).await?;
         let request = request.into_inner();
-        let (header, key) = self.recipes.lock(request.name, request.lease).await.map_err(recipe_error)?;
+        let (header, key) = recipes.lock(request.name, request.lease).await.map_err(recipe_error)?;
         Ok(Response::new(LockResponse { header: Some(header), key }))
     }
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
-        let deleted = self.recipes.delete(request.into_inner().key).await.map_err(recipe_error)?;
+        let recipes = self.recipes.as_caller_of(&request).await?;
+        let deleted = recipes.delete(request.into_inner().key).await.map_err(recipe_error)?;
         Ok(Response::new(UnlockResponse { header: deleted.header }))
     }
 }

@@ -11,6 +11,7 @@ use keel_proto::etcdserverpb::{
 };
 
 use crate::errors::node_error;
+use crate::identity::{require_admin, require_user};
 use tonic::{Request, Response, Status};
 
 /// etcd's default backend quota (--quota-backend-bytes), reported by Status.
@@ -30,7 +31,10 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    /// Any logged-in user (etcd after its 2026 security releases; 3.4
+    /// answered anyone).
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        require_user(&self.member, &request).await?;
         let member = self.member.clone();
         let status = tokio::task::spawn_blocking(move || member.status())
             .await
@@ -53,6 +57,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         let hash = self.member.hash_kv(request.into_inner().revision).await.map_err(node_error)?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.member.header_at(hash.current_revision)),
@@ -63,6 +68,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        require_admin(&self.member, &request).await?;
         self.member.move_leader(request.into_inner().target_id).await.map_err(node_error)?;
         Ok(Response::new(MoveLeaderResponse { header: Some(self.member.header()) }))
     }

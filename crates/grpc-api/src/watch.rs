@@ -20,6 +20,8 @@ use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::watch_server::Watch;
 use keel_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+
+use crate::identity::Credentials;
 use keel_watch_hub::{Delivery, Filters, WatchSpec, WatchStream};
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -57,7 +59,9 @@ impl Watch for WatchService {
         let (stream, deliveries) = self.member.watches().open_stream(HUB_BUFFER);
         let stream = Arc::new(stream);
         let (out, responses) = mpsc::channel(OUT_BUFFER);
-        tokio::spawn(receive(request.into_inner(), stream.clone()));
+        let credentials = Credentials::of(&request);
+        let gate = Gate { member: self.member.clone(), credentials, out: out.clone() };
+        tokio::spawn(receive(request.into_inner(), stream.clone(), gate));
         let sender = Sender {
             member: self.member.clone(),
             stream,
@@ -73,10 +77,13 @@ impl Watch for WatchService {
 
 /// Requests in, hub calls out. Ends with the client's side of the stream;
 /// like etcd, a client that half-closes keeps its watches until it leaves.
-async fn receive(mut requests: Streaming<WatchRequest>, stream: Arc<WatchStream>) {
+async fn receive(mut requests: Streaming<WatchRequest>, stream: Arc<WatchStream>, gate: Gate) {
     while let Ok(Some(request)) = requests.message().await {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
+                if !gate.admits(&create).await {
+                    continue;
+                }
                 // Refusals reach the client as a Created/Canceled response.
                 let _ = stream.watch(spec_of(create)).await;
             }
@@ -86,6 +93,43 @@ async fn receive(mut requests: Streaming<WatchRequest>, stream: Arc<WatchStream>
             Some(RequestUnion::ProgressRequest(_)) => stream.request_progress_all(),
             None => {}
         }
+    }
+}
+
+/// Who may create watches on a stream: the caller is resolved again for
+/// each (a token's lifetime starts over with every use); watching a range
+/// needs reading it. Permissions are checked when a watch is created only,
+/// as etcd does.
+struct Gate {
+    member: Arc<Member>,
+    credentials: Credentials,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+impl Gate {
+    /// False after telling the client its watch is refused, as etcd does:
+    /// created and canceled at once, with watch id -1 and the error as Go
+    /// prints a gRPC status.
+    async fn admits(&self, create: &WatchCreateRequest) -> bool {
+        let checked = match self.credentials.resolve(&self.member).await {
+            Ok(who) => {
+                self.member.auth().state().check_watch(&who, &create.key, &create.range_end).map_err(|err| {
+                    crate::errors::node_error(keel_node::NodeError::Auth(err))
+                })
+            }
+            Err(status) => Err(status),
+        };
+        let Err(status) = checked else { return true };
+        let response = WatchResponse {
+            header: Some(self.member.header()),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: format!("rpc error: code = {:?} desc = {}", status.code(), status.message()),
+            ..Default::default()
+        };
+        let _ = self.out.send(Ok(response)).await;
+        false
     }
 }
 

@@ -15,7 +15,7 @@ use keel_lease_manager::Lessor;
 use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest};
 use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
-use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
+use keel_proto::keelpb::{internal_raft_request::Request, AuthHeader, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::failpoints::fault_point;
 use keel_raft_node::{Apply, Clock, ConfChangeType, ConfChangeV2, Entry, EntryType, RaftHandle, ReadState, Snapshot};
@@ -23,6 +23,7 @@ use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 
+use crate::auth::AuthStore;
 use crate::lease_clock::LeaseClock;
 use crate::peer::PeerLinks;
 use crate::proposals::{Applied, Waiters};
@@ -139,6 +140,7 @@ impl LeaseLookup for Leases<'_> {
 pub(crate) struct Applier {
     pub(crate) kv: Arc<KvStore>,
     pub(crate) lessor: Arc<Mutex<Lessor>>,
+    pub(crate) auth: Arc<AuthStore>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) applied: Arc<AtomicU64>,
     /// Told of every revision once it is in the store.
@@ -157,6 +159,7 @@ impl Applier {
     pub(crate) fn new(
         kv: Arc<KvStore>,
         lessor: Arc<Mutex<Lessor>>,
+        auth: Arc<AuthStore>,
         waiters: Arc<Waiters>,
         applied: Arc<AtomicU64>,
         watches: Arc<WatchHub>,
@@ -165,6 +168,7 @@ impl Applier {
         Applier {
             kv,
             lessor,
+            auth,
             waiters,
             applied,
             watches,
@@ -270,7 +274,7 @@ impl Applier {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
             fault_point("apply-before", &[&entry.data]);
-            let result = self.apply_request(index, request.request);
+            let result = self.apply_request(index, request.request, request.auth.as_ref());
             fault_point("apply-after", &[&entry.data]);
             let result = match result {
                 Err(NodeError::Mvcc(err)) if err.is_fatal() => return Err(NodeError::Mvcc(err)),
@@ -290,7 +294,14 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_request(&self, index: u64, request: Option<Request>) -> Result<Applied, NodeError> {
+    fn apply_request(&self, index: u64, request: Option<Request>, auth: Option<&AuthHeader>) -> Result<Applied, NodeError> {
+        if let Some(request) = &request {
+            if let Some(applied) = self.auth.apply(&self.kv, index, auth, request, self.clock.now()) {
+                return applied;
+            }
+            let lease_keys = |id: i64| self.lessor.lock().keys(id).unwrap_or_default();
+            self.auth.check_write(auth, request, &lease_keys).map_err(NodeError::Auth)?;
+        }
         let kv_write = |write: WriteRequest<'_>| -> Result<Applied, NodeError> {
             let outcome = self.kv.apply(index, write, &Leases(&self.lessor)).map_err(NodeError::Mvcc)?;
             if !outcome.events.is_empty() {
@@ -377,6 +388,8 @@ impl Applier {
                     .map_err(NodeError::Mvcc)?;
                 Ok(Applied::Internal)
             }
+            // Auth requests were applied above.
+            Some(_) => Err(NodeError::Corrupt(format!("entry {index}: an auth request the auth store did not take"))),
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }
     }
@@ -457,6 +470,7 @@ impl Applier {
                 leased_keys,
             );
         }
+        self.auth.reload(&self.kv)?;
         self.watches.jump_to(self.kv.current_revision());
         if let Some(membership) = &self.membership {
             *membership.removed_members.write() =

@@ -55,6 +55,8 @@ pub struct MemberConfig {
     /// Refuse membership changes that would lose quorum (etcd's
     /// --strict-reconfig-check, on by default).
     pub strict_reconfig_check: bool,
+    /// Token lifetime and password hashing cost (etcd's auth flags).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// etcd's --initial-cluster-state.
@@ -83,6 +85,7 @@ impl MemberConfig {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
             strict_reconfig_check: true,
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 

@@ -46,6 +46,7 @@ impl LeaseExpiry {
                 checkpoints.into_iter().map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl }).collect();
             let request = InternalRaftRequest {
                 id: 0,
+                auth: None,
                 request: Some(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })),
             };
             let _ = self.raft.propose(0, request.encode_to_vec());
@@ -54,7 +55,7 @@ impl LeaseExpiry {
             // One entry for every lease that expired this tick; tag 0: no
             // client waits for an expiry.
             let request =
-                InternalRaftRequest { id: 0, request: Some(Request::LeaseExpiry(ExpiredLeases { ids: expired })) };
+                InternalRaftRequest { id: 0, auth: None, request: Some(Request::LeaseExpiry(ExpiredLeases { ids: expired })) };
             let _ = self.raft.propose(0, request.encode_to_vec());
         }
     }

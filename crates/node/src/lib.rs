@@ -6,6 +6,7 @@
 //! a raft read index to be applied before it touches the store.
 
 mod applier;
+pub mod auth;
 mod config;
 mod history;
 pub mod ids;
@@ -34,6 +35,8 @@ pub enum NodeError {
     Raft(keel_raft_node::RaftNodeError),
     #[error(transparent)]
     Lease(keel_lease_manager::LeaseError),
+    #[error(transparent)]
+    Auth(keel_auth::AuthError),
     #[error("no leader")]
     NoLeader,
     /// This member is not (or not yet) the one that can answer.

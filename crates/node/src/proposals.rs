@@ -17,7 +17,7 @@ use keel_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, Member as EtcdMember,
     PutResponse, ResponseHeader, TxnResponse,
 };
-use keel_proto::keelpb::{internal_raft_request::Request, ConfChangeContext, InternalRaftRequest};
+use keel_proto::keelpb::{internal_raft_request::Request, AuthHeader, ConfChangeContext, InternalRaftRequest};
 use keel_raft_node::{ConfChangeSingle, ConfChangeType, ConfChangeV2, RaftHandle, RaftNodeError};
 use parking_lot::Mutex;
 use prost::Message as _;
@@ -31,6 +31,8 @@ pub(crate) enum Applied {
     Kv(WriteResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// An auth change; a login's token.
+    Auth(Option<String>),
     /// Bookkeeping no client waits for an answer to: a member's published
     /// attributes, lease checkpoints, configuration changes.
     Internal,
@@ -119,7 +121,9 @@ impl Proposals {
     }
 
     /// Sends one write through raft and waits until this member applied it.
-    pub(crate) async fn propose(&self, request: Request) -> Result<Applied, NodeError> {
+    /// `auth`: who the client is, for the checks made when the entry is
+    /// applied; `None` for the member's own requests.
+    pub(crate) async fn propose(&self, request: Request, auth: Option<AuthHeader>) -> Result<Applied, NodeError> {
         // As etcd: while the applier is this far behind the log, more
         // proposals would only queue up memory and latency.
         let applied = self.applied.load(Ordering::Acquire);
@@ -127,7 +131,7 @@ impl Proposals {
             return Err(NodeError::TooManyRequests);
         }
         let tag = self.next_tag();
-        let retry_payload = InternalRaftRequest { id: tag, request: Some(request) };
+        let retry_payload = InternalRaftRequest { id: tag, auth, request: Some(request) };
         let data = retry_payload.encode_to_vec();
         if data.len() > self.max_request_bytes {
             return Err(NodeError::RequestTooLarge);

@@ -191,6 +191,7 @@ fn status_response_has_all_3_6_fields() {
 fn internal_raft_request_round_trips() {
     let req = InternalRaftRequest {
         id: 42,
+        auth: None,
         request: Some(internal_raft_request::Request::Put(PutRequest { key: b"k".to_vec(), ..Default::default() })),
     };
     let wire = req.encode_to_vec();

@@ -3,6 +3,7 @@
 //! (resuming after the last revision they saw, as clientv3 does), and a
 //! lease user that grants, keeps alive, revokes and abandons leases.
 
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use tokio::task::JoinHandle;
 
 use crate::world::World;
 use crate::SimConfig;
+
+/// The simulation runs with auth off: every request is anonymous.
+static ANYONE: keel_auth::AuthInfo = keel_auth::AuthInfo { user: String::new(), revision: 0 };
 
 /// A client gives up on a call after this long: its outcome is unknown.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -242,7 +246,7 @@ async fn perform(member: &Member, input: &KvInput, recorder: &Recorder, stale: b
     match input {
         KvInput::Get { key } => {
             let request = RangeRequest { key: key.clone(), serializable: stale, ..Default::default() };
-            let response = member.range(request).await?;
+            let response = member.range(&ANYONE, request).await?;
             let kv = response.kvs.into_iter().next();
             Ok(KvOutput::Get {
                 mod_revision: kv.as_ref().map(|kv| kv.mod_revision as u64),
@@ -251,13 +255,13 @@ async fn perform(member: &Member, input: &KvInput, recorder: &Recorder, stale: b
         }
         KvInput::Put { key, value } => {
             let response =
-                member.put(PutRequest { key: key.clone(), value: value.clone(), ..Default::default() }).await?;
+                member.put(&ANYONE, PutRequest { key: key.clone(), value: value.clone(), ..Default::default() }).await?;
             let revision = response.header.map_or(0, |h| h.revision);
             recorder.acked_puts.lock().push((key.clone(), value.clone(), revision));
             Ok(KvOutput::Put { revision: Some(revision as u64) })
         }
         KvInput::Delete { key } => {
-            let response = member.delete_range(DeleteRangeRequest { key: key.clone(), ..Default::default() }).await?;
+            let response = member.delete_range(&ANYONE, DeleteRangeRequest { key: key.clone(), ..Default::default() }).await?;
             Ok(KvOutput::delete(response.deleted == 1))
         }
         KvInput::CompareAndSwap { key, expected, new } => {
@@ -279,7 +283,7 @@ async fn perform(member: &Member, input: &KvInput, recorder: &Recorder, stale: b
             };
             let put = PutRequest { key: key.clone(), value: new.clone(), ..Default::default() };
             let response = member
-                .txn(TxnRequest {
+                .txn(&ANYONE, TxnRequest {
                     compare: vec![compare],
                     success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
                     failure: Vec::new(),
@@ -351,27 +355,27 @@ async fn lease_user(mut rng: StdRng, world: Arc<Mutex<World>>, stop: Arc<AtomicB
     while !stop.load(Ordering::Acquire) {
         let Some(member) = pick_member(&world, &mut rng).await else { continue };
         let ttl = rng.gen_range(2..5);
-        let grant = tokio::time::timeout(CALL_TIMEOUT, member.lease_grant(LeaseGrantRequest { ttl, id: 0 })).await;
+        let grant = tokio::time::timeout(CALL_TIMEOUT, member.lease_grant(&ANYONE, LeaseGrantRequest { ttl, id: 0 })).await;
         let Ok(Ok(lease)) = grant else { continue };
         let mut key = LEASE_PREFIX.to_vec();
         key.extend(format!("{n}").as_bytes());
         n += 1;
         let put = PutRequest { key, value: b"held".to_vec(), lease: lease.id, ..Default::default() };
-        let _ = tokio::time::timeout(CALL_TIMEOUT, member.put(put)).await;
+        let _ = tokio::time::timeout(CALL_TIMEOUT, member.put(&ANYONE, put)).await;
         for _ in 0..rng.gen_range(0..4) {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
             let Some(member) = pick_member(&world, &mut rng).await else { break };
-            let _ = tokio::time::timeout(CALL_TIMEOUT, member.lease_renew(lease.id)).await;
+            let _ = tokio::time::timeout(CALL_TIMEOUT, member.lease_renew(&ANYONE, lease.id)).await;
         }
         if rng.gen_bool(0.5) {
             let Some(member) = pick_member(&world, &mut rng).await else { continue };
-            let revoke = member.lease_revoke(LeaseRevokeRequest { id: lease.id });
+            let revoke = member.lease_revoke(&ANYONE, LeaseRevokeRequest { id: lease.id });
             if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, revoke).await {
                 revoked.push(lease.id);
                 // Gone for good, wherever asked.
                 let Some(member) = pick_member(&world, &mut rng).await else { continue };
                 if let Ok(Ok(ttl)) =
-                    tokio::time::timeout(CALL_TIMEOUT, member.lease_time_to_live(lease.id, false)).await
+                    tokio::time::timeout(CALL_TIMEOUT, member.lease_time_to_live(&ANYONE, lease.id, false)).await
                 {
                     if ttl.ttl > 0 {
                         alive.push(lease.id);

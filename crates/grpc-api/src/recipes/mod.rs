@@ -21,6 +21,7 @@ mod wait;
 
 use std::sync::Arc;
 
+use keel_auth::AuthInfo;
 use keel_node::{Member, NodeError};
 use keel_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use keel_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -65,11 +66,21 @@ pub(crate) enum RecipeError {
 pub(crate) struct Recipes {
     member: Arc<Member>,
     max_txn_ops: usize,
+    /// Whose requests these are: every KV request a recipe makes is checked
+    /// as that caller's own, as etcd's embedded client passes the caller's
+    /// token along.
+    who: AuthInfo,
 }
 
 impl Recipes {
     pub(crate) fn new(member: Arc<Member>, max_txn_ops: usize) -> Self {
-        Recipes { member, max_txn_ops }
+        Recipes { member, max_txn_ops, who: AuthInfo::default() }
+    }
+
+    /// These recipes run as the caller of `request`.
+    pub(crate) async fn as_caller_of<T>(&self, request: &tonic::Request<T>) -> Result<Recipes, Status> {
+        let who = crate::identity::caller(&self.member, request).await?;
+        Ok(Recipes { who, ..self.clone() })
     }
 
     /// etcd's `concurrency.NewSession(WithLease(lease))` as its services use
@@ -79,24 +90,24 @@ impl Recipes {
         if lease != 0 {
             return Ok(lease);
         }
-        let granted = self.member.lease_grant(LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }).await?;
+        let granted = self.member.lease_grant(&self.who, LeaseGrantRequest { ttl: SESSION_TTL, id: 0 }).await?;
         Ok(granted.id)
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse, RecipeError> {
         validate::check_range(&request).map_err(RecipeError::Refused)?;
-        Ok(self.member.range(request).await?)
+        Ok(self.member.range(&self.who, request).await?)
     }
 
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, RecipeError> {
         validate::check_txn(&request, self.max_txn_ops).map_err(RecipeError::Refused)?;
-        Ok(self.member.txn(request).await?)
+        Ok(self.member.txn(&self.who, request).await?)
     }
 
     pub(crate) async fn delete(&self, key: Vec<u8>) -> Result<DeleteRangeResponse, RecipeError> {
         let request = DeleteRangeRequest { key, ..Default::default() };
         validate::check_delete(&request).map_err(RecipeError::Refused)?;
-        Ok(self.member.delete_range(request).await?)
+        Ok(self.member.delete_range(&self.who, request).await?)
     }
 }
 

@@ -18,6 +18,7 @@
 //!
 //! Lock order: `state` before `compaction`.
 
+mod auth;
 mod compact;
 mod hash;
 mod lease;
@@ -59,6 +60,7 @@ pub(crate) mod meta {
     pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
     pub const MEMBER_ID: &[u8] = b"member_id";
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
+    pub const AUTH: &[u8] = b"auth";
 }
 
 /// Tells whether a lease exists, for Puts that attach one.

@@ -20,6 +20,7 @@ use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 
 use super::{Member, Running};
+use crate::auth::AuthStore;
 use crate::applier::{conf_state_of, Applier, ApplySender, Membership, Snapshots};
 use crate::config::{ClusterState, MemberConfig};
 use crate::history::StoreHistory;
@@ -226,6 +227,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     }
 
     let lessor = Arc::new(Mutex::new(restore_lessor(&config, &kv)?));
+    let auth = Arc::new(AuthStore::restore(&kv, config.auth.clone())?);
     let waiters = Arc::new(Waiters::default());
     let applied = Arc::new(AtomicU64::new(applied_index));
     let history = Arc::new(StoreHistory(kv.clone()));
@@ -251,7 +253,15 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     };
     let election_timeout = raft_config.election_timeout();
     let make_applier = |raft: RaftHandle, lease_clock: Arc<LeaseClock>| {
-        Applier::new(kv.clone(), lessor.clone(), waiters.clone(), applied.clone(), watches.clone(), clock.clone())
+        Applier::new(
+            kv.clone(),
+            lessor.clone(),
+            auth.clone(),
+            waiters.clone(),
+            applied.clone(),
+            watches.clone(),
+            clock.clone(),
+        )
             .with_lease_clock(lease_clock)
             .with_membership(Membership {
                 member_id,
@@ -325,6 +335,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         cluster_id,
         kv,
         lessor,
+        auth,
         watches,
         raft,
         proposals,

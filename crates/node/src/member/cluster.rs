@@ -122,7 +122,7 @@ impl Member {
             return Err(NodeError::PeerUrlExists);
         }
         let update = keel_proto::etcdserverpb::MemberUpdateRequest { id, peer_ur_ls: peer_urls };
-        self.proposals.propose(Request::MemberUpdate(update)).await?;
+        self.proposals.propose(Request::MemberUpdate(update), None).await?;
         self.member_list(false).await
     }
 
@@ -250,7 +250,7 @@ impl Member {
     pub async fn publish(&self, client_urls: Vec<String>) {
         let attributes = MemberAttributes { member_id: self.member_id, name: self.config.name.clone(), client_urls };
         loop {
-            match self.proposals.propose(Request::MemberAttributes(attributes.clone())).await {
+            match self.proposals.propose(Request::MemberAttributes(attributes.clone()), None).await {
                 Ok(_) => {
                     tracing::info!(name = %attributes.name, client_urls = ?attributes.client_urls, "published member attributes");
                     return;

@@ -1,6 +1,7 @@
 //! The KV service's requests: reads through the read index (or straight
 //! from the store when serializable), writes through raft.
 
+use keel_auth::AuthInfo;
 use keel_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
@@ -12,7 +13,8 @@ use super::Member;
 use crate::NodeError;
 
 impl Member {
-    pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, NodeError> {
+    pub async fn range(&self, who: &AuthInfo, request: RangeRequest) -> Result<RangeResponse, NodeError> {
+        self.auth.state().check_range(who, &request).map_err(NodeError::Auth)?;
         if !request.serializable {
             self.proposals.wait_linearizable().await?;
         }
@@ -22,18 +24,20 @@ impl Member {
         Ok(response)
     }
 
-    pub async fn put(&self, request: PutRequest) -> Result<PutResponse, NodeError> {
-        self.write(Request::Put(request)).await
+    pub async fn put(&self, who: &AuthInfo, request: PutRequest) -> Result<PutResponse, NodeError> {
+        self.write(who, Request::Put(request)).await
     }
 
-    pub async fn delete_range(&self, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, NodeError> {
-        self.write(Request::DeleteRange(request)).await
+    pub async fn delete_range(&self, who: &AuthInfo, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, NodeError> {
+        self.write(who, Request::DeleteRange(request)).await
     }
 
-    pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, NodeError> {
+    pub async fn txn(&self, who: &AuthInfo, request: TxnRequest) -> Result<TxnResponse, NodeError> {
         if !keel_mvcc::is_txn_read_only(&request) {
-            return self.write(Request::Txn(request)).await;
+            return self.write(who, Request::Txn(request)).await;
         }
+        // Served here without the log: checked here, as etcd does.
+        self.auth.state().check_txn(who, &request, &|_| Vec::new()).map_err(NodeError::Auth)?;
         // As etcd: a txn that only reads is served like a Range, without a
         // trip through the log.
         if !txn_is_serializable(&request) {
@@ -55,12 +59,12 @@ impl Member {
                 self.stamp(&mut response.header);
                 Ok(response)
             }
-            None => self.write(Request::Txn(request)).await,
+            None => self.write(who, Request::Txn(request)).await,
         }
     }
 
-    pub async fn compact(&self, request: CompactionRequest) -> Result<CompactionResponse, NodeError> {
-        self.write(Request::Compaction(request)).await
+    pub async fn compact(&self, who: &AuthInfo, request: CompactionRequest) -> Result<CompactionResponse, NodeError> {
+        self.write(who, Request::Compaction(request)).await
     }
 
     /// `events` with each `prev_kv` filled: the key's value just before the

@@ -2,6 +2,7 @@
 //! alives and time-to-live are answered by the leader's lease manager (the
 //! primary), to which any other member forwards them.
 
+use keel_auth::AuthInfo;
 use keel_lease_manager::{LeaseError, Lessor, TimeToLive};
 use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse};
 use keel_proto::keelpb::internal_raft_request::Request;
@@ -12,16 +13,21 @@ use crate::NodeError;
 
 impl Member {
     /// Grants a lease through raft; id 0 asks the member to choose one.
-    pub async fn lease_grant(&self, mut request: LeaseGrantRequest) -> Result<LeaseGrantResponse, NodeError> {
+    /// As etcd since its 2026 security releases, only an authenticated
+    /// caller may grant a lease while auth is on.
+    pub async fn lease_grant(&self, who: &AuthInfo, mut request: LeaseGrantRequest) -> Result<LeaseGrantResponse, NodeError> {
+        self.check_authenticated(who)?;
         if request.id == 0 {
             // etcd draws lease ids from its request id generator, kept positive.
             request.id = (self.proposals.next_tag() & i64::MAX as u64) as i64;
         }
-        self.write(Request::LeaseGrant(request)).await
+        self.write(who, Request::LeaseGrant(request)).await
     }
 
-    pub async fn lease_revoke(&self, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, NodeError> {
-        self.write(Request::LeaseRevoke(request)).await
+    /// Checked when applied: write permission on every key attached.
+    pub async fn lease_revoke(&self, who: &AuthInfo, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, NodeError> {
+        self.check_authenticated(who)?;
+        self.write(who, Request::LeaseRevoke(request)).await
     }
 
     /// A keep-alive: the lease's deadline moves to now + TTL; returns the TTL.
@@ -32,7 +38,10 @@ impl Member {
     /// (etcd#15247): a leader cut off from the others goes on believing it
     /// leads until check-quorum demotes it, while a new leader may already
     /// have expired the lease.
-    pub async fn lease_renew(&self, id: i64) -> Result<i64, NodeError> {
+    /// With auth on, the caller must be able to write every key attached
+    /// (etcd's `checkLeaseRenew`): keeping a lease alive keeps them.
+    pub async fn lease_renew(&self, who: &AuthInfo, id: i64) -> Result<i64, NodeError> {
+        self.check_lease_keys(who, id, keel_auth::Access::Write)?;
         self.at_lease_primary(
             |lessor, member| lessor.renew(id, member.now()),
             |leader| self.links.lease_renew(leader, id),
@@ -44,13 +53,55 @@ impl Member {
     /// A lease's remaining and granted TTL, from the primary after a read
     /// index: the leader may apply the log later than the member that
     /// acknowledged a revoke, and must not report the lease alive after it.
-    pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+    /// With auth on, listing the keys needs reading each of them.
+    pub async fn lease_time_to_live(&self, who: &AuthInfo, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
+        if keys {
+            self.check_lease_keys(who, id, keel_auth::Access::Read)?;
+        } else {
+            self.check_authenticated(who)?;
+        }
         self.at_lease_primary(
             |lessor, member| lessor.time_to_live(id, member.now(), keys),
             |leader| self.links.lease_time_to_live(leader, id, keys),
             true,
         )
         .await
+    }
+
+    /// Whether `who` may `access` every key attached to lease `id` (this
+    /// member's lease manager knows them all: attaching is applied
+    /// everywhere). Root may always.
+    fn check_lease_keys(&self, who: &AuthInfo, id: i64, access: keel_auth::Access) -> Result<(), NodeError> {
+        let state = self.auth.state();
+        if !state.is_enabled() {
+            return Ok(());
+        }
+        if state.check_admin_info(who).is_ok() {
+            return Ok(());
+        }
+        self.check_authenticated(who)?;
+        let keys = self.lessor.lock().keys(id).unwrap_or_default();
+        for key in keys {
+            state.check(&who.user, who.revision, &key, &[], access).map_err(NodeError::Auth)?;
+        }
+        Ok(())
+    }
+
+    /// Listing leases: root, or a caller who may read every leased key
+    /// (etcd's `checkLeaseLeases`).
+    pub fn check_lease_listing(&self, who: &AuthInfo) -> Result<(), NodeError> {
+        let state = self.auth.state();
+        if !state.is_enabled() || state.check_admin_info(who).is_ok() {
+            return Ok(());
+        }
+        self.check_authenticated(who)?;
+        let lessor = self.lessor.lock();
+        for id in lessor.leases() {
+            for key in lessor.keys(id).unwrap_or_default() {
+                state.check(&who.user, who.revision, &key, &[], keel_auth::Access::Read).map_err(NodeError::Auth)?;
+            }
+        }
+        Ok(())
     }
 
     /// A keep-alive forwarded by another member: answered here or refused

@@ -3,6 +3,7 @@
 //! call. Built from its parts in `build.rs`; one file per service after that
 //! (`kv.rs`, `lease.rs`, `cluster.rs`, `maintenance.rs`).
 
+mod auth;
 mod build;
 mod cluster;
 mod kv;
@@ -13,6 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+use keel_auth::AuthInfo;
 use keel_lease_manager::Lessor;
 use keel_mvcc::KvStore;
 use keel_proto::etcdserverpb::ResponseHeader;
@@ -24,6 +26,7 @@ use parking_lot::Mutex;
 pub use build::{MemberStepper, Offload, Parts};
 pub use maintenance::MemberStatus;
 
+use crate::auth::AuthStore;
 use crate::config::MemberConfig;
 use crate::lease_clock::LeaseClock;
 use crate::peer::PeerLinks;
@@ -36,6 +39,7 @@ pub struct Member {
     cluster_id: u64,
     kv: Arc<KvStore>,
     lessor: Arc<Mutex<Lessor>>,
+    auth: Arc<AuthStore>,
     watches: Arc<WatchHub>,
     raft: RaftHandle,
     proposals: Proposals,
@@ -110,9 +114,11 @@ impl Member {
         self.clock.now()
     }
 
-    /// A write through raft, answered with its own response type and header.
-    async fn write<T: WriteAnswer>(&self, request: Request) -> Result<T, NodeError> {
-        let mut response = T::from_write(self.proposals.propose(request).await?)
+    /// A client's write through raft, as `who`, answered with its own
+    /// response type and header.
+    async fn write<T: WriteAnswer>(&self, who: &AuthInfo, request: Request) -> Result<T, NodeError> {
+        let header = AuthStore::header_of(who);
+        let mut response = T::from_write(self.proposals.propose(request, Some(header)).await?)
             .ok_or_else(|| NodeError::Corrupt("a write was answered with another kind of response".into()))?;
         self.stamp(response.header_mut());
         Ok(response)
