@@ -9,6 +9,7 @@ use tonic::Status;
 
 use crate::endpoints::{normalize, KeepAlive, Pool};
 use crate::error::{certainly_not_sent, endpoint_failed, ClientError};
+use crate::TlsOptions;
 
 /// Connection settings. `Default` gives what etcd's Go client does, except
 /// that connecting gives up after 5 s instead of waiting forever.
@@ -25,6 +26,9 @@ pub struct ClientOptions {
     /// Largest response accepted. etcd imposes no limit on responses (a
     /// large range may exceed tonic's 4 MiB default), so neither do we.
     pub max_decoding_message_size: usize,
+    /// TLS for `https://` endpoints (and for `host:port` ones when set);
+    /// `None`: `https://` endpoints are verified against the system's CAs.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -34,6 +38,7 @@ impl Default for ClientOptions {
             request_timeout: None,
             keep_alive: None,
             max_decoding_message_size: i32::MAX as usize,
+            tls: None,
         }
     }
 }
@@ -87,13 +92,15 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Connects to the first reachable endpoint of `endpoints`
-    /// (`"http://host:port"` or `"host:port"`). Later calls move on to the
-    /// next endpoint when the current one becomes unavailable.
+    /// (`"http://host:port"`, `"https://host:port"` or `"host:port"`, which
+    /// is https when `options.tls` is set). Later calls move on to the next
+    /// endpoint when the current one becomes unavailable.
     pub async fn connect(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
         options: ClientOptions,
     ) -> Result<Client, ClientError> {
-        let urls = endpoints.into_iter().map(|e| normalize(&e.into())).collect::<Result<Vec<_>, _>>()?;
+        let tls = options.tls.is_some();
+        let urls = endpoints.into_iter().map(|e| normalize(&e.into(), tls)).collect::<Result<Vec<_>, _>>()?;
         let pool = Pool::new(urls, &options)?;
         pool.pick().await?;
         Ok(Client { inner: Arc::new(Inner { pool, options }) })

@@ -12,31 +12,31 @@
 
 use std::time::Duration;
 
+use keel_tls::Connector;
 use tokio::sync::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
 use crate::ClientOptions;
 
-/// Turns "host:port" into "http://host:port" and refuses what this client
-/// cannot dial.
-pub(crate) fn normalize(endpoint: &str) -> Result<String, ClientError> {
+/// Turns "host:port" into "http://host:port" ("https://host:port" with
+/// TLS options, as Go's clientv3) and refuses what this client cannot dial.
+pub(crate) fn normalize(endpoint: &str, tls: bool) -> Result<String, ClientError> {
     let invalid =
         |reason: &str| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
     let (scheme, authority) = match endpoint.trim().split_once("://") {
+        None if tls => ("https", endpoint.trim()),
         None => ("http", endpoint.trim()),
         Some((scheme, rest)) => (scheme, rest),
     };
-    match scheme {
-        "http" => {}
-        "https" => return Err(invalid("tls is not supported yet")),
-        _ => return Err(invalid("only http:// endpoints are supported")),
+    if !matches!(scheme, "http" | "https") {
+        return Err(invalid("only http:// and https:// endpoints are supported"));
     }
     let authority = authority.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
         return Err(invalid("expected host:port"));
     }
-    let url = format!("http://{authority}");
+    let url = format!("{scheme}://{authority}");
     url.parse::<tonic::transport::Uri>().map_err(|e| invalid(&e.to_string()))?;
     Ok(url)
 }
@@ -58,6 +58,8 @@ struct State {
 pub(crate) struct Pool {
     urls: Vec<String>,
     endpoints: Vec<Endpoint>,
+    /// TCP with Nagle off, and TLS for `https://` endpoints.
+    connector: Connector,
     // A tokio mutex: connecting happens under it, so concurrent callers wait
     // for one connection instead of racing to open several.
     state: Mutex<State>,
@@ -69,7 +71,17 @@ impl Pool {
             return Err(ClientError::NoEndpoints);
         }
         let endpoints = urls.iter().map(|url| configure(url, options)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Pool { urls, endpoints, state: Mutex::new(State { index: 0, generation: 0, channel: None }) })
+        let tls = match &options.tls {
+            Some(tls) => Some(tls.build()?),
+            None if urls.iter().any(|url| url.starts_with("https://")) => Some(crate::TlsOptions::new().build()?),
+            None => None,
+        };
+        Ok(Pool {
+            urls,
+            endpoints,
+            connector: Connector::new(tls),
+            state: Mutex::new(State { index: 0, generation: 0, channel: None }),
+        })
     }
 
     pub(crate) fn urls(&self) -> &[String] {
@@ -100,7 +112,7 @@ impl Pool {
         let mut last_error = None;
         for _ in 0..self.endpoints.len() {
             let index = state.index;
-            match self.endpoints[index].connect().await {
+            match self.endpoints[index].connect_with_connector(self.connector.clone()).await {
                 Ok(channel) => {
                     tracing::debug!(endpoint = %self.urls[index], "connected");
                     state.channel = Some(channel.clone());
@@ -166,16 +178,22 @@ mod tests {
             ("http://127.0.0.1:2379", Some("http://127.0.0.1:2379")),
             ("http://127.0.0.1:2379/", Some("http://127.0.0.1:2379")),
             (" localhost:2379 ", Some("http://localhost:2379")),
-            ("https://127.0.0.1:2379", None),
+            ("https://127.0.0.1:2379", Some("https://127.0.0.1:2379")),
             ("unix:///tmp/etcd.sock", None),
             ("http://", None),
             ("", None),
             ("127.0.0.1:2379/v3", None),
         ];
         for (input, want) in cases {
-            let got = normalize(input).ok();
+            let got = normalize(input, false).ok();
             assert_eq!(got.as_deref(), want, "normalize({input:?})");
         }
+    }
+
+    #[test]
+    fn with_tls_bare_endpoints_are_https() {
+        assert_eq!(normalize("127.0.0.1:2379", true).unwrap(), "https://127.0.0.1:2379");
+        assert_eq!(normalize("http://127.0.0.1:2379", true).unwrap(), "http://127.0.0.1:2379");
     }
 
     #[test]

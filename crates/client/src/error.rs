@@ -32,6 +32,10 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// The TLS options could not be used (a file unreadable or invalid).
+    #[error("tls: {0}")]
+    Tls(#[source] keel_tls::TlsError),
+
     /// No endpoint accepted a connection; `endpoint` is the last one tried.
     #[error("cannot connect to {endpoint}: {source}")]
     Transport {

@@ -32,7 +32,10 @@
 //! # }
 //! ```
 //!
-//! Not supported yet: TLS and authentication.
+//! TLS: [`TlsOptions`] in [`ClientOptions::tls`] (etcdctl's `--cacert`,
+//! `--cert`, `--key`, `--insecure-skip-tls-verify`).
+//!
+//! Not supported yet: authentication.
 
 mod client;
 mod cluster;
@@ -46,6 +49,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod retry;
+mod tls;
 mod txn;
 mod watch;
 
@@ -56,6 +60,7 @@ pub use error::ClientError;
 pub use keys::prefix_end;
 pub use kv::{DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget};
 pub use lease::LeaseKeepAlive;
+pub use tls::TlsOptions;
 /// gRPC status codes, as found in [`ClientError::code`].
 pub use tonic::Code;
 pub use txn::{txn_delete, txn_put, txn_range, Compare, CompareOp, Txn, TxnOp};

@@ -46,6 +46,35 @@ pub enum LogOutput {
     File(PathBuf),
 }
 
+/// etcd's TLS settings of one side, client or peer (etcd's `TLSInfo`):
+/// paths as given, unchecked until the server reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The certificate this member presents when it dials (`--client-cert-file`,
+    /// `--peer-client-cert-file`); `cert_file` when not given.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by the trusted CA.
+    pub client_cert_auth: bool,
+    pub crl_file: Option<PathBuf>,
+    /// Peers only: a connecting peer's certificate CN must be one of these.
+    pub allowed_cns: Vec<String>,
+    /// A connecting client's or peer's certificate must be valid for one of these.
+    pub allowed_hostnames: Vec<String>,
+    /// Generate a self-signed certificate at start when no cert and key are given.
+    pub auto_tls: bool,
+}
+
+impl TlsSettings {
+    /// etcd's `TLSInfo.Empty`: no certificate and key given.
+    pub fn is_empty(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none()
+    }
+}
+
 /// Everything Keel acts on, plus what it was given and ignored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -81,6 +110,23 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     pub log_level: LogLevel,
     pub log_outputs: Vec<LogOutput>,
+    /// Client listeners' TLS (`--cert-file`, ... `--auto-tls`).
+    pub client_tls: TlsSettings,
+    /// Peer listeners' and the peer client's TLS (`--peer-*`).
+    pub peer_tls: TlsSettings,
+    /// Validity of auto-TLS certificates, in years.
+    pub self_signed_cert_validity: u32,
+    /// Go's names, as given (`--cipher-suites`); checked by `keel-tls`.
+    pub cipher_suites: Vec<String>,
+    /// "TLS1.2", "TLS1.3", or "" for the default.
+    pub tls_min_version: String,
+    pub tls_max_version: String,
+    /// `--auth-token` as given: `simple`, `jwt,...` or empty; the server
+    /// parses it and loads the keys it names.
+    pub auth_token: String,
+    /// Lifetime of simple tokens after their last use.
+    pub auth_token_ttl: Duration,
+    pub bcrypt_cost: u32,
     /// Flags accepted with values Keel does not act on.
     pub ignored: Vec<IgnoredFlag>,
     /// Everything given explicitly.
@@ -120,6 +166,12 @@ impl Config {
             Value::Urls(urls) => urls,
             other => panic!("{name} holds {other:?}"),
         };
+        let list = |name: &str| match get(name) {
+            Value::List(items) => items,
+            other => panic!("{name} holds {other:?}"),
+        };
+        let flag = |name: &str| get(name) == Value::Bool(true);
+        let path = |name: &str| Some(string(name)).filter(|path| !path.is_empty()).map(PathBuf::from);
 
         let name = string("name");
         let data_dir = match settings.get("data-dir").map(ToString::to_string).filter(|dir| !dir.is_empty()) {
@@ -204,7 +256,41 @@ impl Config {
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(ConfigError::invalid(format!("invalid bcrypt-cost: {bcrypt_cost} (must be between 4 and 31)")));
         }
-        check_tls_versions(&string("tls-min-version"), &string("tls-max-version"))?;
+        let cipher_suites = list("cipher-suites");
+        check_tls_versions(&string("tls-min-version"), &string("tls-max-version"), &cipher_suites)?;
+        let client_tls = TlsSettings {
+            cert_file: path("cert-file"),
+            key_file: path("key-file"),
+            client_cert_file: path("client-cert-file"),
+            client_key_file: path("client-key-file"),
+            trusted_ca_file: path("trusted-ca-file"),
+            client_cert_auth: flag("client-cert-auth"),
+            crl_file: path("client-crl-file"),
+            allowed_cns: Vec::new(),
+            allowed_hostnames: list("client-cert-allowed-hostname"),
+            auto_tls: flag("auto-tls"),
+        };
+        let peer_tls = TlsSettings {
+            cert_file: path("peer-cert-file"),
+            key_file: path("peer-key-file"),
+            client_cert_file: path("peer-client-cert-file"),
+            client_key_file: path("peer-client-key-file"),
+            trusted_ca_file: path("peer-trusted-ca-file"),
+            client_cert_auth: flag("peer-client-cert-auth"),
+            crl_file: path("peer-crl-file"),
+            allowed_cns: list("peer-cert-allowed-cn"),
+            allowed_hostnames: list("peer-cert-allowed-hostname"),
+            auto_tls: flag("peer-auto-tls"),
+        };
+        check_tls_side(&client_tls, &listen_client_urls, "client", notices)?;
+        check_tls_side(&peer_tls, &listen_peer_urls, "peer", notices)?;
+        let self_signed_cert_validity = match uint("self-signed-cert-validity") {
+            // etcd: "selfSignedCertValidity is invalid,it should be greater than 0".
+            0 if client_tls.auto_tls || peer_tls.auto_tls => {
+                return Err(ConfigError::invalid("selfSignedCertValidity is invalid,it should be greater than 0"));
+            }
+            years => u32::try_from(years).unwrap_or(u32::MAX).max(1),
+        };
         let logger = string("logger");
         if !matches!(logger.as_str(), "zap" | "capnslog") {
             return Err(ConfigError::invalid(format!("unknown logger option {logger:?}")));
@@ -267,6 +353,15 @@ impl Config {
             ),
             log_level,
             log_outputs,
+            client_tls,
+            peer_tls,
+            self_signed_cert_validity,
+            cipher_suites,
+            tls_min_version: string("tls-min-version"),
+            tls_max_version: string("tls-max-version"),
+            auth_token: string("auth-token"),
+            auth_token_ttl: Duration::from_secs(uint("auth-token-ttl")),
+            bcrypt_cost: u32::try_from(uint("bcrypt-cost")).unwrap_or(u32::MAX),
             name,
             ignored,
             settings,
@@ -282,17 +377,49 @@ fn nonzero_or(value: Duration, default: Duration) -> Duration {
     }
 }
 
-/// Keel serves plain HTTP/2 on TCP for now: TLS and unix sockets are refused
-/// with a reason rather than served insecurely or not at all.
+/// Keel serves HTTP/2 on TCP, plain or TLS; unix sockets are refused with a
+/// reason rather than not served at all.
 fn check_scheme(flag: &str, url: &FlagUrl) -> Result<(), ConfigError> {
     match url.scheme.as_str() {
-        "http" => Ok(()),
-        "https" | "unixs" => Err(ConfigError::invalid(format!(
-            "--{flag}: {url}: {}:// URLs are not supported by Keel yet: TLS is not implemented yet; Keel would serve plaintext",
-            url.scheme
-        ))),
-        _ => Err(ConfigError::invalid(format!("--{flag}: {url}: unix:// URLs are not supported by Keel yet"))),
+        "http" | "https" => Ok(()),
+        _ => {
+            Err(ConfigError::invalid(format!("--{flag}: {url}: {}:// URLs are not supported by Keel yet", url.scheme)))
+        }
     }
+}
+
+/// etcd's checks of one side's TLS settings against its listen URLs, made
+/// at start in etcd (`configureClientListeners`, `transport.NewListener`,
+/// `TLSInfo.ServerConfig`); the files themselves are read by the server.
+fn check_tls_side(
+    tls: &TlsSettings,
+    listen: &[FlagUrl],
+    side: &str,
+    notices: &mut Vec<Notice>,
+) -> Result<(), ConfigError> {
+    let auto = tls.auto_tls && tls.is_empty();
+    if tls.auto_tls && !tls.is_empty() {
+        notices.push(Notice::warn(format!("ignoring {side} auto TLS since certs given")));
+    }
+    if !tls.is_empty() && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+        let show = |path: &Option<PathBuf>| path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        return Err(ConfigError::invalid(format!(
+            "KeyFile and CertFile must both be present[key: {}, cert: {}]",
+            show(&tls.key_file),
+            show(&tls.cert_file)
+        )));
+    }
+    for url in listen.iter().filter(|url| url.scheme == "https") {
+        if tls.is_empty() && !auto {
+            return Err(ConfigError::invalid(match side {
+                "client" => format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+                ),
+                _ => format!("cannot listen on TLS for {}: KeyFile and CertFile are not presented", url.host_port),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// The address to bind for a listen URL. As etcd, only an IP address or
@@ -364,7 +491,7 @@ fn check_compaction_retention(retention: &str) -> Result<(), ConfigError> {
     }
 }
 
-fn check_tls_versions(min: &str, max: &str) -> Result<(), ConfigError> {
+fn check_tls_versions(min: &str, max: &str, cipher_suites: &[String]) -> Result<(), ConfigError> {
     let rank = |version: &str| -> Result<u8, ConfigError> {
         match version {
             "" => Ok(0),
@@ -378,6 +505,10 @@ fn check_tls_versions(min: &str, max: &str) -> Result<(), ConfigError> {
     let (low, high) = (rank(min)?, rank(max)?);
     if low != 0 && high != 0 && low > high {
         return Err(ConfigError::invalid(format!("min version ({min}) is greater than max version ({max})")));
+    }
+    // Go cannot restrict TLS 1.3's suites, so etcd refuses the attempt.
+    if low == 3 && !cipher_suites.is_empty() {
+        return Err(ConfigError::invalid("cipher suites cannot be configured when only TLS1.3 is enabled"));
     }
     Ok(())
 }

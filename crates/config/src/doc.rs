@@ -108,8 +108,14 @@ as is logged as a warning at start and listed in `etcdctl endpoint status`'s err
 is accepted but not implemented by Keel\"). Only flags whose absence cannot weaken safety or\n  \
 security are here;\n\
 - **refused**: any value but etcd's default fails the start with a message naming the flag and\n  \
-why: these turn on a protection (TLS, certificate checks) or a mode Keel does not provide yet, so\n  \
-nobody believes it is on. `https://` and `unix://` URLs are refused the same way.\n\n\
+why: these turn on a protection or a mode Keel does not provide yet, so nobody believes it is\n  \
+on. `unix://` and `unixs://` URLs are refused the same way.\n\n\
+TLS (rustls, `ring` only) is served on every `https://` URL, client and peer, with etcd's flags;\n\
+one address may be listed as both `http://` and `https://` and then serves both. Certificates,\n\
+keys, CAs and CRLs are re-read within a second of their files changing, so rotation needs no\n\
+restart; a file that cannot be read or parsed fails the start with a message naming it.\n\
+`--cipher-suites` takes Go's names; the CBC, RC4, 3DES and RSA-key-exchange suites rustls lacks\n\
+are refused by name.\n\n\
 Flags etcd 3.6 renamed (`--experimental-*`) are taken under either name; giving both is etcd 3.6's\n\
 error. `Since` is the first etcd release with the flag; `Removed` the first without it (Keel keeps\n\
 accepting it).\n\n\

@@ -706,7 +706,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the client server TLS cert file.",
     },
     Flag {
@@ -717,7 +717,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the client server TLS key file.",
     },
     Flag {
@@ -728,7 +728,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to an explicit peer client TLS cert file otherwise cert file will be used when client auth is required.",
     },
     Flag {
@@ -739,7 +739,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to an explicit peer client TLS key file otherwise key file will be used when client auth is required.",
     },
     Flag {
@@ -750,7 +750,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "client certificate authentication is not implemented yet; any client would be let in" },
+        support: Support::Implemented,
         usage: "Enable client cert authentication.",
     },
     Flag {
@@ -761,7 +761,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "certificate revocation lists are not implemented yet; revoked client certificates would be accepted" },
+        support: Support::Implemented,
         usage: "Path to the client certificate revocation list file.",
     },
     Flag {
@@ -772,7 +772,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "client certificate authentication is not implemented yet; any client would be let in" },
+        support: Support::Implemented,
         usage: "Comma-separated list of allowed SAN hostnames for client cert authentication.",
     },
     Flag {
@@ -783,7 +783,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the client server TLS trusted CA cert file.",
     },
     Flag {
@@ -794,7 +794,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Client TLS using generated certificates",
     },
     Flag {
@@ -805,7 +805,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the peer server TLS cert file.",
     },
     Flag {
@@ -816,7 +816,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the peer server TLS key file.",
     },
     Flag {
@@ -827,7 +827,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to an explicit peer client TLS cert file otherwise peer cert file will be used when client auth is required.",
     },
     Flag {
@@ -838,7 +838,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to an explicit peer client TLS key file otherwise peer key file will be used when client auth is required.",
     },
     Flag {
@@ -849,7 +849,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "peer certificate authentication is not implemented yet; any peer would be let in" },
+        support: Support::Implemented,
         usage: "Enable peer client cert authentication.",
     },
     Flag {
@@ -860,7 +860,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "TLS is not implemented yet; Keel would serve plaintext" },
+        support: Support::Implemented,
         usage: "Path to the peer server TLS trusted CA file.",
     },
     Flag {
@@ -871,7 +871,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "peer TLS is not implemented yet; Keel would talk to peers in plaintext" },
+        support: Support::Implemented,
         usage: "Peer TLS using generated certificates",
     },
     Flag {
@@ -882,7 +882,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "set the validity of auto-TLS certificates" },
+        support: Support::Implemented,
         usage: "The validity period of the client and peer certificates, unit is year",
     },
     Flag {
@@ -893,7 +893,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "certificate revocation lists are not implemented yet; revoked peer certificates would be accepted" },
+        support: Support::Implemented,
         usage: "Path to the peer certificate revocation list file.",
     },
     Flag {
@@ -904,7 +904,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "peer certificate authentication is not implemented yet; any peer would be let in" },
+        support: Support::Implemented,
         usage: "Comma-separated list of allowed CNs for inter-peer TLS authentication.",
     },
     Flag {
@@ -915,7 +915,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Refused { why: "peer certificate authentication is not implemented yet; any peer would be let in" },
+        support: Support::Implemented,
         usage: "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication.",
     },
     Flag {
@@ -926,7 +926,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "restrict TLS cipher suites (TLS is not implemented yet)" },
+        support: Support::Implemented,
         usage: "Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).",
     },
     Flag {
@@ -937,7 +937,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: Some("peer-skip-client-san-verification"),
-        support: Support::Ignored { honoured: &[], would: "skip SAN checks of peer certificates (TLS is not implemented yet)" },
+        support: Support::Ignored { honoured: &["true"], would: "check that a peer\'s client certificate is valid for its address (Keel never checks peer certificates\' SANs against the connecting address)" },
         usage: "Skip verification of SAN field in client certificate for peer connections.Deprecated in v3.6 and will be decommissioned in v3.7. Use peer-skip-client-san-verification instead",
     },
     Flag {
@@ -948,7 +948,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_6,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "skip SAN checks of peer certificates (TLS is not implemented yet)" },
+        support: Support::Ignored { honoured: &["true"], would: "check that a peer\'s client certificate is valid for its address (Keel never checks peer certificates\' SANs against the connecting address)" },
         usage: "Skip verification of SAN field in client certificate for peer connections.",
     },
     Flag {
@@ -959,7 +959,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "set the minimum TLS version (TLS is not implemented yet)" },
+        support: Support::Implemented,
         usage: "Minimum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3.",
     },
     Flag {
@@ -970,7 +970,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_5,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "set the maximum TLS version (TLS is not implemented yet)" },
+        support: Support::Implemented,
         usage: "Maximum TLS version supported by etcd. Possible values: TLS1.2, TLS1.3 (empty defers to Go).",
     },
     Flag {
@@ -1003,7 +1003,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "choose the auth token provider (auth is not implemented yet)" },
+        support: Support::Implemented,
         usage: "Specify auth token specific options.",
     },
     Flag {
@@ -1014,7 +1014,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "set the bcrypt cost of auth passwords (auth is not implemented yet)" },
+        support: Support::Implemented,
         usage: "Specify bcrypt algorithm cost factor for auth password hashing.",
     },
     Flag {
@@ -1025,7 +1025,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "set the lifetime of auth tokens (auth is not implemented yet)" },
+        support: Support::Implemented,
         usage: "The lifetime in seconds of the auth token.",
     },
     Flag {

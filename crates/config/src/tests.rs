@@ -94,10 +94,7 @@ fn table_is_consistent() {
         "peer-cert-allowed-cn",
         "peer-cert-allowed-hostname",
     ] {
-        assert!(
-            matches!(find(name).unwrap().support, Support::Refused { .. }),
-            "--{name} must be refused until TLS exists"
-        );
+        assert_eq!(find(name).unwrap().support, Support::Implemented, "--{name} is served by keel-tls");
     }
 }
 
@@ -183,6 +180,11 @@ fn sample_value(flag: &Flag) -> String {
 fn required(name: &str) -> Vec<String> {
     match name {
         "listen-client-urls" => vec!["--advertise-client-urls=http://127.0.0.1:9".to_string()],
+        // etcd: "KeyFile and CertFile must both be present".
+        "cert-file" => vec!["--key-file=x".to_string()],
+        "key-file" => vec!["--cert-file=x".to_string()],
+        "peer-cert-file" => vec!["--peer-key-file=x".to_string()],
+        "peer-key-file" => vec!["--peer-cert-file=x".to_string()],
         _ => Vec::new(),
     }
 }
@@ -370,10 +372,10 @@ fn config_file_replaces_flags_and_environment() {
     assert!(
         matches!(write("election-timeout: 60000\n").unwrap_err(), ConfigError::Invalid(message) if message == "--election-timeout[60000ms] is too long, and should be set less than 50000ms")
     );
-    assert!(matches!(
+    assert_eq!(
         write("client-transport-security:\n  cert-file: /etc/ssl/server.crt\n").unwrap_err(),
-        ConfigError::Refused { flag: "cert-file", .. }
-    ));
+        ConfigError::Invalid("KeyFile and CertFile must both be present[key: , cert: /etc/ssl/server.crt]".into())
+    );
     assert!(matches!(write("enable-pprof: \"true\"\n").unwrap_err(), ConfigError::Invalid(_)));
     assert!(
         matches!(write("name: [\n").unwrap_err(), ConfigError::Invalid(message) if message.starts_with("error converting YAML to JSON"))
@@ -463,21 +465,7 @@ fn bad_input_gets_etcds_messages() {
 
 #[test]
 fn protections_keel_lacks_are_refused() {
-    for line in [
-        "--cert-file=/etc/ssl/server.crt",
-        "--client-cert-auth",
-        "--client-cert-auth=true",
-        "--peer-client-cert-auth",
-        "--trusted-ca-file=/ca.crt",
-        "--client-crl-file=/crl",
-        "--peer-crl-file=/crl",
-        "--auto-tls",
-        "--peer-auto-tls",
-        "--peer-cert-allowed-cn=etcd",
-        "--force-new-cluster",
-        "--discovery=https://discovery.example/abc",
-        "--proxy=on",
-    ] {
+    for line in ["--force-new-cluster", "--discovery=https://discovery.example/abc", "--proxy=on"] {
         let err = error(line);
         assert!(matches!(err, ConfigError::Refused { .. }), "{line}: {err:?}");
         let flag = line.trim_start_matches('-').split('=').next().unwrap();
@@ -485,11 +473,8 @@ fn protections_keel_lacks_are_refused() {
         assert_eq!(err.exit_code(), 1);
     }
     for line in [
-        "--listen-client-urls=https://127.0.0.1:2379 --advertise-client-urls=https://127.0.0.1:2379",
-        "--listen-peer-urls=https://127.0.0.1:2380",
-        "--initial-advertise-peer-urls=https://127.0.0.1:2380",
         "--listen-client-urls=unix://localhost:1 --advertise-client-urls=http://127.0.0.1:1",
-        "--initial-cluster=default=https://localhost:2380",
+        "--listen-client-urls=unixs://localhost:1 --advertise-client-urls=http://127.0.0.1:1",
     ] {
         let err = error(line);
         assert!(err.to_string().contains("URLs are not supported by Keel yet"), "{line}: {err}");
@@ -497,6 +482,60 @@ fn protections_keel_lacks_are_refused() {
     // Their defaults, and settings that only configure a feature that is
     // off, start.
     config("--client-cert-auth=false --auto-tls=false --cert-file= --proxy=off --auth-token=jwt --bcrypt-cost=12");
+}
+
+#[test]
+fn tls_settings_and_etcds_checks() {
+    let secured = config(
+        "--listen-client-urls=https://127.0.0.1:2379,http://127.0.0.1:2379 --advertise-client-urls=https://127.0.0.1:2379 \
+         --cert-file=/pki/server.crt --key-file=/pki/server.key --trusted-ca-file=/pki/ca.crt --client-cert-auth \
+         --client-crl-file=/pki/crl.pem --listen-peer-urls=https://127.0.0.1:2380 \
+         --initial-advertise-peer-urls=https://127.0.0.1:2380 --initial-cluster=default=https://127.0.0.1:2380 \
+         --peer-auto-tls --peer-cert-allowed-cn=member,other --cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 \
+         --tls-max-version=TLS1.3 --self-signed-cert-validity=3",
+    );
+    assert_eq!(
+        secured.client_tls,
+        TlsSettings {
+            cert_file: Some("/pki/server.crt".into()),
+            key_file: Some("/pki/server.key".into()),
+            trusted_ca_file: Some("/pki/ca.crt".into()),
+            client_cert_auth: true,
+            crl_file: Some("/pki/crl.pem".into()),
+            ..TlsSettings::default()
+        }
+    );
+    assert_eq!(
+        secured.peer_tls,
+        TlsSettings { auto_tls: true, allowed_cns: vec!["member".into(), "other".into()], ..TlsSettings::default() }
+    );
+    assert_eq!(secured.cipher_suites, ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+    assert_eq!((secured.tls_min_version.as_str(), secured.tls_max_version.as_str()), ("TLS1.2", "TLS1.3"));
+    assert_eq!(secured.self_signed_cert_validity, 3);
+    assert_eq!(secured.initial_cluster, [("default".to_string(), vec!["https://127.0.0.1:2380".to_string()])]);
+
+    for (line, message) in [
+        (
+            "--listen-client-urls=https://127.0.0.1:2379 --advertise-client-urls=https://127.0.0.1:2379",
+            "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme",
+        ),
+        (
+            "--listen-peer-urls=https://127.0.0.1:2380",
+            "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented",
+        ),
+        ("--peer-key-file=/k", "KeyFile and CertFile must both be present[key: /k, cert: ]"),
+        (
+            "--tls-min-version=TLS1.3 --cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "cipher suites cannot be configured when only TLS1.3 is enabled",
+        ),
+        ("--auto-tls --self-signed-cert-validity=0", "selfSignedCertValidity is invalid,it should be greater than 0"),
+    ] {
+        assert_eq!(error(line), ConfigError::Invalid(message.into()), "{line}");
+    }
+    // Auto-TLS stands in for the files; given files win, with etcd's warning.
+    config("--listen-client-urls=https://127.0.0.1:2379 --advertise-client-urls=https://127.0.0.1:2379 --auto-tls");
+    let (_, notices) = run("--auto-tls --cert-file=/c --key-file=/k", &[]).unwrap();
+    assert!(notices.iter().any(|n| n.message == "ignoring client auto TLS since certs given"), "{notices:?}");
 }
 
 #[test]

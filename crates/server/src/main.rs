@@ -3,13 +3,16 @@
 //! or SIGINT. Composition only; no logic lives here.
 
 mod logging;
+mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use keel_config::{bind_addr, ClusterState as ConfigClusterState, Config, ConfigError, Outcome};
 use keel_grpc_api::ApiOptions;
-use keel_node::{ClusterState, Member, MemberConfig};
+use keel_node::{ClusterState, GrpcNetwork, Member, MemberConfig, Parts};
+use keel_tls::{Incoming, ServerTls};
 use tokio::net::TcpListener;
 
 /// Threads for blocking work (store reads, mostly); enough that a long scan
@@ -70,6 +73,9 @@ fn config_failure(err: &ConfigError) -> std::process::ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Every certificate, key, CA and CRL is read now, before anything
+    // listens or the member opens its data: a bad file fails the start.
+    let tls = tls::Tls::build(&config)?;
     // Reads run on the blocking pool. With tokio's default of 512 threads,
     // a busy server keeps hundreds of them, and nearly every read wakes a
     // sleeping one (a futex wake and a context switch per request: ~10% of
@@ -77,27 +83,63 @@ fn serve(config: Config) -> anyhow::Result<()> {
     // queued reads one after another.
     let runtime =
         tokio::runtime::Builder::new_multi_thread().max_blocking_threads(BLOCKING_THREADS).enable_all().build()?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, tls))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let mut listeners = Vec::with_capacity(config.listen_client_urls.len());
-    for url in &config.listen_client_urls {
+/// One listening address and the schemes its URLs asked for: etcd lets
+/// `http://` and `https://` share an address, and then serves both.
+struct Listen {
+    addr: SocketAddr,
+    plain: bool,
+    secure: bool,
+}
+
+fn group_by_address(urls: &[keel_config::goflag::FlagUrl]) -> anyhow::Result<Vec<Listen>> {
+    let mut listens: Vec<Listen> = Vec::new();
+    for url in urls {
         let addr = bind_addr(url)?;
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for clients on {addr}"))?;
-        listeners.push(listener);
+        let secure = url.scheme == "https";
+        match listens.iter_mut().find(|listen| listen.addr == addr) {
+            Some(listen) => {
+                listen.secure |= secure;
+                listen.plain |= !secure;
+            }
+            None => listens.push(Listen { addr, plain: !secure, secure }),
+        }
     }
+    Ok(listens)
+}
+
+async fn listen(
+    listens: Vec<Listen>,
+    tls: Option<&ServerTls>,
+    what: &str,
+) -> anyhow::Result<Vec<(SocketAddr, Incoming)>> {
+    let mut incoming = Vec::with_capacity(listens.len());
+    for Listen { addr, plain, secure } in listens {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
+        let local = listener.local_addr()?;
+        let stream = match (secure, tls) {
+            (false, _) => Incoming::plain(listener),
+            (true, Some(tls)) if plain => Incoming::tls_and_plain(listener, tls.clone()),
+            (true, Some(tls)) => Incoming::tls(listener, tls.clone()),
+            // keel-config refuses https:// URLs without certificates.
+            (true, None) => anyhow::bail!("no TLS certificate for https:// {what} URLs on {addr}"),
+        };
+        tracing::info!(addr = %local, tls = secure, plain, "listening for {what}");
+        incoming.push((local, stream));
+    }
+    Ok(incoming)
+}
+
+async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
+    let listeners = listen(group_by_address(&config.listen_client_urls)?, tls.client.as_ref(), "clients").await?;
 
     // Peers listen when there are peers, or when asked to: a single member
     // with the default flags needs no peer port (and tests can run many).
     let mut peer_listeners = Vec::new();
     if config.initial_cluster.len() > 1 || config.listen_peer_urls_given {
-        for url in &config.listen_peer_urls {
-            let addr = bind_addr(url)?;
-            let listener =
-                TcpListener::bind(addr).await.with_context(|| format!("cannot listen for peers on {addr}"))?;
-            peer_listeners.push(listener);
-        }
+        peer_listeners = listen(group_by_address(&config.listen_peer_urls)?, tls.peer.as_ref(), "peers").await?;
     }
 
     let mut member_config = MemberConfig::new(config.name.clone(), config.data_dir.clone())
@@ -115,8 +157,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ConfigClusterState::New => ClusterState::New,
         ConfigClusterState::Existing => ClusterState::Existing,
     };
-    let member =
-        tokio::task::spawn_blocking(move || Member::start(member_config)).await?.context("cannot start the member")?;
+    let peer_client = tls.peer_client.clone();
+    let member = tokio::task::spawn_blocking(move || {
+        let mut parts = Parts::on_disk(&member_config)?;
+        // Peers are dialled with the peer TLS settings (https:// peer URLs).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            parts.network = Arc::new(GrpcNetwork::with_tls(runtime, peer_client));
+        }
+        Member::assemble(member_config, parts)
+    })
+    .await?
+    .context("cannot start the member")?;
     let member = Arc::new(member);
     tokio::spawn({
         let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());
@@ -135,16 +186,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for listener in listeners {
-        tracing::info!(addr = %listener.local_addr()?, "serving client requests");
+    for (addr, listener) in listeners {
+        tracing::info!(%addr, "serving client requests");
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
         servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), shutdown));
     }
-    for listener in peer_listeners {
-        tracing::info!(addr = %listener.local_addr()?, "serving raft peers");
+    for (addr, listener) in peer_listeners {
+        tracing::info!(%addr, "serving raft peers");
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;

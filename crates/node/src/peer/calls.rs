@@ -8,6 +8,7 @@ use std::time::Duration;
 use keel_lease_manager::TimeToLive;
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
 use keel_proto::keelpb::{LeaseRenewForward, LeaseTimeToLiveForward, PeerActivityRequest};
+use keel_tls::Connector;
 use parking_lot::Mutex;
 
 use super::error_of;
@@ -36,7 +37,7 @@ impl PeerClients {
         if let Some(client) = self.clients.lock().get(&key) {
             return Ok(client.clone());
         }
-        let client = RaftPeerClient::new(lazy_channel(&key.1)?);
+        let client = RaftPeerClient::new(lazy_channel(&key.1, self.peers.connector())?);
         self.clients.lock().insert(key, client.clone());
         Ok(client)
     }
@@ -61,8 +62,8 @@ impl PeerClients {
     }
 }
 
-fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, NodeError> {
-    Ok(peer_endpoint(url)?.timeout(FORWARD_TIMEOUT).connect_lazy())
+fn lazy_channel(url: &str, connector: Connector) -> Result<tonic::transport::Channel, NodeError> {
+    Ok(peer_endpoint(url)?.timeout(FORWARD_TIMEOUT).connect_with_connector_lazy(connector))
 }
 
 /// Asks the members at `urls` which cluster they belong to and who its
@@ -70,12 +71,13 @@ fn lazy_channel(url: &str) -> Result<tonic::transport::Channel, NodeError> {
 /// answers decides.
 pub(crate) async fn fetch_cluster_info(
     urls: &[String],
+    connector: Connector,
 ) -> Result<(u64, Vec<keel_proto::etcdserverpb::Member>), NodeError> {
     use keel_proto::keelpb::ClusterInfoRequest;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         for url in urls {
-            let Ok(channel) = lazy_channel(url) else { continue };
+            let Ok(channel) = lazy_channel(url, connector.clone()) else { continue };
             match RaftPeerClient::new(channel).cluster_info(ClusterInfoRequest {}).await {
                 Ok(answer) => {
                     let answer = answer.into_inner();

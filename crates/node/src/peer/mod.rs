@@ -63,21 +63,29 @@ pub trait PeerLinks: Send + Sync + 'static {
 /// The gRPC network, on the tokio runtime it was made on.
 pub struct GrpcNetwork {
     runtime: tokio::runtime::Handle,
+    connector: keel_tls::Connector,
 }
 
 impl GrpcNetwork {
+    /// Peers reached at `http://` URLs only.
     pub fn new(runtime: tokio::runtime::Handle) -> GrpcNetwork {
-        GrpcNetwork { runtime }
+        GrpcNetwork { runtime, connector: keel_tls::Connector::new(None) }
+    }
+
+    /// Peers reached with `tls` at `https://` URLs (and plainly at
+    /// `http://` ones): etcd's --peer-trusted-ca-file and peer certificate.
+    pub fn with_tls(runtime: tokio::runtime::Handle, tls: keel_tls::ClientTls) -> GrpcNetwork {
+        GrpcNetwork { runtime, connector: keel_tls::Connector::new(Some(tls)) }
     }
 }
 
 impl Network for GrpcNetwork {
     fn cluster_info(&self, urls: &[String]) -> Result<(u64, Vec<EtcdMember>), NodeError> {
-        self.runtime.block_on(calls::fetch_cluster_info(urls))
+        self.runtime.block_on(calls::fetch_cluster_info(urls, self.connector.clone()))
     }
 
     fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
-        let peers = transport::PeerSet::new(self.runtime.clone(), cluster_id, member_id, shelf);
+        let peers = transport::PeerSet::new(self.runtime.clone(), cluster_id, member_id, shelf, self.connector.clone());
         let clients = calls::PeerClients::new(cluster_id, peers.clone());
         Arc::new(GrpcLinks { peers, clients })
     }

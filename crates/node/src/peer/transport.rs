@@ -17,6 +17,7 @@ use std::time::Duration;
 use keel_proto::keelpb::raft_peer_client::RaftPeerClient;
 use keel_proto::keelpb::RaftBatch;
 use keel_raft_node::{Message, MessageType, Transport};
+use keel_tls::Connector;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
@@ -51,6 +52,8 @@ struct PeerSetInner {
     snapshot_outcomes: Arc<Mutex<Vec<(u64, bool)>>>,
     /// The checkpoints snapshots are read from.
     shelf: Arc<SnapshotShelf>,
+    /// Dials peers: plain for `http://` URLs, TLS for `https://` ones.
+    connector: Connector,
 }
 
 struct Peer {
@@ -65,6 +68,7 @@ impl PeerSet {
         cluster_id: u64,
         from: u64,
         shelf: Arc<SnapshotShelf>,
+        connector: Connector,
     ) -> PeerSet {
         PeerSet {
             inner: Arc::new(PeerSetInner {
@@ -76,6 +80,7 @@ impl PeerSet {
                 removed: Arc::new(AtomicBool::new(false)),
                 snapshot_outcomes: Arc::new(Mutex::new(Vec::new())),
                 shelf,
+                connector,
             }),
         }
     }
@@ -91,15 +96,16 @@ impl PeerSet {
         // Replacing a peer drops its old queue, which ends its task.
         queues
             .insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
-        inner.runtime.spawn(run_peer(
-            inner.cluster_id,
-            inner.from,
+        let link = Link {
+            cluster_id: inner.cluster_id,
+            from: inner.from,
             peer,
-            url.to_owned(),
-            rx,
-            inner.unreachable.clone(),
-            inner.removed.clone(),
-        ));
+            url: url.to_owned(),
+            unreachable: inner.unreachable.clone(),
+            removed: inner.removed.clone(),
+            connector: inner.connector.clone(),
+        };
+        inner.runtime.spawn(run_peer(link, rx));
     }
 
     /// Stops talking to every peer not in `members`.
@@ -114,6 +120,10 @@ impl PeerSet {
 
     pub(crate) fn url(&self, peer: u64) -> Option<String> {
         self.inner.queues.lock().get(&peer).map(|p| p.url.clone())
+    }
+
+    pub(crate) fn connector(&self) -> Connector {
+        self.inner.connector.clone()
     }
 }
 
@@ -188,6 +198,7 @@ impl GrpcTransport {
             return;
         }
         let outcomes = inner.snapshot_outcomes.clone();
+        let connector = inner.connector.clone();
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
         let index = message.get_snapshot().get_metadata().index;
         let Some(checkpoint) = inner.shelf.at(index) else {
@@ -218,7 +229,7 @@ impl GrpcTransport {
             // The whole guard moves into the task (not just the field it sets).
             let mut report = report;
             let started = std::time::Instant::now();
-            match transfer_snapshot(&url, tokio_stream::wrappers::ReceiverStream::new(chunks_rx)).await {
+            match transfer_snapshot(&url, connector, tokio_stream::wrappers::ReceiverStream::new(chunks_rx)).await {
                 Ok(()) => {
                     tracing::info!(peer = %format!("{to:x}"), index, elapsed = ?started.elapsed(), "snapshot sent");
                     report.delivered = true;
@@ -246,8 +257,10 @@ impl Drop for TransferReport {
     }
 }
 
-/// Where a peer at `url` is reached: Nagle off (raft messages are small and
-/// latency-bound), connecting for at most [`CONNECT_TIMEOUT`].
+/// Where a peer at `url` is reached, connecting for at most
+/// [`CONNECT_TIMEOUT`]. Dialled with the set's [`Connector`], which turns
+/// Nagle off (raft messages are small and latency-bound) and speaks TLS to
+/// `https://` URLs.
 pub(super) fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
     let endpoint =
         Endpoint::from_shared(url.to_owned()).map_err(|e| NodeError::Config(format!("peer URL {url}: {e}")))?;
@@ -258,13 +271,17 @@ pub(super) fn peer_endpoint(url: &str) -> Result<Endpoint, NodeError> {
 /// takes them, so HTTP/2 flow control paces the reader.
 async fn transfer_snapshot(
     url: &str,
+    connector: Connector,
     chunks: impl tokio_stream::Stream<Item = keel_proto::keelpb::SnapshotChunk> + Send + 'static,
 ) -> Result<(), NodeError> {
     let endpoint = peer_endpoint(url)?
         // A peer that dies mid-transfer is noticed, not waited on forever.
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(5));
-    let channel = endpoint.connect().await.map_err(|e| NodeError::Storage(format!("connecting to {url}: {e}")))?;
+    let channel = endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| NodeError::Storage(format!("connecting to {url}: {e}")))?;
     RaftPeerClient::new(channel)
         .max_encoding_message_size(usize::MAX)
         .send_snapshot(chunks)
@@ -273,15 +290,20 @@ async fn transfer_snapshot(
     Ok(())
 }
 
-async fn run_peer(
+/// What one peer's task needs of its set: not the set itself, whose queues
+/// the task's lifetime depends on.
+struct Link {
     cluster_id: u64,
     from: u64,
     peer: u64,
     url: String,
-    mut queue: mpsc::Receiver<Vec<Vec<u8>>>,
     unreachable: Arc<Mutex<Vec<u64>>>,
     removed: Arc<AtomicBool>,
-) {
+    connector: Connector,
+}
+
+async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
+    let Link { cluster_id, from, peer, url, unreachable, removed, connector } = link;
     let endpoint = match peer_endpoint(&url) {
         Ok(endpoint) => endpoint,
         Err(err) => {
@@ -292,7 +314,7 @@ async fn run_peer(
     loop {
         // Wait for something to send before (re)connecting.
         let Some(first) = queue.recv().await else { return };
-        let channel = match endpoint.connect().await {
+        let channel = match endpoint.connect_with_connector(connector.clone()).await {
             Ok(channel) => channel,
             Err(err) => {
                 tracing::debug!(peer = %format!("{peer:x}"), %err, "peer unreachable");
