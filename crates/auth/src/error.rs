@@ -37,4 +37,7 @@ pub enum AuthError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// A login on a member that has only the public JWT key.
+    #[error("auth: token signing attempted with verify-only key")]
+    VerifyOnly,
 }

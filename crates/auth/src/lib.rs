@@ -9,6 +9,7 @@
 //! before proposing, so raft never carries a plaintext password).
 
 mod error;
+mod jwt;
 mod password;
 mod range;
 mod requests;
@@ -16,6 +17,7 @@ mod state;
 mod tokens;
 
 pub use error::AuthError;
+pub use jwt::{JwtOptions, JwtTokens, TokenConfigError, TokenSpec, DEFAULT_JWT_TTL};
 pub use password::{hash_password, password_matches, DEFAULT_BCRYPT_COST, MAX_BCRYPT_COST, MIN_BCRYPT_COST};
 pub use range::{KeyRange, RangeSet};
 pub use requests::AuthInfo;

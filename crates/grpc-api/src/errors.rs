@@ -121,6 +121,8 @@ fn auth_error(err: AuthError) -> Status {
         | AuthError::RoleNotGranted
         | AuthError::PermissionNotGranted
         | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        // etcd has no gRPC error for it and answers with its text.
+        AuthError::VerifyOnly => Code::Unknown,
     };
     Status::new(code, err.to_string())
 }

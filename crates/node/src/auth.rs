@@ -12,9 +12,10 @@
 //! Lock order: `state` before `tokens`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keel_auth::{AuthError, AuthInfo, AuthState, SimpleTokens};
+use keel_auth::{AuthError, AuthInfo, AuthState, JwtTokens, SimpleTokens};
 use keel_mvcc::KvStore;
 use keel_proto::authpb::Permission;
 use keel_proto::keelpb::internal_raft_request::Request;
@@ -26,8 +27,10 @@ use crate::proposals::Applied;
 use crate::NodeError;
 
 /// etcd's auth flags.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AuthConfig {
+    /// What a login hands out (--auth-token).
+    pub tokens: TokenProvider,
     /// How long a simple token lives after its last use (--auth-token-ttl).
     pub token_ttl: Duration,
     /// bcrypt's cost for new passwords (--bcrypt-cost).
@@ -36,8 +39,24 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { token_ttl: keel_auth::DEFAULT_TOKEN_TTL, bcrypt_cost: keel_auth::DEFAULT_BCRYPT_COST }
+        AuthConfig {
+            tokens: TokenProvider::Simple,
+            token_ttl: keel_auth::DEFAULT_TOKEN_TTL,
+            bcrypt_cost: keel_auth::DEFAULT_BCRYPT_COST,
+        }
     }
+}
+
+/// etcd's token providers.
+#[derive(Clone, Debug)]
+pub enum TokenProvider {
+    /// Opaque tokens every member records when it applies the login.
+    Simple,
+    /// Signed tokens any member verifies with the public key (keys loaded
+    /// at start).
+    Jwt(Arc<JwtTokens>),
+    /// `--auth-token ""`: no token is ever valid.
+    None,
 }
 
 /// Expired tokens are swept at most this often (a login in a busy cluster
@@ -102,10 +121,20 @@ impl AuthStore {
     /// Who a request with `token` runs as. With auth off a token is
     /// ignored (etcd 3.5.10 on). `Ok(None)`: the token is not known here
     /// yet, because it comes from a login this member has not applied.
-    pub fn info_from_token(&self, token: &str, now: Instant) -> Result<Option<AuthInfo>, AuthError> {
+    pub fn info_from_token(&self, token: &str, now: Instant, now_unix: u64) -> Result<Option<AuthInfo>, AuthError> {
         let state = self.state.read();
         if !state.is_enabled() {
             return Ok(Some(AuthInfo::default()));
+        }
+        match &self.config.tokens {
+            TokenProvider::Simple => {}
+            // The revision is the one the token was issued at: a change of
+            // the auth state since makes it "old".
+            TokenProvider::Jwt(jwt) => {
+                let (user, revision) = jwt.verify_at(token, now_unix)?;
+                return Ok(Some(AuthInfo::new(user, revision)));
+            }
+            TokenProvider::None => return Err(AuthError::InvalidAuthToken),
         }
         match self.tokens.lock().simple.user_of(token, now) {
             Ok(user) => Ok(Some(AuthInfo::new(user, state.revision()))),
@@ -161,18 +190,24 @@ impl AuthStore {
         header: Option<&AuthHeader>,
         request: &Request,
         now: Instant,
+        now_unix: u64,
     ) -> Option<Result<Applied, NodeError>> {
         let who = header.map(|h| AuthInfo::new(h.username.clone(), h.revision)).unwrap_or_default();
         let mut state = self.state.write();
         let outcome = match request {
             Request::Authenticate(login) => {
-                let answer = state.authenticate(&login.name, |_| true).map(|_| {
-                    let mut tokens = self.tokens.lock();
-                    if tokens.swept_at.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
-                        tokens.simple.expire(now);
-                        tokens.swept_at = Some(now);
+                let answer = state.authenticate(&login.name, |_| true).and_then(|revision| match &self.config.tokens {
+                    TokenProvider::Simple => {
+                        let mut tokens = self.tokens.lock();
+                        if tokens.swept_at.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
+                            tokens.simple.expire(now);
+                            tokens.swept_at = Some(now);
+                        }
+                        Ok(tokens.simple.assign(&login.name, &login.simple_token, index, now))
                     }
-                    tokens.simple.assign(&login.name, &login.simple_token, index, now)
+                    // Signed by each member alike; the proposer's answers the client.
+                    TokenProvider::Jwt(jwt) => jwt.assign(&login.name, revision, now_unix),
+                    TokenProvider::None => Err(AuthError::AuthFailed),
                 });
                 self.newest_login.fetch_max(index, Ordering::AcqRel);
                 // A login changes no state: nothing to record.
@@ -253,7 +288,7 @@ mod tests {
 
     fn apply(store: &AuthStore, kv: &KvStore, index: u64, who: Option<&str>, request: Request) -> Result<Applied, NodeError> {
         let header = who.map(|user| AuthHeader { username: user.into(), revision: 0 });
-        store.apply(kv, index, header.as_ref(), &request, Instant::now()).expect("an auth request")
+        store.apply(kv, index, header.as_ref(), &request, Instant::now(), 0).expect("an auth request")
     }
 
     fn root_enabled(kv: &KvStore) -> AuthStore {
@@ -298,9 +333,9 @@ mod tests {
         };
         assert_eq!(token, "abcdefghijklmnop.9");
         let now = Instant::now();
-        assert_eq!(store.info_from_token(&token, now).unwrap().unwrap().user, "root");
-        assert_eq!(store.info_from_token("abcdefghijklmnop.10", now), Ok(None), "a later login, not applied yet");
-        assert_eq!(store.info_from_token("abcdefghijklmnop.8", now), Err(AuthError::InvalidAuthToken));
+        assert_eq!(store.info_from_token(&token, now, 0).unwrap().unwrap().user, "root");
+        assert_eq!(store.info_from_token("abcdefghijklmnop.10", now, 0), Ok(None), "a later login, not applied yet");
+        assert_eq!(store.info_from_token("abcdefghijklmnop.8", now, 0), Err(AuthError::InvalidAuthToken));
     }
 
     #[test]

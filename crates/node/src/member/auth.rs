@@ -43,7 +43,7 @@ impl Member {
             });
         };
         for _ in 0..TOKEN_WAITS {
-            match self.auth.info_from_token(token, self.now()).map_err(NodeError::Auth)? {
+            match self.auth.info_from_token(token, self.now(), self.clock.unix_millis() / 1000).map_err(NodeError::Auth)? {
                 Some(info) => return Ok(info),
                 // From a login this member has not applied yet.
                 None => tokio::time::sleep(TOKEN_WAIT).await,
