@@ -153,6 +153,7 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     member_config.snapshot_count = config.snapshot_count;
     member_config.snapshot_catchup_entries = config.snapshot_catchup_entries;
     member_config.strict_reconfig_check = config.strict_reconfig_check;
+    member_config.auth = auth_config(&config)?;
     member_config.initial_cluster_state = match config.initial_cluster_state {
         ConfigClusterState::New => ClusterState::New,
         ConfigClusterState::Existing => ClusterState::Existing,
@@ -267,4 +268,21 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     }
+}
+
+/// etcd's auth flags: the token provider (JWT keys loaded and checked now,
+/// so a bad key stops the start with its file named) and bcrypt's cost.
+fn auth_config(config: &Config) -> anyhow::Result<keel_node::auth::AuthConfig> {
+    use keel_node::auth::{AuthConfig, TokenProvider};
+    let tokens = match keel_auth::TokenSpec::parse(&config.auth_token)? {
+        keel_auth::TokenSpec::Simple => TokenProvider::Simple,
+        keel_auth::TokenSpec::None => TokenProvider::None,
+        keel_auth::TokenSpec::Jwt(options) => TokenProvider::Jwt(Arc::new(keel_auth::JwtTokens::load(&options)?)),
+    };
+    let mut bcrypt_cost = config.bcrypt_cost;
+    if !(keel_auth::MIN_BCRYPT_COST..=keel_auth::MAX_BCRYPT_COST).contains(&bcrypt_cost) {
+        tracing::warn!(given = bcrypt_cost, "use default bcrypt cost instead of the invalid given cost");
+        bcrypt_cost = keel_auth::DEFAULT_BCRYPT_COST;
+    }
+    Ok(AuthConfig { tokens, token_ttl: config.auth_token_ttl, bcrypt_cost })
 }

@@ -226,3 +226,57 @@ async fn a_token_from_one_member_works_on_every_member() {
         assert!(status.enabled, "member {i} applied auth enable");
     }
 }
+
+/// An ES256 key pair in `dir`: (private key file, public key file).
+fn es256_keys(dir: &std::path::Path) -> (String, String) {
+    let pair = rcgen::KeyPair::generate().unwrap();
+    let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+    std::fs::write(&private, pair.serialize_pem()).unwrap();
+    std::fs::write(&public, pair.public_key_pem()).unwrap();
+    (private.display().to_string(), public.display().to_string())
+}
+
+#[tokio::test]
+async fn jwt_tokens_are_verified_by_every_member_and_go_stale_with_the_auth_state() {
+    let keys = tempfile::tempdir().unwrap();
+    let (private, public) = es256_keys(keys.path());
+    let spec = format!("jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl=10m");
+    let cluster = Cluster::start_with(3, &["--auth-token", &spec, "--bcrypt-cost", "4"]).await;
+    let mut auth = AuthClient::connect(cluster.member(0).endpoint()).await.unwrap();
+    let root = enable_with_root(&mut auth).await;
+    assert_eq!(root.split('.').count(), 3, "a JWT: header, claims, signature");
+    add_alice(&mut auth, &root).await;
+    let alice = login(&mut auth, "alice", "alicepw").await;
+    for i in 0..3 {
+        let mut kv = KvClient::connect(cluster.member(i).endpoint()).await.unwrap();
+        kv.put(with_token(put(&format!("app/{i}")), &alice)).await.unwrap();
+    }
+    // Any change of the auth state voids tokens issued before it.
+    auth.role_add(with_token(AuthRoleAddRequest { name: "other".into() }, &root)).await.unwrap();
+    let mut kv = KvClient::connect(cluster.member(2).endpoint()).await.unwrap();
+    assert_refused(
+        kv.put(with_token(put("app/late"), &alice)).await,
+        Code::InvalidArgument,
+        "etcdserver: revision of auth store is old",
+    );
+    let alice = login(&mut auth, "alice", "alicepw").await;
+    kv.put(with_token(put("app/late"), &alice)).await.unwrap();
+    // Signed by another key: refused.
+    let forged = format!("{}{}", &alice[..alice.len() - 2], if alice.ends_with("AA") { "BB" } else { "AA" });
+    assert_refused(kv.range(with_token(get("app/0"), &forged)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+}
+
+#[tokio::test]
+async fn a_bad_jwt_key_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("broken.pem");
+    std::fs::write(&key, "not a key").unwrap();
+    let spec = format!("jwt,pub-key={},sign-method=RS256", key.display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--data-dir", &dir.path().join("data").display().to_string(), "--auth-token", &spec])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&key.display().to_string()), "{stderr}");
+}
