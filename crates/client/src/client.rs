@@ -4,8 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
 use tonic::Status;
+
+use crate::auth::{self, Credentials, Token, Transport};
 
 use crate::endpoints::{normalize, KeepAlive, Pool};
 use crate::error::{certainly_not_sent, endpoint_failed, ClientError};
@@ -29,6 +30,9 @@ pub struct ClientOptions {
     /// TLS for `https://` endpoints (and for `host:port` ones when set);
     /// `None`: `https://` endpoints are verified against the system's CAs.
     pub tls: Option<TlsOptions>,
+    /// Log in with these and send the token with every call, logging in
+    /// again when a server says it expired (etcdctl's `--user`).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +43,7 @@ impl Default for ClientOptions {
             keep_alive: None,
             max_decoding_message_size: i32::MAX as usize,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -82,6 +87,7 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
     pub(crate) options: ClientOptions,
+    pub(crate) token: Token,
 }
 
 impl std::fmt::Debug for Client {
@@ -102,8 +108,12 @@ impl Client {
         let tls = options.tls.is_some();
         let urls = endpoints.into_iter().map(|e| normalize(&e.into(), tls)).collect::<Result<Vec<_>, _>>()?;
         let pool = Pool::new(urls, &options)?;
-        pool.pick().await?;
-        Ok(Client { inner: Arc::new(Inner { pool, options }) })
+        let picked = pool.pick().await?;
+        let token = Token::default();
+        if let Some(credentials) = &options.credentials {
+            auth::log_in(picked.channel, credentials, &token).await?;
+        }
+        Ok(Client { inner: Arc::new(Inner { pool, options, token }) })
     }
 
     /// The endpoints given to `connect`, normalized.
@@ -121,21 +131,34 @@ impl Client {
     /// (the first attempt may use a channel whose server just went away).
     pub(crate) async fn call<T, F, Fut>(&self, retry: Retry, deadline: Deadline, mut call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(Transport) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let attempts = self.inner.pool.len() + 1;
         let mut last = None;
-        for _ in 0..attempts {
+        let mut logged_in_again = false;
+        let mut attempt = 0;
+        while attempt < attempts {
+            attempt += 1;
             let picked = self.inner.pool.pick().await?;
+            let transport = auth::transport(picked.channel.clone(), &self.inner.token);
             let result = match (deadline, self.inner.options.request_timeout) {
-                (Deadline::Request, Some(timeout)) => tokio::time::timeout(timeout, call(picked.channel.clone()))
+                (Deadline::Request, Some(timeout)) => tokio::time::timeout(timeout, call(transport))
                     .await
                     .map_err(|_| ClientError::Timeout(timeout))?,
-                _ => call(picked.channel.clone()).await,
+                _ => call(transport).await,
             };
             match result {
                 Ok(value) => return Ok(value),
+                Err(status) if auth::token_stale(&status) && !logged_in_again => {
+                    // The server refused the call before doing anything, so
+                    // repeating it (writes included) is safe.
+                    let Some(credentials) = &self.inner.options.credentials else { return Err(status.into()) };
+                    tracing::debug!(endpoint = %picked.endpoint, error = %status, "logging in again");
+                    auth::log_in(picked.channel.clone(), credentials, &self.inner.token).await?;
+                    logged_in_again = true;
+                    attempt -= 1;
+                }
                 Err(status) => {
                     if endpoint_failed(&status) {
                         self.inner.pool.failed(&picked).await;

@@ -35,8 +35,11 @@
 //! TLS: [`TlsOptions`] in [`ClientOptions::tls`] (etcdctl's `--cacert`,
 //! `--cert`, `--key`, `--insecure-skip-tls-verify`).
 //!
-//! Not supported yet: authentication.
+//! Authentication: [`Credentials`] in [`ClientOptions::credentials`]
+//! (etcdctl's `--user`); the client logs in again by itself when its token
+//! expires.
 
+mod auth;
 mod client;
 mod cluster;
 pub mod concurrency;
@@ -53,6 +56,7 @@ mod tls;
 mod txn;
 mod watch;
 
+pub use auth::Credentials;
 pub use client::{Client, ClientOptions};
 pub use election::LeaderStream;
 pub use endpoints::KeepAlive;

@@ -280,3 +280,35 @@ async fn a_bad_jwt_key_stops_the_start_naming_the_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&key.display().to_string()), "{stderr}");
 }
+
+#[tokio::test]
+async fn keel_client_logs_in_again_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::spawn(dir.path(), common::free_port(), &["--auth-token-ttl".into(), "1".into()]);
+    keel.wait_ready().await;
+    let mut auth = AuthClient::connect(keel.endpoint()).await.unwrap();
+    let root = enable_with_root(&mut auth).await;
+    add_alice(&mut auth, &root).await;
+
+    let options = keel_client::ClientOptions {
+        credentials: Some(keel_client::Credentials::new("alice", "alicepw")),
+        ..Default::default()
+    };
+    let client = keel_client::Client::connect([keel.endpoint()], options).await.unwrap();
+    client.put("app/a", "1").await.unwrap();
+    let raw = login(&mut auth, "alice", "alicepw").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
+    assert_refused(kv.range(with_token(get("app/a"), &raw)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    client.put("app/a", "2").await.expect("the client logs in again unseen");
+    let found = client.get("app/a").await.unwrap();
+    assert_eq!(found.kvs[0].value, b"2");
+
+    let wrong = keel_client::ClientOptions {
+        credentials: Some(keel_client::Credentials::new("alice", "wrong")),
+        ..Default::default()
+    };
+    let refused = keel_client::Client::connect([keel.endpoint()], wrong).await.unwrap_err();
+    assert!(refused.to_string().contains("authentication failed"), "{refused}");
+}
