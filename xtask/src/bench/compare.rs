@@ -94,6 +94,10 @@ pub struct CompareOptions {
     /// over the members; clients spread over all of them).
     #[arg(long, default_value_t = 1)]
     pub members: usize,
+    /// TLS on every client and peer URL of both systems (their auto-TLS
+    /// certificates; the load generator skips verification).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -603,6 +607,9 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     if options.write_doc && options.members != 1 {
         bail!("--write-doc writes the one-member results; drop it with --members {}", options.members);
     }
+    if options.write_doc && options.tls {
+        bail!("--write-doc writes the plaintext results; drop it with --tls");
+    }
     if options.members == 0 {
         bail!("--members must be at least 1");
     }
@@ -629,6 +636,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             options.rounds,
             if options.rounds == 1 { "" } else { "s" },
         );
+        let header = if options.tls { format!("{header} over TLS") } else { header };
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
         let (mut etcd, mut keel, mut etcd_base, mut keel_base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -737,7 +745,7 @@ async fn measure(
     job: &Job,
     options: &CompareOptions,
 ) -> Result<(Sample, Vec<String>)> {
-    let mut servers = Server::start_cluster(bin, root, system, options.members)?;
+    let mut servers = Server::start_cluster(bin, root, system, options.members, options.tls)?;
     for server in &mut servers {
         server.wait_ready().await?;
     }

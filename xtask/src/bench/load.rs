@@ -214,9 +214,7 @@ pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<C
     let mut channels = Vec::with_capacity(conns);
     for i in 0..conns {
         let url = &endpoints[i % endpoints.len()];
-        let channel = Endpoint::from_shared(url.clone())?
-            .tcp_nodelay(true)
-            .connect()
+        let channel = super::dial::dial(Endpoint::from_shared(url.clone())?.tcp_nodelay(true))
             .await
             .with_context(|| format!("connect to {url}"))?;
         channels.push(channel);

@@ -25,6 +25,7 @@
 mod chart;
 mod compare;
 mod delivery;
+mod dial;
 mod doc;
 mod histogram;
 mod lease;

@@ -37,6 +37,12 @@ impl Systems {
     }
 }
 
+/// Where a server listens: (client, peer) ports, and whether with TLS.
+struct Listen {
+    ports: (u16, u16),
+    tls: bool,
+}
+
 /// A running server; killed, and its directory removed, on drop.
 pub struct Server {
     pub url: String,
@@ -54,7 +60,14 @@ impl Server {
         let (client, peer) = free_ports()?;
         // Keel's single member needs no --initial-cluster; etcd wants its own.
         let initial = (name == "etcd").then(|| format!("default=http://127.0.0.1:{peer}"));
-        Server::spawn(bin, root, name, None, (client, peer), initial.as_deref(), &[])
+        Server::spawn(bin, root, name, None, Listen { ports: (client, peer), tls: false }, initial.as_deref(), &[])
+    }
+
+    /// As [`Server::start`], with `--tls`: TLS on client and peer URLs.
+    fn start_secured(bin: &Path, root: &Path, name: &str) -> Result<Self> {
+        let (client, peer) = free_ports()?;
+        let initial = (name == "etcd").then(|| format!("default=https://127.0.0.1:{peer}"));
+        Server::spawn(bin, root, name, None, Listen { ports: (client, peer), tls: true }, initial.as_deref(), &[])
     }
 
     /// One member of a cluster that grows a member at a time: `member` in
@@ -70,26 +83,34 @@ impl Server {
         initial_cluster: &str,
         flags: &[String],
     ) -> Result<Self> {
-        Server::spawn(bin, root, name, Some(member), ports, Some(initial_cluster), flags)
+        let listen = Listen { ports, tls: false };
+        Server::spawn(bin, root, name, Some(member), listen, Some(initial_cluster), flags)
     }
 
     /// `members` fresh members of one cluster on loopback (etcd and Keel take
-    /// the same flags); one member is [`Server::start`].
-    pub fn start_cluster(bin: &Path, root: &Path, name: &str, members: usize) -> Result<Vec<Self>> {
+    /// the same flags); one member is [`Server::start`]. With `tls`, every
+    /// client and peer URL is https, all on one self-signed certificate that
+    /// the members trust for their peers (see `dial::certificate`).
+    pub fn start_cluster(bin: &Path, root: &Path, name: &str, members: usize, tls: bool) -> Result<Vec<Self>> {
         if members <= 1 {
-            return Ok(vec![Server::start(bin, root, name)?]);
+            let server = if tls { Server::start_secured(bin, root, name)? } else { Server::start(bin, root, name)? };
+            return Ok(vec![server]);
         }
+        let scheme = if tls { "https" } else { "http" };
         let ports = (0..members).map(|_| free_ports()).collect::<Result<Vec<_>>>()?;
         let initial = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={scheme}://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         ports
             .iter()
             .enumerate()
-            .map(|(i, &pair)| Server::spawn(bin, root, name, Some(&format!("m{i}")), pair, Some(&initial), &[]))
+            .map(|(i, &ports)| {
+                let listen = Listen { ports, tls };
+                Server::spawn(bin, root, name, Some(&format!("m{i}")), listen, Some(&initial), &[])
+            })
             .collect()
     }
 
@@ -98,7 +119,7 @@ impl Server {
         root: &Path,
         name: &str,
         member: Option<&str>,
-        (client, peer): (u16, u16),
+        Listen { ports: (client, peer), tls }: Listen,
         initial_cluster: Option<&str>,
         flags: &[String],
     ) -> Result<Self> {
@@ -106,8 +127,9 @@ impl Server {
         let data_dir = dir.path().join("data");
         let log_path = dir.path().join("server.log");
         let log = File::create(&log_path).context("creating the server log")?;
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{client}");
+        let peer_url = format!("{scheme}://127.0.0.1:{peer}");
         let mut command = Command::new(bin);
         command
             .arg("--data-dir")
@@ -120,6 +142,20 @@ impl Server {
         }
         if let Some(initial) = initial_cluster {
             command.args(["--initial-cluster", initial]);
+        }
+        if tls {
+            let (cert, key) = super::dial::certificate()?;
+            command
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--peer-cert-file")
+                .arg(cert)
+                .arg("--peer-key-file")
+                .arg(key)
+                .arg("--peer-trusted-ca-file")
+                .arg(cert);
         }
         command.args(flags);
         let child = command
@@ -138,7 +174,8 @@ impl Server {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited ({status}) during start-up:\n{}", self.url, self.log_tail(20));
             }
-            if let Ok(mut kv) = KvClient::connect(self.url.clone()).await {
+            let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())?;
+            if let Ok(mut kv) = super::dial::dial(endpoint).await.map(KvClient::new) {
                 if kv.range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.is_ok() {
                     return Ok(());
                 }

@@ -45,13 +45,11 @@ impl StalledWatch {
     /// Creates the watch from the next revision, reads its `Created`, and stops.
     pub async fn open(endpoint: &str) -> Result<Self> {
         let from = current_revision(endpoint).await? + 1;
-        let channel = Endpoint::from_shared(endpoint.to_owned())?
+        let endpoint_config = Endpoint::from_shared(endpoint.to_owned())?
             .tcp_nodelay(true)
             .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW)
-            .connect()
-            .await
-            .with_context(|| format!("connect to {endpoint}"))?;
+            .initial_connection_window_size(WINDOW);
+        let channel = super::dial::dial(endpoint_config).await.with_context(|| format!("connect to {endpoint}"))?;
         let mut client = WatchClient::new(channel).max_decoding_message_size(usize::MAX);
         let (requests, outgoing) = mpsc::channel(1);
         // Every key: etcd's "\0" to "\0".
@@ -119,7 +117,10 @@ impl StalledWatch {
 
 /// The store's revision now.
 pub async fn current_revision(endpoint: &str) -> Result<i64> {
-    let mut kv = KvClient::connect(endpoint.to_owned()).await.with_context(|| format!("connect to {endpoint}"))?;
+    let channel = super::dial::dial(Endpoint::from_shared(endpoint.to_owned())?)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))?;
+    let mut kv = KvClient::new(channel);
     let response = kv.range(RangeRequest { key: vec![0], limit: 1, count_only: true, ..Default::default() }).await?;
     response.into_inner().header.map(|h| h.revision).ok_or_else(|| anyhow!("a range response without a header"))
 }
