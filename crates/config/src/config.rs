@@ -409,6 +409,20 @@ fn check_tls_side(
             show(&tls.cert_file)
         )));
     }
+    // etcd's warnings: TLS settings do not apply to http:// URLs.
+    for url in listen.iter().filter(|url| url.scheme == "http") {
+        if !tls.is_empty() {
+            notices.push(Notice::warn(format!(
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files ({side} url {url})"
+            )));
+        }
+        if tls.client_cert_auth {
+            let flag = if side == "client" { "--client-cert-auth" } else { "--peer-client-cert-auth" };
+            notices.push(Notice::warn(format!(
+                "scheme is HTTP while {flag} is enabled; ignoring client cert auth for this URL ({side} url {url})"
+            )));
+        }
+    }
     for url in listen.iter().filter(|url| url.scheme == "https") {
         if tls.is_empty() && !auto {
             return Err(ConfigError::invalid(match side {

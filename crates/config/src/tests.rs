@@ -536,6 +536,13 @@ fn tls_settings_and_etcds_checks() {
     config("--listen-client-urls=https://127.0.0.1:2379 --advertise-client-urls=https://127.0.0.1:2379 --auto-tls");
     let (_, notices) = run("--auto-tls --cert-file=/c --key-file=/k", &[]).unwrap();
     assert!(notices.iter().any(|n| n.message == "ignoring client auto TLS since certs given"), "{notices:?}");
+    let (_, notices) = run("--cert-file=/c --key-file=/k --client-cert-auth", &[]).unwrap();
+    for warning in [
+        "scheme is HTTP while key and cert files are present; ignoring key and cert files (client url http://localhost:2379)",
+        "scheme is HTTP while --client-cert-auth is enabled; ignoring client cert auth for this URL (client url http://localhost:2379)",
+    ] {
+        assert!(notices.iter().any(|n| n.message == warning), "{warning}: {notices:?}");
+    }
 }
 
 #[test]

@@ -41,7 +41,12 @@ impl Pki {
     /// A certificate for `cn`, valid for localhost and 127.0.0.1, good for
     /// serving and as a client: (cert, key).
     fn issue(&self, cn: &str) -> (PathBuf, PathBuf) {
+        self.issue_serial(cn, 1)
+    }
+
+    fn issue_serial(&self, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::default();
+        params.serial_number = Some(serial.into());
         params.distinguished_name = dn(cn);
         params.subject_alt_names =
             vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress([127, 0, 0, 1].into())];
@@ -56,6 +61,32 @@ impl Pki {
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (cert_path, key_path)
+    }
+}
+
+impl Pki {
+    /// A CRL file revoking `serials`.
+    fn crl(&self, serials: &[u64]) -> PathBuf {
+        let now = time::OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::days(1),
+            next_update: now + time::Duration::days(30),
+            crl_number: 1.into(),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: serial.into(),
+                    revocation_time: now - time::Duration::hours(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let path = self.dir.path().join("crl.pem");
+        std::fs::write(&path, params.signed_by(&self.cert, &self.key).unwrap().pem().unwrap()).unwrap();
+        path
     }
 }
 
@@ -405,4 +436,103 @@ async fn a_member_with_a_certificate_from_another_ca_is_refused_at_the_handshake
             .is_err(),
     };
     assert!(refused, "a peer certificate from another CA was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused() {
+    let pki = Pki::new("ca");
+    let (cert, key) = pki.issue("server");
+    let (good_cert, good_key) = pki.issue_serial("good", 10);
+    let (revoked_cert, revoked_key) = pki.issue_serial("revoked", 11);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let _keel = Process::start(&[
+        format!("--data-dir={}", data.path().display()),
+        format!("--listen-client-urls={endpoint}"),
+        format!("--advertise-client-urls={endpoint}"),
+        format!("--cert-file={}", path(&cert)),
+        format!("--key-file={}", path(&key)),
+        format!("--trusted-ca-file={}", path(&pki.ca())),
+        "--client-cert-auth".to_string(),
+        format!("--client-crl-file={}", path(&pki.crl(&[11]))),
+    ]);
+    let good = TlsOptions::new().with_ca(pki.ca()).with_client_cert(&good_cert, &good_key);
+    wait_writable(&endpoint, ClientOptions { tls: Some(good), ..quick() }, "k").await;
+    let revoked =
+        ["--cacert", &path(&pki.ca()), "--cert", &path(&revoked_cert), "--key", &path(&revoked_key)].map(String::from);
+    assert!(!etcdctl(&endpoint, &revoked, &["get", "k"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_server_certificate_is_served_without_a_restart() {
+    let old_ca = Pki::new("old ca");
+    let (cert, key) = old_ca.issue("server");
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let _keel = Process::start(&[
+        format!("--data-dir={}", data.path().display()),
+        format!("--listen-client-urls={endpoint}"),
+        format!("--advertise-client-urls={endpoint}"),
+        format!("--cert-file={}", path(&cert)),
+        format!("--key-file={}", path(&key)),
+    ]);
+    wait_writable(&endpoint, ClientOptions { tls: Some(TlsOptions::new().with_ca(old_ca.ca())), ..quick() }, "k").await;
+
+    let new_ca = Pki::new("new ca");
+    let (new_cert, new_key) = new_ca.issue("server");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let trusting_new = ["--cacert".to_string(), path(&new_ca.ca())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !etcdctl(&endpoint, &trusting_new, &["get", "k"]).status.success() {
+        assert!(Instant::now() < deadline, "the rotated certificate was never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!etcdctl(&endpoint, &["--cacert".to_string(), path(&old_ca.ca())], &["get", "k"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_peer_auto_tls_replicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let initial = (0..3).map(|i| format!("m{i}=https://127.0.0.1:{}", peer_ports[i])).collect::<Vec<_>>().join(",");
+    let members: Vec<Keel> = (0..3)
+        .map(|i| {
+            let peer_url = format!("https://127.0.0.1:{}", peer_ports[i]);
+            let flags = [
+                format!("--name=m{i}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial}"),
+                "--peer-auto-tls".to_string(),
+            ];
+            Keel::spawn(&dir.path().join(format!("m{i}")), client_ports[i], &flags)
+        })
+        .collect();
+    for keel in &members {
+        keel.wait_ready().await;
+    }
+    let endpoints: Vec<String> = members.iter().map(Keel::endpoint).collect();
+    let client = Client::connect(endpoints.clone(), quick()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.put("auto", "peers").await.is_err() {
+        assert!(Instant::now() < deadline, "the cluster never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        assert!(dir.path().join(format!("m{i}/fixtures/peer/cert.pem")).exists());
+        let member = Client::connect([endpoint.as_str()], quick()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = member.get_with("auto", GetOptions::new().with_serializable()).await.unwrap();
+            if found.kvs.first().is_some_and(|kv| kv.value == b"peers") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {i} did not replicate over auto-TLS");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
