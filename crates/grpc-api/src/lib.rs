@@ -177,8 +177,9 @@ pub async fn serve_peers(
     member: Arc<Member>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let max_message = keel_node::peer::max_peer_message_bytes(member.max_request_bytes());
     let peers = keel_proto::keelpb::raft_peer_server::RaftPeerServer::new(PeerService::new(member))
-        .max_decoding_message_size(usize::MAX);
+        .max_decoding_message_size(max_message);
     tonic::transport::Server::builder()
         // A peer that vanishes mid-snapshot (host down, no reset sent) is
         // noticed, and the chunks received so far are dropped.

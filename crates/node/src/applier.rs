@@ -476,6 +476,7 @@ impl Applier {
             *membership.removed_members.write() =
                 self.kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect();
             let members = self.kv.members().map_err(NodeError::Mvcc)?;
+            *membership.current_members.write() = members.iter().map(|m| m.id).collect();
             membership.links.retain(&members.iter().map(|m| m.id).collect::<Vec<_>>());
             for m in &members {
                 if let Some(url) = m.peer_ur_ls.first() {
@@ -511,6 +512,7 @@ impl Applier {
         self.kv.apply_membership(index, &added, &removed).map_err(NodeError::Mvcc)?;
         if let Some(membership) = &self.membership {
             for member in &added {
+                membership.current_members.write().insert(member.id);
                 if let Some(url) = member.peer_ur_ls.first() {
                     membership.links.add(member.id, url);
                 }
@@ -518,6 +520,7 @@ impl Applier {
             for id in &removed {
                 membership.links.remove(*id);
                 membership.removed_members.write().insert(*id);
+                membership.current_members.write().remove(id);
                 if *id == membership.member_id {
                     membership.notify_removed();
                 }
@@ -554,6 +557,8 @@ pub(crate) struct Membership {
     pub(crate) removed: Arc<tokio::sync::Notify>,
     /// Members removed from the cluster: their raft messages are refused.
     pub(crate) removed_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+    /// The members now: only their raft messages are taken.
+    pub(crate) current_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
 }
 
 impl Membership {

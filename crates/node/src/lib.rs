@@ -47,6 +47,13 @@ pub enum NodeError {
     /// A raft message from a member that was removed from the cluster.
     #[error("the member has been permanently removed from the cluster")]
     MemberRemoved,
+    /// A raft message for another member, or from one that is not a
+    /// member: refused (nobody outside the cluster may speak raft to it).
+    #[error("raft message from {from:x} to {to:x} refused: not between members of this cluster")]
+    NotAPeer { from: u64, to: u64 },
+    /// A snapshot from a leader of an earlier term.
+    #[error("snapshot of term {theirs} refused: this member is at term {ours}")]
+    StaleSnapshot { theirs: u64, ours: u64 },
     #[error("peer URLs already exist")]
     PeerUrlExists,
     #[error("given member URLs are invalid")]

@@ -244,6 +244,8 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     let removed = Arc::new(tokio::sync::Notify::new());
     let removed_members =
         Arc::new(parking_lot::RwLock::new(kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect()));
+    let current_members =
+        Arc::new(parking_lot::RwLock::new(kv.members().map_err(NodeError::Mvcc)?.iter().map(|m| m.id).collect()));
     let raft_config = RaftConfig {
         tick_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
@@ -268,6 +270,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
                 links: links.clone(),
                 removed: removed.clone(),
                 removed_members: removed_members.clone(),
+                current_members: current_members.clone(),
             })
             .with_snapshots(Snapshots {
                 raft,
@@ -344,6 +347,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         spool,
         removed,
         removed_members,
+        current_members,
         lease_clock,
         clock,
         offload,

@@ -3,6 +3,8 @@
 //! call. Built from its parts in `build.rs`; one file per service after that
 //! (`kv.rs`, `lease.rs`, `cluster.rs`, `maintenance.rs`).
 
+#[cfg(test)]
+mod admission_tests;
 mod auth;
 mod build;
 mod cluster;
@@ -52,6 +54,9 @@ pub struct Member {
     removed: Arc<tokio::sync::Notify>,
     /// Members removed from the cluster (kept up to date by the applier).
     removed_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+    /// The cluster's members as applied (kept up to date by the applier):
+    /// raft messages come only from them.
+    current_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
     lease_clock: Arc<LeaseClock>,
     clock: Arc<dyn Clock>,
     offload: Offload,
@@ -77,6 +82,11 @@ impl Member {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// --max-request-bytes: the largest proposal, and what sizes peer messages.
+    pub fn max_request_bytes(&self) -> usize {
+        self.config.max_request_bytes
     }
 
     /// Where watch streams are opened.
@@ -146,17 +156,21 @@ impl Member {
     /// One raft message, already decoded (the in-process network). A full
     /// inbox drops it: raft sends again.
     pub(crate) fn step_raft(&self, message: keel_raft_node::Message) -> Result<(), NodeError> {
-        self.refuse_removed(message.from)?;
+        self.admit(&message)?;
         match self.raft.step(message) {
             Ok(()) | Err(keel_raft_node::RaftNodeError::Busy) => Ok(()),
             Err(_) => Err(NodeError::Stopped),
         }
     }
 
-    /// Members removed from the cluster get nothing through to raft.
-    fn refuse_removed(&self, from: u64) -> Result<(), NodeError> {
-        if self.removed_members.read().contains(&from) {
+    /// A raft message gets through only from a current member and only
+    /// when it is addressed to this member; removed members are told so.
+    fn admit(&self, message: &keel_raft_node::Message) -> Result<(), NodeError> {
+        if self.removed_members.read().contains(&message.from) {
             return Err(NodeError::MemberRemoved);
+        }
+        if message.to != self.member_id || !self.current_members.read().contains(&message.from) {
+            return Err(NodeError::NotAPeer { from: message.from, to: message.to });
         }
         Ok(())
     }
@@ -167,13 +181,22 @@ impl Member {
         &self,
         first: keel_proto::keelpb::SnapshotChunk,
     ) -> Result<crate::SnapshotReceipt, NodeError> {
-        crate::SnapshotReceipt::start(self.cluster_id, first, &*self.spool)
+        // Refused before a byte is spooled: a stranger's, or a deposed
+        // leader's (an earlier term than this member is at).
+        crate::SnapshotReceipt::start(self.cluster_id, first, &*self.spool, |message| {
+            self.admit(message)?;
+            let ours = self.raft.status().term();
+            if message.term < ours {
+                return Err(NodeError::StaleSnapshot { theirs: message.term, ours });
+            }
+            Ok(())
+        })
     }
 
     /// Hands raft a snapshot whose every piece is in the spool. Blocking.
     pub fn receive_snapshot(&self, receipt: crate::SnapshotReceipt) -> Result<(), NodeError> {
         let message = receipt.finish()?;
-        self.refuse_removed(message.from)?;
+        self.admit(&message)?;
         self.raft.step(message).map_err(crate::proposals::refused)
     }
 

@@ -159,6 +159,34 @@ pub(crate) const REFUSED: tonic::Code = tonic::Code::PermissionDenied;
 /// HTTP 410 Gone): the sender stops.
 pub(crate) const GONE: tonic::Code = tonic::Code::Aborted;
 
+/// Raft messages travel in batches of about this many bytes at most (one
+/// larger message travels alone).
+pub const PEER_BATCH_BYTES: usize = 4 << 20;
+
+/// The largest peer message a member decodes: a batch, or one message
+/// carrying an entry as large as a client request may be, or a snapshot
+/// chunk. Anything larger is refused before it is read into memory.
+pub fn max_peer_message_bytes(max_request_bytes: usize) -> usize {
+    PEER_BATCH_BYTES + 2 * max_request_bytes + (1 << 20)
+}
+
+/// `messages` (encoded) cut into batches of at most [`PEER_BATCH_BYTES`],
+/// in order.
+pub(crate) fn batches(messages: Vec<Vec<u8>>) -> Vec<Vec<Vec<u8>>> {
+    let mut batches = vec![Vec::new()];
+    let mut bytes = 0;
+    for message in messages {
+        let last = batches.last_mut().expect("one batch at least");
+        if !last.is_empty() && bytes + message.len() > PEER_BATCH_BYTES {
+            bytes = 0;
+            batches.push(Vec::new());
+        }
+        bytes += message.len();
+        batches.last_mut().expect("one batch at least").push(message);
+    }
+    batches
+}
+
 /// A member's error as its peer hears it. The receiving side ([`error_of`])
 /// tells answers (an unknown lease), redirections (not the leader) and
 /// refusals apart from failures worth a retry.
@@ -169,7 +197,9 @@ pub(crate) fn status_of(err: NodeError) -> tonic::Status {
         NodeError::Lease(LeaseError::NotPrimary) | NodeError::NotLeader => {
             Status::new(Code::FailedPrecondition, "not leader")
         }
-        err @ NodeError::ClusterMismatch { .. } => Status::new(REFUSED, err.to_string()),
+        err @ (NodeError::ClusterMismatch { .. } | NodeError::NotAPeer { .. } | NodeError::StaleSnapshot { .. }) => {
+            Status::new(REFUSED, err.to_string())
+        }
         err @ NodeError::MemberRemoved => Status::new(GONE, err.to_string()),
         err @ NodeError::Corrupt(_) => Status::new(Code::InvalidArgument, err.to_string()),
         err => Status::new(Code::Unavailable, err.to_string()),
@@ -183,5 +213,25 @@ pub(crate) fn error_of(status: tonic::Status) -> NodeError {
         tonic::Code::FailedPrecondition => NodeError::NotLeader,
         GONE => NodeError::MemberRemoved,
         _ => NodeError::Storage(format!("peer answered {:?}: {}", status.code(), status.message())),
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_under_the_limit_and_keep_order() {
+        let message = |n: u8, len: usize| vec![n; len];
+        let cut = batches(vec![message(1, 3 << 20), message(2, 2 << 20), message(3, 5 << 20), message(4, 10)]);
+        let lens: Vec<Vec<u8>> = cut.iter().map(|b| b.iter().map(|m| m[0]).collect()).collect();
+        assert_eq!(lens, vec![vec![1], vec![2], vec![3], vec![4]]);
+        let small = batches((0..10).map(|n| message(n, 100)).collect());
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].len(), 10);
+        for batch in &cut {
+            let bytes: usize = batch.iter().map(Vec::len).sum();
+            assert!(batch.len() == 1 || bytes <= PEER_BATCH_BYTES);
+        }
     }
 }

@@ -41,10 +41,12 @@ pub struct SnapshotReceipt {
 impl SnapshotReceipt {
     /// Starts from the stream's first chunk; refuses a sender of another
     /// cluster and a header that is not a snapshot message.
+    /// `admit` sees the raft message before anything is spooled.
     pub(crate) fn start(
         our_cluster: u64,
         first: SnapshotChunk,
         spool: &dyn SnapshotSpool,
+        admit: impl FnOnce(&Message) -> Result<(), NodeError>,
     ) -> Result<SnapshotReceipt, NodeError> {
         if first.cluster_id != our_cluster {
             return Err(NodeError::ClusterMismatch { ours: our_cluster, theirs: first.cluster_id });
@@ -58,6 +60,7 @@ impl SnapshotReceipt {
                 message.get_msg_type()
             )));
         }
+        admit(&message)?;
         let writer = spool.create(message.get_snapshot().get_metadata().index)?;
         let mut receipt = SnapshotReceipt { from: first.from, message, writer, ended: false };
         receipt.push(first)?;
@@ -121,7 +124,7 @@ mod tests {
 
     fn receive(spool: &MemSpool, chunks: impl IntoIterator<Item = SnapshotChunk>) -> Result<Message, NodeError> {
         let mut chunks = chunks.into_iter();
-        let mut receipt = SnapshotReceipt::start(7, chunks.next().unwrap(), spool)?;
+        let mut receipt = SnapshotReceipt::start(7, chunks.next().unwrap(), spool, |_| Ok(()))?;
         for chunk in chunks {
             receipt.push(chunk)?;
         }
@@ -163,7 +166,7 @@ mod tests {
     fn another_clusters_snapshot_is_refused() {
         let mut chunks = chunks(8, 1, &snapshot_message(1), checkpoint(1));
         assert!(matches!(
-            SnapshotReceipt::start(7, chunks.next().unwrap().unwrap(), &MemSpool::default()),
+            SnapshotReceipt::start(7, chunks.next().unwrap().unwrap(), &MemSpool::default(), |_| Ok(())),
             Err(NodeError::ClusterMismatch { ours: 7, theirs: 8 })
         ));
     }

@@ -156,8 +156,11 @@ impl Transport for GrpcTransport {
         for (peer, batch) in by_peer {
             match queues.get(&peer) {
                 Some(p) => {
-                    if p.queue.try_send(batch).is_err() {
-                        inner.unreachable.lock().push(peer);
+                    for batch in super::batches(batch) {
+                        if p.queue.try_send(batch).is_err() {
+                            inner.unreachable.lock().push(peer);
+                            break;
+                        }
                     }
                 }
                 None => {
