@@ -162,6 +162,13 @@ async fn enabling_needs_root_and_then_every_request_is_checked() {
     assert!(refused.created && refused.canceled, "{refused:?}");
     assert_eq!(refused.cancel_reason, "rpc error: code = PermissionDenied desc = etcdserver: permission denied");
 
+    // Lock runs etcd's recipe as the caller: on its keys only.
+    let mut locks = keel_proto::v3lockpb::lock_client::LockClient::connect(keel.endpoint()).await.unwrap();
+    let lock = |name: &str| keel_proto::v3lockpb::LockRequest { name: name.into(), lease: 0 };
+    let held = locks.lock(with_token(lock("app/lock"), &alice)).await.unwrap().into_inner();
+    assert!(held.key.starts_with(b"app/lock/"));
+    assert_refused(locks.lock(with_token(lock("secret-lock"), &alice)).await, Code::Unknown, message);
+
     // Managing auth is root's.
     assert_refused(auth.user_list(with_token(AuthUserListRequest {}, &alice)).await, denied, message);
     assert_refused(auth.auth_disable(with_token(AuthDisableRequest {}, &alice)).await, denied, message);
