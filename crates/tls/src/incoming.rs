@@ -61,6 +61,19 @@ pub fn connect_info<T>(request: &tonic::Request<T>) -> Option<&ConnectInfo> {
 /// connection was accepted, as etcd takes a user name from it with
 /// `--client-cert-auth`. `None` without TLS, without a client certificate,
 /// or when the certificate has no CN.
+///
+/// In an interceptor (tonic copies the connection's extensions into
+/// every request, `Request<()>` included):
+///
+/// ```
+/// fn user_from_certificate(request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+///     if let Some(user) = keel_tls::peer_common_name(&request) {
+///         tracing::debug!(%user, "client certificate");
+///     }
+///     Ok(request)
+/// }
+/// # let _ = user_from_certificate(tonic::Request::new(()));
+/// ```
 pub fn peer_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
     connect_info(request)?.common_name.clone()
 }
