@@ -67,7 +67,8 @@ impl TokenSpec {
             "jwt" => {}
             other => return Err(TokenConfigError::InvalidOptions(format!("unknown token type {other:?}"))),
         }
-        let mut options = JwtOptions { public_key: None, private_key: None, sign_method: String::new(), ttl: DEFAULT_JWT_TTL };
+        let mut options =
+            JwtOptions { public_key: None, private_key: None, sign_method: String::new(), ttl: DEFAULT_JWT_TTL };
         let mut seen = std::collections::HashSet::new();
         for part in parts {
             let (key, value) = part
@@ -151,8 +152,7 @@ impl JwtTokens {
     /// methods use the private key file's bytes as the shared secret.
     pub fn load(options: &JwtOptions) -> Result<JwtTokens, TokenConfigError> {
         let method = options.sign_method.as_str();
-        let algorithm: Algorithm =
-            method.parse().map_err(|_| TokenConfigError::InvalidMethod(method.to_owned()))?;
+        let algorithm: Algorithm = method.parse().map_err(|_| TokenConfigError::InvalidMethod(method.to_owned()))?;
         let bad = |path: &Path, reason: jsonwebtoken::errors::Error| TokenConfigError::BadKey {
             path: path.to_owned(),
             method: method.to_owned(),
@@ -231,7 +231,8 @@ mod tests {
     fn auth_token_specs_parse_as_etcd_reads_them() {
         assert_eq!(TokenSpec::parse("simple"), Ok(TokenSpec::Simple));
         assert_eq!(TokenSpec::parse(""), Ok(TokenSpec::None));
-        let TokenSpec::Jwt(jwt) = TokenSpec::parse("jwt,pub-key=/a.pub,priv-key=/a,sign-method=RS256,ttl=1h30m").unwrap()
+        let TokenSpec::Jwt(jwt) =
+            TokenSpec::parse("jwt,pub-key=/a.pub,priv-key=/a,sign-method=RS256,ttl=1h30m").unwrap()
         else {
             panic!("a jwt spec")
         };
@@ -240,13 +241,21 @@ mod tests {
         assert!(matches!(TokenSpec::parse("bogus"), Err(TokenConfigError::InvalidOptions(_))));
         assert!(matches!(TokenSpec::parse("jwt,pub-key=/a"), Err(TokenConfigError::InvalidMethod(_))));
         assert!(matches!(TokenSpec::parse("jwt,sign-method=RS256,ttl=5x"), Err(TokenConfigError::InvalidOptions(_))));
-        assert!(matches!(TokenSpec::parse("jwt,sign-method=RS256,sign-method=RS256"), Err(TokenConfigError::InvalidOptions(_))));
+        assert!(matches!(
+            TokenSpec::parse("jwt,sign-method=RS256,sign-method=RS256"),
+            Err(TokenConfigError::InvalidOptions(_))
+        ));
     }
 
     fn hmac(dir: &Path, secret: &[u8]) -> JwtOptions {
         let path = dir.join("secret");
         std::fs::write(&path, secret).unwrap();
-        JwtOptions { public_key: None, private_key: Some(path), sign_method: "HS256".into(), ttl: Duration::from_secs(60) }
+        JwtOptions {
+            public_key: None,
+            private_key: Some(path),
+            sign_method: "HS256".into(),
+            ttl: Duration::from_secs(60),
+        }
     }
 
     #[test]

@@ -186,7 +186,10 @@ mod tests {
         let leased = PutRequest { lease: 7, ..put("app/a") };
         auth.check_put(&who, &leased, &|_| vec![b"app/b".to_vec()]).unwrap();
         assert_eq!(auth.check_put(&who, &leased, &|_| vec![b"ro".to_vec()]), Err(AuthError::PermissionDenied));
-        assert_eq!(auth.check_lease_keys(&who, &[b"app/x".to_vec(), b"secret".to_vec()]), Err(AuthError::PermissionDenied));
+        assert_eq!(
+            auth.check_lease_keys(&who, &[b"app/x".to_vec(), b"secret".to_vec()]),
+            Err(AuthError::PermissionDenied)
+        );
     }
 
     #[test]

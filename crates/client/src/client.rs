@@ -143,9 +143,9 @@ impl Client {
             let picked = self.inner.pool.pick().await?;
             let transport = auth::transport(picked.channel.clone(), &self.inner.token);
             let result = match (deadline, self.inner.options.request_timeout) {
-                (Deadline::Request, Some(timeout)) => tokio::time::timeout(timeout, call(transport))
-                    .await
-                    .map_err(|_| ClientError::Timeout(timeout))?,
+                (Deadline::Request, Some(timeout)) => {
+                    tokio::time::timeout(timeout, call(transport)).await.map_err(|_| ClientError::Timeout(timeout))?
+                }
                 _ => call(transport).await,
             };
             match result {

@@ -38,9 +38,7 @@ fn check_name(name: &str, empty: keel_auth::AuthError) -> Result<(), Status> {
         return Err(node_error(NodeError::Auth(empty)));
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "etcdserver: name is longer than {MAX_NAME_BYTES} bytes"
-        )));
+        return Err(Status::invalid_argument(format!("etcdserver: name is longer than {MAX_NAME_BYTES} bytes")));
     }
     Ok(())
 }
@@ -91,10 +89,7 @@ impl Auth for AuthService {
         Ok(Response::new(AuthUserGetResponse { header: Some(self.member.header()), roles }))
     }
 
-    async fn user_list(
-        &self,
-        request: Request<AuthUserListRequest>,
-    ) -> Result<Response<AuthUserListResponse>, Status> {
+    async fn user_list(&self, request: Request<AuthUserListRequest>) -> Result<Response<AuthUserListResponse>, Status> {
         let who = caller(&self.member, &request).await?;
         let users = self.member.auth_user_list(&who).await.map_err(node_error)?;
         Ok(Response::new(AuthUserListResponse { header: Some(self.member.header()), users }))
@@ -145,10 +140,7 @@ impl Auth for AuthService {
         Ok(Response::new(AuthRoleGetResponse { header: Some(self.member.header()), perm }))
     }
 
-    async fn role_list(
-        &self,
-        request: Request<AuthRoleListRequest>,
-    ) -> Result<Response<AuthRoleListResponse>, Status> {
+    async fn role_list(&self, request: Request<AuthRoleListRequest>) -> Result<Response<AuthRoleListResponse>, Status> {
         let who = caller(&self.member, &request).await?;
         let roles = self.member.auth_role_list(&who).await.map_err(node_error)?;
         Ok(Response::new(AuthRoleListResponse { header: Some(self.member.header()), roles }))

@@ -112,11 +112,12 @@ impl Gate {
     /// prints a gRPC status.
     async fn admits(&self, create: &WatchCreateRequest) -> bool {
         let checked = match self.credentials.resolve(&self.member).await {
-            Ok(who) => {
-                self.member.auth().state().check_watch(&who, &create.key, &create.range_end).map_err(|err| {
-                    crate::errors::node_error(keel_node::NodeError::Auth(err))
-                })
-            }
+            Ok(who) => self
+                .member
+                .auth()
+                .state()
+                .check_watch(&who, &create.key, &create.range_end)
+                .map_err(|err| crate::errors::node_error(keel_node::NodeError::Auth(err))),
             Err(status) => Err(status),
         };
         let Err(status) = checked else { return true };

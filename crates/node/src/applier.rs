@@ -294,9 +294,16 @@ impl Applier {
         Ok(())
     }
 
-    fn apply_request(&self, index: u64, request: Option<Request>, auth: Option<&AuthHeader>) -> Result<Applied, NodeError> {
+    fn apply_request(
+        &self,
+        index: u64,
+        request: Option<Request>,
+        auth: Option<&AuthHeader>,
+    ) -> Result<Applied, NodeError> {
         if let Some(request) = &request {
-            if let Some(applied) = self.auth.apply(&self.kv, index, auth, request, self.clock.now(), self.clock.unix_millis() / 1000) {
+            if let Some(applied) =
+                self.auth.apply(&self.kv, index, auth, request, self.clock.now(), self.clock.unix_millis() / 1000)
+            {
                 return applied;
             }
             let lease_keys = |id: i64| self.lessor.lock().keys(id).unwrap_or_default();

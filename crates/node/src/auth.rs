@@ -247,9 +247,9 @@ impl AuthStore {
                 check_permission_range(&permission)?;
                 state.role_grant_permission(&grant.name, permission)
             }),
-            Request::AuthRoleRevokePermission(revoke) => state.check_admin_info(&who).and_then(|()| {
-                state.role_revoke_permission(&revoke.role, &revoke.key, &revoke.range_end)
-            }),
+            Request::AuthRoleRevokePermission(revoke) => state
+                .check_admin_info(&who)
+                .and_then(|()| state.role_revoke_permission(&revoke.role, &revoke.key, &revoke.range_end)),
             _ => return None,
         };
         Some(match outcome {
@@ -286,7 +286,13 @@ mod tests {
 
     use super::*;
 
-    fn apply(store: &AuthStore, kv: &KvStore, index: u64, who: Option<&str>, request: Request) -> Result<Applied, NodeError> {
+    fn apply(
+        store: &AuthStore,
+        kv: &KvStore,
+        index: u64,
+        who: Option<&str>,
+        request: Request,
+    ) -> Result<Applied, NodeError> {
         let header = who.map(|user| AuthHeader { username: user.into(), revision: 0 });
         store.apply(kv, index, header.as_ref(), &request, Instant::now(), 0).expect("an auth request")
     }

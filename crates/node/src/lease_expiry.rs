@@ -54,8 +54,11 @@ impl LeaseExpiry {
         if !expired.is_empty() {
             // One entry for every lease that expired this tick; tag 0: no
             // client waits for an expiry.
-            let request =
-                InternalRaftRequest { id: 0, auth: None, request: Some(Request::LeaseExpiry(ExpiredLeases { ids: expired })) };
+            let request = InternalRaftRequest {
+                id: 0,
+                auth: None,
+                request: Some(Request::LeaseExpiry(ExpiredLeases { ids: expired })),
+            };
             let _ = self.raft.propose(0, request.encode_to_vec());
         }
     }

@@ -56,9 +56,12 @@ async fn enable_with_root(auth: &mut AuthClient<Channel>) -> String {
 async fn add_alice(auth: &mut AuthClient<Channel>, root: &str) {
     auth.role_add(with_token(AuthRoleAddRequest { name: "app".into() }, root)).await.unwrap();
     let perm = Permission { perm_type: PermType::Readwrite as i32, key: b"app/".to_vec(), range_end: b"app0".to_vec() };
-    auth.role_grant_permission(with_token(AuthRoleGrantPermissionRequest { name: "app".into(), perm: Some(perm) }, root))
-        .await
-        .unwrap();
+    auth.role_grant_permission(with_token(
+        AuthRoleGrantPermissionRequest { name: "app".into(), perm: Some(perm) },
+        root,
+    ))
+    .await
+    .unwrap();
     let add = AuthUserAddRequest { name: "alice".into(), password: "alicepw".into(), ..Default::default() };
     auth.user_add(with_token(add, root)).await.unwrap();
     auth.user_grant_role(with_token(AuthUserGrantRoleRequest { user: "alice".into(), role: "app".into() }, root))
@@ -73,7 +76,11 @@ async fn enabling_needs_root_and_then_every_request_is_checked() {
     let mut auth = AuthClient::connect(keel.endpoint()).await.unwrap();
     let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
 
-    assert_refused(auth.auth_enable(AuthEnableRequest {}).await, Code::FailedPrecondition, "etcdserver: root user does not exist");
+    assert_refused(
+        auth.auth_enable(AuthEnableRequest {}).await,
+        Code::FailedPrecondition,
+        "etcdserver: root user does not exist",
+    );
     auth.user_add(AuthUserAddRequest { name: "root".into(), password: "rootpw".into(), ..Default::default() })
         .await
         .unwrap();
@@ -99,7 +106,11 @@ async fn enabling_needs_root_and_then_every_request_is_checked() {
         Code::InvalidArgument,
         "etcdserver: authentication failed, invalid user ID or password",
     );
-    assert_refused(kv.range(with_token(get("k"), "forged.1")).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    assert_refused(
+        kv.range(with_token(get("k"), "forged.1")).await,
+        Code::Unauthenticated,
+        "etcdserver: invalid auth token",
+    );
 
     let root = login(&mut auth, "root", "rootpw").await;
     kv.put(with_token(put("secret"), &root)).await.unwrap();
@@ -151,13 +162,12 @@ async fn enabling_needs_root_and_then_every_request_is_checked() {
     // A watch on a key alice may not read is created and canceled at once.
     let mut watch = WatchClient::connect(keel.endpoint()).await.unwrap();
     let create = WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest { key: b"secret".to_vec(), ..Default::default() })),
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"secret".to_vec(),
+            ..Default::default()
+        })),
     };
-    let mut responses = watch
-        .watch(with_token(tokio_stream::iter(vec![create]), &alice))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses = watch.watch(with_token(tokio_stream::iter(vec![create]), &alice)).await.unwrap().into_inner();
     let refused = responses.message().await.unwrap().expect("a response");
     assert!(refused.created && refused.canceled, "{refused:?}");
     assert_eq!(refused.cancel_reason, "rpc error: code = PermissionDenied desc = etcdserver: permission denied");
@@ -187,7 +197,11 @@ async fn enabling_needs_root_and_then_every_request_is_checked() {
     assert_refused(kv.put(with_token(put("app/x"), &alice)).await, denied, message);
     let change = AuthUserChangePasswordRequest { name: "alice".into(), password: "new".into(), ..Default::default() };
     auth.user_change_password(with_token(change, &root)).await.unwrap();
-    assert_refused(kv.range(with_token(get("app/x"), &alice)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    assert_refused(
+        kv.range(with_token(get("app/x"), &alice)).await,
+        Code::Unauthenticated,
+        "etcdserver: invalid auth token",
+    );
     login(&mut auth, "alice", "new").await;
 
     auth.auth_disable(with_token(AuthDisableRequest {}, &root)).await.unwrap();
@@ -210,11 +224,19 @@ async fn auth_stays_enabled_across_a_restart() {
     let mut auth = AuthClient::connect(keel.endpoint()).await.unwrap();
     let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
     assert_refused(kv.range(get("app/kept")).await, Code::InvalidArgument, "etcdserver: user name is empty");
-    assert_refused(kv.range(with_token(get("app/kept"), &root)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    assert_refused(
+        kv.range(with_token(get("app/kept"), &root)).await,
+        Code::Unauthenticated,
+        "etcdserver: invalid auth token",
+    );
     let alice = login(&mut auth, "alice", "alicepw").await;
     let read = kv.range(with_token(get("app/kept"), &alice)).await.unwrap().into_inner();
     assert_eq!(read.kvs.len(), 1);
-    assert_refused(kv.put(with_token(put("elsewhere"), &alice)).await, Code::PermissionDenied, "etcdserver: permission denied");
+    assert_refused(
+        kv.put(with_token(put("elsewhere"), &alice)).await,
+        Code::PermissionDenied,
+        "etcdserver: permission denied",
+    );
 }
 
 #[tokio::test]
@@ -227,7 +249,11 @@ async fn a_token_from_one_member_works_on_every_member() {
     for i in 0..3 {
         let mut kv = KvClient::connect(cluster.member(i).endpoint()).await.unwrap();
         kv.put(with_token(put(&format!("app/{i}")), &alice)).await.unwrap();
-        assert_refused(kv.put(with_token(put("secret"), &alice)).await, Code::PermissionDenied, "etcdserver: permission denied");
+        assert_refused(
+            kv.put(with_token(put("secret"), &alice)).await,
+            Code::PermissionDenied,
+            "etcdserver: permission denied",
+        );
         let mut auth = AuthClient::connect(cluster.member(i).endpoint()).await.unwrap();
         let status = auth.auth_status(AuthStatusRequest {}).await.unwrap().into_inner();
         assert!(status.enabled, "member {i} applied auth enable");
@@ -270,7 +296,11 @@ async fn jwt_tokens_are_verified_by_every_member_and_go_stale_with_the_auth_stat
     kv.put(with_token(put("app/late"), &alice)).await.unwrap();
     // Signed by another key: refused.
     let forged = format!("{}{}", &alice[..alice.len() - 2], if alice.ends_with("AA") { "BB" } else { "AA" });
-    assert_refused(kv.range(with_token(get("app/0"), &forged)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    assert_refused(
+        kv.range(with_token(get("app/0"), &forged)).await,
+        Code::Unauthenticated,
+        "etcdserver: invalid auth token",
+    );
 }
 
 #[tokio::test]
@@ -307,7 +337,11 @@ async fn keel_client_logs_in_again_when_its_token_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
 
     let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
-    assert_refused(kv.range(with_token(get("app/a"), &raw)).await, Code::Unauthenticated, "etcdserver: invalid auth token");
+    assert_refused(
+        kv.range(with_token(get("app/a"), &raw)).await,
+        Code::Unauthenticated,
+        "etcdserver: invalid auth token",
+    );
     client.put("app/a", "2").await.expect("the client logs in again unseen");
     let found = client.get("app/a").await.unwrap();
     assert_eq!(found.kvs[0].value, b"2");

@@ -3,7 +3,6 @@
 //! (resuming after the last revision they saw, as clientv3 does), and a
 //! lease user that grants, keeps alive, revokes and abandons leases.
 
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -254,14 +253,16 @@ async fn perform(member: &Member, input: &KvInput, recorder: &Recorder, stale: b
             })
         }
         KvInput::Put { key, value } => {
-            let response =
-                member.put(&ANYONE, PutRequest { key: key.clone(), value: value.clone(), ..Default::default() }).await?;
+            let response = member
+                .put(&ANYONE, PutRequest { key: key.clone(), value: value.clone(), ..Default::default() })
+                .await?;
             let revision = response.header.map_or(0, |h| h.revision);
             recorder.acked_puts.lock().push((key.clone(), value.clone(), revision));
             Ok(KvOutput::Put { revision: Some(revision as u64) })
         }
         KvInput::Delete { key } => {
-            let response = member.delete_range(&ANYONE, DeleteRangeRequest { key: key.clone(), ..Default::default() }).await?;
+            let response =
+                member.delete_range(&ANYONE, DeleteRangeRequest { key: key.clone(), ..Default::default() }).await?;
             Ok(KvOutput::delete(response.deleted == 1))
         }
         KvInput::CompareAndSwap { key, expected, new } => {
@@ -283,11 +284,14 @@ async fn perform(member: &Member, input: &KvInput, recorder: &Recorder, stale: b
             };
             let put = PutRequest { key: key.clone(), value: new.clone(), ..Default::default() };
             let response = member
-                .txn(&ANYONE, TxnRequest {
-                    compare: vec![compare],
-                    success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
-                    failure: Vec::new(),
-                })
+                .txn(
+                    &ANYONE,
+                    TxnRequest {
+                        compare: vec![compare],
+                        success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
+                        failure: Vec::new(),
+                    },
+                )
                 .await?;
             if response.succeeded {
                 let revision = response.header.map_or(0, |h| h.revision);
@@ -355,7 +359,8 @@ async fn lease_user(mut rng: StdRng, world: Arc<Mutex<World>>, stop: Arc<AtomicB
     while !stop.load(Ordering::Acquire) {
         let Some(member) = pick_member(&world, &mut rng).await else { continue };
         let ttl = rng.gen_range(2..5);
-        let grant = tokio::time::timeout(CALL_TIMEOUT, member.lease_grant(&ANYONE, LeaseGrantRequest { ttl, id: 0 })).await;
+        let grant =
+            tokio::time::timeout(CALL_TIMEOUT, member.lease_grant(&ANYONE, LeaseGrantRequest { ttl, id: 0 })).await;
         let Ok(Ok(lease)) = grant else { continue };
         let mut key = LEASE_PREFIX.to_vec();
         key.extend(format!("{n}").as_bytes());

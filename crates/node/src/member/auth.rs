@@ -43,7 +43,11 @@ impl Member {
             });
         };
         for _ in 0..TOKEN_WAITS {
-            match self.auth.info_from_token(token, self.now(), self.clock.unix_millis() / 1000).map_err(NodeError::Auth)? {
+            match self
+                .auth
+                .info_from_token(token, self.now(), self.clock.unix_millis() / 1000)
+                .map_err(NodeError::Auth)?
+            {
                 Some(info) => return Ok(info),
                 // From a login this member has not applied yet.
                 None => tokio::time::sleep(TOKEN_WAIT).await,
@@ -105,7 +109,11 @@ impl Member {
     }
 
     /// Adds a user; the password is hashed here, so raft never carries it.
-    pub async fn auth_user_add(&self, who: &AuthInfo, mut request: AuthUserAddRequest) -> Result<ResponseHeader, NodeError> {
+    pub async fn auth_user_add(
+        &self,
+        who: &AuthInfo,
+        mut request: AuthUserAddRequest,
+    ) -> Result<ResponseHeader, NodeError> {
         if request.name.is_empty() {
             return Err(NodeError::Auth(AuthError::UserEmpty));
         }
@@ -131,7 +139,8 @@ impl Member {
 
     async fn hash(&self, password: String) -> Result<String, NodeError> {
         let cost = self.auth.config().bcrypt_cost;
-        let hash = self.offload.run(move || keel_auth::hash_password(&password, cost)).await?.map_err(NodeError::Auth)?;
+        let hash =
+            self.offload.run(move || keel_auth::hash_password(&password, cost)).await?.map_err(NodeError::Auth)?;
         String::from_utf8(hash).map_err(|_| NodeError::Corrupt("bcrypt made a hash that is not text".into()))
     }
 

@@ -20,8 +20,8 @@ use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 
 use super::{Member, Running};
-use crate::auth::AuthStore;
 use crate::applier::{conf_state_of, Applier, ApplySender, Membership, Snapshots};
+use crate::auth::AuthStore;
 use crate::config::{ClusterState, MemberConfig};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
@@ -264,23 +264,23 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
             watches.clone(),
             clock.clone(),
         )
-            .with_lease_clock(lease_clock)
-            .with_membership(Membership {
-                member_id,
-                links: links.clone(),
-                removed: removed.clone(),
-                removed_members: removed_members.clone(),
-                current_members: current_members.clone(),
-            })
-            .with_snapshots(Snapshots {
-                raft,
-                count: config.snapshot_count.max(1),
-                catchup_entries: config.snapshot_catchup_entries,
-                compacted_at: applied_index,
-                offered_at: None,
-                shelf: shelf.clone(),
-                spool: spool.clone(),
-            })
+        .with_lease_clock(lease_clock)
+        .with_membership(Membership {
+            member_id,
+            links: links.clone(),
+            removed: removed.clone(),
+            removed_members: removed_members.clone(),
+            current_members: current_members.clone(),
+        })
+        .with_snapshots(Snapshots {
+            raft,
+            count: config.snapshot_count.max(1),
+            catchup_entries: config.snapshot_catchup_entries,
+            compacted_at: applied_index,
+            offered_at: None,
+            shelf: shelf.clone(),
+            spool: spool.clone(),
+        })
     };
     let lease_clock_of = |raft: &RaftHandle| Arc::new(LeaseClock::new(raft.clone(), election_timeout, clock.clone()));
     let expiry_of = |raft: &RaftHandle, lease_clock: &Arc<LeaseClock>| LeaseExpiry {

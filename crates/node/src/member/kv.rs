@@ -28,7 +28,11 @@ impl Member {
         self.write(who, Request::Put(request)).await
     }
 
-    pub async fn delete_range(&self, who: &AuthInfo, request: DeleteRangeRequest) -> Result<DeleteRangeResponse, NodeError> {
+    pub async fn delete_range(
+        &self,
+        who: &AuthInfo,
+        request: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, NodeError> {
         self.write(who, Request::DeleteRange(request)).await
     }
 

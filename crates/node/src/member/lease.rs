@@ -15,7 +15,11 @@ impl Member {
     /// Grants a lease through raft; id 0 asks the member to choose one.
     /// As etcd since its 2026 security releases, only an authenticated
     /// caller may grant a lease while auth is on.
-    pub async fn lease_grant(&self, who: &AuthInfo, mut request: LeaseGrantRequest) -> Result<LeaseGrantResponse, NodeError> {
+    pub async fn lease_grant(
+        &self,
+        who: &AuthInfo,
+        mut request: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, NodeError> {
         self.check_authenticated(who)?;
         if request.id == 0 {
             // etcd draws lease ids from its request id generator, kept positive.
@@ -25,7 +29,11 @@ impl Member {
     }
 
     /// Checked when applied: write permission on every key attached.
-    pub async fn lease_revoke(&self, who: &AuthInfo, request: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, NodeError> {
+    pub async fn lease_revoke(
+        &self,
+        who: &AuthInfo,
+        request: LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, NodeError> {
         self.check_authenticated(who)?;
         self.write(who, Request::LeaseRevoke(request)).await
     }
