@@ -147,6 +147,18 @@ const fn txn(id: &'static str, args: &'static [&'static str], script: &'static s
     Case { stdin: Some(script), ..case(id, args) }
 }
 
+/// `etcdctl <args>` with `input` on its stdin (a password for `user add --interactive=false`
+/// or `user passwd --interactive=false`), not a txn script.
+const fn input(id: &'static str, args: &'static [&'static str], input: &'static str) -> Case {
+    Case { stdin: Some(input), ..case(id, args) }
+}
+
+/// etcdctl's global `--user` for the auth cases: root, and the limited users `alice` (roles
+/// `reader` and `writer`) and `bob` (no role; after `user-passwd`).
+const ROOT: &str = "--user=root:rootpw";
+const ALICE: &str = "--user=alice:alicepw";
+const BOB: &str = "--user=bob:bobpw2";
+
 #[rustfmt::skip]
 pub static CASES: &[Case] = &[
     // ---- A fresh member (revision 1).
@@ -587,6 +599,181 @@ pub static CASES: &[Case] = &[
     members("member-list-learner-gone", &["member", "list"]),
     status("endpoint-status-cluster", &["endpoint", "status", "--cluster"]),
     case("endpoint-health-cluster", &["endpoint", "health", "--cluster"]),
+    // ---- auth. Off at first: users and roles are managed without credentials, every subcommand
+    // and its refusals. Then on (etcdctl's `auth enable` creates role root and grants it to
+    // user root): root manages, `alice` (roles reader and writer) is allowed and denied, and
+    // every permission form is revoked. The section ends with auth off and every user, role,
+    // lease and key it made removed, so the final state below is the store as before.
+    // etcdctl 3.4 has no `auth status`.
+    case("auth-enable-no-root", &["auth", "enable"]),
+    case("auth-disable-not-enabled", &["auth", "disable"]),
+    case("user-list-none", &["user", "list"]),
+    case("role-list-none-json", &["role", "list", "-w", "json"]),
+    case("user-add-root", &["user", "add", "root:rootpw"]),
+    case("user-add-existing", &["user", "add", "root:other"]),
+    case("user-add-empty-name", &["user", "add", ":pw"]),
+    input("user-add-password-stdin", &["user", "add", "alice", "--interactive=false"], "alicepw\n"),
+    case("user-add-password-flag-json", &["user", "add", "bob", "--new-user-password=bobpw", "-w", "json"]),
+    case("user-add-no-password", &["user", "add", "carol", "--no-password"]),
+    case("user-list", &["user", "list"]),
+    case("user-list-json", &["user", "list", "-w", "json"]),
+    case("user-get", &["user", "get", "alice"]),
+    case("user-get-missing", &["user", "get", "nobody"]),
+    case("role-add", &["role", "add", "reader"]),
+    case("role-add-json", &["role", "add", "writer", "-w", "json"]),
+    case("role-add-existing", &["role", "add", "reader"]),
+    case("role-add-empty-name", &["role", "add", ""]),
+    case("role-grant-key", &["role", "grant-permission", "reader", "read", "acl/key"]),
+    case("role-grant-range", &["role", "grant-permission", "reader", "read", "acl/r1", "acl/r5"]),
+    case("role-grant-write-only", &["role", "grant-permission", "reader", "write", "acl/drop"]),
+    case("role-grant-prefix", &["role", "grant-permission", "writer", "readwrite", "acl/w/", "--prefix"]),
+    case("role-grant-from-key-json", &["role", "grant-permission", "writer", "readwrite", "zz/", "--from-key", "-w", "json"]),
+    case("role-grant-same-key", &["role", "grant-permission", "reader", "read", "acl/up"]),
+    case("role-grant-same-key-widens", &["role", "grant-permission", "reader", "readwrite", "acl/up"]),
+    case("role-grant-bad-type", &["role", "grant-permission", "reader", "admin", "acl/key"]),
+    case("role-grant-prefix-and-from-key", &["role", "grant-permission", "reader", "read", "acl/", "--prefix", "--from-key"]),
+    case("role-grant-prefix-with-end", &["role", "grant-permission", "reader", "read", "acl/a", "acl/b", "--prefix"]),
+    case("role-grant-missing-role", &["role", "grant-permission", "nobody", "read", "acl/key"]),
+    case("role-get", &["role", "get", "reader"]),
+    case("role-get-json", &["role", "get", "writer", "-w", "json"]),
+    case("role-get-missing", &["role", "get", "nobody"]),
+    case("role-list", &["role", "list"]),
+    case("role-revoke-not-granted", &["role", "revoke-permission", "reader", "acl/nothere"]),
+    case("role-revoke-range-not-granted", &["role", "revoke-permission", "reader", "acl/r1", "acl/r6"]),
+    case("role-revoke-missing-role", &["role", "revoke-permission", "nobody", "acl/key"]),
+    case("user-grant-role", &["user", "grant-role", "alice", "reader"]),
+    case("user-grant-role-json", &["user", "grant-role", "alice", "writer", "-w", "json"]),
+    case("user-grant-role-again", &["user", "grant-role", "alice", "reader"]),
+    case("user-grant-role-missing-role", &["user", "grant-role", "alice", "nobody"]),
+    case("user-grant-role-missing-user", &["user", "grant-role", "nobody", "reader"]),
+    case("user-grant-role-no-password", &["user", "grant-role", "carol", "reader"]),
+    case("user-get-detail", &["user", "get", "alice", "--detail"]),
+    case("user-get-json", &["user", "get", "alice", "-w", "json"]),
+    case("user-revoke-role-not-granted", &["user", "revoke-role", "bob", "reader"]),
+    case("user-revoke-role-missing-user", &["user", "revoke-role", "nobody", "reader"]),
+    case("user-revoke-role", &["user", "revoke-role", "carol", "reader"]),
+    input("user-passwd", &["user", "passwd", "bob", "--interactive=false"], "bobpw2\n"),
+    input("user-passwd-missing-user", &["user", "passwd", "nobody", "--interactive=false"], "pw\n"),
+    // Permissions etcd 3.5.8+ refuses, on a role of their own.
+    case("role-add-odd", &["role", "add", "odd"]),
+    // etcdctl 3.4 sends an empty key as "\0", so no empty key reaches the server.
+    case("role-grant-empty-key", &["role", "grant-permission", "odd", "read", ""]),
+    case("role-grant-end-before-key", &["role", "grant-permission", "odd", "read", "b", "a"]),
+    case("role-get-odd", &["role", "get", "odd"]),
+    case("role-delete-odd", &["role", "delete", "odd"]),
+    // ---- auth on.
+    case("auth-enable", &["auth", "enable"]),
+    case("auth-enable-again", &[ROOT, "auth", "enable"]),
+    case("auth-no-credentials", &["get", "acl/key"]),
+    case("auth-no-credentials-put", &["put", "acl/key", "v"]),
+    case("auth-wrong-password", &["--user=alice:wrong", "get", "acl/key"]),
+    case("auth-unknown-user", &["--user=nobody:pw", "get", "acl/key"]),
+    case("auth-user-without-password", &["--user=carol:pw", "get", "acl/key"]),
+    case("auth-root-user-get", &[ROOT, "user", "get", "root", "--detail"]),
+    case("auth-root-role-get-root", &[ROOT, "role", "get", "root"]),
+    case("auth-root-role-list", &[ROOT, "role", "list"]),
+    case("auth-root-put", &[ROOT, "put", "acl/key", "v1"]),
+    case("auth-root-put-range", &[ROOT, "put", "acl/r2", "v2"]),
+    case("auth-root-put-outside", &[ROOT, "put", "acl/secret", "s"]),
+    case("auth-root-get-json", &[ROOT, "get", "acl/", "--prefix", "-w", "json"]),
+    // alice: read acl/key, read [acl/r1, acl/r5), write acl/drop, readwrite acl/up (reader);
+    // readwrite prefix acl/w/ and from zz/ on (writer).
+    case("auth-user-get", &[ALICE, "get", "acl/key"]),
+    case("auth-user-get-json", &[ALICE, "get", "acl/key", "-w", "json"]),
+    case("auth-user-put-read-only", &[ALICE, "put", "acl/key", "v"]),
+    case("auth-user-get-denied", &[ALICE, "get", "acl/secret"]),
+    case("auth-user-get-range", &[ALICE, "get", "acl/r1", "acl/r5"]),
+    case("auth-user-get-range-inside", &[ALICE, "get", "acl/r2", "acl/r3"]),
+    case("auth-user-get-range-beyond", &[ALICE, "get", "acl/r1", "acl/r6"]),
+    case("auth-user-put-write-only", &[ALICE, "put", "acl/drop", "d"]),
+    case("auth-user-get-write-only", &[ALICE, "get", "acl/drop"]),
+    case("auth-user-put-prev-kv-write-only", &[ALICE, "put", "acl/drop", "e", "--prev-kv"]),
+    case("auth-user-put-widened", &[ALICE, "put", "acl/up", "u"]),
+    case("auth-user-put-prefix", &[ALICE, "put", "acl/w/a", "1"]),
+    case("auth-user-put-prefix-prev-kv", &[ALICE, "put", "acl/w/a", "2", "--prev-kv"]),
+    case("auth-user-get-prefix", &[ALICE, "get", "acl/w/", "--prefix"]),
+    case("auth-user-get-prefix-outside", &[ALICE, "get", "acl/", "--prefix"]),
+    case("auth-user-put-from-key", &[ALICE, "put", "zz/a", "1"]),
+    case("auth-user-get-from-key", &[ALICE, "get", "zz/", "--from-key"]),
+    case("auth-user-get-from-key-outside", &[ALICE, "get", "zz", "--from-key"]),
+    case("auth-user-get-all", &[ALICE, "get", "", "--prefix"]),
+    case("auth-user-del", &[ALICE, "del", "acl/w/a"]),
+    case("auth-user-del-denied", &[ALICE, "del", "acl/key"]),
+    case("auth-user-del-prefix-outside", &[ALICE, "del", "acl/", "--prefix"]),
+    txn("auth-user-txn", &[ALICE, "txn"], "val(\"acl/key\") = \"v1\"\n\nput acl/w/t yes\n\nput acl/w/t no\n\n"),
+    // etcd checks every op of both branches, whichever is taken.
+    txn("auth-user-txn-denied-branch", &[ALICE, "txn"], "val(\"acl/key\") = \"v1\"\n\nput acl/w/t yes2\n\nput acl/secret no\n\n"),
+    txn("auth-user-txn-denied-compare-json", &[ALICE, "txn", "-w", "json"], "val(\"acl/secret\") = \"s\"\n\nget acl/w/t\n\n\n"),
+    txn("auth-user-txn-denied-get", &[ALICE, "txn"], "\nget acl/ --prefix\n\n\n"),
+    watching("auth-user-watch", &[ALICE, "watch", "acl/w/", "--prefix"], &[ROOT, "put", "acl/w/b", "1"]),
+    watching("auth-user-watch-denied", &[ALICE, "watch", "acl/secret"], &[]),
+    watching("auth-user-watch-prefix-denied", &[ALICE, "watch", "acl/", "--prefix"], &[]),
+    watching("auth-user-watch-range", &[ALICE, "watch", "acl/r1", "acl/r5"], &[ROOT, "put", "acl/r3", "v3"]),
+    watching("auth-user-watch-range-beyond", &[ALICE, "watch", "acl/r1", "acl/r6"], &[]),
+    watching("auth-no-credentials-watch", &["watch", "acl/key"], &[]),
+    grant("auth-lease-grant", &["lease", "grant", "60", ROOT], "authlease"),
+    case("auth-user-put-lease", &[ALICE, "put", "acl/w/l", "1", "--lease={authlease}"]),
+    case("auth-root-put-lease", &[ROOT, "put", "acl/key", "v2", "--lease={authlease}"]),
+    case("auth-root-put-lease-unreadable", &[ROOT, "put", "acl/secret", "s2", "--lease={authlease}"]),
+    // A put with a lease needs write permission on every key already attached to it.
+    case("auth-user-put-lease-denied", &[ALICE, "put", "acl/w/m", "1", "--lease={authlease}"]),
+    // Revoking deletes the attached keys: alice may write acl/w/l, not acl/key nor acl/secret.
+    case("auth-user-lease-revoke-denied", &[ALICE, "lease", "revoke", "{authlease}"]),
+    ttl("auth-user-lease-timetolive", &[ALICE, "lease", "timetolive", "{authlease}"]),
+    ttl("auth-user-lease-timetolive-keys", &[ALICE, "lease", "timetolive", "{authlease}", "--keys"]),
+    ttl("auth-no-credentials-lease-timetolive", &["lease", "timetolive", "{authlease}"]),
+    case("auth-no-credentials-lease-keep-alive", &["lease", "keep-alive", "--once", "{authlease}"]),
+    case("auth-root-lease-revoke", &[ROOT, "lease", "revoke", "{authlease}"]),
+    case("auth-user-compact", &[ALICE, "compact", "10"]),
+    case("auth-user-hashkv", &[ALICE, "endpoint", "hashkv"]),
+    members("auth-user-member-list", &[ALICE, "member", "list"]),
+    members("auth-no-credentials-member-list", &["member", "list"]),
+    status("auth-user-endpoint-status", &[ALICE, "endpoint", "status"]),
+    status("auth-no-credentials-endpoint-status", &["endpoint", "status"]),
+    case("auth-user-user-list", &[ALICE, "user", "list"]),
+    case("auth-user-user-get-self", &[ALICE, "user", "get", "alice"]),
+    case("auth-user-user-get-other", &[ALICE, "user", "get", "bob"]),
+    case("auth-user-role-get-own", &[ALICE, "role", "get", "writer"]),
+    case("auth-user-role-get-other", &[ALICE, "role", "get", "root"]),
+    case("auth-user-role-add", &[ALICE, "role", "add", "mine"]),
+    case("auth-user-auth-disable", &[ALICE, "auth", "disable"]),
+    case("auth-old-password", &["--user=bob:bobpw", "get", "acl/key"]),
+    case("auth-new-password-no-role", &[BOB, "get", "acl/key"]),
+    case("auth-delete-root", &[ROOT, "user", "delete", "root"]),
+    case("auth-revoke-root-role", &[ROOT, "user", "revoke-role", "root", "root"]),
+    case("auth-delete-root-role", &[ROOT, "role", "delete", "root"]),
+    // Revocations take effect at once.
+    case("auth-user-revoke-role", &[ROOT, "user", "revoke-role", "alice", "writer"]),
+    case("auth-user-put-after-revoke-role", &[ALICE, "put", "acl/w/a", "3"]),
+    case("role-revoke-key", &[ROOT, "role", "revoke-permission", "reader", "acl/key"]),
+    case("auth-user-get-after-revoke-permission", &[ALICE, "get", "acl/key"]),
+    case("role-revoke-range", &[ROOT, "role", "revoke-permission", "reader", "acl/r1", "acl/r5"]),
+    case("role-revoke-prefix", &[ROOT, "role", "revoke-permission", "writer", "acl/w/", "--prefix"]),
+    case("role-revoke-from-key-json", &[ROOT, "role", "revoke-permission", "writer", "zz/", "--from-key", "-w", "json"]),
+    case("role-revoke-prefix-again", &[ROOT, "role", "revoke-permission", "writer", "acl/w/", "--prefix"]),
+    case("role-get-after-revokes", &[ROOT, "role", "get", "reader"]),
+    case("role-get-empty-json", &[ROOT, "role", "get", "writer", "-w", "json"]),
+    case("role-delete-granted", &[ROOT, "role", "delete", "reader"]),
+    case("user-get-after-role-delete", &[ROOT, "user", "get", "alice", "--detail"]),
+    case("role-delete-json", &[ROOT, "role", "delete", "writer", "-w", "json"]),
+    case("role-delete-missing", &[ROOT, "role", "delete", "writer"]),
+    case("user-delete", &[ROOT, "user", "delete", "alice"]),
+    case("user-delete-json", &[ROOT, "user", "delete", "bob", "-w", "json"]),
+    case("user-delete-missing", &[ROOT, "user", "delete", "alice"]),
+    case("auth-deleted-user", &[ALICE, "get", "acl/key"]),
+    // ---- auth off again, and everything the section made removed.
+    case("auth-disable-no-credentials", &["auth", "disable"]),
+    case("auth-disable", &[ROOT, "auth", "disable"]),
+    case("auth-disabled-get", &["get", "acl/", "--prefix"]),
+    case("auth-disabled-with-user", &["--user=carol:pw", "get", "acl/", "--prefix"]),
+    case("auth-disable-again", &["auth", "disable"]),
+    case("user-delete-root", &["user", "delete", "root"]),
+    case("user-delete-no-password", &["user", "delete", "carol"]),
+    case("role-delete-root", &["role", "delete", "root"]),
+    case("user-list-cleaned", &["user", "list"]),
+    case("role-list-cleaned", &["role", "list"]),
+    case("auth-cleanup-acl", &["del", "acl/", "--prefix"]),
+    case("auth-cleanup-zz", &["del", "zz/", "--prefix"]),
     case("get-final-json", &["get", "", "--prefix", "-w", "json"]),
     case("endpoint-health-final", &["endpoint", "health"]),
     status("endpoint-status-final", &["endpoint", "status"]),
@@ -644,7 +831,8 @@ mod tests {
 
     #[test]
     fn txn_scripts_have_three_complete_blocks() {
-        for case in CASES.iter().filter(|c| c.stdin.is_some()) {
+        // Other stdin is a password (`input(..)`).
+        for case in CASES.iter().filter(|c| c.stdin.is_some() && c.args.contains(&"txn")) {
             let script = case.stdin.unwrap();
             // etcdctl reads compares, success ops and failure ops, each up to an empty line,
             // and fails with EOF if the input ends first.
