@@ -37,6 +37,10 @@ pub enum AuthError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// A password login of a user added with `--no-password` (etcd has
+    /// no gRPC error for it and answers with this text, code Unknown).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
     /// A login on a member that has only the public JWT key.
     #[error("auth: token signing attempted with verify-only key")]
     VerifyOnly,

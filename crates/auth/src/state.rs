@@ -7,7 +7,6 @@
 //! on permissions that were revoked after it logged in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use keel_proto::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
 use keel_proto::keelpb::AuthStore;
@@ -38,8 +37,9 @@ pub struct AuthState {
     revision: u64,
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Role>,
-    /// Merged permissions by user, built on first check after a change.
-    merged: Mutex<HashMap<String, Merged>>,
+    /// Merged permissions by user, rebuilt after every change (as etcd's
+    /// `refreshRangePermCache`), so a check takes no lock and builds nothing.
+    merged: HashMap<String, Merged>,
 }
 
 impl Default for AuthState {
@@ -57,7 +57,7 @@ impl AuthState {
             revision: 1,
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
-            merged: Mutex::default(),
+            merged: HashMap::new(),
         }
     }
 
@@ -71,7 +71,7 @@ impl AuthState {
 
     fn changed(&mut self) {
         self.revision += 1;
-        self.merged.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
+        self.rebuild_merged();
     }
 
     /// etcd refuses to enable auth before `root` exists and holds the `root`
@@ -239,7 +239,10 @@ impl AuthState {
             return Err(AuthError::AuthNotEnabled);
         }
         let user = self.users.get(name).ok_or(AuthError::AuthFailed)?;
-        if user.options.as_ref().is_some_and(|o| o.no_password) || !password_matches(&user.password) {
+        if user.options.as_ref().is_some_and(|o| o.no_password) {
+            return Err(AuthError::NoPasswordUser);
+        }
+        if !password_matches(&user.password) {
             return Err(AuthError::AuthFailed);
         }
         Ok(self.revision)
@@ -259,13 +262,15 @@ impl AuthState {
     /// from etcd's API and are skipped).
     pub fn from_record(record: AuthStore) -> AuthState {
         let name = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).ok();
-        AuthState {
+        let mut state = AuthState {
             enabled: record.enabled,
             revision: record.revision,
             users: record.users.into_iter().filter_map(|u| Some((name(&u.name)?, u))).collect(),
             roles: record.roles.into_iter().filter_map(|r| Some((name(&r.name)?, r))).collect(),
-            merged: Mutex::default(),
-        }
+            merged: HashMap::new(),
+        };
+        state.rebuild_merged();
+        state
     }
 
     /// The stored password hash of a user who may log in with a password,
@@ -313,8 +318,14 @@ impl AuthState {
     ) -> Result<(), AuthError> {
         let Some(found) = self.user_to_check(user, revision)? else { return Ok(()) };
         let range = KeyRange::of(key, range_end);
-        let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
-        let perms = merged.entry(user.to_owned()).or_insert_with(|| self.merge(found));
+        let built;
+        let perms = match self.merged.get(user) {
+            Some(perms) => perms,
+            None => {
+                built = self.merge(found);
+                &built
+            }
+        };
         let granted = match access {
             Access::Read => &perms.read,
             Access::Write => &perms.write,
@@ -342,6 +353,11 @@ impl AuthState {
         } else {
             Err(AuthError::PermissionDenied)
         }
+    }
+
+    fn rebuild_merged(&mut self) {
+        let merged = self.users.iter().map(|(name, user)| (name.clone(), self.merge(user))).collect();
+        self.merged = merged;
     }
 
     fn merge(&self, user: &User) -> Merged {
@@ -460,12 +476,12 @@ mod tests {
     }
 
     #[test]
-    fn logins_fail_alike_for_unknown_users_wrong_passwords_and_certificate_only_users() {
+    fn logins_fail_alike_for_unknown_users_and_wrong_passwords() {
         let mut auth = with_alice();
         auth.user_add("cert-only", b"ignored".to_vec(), true).unwrap();
         assert_eq!(auth.authenticate("nobody", |_| true), Err(AuthError::AuthFailed));
         assert_eq!(auth.authenticate("alice", |_| false), Err(AuthError::AuthFailed));
-        assert_eq!(auth.authenticate("cert-only", |_| true), Err(AuthError::AuthFailed));
+        assert_eq!(auth.authenticate("cert-only", |_| true), Err(AuthError::NoPasswordUser));
         let before = auth.revision();
         auth.disable();
         assert_eq!(auth.revision(), before + 1, "disabling makes earlier tokens stale");

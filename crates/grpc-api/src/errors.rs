@@ -122,7 +122,7 @@ fn auth_error(err: AuthError) -> Status {
         | AuthError::PermissionNotGranted
         | AuthError::AuthNotEnabled => Code::FailedPrecondition,
         // etcd has no gRPC error for it and answers with its text.
-        AuthError::VerifyOnly => Code::Unknown,
+        AuthError::VerifyOnly | AuthError::NoPasswordUser => Code::Unknown,
     };
     Status::new(code, err.to_string())
 }

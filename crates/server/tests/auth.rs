@@ -353,3 +353,44 @@ async fn keel_client_logs_in_again_when_its_token_expires() {
     let refused = keel_client::Client::connect([keel.endpoint()], wrong).await.unwrap_err();
     assert!(refused.to_string().contains("authentication failed"), "{refused}");
 }
+
+/// A member that was down while auth was turned on and users were added
+/// catches up by the leader's snapshot (the log is compacted meanwhile),
+/// and comes back with the same auth state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_caught_up_by_snapshot_has_the_auth_state() {
+    let mut cluster =
+        Cluster::start_with(3, &["--snapshot-count", "50", "--snapshot-catchup-entries", "5", "--bcrypt-cost", "4"])
+            .await;
+    cluster.kill9(2);
+    let mut auth = AuthClient::connect(cluster.member(0).endpoint()).await.unwrap();
+    let root = enable_with_root(&mut auth).await;
+    add_alice(&mut auth, &root).await;
+    let mut kv = KvClient::connect(cluster.member(0).endpoint()).await.unwrap();
+    for n in 0..120 {
+        kv.put(with_token(put(&format!("app/{}", n % 10)), &root)).await.unwrap();
+    }
+
+    cluster.restart(2).await;
+    let mut auth = AuthClient::connect(cluster.member(2).endpoint()).await.unwrap();
+    let mut kv = KvClient::connect(cluster.member(2).endpoint()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = auth.auth_status(AuthStatusRequest {}).await.map(|s| s.into_inner());
+        if status.as_ref().is_ok_and(|s| s.enabled) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "member 2 never learnt auth is on: {status:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_refused(kv.range(get("app/1")).await, Code::InvalidArgument, "etcdserver: user name is empty");
+    let alice = login(&mut auth, "alice", "alicepw").await;
+    let serializable = RangeRequest { serializable: true, ..get("app/1") };
+    let read = kv.range(with_token(serializable, &alice)).await.unwrap().into_inner();
+    assert_eq!(read.kvs.len(), 1);
+    assert_refused(
+        kv.put(with_token(put("secret"), &alice)).await,
+        Code::PermissionDenied,
+        "etcdserver: permission denied",
+    );
+}

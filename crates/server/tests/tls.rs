@@ -536,3 +536,60 @@ async fn a_cluster_with_peer_auto_tls_replicates() {
         }
     }
 }
+
+/// With --client-cert-auth and auth on, a request without a token runs as
+/// the user its verified certificate's CN names (etcd's CN users; a user
+/// added with --no-password can log in no other way); a token wins over
+/// the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_the_user_when_auth_is_on() {
+    let pki = Pki::new("client ca");
+    let (server_cert, server_key) = pki.issue("server");
+    let data = tempfile::tempdir().unwrap();
+    let endpoint = format!("https://127.0.0.1:{}", free_port());
+    let _keel = Process::start(&[
+        format!("--data-dir={}", data.path().display()),
+        format!("--listen-client-urls={endpoint}"),
+        format!("--advertise-client-urls={endpoint}"),
+        format!("--cert-file={}", path(&server_cert)),
+        format!("--key-file={}", path(&server_key)),
+        format!("--trusted-ca-file={}", path(&pki.ca())),
+        "--client-cert-auth".to_string(),
+        "--bcrypt-cost=4".to_string(),
+    ]);
+    let as_cn = |cn: &str| {
+        let (cert, key) = pki.issue(cn);
+        ["--cacert", &path(&pki.ca()), "--cert", &path(&cert), "--key", &path(&key)].map(String::from)
+    };
+    let (root, alice, stranger) = (as_cn("root"), as_cn("alice"), as_cn("stranger"));
+    let (root_cert, root_key) = pki.issue("root");
+    let tls = TlsOptions::new().with_ca(pki.ca()).with_client_cert(&root_cert, &root_key);
+    wait_writable(&endpoint, ClientOptions { tls: Some(tls), ..quick() }, "ready").await;
+
+    ok(&etcdctl(&endpoint, &root, &["user", "add", "root:rootpw"]));
+    ok(&etcdctl(&endpoint, &root, &["user", "grant-role", "root", "root"]));
+    ok(&etcdctl(&endpoint, &root, &["user", "add", "alice", "--no-password"]));
+    ok(&etcdctl(&endpoint, &root, &["role", "add", "app"]));
+    ok(&etcdctl(&endpoint, &root, &["role", "grant-permission", "app", "readwrite", "app/", "--prefix"]));
+    ok(&etcdctl(&endpoint, &root, &["user", "grant-role", "alice", "app"]));
+    ok(&etcdctl(&endpoint, &root, &["auth", "enable"]));
+
+    // No token: the certificate's CN is the user.
+    ok(&etcdctl(&endpoint, &root, &["put", "secret", "s"]));
+    ok(&etcdctl(&endpoint, &alice, &["put", "app/x", "1"]));
+    let denied = etcdctl(&endpoint, &alice, &["put", "secret", "2"]);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("etcdserver: permission denied"), "{denied:?}");
+    let unknown = etcdctl(&endpoint, &stranger, &["get", "app/x"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("etcdserver: permission denied"), "{unknown:?}");
+    // A password login still works, and its token names the user, not the CN.
+    let alice_with_root_login = [&alice[..], &["--user".to_string(), "root:rootpw".to_string()]].concat();
+    ok(&etcdctl(&endpoint, &alice_with_root_login, &["put", "secret", "3"]));
+    // A no-password user cannot log in with a password.
+    let login = [&root[..], &["--user".to_string(), "alice:anything".to_string()]].concat();
+    let refused = etcdctl(&endpoint, &login, &["get", "app/x"]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("password was given for no password user"),
+        "{refused:?}"
+    );
+}
