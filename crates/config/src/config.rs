@@ -66,6 +66,11 @@ pub struct TlsSettings {
     pub allowed_hostnames: Vec<String>,
     /// Generate a self-signed certificate at start when no cert and key are given.
     pub auto_tls: bool,
+    /// Peers only (`--peer-skip-client-san-verification`): do not check that a
+    /// connecting peer's certificate is valid for the address it connects
+    /// from. etcd checks on its peer listeners by default and never on its
+    /// client listeners, so this is false on the client side and unused.
+    pub skip_client_san_verification: bool,
 }
 
 impl TlsSettings {
@@ -269,6 +274,7 @@ impl Config {
             allowed_cns: Vec::new(),
             allowed_hostnames: list("client-cert-allowed-hostname"),
             auto_tls: flag("auto-tls"),
+            skip_client_san_verification: false,
         };
         let peer_tls = TlsSettings {
             cert_file: path("peer-cert-file"),
@@ -281,6 +287,8 @@ impl Config {
             allowed_cns: list("peer-cert-allowed-cn"),
             allowed_hostnames: list("peer-cert-allowed-hostname"),
             auto_tls: flag("peer-auto-tls"),
+            // --experimental-peer-skip-client-san-verification lands here too.
+            skip_client_san_verification: flag("peer-skip-client-san-verification"),
         };
         check_tls_side(&client_tls, &listen_client_urls, "client", notices)?;
         check_tls_side(&peer_tls, &listen_peer_urls, "peer", notices)?;

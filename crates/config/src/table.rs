@@ -937,7 +937,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: Some("peer-skip-client-san-verification"),
-        support: Support::Ignored { honoured: &["true"], would: "check that a peer\'s client certificate is valid for its address (Keel never checks peer certificates\' SANs against the connecting address)" },
+        support: Support::Implemented,
         usage: "Skip verification of SAN field in client certificate for peer connections.Deprecated in v3.6 and will be decommissioned in v3.7. Use peer-skip-client-san-verification instead",
     },
     Flag {
@@ -948,7 +948,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_6,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["true"], would: "check that a peer\'s client certificate is valid for its address (Keel never checks peer certificates\' SANs against the connecting address)" },
+        support: Support::Implemented,
         usage: "Skip verification of SAN field in client certificate for peer connections.",
     },
     Flag {

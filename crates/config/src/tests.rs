@@ -630,3 +630,34 @@ fn corners_as_etcd() {
     let (config, _) = run(&format!("--config-file {}", path.display()), &[]).unwrap();
     assert_eq!(config.ignored.iter().map(|entry| entry.flag).collect::<Vec<_>>(), ["socket-reuse-port"]);
 }
+
+#[test]
+fn peer_client_san_verification_is_on_unless_skipped() {
+    // etcd's default: peers' certificates are checked against their address.
+    assert!(!config("").peer_tls.skip_client_san_verification);
+    assert!(config("--peer-skip-client-san-verification").peer_tls.skip_client_san_verification);
+    assert!(!config("--peer-skip-client-san-verification=false").peer_tls.skip_client_san_verification);
+    // etcd 3.4/3.5's name, with 3.6's deprecation warning.
+    let (old, notices) = run("--experimental-peer-skip-client-san-verification", &[]).unwrap();
+    assert!(old.peer_tls.skip_client_san_verification);
+    assert!(notices
+        .iter()
+        .any(|n| n.message.contains("--experimental-peer-skip-client-san-verification is deprecated")));
+    assert!(old.ignored.is_empty(), "implemented, not ignored: {:?}", old.ignored);
+    let (env, _) = run("", &[("ETCD_PEER_SKIP_CLIENT_SAN_VERIFICATION", "true")]).unwrap();
+    assert!(env.peer_tls.skip_client_san_verification);
+    // No client-side twin: client listeners never check in etcd.
+    assert!(!config("--peer-skip-client-san-verification").client_tls.skip_client_san_verification);
+    assert_eq!(
+        error("--experimental-peer-skip-client-san-verification --peer-skip-client-san-verification"),
+        ConfigError::Invalid(
+            "cannot set --experimental-peer-skip-client-san-verification and --peer-skip-client-san-verification \
+             at the same time, please use --peer-skip-client-san-verification only"
+                .into()
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etcd.yml");
+    std::fs::write(&path, "peer-transport-security:\n  skip-client-san-verification: true\n").unwrap();
+    assert!(config(&format!("--config-file {}", path.display())).peer_tls.skip_client_san_verification);
+}

@@ -34,13 +34,13 @@ impl Tls {
 
         let client = match &client_side {
             Some(side) if secure(&config.listen_client_urls) => {
-                Some(side.server(&config.client_tls, &protocol).context("client TLS")?)
+                Some(side.server(&config.client_tls, &protocol, false).context("client TLS")?)
             }
             _ => None,
         };
         let peer = match &peer_side {
             Some(side) if secure(&config.listen_peer_urls) => {
-                Some(side.server(&config.peer_tls, &protocol).context("peer TLS")?)
+                Some(side.server(&config.peer_tls, &protocol, true).context("peer TLS")?)
             }
             _ => None,
         };
@@ -91,7 +91,12 @@ impl Side {
         Ok(Some(Side { cert_file, key_file, auto: true }))
     }
 
-    fn server(&self, settings: &TlsSettings, protocol: &ProtocolOptions) -> Result<ServerTls, keel_tls::TlsError> {
+    fn server(
+        &self,
+        settings: &TlsSettings,
+        protocol: &ProtocolOptions,
+        peer: bool,
+    ) -> Result<ServerTls, keel_tls::TlsError> {
         // etcd's self-signed TLS info replaces the side's: no client
         // certificate checks with auto-TLS.
         let given = !self.auto;
@@ -103,6 +108,11 @@ impl Side {
             crl_file: settings.crl_file.clone().filter(|_| given),
             allowed_cns: if given { settings.allowed_cns.clone() } else { Vec::new() },
             allowed_hostnames: if given { settings.allowed_hostnames.clone() } else { Vec::new() },
+            // etcd checks a certificate against the address it comes from on
+            // peer listeners only (transport.NewListener's wrapTLS), unless
+            // --peer-skip-client-san-verification; its client listeners
+            // (transport.NewTLSListener) never do.
+            skip_client_san_verification: !peer || settings.skip_client_san_verification,
             protocol: protocol.clone(),
         })
     }

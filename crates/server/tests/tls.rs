@@ -593,3 +593,132 @@ async fn a_client_certificate_names_the_user_when_auth_is_on() {
         "{refused:?}"
     );
 }
+
+impl Pki {
+    /// A certificate for `cn` valid for exactly `sans` (IPs or DNS names):
+    /// (cert, key).
+    fn issue_with_sans(&self, cn: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::default();
+        params.serial_number = Some(2.into());
+        params.distinguished_name = dn(cn);
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| match san.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(san.to_string().try_into().unwrap()),
+            })
+            .collect();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_path, key_path) =
+            (self.dir.path().join(format!("{cn}.pem")), self.dir.path().join(format!("{cn}-key.pem")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+}
+
+impl SecureCluster {
+    /// As [`SecureCluster::spawn`], with `extra` flags.
+    fn spawn_with(&mut self, i: usize, ca: &Path, cert: &Path, key: &Path, extra: &[String]) {
+        let initial_cluster = self
+            .names
+            .iter()
+            .zip(&self.peer_ports)
+            .map(|(name, port)| format!("{name}=https://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let peer_url = format!("https://127.0.0.1:{}", self.peer_ports[i]);
+        let mut flags = vec![
+            format!("--name={}", self.names[i]),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster={initial_cluster}"),
+            format!("--peer-cert-file={}", path(cert)),
+            format!("--peer-key-file={}", path(key)),
+            format!("--peer-trusted-ca-file={}", path(ca)),
+            "--peer-client-cert-auth".to_string(),
+        ];
+        flags.extend_from_slice(extra);
+        self.members[i] = Some(Keel::spawn(&self.dir.path().join(&self.names[i]), self.client_ports[i], &flags));
+    }
+}
+
+/// Whether a call on member `i`'s peer port, presenting `cert`, goes through.
+async fn peer_call_succeeds(cluster: &SecureCluster, i: usize, ca: &Path, cert: &Path, key: &Path) -> bool {
+    let tls = keel_tls::ClientTls::new(keel_tls::ClientTlsOptions {
+        trusted_ca_file: Some(ca.to_path_buf()),
+        cert_file: Some(cert.to_path_buf()),
+        key_file: Some(key.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", cluster.peer_ports[i]))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2));
+    match endpoint.connect_with_connector(keel_tls::Connector::new(Some(tls))).await {
+        Err(_) => false,
+        Ok(channel) => keel_proto::keelpb::raft_peer_client::RaftPeerClient::new(channel)
+            .cluster_info(keel_proto::keelpb::ClusterInfoRequest {})
+            .await
+            .is_ok(),
+    }
+}
+
+/// etcd's checkSAN on peer listeners: with --peer-client-cert-auth, a
+/// member whose (CA-signed) peer client certificate names only another IP
+/// than the one it connects from is closed after the handshake, unless the
+/// members run with --peer-skip-client-san-verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_peer_certificate_names_another_ip_is_refused_unless_skipped() {
+    let pki = Pki::new("peer ca");
+    // Member 2 serves with a good certificate but dials with one for 10.9.9.9.
+    let (misnamed_cert, misnamed_key) = pki.issue_with_sans("m2-client", &["10.9.9.9"]);
+    let misnamed = [
+        format!("--peer-client-cert-file={}", path(&misnamed_cert)),
+        format!("--peer-client-key-file={}", path(&misnamed_key)),
+    ];
+
+    let mut checked = SecureCluster::new(3);
+    for i in 0..3 {
+        let (cert, key) = pki.issue(&format!("m{i}"));
+        let extra: &[String] = if i == 2 { &misnamed } else { &[] };
+        checked.spawn_with(i, &pki.ca(), &cert, &key, extra);
+    }
+    let leader = checked.leader(&[0, 1]).await;
+    wait_writable(&checked.endpoint(leader), quick(), "k").await;
+    let (good_cert, good_key) = pki.issue("m0");
+    assert!(peer_call_succeeds(&checked, 0, &pki.ca(), &good_cert, &good_key).await);
+    for i in 0..2 {
+        assert!(
+            !peer_call_succeeds(&checked, i, &pki.ca(), &misnamed_cert, &misnamed_key).await,
+            "member {i} accepted a peer certificate for another IP"
+        );
+    }
+    drop(checked);
+
+    let mut skipping = SecureCluster::new(3);
+    for i in 0..3 {
+        let (cert, key) = pki.issue(&format!("m{i}"));
+        let mut extra = vec!["--peer-skip-client-san-verification".to_string()];
+        if i == 2 {
+            extra.extend_from_slice(&misnamed);
+        }
+        skipping.spawn_with(i, &pki.ca(), &cert, &key, &extra);
+    }
+    let leader = skipping.leader(&[0, 1, 2]).await;
+    wait_writable(&skipping.endpoint(leader), quick(), "k").await;
+    for i in 0..3 {
+        assert!(skipping.has(i, "k", b"v").await, "member {i} did not replicate");
+    }
+    for i in 0..2 {
+        assert!(
+            peer_call_succeeds(&skipping, i, &pki.ca(), &misnamed_cert, &misnamed_key).await,
+            "member {i} refused a peer certificate with --peer-skip-client-san-verification"
+        );
+    }
+}

@@ -6,6 +6,11 @@
 //! [`MAX_HANDSHAKES`], so a slow or silent client never holds up the next
 //! one. Finished connections wait in a bounded channel for tonic. A failed
 //! handshake is logged and dropped; it never ends the server.
+//!
+//! Unless the [`ServerTls`] skips it, a client certificate is then checked
+//! against the address the connection comes from, as etcd's TLS listener
+//! does (see the `san` module); a connection that fails the check is logged
+//! ("rejected connection") and closed, within the same time bound.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -223,7 +228,10 @@ async fn accept_loop(listener: TcpListener, tls: ServerTls, plain_too: bool, rea
                         Ok(Ok(conn)) => {
                             let _ = ready.send(conn).await;
                         }
-                        Ok(Err(err)) => tracing::info!(%remote, %err, "TLS handshake failed"),
+                        Ok(Err(Refused::Handshake(err))) => tracing::info!(%remote, %err, "TLS handshake failed"),
+                        Ok(Err(Refused::Address(err))) => {
+                            tracing::warn!(%remote, %err, "rejected connection: client certificate not valid for its address");
+                        }
                         Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
                     }
                 });
@@ -233,7 +241,20 @@ async fn accept_loop(listener: TcpListener, tls: ServerTls, plain_too: bool, rea
     }
 }
 
-async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain_too: bool) -> io::Result<Conn> {
+/// Why an accepted connection is not served.
+enum Refused {
+    Handshake(io::Error),
+    /// The client certificate is not valid for the address it came from.
+    Address(String),
+}
+
+impl From<io::Error> for Refused {
+    fn from(err: io::Error) -> Refused {
+        Refused::Handshake(err)
+    }
+}
+
+async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain_too: bool) -> Result<Conn, Refused> {
     if plain_too {
         let mut first = [0u8; 1];
         let read = stream.peek(&mut first).await?;
@@ -241,7 +262,18 @@ async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain
             return Ok(Conn::plain(stream, Some(remote)));
         }
     }
-    let stream = tokio_rustls::TlsAcceptor::from(tls.config()).accept(stream).await?;
+    let mut stream = tokio_rustls::TlsAcceptor::from(tls.config()).accept(stream).await?;
+    // etcd's checkSAN: the leaf the client presented (if it was asked for
+    // one) against the address of the accepted socket.
+    if tls.verifies_client_san() {
+        if let Some(leaf) = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()) {
+            if let Err(reason) = crate::san::check(leaf, remote.ip()).await {
+                // As Go's tls.Conn.Close after a handshake: close_notify, then close.
+                let _ = stream.shutdown().await;
+                return Err(Refused::Address(reason));
+            }
+        }
+    }
     Ok(Conn::tls(stream, Some(remote)))
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`ServerTls`]: a server configuration from etcd's options
 //!   ([`ServerTlsOptions`]: cert, key, trusted CA, client-cert-auth, CRL,
-//!   allowed CNs and hostnames, versions and cipher suites).
+//!   allowed CNs and hostnames, whether a client certificate must be valid
+//!   for the address it connects from, versions and cipher suites).
 //! - [`ClientTls`]: the dialling side ([`ClientTlsOptions`]: CA, optional
 //!   client cert and key, insecure-skip-verify, versions and suites), and
 //!   [`Connector`], the TCP + TLS connector tonic's `Endpoint` dials with.
@@ -30,6 +31,7 @@ mod files;
 mod incoming;
 mod protocol;
 mod reload;
+mod san;
 mod server;
 mod x509;
 

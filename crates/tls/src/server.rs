@@ -34,6 +34,15 @@ pub struct ServerTlsOptions {
     pub allowed_cns: Vec<String>,
     /// A client certificate must be valid for one of these names (when any).
     pub allowed_hostnames: Vec<String>,
+    /// Do not check a client certificate against the address it connects
+    /// from. By default (etcd's `TLSInfo.SkipClientSANVerify` false) a
+    /// client that presents a certificate with IP or DNS SANs must connect
+    /// from one of those IPs or from an address one of those names resolves
+    /// to, or its connection is closed after the handshake (see
+    /// [`crate::Incoming`]). etcd checks so on its peer listeners only
+    /// (`--peer-skip-client-san-verification` turns it off); its client
+    /// listeners never check, so they set this.
+    pub skip_client_san_verification: bool,
     pub protocol: ProtocolOptions,
 }
 
@@ -113,6 +122,7 @@ impl ServerTlsOptions {
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<Reloading<ServerConfig>>,
+    verify_client_san: bool,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -125,8 +135,9 @@ impl ServerTls {
     /// Reads and checks every file now. Blocking (small reads).
     pub fn new(options: ServerTlsOptions) -> Result<ServerTls, TlsError> {
         let files = options.files();
+        let verify_client_san = !options.skip_client_san_verification;
         let reloading = Reloading::new(files, move || options.build())?;
-        Ok(ServerTls { config: Arc::new(reloading) })
+        Ok(ServerTls { config: Arc::new(reloading), verify_client_san })
     }
 
     #[cfg(test)]
@@ -135,13 +146,20 @@ impl ServerTls {
         every: std::time::Duration,
     ) -> Result<ServerTls, TlsError> {
         let files = options.files();
+        let verify_client_san = !options.skip_client_san_verification;
         let reloading = Reloading::new(files, move || options.build())?.check_every(every);
-        Ok(ServerTls { config: Arc::new(reloading) })
+        Ok(ServerTls { config: Arc::new(reloading), verify_client_san })
     }
 
     /// The configuration for the next handshake.
     pub fn config(&self) -> Arc<ServerConfig> {
         self.config.current()
+    }
+
+    /// Whether a client certificate must be valid for the address it
+    /// connects from (not [`ServerTlsOptions::skip_client_san_verification`]).
+    pub fn verifies_client_san(&self) -> bool {
+        self.verify_client_san
     }
 }
 

@@ -77,9 +77,17 @@ impl Pki {
         ServerTlsOptions { client_cert_auth: true, ..self.server_options() }
     }
 
-    /// A client trusting the CA, presenting a certificate for `cn` from `ca`.
+    /// A client trusting the CA, presenting a certificate for `cn` from `ca`
+    /// (valid for client.example and 127.0.0.1, where the tests connect
+    /// from).
     fn client(&self, ca: &Ca, cn: &str, serial: u64) -> ClientTlsOptions {
-        let issued = ca.issue(cn, &["client.example"], serial);
+        self.client_with_sans(ca, cn, serial, &["client.example", "127.0.0.1"])
+    }
+
+    /// A client presenting a certificate with exactly these SANs (IPs or
+    /// DNS names).
+    fn client_with_sans(&self, ca: &Ca, cn: &str, serial: u64, sans: &[&str]) -> ClientTlsOptions {
+        let issued = ca.issue(cn, sans, serial);
         ClientTlsOptions {
             cert_file: Some(self.dir.write(&format!("{cn}-{serial}.pem"), &issued.cert)),
             key_file: Some(self.dir.write(&format!("{cn}-{serial}-key.pem"), &issued.key)),
@@ -325,4 +333,92 @@ fn common_names_are_read_from_certificates() {
     let der = CertificateDer::from_pem_file(cert).unwrap();
     assert_eq!(common_name(&der), None, "etcd's auto-TLS certificates have no CN");
     assert_eq!(common_name(b"\x30\x03\x02\x01"), None);
+}
+
+// etcd's checkSAN (listener_tls.go): a client certificate against the
+// address it connects from (127.0.0.1 here).
+
+#[tokio::test]
+async fn a_client_certificate_for_its_ip_is_accepted() {
+    let pki = Pki::new();
+    let server = ServerTls::new(pki.mutual()).unwrap();
+    assert!(server.verifies_client_san(), "etcd's default is to check");
+    let client = pki.client_with_sans(&pki.ca, "ip", 20, &["127.0.0.1"]);
+    assert_eq!(exchange(&server, client).await, Ok("ip".to_string()));
+}
+
+#[tokio::test]
+async fn a_client_certificate_for_another_ip_only_is_refused() {
+    let pki = Pki::new();
+    let server = ServerTls::new(pki.mutual()).unwrap();
+    let client = pki.client_with_sans(&pki.ca, "elsewhere", 21, &["10.9.9.9"]);
+    assert_eq!(exchange(&server, client).await, Err("closed by the server".to_string()));
+}
+
+#[tokio::test]
+async fn a_client_certificate_for_a_name_resolving_to_its_ip_is_accepted() {
+    let pki = Pki::new();
+    let server = ServerTls::new(pki.mutual()).unwrap();
+    let named = pki.client_with_sans(&pki.ca, "named", 22, &["localhost"]);
+    assert_eq!(exchange(&server, named).await, Ok("named".to_string()));
+    // As etcd: an IP SAN that does not match falls through to the names.
+    let both = pki.client_with_sans(&pki.ca, "both", 23, &["10.9.9.9", "localhost"]);
+    assert_eq!(exchange(&server, both).await, Ok("both".to_string()));
+    // A name that does not resolve to the address is refused.
+    let unresolvable = pki.client_with_sans(&pki.ca, "nowhere", 24, &["keel-test.invalid"]);
+    assert_eq!(exchange(&server, unresolvable).await, Err("closed by the server".to_string()));
+}
+
+#[tokio::test]
+async fn a_client_certificate_without_sans_is_accepted() {
+    // etcd's checkCertSAN: nothing to check against.
+    let pki = Pki::new();
+    let server = ServerTls::new(pki.mutual()).unwrap();
+    let client = pki.client_with_sans(&pki.ca, "bare", 25, &[]);
+    assert_eq!(exchange(&server, client).await, Ok("bare".to_string()));
+}
+
+#[tokio::test]
+async fn skipping_client_san_verification_lets_a_mismatched_certificate_in() {
+    let pki = Pki::new();
+    let server = ServerTls::new(ServerTlsOptions { skip_client_san_verification: true, ..pki.mutual() }).unwrap();
+    assert!(!server.verifies_client_san());
+    let client = pki.client_with_sans(&pki.ca, "elsewhere", 26, &["10.9.9.9"]);
+    assert_eq!(exchange(&server, client).await, Ok("elsewhere".to_string()));
+}
+
+#[test]
+fn subject_alternative_names_are_read_from_the_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    let ca = Ca::new("sans ca");
+    let issued = ca.issue("x", &["10.9.9.9", "::1", "localhost", "*.example.com"], 30);
+    let der = CertificateDer::from_pem_slice(issued.cert.as_bytes()).unwrap();
+    let names = crate::x509::alt_names(&der).unwrap();
+    assert_eq!(names.ips, ["10.9.9.9".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]);
+    assert_eq!(names.dns, ["localhost", "*.example.com"]);
+    let bare = ca.issue("y", &[], 31);
+    let der = CertificateDer::from_pem_slice(bare.cert.as_bytes()).unwrap();
+    assert_eq!(crate::x509::alt_names(&der), Some(crate::x509::AltNames::default()));
+    assert_eq!(crate::x509::alt_names(b"not a certificate"), None);
+}
+
+#[tokio::test]
+async fn san_check_compares_ips_as_go_does_and_words_refusals_as_etcd() {
+    use crate::san::check_names;
+    use crate::x509::AltNames;
+    let ip = |text: &str| text.parse::<std::net::IpAddr>().unwrap();
+    let quick = Duration::from_secs(5);
+    let loopback = AltNames { ips: vec![ip("127.0.0.1")], dns: Vec::new() };
+    // A dual-stack listener sees an IPv4 client as IPv4-mapped IPv6.
+    assert_eq!(check_names(&loopback, ip("::ffff:127.0.0.1"), quick).await, Ok(()));
+    assert_eq!(
+        check_names(&loopback, ip("10.1.1.1"), quick).await,
+        Err("x509: certificate is valid for 127.0.0.1, not 10.1.1.1".to_string())
+    );
+    // A wildcard is only matched by etcd's reverse lookup, which Keel does not do.
+    let wildcard = AltNames { ips: Vec::new(), dns: vec!["*.localhost".into()] };
+    assert_eq!(
+        check_names(&wildcard, ip("127.0.0.1"), quick).await,
+        Err("tls: \"127.0.0.1\" does not match any of DNSNames [\"*.localhost\"]".to_string())
+    );
 }

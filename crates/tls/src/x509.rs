@@ -1,7 +1,11 @@
-//! The one thing Keel reads inside a certificate itself: its subject's
+//! The two things Keel reads inside a certificate itself: its subject's
 //! common name (etcd's user name from a client certificate, and
-//! `--peer-cert-allowed-cn`). A few lines of DER walking instead of a whole
-//! X.509 parser; the certificate was already verified by webpki.
+//! `--peer-cert-allowed-cn`), and its subject alternative names (etcd's
+//! check of a peer's certificate against its address). A few lines of DER
+//! walking instead of a whole X.509 parser; the certificate was already
+//! verified by webpki.
+
+use std::net::IpAddr;
 
 /// The subject CN of a DER certificate; with several, the last, as Go's
 /// `pkix.Name` keeps it. `None` if it has none or is not a certificate.
@@ -35,7 +39,73 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     found
 }
 
+/// A certificate's subject alternative names of the two kinds etcd looks
+/// at (Go's `Certificate.IPAddresses` and `Certificate.DNSNames`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AltNames {
+    pub(crate) ips: Vec<IpAddr>,
+    pub(crate) dns: Vec<String>,
+}
+
+/// The subject alternative names of a DER certificate (none without the
+/// extension); `None` if it is not a certificate.
+pub(crate) fn alt_names(der: &[u8]) -> Option<AltNames> {
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    const DNS_NAME: u8 = 0x82;
+    const IP_ADDRESS: u8 = 0x87;
+    let (_, certificate, _) = element(der, SEQUENCE)?;
+    let (_, tbs, _) = element(certificate, SEQUENCE)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = element(rest, 0xa0)?.2;
+    }
+    // serial, signature, issuer, validity, subject, subject public key info.
+    for tag in [INTEGER, SEQUENCE, SEQUENCE, SEQUENCE, SEQUENCE, SEQUENCE] {
+        rest = element(rest, tag)?.2;
+    }
+    let mut names = AltNames::default();
+    // [1] issuerUniqueID, [2] subjectUniqueID, then [3] extensions.
+    while !rest.is_empty() {
+        let (tag, contents, after) = any_element(rest)?;
+        rest = after;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (_, mut extensions, _) = element(contents, SEQUENCE)?;
+        while !extensions.is_empty() {
+            let (_, extension, after) = element(extensions, SEQUENCE)?;
+            extensions = after;
+            let (_, oid, mut value) = element(extension, OID)?;
+            if oid != SUBJECT_ALT_NAME {
+                continue;
+            }
+            if value.first() == Some(&BOOLEAN) {
+                value = element(value, BOOLEAN)?.2;
+            }
+            let (_, octets, _) = element(value, OCTET_STRING)?;
+            let (_, mut general_names, _) = element(octets, SEQUENCE)?;
+            while !general_names.is_empty() {
+                let (tag, name, after) = any_element(general_names)?;
+                general_names = after;
+                match tag {
+                    DNS_NAME => names.dns.push(String::from_utf8(name.to_vec()).ok()?),
+                    IP_ADDRESS => match name.len() {
+                        4 => names.ips.push(IpAddr::from(<[u8; 4]>::try_from(name).ok()?)),
+                        16 => names.ips.push(IpAddr::from(<[u8; 16]>::try_from(name).ok()?)),
+                        // Go skips none: a malformed address fails its parse.
+                        _ => return None,
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(names)
+}
+
+const BOOLEAN: u8 = 0x01;
 const INTEGER: u8 = 0x02;
+const OCTET_STRING: u8 = 0x04;
 const OID: u8 = 0x06;
 const SEQUENCE: u8 = 0x30;
 const SET: u8 = 0x31;
