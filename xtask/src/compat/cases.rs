@@ -35,6 +35,10 @@ pub enum Kind {
     /// `watch -i` with two watches: etcdctl prints each watch's events from its own goroutine,
     /// so their lines interleave at random; the watch output's lines are sorted.
     InterleavedWatches,
+    /// etcdctl `--debug` dialling a TLS endpoint whose certificate it refuses: gRPC's log, whose
+    /// lines (timestamps, retries, local ports) vary from run to run, is reduced to the distinct
+    /// reasons the handshake failed, `<handshake failed: REASON>`, one line each.
+    HandshakeReasons,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -5,8 +5,10 @@
 //! ([`normalise`]) and diffs the rest. A difference fails the run unless `docs/compat.md`
 //! lists the case under "Known differences" ([`known`]). `--only etcd` runs the reference
 //! against a second fresh etcd instead, which must produce no difference at all: that checks
-//! the harness and the normaliser themselves. Each server has its own [`session::Session`]:
-//! the lease ids it granted, which later cases refer to and the normaliser rewrites.
+//! the harness and the normaliser themselves. Each server has its own [`session::Session`]: the
+//! lease ids it granted, which later cases refer to and the normaliser rewrites. After the
+//! script, the TLS matrix ([`tls`]) starts a server pair per group with etcd's TLS flags and
+//! runs its cases the same way.
 
 mod cases;
 mod diff;
@@ -15,6 +17,7 @@ mod normalise;
 mod runner;
 mod server;
 mod session;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -47,6 +50,9 @@ pub struct Options {
     /// Print every case with its normalised reference output
     #[arg(long, short)]
     verbose: bool,
+    /// Run only the TLS matrix (its own server pairs), not the plaintext script
+    #[arg(long)]
+    tls_only: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +70,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let docs = cargo::workspace_root().join("docs/compat.md");
     let markdown = std::fs::read_to_string(&docs).with_context(|| format!("reading {}", docs.display()))?;
     let known = known::parse(&markdown)?;
-    if let Some(unknown) = known.ids().find(|id| !CASES.iter().any(|c| c.id == *id)) {
+    if let Some(unknown) = known.ids().find(|id| !all_cases().any(|c| c.id == *id)) {
         bail!("docs/compat.md lists `{unknown}`, which is not a case id");
     }
 
@@ -76,42 +82,109 @@ pub fn run(opts: &Options) -> Result<()> {
             None => cargo::build_bin("keel")?,
         }),
     };
-    let mut reference = Server::start("etcd", &opts.etcd_bin, &[], &etcdctl)?;
-    let mut candidate = match &candidate_bin {
-        None => Server::start("etcd-2", &opts.etcd_bin, &[], &etcdctl)?,
-        Some(bin) => Server::start("keel", bin, &opts.keel_args, &etcdctl)?,
-    };
     // In `--only etcd` mode every difference is a harness bug: the list does not apply.
     let allowed = match opts.only {
         Some(Only::Etcd) => KnownDifferences::default(),
         None => known,
     };
-    eprintln!(
-        "running {} cases: {} at {} vs {} at {}",
-        CASES.len(),
-        reference.label(),
-        reference.client_addr(),
-        candidate.label(),
-        candidate.client_addr()
-    );
+    let mut tally = Tally::default();
 
-    let mut failures = Vec::new();
-    let mut known_hits = Vec::new();
-    let mut stale = Vec::new();
-    let (mut reference_session, mut candidate_session) =
-        (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
-    for case in CASES {
-        let verdict = run_case(
-            case,
-            &etcdctl,
-            [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
-            &allowed,
-            opts,
-        )?;
+    if !opts.tls_only {
+        let (mut reference, mut candidate) = start_pair(opts, candidate_bin.as_deref(), &[], &etcdctl)?;
+        eprintln!(
+            "running {} cases: {} at {} vs {} at {}",
+            CASES.len(),
+            reference.label(),
+            reference.client_addr(),
+            candidate.label(),
+            candidate.client_addr()
+        );
+        let (mut reference_session, mut candidate_session) =
+            (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
+        for case in CASES {
+            let verdict = run_case(
+                case,
+                &etcdctl,
+                [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
+                &allowed,
+                opts,
+            )?;
+            tally.record(case, &etcdctl, verdict, &allowed, opts);
+        }
+    }
+
+    // The TLS matrix: a server pair per group, started with the group's flags.
+    let pki = tls::Pki::generate()?;
+    for group in tls::GROUPS {
+        let ready = etcdctl.with_transport("https", tls::expand(group.ready, pki.dir()));
+        let flags = tls::expand(group.server_flags, pki.dir());
+        let (mut reference, mut candidate) = start_pair(opts, candidate_bin.as_deref(), &flags, &ready)
+            .with_context(|| format!("starting the TLS group {:?}", group.name))?;
+        eprintln!("running {} TLS cases: {}", group.cases.len(), group.name);
+        let (mut reference_session, mut candidate_session) =
+            (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
+        for tls_case in group.cases {
+            let client = etcdctl.with_transport(tls_case.scheme, tls_case.etcdctl_flags(pki.dir()));
+            let verdict = run_case(
+                &tls_case.case,
+                &client,
+                [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
+                &allowed,
+                opts,
+            )?;
+            tally.record(&tls_case.case, &client, verdict, &allowed, opts);
+        }
+    }
+
+    tally.finish()
+}
+
+/// The reference etcd and the candidate (Keel, or a second etcd under `--only etcd`), each
+/// started with `flags` and checked healthy by `etcdctl`, whose scheme is their client URL's.
+fn start_pair(
+    opts: &Options,
+    candidate_bin: Option<&std::path::Path>,
+    flags: &[String],
+    etcdctl: &Etcdctl,
+) -> Result<(Server, Server)> {
+    let reference = Server::start("etcd", &opts.etcd_bin, flags, etcdctl)?;
+    let candidate = match candidate_bin {
+        None => Server::start("etcd-2", &opts.etcd_bin, flags, etcdctl)?,
+        Some(bin) => {
+            let args: Vec<String> = flags.iter().chain(&opts.keel_args).cloned().collect();
+            Server::start("keel", bin, &args, etcdctl)?
+        }
+    };
+    Ok((reference, candidate))
+}
+
+/// Every case id `docs/compat.md` may name: the script's and the TLS matrix's.
+fn all_cases() -> impl Iterator<Item = &'static Case> {
+    CASES.iter().chain(tls::cases())
+}
+
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    failures: Vec<&'static str>,
+    known_hits: Vec<&'static str>,
+    stale: Vec<(&'static str, String)>,
+}
+
+impl Tally {
+    fn record(
+        &mut self,
+        case: &'static Case,
+        etcdctl: &Etcdctl,
+        verdict: Verdict,
+        allowed: &KnownDifferences,
+        opts: &Options,
+    ) {
+        self.cases += 1;
         match verdict {
             Verdict::Same => {
                 if let Some(why) = allowed.justification(case.id) {
-                    stale.push((case.id, why.to_owned()));
+                    self.stale.push((case.id, why.to_owned()));
                 }
             }
             Verdict::Known(diff) => {
@@ -119,34 +192,36 @@ pub fn run(opts: &Options) -> Result<()> {
                 if opts.verbose {
                     print!("{diff}");
                 }
-                known_hits.push(case.id);
+                self.known_hits.push(case.id);
             }
             Verdict::Differs(diff) => {
-                println!("FAIL   {}: {}", case.id, describe(case));
+                println!("FAIL   {}: {}", case.id, describe(case, etcdctl));
                 print!("{diff}");
-                failures.push(case.id);
+                self.failures.push(case.id);
             }
         }
     }
 
-    for (id, why) in &stale {
-        println!("note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it");
-    }
-    println!(
-        "{} cases: {} identical, {} known differences, {} unexpected differences",
-        CASES.len(),
-        CASES.len() - known_hits.len() - failures.len(),
-        known_hits.len(),
-        failures.len()
-    );
-    if !failures.is_empty() {
-        bail!(
-            "{} case(s) differ from etcd and are not listed in docs/compat.md: {}",
-            failures.len(),
-            failures.join(", ")
+    fn finish(self) -> Result<()> {
+        for (id, why) in &self.stale {
+            println!("note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it");
+        }
+        println!(
+            "{} cases: {} identical, {} known differences, {} unexpected differences",
+            self.cases,
+            self.cases - self.known_hits.len() - self.failures.len(),
+            self.known_hits.len(),
+            self.failures.len()
         );
+        if !self.failures.is_empty() {
+            bail!(
+                "{} case(s) differ from etcd and are not listed in docs/compat.md: {}",
+                self.failures.len(),
+                self.failures.join(", ")
+            );
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn run_case(
@@ -193,7 +268,7 @@ fn run_case(
     }
     let (expected, actual) = (&outputs[0], &outputs[1]);
     if opts.verbose {
-        println!("case   {}: {}", case.id, describe(case));
+        println!("case   {}: {}", case.id, describe(case, etcdctl));
         print_indented(&format!("[{}]", expected.exit));
         print_indented(&expected.stdout);
         print_indented(&expected.stderr);
@@ -221,9 +296,12 @@ fn check_reference_grant(case: &Case, captured: Option<bool>, outcome: &Outcome)
     }
 }
 
-/// The command line as a reader would type it.
-fn describe(case: &Case) -> String {
+/// The command line as a reader would type it (TLS flags and a scheme other than `http` shown).
+fn describe(case: &Case, etcdctl: &Etcdctl) -> String {
     let mut text = String::new();
+    if etcdctl.scheme() != "http" || !etcdctl.transport().is_empty() {
+        text.push_str(&format!("[{}://, {}] ", etcdctl.scheme(), etcdctl.transport().join(" ")));
+    }
     if let Some(watching) = &case.watching {
         text.push_str(&format!("etcdctl {}", watching.args.join(" ")));
         if let Some(script) = watching.stdin {

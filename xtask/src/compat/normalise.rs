@@ -90,6 +90,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::Members => mask_member_list(&tidy_table(text), ids),
         Kind::MembersUnordered => unordered_members(&tidy_table(text), ids),
         Kind::InterleavedWatches => sort_watch_output(text),
+        Kind::HandshakeReasons => handshake_reasons(text),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -481,6 +482,33 @@ fn mask_line_tail(text: &str, marker: &str, mask: &str) -> String {
     out
 }
 
+/// `etcdctl --debug` output with gRPC's log lines (`INFO: <time> ...`, `WARNING: ...`) and the
+/// `ETCDCTL_*=` settings it echoes removed; the distinct reasons a TLS handshake failed
+/// (`transport: authentication handshake failed: <reason>`, repeated for every reconnection
+/// attempt) come first, each once, as `<handshake failed: <reason>>`.
+fn handshake_reasons(text: &str) -> String {
+    const MARKER: &str = "authentication handshake failed: ";
+    let mut reasons = std::collections::BTreeSet::new();
+    let mut rest = String::new();
+    for line in text.split_inclusive('\n') {
+        let grpc_log = ["INFO: ", "WARNING: ", "ERROR: "].iter().any(|p| line.starts_with(p));
+        let setting = line.starts_with("ETCDCTL_") && line.contains('=');
+        if grpc_log {
+            if let Some(pos) = line.find(MARKER) {
+                let reason = &line[pos + MARKER.len()..];
+                // `...: <reason>". Reconnecting...`: the reason ends at the quoted description's end.
+                let reason = reason.split("\". Reconnecting").next().unwrap_or(reason);
+                reasons.insert(reason.trim_end().to_owned());
+            }
+        } else if !setting {
+            rest.push_str(line);
+        }
+    }
+    let mut out: String = reasons.iter().map(|r| format!("<handshake failed: {r}>\n")).collect();
+    out.push_str(&rest);
+    out
+}
+
 /// etcdctl names each client connection `client-<random uuid>` in its log lines.
 fn mask_client_uuids(text: &str) -> String {
     const MARKER: &str = "client-";
@@ -616,6 +644,20 @@ mod tests {
     fn plain_cases_keep_kv_version_fields() {
         let out = norm(Kind::Plain, "\"Version\" : 3\n", "");
         assert_eq!(out.stdout, "\"Version\" : 3\n");
+    }
+
+    #[test]
+    fn handshake_failures_keep_their_distinct_reasons_only() {
+        let stderr = "ETCDCTL_CACERT=\n\
+            INFO: 2026/12/06 08:28:18 [core]parsed scheme: \"endpoint\"\n\
+            WARNING: 2026/12/06 08:28:18 [core]grpc: addrConn.createTransport failed to connect to {https://127.0.0.1:1 127.0.0.1:1 <nil> 0 <nil>}. Err: connection error: desc = \"transport: authentication handshake failed: x509: certificate signed by unknown authority\". Reconnecting...\n\
+            WARNING: 2026/12/06 08:28:19 [core]grpc: addrConn.createTransport failed to connect to {https://127.0.0.1:1 127.0.0.1:1 <nil> 0 <nil>}. Err: connection error: desc = \"transport: authentication handshake failed: x509: certificate signed by unknown authority\". Reconnecting...\n\
+            WARNING: 2026/12/06 08:28:20 [core]grpc: addrConn.createTransport failed to connect to {https://127.0.0.1:1 127.0.0.1:1 <nil> 0 <nil>}. Err: write tcp 127.0.0.1:5->127.0.0.1:1: use of closed network connection. Reconnecting...\n\
+            Error: context deadline exceeded\n";
+        assert_eq!(
+            norm(Kind::HandshakeReasons, "", stderr).stderr,
+            "<handshake failed: x509: certificate signed by unknown authority>\nError: context deadline exceeded\n"
+        );
     }
 
     #[test]

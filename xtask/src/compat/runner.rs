@@ -56,17 +56,35 @@ impl Outcome {
     }
 }
 
+#[derive(Debug, Clone)]
 pub struct Etcdctl {
     bin: PathBuf,
+    /// The endpoint URL's scheme: `http`, or `https` for the TLS matrix.
+    scheme: &'static str,
+    /// Global flags before the command (`--cacert`, `--cert`, `--key`, ...).
+    transport: Vec<String>,
 }
 
 impl Etcdctl {
     pub fn new(bin: PathBuf) -> Self {
-        Self { bin }
+        Self { bin, scheme: "http", transport: Vec::new() }
     }
 
-    /// Runs `etcdctl --endpoints=http://<client_addr> <args>` with the v3 API, feeding `stdin`
-    /// (closed immediately when `None`).
+    /// The same etcdctl dialling `<scheme>://` endpoints with the global `flags` (TLS options).
+    pub fn with_transport(&self, scheme: &'static str, flags: Vec<String>) -> Self {
+        Self { bin: self.bin.clone(), scheme, transport: flags }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
+    pub fn transport(&self) -> &[String] {
+        &self.transport
+    }
+
+    /// Runs `etcdctl --endpoints=<scheme>://<client_addr> <transport flags> <args>` with the v3
+    /// API, feeding `stdin` (closed immediately when `None`).
     pub fn run(&self, client_addr: &str, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
         let mut child = self.spawn(client_addr, args, stdin.is_some())?;
         if let Some(input) = stdin {
@@ -147,8 +165,9 @@ impl Etcdctl {
             }
         }
         cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=http://{client_addr}"))
+            .arg(format!("--endpoints={}://{client_addr}", self.scheme))
             .args([COMMAND_TIMEOUT, DIAL_TIMEOUT])
+            .args(&self.transport)
             .args(args)
             .stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())

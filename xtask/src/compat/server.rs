@@ -30,7 +30,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `bin` as a single-member cluster and waits until `etcdctl endpoint health`
-    /// succeeds against it.
+    /// succeeds against it. `etcdctl` dials `http://` or `https://` (its scheme is the client
+    /// URL's); TLS flags for the server are in `extra_args`.
     pub fn start(label: &str, bin: &Path, extra_args: &[String], etcdctl: &Etcdctl) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("keel-compat-{label}-"))
@@ -40,7 +41,7 @@ impl Server {
         let log = File::create(&log_path).context("creating the server log")?;
         let ports = free_ports(2)?;
         let client_addr = format!("127.0.0.1:{}", ports[0]);
-        let client_url = format!("http://{client_addr}");
+        let client_url = format!("{}://{client_addr}", etcdctl.scheme());
 
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--name={MEMBER_NAME}"))
