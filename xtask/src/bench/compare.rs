@@ -14,6 +14,7 @@ use clap::Args;
 
 use super::chart;
 use super::delivery::Delivery;
+use super::dial;
 use super::doc;
 use super::lease::{self, LeasePlan, LeaseWorkload};
 use super::load::{self, Outcome};
@@ -94,10 +95,27 @@ pub struct CompareOptions {
     /// over the members; clients spread over all of them).
     #[arg(long, default_value_t = 1)]
     pub members: usize,
-    /// TLS on every client and peer URL of both systems (their auto-TLS
-    /// certificates; the load generator skips verification).
+    /// TLS on every client and peer URL of both systems (one self-signed
+    /// certificate; the load generator skips verification).
     #[arg(long)]
     pub tls: bool,
+    /// Auth on in both systems (simple tokens): every request carries the
+    /// token of a user that is not root, with READWRITE on every key, so the
+    /// permission checks run. One member only (simple tokens are per member).
+    #[arg(long)]
+    pub auth: bool,
+}
+
+impl CompareOptions {
+    /// "over TLS, with auth", "with auth", ...; empty when neither is on.
+    pub fn security(&self) -> &'static str {
+        match (self.tls, self.auth) {
+            (false, false) => "",
+            (true, false) => "over TLS",
+            (false, true) => "with auth",
+            (true, true) => "over TLS, with auth",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -607,8 +625,11 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     if options.write_doc && options.members != 1 {
         bail!("--write-doc writes the one-member results; drop it with --members {}", options.members);
     }
-    if options.write_doc && options.tls {
-        bail!("--write-doc writes the plaintext results; drop it with --tls");
+    if options.auth && options.members != 1 {
+        bail!(
+            "--auth logs in on one member (simple tokens are per member); drop it with --members {}",
+            options.members
+        );
     }
     if options.members == 0 {
         bail!("--members must be at least 1");
@@ -636,7 +657,10 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             options.rounds,
             if options.rounds == 1 { "" } else { "s" },
         );
-        let header = if options.tls { format!("{header} over TLS") } else { header };
+        let header = match options.security() {
+            "" => header,
+            security => format!("{header} {security}"),
+        };
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
         let (mut etcd, mut keel, mut etcd_base, mut keel_base) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -710,23 +734,27 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
         let path = crate::cargo::workspace_root().join("docs/benchmarks.md");
         let facts = doc::Facts::gather(&options.systems.etcd_bin, &keel_bin, &options.systems.data_root);
         let section = doc::results_section(&facts, options, &results, &rounds_log);
+        let markers = doc::results_markers(options);
         let old = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        std::fs::write(&path, doc::replace_section(&old, doc::RESULTS_MARKERS, &section))
+        std::fs::write(&path, doc::replace_section(&old, markers, &section))
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
-        let rows: Vec<chart::Ratios> = results
-            .iter()
-            .map(|r| chart::Ratios {
-                workload: r.name.to_string(),
-                throughput: chart::ratio(r.keel.requests_per_sec, r.etcd.requests_per_sec),
-                peak_rss: chart::ratio(r.keel.peak_rss_mib, r.etcd.peak_rss_mib),
-            })
-            .collect();
-        let svg_path = path.with_file_name(doc::CHART_FILE);
-        let title = format!("Keel / etcd, one member, medians of {} rounds ({})", options.rounds, facts.date());
-        std::fs::write(&svg_path, chart::svg(&rows, &title)?)
-            .with_context(|| format!("writing {}", svg_path.display()))?;
-        println!("wrote {}", svg_path.display());
+        // The chart is the plaintext table's; TLS and auth sections are tables only.
+        if options.security().is_empty() {
+            let rows: Vec<chart::Ratios> = results
+                .iter()
+                .map(|r| chart::Ratios {
+                    workload: r.name.to_string(),
+                    throughput: chart::ratio(r.keel.requests_per_sec, r.etcd.requests_per_sec),
+                    peak_rss: chart::ratio(r.keel.peak_rss_mib, r.etcd.peak_rss_mib),
+                })
+                .collect();
+            let svg_path = path.with_file_name(doc::CHART_FILE);
+            let title = format!("Keel / etcd, one member, medians of {} rounds ({})", options.rounds, facts.date());
+            std::fs::write(&svg_path, chart::svg(&rows, &title)?)
+                .with_context(|| format!("writing {}", svg_path.display()))?;
+            println!("wrote {}", svg_path.display());
+        }
     }
     let failed: Vec<String> =
         results.iter().flat_map(|r| r.failures.iter().map(move |f| format!("{}: {f}", r.name))).collect();
@@ -745,13 +773,21 @@ async fn measure(
     job: &Job,
     options: &CompareOptions,
 ) -> Result<(Sample, Vec<String>)> {
-    let mut servers = Server::start_cluster(bin, root, system, options.members, options.tls)?;
+    // Connections dialled from here on send no token until this server's is known.
+    dial::set_token(None)?;
+    let flags: Vec<String> =
+        if options.auth { dial::AUTH_FLAGS.iter().map(|f| f.to_string()).collect() } else { Vec::new() };
+    let mut servers = Server::start_cluster(bin, root, system, options.members, options.tls, &flags)?;
     for server in &mut servers {
         server.wait_ready().await?;
     }
     // Clients spread over every member, as etcd's benchmark does with
     // several endpoints.
     let endpoints: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    if options.auth {
+        let token = dial::enable_auth(&endpoints[0]).await.with_context(|| format!("{system}: enabling auth"))?;
+        dial::set_token(Some(&token))?;
+    }
     if name.prefills() {
         load::prefill(&endpoints, options.prefill, options.key_size, options.val_size)
             .await

@@ -7,19 +7,92 @@
 //! Both systems serve one self-signed ECDSA P-256 certificate, made once
 //! per run. Not their `--auto-tls` ones: etcd's are P-521, which rustls
 //! (ring) cannot verify, so a Rust client cannot even skip-verify them.
+//!
+//! With `--auth`, [`enable_auth`] sets a server up as etcd's docs do and
+//! logs in as a user with READWRITE on every key (not root: root skips the
+//! permission checks), and every connection dialled afterwards sends that
+//! user's token on every request.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
+use keel_proto::authpb::{permission, Permission};
+use keel_proto::etcdserverpb::auth_client::AuthClient;
+use keel_proto::etcdserverpb::{
+    AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+    AuthUserGrantRoleRequest, AuthenticateRequest,
+};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-pub(super) async fn dial(endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-    if endpoint.uri().scheme_str() != Some("https") {
-        return endpoint.connect().await;
+/// A connection of the load generator: a channel that sends the current token, if any.
+pub(super) type Conn = InterceptedService<Channel, AddToken>;
+
+/// Adds the token of the `--auth` user (as etcd's clients do, metadata `token`).
+#[derive(Clone)]
+pub(super) struct AddToken(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for AddToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
     }
-    endpoint.connect_with_connector(keel_tls::Connector::new(Some(skip_verify()))).await
 }
+
+/// The token connections dialled from now on send; `None` with auth off.
+static TOKEN: Mutex<Option<AsciiMetadataValue>> = Mutex::new(None);
+
+pub(super) fn set_token(token: Option<&str>) -> Result<()> {
+    let value = token.map(MetadataValue::try_from).transpose().context("a token that is not ASCII")?;
+    *TOKEN.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    Ok(())
+}
+
+pub(super) async fn dial(endpoint: Endpoint) -> Result<Conn, tonic::transport::Error> {
+    let token = AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let channel = if endpoint.uri().scheme_str() != Some("https") {
+        endpoint.connect().await?
+    } else {
+        endpoint.connect_with_connector(keel_tls::Connector::new(Some(skip_verify()))).await?
+    };
+    Ok(InterceptedService::new(channel, token))
+}
+
+/// The user every `--auth` request runs as (its role has the same name).
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-password";
+
+/// Turns auth on at `url` (a user `root` with role `root`; a user `bench`
+/// whose role reads and writes every key, etcd's "\0" to "\0"), then
+/// logs in as `bench` and returns its token.
+pub(super) async fn enable_auth(url: &str) -> Result<String> {
+    let mut auth = AuthClient::new(dial(Endpoint::from_shared(url.to_owned())?).await?);
+    let user = |name: &str, password: &str| AuthUserAddRequest {
+        name: name.to_owned(),
+        password: password.to_owned(),
+        ..Default::default()
+    };
+    let grant = |user: &str, role: &str| AuthUserGrantRoleRequest { user: user.to_owned(), role: role.to_owned() };
+    auth.role_add(AuthRoleAddRequest { name: "root".into() }).await.context("role add root")?;
+    auth.user_add(user("root", "root-password")).await.context("user add root")?;
+    auth.user_grant_role(grant("root", "root")).await.context("grant root to root")?;
+    auth.role_add(AuthRoleAddRequest { name: USER.into() }).await.context("role add")?;
+    let every_key = Permission { perm_type: permission::Type::Readwrite as i32, key: vec![0], range_end: vec![0] };
+    let permission = AuthRoleGrantPermissionRequest { name: USER.into(), perm: Some(every_key) };
+    auth.role_grant_permission(permission).await.context("role grant-permission")?;
+    auth.user_add(user(USER, PASSWORD)).await.context("user add")?;
+    auth.user_grant_role(grant(USER, USER)).await.context("user grant-role")?;
+    auth.auth_enable(AuthEnableRequest {}).await.context("auth enable")?;
+    let login = AuthenticateRequest { name: USER.into(), password: PASSWORD.into() };
+    Ok(auth.authenticate(login).await.context("authenticate")?.into_inner().token)
+}
+
+/// Server flags of `--auth` runs: simple tokens that outlive any run.
+pub(super) const AUTH_FLAGS: [&str; 4] = ["--auth-token", "simple", "--auth-token-ttl", "3600"];
 
 fn skip_verify() -> keel_tls::ClientTls {
     static TLS: OnceLock<keel_tls::ClientTls> = OnceLock::new();

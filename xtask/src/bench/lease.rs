@@ -18,9 +18,9 @@ use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
+use super::dial::Conn;
 use super::load::{self, Outcome, Tally};
 use super::workload::{Class, Reported};
 
@@ -71,8 +71,8 @@ impl LeasePlan {
 pub async fn run(endpoints: &[String], plan: &LeasePlan) -> Result<Outcome> {
     plan.validate()?;
     let channels = load::channels(endpoints, plan.conns).await?;
-    let leases: Vec<LeaseClient<Channel>> = channels.into_iter().map(LeaseClient::new).collect();
-    let clients: Vec<LeaseClient<Channel>> = (0..plan.clients).map(|c| leases[c % leases.len()].clone()).collect();
+    let leases: Vec<LeaseClient<Conn>> = channels.into_iter().map(LeaseClient::new).collect();
+    let clients: Vec<LeaseClient<Conn>> = (0..plan.clients).map(|c| leases[c % leases.len()].clone()).collect();
     if plan.live_leases > 0 {
         grant_live(&clients, plan.live_leases, plan.ttl).await?;
     }
@@ -123,7 +123,7 @@ struct KeepAlive {
 }
 
 impl KeepAlive {
-    async fn open(mut client: LeaseClient<Channel>, ttl: i64) -> Result<Self> {
+    async fn open(mut client: LeaseClient<Conn>, ttl: i64) -> Result<Self> {
         let grant =
             client.lease_grant(LeaseGrantRequest { ttl, id: 0 }).await.context("granting a lease")?.into_inner();
         if !grant.error.is_empty() {
@@ -170,7 +170,7 @@ impl KeepAlive {
 }
 
 /// Grants `count` leases over `clients` and leaves them alive; untimed.
-async fn grant_live(clients: &[LeaseClient<Channel>], count: usize, ttl: i64) -> Result<()> {
+async fn grant_live(clients: &[LeaseClient<Conn>], count: usize, ttl: i64) -> Result<()> {
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let mut granting = tokio::task::JoinSet::new();
@@ -191,7 +191,7 @@ async fn grant_live(clients: &[LeaseClient<Channel>], count: usize, ttl: i64) ->
 }
 
 async fn grant_revoke(
-    mut client: LeaseClient<Channel>,
+    mut client: LeaseClient<Conn>,
     next: Arc<AtomicUsize>,
     total: usize,
     ttl: i64,

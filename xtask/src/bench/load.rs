@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use keel_proto::etcdserverpb::kv_client::KvClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
+use super::dial::Conn;
 use super::summary::Summary;
 use super::workload::{Class, Generator, Plan, Reported, Request, Rng, Workload};
 
@@ -200,14 +201,15 @@ impl Tally {
     }
 }
 
-pub(super) async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Channel>>> {
+pub(super) async fn connect(endpoints: &[String], conns: usize) -> Result<Vec<KvClient<Conn>>> {
     // As etcd's tool (MaxCallRecvMsgSize(MaxInt32)): large ranges are the point of some runs.
     let channels = channels(endpoints, conns).await?;
     Ok(channels.into_iter().map(|channel| KvClient::new(channel).max_decoding_message_size(usize::MAX)).collect())
 }
 
-/// `conns` gRPC connections, spread over `endpoints` in turn, made before any clock starts.
-pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<Channel>> {
+/// `conns` gRPC connections, spread over `endpoints` in turn, made before any
+/// clock starts (sending the `--auth` token, when there is one).
+pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<Conn>> {
     if endpoints.is_empty() {
         bail!("no endpoints");
     }

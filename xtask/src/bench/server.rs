@@ -57,17 +57,7 @@ impl Server {
     /// data dir, so it is not counted as data), on free loopback ports. Only
     /// etcd is told `--initial-cluster` (Keel's single member needs no peers).
     pub fn start(bin: &Path, root: &Path, name: &str) -> Result<Self> {
-        let (client, peer) = free_ports()?;
-        // Keel's single member needs no --initial-cluster; etcd wants its own.
-        let initial = (name == "etcd").then(|| format!("default=http://127.0.0.1:{peer}"));
-        Server::spawn(bin, root, name, None, Listen { ports: (client, peer), tls: false }, initial.as_deref(), &[])
-    }
-
-    /// As [`Server::start`], with `--tls`: TLS on client and peer URLs.
-    fn start_secured(bin: &Path, root: &Path, name: &str) -> Result<Self> {
-        let (client, peer) = free_ports()?;
-        let initial = (name == "etcd").then(|| format!("default=https://127.0.0.1:{peer}"));
-        Server::spawn(bin, root, name, None, Listen { ports: (client, peer), tls: true }, initial.as_deref(), &[])
+        Ok(Server::start_cluster(bin, root, name, 1, false, &[])?.remove(0))
     }
 
     /// One member of a cluster that grows a member at a time: `member` in
@@ -88,15 +78,26 @@ impl Server {
     }
 
     /// `members` fresh members of one cluster on loopback (etcd and Keel take
-    /// the same flags); one member is [`Server::start`]. With `tls`, every
-    /// client and peer URL is https, all on one self-signed certificate that
-    /// the members trust for their peers (see `dial::certificate`).
-    pub fn start_cluster(bin: &Path, root: &Path, name: &str, members: usize, tls: bool) -> Result<Vec<Self>> {
-        if members <= 1 {
-            let server = if tls { Server::start_secured(bin, root, name)? } else { Server::start(bin, root, name)? };
-            return Ok(vec![server]);
-        }
+    /// the same flags), with `flags` after the usual ones; one member is as
+    /// [`Server::start`]. With `tls`, every client and peer URL is https, all
+    /// on one self-signed certificate that the members trust for their peers
+    /// (see `dial::certificate`).
+    pub fn start_cluster(
+        bin: &Path,
+        root: &Path,
+        name: &str,
+        members: usize,
+        tls: bool,
+        flags: &[String],
+    ) -> Result<Vec<Self>> {
         let scheme = if tls { "https" } else { "http" };
+        if members <= 1 {
+            let (client, peer) = free_ports()?;
+            // Keel's single member needs no --initial-cluster; etcd wants its own.
+            let initial = (name == "etcd").then(|| format!("default={scheme}://127.0.0.1:{peer}"));
+            let listen = Listen { ports: (client, peer), tls };
+            return Ok(vec![Server::spawn(bin, root, name, None, listen, initial.as_deref(), flags)?]);
+        }
         let ports = (0..members).map(|_| free_ports()).collect::<Result<Vec<_>>>()?;
         let initial = ports
             .iter()
@@ -109,7 +110,7 @@ impl Server {
             .enumerate()
             .map(|(i, &ports)| {
                 let listen = Listen { ports, tls };
-                Server::spawn(bin, root, name, Some(&format!("m{i}")), listen, Some(&initial), &[])
+                Server::spawn(bin, root, name, Some(&format!("m{i}")), listen, Some(&initial), flags)
             })
             .collect()
     }

@@ -32,10 +32,10 @@ use keel_proto::etcdserverpb::{PutRequest, WatchCreateRequest, WatchRequest, Wat
 use keel_proto::mvccpb::event::EventType;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::Streaming;
 
 use super::delivery::{Delivery, Ledger, PutTag, Verdict};
+use super::dial::Conn;
 use super::histogram::Histogram;
 use super::load;
 use super::summary::Summary;
@@ -291,7 +291,7 @@ struct Opened {
 }
 
 /// Opens stream `index` and creates its watchers one at a time.
-async fn open(channel: Channel, plan: WatchPlan, index: usize) -> Result<Opened> {
+async fn open(channel: Conn, plan: WatchPlan, index: usize) -> Result<Opened> {
     let per_stream = plan.watchers_per_stream;
     let first = index * per_stream;
     let (requests, outgoing) = mpsc::channel(per_stream);
@@ -435,7 +435,7 @@ struct Puts {
     first_error: Option<String>,
 }
 
-async fn put_all(kvs: Vec<KvClient<Channel>>, shared: &Arc<Shared>) -> Result<Puts> {
+async fn put_all(kvs: Vec<KvClient<Conn>>, shared: &Arc<Shared>) -> Result<Puts> {
     let plan = &shared.plan;
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
