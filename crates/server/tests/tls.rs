@@ -45,11 +45,22 @@ impl Pki {
     }
 
     fn issue_serial(&self, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
+        self.issue_signed(cn, serial, &["localhost", "127.0.0.1"])
+    }
+
+    /// A certificate for `cn` with `serial`, valid for `sans` (IPs or DNS
+    /// names) from yesterday for 30 days: (cert, key).
+    fn issue_signed(&self, cn: &str, serial: u64, sans: &[&str]) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::default();
         params.serial_number = Some(serial.into());
         params.distinguished_name = dn(cn);
-        params.subject_alt_names =
-            vec![SanType::DnsName("localhost".try_into().unwrap()), SanType::IpAddress([127, 0, 0, 1].into())];
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| match san.parse() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(san.to_string().try_into().unwrap()),
+            })
+            .collect();
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(30);
@@ -598,27 +609,7 @@ impl Pki {
     /// A certificate for `cn` valid for exactly `sans` (IPs or DNS names):
     /// (cert, key).
     fn issue_with_sans(&self, cn: &str, sans: &[&str]) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::default();
-        params.serial_number = Some(2.into());
-        params.distinguished_name = dn(cn);
-        params.subject_alt_names = sans
-            .iter()
-            .map(|san| match san.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(san.to_string().try_into().unwrap()),
-            })
-            .collect();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(30);
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (cert_path, key_path) =
-            (self.dir.path().join(format!("{cn}.pem")), self.dir.path().join(format!("{cn}-key.pem")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        self.issue_signed(cn, 2, sans)
     }
 }
 
