@@ -38,6 +38,23 @@ impl LogLevel {
     }
 }
 
+/// How log lines look (etcd's --logger): etcd 3.5+'s structured zap lines,
+/// or human-readable text (etcd 3.4's capnslog, which etcd 3.5 removed and
+/// Keel keeps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logger {
+    Zap,
+    Capnslog,
+}
+
+/// zap's encoding (etcd's --log-format): one JSON object a line, or zap's
+/// tab-separated console lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Console,
+}
+
 /// Where logs go (etcd's --log-outputs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogOutput {
@@ -113,6 +130,8 @@ pub struct Config {
     pub grpc_keepalive_timeout: Duration,
     pub lease_checkpoint_interval: Duration,
     pub watch_progress_notify_interval: Duration,
+    pub logger: Logger,
+    pub log_format: LogFormat,
     pub log_level: LogLevel,
     pub log_outputs: Vec<LogOutput>,
     /// Client listeners' TLS (`--cert-file`, ... `--auto-tls`).
@@ -299,29 +318,28 @@ impl Config {
             }
             years => u32::try_from(years).unwrap_or(u32::MAX).max(1),
         };
-        let logger = string("logger");
-        if !matches!(logger.as_str(), "zap" | "capnslog") {
-            return Err(ConfigError::invalid(format!("unknown logger option {logger:?}")));
-        }
-        let log_format = string("log-format");
-        if !matches!(log_format.as_str(), "json" | "console") {
-            return Err(ConfigError::invalid(format!(
-                "unknown log format: {log_format}, supported values json, console"
-            )));
-        }
+        // etcd's setupLogging and zap's level and format parsers.
+        let logger = match string("logger").as_str() {
+            "zap" => Logger::Zap,
+            "capnslog" => Logger::Capnslog,
+            other => return Err(ConfigError::invalid(format!("unknown logger option {other:?}"))),
+        };
+        let log_format = match string("log-format").as_str() {
+            "json" | "" => LogFormat::Json,
+            "console" => LogFormat::Console,
+            other => {
+                return Err(ConfigError::invalid(format!(
+                    "unknown log format: {other}, supported values json, console"
+                )))
+            }
+        };
         let metrics = string("metrics");
         if !matches!(metrics.as_str(), "basic" | "extensive") {
             return Err(ConfigError::invalid(format!(
                 "unknown metrics option {metrics:?} (expected basic or extensive)"
             )));
         }
-        let log_level = match string("log-level").as_str() {
-            "debug" => LogLevel::Debug,
-            "info" => LogLevel::Info,
-            "warn" => LogLevel::Warn,
-            "error" | "dpanic" | "panic" | "fatal" => LogLevel::Error,
-            other => return Err(ConfigError::invalid(format!("unrecognized level: {other:?}"))),
-        };
+        let log_level = parse_log_level(&string("log-level"))?;
         let log_outputs = parse_log_outputs(&get("log-outputs"))?;
 
         let to_usize = |name: &str| {
@@ -359,6 +377,8 @@ impl Config {
                 duration("watch-progress-notify-interval"),
                 Duration::from_secs(600),
             ),
+            logger,
+            log_format,
             log_level,
             log_outputs,
             client_tls,
@@ -535,11 +555,38 @@ fn check_tls_versions(min: &str, max: &str, cipher_suites: &[String]) -> Result<
     Ok(())
 }
 
+/// zap's level names, as zap's `Level.UnmarshalText` reads them: exact or
+/// lowercased, "" meaning info. etcd 3.5+ panics with zap's message on any
+/// other value; Keel reports it as a flag error.
+fn parse_log_level(text: &str) -> Result<LogLevel, ConfigError> {
+    Ok(match text.to_lowercase().as_str() {
+        "debug" => LogLevel::Debug,
+        "info" | "" => LogLevel::Info,
+        "warn" => LogLevel::Warn,
+        "error" | "dpanic" | "panic" | "fatal" => LogLevel::Error,
+        _ => return Err(ConfigError::invalid(format!("unrecognized level: {text:?}"))),
+    })
+}
+
+/// etcd's --log-outputs: the given targets, deduplicated and sorted (etcd's
+/// `UniqueStringsFromFlag`), with etcd's setupLogging checks.
 fn parse_log_outputs(value: &Value) -> Result<Vec<LogOutput>, ConfigError> {
-    let items = match value {
-        Value::List(items) if !items.is_empty() => items.clone(),
-        _ => vec!["default".to_string()],
+    let items: std::collections::BTreeSet<String> = match value {
+        Value::List(items) if !items.is_empty() => items.iter().cloned().collect(),
+        _ => ["default".to_string()].into(),
     };
+    if items.len() > 1 {
+        if items.contains("default") {
+            return Err(ConfigError::invalid("multi logoutput for \"default\" is not supported yet"));
+        }
+        if items.contains("systemd/journal") {
+            // Go's %q of a []string.
+            let quoted = items.iter().map(|item| format!("{item:?}")).collect::<Vec<_>>().join(" ");
+            return Err(ConfigError::invalid(format!(
+                "running with systemd/journal but other '--log-outputs' values ([{quoted}]) are configured with 'default'; override 'default' value with something else"
+            )));
+        }
+    }
     let mut outputs = Vec::new();
     for item in items {
         let output = match item.as_str() {

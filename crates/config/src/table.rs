@@ -1069,7 +1069,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["zap", "capnslog"], would: "" },
+        support: Support::Implemented,
         usage: "Currently only supports 'zap' for structured logging.",
     },
     Flag {
@@ -1102,7 +1102,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_6,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "choose the log format (Keel logs text lines)" },
+        support: Support::Implemented,
         usage: "Configures log format. Only supports json, console. Default is 'json'.",
     },
     Flag {

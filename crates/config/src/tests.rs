@@ -661,3 +661,44 @@ fn peer_client_san_verification_is_on_unless_skipped() {
     std::fs::write(&path, "peer-transport-security:\n  skip-client-san-verification: true\n").unwrap();
     assert!(config(&format!("--config-file {}", path.display())).peer_tls.skip_client_san_verification);
 }
+
+/// etcd's --logger, --log-format, --log-level and --log-outputs: zap's level
+/// and format parsers, and setupLogging's checks with their messages.
+#[test]
+fn logging_flags_as_etcd() {
+    let defaults = config("");
+    assert_eq!((defaults.logger, defaults.log_format), (Logger::Zap, LogFormat::Json));
+    assert_eq!(defaults.log_outputs, [LogOutput::Stderr]);
+    assert_eq!(config("--logger=capnslog").logger, Logger::Capnslog);
+    assert_eq!(config("--log-format=console").log_format, LogFormat::Console);
+    assert_eq!(config("--log-format=").log_format, LogFormat::Json);
+    // zap reads a level as given or lowercased; "" is info.
+    assert_eq!(config("--log-level=WARN").log_level, LogLevel::Warn);
+    assert_eq!(config("--log-level=Debug").log_level, LogLevel::Debug);
+    assert_eq!(config("--log-level=").log_level, LogLevel::Info);
+    for level in ["error", "dpanic", "panic", "fatal"] {
+        assert_eq!(config(&format!("--log-level={level}")).log_level, LogLevel::Error);
+    }
+    // Unique and sorted, as etcd's UniqueStringsFromFlag; "default" once is fine.
+    assert_eq!(
+        config("--log-outputs=stdout,/tmp/b.log,/tmp/a.log,stdout").log_outputs,
+        [LogOutput::File(PathBuf::from("/tmp/a.log")), LogOutput::File(PathBuf::from("/tmp/b.log")), LogOutput::Stdout]
+    );
+    assert_eq!(config("--log-outputs=default,default").log_outputs, [LogOutput::Stderr]);
+    assert_eq!(config("--log-outputs=systemd/journal").log_outputs, [LogOutput::Stderr]);
+    assert_eq!(config("--log-outputs=stderr,stdout").log_outputs, [LogOutput::Stderr, LogOutput::Stdout]);
+    let cases = [
+        ("--log-level=bogus", "unrecognized level: \"bogus\""),
+        ("--log-level=verbose", "unrecognized level: \"verbose\""),
+        ("--logger=", "unknown logger option \"\""),
+        ("--log-format=text", "unknown log format: text, supported values json, console"),
+        ("--log-outputs=default,stderr", "multi logoutput for \"default\" is not supported yet"),
+        (
+            "--log-outputs=systemd/journal,stderr",
+            "running with systemd/journal but other '--log-outputs' values ([\"stderr\" \"systemd/journal\"]) are configured with 'default'; override 'default' value with something else",
+        ),
+    ];
+    for (line, message) in cases {
+        assert_eq!(error(line), ConfigError::Invalid(message.to_string()), "{line}");
+    }
+}

@@ -48,8 +48,10 @@ fn main() -> std::process::ExitCode {
         }
         Err(err) => return config_failure(&err),
     };
+    // etcd sets its logger up while verifying its flags: an output it
+    // cannot open is one more flag error, before anything starts.
     if let Err(err) = logging::init(&config, &notices) {
-        eprintln!("keel: cannot set up logging: {err:#}");
+        eprintln!("keel: error verifying flags, {err}. See 'keel --help'.");
         return std::process::ExitCode::FAILURE;
     }
     match serve(*config) {
