@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{LessorConfig, MAX_LEASE_TTL};
 use crate::error::LeaseError;
+use crate::metrics::LeaseMetrics;
 use crate::queue::DeadlineQueue;
 
 #[cfg(test)]
@@ -92,12 +93,23 @@ struct Lease {
     expiry_slot: Option<Instant>,
     /// Where the lease is filed in `Lessor::checkpoints`.
     checkpoint_slot: Option<Instant>,
+    /// Handed out by `expired` since this member last became primary: its
+    /// revoke counts as an expiry.
+    expiring: bool,
     keys: BTreeSet<Vec<u8>>,
 }
 
 impl Lease {
     fn new(ttl: i64, remaining_ttl: i64) -> Self {
-        Lease { ttl, remaining_ttl, deadline: None, expiry_slot: None, checkpoint_slot: None, keys: BTreeSet::new() }
+        Lease {
+            ttl,
+            remaining_ttl,
+            deadline: None,
+            expiry_slot: None,
+            checkpoint_slot: None,
+            expiring: false,
+            keys: BTreeSet::new(),
+        }
     }
 
     /// The TTL a newly promoted leader gives the lease: the checkpointed
@@ -135,6 +147,7 @@ pub struct Lessor {
     /// leader must checkpoint 0 for them so a successor does not resume them
     /// from the stale remainder (etcd does this inside Renew).
     resets: BTreeSet<LeaseId>,
+    metrics: LeaseMetrics,
 }
 
 impl Lessor {
@@ -148,7 +161,22 @@ impl Lessor {
             expiry: DeadlineQueue::default(),
             checkpoints: DeadlineQueue::default(),
             resets: BTreeSet::new(),
+            metrics: LeaseMetrics::new(),
         }
+    }
+
+    /// This lessor with `metrics` in place of its own: the node rebuilds
+    /// its lessor after installing a snapshot, and the series it registered
+    /// must go on counting.
+    pub fn with_metrics(mut self, metrics: LeaseMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// This lessor's series (etcd's lease metrics), to register in the
+    /// member's registry.
+    pub fn metrics(&self) -> &LeaseMetrics {
+        &self.metrics
     }
 
     /// Rebuilds a demoted lessor after a restart from the persisted lease
@@ -218,6 +246,7 @@ impl Lessor {
         }
         let info = lease.info(id);
         self.leases.insert(id, lease);
+        self.metrics.granted(info.ttl);
         Ok(info)
     }
 
@@ -234,6 +263,7 @@ impl Lessor {
                 self.items.remove(key);
             }
         }
+        self.metrics.revoked(lease.expiring);
         Ok(lease.keys.into_iter().collect())
     }
 
@@ -255,6 +285,7 @@ impl Lessor {
         if self.config.checkpointing && lease.remaining_ttl > 0 {
             self.resets.insert(id);
         }
+        self.metrics.renewed();
         Ok(lease.ttl)
     }
 
@@ -420,6 +451,7 @@ impl Lessor {
             lease.deadline = None;
             lease.expiry_slot = None;
             lease.checkpoint_slot = None;
+            lease.expiring = false;
         }
         self.expiry.clear();
         self.checkpoints.clear();
@@ -443,6 +475,7 @@ impl Lessor {
             if let Some(lease) = self.leases.get_mut(&id) {
                 debug_assert!(lease.deadline.is_some_and(|d| d <= now), "queued before its deadline");
                 lease.expiry_slot = None;
+                lease.expiring = true;
                 self.expiry.reschedule(id, &mut lease.expiry_slot, Some(retry_at));
                 ids.push(id);
             }
@@ -527,6 +560,7 @@ fn arm(
 ) {
     let deadline = after(now, extend.saturating_add(secs(lease.resume_ttl())));
     lease.deadline = Some(deadline);
+    lease.expiring = false;
     expiry.reschedule(id, &mut lease.expiry_slot, Some(deadline));
     if wants_checkpoints(config, lease) {
         let at = after(now, config.checkpoint_interval);

@@ -44,6 +44,7 @@
 mod config;
 mod error;
 mod lessor;
+mod metrics;
 mod queue;
 
 pub use config::{
@@ -52,3 +53,4 @@ pub use config::{
 };
 pub use error::LeaseError;
 pub use lessor::{LeaseId, LeaseInfo, LeaseRecord, Lessor, TimeToLive, NO_LEASE};
+pub use metrics::LeaseMetrics;

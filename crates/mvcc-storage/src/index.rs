@@ -151,6 +151,12 @@ impl KeyIndex {
         self.generations.iter().all(Generation::is_empty)
     }
 
+    /// True when the key exists at the latest revision: its last
+    /// generation was not closed by a tombstone.
+    pub fn is_live(&self) -> bool {
+        self.generations.last().is_some_and(|g| !g.is_empty())
+    }
+
     /// The key's state as of `at_rev`, or `None` if it did not exist then.
     pub fn get(&self, at_rev: i64) -> Option<KeyAt> {
         let g = self.find_generation(at_rev)?;

@@ -20,11 +20,13 @@ pub mod backend;
 mod error;
 mod gosort;
 pub mod index;
+mod metrics;
 pub mod revision;
 mod store;
 
 pub use backend::{Backend, BackendError, Frozen, Keyspace, MemBackend, RocksBackend, RocksOptions, WriteBatch};
 pub use error::MvccError;
+pub use metrics::{DefragGuard, MvccMetrics};
 pub use store::{
     is_txn_read_only, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome, SnapshotPieces,
     StoreCheckpoint, WriteOutcome, WriteRequest, WriteResponse,

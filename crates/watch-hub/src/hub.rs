@@ -16,6 +16,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::history::{History, HistoryError};
+use crate::metrics::{QueuedEvents, WatchMetrics};
 use crate::{Delivery, Filters, KeyRange, WatchError, WatchSpec, STREAM_PROGRESS_ID};
 
 /// How often unsynced watchers are retried when nothing wakes the catch-up
@@ -34,12 +35,12 @@ const SYNC_CHUNK_REVISIONS: i64 = 1000;
 type StreamId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct WatcherKey {
+pub(crate) struct WatcherKey {
     stream: StreamId,
     id: i64,
 }
 
-struct Watcher {
+pub(crate) struct Watcher {
     range: KeyRange,
     filters: Filters,
     /// Unsynced: the first revision not yet delivered. Synced: deliveries
@@ -50,13 +51,22 @@ struct Watcher {
     sender: mpsc::Sender<Delivery>,
 }
 
-struct StreamState {
+pub(crate) struct StreamState {
     sender: mpsc::Sender<Delivery>,
     ids: HashSet<i64>,
     next_auto_id: i64,
     unsynced: usize,
     /// A stream-wide progress request waits for every watcher to sync.
     progress_pending: bool,
+    /// What the channel holds, for the pending-events series.
+    queued: QueuedEvents,
+}
+
+impl StreamState {
+    /// Notes a delivery just put on this stream's channel.
+    fn sent(&mut self, events: usize) {
+        self.queued.sent(events, &self.sender);
+    }
 }
 
 /// Synced watchers by the keys they cover. Watchers with the same range share
@@ -102,18 +112,51 @@ impl SyncedIndex {
     }
 }
 
-struct HubState {
+pub(crate) struct HubState {
     /// The last revision passed to `notify`.
     revision: i64,
     next_stream: StreamId,
-    streams: HashMap<StreamId, StreamState>,
-    watchers: HashMap<WatcherKey, Watcher>,
+    pub(crate) streams: HashMap<StreamId, StreamState>,
+    pub(crate) watchers: HashMap<WatcherKey, Watcher>,
     synced: SyncedIndex,
-    unsynced: HashSet<WatcherKey>,
+    pub(crate) unsynced: HashSet<WatcherKey>,
     stopped: bool,
+    /// Events the readers of streams since closed had taken.
+    closed_streams_taken: u64,
 }
 
 impl HubState {
+    /// Events the streams' readers have taken off their channels (etcd's
+    /// events sent).
+    pub(crate) fn events_sent(&mut self) -> u64 {
+        let open: u64 = self
+            .streams
+            .values_mut()
+            .map(|stream| {
+                stream.queued.settle(&stream.sender);
+                stream.queued.taken()
+            })
+            .sum();
+        self.closed_streams_taken + open
+    }
+
+    /// Events on the streams' channels, not taken by their readers yet.
+    pub(crate) fn events_pending(&mut self) -> u64 {
+        self.streams
+            .values_mut()
+            .map(|stream| {
+                stream.queued.settle(&stream.sender);
+                stream.queued.pending()
+            })
+            .sum()
+    }
+
+    /// A stream is gone; what its reader took stays counted.
+    fn close_stream(&mut self, mut stream: StreamState) {
+        stream.queued.settle(&stream.sender);
+        self.closed_streams_taken += stream.queued.taken();
+    }
+
     fn unsync(&mut self, key: WatcherKey, next_rev: i64) {
         let Some(w) = self.watchers.get_mut(&key) else { return };
         if !w.synced {
@@ -161,8 +204,13 @@ impl HubState {
         for stream in self.streams.values_mut() {
             if stream.progress_pending && stream.unsynced == 0 {
                 let progress = Delivery::Progress { watch_id: STREAM_PROGRESS_ID, revision };
-                if !matches!(stream.sender.try_send(progress), Err(TrySendError::Full(_))) {
-                    stream.progress_pending = false;
+                match stream.sender.try_send(progress) {
+                    Ok(()) => {
+                        stream.sent(0);
+                        stream.progress_pending = false;
+                    }
+                    Err(TrySendError::Closed(_)) => stream.progress_pending = false,
+                    Err(TrySendError::Full(_)) => {}
                 }
             }
         }
@@ -175,6 +223,7 @@ pub struct WatchHub {
     state: Mutex<HubState>,
     history: Arc<dyn History>,
     wake: Condvar,
+    metrics: WatchMetrics,
 }
 
 impl WatchHub {
@@ -193,7 +242,7 @@ impl WatchHub {
     /// A hub whose unsynced watchers catch up only when its owner calls
     /// [`WatchHub::catch_up_round`] (a simulation steps it).
     pub fn without_thread(history: Arc<dyn History>, revision: i64) -> Arc<WatchHub> {
-        Arc::new(WatchHub {
+        Arc::new_cyclic(|hub| WatchHub {
             state: Mutex::new(HubState {
                 revision,
                 next_stream: 0,
@@ -202,10 +251,23 @@ impl WatchHub {
                 synced: SyncedIndex::default(),
                 unsynced: HashSet::new(),
                 stopped: false,
+                closed_streams_taken: 0,
             }),
             history,
             wake: Condvar::new(),
+            metrics: WatchMetrics::new(hub.clone()),
         })
+    }
+
+    /// This hub's series (etcd's watch metrics), to register in the
+    /// member's registry.
+    pub fn metrics(&self) -> &WatchMetrics {
+        &self.metrics
+    }
+
+    /// Runs `read` on the hub's state, under its lock (for the series).
+    pub(crate) fn with_state<T>(&self, read: impl FnOnce(&mut HubState) -> T) -> T {
+        read(&mut self.state.lock())
     }
 
     /// Stops the catch-up thread; watchers that are synced keep working.
@@ -241,6 +303,7 @@ impl WatchHub {
                 next_auto_id: 0,
                 unsynced: 0,
                 progress_pending: false,
+                queued: QueuedEvents::default(),
             },
         );
         (WatchStream { hub: self.clone(), id, sender }, receiver)
@@ -272,7 +335,8 @@ impl WatchHub {
             }
             for (key, subset) in &by_key {
                 if let Some(group) = st.synced.singles.get(*key) {
-                    deliver(group, &events, None, subset, revision, &mut st.watchers, &mut fell_behind);
+                    let targets = Targets { watchers: &mut st.watchers, streams: &mut st.streams };
+                    deliver(group, &events, None, subset, revision, targets, &mut fell_behind);
                 }
             }
         }
@@ -291,7 +355,8 @@ impl WatchHub {
                     sorted[first..].iter().copied().take_while(|&i| range.contains(event_key(&all[i]))).collect();
                 if !subset.is_empty() {
                     subset.sort_unstable();
-                    deliver(group, &all, Some(&all), &subset, revision, &mut st.watchers, &mut fell_behind);
+                    let targets = Targets { watchers: &mut st.watchers, streams: &mut st.streams };
+                    deliver(group, &all, Some(&all), &subset, revision, targets, &mut fell_behind);
                 }
             }
         }
@@ -350,6 +415,9 @@ impl WatchHub {
                     }
                     let cancel = Delivery::Canceled { watch_id: key.id, revision, compact_revision: compacted };
                     if w.sender.try_send(cancel).is_ok() {
+                        if let Some(stream) = st.streams.get_mut(&key.stream) {
+                            stream.sent(0);
+                        }
                         st.remove(key);
                         progressed = true;
                     }
@@ -391,9 +459,15 @@ impl WatchHub {
                             })
                             .clone();
                         if !mine.is_empty() {
+                            let events = mine.len();
                             let delivery = Delivery::Events { watch_id: key.id, revision: to - 1, events: mine };
                             match w.sender.try_send(delivery) {
-                                Ok(()) => progressed = true,
+                                Ok(()) => {
+                                    if let Some(stream) = st.streams.get_mut(&key.stream) {
+                                        stream.sent(events);
+                                    }
+                                    progressed = true;
+                                }
                                 Err(TrySendError::Full(_)) => continue,
                                 Err(TrySendError::Closed(_)) => continue,
                             }
@@ -429,6 +503,13 @@ fn catch_up_loop(hub: Weak<WatchHub>) {
     }
 }
 
+/// Where `notify` delivers: the watchers, and their streams, which note
+/// what goes on their channels.
+struct Targets<'s> {
+    watchers: &'s mut HashMap<WatcherKey, Watcher>,
+    streams: &'s mut HashMap<StreamId, StreamState>,
+}
+
 /// Hands one revision's matching events to each watcher of a group. The
 /// events each filter setting keeps are built once and shared; a watcher
 /// that takes every event unfiltered shares `whole`, when there is one.
@@ -438,7 +519,7 @@ fn deliver(
     whole: Option<&Arc<[Event]>>,
     subset: &[usize],
     revision: i64,
-    watchers: &mut HashMap<WatcherKey, Watcher>,
+    Targets { watchers, streams }: Targets<'_>,
     fell_behind: &mut Vec<WatcherKey>,
 ) {
     let mut by_filters: HashMap<Filters, Arc<[Event]>> = HashMap::new();
@@ -457,8 +538,13 @@ fn deliver(
         if events.is_empty() {
             continue;
         }
+        let count = events.len();
         match w.sender.try_send(Delivery::Events { watch_id: key.id, revision, events }) {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(stream) = streams.get_mut(&key.stream) {
+                    stream.sent(count);
+                }
+            }
             Err(TrySendError::Full(_)) => fell_behind.push(*key),
             // The stream is closing; dropping its WatchStream removes it.
             Err(TrySendError::Closed(_)) => {}
@@ -514,6 +600,7 @@ impl WatchStream {
             Ok(chosen) => chosen,
             Err(error) => {
                 permit.send(Delivery::Created { watch_id: -1, revision, spec, error: Some(error.clone()) });
+                stream.sent(0);
                 return Err(error);
             }
         };
@@ -536,6 +623,7 @@ impl WatchStream {
         }
         st.watchers.insert(key, watcher);
         permit.send(Delivery::Created { watch_id: id, revision, spec, error: None });
+        stream.sent(0);
         drop(guard);
         if !synced {
             self.hub.wake.notify_one();
@@ -553,6 +641,9 @@ impl WatchStream {
             return false;
         }
         permit.send(Delivery::Canceled { watch_id, revision, compact_revision: 0 });
+        if let Some(stream) = st.streams.get_mut(&self.id) {
+            stream.sent(0);
+        }
         true
     }
 
@@ -560,10 +651,13 @@ impl WatchStream {
     /// unsynced watch's next events will tell more). Skipped when the buffer
     /// is full: progress is advisory.
     pub fn request_progress(&self, watch_id: i64) {
-        let st = self.hub.state.lock();
+        let mut guard = self.hub.state.lock();
+        let st = &mut *guard;
         if let Some(w) = st.watchers.get(&WatcherKey { stream: self.id, id: watch_id }) {
-            if w.synced {
-                let _ = w.sender.try_send(Delivery::Progress { watch_id, revision: st.revision });
+            if w.synced && w.sender.try_send(Delivery::Progress { watch_id, revision: st.revision }).is_ok() {
+                if let Some(stream) = st.streams.get_mut(&self.id) {
+                    stream.sent(0);
+                }
             }
         }
     }
@@ -590,9 +684,10 @@ impl WatchStream {
 
 impl Drop for WatchStream {
     fn drop(&mut self) {
-        let mut st = self.hub.state.lock();
-        let Some(stream) = st.streams.remove(&self.id) else { return };
-        for id in stream.ids {
+        let mut guard = self.hub.state.lock();
+        let st = &mut *guard;
+        let Some(mut stream) = st.streams.remove(&self.id) else { return };
+        for id in std::mem::take(&mut stream.ids) {
             let key = WatcherKey { stream: self.id, id };
             if let Some(w) = st.watchers.remove(&key) {
                 if w.synced {
@@ -602,6 +697,7 @@ impl Drop for WatchStream {
                 }
             }
         }
+        st.close_stream(stream);
     }
 }
 

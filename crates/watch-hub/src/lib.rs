@@ -21,10 +21,12 @@
 
 mod history;
 mod hub;
+mod metrics;
 mod range;
 
 pub use history::{History, HistoryError, MemHistory};
 pub use hub::{WatchHub, WatchStream, MAX_WATCHES_PER_STREAM};
+pub use metrics::WatchMetrics;
 pub use range::KeyRange;
 
 use std::sync::Arc;

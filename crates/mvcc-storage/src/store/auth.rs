@@ -21,7 +21,7 @@ impl KvStore {
         let mut batch = WriteBatch::with_capacity(2);
         batch.put(Keyspace::Meta, meta::AUTH, record);
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }

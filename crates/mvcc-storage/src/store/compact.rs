@@ -13,12 +13,13 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use keel_proto::etcdserverpb::{CompactionRequest, CompactionResponse};
 use parking_lot::{RwLockUpgradableReadGuard, RwLockWriteGuard};
 
 use super::{meta, ops, put_consistent_index, KvStore, State, WriteOutcome, WriteResponse};
-use crate::backend::{Backend, Keyspace, WriteBatch};
+use crate::backend::{Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::revision::{self, Revision, REV_BYTES_LEN};
 
@@ -68,8 +69,12 @@ impl KvStore {
         put_consistent_index(&mut batch, index);
 
         let mut state = RwLockUpgradableReadGuard::upgrade(guard);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
+        // Readers wait for this part only (`keep` was found above, under
+        // the upgradable lock): etcd's index compaction pause.
+        let paused = Instant::now();
         state.index.compact(rev);
+        self.metrics.index_compacted(paused.elapsed());
         state.compact_rev = rev;
         let last = state.last_compact.replace(LastCompaction { rev, keep: keep.iter().copied().collect() });
         self.consistent_index.store(index, Ordering::Release);
@@ -78,10 +83,12 @@ impl KvStore {
         // Reads that selected revisions before the index forgot them finish
         // reading their values first.
         drop(self.compaction.write());
-        let deleted = delete_compacted(&*self.backend, last.as_ref(), rev, &keep)?;
+        let started = Instant::now();
+        let deleted = delete_compacted(self, last.as_ref(), rev, &keep)?;
         let mut batch = WriteBatch::with_capacity(1);
         batch.put(Keyspace::Meta, meta::FINISHED_COMPACT, rev_bytes);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
+        self.metrics.db_compacted(deleted, started.elapsed());
         tracing::info!(compact_revision = rev, deleted_revisions = deleted, "compacted");
         Ok(())
     }
@@ -95,15 +102,21 @@ pub(crate) const COMPACTION_BATCH: usize = 10_000;
 /// Deletes every stored revision at or below `rev` that is not in `keep`, in
 /// batches of [`COMPACTION_BATCH`]; returns how many.
 fn delete_compacted(
-    backend: &dyn Backend,
+    store: &KvStore,
     last: Option<&LastCompaction>,
     rev: i64,
     keep: &HashSet<Revision>,
 ) -> Result<usize, MvccError> {
+    let backend = &*store.backend;
     let mut deleted = 0;
+    // Each batch, from gathering it to its write, is one of etcd's
+    // compaction pauses (its batches hold the backend's write lock).
+    let mut batch_started = Instant::now();
     let mut flush = |batch: &mut WriteBatch| -> Result<(), MvccError> {
         deleted += batch.len();
-        backend.write(std::mem::take(batch))?;
+        store.write_batch(std::mem::take(batch))?;
+        store.metrics.compaction_batch_written(batch_started.elapsed());
+        batch_started = Instant::now();
         Ok(())
     };
     let mut batch = WriteBatch::new();

@@ -2,6 +2,8 @@
 //! and with etcd itself, because revision keys and KeyValue encodings are
 //! etcd's byte for byte (etcd 3.4 `store.HashByRev`).
 
+use std::time::Instant;
+
 use super::KvStore;
 use crate::backend::Keyspace;
 use crate::error::MvccError;
@@ -25,6 +27,7 @@ impl KvStore {
     /// in order, skipping revisions at or below the compaction point that a
     /// compaction at `rev` would delete.
     pub fn hash_by_rev(&self, rev: i64) -> Result<KvHash, MvccError> {
+        let started = Instant::now();
         let state = self.state.read();
         let (compact_rev, current_rev) = (state.compact_rev, state.current_rev);
         if rev > 0 && rev <= compact_rev {
@@ -57,6 +60,7 @@ impl KvStore {
         if bad_key {
             return Err(MvccError::Corrupt("revisions keyspace holds a non-revision key".into()));
         }
+        self.metrics.hashed_by_rev(started.elapsed());
         Ok(KvHash {
             hash: crc.finish(),
             current_revision: current_rev,

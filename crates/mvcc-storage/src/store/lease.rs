@@ -55,7 +55,7 @@ impl KvStore {
         let mut batch = WriteBatch::with_capacity(2);
         batch.put(Keyspace::Leases, record.id.to_be_bytes(), record.encode());
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
@@ -75,7 +75,7 @@ impl KvStore {
             batch.put(Keyspace::Leases, id.to_be_bytes(), record.encode());
         }
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
@@ -85,7 +85,7 @@ impl KvStore {
     pub fn apply_lease_revoke(&self, index: u64, id: i64, keys: &[Vec<u8>]) -> Result<RevokeOutcome, MvccError> {
         let guard = self.state.upgradable_read();
         let (changes, mut batch) = {
-            let mut tx = Tx::new(&guard, &*self.backend);
+            let mut tx = Tx::new(&guard, &*self.backend, &self.metrics);
             for key in keys {
                 tx.delete_range(KeyRange::Single(key));
             }

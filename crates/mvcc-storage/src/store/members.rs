@@ -46,7 +46,7 @@ impl KvStore {
         for member in members {
             batch.put(Keyspace::Members, member.id.to_be_bytes(), member.encode_to_vec());
         }
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.backend.sync()?;
         Ok(())
     }
@@ -92,7 +92,7 @@ impl KvStore {
             batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
         }
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
@@ -121,7 +121,7 @@ impl KvStore {
             batch.put(Keyspace::Members, removed_key(*id), Vec::new());
         }
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }
@@ -149,7 +149,7 @@ impl KvStore {
             batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
         }
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
     }

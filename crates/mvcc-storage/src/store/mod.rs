@@ -17,6 +17,9 @@
 //! deletes revisions from the backend.
 //!
 //! Lock order: `state` before `compaction`.
+//!
+//! `state` sits in an `Arc` only so the scrape-time series of
+//! [`MvccMetrics`] can read it through a `Weak`; the store is its one owner.
 
 mod auth;
 mod compact;
@@ -44,9 +47,10 @@ use keel_proto::etcdserverpb::{
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 
-use crate::backend::{Backend, Keyspace, MemBackend, RocksBackend, WriteBatch};
+use crate::backend::{Backend, BackendError, Keyspace, MemBackend, RocksBackend, WriteBatch};
 use crate::error::MvccError;
 use crate::index::{KeyRange, TreeIndex};
+use crate::metrics::MvccMetrics;
 use crate::revision::{self, Revision};
 use tx::Tx;
 
@@ -107,7 +111,9 @@ pub struct WriteOutcome {
     pub revision: i64,
 }
 
-/// Mutable store state; guarded by `KvStore::state`.
+/// Mutable store state; guarded by `KvStore::state`. The default is only a
+/// placeholder left behind when a rebuilt state is moved out of its store.
+#[derive(Default)]
 pub(crate) struct State {
     pub index: TreeIndex,
     /// Revision of the last completed write; 1 for an empty store.
@@ -119,16 +125,20 @@ pub(crate) struct State {
     /// The live keys attached to a lease, and their lease: what the lease
     /// manager is rebuilt from, without reading every value back.
     pub leased: BTreeMap<Vec<u8>, i64>,
+    /// Keys that exist at `current_rev` (etcd's `keys_total`); the index
+    /// also holds deleted keys whose history is not compacted yet.
+    pub live_keys: i64,
 }
 
 /// The revisioned key/value store. `Send + Sync`; all methods take `&self`.
 pub struct KvStore {
     backend: Arc<dyn Backend>,
-    state: RwLock<State>,
+    state: Arc<RwLock<State>>,
     /// Held shared while reading values picked from the index, exclusively
     /// while deleting compacted revisions.
     compaction: RwLock<()>,
     consistent_index: AtomicU64,
+    metrics: MvccMetrics,
 }
 
 impl KvStore {
@@ -150,6 +160,12 @@ impl KvStore {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// This store's series (etcd's backend and MVCC metrics), to register
+    /// in the member's registry.
+    pub fn metrics(&self) -> &MvccMetrics {
+        &self.metrics
     }
 
     /// Revision of the last write; 1 for an empty store (the first write is 2).
@@ -184,8 +200,8 @@ impl KvStore {
     /// A Range at the current revision (or `req.revision`).
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let state = self.state.read();
-        let sel =
-            Tx::new(&state, &*self.backend).select(KeyRange::new(&req.key, &req.range_end), ops::range_options(req))?;
+        let sel = Tx::new(&state, &*self.backend, &self.metrics)
+            .select(KeyRange::new(&req.key, &req.range_end), ops::range_options(req))?;
         let _values_stay = self.compaction.read();
         drop(state);
         let kvs = tx::fetch(&*self.backend, sel.items)?;
@@ -200,12 +216,13 @@ impl KvStore {
             return None;
         }
         let state = self.state.read();
-        let tx = Tx::new(&state, &*self.backend);
+        let tx = Tx::new(&state, &*self.backend, &self.metrics);
         let plan = match ops::plan_read_txn(&tx, req) {
             Ok(plan) => plan,
             Err(err) => return Some(Err(err)),
         };
         let rev = tx.end_rev();
+        drop(tx);
         // As a Range: the values stay until compaction, which waits for
         // this lock; the store's state may move on meanwhile.
         let _values_stay = self.compaction.read();
@@ -236,8 +253,8 @@ impl KvStore {
         }
         let (response, changes, batch) = {
             let mut tx = match req {
-                WriteRequest::Txn(_) => Tx::new(&guard, &*self.backend),
-                _ => Tx::single_write(&guard, &*self.backend),
+                WriteRequest::Txn(_) => Tx::new(&guard, &*self.backend, &self.metrics),
+                _ => Tx::single_write(&guard, &*self.backend, &self.metrics),
             };
             let response = match req {
                 WriteRequest::Put(p) => {
@@ -268,7 +285,7 @@ impl KvStore {
         mut batch: WriteBatch,
     ) -> Result<(i64, Vec<Event>), MvccError> {
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         let mut state = RwLockUpgradableReadGuard::upgrade(guard);
         let revision = fold_changes(&mut state, &changes)?;
         self.consistent_index.store(index, Ordering::Release);
@@ -283,9 +300,18 @@ impl KvStore {
         let _serialised = self.state.upgradable_read();
         let mut batch = WriteBatch::with_capacity(1);
         put_consistent_index(&mut batch, index);
-        self.backend.write(batch)?;
+        self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
         Ok(())
+    }
+
+    /// Writes one batch to the engine, timed as etcd times its backend
+    /// commits. Every replicated change goes through here.
+    pub(crate) fn write_batch(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        let timer = self.metrics.commit_timer();
+        let written = self.backend.write(batch);
+        timer.observe_duration();
+        written
     }
 
     /// Forces everything written so far to stable storage.
@@ -365,6 +391,11 @@ fn fold_changes(state: &mut State, changes: &[KeyValue]) -> Result<i64, MvccErro
     }
     for kv in changes {
         track_lease(&mut state.leased, kv);
+        if kv.mod_revision == 0 {
+            state.live_keys -= 1;
+        } else if kv.version == 1 {
+            state.live_keys += 1;
+        }
     }
     state.current_rev = rev;
     Ok(rev)

@@ -13,6 +13,7 @@ use super::{meta, KvStore, State};
 use crate::backend::{Backend, Keyspace};
 use crate::error::MvccError;
 use crate::index::{KeyIndex, TreeIndex};
+use crate::metrics::MvccMetrics;
 use crate::revision::{self, Revision, REV_BYTES_LEN};
 
 pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
@@ -29,7 +30,7 @@ pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
     if let Some(e) = failure {
         return Err(e);
     }
-    assemble(backend, index)
+    assemble(backend, index, None)
 }
 
 /// The key index rebuilt from stored revisions, fed in revision order.
@@ -59,8 +60,13 @@ impl IndexBuilder {
 
 /// The store on `backend` with the index `built` from its revisions: the
 /// counters come from the meta keyspace, and a compaction a crash cut off
-/// is finished.
-pub(super) fn assemble(backend: Arc<dyn Backend>, built: IndexBuilder) -> Result<KvStore, MvccError> {
+/// is finished. A store rebuilt in place of another (a snapshot installed)
+/// goes on with the other's `metrics`.
+pub(super) fn assemble(
+    backend: Arc<dyn Backend>,
+    built: IndexBuilder,
+    metrics: Option<MvccMetrics>,
+) -> Result<KvStore, MvccError> {
     let consistent_index = match backend.get(Keyspace::Meta, meta::CONSISTENT_INDEX)? {
         Some(v) => u64::from_be_bytes(
             v.as_slice().try_into().map_err(|_| MvccError::Corrupt("consistent_index is not 8 bytes".into()))?,
@@ -72,6 +78,7 @@ pub(super) fn assemble(backend: Arc<dyn Backend>, built: IndexBuilder) -> Result
     let IndexBuilder { index, current_rev, leased } = built;
     // Compaction may have removed every revision up to the compaction point.
     let current_rev = current_rev.max(compact_rev);
+    let live_keys = index.iter().filter(|(_, ki)| ki.is_live()).count() as i64;
 
     tracing::info!(
         current_revision = current_rev,
@@ -80,11 +87,14 @@ pub(super) fn assemble(backend: Arc<dyn Backend>, built: IndexBuilder) -> Result
         keys = index.len(),
         "mvcc store restored"
     );
+    let state = Arc::new(RwLock::new(State { index, current_rev, compact_rev, last_compact: None, leased, live_keys }));
+    let metrics = metrics.unwrap_or_else(|| MvccMetrics::new(Arc::downgrade(&state), Arc::downgrade(&backend)));
     let store = KvStore {
         backend,
-        state: RwLock::new(State { index, current_rev, compact_rev, last_compact: None, leased }),
+        state,
         compaction: RwLock::new(()),
         consistent_index: AtomicU64::new(consistent_index),
+        metrics,
     };
     if let Some(rev) = scheduled.filter(|&rev| rev > compact_rev && rev <= current_rev) {
         tracing::info!(scheduled_compact_revision = rev, "resuming scheduled compaction");

@@ -18,6 +18,7 @@ use prost::Message;
 use super::{meta, restore, KvStore};
 use crate::backend::{Frozen, Keyspace, WriteBatch};
 use crate::error::MvccError;
+use crate::metrics::SnapshotGuard;
 
 /// Set while a snapshot is being installed (see the module docs).
 const INSTALLING: &[u8] = b"keel_snapshot_installing";
@@ -34,6 +35,8 @@ fn is_local(space: Keyspace, key: &[u8]) -> bool {
 pub struct StoreCheckpoint {
     index: u64,
     frozen: Box<dyn Frozen>,
+    /// Times the checkpoint's life, which is the transfer it serves.
+    _open: SnapshotGuard,
 }
 
 impl std::fmt::Debug for StoreCheckpoint {
@@ -120,7 +123,8 @@ impl KvStore {
         let _no_writes = self.state.upgradable_read();
         let _values_stay = self.compaction.read();
         let frozen = self.backend.checkpoint()?;
-        Ok(Arc::new(StoreCheckpoint { index: self.consistent_index(), frozen }))
+        let _open = self.metrics.snapshot_opened();
+        Ok(Arc::new(StoreCheckpoint { index: self.consistent_index(), frozen, _open }))
     }
 
     /// True when the store was cut off while installing a snapshot: its
@@ -141,7 +145,7 @@ impl KvStore {
         let _values = self.compaction.write();
         let mut marker = WriteBatch::new();
         marker.put(Keyspace::Meta, INSTALLING, b"1".to_vec());
-        self.backend.write(marker)?;
+        self.write_batch(marker)?;
         self.backend.sync()?;
         // From here to the flush, writes skip the engine's log: the marker
         // covers a crash meanwhile, and the flush makes them durable.
@@ -173,11 +177,12 @@ impl KvStore {
         load.finish()?;
         let mut done = WriteBatch::new();
         done.delete(Keyspace::Meta, INSTALLING);
-        self.backend.write(done)?;
+        self.write_batch(done)?;
         self.backend.sync()?;
-        let fresh = restore::assemble(self.backend.clone(), index)?;
+        let fresh = restore::assemble(self.backend.clone(), index, Some(self.metrics.clone()))?;
         self.consistent_index.store(fresh.consistent_index(), Ordering::Release);
-        *state = fresh.state.into_inner();
+        // The fresh store is dropped here; only its state is kept.
+        *state = std::mem::take(&mut *fresh.state.write());
         Ok(())
     }
 

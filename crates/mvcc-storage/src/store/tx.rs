@@ -7,7 +7,11 @@
 //! a Range after a Put in the same Txn sees the Put, as in etcd. Only after the
 //! backend batch is written does the caller fold `changes` into the index; an
 //! error anywhere before that leaves the store untouched.
+//!
+//! What a transaction did is added to the store's counters when it is
+//! dropped, whether it succeeded or not: etcd's `metricsTxnWrite.End`.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -18,6 +22,7 @@ use super::State;
 use crate::backend::{Backend, Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::index::KeyRange;
+use crate::metrics::{MvccMetrics, TxOps};
 use crate::revision::Revision;
 
 /// etcd's `mvcc.RangeOptions`.
@@ -69,10 +74,14 @@ pub(crate) struct Tx<'a> {
     /// fifth of its time there).
     keeps_pending: bool,
     batch: WriteBatch,
+    metrics: &'a MvccMetrics,
+    /// Reads go through `&self`.
+    ranges: Cell<u64>,
+    ops: TxOps,
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(state: &'a State, backend: &'a dyn Backend) -> Self {
+    pub fn new(state: &'a State, backend: &'a dyn Backend, metrics: &'a MvccMetrics) -> Self {
         Tx {
             state,
             backend,
@@ -81,12 +90,17 @@ impl<'a> Tx<'a> {
             pending: BTreeMap::new(),
             keeps_pending: true,
             batch: WriteBatch::new(),
+            metrics,
+            ranges: Cell::new(0),
+            ops: TxOps::default(),
         }
     }
 
     /// A transaction of exactly one write, read by nothing after it.
-    pub fn single_write(state: &'a State, backend: &'a dyn Backend) -> Self {
-        Tx { keeps_pending: false, ..Tx::new(state, backend) }
+    pub fn single_write(state: &'a State, backend: &'a dyn Backend, metrics: &'a MvccMetrics) -> Self {
+        let mut tx = Tx::new(state, backend, metrics);
+        tx.keeps_pending = false;
+        tx
     }
 
     /// The store revision before this transaction (etcd's `Rev()` of a write txn).
@@ -113,12 +127,13 @@ impl<'a> Tx<'a> {
         self.read_rev()
     }
 
-    pub fn into_parts(self) -> (Vec<KeyValue>, WriteBatch) {
-        (self.changes, self.batch)
+    pub fn into_parts(mut self) -> (Vec<KeyValue>, WriteBatch) {
+        (std::mem::take(&mut self.changes), std::mem::take(&mut self.batch))
     }
 
     /// Chooses the keys of a range (etcd's `rangeKeys` up to the bolt reads).
     pub fn select(&self, range: KeyRange<'_>, ro: RangeOptions) -> Result<Selection, MvccError> {
+        self.ranges.set(self.ranges.get() + 1);
         let cur_rev = self.read_rev();
         if ro.rev > cur_rev {
             return Err(MvccError::FutureRevision);
@@ -202,6 +217,8 @@ impl<'a> Tx<'a> {
 
     /// etcd's `storeTxnWrite.put`: returns the revision of the write.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> i64 {
+        self.ops.puts += 1;
+        self.ops.put_bytes += (key.len() + value.len()) as u64;
         let rev = self.begin_rev + 1;
         let (created, ver) = match self.pending.get(key) {
             Some(&i) => {
@@ -230,6 +247,7 @@ impl<'a> Tx<'a> {
 
     /// etcd's `storeTxnWrite.DeleteRange`: (keys deleted, revision to report).
     pub fn delete_range(&mut self, range: KeyRange<'_>) -> (i64, i64) {
+        self.ops.deletes += 1;
         let rrev = self.read_rev();
         let mut keys = Vec::new();
         self.visit(range, rrev, |k, _| {
@@ -256,6 +274,13 @@ impl<'a> Tx<'a> {
             self.pending.insert(kv.key.clone(), self.changes.len());
         }
         self.changes.push(kv);
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        self.ops.ranges = self.ranges.get();
+        self.metrics.txn_ended(&self.ops);
     }
 }
 
