@@ -105,6 +105,13 @@ pub struct Config {
     /// Where the raft log lives, if not under the data dir (etcd's --wal-dir).
     pub wal_dir: Option<PathBuf>,
     pub listen_client_urls: Vec<FlagUrl>,
+    /// Where /metrics and the health endpoints are served besides the
+    /// client URLs (--listen-metrics-urls).
+    pub listen_metrics_urls: Vec<FlagUrl>,
+    /// --metrics extensive: also the gRPC handling-time histograms.
+    pub extensive_metrics: bool,
+    /// --quota-backend-bytes (0: etcd's default).
+    pub quota_backend_bytes: u64,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<FlagUrl>,
     /// Whether --listen-peer-urls was given: a lone member listens for peers
@@ -209,9 +216,14 @@ impl Config {
 
         let listen_client_urls = urls("listen-client-urls");
         let listen_peer_urls = urls("listen-peer-urls");
+        let listen_metrics_urls = urls("listen-metrics-urls");
         let advertise_client_urls = urls("advertise-client-urls");
         let initial_advertise_peer_urls = urls("initial-advertise-peer-urls");
-        for (flag, list) in [("listen-client-urls", &listen_client_urls), ("listen-peer-urls", &listen_peer_urls)] {
+        for (flag, list) in [
+            ("listen-client-urls", &listen_client_urls),
+            ("listen-peer-urls", &listen_peer_urls),
+            ("listen-metrics-urls", &listen_metrics_urls),
+        ] {
             for url in list {
                 check_scheme(flag, url)?;
                 bind_addr(url)?;
@@ -352,6 +364,14 @@ impl Config {
             advertise_client_urls: advertise_client_urls.iter().map(ToString::to_string).collect(),
             initial_advertise_peer_urls: initial_advertise_peer_urls.iter().map(ToString::to_string).collect(),
             listen_client_urls,
+            listen_metrics_urls,
+            extensive_metrics: metrics == "extensive",
+            // etcd: 0 or less means its default quota.
+            quota_backend_bytes: match get("quota-backend-bytes") {
+                Value::Int(bytes) => u64::try_from(bytes).unwrap_or(0),
+                Value::Uint(bytes) => bytes,
+                other => panic!("quota-backend-bytes holds {other:?}"),
+            },
             listen_peer_urls,
             initial_cluster,
             initial_cluster_state,

@@ -259,7 +259,7 @@ impl Flag {
     }
 
     pub fn default_value(&self) -> Value {
-        self.kind.parse(self.default).unwrap_or_else(|_| Value::Str(self.default.to_string()))
+        crate::load::parse_value(self, self.default).unwrap_or_else(|_| Value::Str(self.default.to_string()))
     }
 
     /// Whether `value` is one Keel acts on as asked (see [`Support`]).

@@ -123,7 +123,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "serve /metrics and /health on these URLs" },
+        support: Support::Implemented,
         usage: "List of URLs to listen on for the metrics and health endpoints.",
     },
     Flag {
@@ -1047,7 +1047,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "choose the detail of exported metrics (no metrics endpoint yet)" },
+        support: Support::Implemented,
         usage: "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics",
     },
     Flag {

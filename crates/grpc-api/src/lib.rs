@@ -14,6 +14,7 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+pub mod metrics;
 
 mod identity;
 mod recipes;
@@ -43,6 +44,7 @@ pub use kv::KvService;
 pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
+pub use metrics::GrpcMetrics;
 pub use watch::WatchService;
 
 /// etcd lets gRPC messages exceed --max-request-bytes by this much, so an
@@ -70,6 +72,11 @@ pub struct ApiOptions {
     /// Configuration problems an operator should see in `endpoint status`
     /// (flags Keel accepted but does not act on).
     pub status_errors: Vec<String>,
+    /// etcd's gRPC server series (`grpc_server_*`, client byte counts).
+    /// Clones count into the same series: give every listener of a member
+    /// the same, and register it once in the member's registry
+    /// ([`keel_metrics::Measures::register`]).
+    pub metrics: GrpcMetrics,
 }
 
 /// etcd's default --watch-progress-notify-interval.
@@ -85,6 +92,7 @@ impl Default for ApiOptions {
             keepalive_interval: Duration::from_secs(2 * 60 * 60),
             keepalive_timeout: Duration::from_secs(20),
             status_errors: Vec::new(),
+            metrics: GrpcMetrics::default(),
         }
     }
 }
@@ -94,21 +102,26 @@ impl Default for ApiOptions {
 pub struct ServeError(#[from] tonic::transport::Error);
 
 /// Serves every client service on `listener` until `shutdown` resolves, then
-/// lets in-flight requests finish.
+/// lets in-flight requests finish. `http`: the plain HTTP routes served on
+/// the same port (HTTP/1.1 or HTTP/2 without gRPC's content type), as etcd
+/// serves `/health` and `/metrics` beside its gRPC API.
 pub async fn serve(
     listener: impl Into<keel_tls::Incoming>,
     member: Arc<Member>,
     options: ApiOptions,
+    http: axum::Router,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let max_message = options.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let kv = leader_required(
         KvServer::new(KvService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let lease = leader_required(
         LeaseServer::new(LeaseService::new(member.clone())).max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let watch = leader_required(
         WatchServer::new(WatchService::new(
@@ -118,54 +131,102 @@ pub async fn serve(
         ))
         .max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let lock = leader_required(
         LockServer::new(LockService::new(member.clone(), options.max_txn_ops)).max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let election = leader_required(
         ElectionServer::new(ElectionService::new(member.clone(), options.max_txn_ops))
             .max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let cluster = leader_required(
         ClusterServer::new(ClusterService::new(member.clone())).max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let auth = leader_required(
         AuthServer::new(AuthService::new(member.clone())).max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let maintenance = leader_required(
         MaintenanceServer::new(MaintenanceService::new(member.clone(), options.status_errors.clone()))
             .max_decoding_message_size(max_message),
         &member,
+        &options.metrics,
     );
     let keepalive = Some(options.keepalive_interval).filter(|interval| !interval.is_zero());
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(options.max_concurrent_streams)
-        .http2_keepalive_interval(keepalive)
-        .http2_keepalive_timeout(Some(options.keepalive_timeout).filter(|timeout| !timeout.is_zero()))
-        .add_service(kv)
+    let grpc = tonic::service::Routes::new(kv)
         .add_service(lease)
         .add_service(watch)
         .add_service(cluster)
         .add_service(lock)
         .add_service(election)
         .add_service(maintenance)
-        .add_service(auth)
+        .add_service(auth);
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().fallback(unknown_path).merge(http));
+    tonic::transport::Server::builder()
+        // Probes and Prometheus speak HTTP/1.1.
+        .accept_http1(true)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(options.keepalive_timeout).filter(|timeout| !timeout.is_zero()))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// A path nobody serves: gRPC's "unimplemented" to a gRPC client, Go's
+/// `404 page not found` to anyone else (as etcd's HTTP mux answers).
+async fn unknown_path(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("").into_http::<axum::body::Body>();
+    }
+    let mut response = axum::response::Response::new(axum::body::Body::from("404 page not found\n"));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(http::header::X_CONTENT_TYPE_OPTIONS, http::HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Serves only `http` on `listener` (etcd's --listen-metrics-urls) until
+/// `shutdown`.
+pub async fn serve_http(
+    listener: impl Into<keel_tls::Incoming>,
+    http: axum::Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(http.fallback(unknown_path)))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
 
 /// `service` behind etcd's interceptor: a request carrying `hasleader: true`
-/// is refused with "no leader" while this member knows of none.
+/// is refused with "no leader" while this member knows of none. The gRPC
+/// metrics sit inside it, as go-grpc-prometheus's interceptor runs after
+/// etcd's: such refusals are not counted.
 fn leader_required<S>(
     service: S,
     member: &Arc<Member>,
-) -> InterceptedService<S, impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone> {
-    InterceptedService::new(service, errors::leader_required(member.clone()))
+    metrics: &GrpcMetrics,
+) -> InterceptedService<metrics::Measured<S>, impl tonic::service::Interceptor + Clone> {
+    use tower_layer::Layer;
+    InterceptedService::new(metrics.layer(service), errors::leader_required(member.clone()))
 }
 
 const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);

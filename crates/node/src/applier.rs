@@ -25,6 +25,7 @@ use prost::Message as _;
 
 use crate::auth::AuthStore;
 use crate::lease_clock::LeaseClock;
+use crate::metrics::NodeMetrics;
 use crate::peer::PeerLinks;
 use crate::proposals::{Applied, Waiters};
 use crate::snapshots::{install_spooled, SnapshotShelf, SnapshotSpool};
@@ -131,6 +132,9 @@ pub(crate) struct Snapshots {
 /// keep-alives on the async runtime never wait for a RocksDB batch.
 struct Leases<'a>(&'a Mutex<Lessor>);
 
+/// etcd warns about (and counts) an apply slower than this.
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl LeaseLookup for Leases<'_> {
     fn exists(&self, lease_id: i64) -> bool {
         self.0.lock().exists(lease_id)
@@ -153,6 +157,7 @@ pub(crate) struct Applier {
     snapshots: Option<Snapshots>,
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
+    metrics: NodeMetrics,
 }
 
 impl Applier {
@@ -177,7 +182,13 @@ impl Applier {
             membership: None,
             snapshots: None,
             pending_reads: BTreeMap::new(),
+            metrics: NodeMetrics::default(),
         }
+    }
+
+    pub(crate) fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub(crate) fn with_lease_clock(mut self, clock: Arc<LeaseClock>) -> Self {
@@ -213,7 +224,12 @@ impl Applier {
         match event {
             ApplyEvent::Committed(entries) => {
                 for entry in entries {
-                    if let Err(err) = self.apply_entry(&entry) {
+                    let started = std::time::Instant::now();
+                    let outcome = self.apply_entry(&entry);
+                    if started.elapsed() > SLOW_APPLY {
+                        self.metrics.slow_apply.inc();
+                    }
+                    if let Err(err) = outcome {
                         // Applying is deterministic, so this member's
                         // storage failed. Stopping only this thread would
                         // leave raft leading and clients timing out, and
@@ -232,7 +248,10 @@ impl Applier {
             }
             ApplyEvent::SnapshotWanted => self.offer_snapshot(),
             ApplyEvent::InstallSnapshot(snapshot, done) => {
-                let _ = done.send(self.take_snapshot(&snapshot));
+                self.metrics.snapshot_apply_in_progress.set(1);
+                let outcome = self.take_snapshot(&snapshot);
+                self.metrics.snapshot_apply_in_progress.set(0);
+                let _ = done.send(outcome);
             }
             ApplyEvent::ReadStates(states) => {
                 for state in states {
@@ -467,6 +486,7 @@ impl Applier {
         {
             let mut lessor = self.lessor.lock();
             let config = lessor.config().clone();
+            let metrics = lessor.metrics().clone();
             *lessor = Lessor::restore(
                 config,
                 records.into_iter().map(|r| keel_lease_manager::LeaseRecord {
@@ -475,7 +495,8 @@ impl Applier {
                     remaining_ttl: r.remaining_ttl,
                 }),
                 leased_keys,
-            );
+            )
+            .with_metrics(metrics);
         }
         self.auth.reload(&self.kv)?;
         self.watches.jump_to(self.kv.current_revision());

@@ -17,6 +17,9 @@ pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// etcd's version this member speaks for (API level).
 pub const ETCD_VERSION: &str = "3.6.0";
 
+/// etcd's quota when --quota-backend-bytes is 0: 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
+
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
     pub name: String,
@@ -34,6 +37,9 @@ pub struct MemberConfig {
     pub max_request_bytes: usize,
     /// How long a client waits for its write or read to go through raft.
     pub request_timeout: Duration,
+    /// The store's size limit (etcd's --quota-backend-bytes, 0 meaning
+    /// etcd's default), exported as etcd_server_quota_backend_bytes.
+    pub quota_backend_bytes: u64,
     /// Raft's tick: the leader's heartbeat period (etcd's --heartbeat-interval).
     pub heartbeat_interval: Duration,
     /// Followers campaign after this long without a heartbeat (etcd's
@@ -78,6 +84,7 @@ impl MemberConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             // etcd: 5 s plus two election timeouts.
             request_timeout: Duration::from_secs(7),
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_secs(1),
             lease_checkpoint_interval: keel_lease_manager::DEFAULT_CHECKPOINT_INTERVAL,

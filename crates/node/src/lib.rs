@@ -13,6 +13,7 @@ pub mod ids;
 mod lease_clock;
 mod lease_expiry;
 mod member;
+pub mod metrics;
 pub mod peer;
 mod proposals;
 mod read_rounds;

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::sync::oneshot;
 
+use crate::metrics::NodeMetrics;
 use crate::read_rounds::ReadRounds;
 use crate::NodeError;
 
@@ -72,6 +73,11 @@ impl Waiters {
         }
     }
     /// Answers every read in `tags` (their read index is applied).
+    /// Writes waiting for their entry to be applied.
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.writes.lock().len()
+    }
+
     pub(crate) fn release_reads(&self, tags: Vec<u64>) {
         let mut reads = self.reads.lock();
         for tag in tags {
@@ -93,6 +99,7 @@ pub(crate) struct Proposals {
     reads: ReadRounds,
     max_request_bytes: usize,
     request_timeout: Duration,
+    metrics: NodeMetrics,
 }
 
 impl Proposals {
@@ -103,10 +110,11 @@ impl Proposals {
         first_tag: u64,
         max_request_bytes: usize,
         request_timeout: Duration,
+        metrics: NodeMetrics,
     ) -> Proposals {
         let tags = Arc::new(AtomicU64::new(first_tag));
         let reads = ReadRounds::new(raft.clone(), waiters.clone(), tags.clone());
-        Proposals { raft, waiters, tags, applied, reads, max_request_bytes, request_timeout }
+        Proposals { raft, waiters, tags, applied, reads, max_request_bytes, request_timeout, metrics }
     }
 
     /// etcd's request id layout: the member id's low bits on top, so ids
@@ -114,6 +122,10 @@ impl Proposals {
     /// a restart does not reuse ids.
     pub(crate) fn first_tag(member_id: u64, unix_millis: u64) -> u64 {
         ((member_id & 0xffff) << 48) | ((unix_millis & 0xff_ffff_ffff) << 8)
+    }
+
+    pub(crate) fn waiters(&self) -> Arc<Waiters> {
+        self.waiters.clone()
     }
 
     pub(crate) fn next_tag(&self) -> u64 {
@@ -124,6 +136,14 @@ impl Proposals {
     /// `auth`: who the client is, for the checks made when the entry is
     /// applied; `None` for the member's own requests.
     pub(crate) async fn propose(&self, request: Request, auth: Option<AuthHeader>) -> Result<Applied, NodeError> {
+        let outcome = self.propose_once(request, auth).await;
+        if let Err(NodeError::NoLeader | NodeError::Timeout | NodeError::Stopped) = outcome {
+            self.metrics.proposals_failed.inc();
+        }
+        outcome
+    }
+
+    async fn propose_once(&self, request: Request, auth: Option<AuthHeader>) -> Result<Applied, NodeError> {
         // As etcd: while the applier is this far behind the log, more
         // proposals would only queue up memory and latency.
         let applied = self.applied.load(Ordering::Acquire);
@@ -203,6 +223,19 @@ impl Proposals {
     /// Waits until this member has applied everything committed before now
     /// (raft's read index), so a read sees every write acknowledged before it.
     pub(crate) async fn wait_linearizable(&self) -> Result<(), NodeError> {
+        let outcome = self.wait_read_index().await;
+        match outcome {
+            Err(NodeError::Timeout) => {
+                self.metrics.slow_read_indexes.inc();
+                self.metrics.read_indexes_failed.inc();
+            }
+            Err(_) => self.metrics.read_indexes_failed.inc(),
+            Ok(()) => {}
+        }
+        outcome
+    }
+
+    async fn wait_read_index(&self) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.reads.read_point()).await {

@@ -26,6 +26,7 @@ use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
 
 use crate::clock::{Clock, SystemClock};
 use crate::log_store::RaftLogStore;
+use crate::metrics::RaftMetrics;
 use crate::RaftNodeError;
 
 /// Commands waiting for the raft thread, at most. Under a flood of
@@ -227,11 +228,17 @@ impl RaftConfig {
 pub struct RaftHandle {
     inbox: SyncSender<Command>,
     status: Arc<RaftStatus>,
+    metrics: RaftMetrics,
 }
 
 impl RaftHandle {
     pub fn status(&self) -> &RaftStatus {
         &self.status
+    }
+
+    /// etcd's raft and WAL series of this member.
+    pub fn metrics(&self) -> &RaftMetrics {
+        &self.metrics
     }
 
     fn send(&self, command: Command) -> Result<(), RaftNodeError> {
@@ -364,9 +371,12 @@ impl RaftNode {
         }
         let (inbox, commands) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
         let status = Arc::new(RaftStatus::default());
+        let metrics = RaftMetrics::new(status.clone());
         let next_tick = clock.now() + config.tick_interval;
-        let driver = Driver {
+        let mut driver = Driver {
             raw,
+            metrics: metrics.clone(),
+            leader_seen: raft::INVALID_ID,
             commands,
             transport,
             apply,
@@ -380,7 +390,7 @@ impl RaftNode {
             next_tick,
         };
         driver.publish_status();
-        Ok((RaftHandle { inbox, status }, RaftStepper { driver }))
+        Ok((RaftHandle { inbox, status, metrics }, RaftStepper { driver }))
     }
 
     pub fn handle(&self) -> RaftHandle {
@@ -418,6 +428,9 @@ impl RaftStepper {
 
 struct Driver {
     raw: RawNode<RaftLogStore>,
+    metrics: RaftMetrics,
+    /// The last leader this member knew of, to count changes as etcd does.
+    leader_seen: u64,
     commands: Receiver<Command>,
     transport: Box<dyn Transport>,
     apply: Box<dyn Apply>,
@@ -588,7 +601,10 @@ impl Driver {
         let entries = ready.take_entries();
         let hard_state = ready.hs().cloned();
         if !entries.is_empty() || hard_state.is_some() {
+            let started = Instant::now();
             self.raw.mut_store().append(&entries, hard_state.as_ref())?;
+            self.metrics.wal_fsync.observe(started.elapsed().as_secs_f64());
+            self.metrics.wal_write_bytes.inc_by(entries.iter().map(|entry| entry.data.len() as u64).sum());
         }
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
@@ -638,8 +654,12 @@ impl Driver {
         Ok(())
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
         let raft = &self.raw.raft;
+        if raft.leader_id != raft::INVALID_ID && raft.leader_id != self.leader_seen {
+            self.leader_seen = raft.leader_id;
+            self.metrics.leader_changes.inc();
+        }
         self.status.term.store(raft.term, Ordering::Release);
         self.status.leader.store(raft.leader_id, Ordering::Release);
         self.status.commit.store(raft.raft_log.committed, Ordering::Release);

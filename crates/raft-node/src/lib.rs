@@ -11,6 +11,7 @@ pub mod engine;
 pub mod failpoints;
 mod log;
 pub mod log_store;
+mod metrics;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use driver::{
@@ -18,6 +19,7 @@ pub use driver::{
 };
 pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
 pub use log_store::RaftLogStore;
+pub use metrics::RaftMetrics;
 pub use raft::prelude::{
     ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
 };

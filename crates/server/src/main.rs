@@ -143,6 +143,9 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     if config.initial_cluster.len() > 1 || config.listen_peer_urls_given {
         peer_listeners = listen(group_by_address(&config.listen_peer_urls)?, tls.peer.as_ref(), "peers").await?;
     }
+    // etcd serves https:// metrics URLs with the client certificate.
+    let metrics_listeners =
+        listen(group_by_address(&config.listen_metrics_urls)?, tls.client.as_ref(), "metrics").await?;
 
     let mut member_config = MemberConfig::new(config.name.clone(), config.data_dir.clone())
         .with_raft_timing(config.heartbeat_interval, config.election_timeout)?;
@@ -155,6 +158,9 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     member_config.snapshot_count = config.snapshot_count;
     member_config.snapshot_catchup_entries = config.snapshot_catchup_entries;
     member_config.strict_reconfig_check = config.strict_reconfig_check;
+    if config.quota_backend_bytes > 0 {
+        member_config.quota_backend_bytes = config.quota_backend_bytes;
+    }
     member_config.auth = auth_config(&config)?;
     member_config.initial_cluster_state = match config.initial_cluster_state {
         ConfigClusterState::New => ClusterState::New,
@@ -172,6 +178,11 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     .await?
     .context("cannot start the member")?;
     let member = Arc::new(member);
+    let metrics = keel_metrics::Metrics::new()?;
+    member.register_metrics(metrics.registry())?;
+    // One set of gRPC series for every client listener, as etcd's.
+    let grpc_metrics = keel_grpc_api::GrpcMetrics::new(config.extensive_metrics);
+    keel_metrics::Measures::register(&grpc_metrics, metrics.registry())?;
     tokio::spawn({
         let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());
         async move { member.publish(client_urls).await }
@@ -185,6 +196,7 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         keepalive_interval: config.grpc_keepalive_interval,
         keepalive_timeout: config.grpc_keepalive_timeout,
         status_errors: config.ignored.iter().map(ToString::to_string).collect(),
+        metrics: grpc_metrics,
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -195,7 +207,17 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
-        servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), shutdown));
+        let http = keel_gateway::client_routes(member.clone(), metrics.clone());
+        servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), http, shutdown));
+    }
+    for (addr, listener) in metrics_listeners {
+        tracing::info!(%addr, "serving metrics and health");
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        let http = keel_gateway::metrics_routes(member.clone(), metrics.clone());
+        servers.spawn(keel_grpc_api::serve_http(listener, http, shutdown));
     }
     for (addr, listener) in peer_listeners {
         tracing::info!(%addr, "serving raft peers");

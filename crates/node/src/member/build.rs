@@ -26,6 +26,7 @@ use crate::config::{ClusterState, MemberConfig};
 use crate::history::StoreHistory;
 use crate::lease_clock::LeaseClock;
 use crate::lease_expiry::{LeaseExpiry, LEASE_TICK};
+use crate::metrics::NodeMetrics;
 use crate::peer::{GrpcNetwork, Network, NoNetwork};
 use crate::proposals::{Proposals, Waiters};
 use crate::snapshots::{install_spooled, DirSpool, MemSpool, SnapshotShelf, SnapshotSpool};
@@ -237,7 +238,15 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         WatchHub::new(history, kv.current_revision())
     };
     let shelf = Arc::new(SnapshotShelf::default());
-    let links = network.links(cluster_id, member_id, shelf.clone());
+    let metrics = NodeMetrics::new();
+    metrics.server_id.with_label_values(&[&format!("{member_id:x}")]).set(1);
+    metrics.server_version.with_label_values(&[crate::ETCD_VERSION]).set(1);
+    // etcd labels the cluster version with its major and minor only.
+    let cluster_version =
+        crate::ETCD_VERSION.rsplit_once('.').map_or(crate::ETCD_VERSION, |(major_minor, _)| major_minor);
+    metrics.cluster_version.with_label_values(&[cluster_version]).set(1);
+    metrics.quota_backend_bytes.set(i64::try_from(config.quota_backend_bytes).unwrap_or(i64::MAX));
+    let links = network.links(cluster_id, member_id, shelf.clone(), metrics.peer.clone());
     for (id, url) in &peers {
         links.add(*id, url);
     }
@@ -265,6 +274,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
             clock.clone(),
         )
         .with_lease_clock(lease_clock)
+        .with_metrics(metrics.clone())
         .with_membership(Membership {
             member_id,
             links: links.clone(),
@@ -324,6 +334,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         Proposals::first_tag(member_id, clock.unix_millis()),
         config.max_request_bytes,
         config.request_timeout,
+        metrics.clone(),
     );
     tracing::info!(
         name = %config.name,
@@ -352,6 +363,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         clock,
         offload,
         running: Mutex::new(running),
+        metrics,
     };
     Ok((member, stepper))
 }

@@ -44,3 +44,37 @@ impl Member {
         self.offload.run(move || kv.hash_by_rev(revision)).await?.map_err(NodeError::Mvcc)
     }
 }
+
+impl Member {
+    /// The read etcd's health checks make: a key-only range of at most one
+    /// key, linearizable unless `serializable`, with the rights of root
+    /// (auth does not decide whether a member is healthy).
+    pub async fn health_read(&self, serializable: bool) -> Result<(), NodeError> {
+        if !serializable {
+            self.proposals.wait_linearizable().await?;
+        }
+        let kv = self.kv.clone();
+        let request = keel_proto::etcdserverpb::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            keys_only: true,
+            limit: 1,
+            serializable,
+            ..Default::default()
+        };
+        self.offload.run(move || kv.range(&request)).await?.map_err(NodeError::Mvcc)?;
+        Ok(())
+    }
+
+    /// Whether this member is a learner (as applied). Reads storage.
+    pub fn is_learner(&self) -> bool {
+        self.kv.members().is_ok_and(|members| members.iter().any(|m| m.id == self.member_id && m.is_learner))
+    }
+
+    /// The cluster's active alarms. Keel raises none yet (NOSPACE and
+    /// CORRUPT come with quotas and corruption checks), so the health
+    /// checks that look at alarms always pass.
+    pub fn alarms(&self) -> Vec<keel_proto::etcdserverpb::AlarmMember> {
+        Vec::new()
+    }
+}

@@ -31,6 +31,7 @@ pub use maintenance::MemberStatus;
 use crate::auth::AuthStore;
 use crate::config::MemberConfig;
 use crate::lease_clock::LeaseClock;
+use crate::metrics::NodeMetrics;
 use crate::peer::PeerLinks;
 use crate::proposals::{Proposals, WriteAnswer};
 use crate::NodeError;
@@ -61,6 +62,7 @@ pub struct Member {
     clock: Arc<dyn Clock>,
     offload: Offload,
     running: Mutex<Option<Running>>,
+    metrics: NodeMetrics,
 }
 
 /// The threads a member runs on its own (none when a simulation steps it).
@@ -87,6 +89,38 @@ impl Member {
     /// --max-request-bytes: the largest proposal, and what sizes peer messages.
     pub fn max_request_bytes(&self) -> usize {
         self.config.max_request_bytes
+    }
+
+    /// etcd's server and peer series this member writes.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Registers every series of this member (raft, store, leases,
+    /// watches, server and peers) in `registry`.
+    pub fn register_metrics(&self, registry: &keel_metrics::prometheus::Registry) -> Result<(), NodeError> {
+        use keel_metrics::Measures;
+        let member_id = self.member_id;
+        let kv = self.kv.clone();
+        let measures = crate::metrics::MemberMeasures {
+            metrics: self.metrics.clone(),
+            sources: crate::metrics::Sources {
+                applied: self.applied.clone(),
+                waiters: self.proposals.waiters(),
+                is_learner: Arc::new(move || {
+                    kv.members().is_ok_and(|members| members.iter().any(|m| m.id == member_id && m.is_learner))
+                }),
+            },
+        };
+        let register =
+            |measures: &dyn Measures| measures.register(registry).map_err(|e| NodeError::Config(e.to_string()));
+        register(&measures)?;
+        register(self.raft.metrics())?;
+        register(self.kv.metrics())?;
+        register(self.watches.metrics())?;
+        let lease_metrics = self.lessor.lock().metrics().clone();
+        register(&lease_metrics)?;
+        Ok(())
     }
 
     /// Where watch streams are opened.

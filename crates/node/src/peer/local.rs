@@ -157,7 +157,13 @@ impl Network for LocalNetwork {
         member.ok_or_else(|| NodeError::Config(format!("no member at {} answered", urls.join(","))))?.cluster_info()
     }
 
-    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
+    fn links(
+        &self,
+        cluster_id: u64,
+        member_id: u64,
+        shelf: Arc<SnapshotShelf>,
+        _metrics: crate::metrics::PeerMetrics,
+    ) -> Arc<dyn PeerLinks> {
         self.inner.state.lock().shelves.insert(member_id, (cluster_id, shelf));
         Arc::new(LocalLinks { network: self.clone(), cluster_id, from: member_id })
     }

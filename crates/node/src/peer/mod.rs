@@ -25,6 +25,7 @@ use keel_raft_node::{NoPeers, Transport};
 pub use service::PeerService;
 pub use snapshot::SnapshotReceipt;
 
+use crate::metrics::PeerMetrics;
 use crate::snapshots::SnapshotShelf;
 use crate::NodeError;
 
@@ -38,7 +39,14 @@ pub trait Network: Send + Sync + 'static {
 
     /// This member's links to its peers, once it knows who it is; the
     /// snapshots it sends are read from `shelf`.
-    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks>;
+    /// Traffic is counted in `metrics`.
+    fn links(
+        &self,
+        cluster_id: u64,
+        member_id: u64,
+        shelf: Arc<SnapshotShelf>,
+        metrics: PeerMetrics,
+    ) -> Arc<dyn PeerLinks>;
 }
 
 /// One member's links to the others: raft's outgoing messages, and the
@@ -84,8 +92,21 @@ impl Network for GrpcNetwork {
         self.runtime.block_on(calls::fetch_cluster_info(urls, self.connector.clone()))
     }
 
-    fn links(&self, cluster_id: u64, member_id: u64, shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
-        let peers = transport::PeerSet::new(self.runtime.clone(), cluster_id, member_id, shelf, self.connector.clone());
+    fn links(
+        &self,
+        cluster_id: u64,
+        member_id: u64,
+        shelf: Arc<SnapshotShelf>,
+        metrics: PeerMetrics,
+    ) -> Arc<dyn PeerLinks> {
+        let peers = transport::PeerSet::new(
+            self.runtime.clone(),
+            cluster_id,
+            member_id,
+            shelf,
+            self.connector.clone(),
+            metrics,
+        );
         let clients = calls::PeerClients::new(cluster_id, peers.clone());
         Arc::new(GrpcLinks { peers, clients })
     }
@@ -127,7 +148,7 @@ impl Network for NoNetwork {
     fn cluster_info(&self, _urls: &[String]) -> Result<(u64, Vec<EtcdMember>), NodeError> {
         Err(NodeError::Config("joining a cluster needs a tokio runtime".into()))
     }
-    fn links(&self, _cluster_id: u64, _member_id: u64, _shelf: Arc<SnapshotShelf>) -> Arc<dyn PeerLinks> {
+    fn links(&self, _: u64, _: u64, _: Arc<SnapshotShelf>, _: PeerMetrics) -> Arc<dyn PeerLinks> {
         Arc::new(NoNetwork)
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use keel_proto::keelpb::raft_peer_server::RaftPeer;
 use keel_proto::keelpb::{
     ClusterInfoAnswer, ClusterInfoRequest, LeaseRenewForward, LeaseRenewed, LeaseTimeToLiveAnswer,
-    LeaseTimeToLiveForward, PeerActive, PeerActivityAnswer, PeerActivityRequest, RaftBatch, RaftBatchAck, SnapshotAck,
-    SnapshotChunk,
+    LeaseTimeToLiveForward, PeerActive, PeerActivityAnswer, PeerActivityRequest, ProbeAnswer, ProbeRequest, RaftBatch,
+    RaftBatchAck, SnapshotAck, SnapshotChunk,
 };
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -34,8 +34,12 @@ impl RaftPeer for PeerService {
         let mut batches = request.into_inner();
         while let Some(batch) = batches.next().await {
             let batch = batch?;
+            let peer = &self.member.metrics().peer;
+            let from = batch.from;
+            peer.received(from, batch.messages.iter().map(|message| message.len() as u64).sum());
             if let Err(err) = self.member.receive_raft(batch.cluster_id, batch.messages) {
-                tracing::warn!(from = %format!("{:x}", batch.from), %err, "raft traffic refused");
+                peer.receive_failed(from);
+                tracing::warn!(from = %format!("{from:x}"), %err, "raft traffic refused");
                 return Err(status_of(err));
             }
         }
@@ -46,6 +50,7 @@ impl RaftPeer for PeerService {
         let mut chunks = request.into_inner();
         let first =
             chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
+        let receiving = crate::metrics::SnapshotReceiving::start(&self.member.metrics().peer, first.from);
         // The spool writes to disk: a blocking thread takes the chunks in
         // while this task reads them off the stream, a few ahead at most.
         let member = self.member.clone();
@@ -69,13 +74,20 @@ impl RaftPeer for PeerService {
         }
         drop(chunks_tx);
         match spooling.await {
-            Ok(Ok(())) => Ok(Response::new(SnapshotAck {})),
+            Ok(Ok(())) => {
+                receiving.succeeded();
+                Ok(Response::new(SnapshotAck {}))
+            }
             Ok(Err(err)) => {
                 tracing::error!(%err, "snapshot refused");
                 Err(status_of(err))
             }
             Err(err) => Err(Status::new(Code::Internal, format!("snapshot spool: {err}"))),
         }
+    }
+
+    async fn probe(&self, _request: Request<ProbeRequest>) -> Result<Response<ProbeAnswer>, Status> {
+        Ok(Response::new(ProbeAnswer {}))
     }
 
     async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {

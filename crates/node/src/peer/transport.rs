@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
+use crate::metrics::{PeerLinkMetrics, PeerMetrics};
 use crate::snapshots::SnapshotShelf;
 use crate::NodeError;
 
@@ -32,6 +33,8 @@ const SNAPSHOT_READ_AHEAD: usize = 4;
 pub(super) const RECONNECT_AFTER: Duration = Duration::from_millis(100);
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often each peer's round-trip time is measured (etcd's prober).
+const PROBE_INTERVAL: Duration = Duration::from_secs(4);
 
 /// The members this one talks to, changed as membership changes are applied.
 /// Each peer has a bounded queue drained by its own task on the runtime.
@@ -54,6 +57,7 @@ struct PeerSetInner {
     shelf: Arc<SnapshotShelf>,
     /// Dials peers: plain for `http://` URLs, TLS for `https://` ones.
     connector: Connector,
+    metrics: PeerMetrics,
 }
 
 struct Peer {
@@ -69,6 +73,7 @@ impl PeerSet {
         from: u64,
         shelf: Arc<SnapshotShelf>,
         connector: Connector,
+        metrics: PeerMetrics,
     ) -> PeerSet {
         PeerSet {
             inner: Arc::new(PeerSetInner {
@@ -81,6 +86,7 @@ impl PeerSet {
                 snapshot_outcomes: Arc::new(Mutex::new(Vec::new())),
                 shelf,
                 connector,
+                metrics,
             }),
         }
     }
@@ -93,6 +99,7 @@ impl PeerSet {
             return;
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        let alive = tx.downgrade();
         // Replacing a peer drops its old queue, which ends its task.
         queues
             .insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
@@ -104,7 +111,9 @@ impl PeerSet {
             unreachable: inner.unreachable.clone(),
             removed: inner.removed.clone(),
             connector: inner.connector.clone(),
+            metrics: inner.metrics.link(inner.from, peer),
         };
+        inner.runtime.spawn(probe_peer(url.to_owned(), link.connector.clone(), link.metrics.clone(), alive));
         inner.runtime.spawn(run_peer(link, rx));
     }
 
@@ -156,9 +165,12 @@ impl Transport for GrpcTransport {
         for (peer, batch) in by_peer {
             match queues.get(&peer) {
                 Some(p) => {
-                    for batch in super::batches(batch) {
-                        if p.queue.try_send(batch).is_err() {
+                    let mut batches = super::batches(batch).into_iter();
+                    while let Some(batch) = batches.next() {
+                        if let Err(err) = p.queue.try_send(batch) {
                             inner.unreachable.lock().push(peer);
+                            let lost = std::iter::once(err.into_inner()).chain(batches);
+                            inner.metrics.heartbeat_send_failures.inc_by(lost.map(|b| heartbeats(&b)).sum());
                             break;
                         }
                     }
@@ -202,6 +214,7 @@ impl GrpcTransport {
         }
         let outcomes = inner.snapshot_outcomes.clone();
         let connector = inner.connector.clone();
+        let sending = inner.metrics.snapshot_sending(to);
         let report = TransferReport { to, delivered: false, in_flight, outcomes };
         let index = message.get_snapshot().get_metadata().index;
         let Some(checkpoint) = inner.shelf.at(index) else {
@@ -236,6 +249,7 @@ impl GrpcTransport {
                 Ok(()) => {
                     tracing::info!(peer = %format!("{to:x}"), index, elapsed = ?started.elapsed(), "snapshot sent");
                     report.delivered = true;
+                    sending.succeeded();
                 }
                 Err(err) => tracing::warn!(peer = %format!("{to:x}"), %err, "snapshot transfer failed"),
             }
@@ -303,10 +317,50 @@ struct Link {
     unreachable: Arc<Mutex<Vec<u64>>>,
     removed: Arc<AtomicBool>,
     connector: Connector,
+    metrics: PeerLinkMetrics,
+}
+
+/// How many heartbeats a batch of encoded raft messages holds (etcd counts
+/// the heartbeats a leader could not send).
+fn heartbeats(batch: &[Vec<u8>]) -> u64 {
+    batch
+        .iter()
+        .filter(|bytes| {
+            protobuf::Message::parse_from_bytes(bytes)
+                .is_ok_and(|message: Message| message.get_msg_type() == MessageType::MsgHeartbeat)
+        })
+        .count() as u64
+}
+
+/// Measures the round-trip time to a peer every [`PROBE_INTERVAL`] while
+/// its queue exists (etcd's prober); a failed probe is not a sample.
+async fn probe_peer(
+    url: String,
+    connector: Connector,
+    metrics: PeerLinkMetrics,
+    alive: mpsc::WeakSender<Vec<Vec<u8>>>,
+) {
+    let Ok(endpoint) = peer_endpoint(&url) else { return };
+    let mut client = None;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if client.is_none() {
+            client = endpoint.connect_with_connector(connector.clone()).await.ok().map(RaftPeerClient::new);
+        }
+        let Some(peer) = client.as_mut() else { continue };
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(PROBE_INTERVAL, peer.probe(keel_proto::keelpb::ProbeRequest {})).await {
+            Ok(Ok(_)) => metrics.round_trip_time.observe(started.elapsed().as_secs_f64()),
+            _ => client = None,
+        }
+    }
 }
 
 async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
-    let Link { cluster_id, from, peer, url, unreachable, removed, connector } = link;
+    let Link { cluster_id, from, peer, url, unreachable, removed, connector, metrics } = link;
     let endpoint = match peer_endpoint(&url) {
         Ok(endpoint) => endpoint,
         Err(err) => {
@@ -321,12 +375,15 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
             Ok(channel) => channel,
             Err(err) => {
                 tracing::debug!(peer = %format!("{peer:x}"), %err, "peer unreachable");
+                metrics.sent_failures.inc();
                 unreachable.lock().push(peer);
                 tokio::time::sleep(RECONNECT_AFTER).await;
                 continue;
             }
         };
+        metrics.active.set(1);
         let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(QUEUE_BATCHES);
+        metrics.sent_bytes.inc_by(bytes_of(&first));
         let _ = stream_tx.send(RaftBatch { cluster_id, from, messages: first }).await;
         let mut client = RaftPeerClient::new(channel);
         let call =
@@ -335,10 +392,15 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
         loop {
             tokio::select! {
                 batch = queue.recv() => {
-                    let Some(messages) = batch else { return };
+                    let Some(messages) = batch else {
+                        metrics.active.set(0);
+                        return;
+                    };
+                    let bytes = bytes_of(&messages);
                     if stream_tx.send(RaftBatch { cluster_id, from, messages }).await.is_err() {
                         break;
                     }
+                    metrics.sent_bytes.inc_by(bytes);
                 }
                 _ = stream_tx.closed() => break,
             }
@@ -350,11 +412,19 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
             Ok(Err(status)) if status.code() == super::GONE => {
                 tracing::error!(peer = %format!("{peer:x}"), message = status.message(), "peer refused us");
                 removed.store(true, Ordering::Release);
+                metrics.active.set(0);
                 return;
             }
             _ => {}
         }
+        metrics.active.set(0);
+        metrics.disconnected.inc();
+        metrics.sent_failures.inc();
         unreachable.lock().push(peer);
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
+}
+
+fn bytes_of(messages: &[Vec<u8>]) -> u64 {
+    messages.iter().map(|message| message.len() as u64).sum()
 }

@@ -1,0 +1,26 @@
+//! `keel-gateway`: what the client port serves over plain HTTP beside gRPC.
+//!
+//! Today that is etcd's operational endpoints ([`health`]: `/health`,
+//! `/livez`, `/readyz`; [`observability`]: `/version`, `/metrics`); the JSON
+//! gateway and the v2 keys API will join them here. Every endpoint calls the
+//! member as the gRPC services do — none keeps state of its own.
+
+pub mod health;
+pub mod observability;
+
+use std::sync::Arc;
+
+use keel_metrics::Metrics;
+use keel_node::Member;
+
+/// The HTTP routes of a client URL: health, readiness, version and
+/// metrics, as etcd serves them next to its gRPC API.
+pub fn client_routes(member: Arc<Member>, metrics: Metrics) -> axum::Router {
+    health::routes(member.clone()).merge(observability::routes(member, metrics))
+}
+
+/// The routes of a `--listen-metrics-urls` listener: etcd serves the
+/// metrics and the health endpoints there, and nothing else.
+pub fn metrics_routes(member: Arc<Member>, metrics: Metrics) -> axum::Router {
+    health::routes(member.clone()).merge(observability::metrics_route(metrics))
+}
