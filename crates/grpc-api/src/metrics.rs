@@ -32,12 +32,28 @@
 //! - Bytes are message payloads without the 5-byte prefix, as etcd's codec
 //!   counts what it marshals and unmarshals (Keel does not compress).
 //!
+//! Two series of etcd's own (`v3rpc/metrics.go`) are counted here too, as
+//! only this layer sees every call and its end:
+//! - `etcd_server_client_requests_total{type,client_api_version}`, +1 per
+//!   call when go-grpc-prometheus's `started` is (etcd's interceptor runs
+//!   just before it): `type` is `unary`, or `stream` for any streaming RPC
+//!   (server streams pass etcd's stream interceptor too), and
+//!   `client_api_version` the `client-api-version` metadata or `unknown`
+//!   (see [`Inner::version`] for the values taken as labels). One
+//!   difference: etcd counts before its `hasleader` check, so it also counts
+//!   the calls that check refuses; the layer sits inside that check and
+//!   does not see them.
+//! - `etcd_network_server_stream_failures_total{Type,API}`, for Watch and
+//!   LeaseKeepAlive streams that end in a failure: see [`Call::handled`].
+//!
 //! Hot path: no label lookups or locks. Each method's children are resolved
 //! once, at construction for the pre-initialised methods and on first use
-//! (a `OnceLock`) for the others; a call costs one path lookup, one small
-//! allocation shared by its request and response, and an atomic add per
-//! event: about three times the six atomic adds a unary call needs at the
-//! least (the ignored `cost_of_measuring_*` tests).
+//! (a `OnceLock`) for the others, and so are each client version's; a call
+//! costs one path lookup, one header lookup and a short scan of the
+//! versions seen (one string compare, for a single client version), one
+//! small allocation shared by its request and response, and an atomic add
+//! per event: about three times the six atomic adds a unary call needs at
+//! the least (the ignored `cost_of_measuring_*` tests).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -69,7 +85,42 @@ impl GrpcType {
             GrpcType::BidiStream => "bidi_stream",
         }
     }
+
+    /// The index in [`REQUEST_TYPES`]: which of etcd's interceptors sees it.
+    fn request_type(self) -> usize {
+        match self {
+            GrpcType::Unary => 0,
+            GrpcType::ServerStream | GrpcType::BidiStream => 1,
+        }
+    }
 }
+
+/// `etcd_server_client_requests_total`'s `type`, by [`GrpcType::request_type`].
+const REQUEST_TYPES: [&str; 2] = ["unary", "stream"];
+
+/// How many distinct `client-api-version` values get series of their own.
+const VERSION_SLOTS: usize = 16;
+/// The longest `client-api-version` taken as a label.
+const MAX_VERSION_LEN: usize = 16;
+/// The version index of a call counted as `unknown`.
+const UNKNOWN_VERSION: u8 = VERSION_SLOTS as u8;
+
+/// The metadata key etcd's clients send their API version under.
+static CLIENT_API_VERSION: http::HeaderName = http::HeaderName::from_static("client-api-version");
+
+/// A `client-api-version` label and its children, by request type.
+struct VersionSlot {
+    version: Box<str>,
+    requests: [OnceLock<IntCounter>; REQUEST_TYPES.len()],
+}
+
+/// `etcd_network_server_stream_failures_total`'s `Type` and `API`.
+const FAILURE_TYPES: [&str; 2] = ["receive", "send"];
+const RECEIVE: usize = 0;
+const SEND: usize = 1;
+const STREAM_APIS: [&str; 2] = ["watch", "lease-keepalive"];
+const WATCH: usize = 0;
+const LEASE_KEEPALIVE: usize = 1;
 
 struct ServiceTable {
     name: &'static str,
@@ -181,8 +232,10 @@ const CODES: [&str; 17] = [
     "DataLoss",
     "Unauthenticated",
 ];
+const OK: usize = 0;
 const CANCELED: usize = 1;
 const UNKNOWN: usize = 2;
+const DEADLINE_EXCEEDED: usize = 4;
 
 const LABELS: [&str; 3] = ["grpc_type", "grpc_service", "grpc_method"];
 
@@ -209,6 +262,14 @@ struct Inner {
     received_bytes: IntCounter,
     methods: Vec<Method>,
     by_path: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    client_requests: IntCounterVec,
+    /// The client versions seen, filled in order and never emptied (see
+    /// [`Inner::version`]).
+    versions: [OnceLock<VersionSlot>; VERSION_SLOTS],
+    unknown_version: [OnceLock<IntCounter>; REQUEST_TYPES.len()],
+    stream_failures: IntCounterVec,
+    /// By index of [`FAILURE_TYPES`], then of [`STREAM_APIS`].
+    failures: [[OnceLock<IntCounter>; STREAM_APIS.len()]; FAILURE_TYPES.len()],
 }
 
 /// One method's children, resolved once.
@@ -216,6 +277,9 @@ struct Method {
     grpc_type: GrpcType,
     service: &'static str,
     name: &'static str,
+    /// Its index in [`STREAM_APIS`], for the streams whose failures etcd
+    /// counts.
+    stream_api: Option<usize>,
     started: OnceLock<IntCounter>,
     received: OnceLock<IntCounter>,
     sent: OnceLock<IntCounter>,
@@ -275,6 +339,19 @@ impl GrpcMetrics {
             ),
             methods: Vec::new(),
             by_path: HashMap::default(),
+            client_requests: int_counter_vec(
+                "etcd_server_client_requests_total",
+                "The total number of client requests per client version.",
+                &["type", "client_api_version"],
+            ),
+            versions: Default::default(),
+            unknown_version: Default::default(),
+            stream_failures: int_counter_vec(
+                "etcd_network_server_stream_failures_total",
+                "The total number of stream failures from the local server.",
+                &["Type", "API"],
+            ),
+            failures: Default::default(),
         };
         for service in SERVICES {
             for &(name, grpc_type) in service.methods {
@@ -282,6 +359,11 @@ impl GrpcMetrics {
                     grpc_type,
                     service: service.name,
                     name,
+                    stream_api: match (service.name, name) {
+                        ("etcdserverpb.Watch", "Watch") => Some(WATCH),
+                        ("etcdserverpb.Lease", "LeaseKeepAlive") => Some(LEASE_KEEPALIVE),
+                        _ => None,
+                    },
                     started: OnceLock::new(),
                     received: OnceLock::new(),
                     sent: OnceLock::new(),
@@ -328,6 +410,8 @@ impl Measures for GrpcMetrics {
             Box::new(inner.sent.clone()),
             Box::new(inner.sent_bytes.clone()),
             Box::new(inner.received_bytes.clone()),
+            Box::new(inner.client_requests.clone()),
+            Box::new(inner.stream_failures.clone()),
         ];
         if let Some(handling_seconds) = &inner.handling_seconds {
             collectors.push(Box::new(handling_seconds.clone()));
@@ -369,21 +453,85 @@ impl Inner {
         Some(method.handling_seconds.get_or_init(|| vec.with_label_values(&method.labels())))
     }
 
-    /// The call to `path`, if it is one of the measured methods.
-    fn begin(self: &Arc<Inner>, path: &str) -> Option<Arc<Call>> {
+    /// The version index of a call whose `client-api-version` is `value`:
+    /// its slot in `versions`, or [`UNKNOWN_VERSION`].
+    ///
+    /// etcd takes any UTF-8 value as the label, so a client could make it
+    /// grow without bound. Here a value becomes a label only if it reads as
+    /// an API version, `<digits>.<digits>` (etcd's clients send `3.6`;
+    /// etcdctl 3.4 sends `3.4`) of at most [`MAX_VERSION_LEN`] bytes, and
+    /// only while one of the [`VERSION_SLOTS`] slots is free for it:
+    /// anything else counts as `unknown`. This is the bound on the series.
+    ///
+    /// Why a fixed array of `OnceLock`s rather than a map behind a lock: a
+    /// server sees a handful of versions, so scanning the filled slots in
+    /// order (an atomic load and a short compare each) finds the usual
+    /// case in the first slot or two, with no lock or hashing. A new
+    /// version takes the first free slot through `get_or_init` (threads
+    /// racing for a slot agree on one winner; a loser moves on), and a
+    /// version has at most one slot: a thread fills a slot only after
+    /// finding every earlier one filled with another version, and a filled
+    /// slot never changes.
+    fn version(&self, value: Option<&http::HeaderValue>) -> u8 {
+        let Some(version) = value.and_then(api_version) else { return UNKNOWN_VERSION };
+        for (index, slot) in self.versions.iter().enumerate() {
+            let slot = slot.get_or_init(|| VersionSlot { version: version.into(), requests: Default::default() });
+            if &*slot.version == version {
+                return index as u8;
+            }
+        }
+        UNKNOWN_VERSION
+    }
+
+    fn client_requests(&self, version: u8, request_type: usize) -> &IntCounter {
+        let (label, child) = match self.versions.get(usize::from(version)).and_then(OnceLock::get) {
+            Some(slot) => (&*slot.version, &slot.requests[request_type]),
+            None => ("unknown", &self.unknown_version[request_type]),
+        };
+        child.get_or_init(|| self.client_requests.with_label_values(&[REQUEST_TYPES[request_type], label]))
+    }
+
+    fn stream_failure(&self, failure_type: usize, api: usize) -> &IntCounter {
+        self.failures[failure_type][api]
+            .get_or_init(|| self.stream_failures.with_label_values(&[FAILURE_TYPES[failure_type], STREAM_APIS[api]]))
+    }
+
+    /// The call to `path` with request `headers`, if it is one of the
+    /// measured methods.
+    fn begin(self: &Arc<Inner>, path: &str, headers: &http::HeaderMap) -> Option<Arc<Call>> {
         let &index = self.by_path.get(path)?;
         let method = &self.methods[index];
+        let version = self.version(headers.get(&CLIENT_API_VERSION));
         // A stream starts at once, a unary call when its message is in.
         let streaming = method.grpc_type != GrpcType::Unary;
         if streaming {
             self.started(method).inc();
+            self.client_requests(version, method.grpc_type.request_type()).inc();
         }
         Some(Arc::new(Call {
             metrics: self.clone(),
             method: index,
             started: AtomicBool::new(streaming),
             since: self.handling_seconds.is_some().then(Instant::now),
+            version,
+            tracks_receive: method.stream_api.is_some(),
+            receive_broken: AtomicBool::new(false),
         }))
+    }
+}
+
+/// `value` if it reads as an API version (see [`Inner::version`]).
+fn api_version(value: &http::HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    if bytes.len() > MAX_VERSION_LEN {
+        return None;
+    }
+    let (major, minor) = bytes.split_at(bytes.iter().position(|&byte| byte == b'.')?);
+    let digits = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    if digits(major) && digits(&minor[1..]) {
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
     }
 }
 
@@ -393,6 +541,17 @@ struct Call {
     method: usize,
     started: AtomicBool,
     since: Option<Instant>,
+    /// Its index in `versions` (or [`UNKNOWN_VERSION`]): a unary call is
+    /// counted in `etcd_server_client_requests_total` when it starts.
+    version: u8,
+    /// Whether the request body keeps `receive_broken` up to date: only for
+    /// the streams whose failures are counted.
+    tracks_receive: bool,
+    /// The request side stopped short: its body failed, or the last of it
+    /// seen ends inside a message (a stream cut mid-message, or a message
+    /// the server refused from its prefix, as tonic refuses one over the
+    /// size limit without reading on).
+    receive_broken: AtomicBool,
 }
 
 impl Call {
@@ -406,6 +565,7 @@ impl Call {
         if !self.started.load(Ordering::Relaxed) {
             self.started.store(true, Ordering::Relaxed);
             metrics.started(method).inc();
+            metrics.client_requests(self.version, method.grpc_type.request_type()).inc();
         }
         metrics.received(method).inc();
         metrics.received_bytes.inc_by(bytes);
@@ -419,6 +579,29 @@ impl Call {
 
     /// Records the outcome; each call's is recorded once, by whichever of
     /// its response future or response body holds it then.
+    ///
+    /// A Watch or LeaseKeepAlive stream that ends in a failure also counts
+    /// in `etcd_network_server_stream_failures_total`. etcd counts there
+    /// the errors of its handlers' `Recv` (`Type="receive"`) and `Send`
+    /// (`"send"`) on the stream, except those `isClientCtxErr` puts down to
+    /// the client (the stream's context is done, or the error is Canceled,
+    /// DeadlineExceeded or a client disconnect); an error a handler makes
+    /// itself (a renewal refused for want of a leader, say) ends the stream
+    /// without counting.
+    /// The layer sees neither call, only the stream's end, so it counts a
+    /// stream that ends with any status but OK, Canceled (the client reset
+    /// it or went away, as etcd's stream context ends) and DeadlineExceeded
+    /// (the client's deadline). `Type` is `receive` if the request side
+    /// stopped short (`receive_broken`: its body failed, or it ends inside
+    /// a message, as when tonic refuses one over the size limit), and
+    /// `send` otherwise. So Keel counts more than etcd: a LeaseKeepAlive
+    /// ended by the handler's own error (no leader, an invalid token)
+    /// counts as `send`, as does one ended by a malformed message that
+    /// arrived whole (tonic's decode error, a `Recv` error in etcd). And
+    /// less: Keel's Watch keeps its stream open when a request fails to
+    /// arrive or decode (it stops reading; etcd ends the stream), and a
+    /// response h2 could not send ends with the response dropped, counted
+    /// Canceled.
     fn handled(&self, code: usize) {
         if !self.started.load(Ordering::Relaxed) {
             return;
@@ -427,6 +610,12 @@ impl Call {
         metrics.handled(method, code).inc();
         if let (Some(since), Some(histogram)) = (self.since, metrics.handling_seconds(method)) {
             histogram.observe(since.elapsed().as_secs_f64());
+        }
+        if let Some(api) = method.stream_api {
+            if !matches!(code, OK | CANCELED | DEADLINE_EXCEEDED) {
+                let failure_type = if self.receive_broken.load(Ordering::Relaxed) { RECEIVE } else { SEND };
+                metrics.stream_failure(failure_type, api).inc();
+            }
         }
     }
 }
@@ -464,7 +653,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = self.metrics.begin(request.uri().path());
+        let call = self.metrics.begin(request.uri().path(), request.headers());
         let request = request.map(|body| MeteredBody::new(body, call.clone(), Direction::Received, false));
         MeasuredFuture { inner: self.inner.call(request), call }
     }
@@ -564,12 +753,20 @@ where
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     match this.direction {
-                        Direction::Received => this.frames.feed(data, |bytes| call.received(bytes)),
+                        Direction::Received => {
+                            this.frames.feed(data, |bytes| call.received(bytes));
+                            if call.tracks_receive {
+                                call.receive_broken.store(this.frames.have > 0, Ordering::Relaxed);
+                            }
+                        }
                         Direction::Sent => this.frames.feed(data, |bytes| call.sent(bytes)),
                     }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     this.finish(status(trailers).unwrap_or(UNKNOWN));
                 }
+            }
+            Some(Err(_)) if this.direction == Direction::Received => {
+                call.receive_broken.store(true, Ordering::Relaxed);
             }
             // A gRPC response ends with a status; without one a client
             // reports an error, and grpc-go's would be Unknown.
@@ -646,16 +843,22 @@ mod tests {
 
     use super::*;
 
-    /// A body of `frames`, then the end, or nothing ever again if `hang`.
+    /// A body of `frames`, then the end, or nothing ever again if `hang`,
+    /// or an error (then the end) if `fail`.
     struct TestBody {
         frames: VecDeque<Frame<Bytes>>,
         hang: bool,
+        fail: bool,
     }
+
+    /// The error of a body that `fail`s (as h2's when a stream breaks).
+    #[derive(Debug)]
+    struct Broken;
 
     impl TestBody {
         fn chunks(chunks: &[&[u8]]) -> TestBody {
             let frames = chunks.iter().map(|chunk| Frame::data(Bytes::copy_from_slice(chunk))).collect();
-            TestBody { frames, hang: false }
+            TestBody { frames, hang: false, fail: false }
         }
 
         fn then_status(mut self, code: u8) -> TestBody {
@@ -669,17 +872,23 @@ mod tests {
             self.hang = true;
             self
         }
+
+        fn then_fail(mut self) -> TestBody {
+            self.fail = true;
+            self
+        }
     }
 
     impl Body for TestBody {
         type Data = Bytes;
-        type Error = Infallible;
+        type Error = Broken;
 
-        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Broken>>> {
             let this = self.get_mut();
             match this.frames.pop_front() {
                 Some(frame) => Poll::Ready(Some(Ok(frame))),
                 None if this.hang => Poll::Pending,
+                None if std::mem::take(&mut this.fail) => Poll::Ready(Some(Err(Broken))),
                 None => Poll::Ready(None),
             }
         }
@@ -728,9 +937,20 @@ mod tests {
         http::Request::builder().uri(path).body(body).unwrap()
     }
 
+    /// `request` as sent by a client of API version `version`.
+    fn from_version(mut request: http::Request<TestBody>, version: &str) -> http::Request<TestBody> {
+        request.headers_mut().insert("client-api-version", version.parse().unwrap());
+        request
+    }
+
     /// Calls `path` on a measured `server` and reads the whole response.
     async fn call(metrics: &GrpcMetrics, path: &str, body: TestBody, server: Fake) -> http::Response<()> {
-        let response = metrics.layer(server).call(request(path, body)).await.unwrap();
+        send(metrics, request(path, body), server).await
+    }
+
+    /// Sends `request` to a measured `server` and reads the whole response.
+    async fn send(metrics: &GrpcMetrics, request: http::Request<TestBody>, server: Fake) -> http::Response<()> {
+        let response = metrics.layer(server).call(request).await.unwrap();
         let (parts, mut body) = response.into_parts();
         while poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.is_some() {}
         http::Response::from_parts(parts, ())
@@ -767,6 +987,16 @@ mod tests {
     fn with_code<'a>(mut labels: Vec<(&'a str, &'a str)>, code: &'a str) -> Vec<(&'a str, &'a str)> {
         labels.push(("grpc_code", code));
         labels
+    }
+
+    /// The labels of `etcd_server_client_requests_total`.
+    fn client<'a>(request_type: &'a str, version: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![("type", request_type), ("client_api_version", version)]
+    }
+
+    /// The labels of `etcd_network_server_stream_failures_total`.
+    fn failure<'a>(failure_type: &'a str, api: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![("Type", failure_type), ("API", api)]
     }
 
     #[tokio::test]
@@ -952,6 +1182,202 @@ mod tests {
         assert_eq!(buckets, ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]);
     }
 
+    #[tokio::test]
+    async fn client_requests_are_counted_by_type_and_client_api_version() {
+        let metrics = GrpcMetrics::new(false);
+        assert!(!exposition(&metrics).contains("etcd_server_client_requests_total"), "no series before a call");
+        let ok = Fake(|| {
+            let body = TestBody::chunks(&[&message(b"kvs")]).then_status(0);
+            ok_headers().map(|()| body)
+        });
+        let range = || request("/etcdserverpb.KV/Range", TestBody::chunks(&[&message(b"key")]));
+        send(&metrics, from_version(range(), "3.6"), ok.clone()).await;
+        send(&metrics, from_version(range(), "3.6"), ok.clone()).await;
+        send(&metrics, from_version(range(), "3.4"), ok.clone()).await;
+        send(&metrics, range(), ok.clone()).await;
+        // Only <digits>.<digits>, and not too long, is taken as a version.
+        let junk = ["", "3", "3.", ".6", "v3.6", "3.6.1", "3.6 ", "3.x", "-3.6", "1234567890.1234567"];
+        for version in junk {
+            send(&metrics, from_version(range(), version), ok.clone()).await;
+        }
+        // A stream counts when it opens, a server stream too; a unary call
+        // whose message never arrives never starts, so is not counted.
+        let stream = Fake(|| ok_headers().map(|()| TestBody::chunks(&[]).then_status(0)));
+        let watch = request("/etcdserverpb.Watch/Watch", TestBody::chunks(&[]));
+        send(&metrics, from_version(watch, "3.6"), stream.clone()).await;
+        let snapshot = request("/etcdserverpb.Maintenance/Snapshot", TestBody::chunks(&[&message(b"")]));
+        send(&metrics, from_version(snapshot, "3.5"), stream).await;
+        let truncated = request("/etcdserverpb.KV/Put", TestBody::chunks(&[&[0, 0, 0, 0, 10, b'a']]));
+        send(&metrics, from_version(truncated, "3.3"), Fake(|| trailers_only(13))).await;
+
+        let text = exposition(&metrics);
+        assert!(text.contains(
+            "# HELP etcd_server_client_requests_total The total number of client requests per client version.\n\
+             # TYPE etcd_server_client_requests_total counter\n"
+        ));
+        let mut lines: Vec<&str> =
+            text.lines().filter(|line| line.starts_with("etcd_server_client_requests_total")).collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "etcd_server_client_requests_total{client_api_version=\"3.4\",type=\"unary\"} 1",
+                "etcd_server_client_requests_total{client_api_version=\"3.5\",type=\"stream\"} 1",
+                "etcd_server_client_requests_total{client_api_version=\"3.6\",type=\"stream\"} 1",
+                "etcd_server_client_requests_total{client_api_version=\"3.6\",type=\"unary\"} 2",
+                "etcd_server_client_requests_total{client_api_version=\"unknown\",type=\"unary\"} 11",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn client_versions_beyond_the_slots_count_as_unknown() {
+        let metrics = GrpcMetrics::new(false);
+        let ok = Fake(|| trailers_only(0));
+        let range = |version: &str| {
+            from_version(request("/etcdserverpb.KV/Range", TestBody::chunks(&[&message(b"key")])), version)
+        };
+        for minor in 0..VERSION_SLOTS + 4 {
+            send(&metrics, range(&format!("9.{minor}")), ok.clone()).await;
+        }
+        send(&metrics, range("9.0"), ok.clone()).await;
+        send(&metrics, range(&format!("9.{VERSION_SLOTS}")), ok).await;
+
+        let text = exposition(&metrics);
+        let series = text.lines().filter(|line| line.starts_with("etcd_server_client_requests_total{")).count();
+        assert_eq!(series, VERSION_SLOTS + 1, "{text}");
+        let name = "etcd_server_client_requests_total";
+        assert_eq!(value(&text, name, &client("unary", "9.0")), Some(2.0));
+        let last = format!("9.{}", VERSION_SLOTS - 1);
+        assert_eq!(value(&text, name, &client("unary", &last)), Some(1.0));
+        let first_left_out = format!("9.{VERSION_SLOTS}");
+        assert_eq!(value(&text, name, &client("unary", &first_left_out)), None);
+        assert_eq!(value(&text, name, &client("unary", "unknown")), Some(5.0));
+    }
+
+    /// Threads meeting new versions at once give each exactly one slot.
+    #[test]
+    fn racing_threads_agree_on_the_slot_of_each_version() {
+        const THREADS: usize = 4;
+        let metrics = GrpcMetrics::new(false);
+        let versions: Vec<http::HeaderValue> =
+            (0..VERSION_SLOTS).map(|minor| format!("3.{minor}").parse().unwrap()).collect();
+        let barrier = std::sync::Barrier::new(THREADS);
+        let seen: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..THREADS)
+                .map(|thread| {
+                    let (inner, versions, barrier) = (&metrics.inner, &versions, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        // Each thread meets the versions in another order.
+                        let mut slots = vec![0; versions.len()];
+                        for step in 0..versions.len() {
+                            let index = (step + thread * 5) % versions.len();
+                            slots[index] = inner.version(Some(&versions[index]));
+                        }
+                        slots
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|thread| thread.join().unwrap()).collect()
+        });
+        let mut slots = seen[0].clone();
+        assert!(seen.iter().all(|other| *other == slots), "{seen:?}");
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), VERSION_SLOTS, "every version has a slot of its own: {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn watch_and_keepalive_streams_ending_in_failure_are_counted() {
+        let metrics = GrpcMetrics::new(false);
+        let watch = || request("/etcdserverpb.Watch/Watch", TestBody::chunks(&[&message(b"create")]));
+        // Ends that are no failure: OK, and the client's cancel or deadline.
+        call(&metrics, "/etcdserverpb.Watch/Watch", TestBody::chunks(&[]), Fake(|| trailers_only(0))).await;
+        send(&metrics, watch(), Fake(|| ok_headers().map(|()| TestBody::chunks(&[]).then_status(1)))).await;
+        send(&metrics, watch(), Fake(|| trailers_only(4))).await;
+        let hanging = Fake(|| ok_headers().map(|()| TestBody::chunks(&[&message(b"event")]).then_hang()));
+        let mut body = metrics.layer(hanging).call(watch()).await.unwrap().into_body();
+        assert!(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap().is_data());
+        drop(body);
+        // Only Watch and LeaseKeepAlive streams count.
+        let unavailable = Fake(|| trailers_only(14));
+        call(&metrics, "/etcdserverpb.Lease/LeaseGrant", TestBody::chunks(&[&message(b"ttl")]), unavailable.clone())
+            .await;
+        call(&metrics, "/etcdserverpb.Maintenance/Snapshot", TestBody::chunks(&[&message(b"")]), unavailable.clone())
+            .await;
+        let text = exposition(&metrics);
+        assert!(!text.contains("etcd_network_server_stream_failures_total"), "{text}");
+
+        // Ended in error with its requests whole: a failure to send.
+        send(&metrics, watch(), Fake(|| ok_headers().map(|()| TestBody::chunks(&[]).then_status(13)))).await;
+        // A response that ends without a status (Unknown).
+        send(&metrics, watch(), Fake(|| ok_headers().map(|()| TestBody::chunks(&[&message(b"event")])))).await;
+        let keepalive = "/etcdserverpb.Lease/LeaseKeepAlive";
+        call(&metrics, keepalive, TestBody::chunks(&[&message(b"id")]), unavailable.clone()).await;
+        // The request body failed, or was cut inside a message: a failure
+        // to receive.
+        call(&metrics, keepalive, TestBody::chunks(&[&message(b"id")]).then_fail(), unavailable.clone()).await;
+        let cut = [&message(b"id")[..], &[0, 0, 0, 0, 9, b'i']].concat();
+        let internal = Fake(|| ok_headers().map(|()| TestBody::chunks(&[]).then_status(13)));
+        call(&metrics, keepalive, TestBody::chunks(&[&message(b"id"), &cut]), internal).await;
+        // ... or the server refused a message from its prefix, reading no
+        // further (tonic's answer to one over the size limit).
+        let open = TestBody::chunks(&[&message(b"id"), &[0, 0, 1, 0, 0, 0]]).then_hang();
+        let response = metrics.layer(RefusesFromPrefix).call(request(keepalive, open)).await.unwrap();
+        assert_eq!(response.headers()["grpc-status"], "11");
+        // The request body failed but the client canceled: no failure.
+        let canceled = Fake(|| trailers_only(1));
+        call(&metrics, keepalive, TestBody::chunks(&[]).then_fail(), canceled).await;
+
+        let text = exposition(&metrics);
+        assert!(text.contains(
+            "# HELP etcd_network_server_stream_failures_total The total number of stream failures from the local \
+             server.\n# TYPE etcd_network_server_stream_failures_total counter\n"
+        ));
+        let mut lines: Vec<&str> =
+            text.lines().filter(|line| line.starts_with("etcd_network_server_stream_failures_total")).collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "etcd_network_server_stream_failures_total{API=\"lease-keepalive\",Type=\"receive\"} 3",
+                "etcd_network_server_stream_failures_total{API=\"lease-keepalive\",Type=\"send\"} 1",
+                "etcd_network_server_stream_failures_total{API=\"watch\",Type=\"send\"} 2",
+            ]
+        );
+        assert_eq!(
+            value(&text, "etcd_network_server_stream_failures_total", &failure("receive", "watch")),
+            None,
+            "a series appears on first use"
+        );
+    }
+
+    /// A server that answers OutOfRange once it has a message's prefix,
+    /// without reading the rest, as tonic refuses a message over its limit.
+    struct RefusesFromPrefix;
+
+    impl Service<http::Request<MeteredBody<TestBody>>> for RefusesFromPrefix {
+        type Response = http::Response<TestBody>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<http::Response<TestBody>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<MeteredBody<TestBody>>) -> Self::Future {
+            Box::pin(async move {
+                // A whole message, then the chunk with the next one's prefix.
+                let mut body = request.into_body();
+                for _ in 0..2 {
+                    poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
+                }
+                Ok(trailers_only(11))
+            })
+        }
+    }
+
     #[test]
     fn messages_are_found_across_any_chunking() {
         let stream = [message(b"hello"), message(b""), message(&[7; 300]), message(b"!")].concat();
@@ -1056,7 +1482,9 @@ mod tests {
 
         let mut kv = KvClient::new(channel.clone());
         let range = RangeRequest { key: b"a".to_vec(), ..Default::default() };
-        kv.range(range.clone()).await.unwrap();
+        let mut from_3_6 = tonic::Request::new(range.clone());
+        from_3_6.metadata_mut().insert("client-api-version", "3.6".parse().unwrap());
+        kv.range(from_3_6).await.unwrap();
         let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
         assert_eq!(kv.put(put.clone()).await.unwrap_err().code(), tonic::Code::NotFound);
         assert_eq!(kv.txn(TxnRequest::default()).await.unwrap_err().code(), tonic::Code::Unimplemented);
@@ -1104,6 +1532,11 @@ mod tests {
         assert_eq!(value(&text, "etcd_network_client_grpc_received_bytes_total", &[]), Some(received as f64));
         let sent = RangeResponse { count: 1, ..Default::default() }.encoded_len();
         assert_eq!(value(&text, "etcd_network_client_grpc_sent_bytes_total", &[]), Some(sent as f64));
+        let requests = "etcd_server_client_requests_total";
+        assert_eq!(value(&text, requests, &client("unary", "3.6")), Some(1.0), "the version in the metadata");
+        assert_eq!(value(&text, requests, &client("unary", "unknown")), Some(2.0), "Put and Txn, not the huge one");
+        assert_eq!(value(&text, requests, &client("stream", "unknown")), Some(2.0));
+        assert!(!text.contains("etcd_network_server_stream_failures_total"), "a reset is the client's doing");
         server.abort();
     }
 
@@ -1133,7 +1566,8 @@ mod tests {
             let bare_ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
             let started = Instant::now();
             for _ in 0..CALLS {
-                let mut response = measured.call(request("/etcdserverpb.KV/Range", body())).await.unwrap().into_body();
+                let request = from_version(request("/etcdserverpb.KV/Range", body()), "3.6");
+                let mut response = measured.call(request).await.unwrap().into_body();
                 while poll_fn(|cx| Pin::new(&mut response).poll_frame(cx)).await.is_some() {}
             }
             let measured_ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
@@ -1154,6 +1588,8 @@ mod tests {
         const CALLS: u32 = 2_000_000;
         let metrics = GrpcMetrics::new(false);
         let (request, response) = (message(b"request"), message(b"response"));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("client-api-version", http::HeaderValue::from_static("3.6"));
         let counters: [AtomicU64; 6] = Default::default();
         for round in 0..5 {
             let started = Instant::now();
@@ -1165,7 +1601,7 @@ mod tests {
             let adds_ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
             let started = Instant::now();
             for _ in 0..CALLS {
-                let call = metrics.inner.begin(std::hint::black_box("/etcdserverpb.KV/Range")).unwrap();
+                let call = metrics.inner.begin(std::hint::black_box("/etcdserverpb.KV/Range"), &headers).unwrap();
                 let mut incoming = MeteredBody::new((), Some(call.clone()), Direction::Received, false);
                 incoming.frames.feed(&request, |bytes| call.received(bytes));
                 let mut outgoing = MeteredBody::new((), Some(call), Direction::Sent, true);
