@@ -56,6 +56,15 @@ pub struct PeerMetrics {
     pub(crate) snapshot_receive_failures: IntCounterVec,
     pub(crate) snapshot_receive_seconds: HistogramVec,
     pub(crate) snapshot_receive_inflights: IntGaugeVec,
+    pub(crate) known_peers: IntGaugeVec,
+    /// Receiving a leader's snapshot: spooled, then installed.
+    pub(crate) snap_db_save_seconds: Histogram,
+    /// etcd's raft `.snap` files and their fsyncs: Keel's snapshots are
+    /// store checkpoints with no such file, so these never move.
+    snap_db_fsync_seconds: Histogram,
+    snap_save_seconds: Histogram,
+    snap_save_marshalling_seconds: Histogram,
+    snap_fsync_seconds: Histogram,
 }
 
 /// One peer's children of the per-peer series, resolved when it is added.
@@ -66,6 +75,8 @@ pub(crate) struct PeerLinkMetrics {
     pub(crate) round_trip_time: Histogram,
     pub(crate) active: IntGauge,
     pub(crate) disconnected: IntCounter,
+    /// 1 while the peer is a member this one talks to.
+    pub(crate) known: IntGauge,
 }
 
 impl PeerMetrics {
@@ -156,6 +167,36 @@ impl PeerMetrics {
                 "Total number of inflight snapshot receives",
                 &["From"],
             ),
+            known_peers: int_gauge_vec(
+                "etcd_network_known_peers",
+                "The current number of known peers.",
+                &["Local", "Remote"],
+            ),
+            snap_db_save_seconds: keel_metrics::histogram(
+                "etcd_snap_db_save_total_duration_seconds",
+                "The total latency distributions of v3 snapshot save",
+                exponential_buckets(0.1, 2.0, 10),
+            ),
+            snap_db_fsync_seconds: keel_metrics::histogram(
+                "etcd_snap_db_fsync_duration_seconds",
+                "The latency distributions of fsyncing .snap.db file",
+                exponential_buckets(0.001, 2.0, 14),
+            ),
+            snap_save_seconds: keel_metrics::histogram(
+                "etcd_debugging_snap_save_total_duration_seconds",
+                "The total latency distributions of save called by snapshot.",
+                exponential_buckets(0.001, 2.0, 14),
+            ),
+            snap_save_marshalling_seconds: keel_metrics::histogram(
+                "etcd_debugging_snap_save_marshalling_duration_seconds",
+                "The marshalling cost distributions of save called by snapshot.",
+                exponential_buckets(0.001, 2.0, 14),
+            ),
+            snap_fsync_seconds: keel_metrics::histogram(
+                "etcd_snap_fsync_duration_seconds",
+                "The latency distributions of fsync called by snap.",
+                exponential_buckets(0.001, 2.0, 14),
+            ),
         }
     }
 
@@ -168,6 +209,7 @@ impl PeerMetrics {
             sent_failures: self.sent_failures.with_label_values(&[&peer]),
             round_trip_time: self.round_trip_time.with_label_values(&[&peer]),
             active: self.active_peers.with_label_values(&[&local, &peer]),
+            known: self.known_peers.with_label_values(&[&local, &peer]),
             disconnected: self.disconnected_peers.with_label_values(&[&local, &peer]),
         }
     }
@@ -320,6 +362,12 @@ impl Measures for MemberMeasures {
             Box::new(m.peer.snapshot_receive_failures.clone()),
             Box::new(m.peer.snapshot_receive_seconds.clone()),
             Box::new(m.peer.snapshot_receive_inflights.clone()),
+            Box::new(m.peer.known_peers.clone()),
+            Box::new(m.peer.snap_db_save_seconds.clone()),
+            Box::new(m.peer.snap_db_fsync_seconds.clone()),
+            Box::new(m.peer.snap_save_seconds.clone()),
+            Box::new(m.peer.snap_save_marshalling_seconds.clone()),
+            Box::new(m.peer.snap_fsync_seconds.clone()),
             Box::new(Computed::gauge(
                 "etcd_server_proposals_applied_total",
                 "The total number of consensus proposals applied.",
@@ -372,6 +420,11 @@ impl SnapshotTransfer {
         }
     }
 
+    /// How long the transfer has taken so far.
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     pub(crate) fn succeeded(mut self) {
         self.succeeded = true;
     }
@@ -414,5 +467,66 @@ impl PeerMetrics {
             &self.snapshot_send_success,
             &self.snapshot_send_failures,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use keel_mvcc::KvStore;
+    use keel_raft_node::{MemLogEngine, SystemClock};
+
+    use crate::config::MemberConfig;
+    use crate::peer::NoNetwork;
+    use crate::{Member, Parts};
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn a_member_registers_every_crates_series_once_and_they_follow_it() {
+        let parts = Parts::in_memory(
+            Arc::new(KvStore::in_memory()),
+            MemLogEngine::default(),
+            Arc::new(NoNetwork),
+            Arc::new(SystemClock),
+        );
+        let (member, mut stepper) = Member::assemble_stepped(MemberConfig::new("m0", "/nonexistent"), parts).unwrap();
+        for _ in 0..10 {
+            stepper.step();
+        }
+        let metrics = keel_metrics::Metrics::new().unwrap();
+        member.register_metrics(metrics.registry()).unwrap();
+        // A second registration of the same member's series is refused.
+        assert!(member.register_metrics(metrics.registry()).is_err());
+        let text = metrics.text().unwrap();
+        assert_eq!(value(&text, "etcd_server_has_leader"), Some(1.0), "{text}");
+        assert_eq!(value(&text, "etcd_server_is_leader"), Some(1.0));
+        assert_eq!(value(&text, "etcd_server_is_learner"), Some(0.0));
+        assert_eq!(value(&text, "etcd_server_leader_changes_seen_total"), Some(1.0));
+        assert_eq!(value(&text, "etcd_server_quota_backend_bytes"), Some(2147483648.0));
+        let committed = value(&text, "etcd_server_proposals_committed_total").unwrap();
+        assert!(committed >= 1.0);
+        assert_eq!(value(&text, "etcd_server_proposals_applied_total"), Some(committed));
+        assert_eq!(value(&text, "etcd_server_proposals_pending"), Some(0.0));
+        let id = format!("etcd_server_id{{server_id=\"{:x}\"}}", member.member_id());
+        assert_eq!(value(&text, &id), Some(1.0), "{text}");
+        assert_eq!(value(&text, "etcd_cluster_version{cluster_version=\"3.6\"}"), Some(1.0));
+        for family in [
+            "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
+            "# TYPE etcd_disk_wal_write_bytes_total gauge",
+            "# TYPE etcd_disk_backend_commit_duration_seconds histogram",
+            "# TYPE etcd_mvcc_db_total_size_in_bytes gauge",
+            "# TYPE etcd_debugging_mvcc_watcher_total gauge",
+            "# TYPE etcd_debugging_lease_granted_total counter",
+            "# TYPE etcd_server_proposals_failed_total counter",
+        ] {
+            assert!(text.contains(family), "{family} missing");
+        }
+        let fsyncs = value(&text, "etcd_disk_wal_fsync_duration_seconds_count").unwrap();
+        assert!(fsyncs >= 1.0, "the election's entry was synced");
+        member.stop();
     }
 }

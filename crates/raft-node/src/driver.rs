@@ -604,7 +604,8 @@ impl Driver {
             let started = Instant::now();
             self.raw.mut_store().append(&entries, hard_state.as_ref())?;
             self.metrics.wal_fsync.observe(started.elapsed().as_secs_f64());
-            self.metrics.wal_write_bytes.inc_by(entries.iter().map(|entry| entry.data.len() as u64).sum());
+            let bytes: usize = entries.iter().map(|entry| entry.data.len()).sum();
+            self.metrics.wal_write_bytes.add(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());

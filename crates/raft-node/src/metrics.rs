@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use keel_metrics::prometheus::core::Collector;
-use keel_metrics::prometheus::{Histogram, IntCounter};
+use keel_metrics::prometheus::{Histogram, IntCounter, IntGauge};
 use keel_metrics::{Computed, Measures};
 
 use crate::driver::RaftStatus;
@@ -21,8 +21,9 @@ pub struct RaftMetrics {
     /// Our raft log's durable append: entries, hard state and its fsync
     /// (etcd's WAL fsync).
     pub(crate) wal_fsync: Histogram,
-    /// Bytes of entry data appended to the log.
-    pub(crate) wal_write_bytes: IntCounter,
+    /// Bytes of entry data appended to the log (a gauge in etcd, despite
+    /// its name).
+    pub(crate) wal_write_bytes: IntGauge,
     status: Arc<RaftStatus>,
 }
 
@@ -39,7 +40,7 @@ impl RaftMetrics {
                 // etcd: 1 ms up to ~8 s.
                 keel_metrics::exponential_buckets(0.001, 2.0, 14),
             ),
-            wal_write_bytes: keel_metrics::int_counter(
+            wal_write_bytes: keel_metrics::int_gauge(
                 "etcd_disk_wal_write_bytes_total",
                 "Total number of bytes written in WAL.",
             ),

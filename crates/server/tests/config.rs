@@ -285,6 +285,8 @@ fn bad_input_is_answered_as_etcd_answers_it() {
         &["--peer-heartbeat-interval=100", "--heartbeat-interval=1000"],
         &["--snapshot-count=1_000", "--heartbeat-interval=1000"],
         &["--name="],
+        &["--listen-metrics-urls=foo"],
+        &["--listen-metrics-urls=http://example.com:2381"],
     ];
     let etcd = which("etcd").expect("real etcd is installed (.ci/run installs etcd-server)");
     // The messages compared are etcd 3.4's (Debian's etcd-server), the oracle.

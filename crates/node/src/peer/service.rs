@@ -75,6 +75,7 @@ impl RaftPeer for PeerService {
         drop(chunks_tx);
         match spooling.await {
             Ok(Ok(())) => {
+                self.member.metrics().peer.snap_db_save_seconds.observe(receiving.elapsed().as_secs_f64());
                 receiving.succeeded();
                 Ok(Response::new(SnapshotAck {}))
             }

@@ -64,6 +64,14 @@ struct Peer {
     url: String,
     queue: mpsc::Sender<Vec<Vec<u8>>>,
     sending_snapshot: Arc<AtomicBool>,
+    /// etcd_network_known_peers for this peer: 0 once it is dropped.
+    known: keel_metrics::prometheus::IntGauge,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.known.set(0);
+    }
 }
 
 impl PeerSet {
@@ -100,9 +108,18 @@ impl PeerSet {
         }
         let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
         let alive = tx.downgrade();
+        let metrics = inner.metrics.link(inner.from, peer);
         // Replacing a peer drops its old queue, which ends its task.
-        queues
-            .insert(peer, Peer { url: url.to_owned(), queue: tx, sending_snapshot: Arc::new(AtomicBool::new(false)) });
+        queues.insert(
+            peer,
+            Peer {
+                url: url.to_owned(),
+                queue: tx,
+                sending_snapshot: Arc::new(AtomicBool::new(false)),
+                known: metrics.known.clone(),
+            },
+        );
+        metrics.known.set(1);
         let link = Link {
             cluster_id: inner.cluster_id,
             from: inner.from,
@@ -111,7 +128,7 @@ impl PeerSet {
             unreachable: inner.unreachable.clone(),
             removed: inner.removed.clone(),
             connector: inner.connector.clone(),
-            metrics: inner.metrics.link(inner.from, peer),
+            metrics,
         };
         inner.runtime.spawn(probe_peer(url.to_owned(), link.connector.clone(), link.metrics.clone(), alive));
         inner.runtime.spawn(run_peer(link, rx));
