@@ -110,8 +110,9 @@ pub struct Config {
     pub listen_metrics_urls: Vec<FlagUrl>,
     /// --metrics extensive: also the gRPC handling-time histograms.
     pub extensive_metrics: bool,
-    /// --quota-backend-bytes (0: etcd's default).
-    pub quota_backend_bytes: u64,
+    /// --quota-backend-bytes: 0 means etcd's default, a negative value no
+    /// quota at all.
+    pub quota_backend_bytes: i64,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<FlagUrl>,
     /// Whether --listen-peer-urls was given: a lone member listens for peers
@@ -323,6 +324,14 @@ impl Config {
         };
         check_tls_side(&client_tls, &listen_client_urls, "client", notices)?;
         check_tls_side(&peer_tls, &listen_peer_urls, "peer", notices)?;
+        // https:// metrics URLs are served with the client certificate.
+        if listen_metrics_urls.iter().any(|url| url.scheme == "https") && client_tls.is_empty() && !client_tls.auto_tls
+        {
+            return Err(ConfigError::invalid(
+                "TLS key/cert (--cert-file, --key-file) must be provided for https:// --listen-metrics-urls"
+                    .to_string(),
+            ));
+        }
         let self_signed_cert_validity = match uint("self-signed-cert-validity") {
             // etcd: "selfSignedCertValidity is invalid,it should be greater than 0".
             0 if client_tls.auto_tls || peer_tls.auto_tls => {
@@ -366,10 +375,9 @@ impl Config {
             listen_client_urls,
             listen_metrics_urls,
             extensive_metrics: metrics == "extensive",
-            // etcd: 0 or less means its default quota.
             quota_backend_bytes: match get("quota-backend-bytes") {
-                Value::Int(bytes) => u64::try_from(bytes).unwrap_or(0),
-                Value::Uint(bytes) => bytes,
+                Value::Int(bytes) => bytes,
+                Value::Uint(bytes) => i64::try_from(bytes).unwrap_or(i64::MAX),
                 other => panic!("quota-backend-bytes holds {other:?}"),
             },
             listen_peer_urls,

@@ -86,7 +86,7 @@ fn http_error(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-fn method_not_allowed() -> Response {
+pub(crate) fn method_not_allowed() -> Response {
     let mut response = http_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET"));
     response
@@ -94,6 +94,7 @@ fn method_not_allowed() -> Response {
 
 async fn health(method: Method, axum::extract::State(member): State, RawQuery(query): RawQuery) -> Response {
     if method != Method::GET {
+        tracing::warn!(status_code = 405, "/health error");
         return method_not_allowed();
     }
     let excluded = query_values(query.as_deref(), "exclude");
@@ -106,7 +107,6 @@ async fn health(method: Method, axum::extract::State(member): State, RawQuery(qu
             ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
         }
         Err(reason) => {
-            tracing::warn!(%reason, "serving /health false");
             let body = serde_json::json!({"health": "false", "reason": reason}).to_string();
             http_error(StatusCode::SERVICE_UNAVAILABLE, &body)
         }
@@ -120,6 +120,7 @@ async fn check_health(member: &Member, excluded: &[String], serializable: bool) 
         if excluded.iter().any(|name| name == kind.as_str_name()) {
             continue;
         }
+        tracing::warn!(alarm = kind.as_str_name(), "serving /health false due to an alarm");
         return Err(match kind {
             AlarmType::Nospace => "ALARM NOSPACE".to_string(),
             AlarmType::Corrupt => "ALARM CORRUPT".to_string(),
@@ -127,9 +128,14 @@ async fn check_health(member: &Member, excluded: &[String], serializable: bool) 
         });
     }
     if !serializable && member.leader() == 0 {
+        tracing::warn!("serving /health false; no leader");
         return Err("RAFT NO LEADER".to_string());
     }
-    member.health_read(serializable).await.map_err(|err| format!("RANGE ERROR:{}", etcd_error(&err)))
+    member.health_read(serializable).await.map_err(|err| {
+        let error = etcd_error(&err);
+        tracing::warn!(%error, "serving /health false; Range fails");
+        format!("RANGE ERROR:{error}")
+    })
 }
 
 /// The text etcd's server errors carry ("etcdserver: …").
@@ -211,6 +217,10 @@ async fn checks(
     kind: Kind,
     only: Option<String>,
 ) -> Response {
+    // An unknown check is a path nobody serves (Go's mux: 404 for any method).
+    if only.as_ref().is_some_and(|name| !kind.checks().iter().any(|check| check.name() == name)) {
+        return http_error(StatusCode::NOT_FOUND, "404 page not found");
+    }
     if method != Method::GET {
         tracing::warn!(path = kind.path(), status_code = 405, "Health request error");
         return method_not_allowed();
@@ -230,7 +240,7 @@ async fn checks(
             let selected = kind.checks().iter().copied().filter(|check| !excluded.remove(check.name())).collect();
             if !excluded.is_empty() {
                 let missing: Vec<String> = excluded.iter().map(|name| format!("{name:?}")).collect();
-                tracing::warn!(missing_health_checks = %missing.join(", "), "some health checks cannot be excluded");
+                tracing::warn!(missing_health_checks = %missing.join(","), "some health checks cannot be excluded");
             }
             selected
         }

@@ -16,7 +16,7 @@ use keel_node::Member;
 /// The HTTP routes of a client URL: health, readiness, version and
 /// metrics, as etcd serves them next to its gRPC API.
 pub fn client_routes(member: Arc<Member>, metrics: Metrics) -> axum::Router {
-    health::routes(member.clone()).merge(observability::routes(member, metrics))
+    health::routes(member).merge(observability::routes(metrics))
 }
 
 /// The routes of a `--listen-metrics-urls` listener: etcd serves the

@@ -1,25 +1,25 @@
 //! `/version` and `/metrics`, as etcd answers them.
 
-use std::sync::Arc;
-
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use keel_metrics::Metrics;
-use keel_node::Member;
 
-pub(crate) fn routes(member: Arc<Member>, metrics: Metrics) -> axum::Router {
-    let _ = member;
-    axum::Router::new().route("/version", get(version)).merge(metrics_route(metrics))
+pub(crate) fn routes(metrics: Metrics) -> axum::Router {
+    axum::Router::new().route("/version", any(version)).merge(metrics_route(metrics))
 }
 
+/// Any method, as etcd's promhttp handler takes.
 pub(crate) fn metrics_route(metrics: Metrics) -> axum::Router {
-    axum::Router::new().route("/metrics", get(move || exposition(metrics.clone())))
+    axum::Router::new().route("/metrics", any(move || exposition(metrics.clone())))
 }
 
 /// etcd's `{"etcdserver":…,"etcdcluster":…}`: this member's version and
 /// the version the cluster runs at (major.minor.0, as etcd reports it).
-async fn version() -> Response {
+async fn version(method: Method) -> Response {
+    if method != Method::GET {
+        return crate::health::method_not_allowed();
+    }
     let body = serde_json::json!({
         "etcdserver": keel_node::ETCD_VERSION,
         "etcdcluster": cluster_version(keel_node::ETCD_VERSION),

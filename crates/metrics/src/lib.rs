@@ -197,7 +197,9 @@ impl Metrics {
 
     /// The content type of [`Metrics::text`], for the HTTP answer.
     pub fn content_type() -> &'static str {
-        prometheus::TEXT_FORMAT
+        // What etcd's promhttp handler sends (the crate's TEXT_FORMAT lacks
+        // the charset).
+        "text/plain; version=0.0.4; charset=utf-8"
     }
 }
 

@@ -7,7 +7,7 @@
 //! this thread is the one that knows.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
@@ -505,6 +505,8 @@ impl Applier {
                 self.kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect();
             let members = self.kv.members().map_err(NodeError::Mvcc)?;
             *membership.current_members.write() = members.iter().map(|m| m.id).collect();
+            let learner = members.iter().any(|m| m.id == membership.member_id && m.is_learner);
+            membership.learner.store(learner, Ordering::Release);
             membership.links.retain(&members.iter().map(|m| m.id).collect::<Vec<_>>());
             for m in &members {
                 if let Some(url) = m.peer_ur_ls.first() {
@@ -541,6 +543,9 @@ impl Applier {
         if let Some(membership) = &self.membership {
             for member in &added {
                 membership.current_members.write().insert(member.id);
+                if member.id == membership.member_id {
+                    membership.learner.store(member.is_learner, Ordering::Release);
+                }
                 if let Some(url) = member.peer_ur_ls.first() {
                     membership.links.add(member.id, url);
                 }
@@ -587,6 +592,9 @@ pub(crate) struct Membership {
     pub(crate) removed_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
     /// The members now: only their raft messages are taken.
     pub(crate) current_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+    /// Whether this member is a learner, as applied: read by health checks
+    /// and metrics without touching storage.
+    pub(crate) learner: Arc<AtomicBool>,
 }
 
 impl Membership {

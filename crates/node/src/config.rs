@@ -18,7 +18,7 @@ pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 pub const ETCD_VERSION: &str = "3.6.0";
 
 /// etcd's quota when --quota-backend-bytes is 0: 2 GiB.
-pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
+pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 << 30;
 
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -37,9 +37,9 @@ pub struct MemberConfig {
     pub max_request_bytes: usize,
     /// How long a client waits for its write or read to go through raft.
     pub request_timeout: Duration,
-    /// The store's size limit (etcd's --quota-backend-bytes, 0 meaning
-    /// etcd's default), exported as etcd_server_quota_backend_bytes.
-    pub quota_backend_bytes: u64,
+    /// The store's size limit (etcd's --quota-backend-bytes; negative: no
+    /// quota), exported as etcd_server_quota_backend_bytes.
+    pub quota_backend_bytes: i64,
     /// Raft's tick: the leader's heartbeat period (etcd's --heartbeat-interval).
     pub heartbeat_interval: Duration,
     /// Followers campaign after this long without a heartbeat (etcd's

@@ -3,8 +3,9 @@
 //! Values the member keeps anyway (applied index, pending proposals,
 //! learner or not) are read when scraped; counters are single atomic adds
 //! where things happen. Per-peer series are labelled with the peer's id in
-//! hex, as etcd's `To`/`From` labels; each peer's children are resolved once
-//! when the peer is added, not per message.
+//! hex, as etcd's `To`/`From` labels; their children are resolved once per
+//! peer (sending) or per stream (receiving), and only for members, so a
+//! stranger on the peer port cannot add series.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,11 @@ pub struct PeerMetrics {
     snap_save_marshalling_seconds: Histogram,
     snap_fsync_seconds: Histogram,
 }
+
+/// The `From` of refused traffic from something that is not a member.
+const UNKNOWN_SENDER: &str = "unknown";
+/// etcd's `From` of a snapshot from a sender it does not know.
+const UNKNOWN_SNAPSHOT_SENDER: &str = "UNKNOWN_SNAPSHOT_SENDER";
 
 /// One peer's children of the per-peer series, resolved when it is added.
 #[derive(Clone, Debug)]
@@ -138,8 +144,8 @@ impl PeerMetrics {
                 "etcd_network_snapshot_send_total_duration_seconds",
                 "Total latency distributions of v3 snapshot sends",
                 &["To"],
-                // etcd: 0.1 s up to ~410 s.
-                exponential_buckets(0.1, 2.0, 13),
+                // etcd: 0.1 s up to 51.2 s.
+                exponential_buckets(0.1, 2.0, 10),
             ),
             snapshot_send_inflights: int_gauge_vec(
                 "etcd_network_snapshot_send_inflights_total",
@@ -160,7 +166,7 @@ impl PeerMetrics {
                 "etcd_network_snapshot_receive_total_duration_seconds",
                 "Total latency distributions of v3 snapshot receives",
                 &["From"],
-                exponential_buckets(0.1, 2.0, 13),
+                exponential_buckets(0.1, 2.0, 10),
             ),
             snapshot_receive_inflights: int_gauge_vec(
                 "etcd_network_snapshot_receive_inflights_total",
@@ -214,14 +220,16 @@ impl PeerMetrics {
         }
     }
 
-    /// Bytes of a batch received from `peer`.
-    pub(crate) fn received(&self, peer: u64, bytes: u64) {
-        self.received_bytes.with_label_values(&[&format!("{peer:x}")]).inc_by(bytes);
+    /// The counter of bytes received from member `peer`.
+    pub(crate) fn received_from(&self, peer: u64) -> IntCounter {
+        self.received_bytes.with_label_values(&[&format!("{peer:x}")])
     }
 
-    /// A batch from `peer` that was refused.
-    pub(crate) fn receive_failed(&self, peer: u64) {
-        self.received_failures.with_label_values(&[&format!("{peer:x}")]).inc();
+    /// A batch refused, from a member or (`None`) from someone that is not
+    /// one: strangers share one label, so they cannot add series.
+    pub(crate) fn receive_failed(&self, peer: Option<u64>) {
+        let label = peer.map_or_else(|| UNKNOWN_SENDER.to_string(), |peer| format!("{peer:x}"));
+        self.received_failures.with_label_values(&[&label]).inc();
     }
 }
 
@@ -297,6 +305,11 @@ impl NodeMetrics {
             ),
             peer: PeerMetrics::new(),
         }
+    }
+
+    /// A promotion the leader refused, labelled with etcd's error text.
+    pub(crate) fn learner_promote_failed(&self, err: &crate::NodeError) {
+        self.learner_promote_failures.with_label_values(&[&format!("etcdserver: {err}")]).inc();
     }
 
     /// One `/livez` or `/readyz` check's outcome (`kind`: livez or readyz).
@@ -400,13 +413,13 @@ pub(crate) struct SnapshotTransfer {
 
 impl SnapshotTransfer {
     fn start(
-        peer: u64,
+        peer: Option<u64>,
         inflight: &IntGaugeVec,
         seconds: &HistogramVec,
         success: &IntCounterVec,
         failures: &IntCounterVec,
     ) -> SnapshotTransfer {
-        let label = format!("{peer:x}");
+        let label = peer.map_or_else(|| UNKNOWN_SNAPSHOT_SENDER.to_string(), |peer| format!("{peer:x}"));
         let label = [label.as_str()];
         let inflight = inflight.with_label_values(&label);
         inflight.inc();
@@ -446,7 +459,9 @@ impl Drop for SnapshotTransfer {
 pub(crate) struct SnapshotReceiving;
 
 impl SnapshotReceiving {
-    pub(crate) fn start(metrics: &PeerMetrics, peer: u64) -> SnapshotTransfer {
+    /// `peer`: `None` when the sender is not a member (etcd's
+    /// `UNKNOWN_SNAPSHOT_SENDER`).
+    pub(crate) fn start(metrics: &PeerMetrics, peer: Option<u64>) -> SnapshotTransfer {
         SnapshotTransfer::start(
             peer,
             &metrics.snapshot_receive_inflights,
@@ -461,7 +476,7 @@ impl PeerMetrics {
     /// A snapshot this member sends to `peer`.
     pub(crate) fn snapshot_sending(&self, peer: u64) -> SnapshotTransfer {
         SnapshotTransfer::start(
-            peer,
+            Some(peer),
             &self.snapshot_send_inflights,
             &self.snapshot_send_seconds,
             &self.snapshot_send_success,

@@ -60,6 +60,11 @@ impl Waiters {
         self.writes.lock().remove(&tag);
         self.reads.lock().remove(&tag);
     }
+    /// Writes waiting for their entry to be applied.
+    pub(crate) fn pending_writes(&self) -> usize {
+        self.writes.lock().len()
+    }
+
     /// Gives the write waiting under `tag`, if any, its outcome.
     pub(crate) fn answer_write(&self, tag: u64, outcome: Result<Applied, NodeError>) {
         if let Some(reply) = self.writes.lock().remove(&tag) {
@@ -73,11 +78,6 @@ impl Waiters {
         }
     }
     /// Answers every read in `tags` (their read index is applied).
-    /// Writes waiting for their entry to be applied.
-    pub(crate) fn pending_writes(&self) -> usize {
-        self.writes.lock().len()
-    }
-
     pub(crate) fn release_reads(&self, tags: Vec<u64>) {
         let mut reads = self.reads.lock();
         for tag in tags {
@@ -137,7 +137,7 @@ impl Proposals {
     /// applied; `None` for the member's own requests.
     pub(crate) async fn propose(&self, request: Request, auth: Option<AuthHeader>) -> Result<Applied, NodeError> {
         let outcome = self.propose_once(request, auth).await;
-        if let Err(NodeError::NoLeader | NodeError::Timeout | NodeError::Stopped) = outcome {
+        if let Err(NodeError::NoLeader | NodeError::Timeout) = outcome {
             self.metrics.proposals_failed.inc();
         }
         outcome
@@ -161,6 +161,9 @@ impl Proposals {
         loop {
             let (reply, answer) = oneshot::channel();
             self.waiters.wait_write(tag, reply);
+            // A client that gives up (its future dropped) leaves no waiter
+            // behind, nor a pending proposal in the metrics.
+            let _waiting = Waiting { waiters: &self.waiters, tag };
             // The payload is moved into the proposal; a retry (refused before
             // it reached the log) encodes the request again.
             let payload = data.take().unwrap_or_else(|| retry_payload.encode_to_vec());
@@ -224,11 +227,10 @@ impl Proposals {
     /// (raft's read index), so a read sees every write acknowledged before it.
     pub(crate) async fn wait_linearizable(&self) -> Result<(), NodeError> {
         let outcome = self.wait_read_index().await;
+        // As etcd: a read index that timed out is slow; one lost to a
+        // leader change (or a member stopping) failed.
         match outcome {
-            Err(NodeError::Timeout) => {
-                self.metrics.slow_read_indexes.inc();
-                self.metrics.read_indexes_failed.inc();
-            }
+            Err(NodeError::Timeout) => self.metrics.slow_read_indexes.inc(),
             Err(_) => self.metrics.read_indexes_failed.inc(),
             Ok(()) => {}
         }
@@ -251,6 +253,19 @@ impl Proposals {
                 Err(_) => return Err(NodeError::Timeout),
             }
         }
+    }
+}
+
+/// Forgets the write waiting under `tag` when dropped: answered, timed
+/// out, or abandoned by its client.
+struct Waiting<'a> {
+    waiters: &'a Waiters,
+    tag: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiters.writes.lock().remove(&self.tag);
     }
 }
 

@@ -429,7 +429,7 @@ impl RaftStepper {
 struct Driver {
     raw: RawNode<RaftLogStore>,
     metrics: RaftMetrics,
-    /// The last leader this member knew of, to count changes as etcd does.
+    /// The leader (or none) at the last Ready, to count changes as etcd does.
     leader_seen: u64,
     commands: Receiver<Command>,
     transport: Box<dyn Transport>,
@@ -657,9 +657,13 @@ impl Driver {
 
     fn publish_status(&mut self) {
         let raft = &self.raw.raft;
-        if raft.leader_id != raft::INVALID_ID && raft.leader_id != self.leader_seen {
+        // etcd counts every arrival of a leader after another or after none,
+        // so a leader re-elected after a partition counts again.
+        if raft.leader_id != self.leader_seen {
+            if raft.leader_id != raft::INVALID_ID {
+                self.metrics.leader_changes.inc();
+            }
             self.leader_seen = raft.leader_id;
-            self.metrics.leader_changes.inc();
         }
         self.status.term.store(raft.term, Ordering::Release);
         self.status.leader.store(raft.leader_id, Ordering::Release);

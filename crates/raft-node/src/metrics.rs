@@ -16,7 +16,7 @@ use crate::driver::RaftStatus;
 /// The series the raft thread writes.
 #[derive(Clone, Debug)]
 pub struct RaftMetrics {
-    /// etcd counts a change to a known, different leader.
+    /// A leader appearing after another one or after none.
     pub(crate) leader_changes: IntCounter,
     /// Our raft log's durable append: entries, hard state and its fsync
     /// (etcd's WAL fsync).

@@ -158,7 +158,9 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     member_config.snapshot_count = config.snapshot_count;
     member_config.snapshot_catchup_entries = config.snapshot_catchup_entries;
     member_config.strict_reconfig_check = config.strict_reconfig_check;
-    if config.quota_backend_bytes > 0 {
+    // 0 keeps etcd's default; a negative value (no quota) is kept as etcd
+    // exports it.
+    if config.quota_backend_bytes != 0 {
         member_config.quota_backend_bytes = config.quota_backend_bytes;
     }
     member_config.auth = auth_config(&config)?;

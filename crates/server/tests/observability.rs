@@ -14,9 +14,14 @@ use keel_proto::etcdserverpb::{PutRequest, RangeRequest};
 
 /// An HTTP/1.1 GET: (status, body).
 async fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    request(port, "GET", path).await
+}
+
+async fn request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
@@ -405,4 +410,12 @@ async fn version_is_etcds_shape() {
     assert!(version["etcdserver"].as_str().is_some_and(|v| v.starts_with("3.")), "{body}");
     assert!(version["etcdcluster"].as_str().is_some_and(|v| v.ends_with(".0")), "{body}");
     assert_eq!(get(keel.port, "/health").await.unwrap().0, 200);
+    // etcd's answers to other methods and unknown paths (Go's mux and http.Error).
+    let not_allowed = (405, "Method Not Allowed\n".to_string());
+    assert_eq!(request(keel.port, "POST", "/version").await.unwrap(), not_allowed);
+    assert_eq!(request(keel.port, "POST", "/health").await.unwrap(), not_allowed);
+    assert_eq!(request(keel.port, "POST", "/readyz").await.unwrap(), not_allowed);
+    assert_eq!(request(keel.port, "POST", "/readyz/unknown").await.unwrap().0, 404);
+    assert_eq!(request(keel.port, "POST", "/metrics").await.unwrap().0, 200);
+    assert_eq!(get(keel.port, "/no/such/path").await.unwrap(), (404, "404 page not found\n".to_string()));
 }

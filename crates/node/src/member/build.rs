@@ -245,7 +245,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     let cluster_version =
         crate::ETCD_VERSION.rsplit_once('.').map_or(crate::ETCD_VERSION, |(major_minor, _)| major_minor);
     metrics.cluster_version.with_label_values(&[cluster_version]).set(1);
-    metrics.quota_backend_bytes.set(i64::try_from(config.quota_backend_bytes).unwrap_or(i64::MAX));
+    metrics.quota_backend_bytes.set(config.quota_backend_bytes);
     let links = network.links(cluster_id, member_id, shelf.clone(), metrics.peer.clone());
     for (id, url) in &peers {
         links.add(*id, url);
@@ -253,8 +253,9 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     let removed = Arc::new(tokio::sync::Notify::new());
     let removed_members =
         Arc::new(parking_lot::RwLock::new(kv.removed_members().map_err(NodeError::Mvcc)?.into_iter().collect()));
-    let current_members =
-        Arc::new(parking_lot::RwLock::new(kv.members().map_err(NodeError::Mvcc)?.iter().map(|m| m.id).collect()));
+    let members_now = kv.members().map_err(NodeError::Mvcc)?;
+    let current_members = Arc::new(parking_lot::RwLock::new(members_now.iter().map(|m| m.id).collect()));
+    let learner = Arc::new(AtomicBool::new(members_now.iter().any(|m| m.id == member_id && m.is_learner)));
     let raft_config = RaftConfig {
         tick_interval: config.heartbeat_interval,
         election_ticks: config.election_ticks(),
@@ -281,6 +282,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
             removed: removed.clone(),
             removed_members: removed_members.clone(),
             current_members: current_members.clone(),
+            learner: learner.clone(),
         })
         .with_snapshots(Snapshots {
             raft,
@@ -359,6 +361,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         removed,
         removed_members,
         current_members,
+        learner,
         lease_clock,
         clock,
         offload,

@@ -102,11 +102,16 @@ impl Member {
         let leader_matched = status.matched(self.member_id).unwrap_or(0);
         let learner_matched = status.matched(id).unwrap_or(0);
         if (learner_matched as f64) < leader_matched as f64 * LEARNER_READY_FRACTION {
+            self.metrics.learner_promote_failed(&NodeError::LearnerNotReady);
             return Err(NodeError::LearnerNotReady);
         }
-        self.check_reconfig(Reconfig::Promote, &members).await?;
+        if let Err(err) = self.check_reconfig(Reconfig::Promote, &members).await {
+            self.metrics.learner_promote_failed(&err);
+            return Err(err);
+        }
         member.is_learner = false;
         self.proposals.change_membership(ConfChangeType::AddNode, member).await?;
+        self.metrics.learner_promote_successes.inc();
         self.member_list(false).await
     }
 

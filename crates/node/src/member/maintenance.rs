@@ -54,9 +54,9 @@ impl Member {
             self.proposals.wait_linearizable().await?;
         }
         let kv = self.kv.clone();
+        // One key, as etcd's check: a range would walk (and count) every key.
         let request = keel_proto::etcdserverpb::RangeRequest {
-            key: vec![0],
-            range_end: vec![0],
+            key: b"health".to_vec(),
             keys_only: true,
             limit: 1,
             serializable,
@@ -66,9 +66,14 @@ impl Member {
         Ok(())
     }
 
-    /// Whether this member is a learner (as applied). Reads storage.
+    /// Whether this member is a learner, as applied. No storage read.
     pub fn is_learner(&self) -> bool {
-        self.kv.members().is_ok_and(|members| members.iter().any(|m| m.id == self.member_id && m.is_learner))
+        self.learner.load(Ordering::Acquire)
+    }
+
+    /// Whether `id` is a member of the cluster, as applied.
+    pub(crate) fn is_current_member(&self, id: u64) -> bool {
+        self.current_members.read().contains(&id)
     }
 
     /// The cluster's active alarms. Keel raises none yet (NOSPACE and

@@ -58,6 +58,8 @@ pub struct Member {
     /// The cluster's members as applied (kept up to date by the applier):
     /// raft messages come only from them.
     current_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
+    /// Whether this member is a learner, as applied (kept by the applier).
+    learner: Arc<std::sync::atomic::AtomicBool>,
     lease_clock: Arc<LeaseClock>,
     clock: Arc<dyn Clock>,
     offload: Offload,
@@ -100,16 +102,13 @@ impl Member {
     /// watches, server and peers) in `registry`.
     pub fn register_metrics(&self, registry: &keel_metrics::prometheus::Registry) -> Result<(), NodeError> {
         use keel_metrics::Measures;
-        let member_id = self.member_id;
-        let kv = self.kv.clone();
+        let learner = self.learner.clone();
         let measures = crate::metrics::MemberMeasures {
             metrics: self.metrics.clone(),
             sources: crate::metrics::Sources {
                 applied: self.applied.clone(),
                 waiters: self.proposals.waiters(),
-                is_learner: Arc::new(move || {
-                    kv.members().is_ok_and(|members| members.iter().any(|m| m.id == member_id && m.is_learner))
-                }),
+                is_learner: Arc::new(move || learner.load(std::sync::atomic::Ordering::Acquire)),
             },
         };
         let register =

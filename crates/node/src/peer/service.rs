@@ -32,15 +32,26 @@ impl PeerService {
 impl RaftPeer for PeerService {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftBatchAck>, Status> {
         let mut batches = request.into_inner();
+        let peer = &self.member.metrics().peer;
+        // The sender's byte counter, resolved once per stream, and only once
+        // its batch was taken: a stranger's claimed id never becomes a label.
+        let mut received: Option<(u64, keel_metrics::prometheus::IntCounter)> = None;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
-            let peer = &self.member.metrics().peer;
             let from = batch.from;
-            peer.received(from, batch.messages.iter().map(|message| message.len() as u64).sum());
+            let bytes = batch.messages.iter().map(|message| message.len() as u64).sum();
             if let Err(err) = self.member.receive_raft(batch.cluster_id, batch.messages) {
-                peer.receive_failed(from);
+                peer.receive_failed(self.member.is_current_member(from).then_some(from));
                 tracing::warn!(from = %format!("{from:x}"), %err, "raft traffic refused");
                 return Err(status_of(err));
+            }
+            match &received {
+                Some((sender, counter)) if *sender == from => counter.inc_by(bytes),
+                _ => {
+                    let counter = peer.received_from(from);
+                    counter.inc_by(bytes);
+                    received = Some((from, counter));
+                }
             }
         }
         Ok(Response::new(RaftBatchAck {}))
@@ -50,7 +61,9 @@ impl RaftPeer for PeerService {
         let mut chunks = request.into_inner();
         let first =
             chunks.next().await.ok_or_else(|| Status::new(Code::InvalidArgument, "empty snapshot stream"))??;
-        let receiving = crate::metrics::SnapshotReceiving::start(&self.member.metrics().peer, first.from);
+        // etcd's label for a sender not (yet) known to be a member.
+        let sender = self.member.is_current_member(first.from).then_some(first.from);
+        let receiving = crate::metrics::SnapshotReceiving::start(&self.member.metrics().peer, sender);
         // The spool writes to disk: a blocking thread takes the chunks in
         // while this task reads them off the stream, a few ahead at most.
         let member = self.member.clone();

@@ -316,7 +316,13 @@ impl Visitor {
         if !self.members.is_empty() {
             self.members.push_str(if self.spaced { ", " } else { "," });
         }
-        push_json_string(&mut self.members, name);
+        // etcd's field names are dash-case (`local-member-id`); Rust's
+        // cannot hold a dash, so `status_code` is written `status-code`.
+        if name.contains('_') {
+            push_json_string(&mut self.members, &name.replace('_', "-"));
+        } else {
+            push_json_string(&mut self.members, name);
+        }
         self.members.push_str(if self.spaced { ": " } else { ":" });
     }
 
@@ -475,6 +481,7 @@ mod tests {
                 flag = true,
                 list = ?vec![1, 2],
                 shown = %"a b",
+                local_member_id = "abc",
                 "hello {}",
                 "world"
             )
@@ -483,7 +490,7 @@ mod tests {
         // A macro spread over lines is called from the line it opens on.
         let opening = include_str!("zap.rs").lines().position(|l| l.trim() == "tracing::info!(").unwrap() + 1;
         let expected = format!(
-            r#"{{"level":"info","ts":"TS","caller":"logging/zap.rs:{opening}","msg":"hello world","text":"a string","negative":-3,"count":7,"big":{},"ratio":1.5,"whole":2,"flag":true,"list":"[1, 2]","shown":"a b"}}"#,
+            r#"{{"level":"info","ts":"TS","caller":"logging/zap.rs:{opening}","msg":"hello world","text":"a string","negative":-3,"count":7,"big":{},"ratio":1.5,"whole":2,"flag":true,"list":"[1, 2]","shown":"a b","local-member-id":"abc"}}"#,
             u128::MAX
         );
         assert_eq!(without_ts(line), expected);
