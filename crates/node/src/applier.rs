@@ -158,6 +158,7 @@ pub(crate) struct Applier {
     /// Reads whose read index is not applied yet, by that index.
     pending_reads: BTreeMap<u64, Vec<u64>>,
     metrics: NodeMetrics,
+    apply_durations: crate::metrics::ApplyDurations,
 }
 
 impl Applier {
@@ -183,6 +184,7 @@ impl Applier {
             snapshots: None,
             pending_reads: BTreeMap::new(),
             metrics: NodeMetrics::default(),
+            apply_durations: Default::default(),
         }
     }
 
@@ -293,7 +295,10 @@ impl Applier {
             let request = InternalRaftRequest::decode(entry.data.as_ref())
                 .map_err(|e| NodeError::Corrupt(format!("entry {index}: {e}")))?;
             fault_point("apply-before", &[&entry.data]);
+            let op = crate::metrics::apply_op(request.request.as_ref());
+            let started = std::time::Instant::now();
             let result = self.apply_request(index, request.request, request.auth.as_ref());
+            self.apply_durations.observe(&self.metrics, op, result.is_ok(), started.elapsed());
             fault_point("apply-after", &[&entry.data]);
             let result = match result {
                 Err(NodeError::Mvcc(err)) if err.is_fatal() => return Err(NodeError::Mvcc(err)),

@@ -31,6 +31,7 @@ pub struct NodeMetrics {
     pub(crate) health_failures: IntCounter,
     pub(crate) healthcheck: IntGaugeVec,
     pub(crate) healthchecks_total: IntCounterVec,
+    pub(crate) apply_duration: HistogramVec,
     pub(crate) server_id: IntGaugeVec,
     pub(crate) server_version: IntGaugeVec,
     pub(crate) cluster_version: IntGaugeVec,
@@ -288,6 +289,12 @@ impl NodeMetrics {
                 "The total number of each kind of healthcheck.",
                 &["type", "name", "status"],
             ),
+            apply_duration: keel_metrics::histogram_vec(
+                "etcd_server_apply_duration_seconds",
+                "The latency distributions of v2 apply called by backend.",
+                &["version", "op", "success"],
+                keel_metrics::exponential_buckets(0.0001, 2.0, 20),
+            ),
             server_id: int_gauge_vec(
                 "etcd_server_id",
                 "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
@@ -324,6 +331,60 @@ impl NodeMetrics {
     }
 }
 
+/// etcd's `op` label of `etcd_server_apply_duration_seconds`: the request's
+/// name in etcd's raft request.
+pub(crate) fn apply_op(request: Option<&keel_proto::keelpb::internal_raft_request::Request>) -> &'static str {
+    use keel_proto::keelpb::internal_raft_request::Request;
+    match request {
+        Some(Request::Put(_)) => "Put",
+        Some(Request::DeleteRange(_)) => "DeleteRange",
+        Some(Request::Txn(_)) => "Txn",
+        Some(Request::Compaction(_)) => "Compaction",
+        Some(Request::LeaseGrant(_)) => "LeaseGrant",
+        Some(Request::LeaseRevoke(_) | Request::LeaseExpiry(_)) => "LeaseRevoke",
+        Some(Request::LeaseCheckpoint(_)) => "LeaseCheckpoint",
+        Some(Request::MemberAttributes(_)) => "ClusterMemberAttrSet",
+        Some(Request::MemberUpdate(_)) => "MemberUpdate",
+        Some(Request::AuthEnable(_)) => "AuthEnable",
+        Some(Request::AuthDisable(_)) => "AuthDisable",
+        Some(Request::Authenticate(_)) => "Authenticate",
+        Some(Request::AuthUserAdd(_)) => "AuthUserAdd",
+        Some(Request::AuthUserDelete(_)) => "AuthUserDelete",
+        Some(Request::AuthUserChangePassword(_)) => "AuthUserChangePassword",
+        Some(Request::AuthUserGrantRole(_)) => "AuthUserGrantRole",
+        Some(Request::AuthUserRevokeRole(_)) => "AuthUserRevokeRole",
+        Some(Request::AuthRoleAdd(_)) => "AuthRoleAdd",
+        Some(Request::AuthRoleDelete(_)) => "AuthRoleDelete",
+        Some(Request::AuthRoleGrantPermission(_)) => "AuthRoleGrantPermission",
+        Some(Request::AuthRoleRevokePermission(_)) => "AuthRoleRevokePermission",
+        None => "unknown",
+    }
+}
+
+/// The applier's children of `etcd_server_apply_duration_seconds`, resolved
+/// once per (op, success): the applier is one thread, so no lock.
+#[derive(Default)]
+pub(crate) struct ApplyDurations {
+    children: std::collections::HashMap<(&'static str, bool), Histogram>,
+}
+
+impl ApplyDurations {
+    pub(crate) fn observe(
+        &mut self,
+        metrics: &NodeMetrics,
+        op: &'static str,
+        success: bool,
+        took: std::time::Duration,
+    ) {
+        self.children
+            .entry((op, success))
+            .or_insert_with(|| {
+                metrics.apply_duration.with_label_values(&["v3", op, if success { "true" } else { "false" }])
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// What the member's scrape-time series read.
 pub(crate) struct Sources {
     pub(crate) applied: Arc<AtomicU64>,
@@ -357,6 +418,7 @@ impl Measures for MemberMeasures {
             Box::new(m.health_failures.clone()),
             Box::new(m.healthcheck.clone()),
             Box::new(m.healthchecks_total.clone()),
+            Box::new(m.apply_duration.clone()),
             Box::new(m.server_id.clone()),
             Box::new(m.server_version.clone()),
             Box::new(m.cluster_version.clone()),

@@ -76,6 +76,7 @@ const REQUIRED: &[&str] = &[
     "etcd_network_client_grpc_sent_bytes_total",
     "etcd_network_client_grpc_received_bytes_total",
     "etcd_server_client_requests_total",
+    "etcd_server_apply_duration_seconds_bucket",
     "etcd_network_known_peers",
     "etcd_network_active_peers",
     "grpc_server_started_total",
