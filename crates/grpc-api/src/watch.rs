@@ -180,7 +180,7 @@ impl Sender {
             let step = tokio::select! {
                 () = self.out.closed() => return,
                 delivery = deliveries.recv() => match delivery {
-                    Some(delivery) => self.deliver(delivery).await,
+                    Some(delivery) => self.deliver(self.stream.took(delivery)).await,
                     None => return,
                 },
                 _ = ticker.tick() => {

@@ -8,6 +8,7 @@
 //! holds up `notify` (and so the applier).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::history::{History, HistoryError};
-use crate::metrics::{QueuedEvents, WatchMetrics};
+use crate::metrics::{Counters, WatchMetrics};
 use crate::{Delivery, Filters, KeyRange, WatchError, WatchSpec, STREAM_PROGRESS_ID};
 
 /// How often unsynced watchers are retried when nothing wakes the catch-up
@@ -49,6 +50,10 @@ pub(crate) struct Watcher {
     next_rev: i64,
     synced: bool,
     sender: mpsc::Sender<Delivery>,
+    /// Events put on the stream's channel for this watcher (for the
+    /// pending-events series when its stream closes). A plain add: the
+    /// watcher is in hand wherever it is fed, under the hub lock.
+    queued: u64,
 }
 
 pub(crate) struct StreamState {
@@ -58,15 +63,9 @@ pub(crate) struct StreamState {
     unsynced: usize,
     /// A stream-wide progress request waits for every watcher to sync.
     progress_pending: bool,
-    /// What the channel holds, for the pending-events series.
-    queued: QueuedEvents,
-}
-
-impl StreamState {
-    /// Notes a delivery just put on this stream's channel.
-    fn sent(&mut self, events: usize) {
-        self.queued.sent(events, &self.sender);
-    }
+    /// Events queued for this stream's watchers that are gone (the live
+    /// ones keep their own count, [`Watcher::queued`]).
+    queued_by_removed: u64,
 }
 
 /// Synced watchers by the keys they cover. Watchers with the same range share
@@ -116,45 +115,20 @@ pub(crate) struct HubState {
     /// The last revision passed to `notify`.
     revision: i64,
     next_stream: StreamId,
-    pub(crate) streams: HashMap<StreamId, StreamState>,
-    pub(crate) watchers: HashMap<WatcherKey, Watcher>,
+    streams: HashMap<StreamId, StreamState>,
+    watchers: HashMap<WatcherKey, Watcher>,
     synced: SyncedIndex,
-    pub(crate) unsynced: HashSet<WatcherKey>,
+    unsynced: HashSet<WatcherKey>,
     stopped: bool,
-    /// Events the readers of streams since closed had taken.
-    closed_streams_taken: u64,
 }
 
 impl HubState {
-    /// Events the streams' readers have taken off their channels (etcd's
-    /// events sent).
-    pub(crate) fn events_sent(&mut self) -> u64 {
-        let open: u64 = self
-            .streams
-            .values_mut()
-            .map(|stream| {
-                stream.queued.settle(&stream.sender);
-                stream.queued.taken()
-            })
-            .sum();
-        self.closed_streams_taken + open
-    }
-
-    /// Events on the streams' channels, not taken by their readers yet.
-    pub(crate) fn events_pending(&mut self) -> u64 {
-        self.streams
-            .values_mut()
-            .map(|stream| {
-                stream.queued.settle(&stream.sender);
-                stream.queued.pending()
-            })
-            .sum()
-    }
-
-    /// A stream is gone; what its reader took stays counted.
-    fn close_stream(&mut self, mut stream: StreamState) {
-        stream.queued.settle(&stream.sender);
-        self.closed_streams_taken += stream.queued.taken();
+    /// Publishes the stream, watcher and slow-watcher counts for the series,
+    /// which read them without this lock. Called, still under the lock,
+    /// after anything that adds, removes, unsyncs or syncs a watcher or
+    /// opens or closes a stream; never per delivery.
+    fn publish_counts(&self, counters: &Counters) {
+        counters.set_counts(self.streams.len(), self.watchers.len(), self.unsynced.len());
     }
 
     fn unsync(&mut self, key: WatcherKey, next_rev: i64) {
@@ -183,6 +157,9 @@ impl HubState {
 
     fn remove(&mut self, key: WatcherKey) -> bool {
         let Some(w) = self.watchers.remove(&key) else { return false };
+        if let Some(stream) = self.streams.get_mut(&key.stream) {
+            stream.queued_by_removed += w.queued;
+        }
         if w.synced {
             self.synced.remove(key, &w.range);
         } else {
@@ -205,11 +182,7 @@ impl HubState {
             if stream.progress_pending && stream.unsynced == 0 {
                 let progress = Delivery::Progress { watch_id: STREAM_PROGRESS_ID, revision };
                 match stream.sender.try_send(progress) {
-                    Ok(()) => {
-                        stream.sent(0);
-                        stream.progress_pending = false;
-                    }
-                    Err(TrySendError::Closed(_)) => stream.progress_pending = false,
+                    Ok(()) | Err(TrySendError::Closed(_)) => stream.progress_pending = false,
                     Err(TrySendError::Full(_)) => {}
                 }
             }
@@ -223,6 +196,9 @@ pub struct WatchHub {
     state: Mutex<HubState>,
     history: Arc<dyn History>,
     wake: Condvar,
+    /// What the series read; shared with [`WatchHub::metrics`], outside the
+    /// lock so that a scrape never takes it.
+    counters: Arc<Counters>,
     metrics: WatchMetrics,
 }
 
@@ -242,7 +218,8 @@ impl WatchHub {
     /// A hub whose unsynced watchers catch up only when its owner calls
     /// [`WatchHub::catch_up_round`] (a simulation steps it).
     pub fn without_thread(history: Arc<dyn History>, revision: i64) -> Arc<WatchHub> {
-        Arc::new_cyclic(|hub| WatchHub {
+        let counters = Arc::new(Counters::default());
+        Arc::new(WatchHub {
             state: Mutex::new(HubState {
                 revision,
                 next_stream: 0,
@@ -251,11 +228,11 @@ impl WatchHub {
                 synced: SyncedIndex::default(),
                 unsynced: HashSet::new(),
                 stopped: false,
-                closed_streams_taken: 0,
             }),
             history,
             wake: Condvar::new(),
-            metrics: WatchMetrics::new(hub.clone()),
+            metrics: WatchMetrics::new(counters.clone()),
+            counters,
         })
     }
 
@@ -263,11 +240,6 @@ impl WatchHub {
     /// member's registry.
     pub fn metrics(&self) -> &WatchMetrics {
         &self.metrics
-    }
-
-    /// Runs `read` on the hub's state, under its lock (for the series).
-    pub(crate) fn with_state<T>(&self, read: impl FnOnce(&mut HubState) -> T) -> T {
-        read(&mut self.state.lock())
     }
 
     /// Stops the catch-up thread; watchers that are synced keep working.
@@ -290,6 +262,11 @@ impl WatchHub {
     /// Opens a stream whose deliveries arrive on the returned receiver, which
     /// buffers at most `buffer` of them; a watcher that finds it full falls
     /// back to catching up from history.
+    ///
+    /// Whoever hands the deliveries on to a client reports each one it takes
+    /// with [`WatchStream::took`] (etcd's `ReportEventReceived`), for the
+    /// events-sent and pending-events series; events a reader never reports
+    /// count as pending until the stream closes, and never as sent.
     pub fn open_stream(self: &Arc<Self>, buffer: usize) -> (WatchStream, mpsc::Receiver<Delivery>) {
         let (sender, receiver) = mpsc::channel(buffer.max(1));
         let mut st = self.state.lock();
@@ -303,10 +280,12 @@ impl WatchHub {
                 next_auto_id: 0,
                 unsynced: 0,
                 progress_pending: false,
-                queued: QueuedEvents::default(),
+                queued_by_removed: 0,
             },
         );
-        (WatchStream { hub: self.clone(), id, sender }, receiver)
+        st.publish_counts(&self.counters);
+        drop(st);
+        (WatchStream { hub: self.clone(), id, sender, taken: AtomicU64::new(0) }, receiver)
     }
 
     /// Revision `revision` made `events`. Call once per revision that changed
@@ -335,7 +314,7 @@ impl WatchHub {
             }
             for (key, subset) in &by_key {
                 if let Some(group) = st.synced.singles.get(*key) {
-                    let targets = Targets { watchers: &mut st.watchers, streams: &mut st.streams };
+                    let targets = Targets { watchers: &mut st.watchers, queued: &self.counters.queued };
                     deliver(group, &events, None, subset, revision, targets, &mut fell_behind);
                 }
             }
@@ -355,7 +334,7 @@ impl WatchHub {
                     sorted[first..].iter().copied().take_while(|&i| range.contains(event_key(&all[i]))).collect();
                 if !subset.is_empty() {
                     subset.sort_unstable();
-                    let targets = Targets { watchers: &mut st.watchers, streams: &mut st.streams };
+                    let targets = Targets { watchers: &mut st.watchers, queued: &self.counters.queued };
                     deliver(group, &all, Some(&all), &subset, revision, targets, &mut fell_behind);
                 }
             }
@@ -364,6 +343,7 @@ impl WatchHub {
             for key in fell_behind {
                 st.unsync(key, revision);
             }
+            st.publish_counts(&self.counters);
             self.wake.notify_one();
         }
     }
@@ -381,6 +361,7 @@ impl WatchHub {
             st.unsync(key, next_rev);
         }
         st.revision = st.revision.max(revision);
+        st.publish_counts(&self.counters);
         drop(guard);
         self.wake.notify_one();
     }
@@ -415,9 +396,6 @@ impl WatchHub {
                     }
                     let cancel = Delivery::Canceled { watch_id: key.id, revision, compact_revision: compacted };
                     if w.sender.try_send(cancel).is_ok() {
-                        if let Some(stream) = st.streams.get_mut(&key.stream) {
-                            stream.sent(0);
-                        }
                         st.remove(key);
                         progressed = true;
                     }
@@ -459,13 +437,12 @@ impl WatchHub {
                             })
                             .clone();
                         if !mine.is_empty() {
-                            let events = mine.len();
+                            let events = mine.len() as u64;
                             let delivery = Delivery::Events { watch_id: key.id, revision: to - 1, events: mine };
                             match w.sender.try_send(delivery) {
                                 Ok(()) => {
-                                    if let Some(stream) = st.streams.get_mut(&key.stream) {
-                                        stream.sent(events);
-                                    }
+                                    w.queued += events;
+                                    self.counters.queued.fetch_add(events, Ordering::Relaxed);
                                     progressed = true;
                                 }
                                 Err(TrySendError::Full(_)) => continue,
@@ -482,6 +459,7 @@ impl WatchHub {
             }
         }
         st.flush_pending_progress();
+        st.publish_counts(&self.counters);
         progressed
     }
 }
@@ -503,11 +481,11 @@ fn catch_up_loop(hub: Weak<WatchHub>) {
     }
 }
 
-/// Where `notify` delivers: the watchers, and their streams, which note
-/// what goes on their channels.
+/// Where `notify` delivers: the watchers, and the hub's count of events
+/// queued, for the pending-events series.
 struct Targets<'s> {
     watchers: &'s mut HashMap<WatcherKey, Watcher>,
-    streams: &'s mut HashMap<StreamId, StreamState>,
+    queued: &'s AtomicU64,
 }
 
 /// Hands one revision's matching events to each watcher of a group. The
@@ -519,7 +497,7 @@ fn deliver(
     whole: Option<&Arc<[Event]>>,
     subset: &[usize],
     revision: i64,
-    Targets { watchers, streams }: Targets<'_>,
+    Targets { watchers, queued }: Targets<'_>,
     fell_behind: &mut Vec<WatcherKey>,
 ) {
     let mut by_filters: HashMap<Filters, Arc<[Event]>> = HashMap::new();
@@ -538,12 +516,15 @@ fn deliver(
         if events.is_empty() {
             continue;
         }
-        let count = events.len();
+        let count = events.len() as u64;
         match w.sender.try_send(Delivery::Events { watch_id: key.id, revision, events }) {
+            // What the series cost a delivery: a plain add on the watcher
+            // in hand, and one relaxed atomic add on a counter only the
+            // holder of the hub lock writes (so its cache line stays with
+            // the applier's core between scrapes). No lookup, no lock.
             Ok(()) => {
-                if let Some(stream) = streams.get_mut(&key.stream) {
-                    stream.sent(count);
-                }
+                w.queued += count;
+                queued.fetch_add(count, Ordering::Relaxed);
             }
             Err(TrySendError::Full(_)) => fell_behind.push(*key),
             // The stream is closing; dropping its WatchStream removes it.
@@ -565,6 +546,8 @@ pub struct WatchStream {
     hub: Arc<WatchHub>,
     id: StreamId,
     sender: mpsc::Sender<Delivery>,
+    /// Events its reader reported taking ([`WatchStream::took`]).
+    taken: AtomicU64,
 }
 
 impl WatchStream {
@@ -600,7 +583,6 @@ impl WatchStream {
             Ok(chosen) => chosen,
             Err(error) => {
                 permit.send(Delivery::Created { watch_id: -1, revision, spec, error: Some(error.clone()) });
-                stream.sent(0);
                 return Err(error);
             }
         };
@@ -614,6 +596,7 @@ impl WatchStream {
             next_rev: if synced { start.max(revision + 1) } else { start },
             synced,
             sender: self.sender.clone(),
+            queued: 0,
         };
         if synced {
             st.synced.insert(key, &watcher.range);
@@ -623,7 +606,7 @@ impl WatchStream {
         }
         st.watchers.insert(key, watcher);
         permit.send(Delivery::Created { watch_id: id, revision, spec, error: None });
-        stream.sent(0);
+        st.publish_counts(&self.hub.counters);
         drop(guard);
         if !synced {
             self.hub.wake.notify_one();
@@ -641,9 +624,7 @@ impl WatchStream {
             return false;
         }
         permit.send(Delivery::Canceled { watch_id, revision, compact_revision: 0 });
-        if let Some(stream) = st.streams.get_mut(&self.id) {
-            stream.sent(0);
-        }
+        st.publish_counts(&self.hub.counters);
         true
     }
 
@@ -654,10 +635,8 @@ impl WatchStream {
         let mut guard = self.hub.state.lock();
         let st = &mut *guard;
         if let Some(w) = st.watchers.get(&WatcherKey { stream: self.id, id: watch_id }) {
-            if w.synced && w.sender.try_send(Delivery::Progress { watch_id, revision: st.revision }).is_ok() {
-                if let Some(stream) = st.streams.get_mut(&self.id) {
-                    stream.sent(0);
-                }
+            if w.synced {
+                let _ = w.sender.try_send(Delivery::Progress { watch_id, revision: st.revision });
             }
         }
     }
@@ -680,16 +659,34 @@ impl WatchStream {
     pub fn revision(&self) -> i64 {
         self.hub.revision()
     }
+
+    /// The reader of this stream's deliveries took `delivery` off the
+    /// channel to send it (etcd's `ReportEventReceived`): its events count
+    /// as sent and stop counting as pending. Returns it, so a reader writes
+    /// `deliver(stream.took(delivery))`. Costs the reader two relaxed atomic
+    /// adds for a delivery of events, nothing for the others.
+    pub fn took(&self, delivery: Delivery) -> Delivery {
+        if let Delivery::Events { events, .. } = &delivery {
+            let events = events.len() as u64;
+            self.taken.fetch_add(events, Ordering::Relaxed);
+            self.hub.counters.taken(events);
+        }
+        delivery
+    }
 }
 
 impl Drop for WatchStream {
     fn drop(&mut self) {
         let mut guard = self.hub.state.lock();
         let st = &mut *guard;
-        let Some(mut stream) = st.streams.remove(&self.id) else { return };
-        for id in std::mem::take(&mut stream.ids) {
+        let Some(stream) = st.streams.remove(&self.id) else { return };
+        // Nothing is queued for the stream from here on, and its reader
+        // reports through `self`: what it never took stays unread.
+        let mut queued = stream.queued_by_removed;
+        for id in stream.ids {
             let key = WatcherKey { stream: self.id, id };
             if let Some(w) = st.watchers.remove(&key) {
+                queued += w.queued;
                 if w.synced {
                     st.synced.remove(key, &w.range);
                 } else {
@@ -697,7 +694,8 @@ impl Drop for WatchStream {
                 }
             }
         }
-        st.close_stream(stream);
+        self.hub.counters.closed(queued, *self.taken.get_mut());
+        st.publish_counts(&self.hub.counters);
     }
 }
 
