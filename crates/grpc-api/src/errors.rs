@@ -29,6 +29,7 @@ const NO_LEADER: (Code, &str) = (Code::Unavailable, "etcdserver: no leader");
 const TIMEOUT: (Code, &str) = (Code::Unavailable, "etcdserver: request timed out");
 const STOPPED: (Code, &str) = (Code::Unavailable, "etcdserver: server stopped");
 const CORRUPT: (Code, &str) = (Code::DataLoss, "etcdserver: corrupt cluster");
+const NO_SPACE: (Code, &str) = (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded");
 const MEMBER_NOT_FOUND: (Code, &str) = (Code::NotFound, "etcdserver: member not found");
 const PEER_URL_EXISTS: (Code, &str) = (Code::FailedPrecondition, "etcdserver: Peer URLs already exists");
 const BAD_MEMBER_URLS: (Code, &str) = (Code::InvalidArgument, "etcdserver: given member URLs are invalid");
@@ -61,6 +62,8 @@ pub(crate) fn node_error(err: NodeError) -> Status {
         NodeError::NoLeader => status(NO_LEADER),
         NodeError::NotLeader => status(NOT_LEADER),
         NodeError::TooManyRequests => status(TOO_MANY_REQUESTS),
+        NodeError::NoSpace => status(NO_SPACE),
+        NodeError::CorruptCluster => status(CORRUPT),
         NodeError::NotEnoughStartedMembers => status(NOT_ENOUGH_STARTED),
         NodeError::Unhealthy => status(UNHEALTHY),
         NodeError::MemberNotFound => status(MEMBER_NOT_FOUND),

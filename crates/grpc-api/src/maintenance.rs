@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use keel_node::{Member, ETCD_VERSION};
+use keel_proto::etcdserverpb::alarm_request::AlarmAction;
 use keel_proto::etcdserverpb::maintenance_server::Maintenance;
 use keel_proto::etcdserverpb::{
-    HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest,
+    StatusResponse,
 };
 
 use crate::errors::node_error;
-use crate::identity::{require_admin, require_user};
+use crate::identity::{caller, require_admin, require_user};
 use tonic::{Request, Response, Status};
 
 /// etcd's default backend quota (--quota-backend-bytes), reported by Status.
@@ -26,6 +28,22 @@ pub struct MaintenanceService {
 impl MaintenanceService {
     pub fn new(member: Arc<Member>, status_errors: Vec<String>) -> Self {
         MaintenanceService { member, status_errors }
+    }
+}
+
+impl MaintenanceService {
+    /// etcd lists each active alarm among Status's errors, in the protobuf
+    /// text form its Go types print (`memberID:<id> alarm:NOSPACE `).
+    fn alarm_errors(&self) -> Vec<String> {
+        self.member
+            .alarms()
+            .iter()
+            .map(|alarm| {
+                let kind = keel_proto::etcdserverpb::AlarmType::try_from(alarm.alarm)
+                    .map_or_else(|_| alarm.alarm.to_string(), |kind| kind.as_str_name().to_string());
+                format!("memberID:{} alarm:{kind} ", alarm.member_id)
+            })
+            .collect()
     }
 }
 
@@ -51,9 +69,24 @@ impl Maintenance for MaintenanceService {
             is_learner: status.is_learner,
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: DEFAULT_QUOTA_BYTES,
-            errors: self.status_errors.clone(),
+            errors: self.status_errors.iter().cloned().chain(self.alarm_errors()).collect(),
             ..Default::default()
         }))
+    }
+
+    /// Raising or clearing an alarm is for root (etcd's security releases);
+    /// listing them, for any logged-in user.
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        match request.get_ref().action() {
+            AlarmAction::Get => require_user(&self.member, &request).await?,
+            AlarmAction::Activate | AlarmAction::Deactivate => require_admin(&self.member, &request).await?,
+        }
+        let who = caller(&self.member, &request).await?;
+        // etcd answers Alarm without a header (its applier's response,
+        // returned as it is).
+        let mut response = self.member.alarm(&who, request.into_inner()).await.map_err(node_error)?;
+        response.header = None;
+        Ok(Response::new(response))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use keel_lease_manager::Lessor;
 use keel_mvcc::{KvStore, LeaseLookup, LeaseRecord, MvccError, WriteRequest};
 use keel_proto::etcdserverpb::Member as EtcdMember;
-use keel_proto::etcdserverpb::{LeaseGrantResponse, LeaseRevokeResponse};
+use keel_proto::etcdserverpb::{AlarmType, LeaseGrantResponse, LeaseRevokeResponse};
 use keel_proto::keelpb::{internal_raft_request::Request, AuthHeader, ConfChangeContext, InternalRaftRequest};
 use keel_proto::mvccpb::{event::EventType, Event};
 use keel_raft_node::failpoints::fault_point;
@@ -23,6 +23,7 @@ use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 use prost::Message as _;
 
+use crate::alarms::Alarms;
 use crate::auth::AuthStore;
 use crate::lease_clock::LeaseClock;
 use crate::metrics::NodeMetrics;
@@ -145,6 +146,7 @@ pub(crate) struct Applier {
     pub(crate) kv: Arc<KvStore>,
     pub(crate) lessor: Arc<Mutex<Lessor>>,
     pub(crate) auth: Arc<AuthStore>,
+    pub(crate) alarms: Arc<Alarms>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) applied: Arc<AtomicU64>,
     /// Told of every revision once it is in the store.
@@ -175,6 +177,7 @@ impl Applier {
             kv,
             lessor,
             auth,
+            alarms: Arc::default(),
             waiters,
             applied,
             watches,
@@ -186,6 +189,12 @@ impl Applier {
             metrics: NodeMetrics::default(),
             apply_durations: Default::default(),
         }
+    }
+
+    /// The cluster's alarms, shared with the member that reports them.
+    pub(crate) fn with_alarms(mut self, alarms: Arc<Alarms>) -> Self {
+        self.alarms = alarms;
+        self
     }
 
     pub(crate) fn with_metrics(mut self, metrics: NodeMetrics) -> Self {
@@ -333,6 +342,9 @@ impl Applier {
             let lease_keys = |id: i64| self.lessor.lock().keys(id).unwrap_or_default();
             self.auth.check_write(auth, request, &lease_keys).map_err(NodeError::Auth)?;
         }
+        if let Some(request) = &request {
+            self.check_alarms(request)?;
+        }
         let kv_write = |write: WriteRequest<'_>| -> Result<Applied, NodeError> {
             let outcome = self.kv.apply(index, write, &Leases(&self.lessor)).map_err(NodeError::Mvcc)?;
             if !outcome.events.is_empty() {
@@ -413,6 +425,7 @@ impl Applier {
                 }
                 Ok(Applied::Internal)
             }
+            Some(Request::Alarm(alarm)) => Ok(Applied::Alarm(self.alarms.apply(&self.kv, index, &alarm)?)),
             Some(Request::MemberAttributes(attributes)) => {
                 self.kv
                     .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls)
@@ -423,6 +436,37 @@ impl Applier {
             Some(_) => Err(NodeError::Corrupt(format!("entry {index}: an auth request the auth store did not take"))),
             None => Err(NodeError::Mvcc(MvccError::Unsupported("empty request".into()))),
         }
+    }
+
+    /// etcd's capped and corrupt appliers: with NOSPACE raised, requests
+    /// that grow the store are refused (reads, deletes and compactions go
+    /// on, so the operator can make room); with CORRUPT, every KV and lease
+    /// request is.
+    fn check_alarms(&self, request: &Request) -> Result<(), NodeError> {
+        if self.alarms.is_active(AlarmType::Corrupt)
+            && matches!(
+                request,
+                Request::Put(_)
+                    | Request::DeleteRange(_)
+                    | Request::Txn(_)
+                    | Request::Compaction(_)
+                    | Request::LeaseGrant(_)
+                    | Request::LeaseRevoke(_)
+            )
+        {
+            return Err(NodeError::CorruptCluster);
+        }
+        if self.alarms.is_active(AlarmType::Nospace) {
+            let grows = match request {
+                Request::Put(_) | Request::LeaseGrant(_) => true,
+                Request::Txn(txn) => txn_puts(txn),
+                _ => false,
+            };
+            if grows {
+                return Err(NodeError::NoSpace);
+            }
+        }
+        Ok(())
     }
 
     /// Every `count` applied entries: make the store durable up to the
@@ -504,6 +548,7 @@ impl Applier {
             .with_metrics(metrics);
         }
         self.auth.reload(&self.kv)?;
+        self.alarms.reload(&self.kv)?;
         self.watches.jump_to(self.kv.current_revision());
         if let Some(membership) = &self.membership {
             *membership.removed_members.write() =
@@ -624,4 +669,15 @@ fn track_leased_keys(lessor: &mut Lessor, events: &[Event]) {
             let _ = lessor.detach(previous, &kv.key);
         }
     }
+}
+
+/// Whether a txn puts in either branch, nested txns included (etcd's
+/// `isTxnPut`, which the capped applier refuses).
+fn txn_puts(txn: &keel_proto::etcdserverpb::TxnRequest) -> bool {
+    use keel_proto::etcdserverpb::request_op::Request as Op;
+    txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+        Some(Op::RequestPut(_)) => true,
+        Some(Op::RequestTxn(inner)) => txn_puts(inner),
+        _ => false,
+    })
 }

@@ -5,6 +5,7 @@
 //! entry is durable in the raft log and applied; a linearizable read waits for
 //! a raft read index to be applied before it touches the store.
 
+mod alarms;
 mod applier;
 pub mod auth;
 mod config;
@@ -94,4 +95,10 @@ pub enum NodeError {
     Storage(String),
     #[error("corrupt: {0}")]
     Corrupt(String),
+    /// The NOSPACE alarm is raised: writes that grow the store are refused.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// The CORRUPT alarm is raised: the cluster serves no data.
+    #[error("corrupt cluster")]
+    CorruptCluster,
 }

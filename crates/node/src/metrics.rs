@@ -345,6 +345,7 @@ pub(crate) fn apply_op(request: Option<&keel_proto::keelpb::internal_raft_reques
         Some(Request::LeaseCheckpoint(_)) => "LeaseCheckpoint",
         Some(Request::MemberAttributes(_)) => "ClusterMemberAttrSet",
         Some(Request::MemberUpdate(_)) => "MemberUpdate",
+        Some(Request::Alarm(_)) => "Alarm",
         Some(Request::AuthEnable(_)) => "AuthEnable",
         Some(Request::AuthDisable(_)) => "AuthDisable",
         Some(Request::Authenticate(_)) => "Authenticate",

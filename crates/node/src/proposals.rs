@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use keel_mvcc::WriteResponse;
 use keel_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, Member as EtcdMember,
-    PutResponse, ResponseHeader, TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    Member as EtcdMember, PutResponse, ResponseHeader, TxnResponse,
 };
 use keel_proto::keelpb::{internal_raft_request::Request, AuthHeader, ConfChangeContext, InternalRaftRequest};
 use keel_raft_node::{ConfChangeSingle, ConfChangeType, ConfChangeV2, RaftHandle, RaftNodeError};
@@ -32,6 +32,7 @@ pub(crate) enum Applied {
     Kv(WriteResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Alarm(AlarmResponse),
     /// An auth change; a login's token.
     Auth(Option<String>),
     /// Bookkeeping no client waits for an answer to: a member's published
@@ -306,6 +307,7 @@ write_answer!(answer;
     CompactionResponse => Applied::Kv(WriteResponse::Compact(answer)),
     LeaseGrantResponse => Applied::LeaseGrant(answer),
     LeaseRevokeResponse => Applied::LeaseRevoke(answer),
+    AlarmResponse => Applied::Alarm(answer),
 );
 
 /// etcd's maxGapBetweenApplyAndCommitIndex: proposals are refused ("too many

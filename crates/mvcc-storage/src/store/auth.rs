@@ -1,7 +1,8 @@
-//! The auth store's record (users, roles, whether auth is on), kept next to
-//! the key space and written in the same batch as the applied index, so a
-//! restart, or a snapshot, carries exactly the auth state its index implies.
-//! The store only keeps the bytes; `keel-auth` knows what they mean.
+//! The auth store's record (users, roles, whether auth is on) and the
+//! cluster's alarms, kept next to the key space and written in the same
+//! batch as the applied index, so a restart, or a snapshot, carries exactly
+//! the state its index implies. The store only keeps the bytes; `keel-auth`
+//! and `keel-node` know what they mean.
 
 use std::sync::atomic::Ordering;
 
@@ -17,9 +18,24 @@ impl KvStore {
 
     /// Replaces the auth record at raft index `index`.
     pub fn apply_auth(&self, index: u64, record: &[u8]) -> Result<(), MvccError> {
+        self.put_meta_record(index, meta::AUTH, record)
+    }
+
+    /// The cluster's alarms as last applied (an encoded list the node
+    /// keeps); `None` before any alarm was ever raised.
+    pub fn alarms_record(&self) -> Result<Option<Vec<u8>>, MvccError> {
+        Ok(self.backend.get(Keyspace::Meta, meta::ALARMS)?)
+    }
+
+    /// Replaces the alarms record at raft index `index`.
+    pub fn apply_alarms(&self, index: u64, record: &[u8]) -> Result<(), MvccError> {
+        self.put_meta_record(index, meta::ALARMS, record)
+    }
+
+    fn put_meta_record(&self, index: u64, key: &[u8], record: &[u8]) -> Result<(), MvccError> {
         let _serialised = self.state.upgradable_read();
         let mut batch = WriteBatch::with_capacity(2);
-        batch.put(Keyspace::Meta, meta::AUTH, record);
+        batch.put(Keyspace::Meta, key, record);
         put_consistent_index(&mut batch, index);
         self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);

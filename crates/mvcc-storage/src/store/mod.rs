@@ -65,6 +65,7 @@ pub(crate) mod meta {
     pub const MEMBER_ID: &[u8] = b"member_id";
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     pub const AUTH: &[u8] = b"auth";
+    pub const ALARMS: &[u8] = b"alarm";
 }
 
 /// Tells whether a lease exists, for Puts that attach one.

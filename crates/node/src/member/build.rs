@@ -20,6 +20,7 @@ use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
 
 use super::{Member, Running};
+use crate::alarms::Alarms;
 use crate::applier::{conf_state_of, Applier, ApplySender, Membership, Snapshots};
 use crate::auth::AuthStore;
 use crate::config::{ClusterState, MemberConfig};
@@ -229,6 +230,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
 
     let lessor = Arc::new(Mutex::new(restore_lessor(&config, &kv)?));
     let auth = Arc::new(AuthStore::restore(&kv, config.auth.clone())?);
+    let alarms = Arc::new(Alarms::restore(&kv)?);
     let waiters = Arc::new(Waiters::default());
     let applied = Arc::new(AtomicU64::new(applied_index));
     let history = Arc::new(StoreHistory(kv.clone()));
@@ -276,6 +278,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         )
         .with_lease_clock(lease_clock)
         .with_metrics(metrics.clone())
+        .with_alarms(alarms.clone())
         .with_membership(Membership {
             member_id,
             links: links.clone(),
@@ -352,6 +355,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         kv,
         lessor,
         auth,
+        alarms,
         watches,
         raft,
         proposals,

@@ -76,10 +76,18 @@ impl Member {
         self.current_members.read().contains(&id)
     }
 
-    /// The cluster's active alarms. Keel raises none yet (NOSPACE and
-    /// CORRUPT come with quotas and corruption checks), so the health
-    /// checks that look at alarms always pass.
+    /// The cluster's active alarms, as this member applied them.
     pub fn alarms(&self) -> Vec<keel_proto::etcdserverpb::AlarmMember> {
-        Vec::new()
+        self.alarms.active()
+    }
+
+    /// etcd's Alarm: every action goes through raft, so an answer reflects
+    /// every alarm raised or cleared before it.
+    pub async fn alarm(
+        &self,
+        who: &keel_auth::AuthInfo,
+        request: keel_proto::etcdserverpb::AlarmRequest,
+    ) -> Result<keel_proto::etcdserverpb::AlarmResponse, NodeError> {
+        self.write(who, keel_proto::keelpb::internal_raft_request::Request::Alarm(request)).await
     }
 }

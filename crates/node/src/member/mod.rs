@@ -43,6 +43,7 @@ pub struct Member {
     kv: Arc<KvStore>,
     lessor: Arc<Mutex<Lessor>>,
     auth: Arc<AuthStore>,
+    alarms: Arc<crate::alarms::Alarms>,
     watches: Arc<WatchHub>,
     raft: RaftHandle,
     proposals: Proposals,
