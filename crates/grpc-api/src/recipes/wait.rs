@@ -19,8 +19,9 @@ const WATCH_BUFFER: usize = 16;
 
 /// One watch on the member's hub, read event batch by event batch.
 pub(super) struct HubWatch {
-    // Dropping the stream cancels the watch.
-    _stream: WatchStream,
+    // Dropping the stream cancels the watch; it is also told what was
+    // taken, for the watch metrics' pending and sent events.
+    stream: WatchStream,
     deliveries: mpsc::Receiver<Delivery>,
 }
 
@@ -30,7 +31,7 @@ impl HubWatch {
         // The recipes only watch non-empty ranges on a fresh stream, so a
         // refusal means the hub is going away.
         stream.watch(spec).await.map_err(|_| RecipeError::WatchLost)?;
-        Ok(HubWatch { _stream: stream, deliveries })
+        Ok(HubWatch { stream, deliveries })
     }
 
     /// The next events, with the revision of the response that carried them
@@ -38,7 +39,7 @@ impl HubWatch {
     /// compacted away, or the hub stopped.
     pub(super) async fn next(&mut self) -> Result<(i64, Arc<[Event]>), RecipeError> {
         loop {
-            match self.deliveries.recv().await {
+            match self.deliveries.recv().await.map(|delivery| self.stream.took(delivery)) {
                 Some(Delivery::Events { revision, events, .. }) => return Ok((revision, events)),
                 Some(Delivery::Created { error: None, .. } | Delivery::Progress { .. }) => {}
                 Some(Delivery::Canceled { compact_revision, .. }) if compact_revision > 0 => {
