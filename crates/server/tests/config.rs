@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
+use common::{free_port, keel_command as keel, without_etcd_env};
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_proto::etcdserverpb::{PutRequest, RangeRequest, StatusRequest};
 
@@ -21,23 +21,6 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn keel() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    without_etcd_env(&mut command);
-    command
-}
-
-/// Keeps the test's own environment's `ETCD_*` variables (a CI's, say) from
-/// configuring the processes under test.
-fn without_etcd_env(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ETCD_") {
-            command.env_remove(key);
-        }
     }
 }
 

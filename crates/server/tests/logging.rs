@@ -9,24 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, Keel};
-
-fn keel() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    without_etcd_env(&mut command);
-    command
-}
-
-/// The tests' own environment must not configure the processes they start.
-fn without_etcd_env(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ETCD_") {
-            command.env_remove(key);
-        }
-    }
-    command.env_remove("KEEL_LOG");
-}
+use common::{free_port, keel_command as keel, without_etcd_env, Keel};
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()

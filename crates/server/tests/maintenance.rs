@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Keel};
+use common::{http_get, wait_for, Keel};
 use keel_proto::etcdserverpb::alarm_request::AlarmAction;
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_proto::etcdserverpb::{
@@ -18,14 +18,7 @@ fn alarm(action: AlarmAction, member_id: u64, kind: AlarmType) -> AlarmRequest {
 }
 
 async fn health(port: u16, query: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let request = format!("GET /health{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, response.split_once("\r\n\r\n").unwrap().1.to_string())
+    http_get(port, &format!("/health{query}")).await.unwrap()
 }
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> String {

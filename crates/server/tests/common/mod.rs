@@ -250,6 +250,61 @@ impl Cluster {
     }
 }
 
+/// `keel` with no output and none of the test environment's configuration.
+pub fn keel_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    without_etcd_env(&mut command);
+    command
+}
+
+/// Keeps the test's own environment (a CI's `ETCD_*` variables, a
+/// developer's `KEEL_LOG`) from configuring the processes under test.
+pub fn without_etcd_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD_") {
+            command.env_remove(key);
+        }
+    }
+    command.env_remove("KEEL_LOG");
+}
+
+/// An HTTP/1.1 GET: (status, body).
+pub async fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(port, "GET", path).await
+}
+
+/// An HTTP/1.1 request without a body: (status, body, de-chunked).
+pub async fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// Polls `check` until it holds; fails the test after `limit`.
 pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
