@@ -97,6 +97,15 @@ impl TlsSettings {
     }
 }
 
+/// How history is compacted automatically (etcd's auto-compaction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much time of history.
+    Periodic(Duration),
+    /// Keep this many revisions of history.
+    Revision(i64),
+}
+
 /// Everything Keel acts on, plus what it was given and ignored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -113,6 +122,17 @@ pub struct Config {
     /// --quota-backend-bytes: 0 means etcd's default, a negative value no
     /// quota at all.
     pub quota_backend_bytes: i64,
+    /// --experimental-initial-corrupt-check: compare hashes with the peers
+    /// before serving.
+    pub initial_corrupt_check: bool,
+    /// --corrupt-check-time (--experimental-corrupt-check-time): how often
+    /// the leader compares its followers' hashes; `None`: never.
+    pub corrupt_check_time: Option<Duration>,
+    /// --auto-compaction-mode and --auto-compaction-retention; `None`: off.
+    pub auto_compaction: Option<AutoCompaction>,
+    /// --import-etcd-snapshot: an etcd snapshot file to load into the
+    /// empty data dir before starting.
+    pub import_etcd_snapshot: Option<PathBuf>,
     pub advertise_client_urls: Vec<String>,
     pub listen_peer_urls: Vec<FlagUrl>,
     /// Whether --listen-peer-urls was given: a lone member listens for peers
@@ -288,7 +308,7 @@ impl Config {
         if !matches!(auto_compaction_mode.as_str(), "periodic" | "revision" | "") {
             return Err(ConfigError::invalid(format!("unknown auto-compaction-mode {auto_compaction_mode:?}")));
         }
-        check_compaction_retention(&string("auto-compaction-retention"))?;
+        let auto_compaction = parse_auto_compaction(&auto_compaction_mode, &string("auto-compaction-retention"))?;
         let bcrypt_cost = uint("bcrypt-cost");
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(ConfigError::invalid(format!("invalid bcrypt-cost: {bcrypt_cost} (must be between 4 and 31)")));
@@ -380,6 +400,12 @@ impl Config {
                 Value::Uint(bytes) => i64::try_from(bytes).unwrap_or(i64::MAX),
                 other => panic!("quota-backend-bytes holds {other:?}"),
             },
+            auto_compaction,
+            initial_corrupt_check: get("experimental-initial-corrupt-check") == Value::Bool(true),
+            corrupt_check_time: Some(duration("corrupt-check-time")).filter(|d| !d.is_zero()),
+            import_etcd_snapshot: Some(string("import-etcd-snapshot"))
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
             listen_peer_urls,
             initial_cluster,
             initial_cluster_state,
@@ -542,13 +568,29 @@ fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, Confi
 
 /// etcd's `parseCompactionRetention`: a whole number (hours in periodic
 /// mode, revisions in revision mode) or else a Go duration, in either mode.
-fn check_compaction_retention(retention: &str) -> Result<(), ConfigError> {
+/// etcd's `parseCompactionRetention`: a whole number is hours (periodic)
+/// or revisions (revision); anything else a Go duration (for the revision
+/// mode, its nanoseconds count revisions, as etcd reads it). Zero (and a
+/// negative duration) turns auto-compaction off.
+fn parse_auto_compaction(mode: &str, retention: &str) -> Result<Option<AutoCompaction>, ConfigError> {
     let whole = retention.strip_prefix('+').unwrap_or(retention);
     if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(());
+        let n: u64 = whole.parse().map_err(|_| {
+            ConfigError::invalid(format!("error parsing CompactionRetention: {retention:?} is too large"))
+        })?;
+        return Ok(match (mode, n) {
+            (_, 0) => None,
+            ("revision", n) => Some(AutoCompaction::Revision(i64::try_from(n).unwrap_or(i64::MAX))),
+            (_, hours) => Some(AutoCompaction::Periodic(Duration::from_secs(hours.saturating_mul(3600)))),
+        });
     }
     match goflag::parse_duration(retention) {
-        Ok(_) => Ok(()),
+        Ok(Some(duration)) if duration.is_zero() => Ok(None),
+        Ok(Some(duration)) if mode == "revision" => {
+            Ok(Some(AutoCompaction::Revision(i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX))))
+        }
+        Ok(Some(duration)) => Ok(Some(AutoCompaction::Periodic(duration))),
+        Ok(None) => Ok(None),
         Err(_) => {
             let digits = retention.strip_prefix('-').unwrap_or(retention);
             let detail = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {

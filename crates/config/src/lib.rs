@@ -16,7 +16,9 @@ pub mod goflag;
 mod load;
 pub mod table;
 
-pub use config::{bind_addr, ClusterState, Config, LogFormat, LogLevel, LogOutput, Logger, TlsSettings};
+pub use config::{
+    bind_addr, AutoCompaction, ClusterState, Config, LogFormat, LogLevel, LogOutput, Logger, TlsSettings,
+};
 pub use doc::{help_text, markdown, usage_text, version_text, ETCD_API_VERSION, ETCD_SERVER_VERSION};
 pub use error::ConfigError;
 pub use flag::{find, Flag, Group, Kind, Release, Support, Value};

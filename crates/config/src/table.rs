@@ -156,7 +156,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "raise a NOSPACE alarm past this size" },
+        support: Support::Implemented,
         usage: "Sets the maximum size (in bytes) that the etcd backend database may consume. Exceeding this triggers an alarm and puts etcd in read-only mode. Set to 0 to use the default 2GiB limit.",
     },
     Flag {
@@ -585,7 +585,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["0"], would: "compact history automatically" },
+        support: Support::Implemented,
         usage: "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.",
     },
     Flag {
@@ -596,7 +596,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "choose periodic or revision auto-compaction" },
+        support: Support::Implemented,
         usage: "interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.",
     },
     Flag {
@@ -1278,7 +1278,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["false"], would: "check data corruption before serving" },
+        support: Support::Implemented,
         usage: "Enable to check data corruption before serving any client/peer traffic.",
     },
     Flag {
@@ -1289,7 +1289,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: Some("corrupt-check-time"),
-        support: Support::Ignored { honoured: &[], would: "check cluster corruption periodically" },
+        support: Support::Implemented,
         usage: "Duration of time between cluster corruption check passes. Deprecated in v3.6 and will be decommissioned in v3.7. Use --corrupt-check-time instead",
     },
     Flag {
@@ -1300,7 +1300,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_6,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &[], would: "check cluster corruption periodically" },
+        support: Support::Implemented,
         usage: "Duration of time between cluster corruption check passes.",
     },
     Flag {
@@ -1841,5 +1841,16 @@ pub static FLAGS: &[Flag] = &[
         replaced_by: None,
         support: Support::Implemented,
         usage: "How often the leader records long leases' remaining TTL through raft, so leader changes and restarts resume them instead of granting a full TTL again.",
+    },
+    Flag {
+        name: "import-etcd-snapshot",
+        kind: Kind::Str,
+        default: "",
+        group: Group::Keel,
+        since: Release::Keel,
+        removed_in: None,
+        replaced_by: None,
+        support: Support::Implemented,
+        usage: "An etcd snapshot file (from 'etcdctl snapshot save') to start from: its keys, revisions, leases, alarms and auth are loaded into the empty data dir, which then bootstraps a new cluster from --name and --initial-cluster as 'etcdctl snapshot restore' would. Refused if the data dir already holds data.",
     },
 ];

@@ -320,7 +320,8 @@ fn flags_environment_and_file_agree() {
     assert_eq!(from_flags.log_outputs, [LogOutput::Stdout]);
     assert_eq!(from_flags.log_level, LogLevel::Warn);
     let ignored: Vec<&str> = from_flags.ignored.iter().map(|entry| entry.flag).collect();
-    assert_eq!(ignored, ["cors", "enable-pprof", "quota-backend-bytes"]);
+    assert_eq!(ignored, ["cors", "enable-pprof"]);
+    assert_eq!(from_flags.quota_backend_bytes, 8 << 30);
     assert!(env_notices
         .iter()
         .any(|notice| notice.message == "recognized and used environment variable ETCD_NAME=infra1"));
@@ -557,7 +558,6 @@ fn accepted_flags_are_reported_only_when_they_would_matter() {
         reported,
         [
             "--pre-vote=false is accepted but not implemented by Keel (it would turn raft pre-vote off (Keel always uses pre-vote)); ignored",
-            "--quota-backend-bytes=8589934592 is accepted but not implemented by Keel (it would raise a NOSPACE alarm past this size); ignored",
         ]
     );
 }
@@ -608,6 +608,15 @@ fn corners_as_etcd() {
     assert_eq!(config("--snapshot-count=1_000").snapshot_count, 1_000);
     // Retention: a whole number or a duration, in either mode.
     config("--auto-compaction-mode=revision --auto-compaction-retention=1h");
+    let auto = |flags: &str| config(flags).auto_compaction;
+    assert_eq!(auto(""), None, "off by default");
+    assert_eq!(auto("--auto-compaction-retention=0"), None);
+    assert_eq!(auto("--auto-compaction-retention=2"), Some(AutoCompaction::Periodic(Duration::from_secs(7200))));
+    assert_eq!(auto("--auto-compaction-retention=90s"), Some(AutoCompaction::Periodic(Duration::from_secs(90))));
+    assert_eq!(
+        auto("--auto-compaction-mode=revision --auto-compaction-retention=1000"),
+        Some(AutoCompaction::Revision(1000))
+    );
     assert_eq!(
         error("--auto-compaction-retention=-1"),
         ConfigError::Invalid("error parsing CompactionRetention: time: missing unit in duration \"-1\"".into())

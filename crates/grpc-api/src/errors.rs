@@ -43,6 +43,13 @@ const LEADER_TRANSFER_TIMEOUT: (Code, &str) =
     (Code::Unavailable, "etcdserver: request timed out, leader transfer took too long");
 const LEARNER_NOT_READY: (Code, &str) =
     (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader");
+pub(crate) const WRONG_DOWNGRADE_VERSION_FORMAT: (Code, &str) =
+    (Code::InvalidArgument, "etcdserver: wrong downgrade target version format");
+pub(crate) const INVALID_DOWNGRADE_TARGET: (Code, &str) =
+    (Code::InvalidArgument, "etcdserver: invalid downgrade target version");
+/// etcd 3.6 logs it and answers a cancel with success.
+pub(crate) const NO_INFLIGHT_DOWNGRADE: (Code, &str) =
+    (Code::FailedPrecondition, "etcdserver: no inflight downgrade job");
 /// etcd's `concurrency.ErrElectionNotLeader` and `ErrElectionNoLeader`.
 const ELECTION_NOT_LEADER: &str = "election: not leader";
 const ELECTION_NO_LEADER: &str = "election: no leader";

@@ -1,23 +1,40 @@
 //! The Maintenance service. Status is what `etcdctl endpoint status` reads;
 //! MoveLeader is `etcdctl move-leader`; HashKV is `etcdctl endpoint hashkv`;
-//! the rest answers Unimplemented until the maintenance issue lands.
+//! Snapshot streams the store as etcd's snapshot file (`etcdctl snapshot
+//! save`); Defragment never stops the member from serving; Downgrade
+//! refuses as etcd refuses a target it cannot go to.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
+
+/// What Maintenance.Snapshot answers with (the default stubs' boxed stream).
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use keel_node::{Member, ETCD_VERSION};
 use keel_proto::etcdserverpb::alarm_request::AlarmAction;
+use keel_proto::etcdserverpb::downgrade_request::DowngradeAction;
 use keel_proto::etcdserverpb::maintenance_server::Maintenance;
 use keel_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, HashKvRequest, HashKvResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest,
-    StatusResponse,
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
+    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
 };
 
-use crate::errors::node_error;
+use crate::errors::{
+    node_error, status, INVALID_DOWNGRADE_TARGET, NO_INFLIGHT_DOWNGRADE, WRONG_DOWNGRADE_VERSION_FORMAT,
+};
 use crate::identity::{caller, require_admin, require_user};
 use tonic::{Request, Response, Status};
 
-/// etcd's default backend quota (--quota-backend-bytes), reported by Status.
-const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
+/// Bytes of the database per Snapshot message (etcd's snapshotSendBufferSize).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// Snapshot messages read ahead of a slow client; with the chunk size, what
+/// a stream holds in memory.
+const SNAPSHOT_BUFFER: usize = 4;
 
 pub struct MaintenanceService {
     member: Arc<Member>,
@@ -49,6 +66,71 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    /// The store as etcd's snapshot file: the database in chunks, then its
+    /// sha256. Written to a file first (bbolt names its root at the front),
+    /// then read out a chunk at a time as the client takes them.
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        require_admin(&self.member, &request).await?;
+        let (file, revision) = self.member.etcd_snapshot().await.map_err(node_error)?;
+        let summary = file.summary();
+        tracing::info!(revision, size_bytes = summary.size, "sending database snapshot to client");
+        let mut header = Some(self.member.header_at(revision));
+        let (out, responses) = mpsc::channel(SNAPSHOT_BUFFER);
+        tokio::task::spawn_blocking(move || {
+            for chunk in file.stream(SNAPSHOT_CHUNK_BYTES) {
+                let response = chunk
+                    .map(|chunk| SnapshotResponse {
+                        header: header.take(),
+                        remaining_bytes: chunk.remaining_bytes,
+                        blob: chunk.blob,
+                        version: ETCD_VERSION.to_string(),
+                    })
+                    .map_err(|err| Status::internal(err.to_string()));
+                let failed = response.is_err();
+                // A closed channel: the client went away; the file goes too.
+                if out.blocking_send(response).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+    }
+
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        require_admin(&self.member, &request).await?;
+        self.member.defragment().await.map_err(node_error)?;
+        // etcd answers without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
+    }
+
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        require_admin(&self.member, &request).await?;
+        let (hash, revision) = self.member.backend_hash().await.map_err(node_error)?;
+        Ok(Response::new(HashResponse { header: Some(self.member.header_at(revision)), hash }))
+    }
+
+    /// A Keel cluster runs one version and cannot hand its data to an older
+    /// etcd member by member: validating or enabling a downgrade is refused
+    /// as etcd refuses a target it cannot go to; cancelling, with no
+    /// downgrade ever running, succeeds as in etcd 3.6. Moving back to etcd
+    /// is a snapshot away: see docs/migrate-from-etcd.md.
+    async fn downgrade(&self, request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        require_admin(&self.member, &request).await?;
+        let request = request.into_inner();
+        if request.action() == DowngradeAction::Cancel {
+            tracing::warn!(error = NO_INFLIGHT_DOWNGRADE.1, "failed to cancel downgrade");
+            return Ok(Response::new(DowngradeResponse {
+                header: Some(self.member.header()),
+                version: cluster_version().to_string(),
+            }));
+        }
+        if parse_cluster_version(&request.version).is_none() {
+            return Err(status(WRONG_DOWNGRADE_VERSION_FORMAT));
+        }
+        tracing::warn!(target_version = %request.version, "reject downgrade request");
+        Err(status(INVALID_DOWNGRADE_TARGET))
+    }
+
     /// Any logged-in user (etcd after its 2026 security releases; 3.4
     /// answered anyone).
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -68,7 +150,7 @@ impl Maintenance for MaintenanceService {
             db_size_in_use: status.db_size_in_use,
             is_learner: status.is_learner,
             storage_version: ETCD_VERSION.to_string(),
-            db_size_quota: DEFAULT_QUOTA_BYTES,
+            db_size_quota: self.member.quota_backend_bytes(),
             errors: self.status_errors.iter().cloned().chain(self.alarm_errors()).collect(),
             ..Default::default()
         }))
@@ -104,5 +186,39 @@ impl Maintenance for MaintenanceService {
         require_admin(&self.member, &request).await?;
         self.member.move_leader(request.into_inner().target_id).await.map_err(node_error)?;
         Ok(Response::new(MoveLeaderResponse { header: Some(self.member.header()) }))
+    }
+}
+
+/// The cluster version as etcd 3.6 reports it: major.minor.
+fn cluster_version() -> &'static str {
+    ETCD_VERSION.rsplit_once('.').map_or(ETCD_VERSION, |(major_minor, _)| major_minor)
+}
+
+/// etcd's `convertToClusterVersion`: a semantic version, or `major.minor`,
+/// cut to its major and minor.
+fn parse_cluster_version(version: &str) -> Option<(u64, u64)> {
+    let core = version.split(['-', '+']).next()?;
+    let parts: Vec<&str> = core.split('.').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    if parts.iter().any(|p| p.len() > 1 && p.starts_with('0')) {
+        return None;
+    }
+    Some((parts[0].parse().ok()?, parts[1].parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cluster_version;
+
+    #[test]
+    fn downgrade_targets_parse_as_etcds_cluster_versions() {
+        assert_eq!(parse_cluster_version("3.5"), Some((3, 5)));
+        assert_eq!(parse_cluster_version("3.5.0"), Some((3, 5)));
+        assert_eq!(parse_cluster_version("3.5.2-rc.1"), Some((3, 5)));
+        for bad in ["", "3", "three.five", "3.5.0.1", "v3.5", "03.5", "3..5"] {
+            assert_eq!(parse_cluster_version(bad), None, "{bad}");
+        }
     }
 }

@@ -28,6 +28,6 @@ pub use backend::{Backend, BackendError, Frozen, Keyspace, MemBackend, RocksBack
 pub use error::MvccError;
 pub use metrics::{DefragGuard, MvccMetrics};
 pub use store::{
-    is_txn_read_only, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome, SnapshotPieces,
-    StoreCheckpoint, WriteOutcome, WriteRequest, WriteResponse,
+    is_txn_read_only, meta, Crc32c, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome,
+    SnapshotPieces, StoreCheckpoint, WriteOutcome, WriteRequest, WriteResponse,
 };

@@ -224,7 +224,7 @@ impl MvccMetrics {
     }
 
     /// Marks a defragmentation as running until the guard is dropped, and
-    /// times it; for the defragmentation Keel does not have yet.
+    /// times it.
     pub fn defrag_started(&self) -> DefragGuard {
         self.defrag_inflight.set(1);
         DefragGuard { _timer: self.defrag.start_timer(), inflight: self.defrag_inflight.clone() }

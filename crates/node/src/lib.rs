@@ -8,15 +8,18 @@
 mod alarms;
 mod applier;
 pub mod auth;
+pub mod compactor;
 mod config;
 mod history;
 pub mod ids;
+pub mod import;
 mod lease_clock;
 mod lease_expiry;
 mod member;
 pub mod metrics;
 pub mod peer;
 mod proposals;
+mod quota;
 mod read_rounds;
 mod snapshots;
 
@@ -26,7 +29,8 @@ pub use config::{
 };
 pub use keel_raft_node::{Clock, SystemClock, TokioClock};
 pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts};
-pub use peer::{GrpcNetwork, Network, NoNetwork, PeerLinks, PeerService, SnapshotReceipt};
+pub use peer::{GrpcNetwork, Network, NoNetwork, PeerHash, PeerLinks, PeerService, SnapshotReceipt};
+pub use quota::MAX_QUOTA_BYTES;
 pub use snapshots::{DirSpool, MemSpool, SnapshotShelf, SnapshotSpool, SpoolWriter};
 
 #[derive(Debug, thiserror::Error)]

@@ -99,8 +99,10 @@ impl DirSpool {
     pub fn open(dir: &Path) -> Result<DirSpool, NodeError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let spool = DirSpool { dir: dir.to_path_buf(), transfers: AtomicU64::new(0) };
-        for (path, index) in spool.files() {
-            if index.is_none() {
+        // Only its own partial files: the directory is etcd's `member/snap`
+        // too, whose `db` an etcd data dir brought to Keel still holds.
+        for (path, _) in spool.files() {
+            if path.extension().is_some_and(|ext| ext == "part") {
                 let _ = std::fs::remove_file(path);
             }
         }

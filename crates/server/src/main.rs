@@ -169,7 +169,9 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         ConfigClusterState::Existing => ClusterState::Existing,
     };
     let peer_client = tls.peer_client.clone();
+    let import = config.import_etcd_snapshot.clone();
     let member = tokio::task::spawn_blocking(move || {
+        keel_node::import::prepare_data_dir(&member_config.data_dir, import.as_deref())?;
         let mut parts = Parts::on_disk(&member_config)?;
         // Peers are dialled with the peer TLS settings (https:// peer URLs).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -189,6 +191,15 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());
         async move { member.publish(client_urls).await }
     });
+    if let Some(mode) = config.auto_compaction {
+        let mode = match mode {
+            keel_config::AutoCompaction::Periodic(period) => keel_node::compactor::AutoCompaction::Periodic(period),
+            keel_config::AutoCompaction::Revision(revisions) => {
+                keel_node::compactor::AutoCompaction::Revision(revisions)
+            }
+        };
+        tokio::spawn(Member::run_auto_compaction(Arc::downgrade(&member), mode));
+    }
 
     let options = ApiOptions {
         max_request_bytes: config.max_request_bytes,
@@ -203,6 +214,22 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
+    for (addr, listener) in peer_listeners {
+        tracing::info!(%addr, "serving raft peers");
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        servers.spawn(keel_grpc_api::serve_peers(listener, member.clone(), shutdown));
+    }
+    // Peers are served first: members restarting together with the check
+    // on answer each other's hashes before any of them serves clients.
+    if config.initial_corrupt_check {
+        member.initial_corruption_check().await.context("initial corruption check")?;
+    }
+    if let Some(interval) = config.corrupt_check_time {
+        tokio::spawn(Member::run_corruption_checks(Arc::downgrade(&member), interval));
+    }
     for (addr, listener) in listeners {
         tracing::info!(%addr, "serving client requests");
         let mut stop = stop_rx.clone();
@@ -220,14 +247,6 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         };
         let http = keel_gateway::metrics_routes(member.clone(), metrics.clone());
         servers.spawn(keel_grpc_api::serve_http(listener, http, shutdown));
-    }
-    for (addr, listener) in peer_listeners {
-        tracing::info!(%addr, "serving raft peers");
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        };
-        servers.spawn(keel_grpc_api::serve_peers(listener, member.clone(), shutdown));
     }
     tracing::info!(name = %config.name, advertise = ?config.advertise_client_urls, "ready to serve client requests");
     notify_systemd_ready();

@@ -179,6 +179,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(Box::new(BatchedLoad { backend: self, batch: WriteBatch::new(), bytes: 0 }))
     }
 
+    /// Rewrites the engine's files without the space deleted data still
+    /// holds (etcd's defragmentation), while reads and writes go on: the
+    /// engine never stops serving for it. Blocking; engines that reclaim
+    /// space as they go do nothing.
+    fn defragment(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Bytes the engine occupies (etcd's `db_size`); may be approximate.
     fn size(&self) -> u64;
 

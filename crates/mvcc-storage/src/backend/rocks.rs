@@ -178,6 +178,21 @@ impl Backend for RocksBackend {
         Ok(())
     }
 
+    fn defragment(&self) -> Result<(), BackendError> {
+        // Flushed first, so what the memtables hold is compacted too; not
+        // exclusive, so automatic compactions (and with them writes, which
+        // stall when level 0 fills up) go on meanwhile.
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_exclusive_manual_compaction(false);
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for space in Keyspace::ALL {
+            let cf = self.cf(space)?;
+            self.db.flush_cf(cf)?;
+            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
+    }
+
     fn size(&self) -> u64 {
         self.sum_property(&[properties::TOTAL_SST_FILES_SIZE, properties::SIZE_ALL_MEM_TABLES])
     }

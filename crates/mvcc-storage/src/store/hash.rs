@@ -70,8 +70,10 @@ impl KvStore {
     }
 }
 
-/// CRC-32 with the Castagnoli polynomial (Go's `crc32.MakeTable(crc32.Castagnoli)`).
-struct Crc32c {
+/// CRC-32 with the Castagnoli polynomial (Go's `crc32.MakeTable(crc32.Castagnoli)`),
+/// the checksum of every etcd hash: HashKV, Hash and `snapshot status`.
+#[derive(Clone, Debug)]
+pub struct Crc32c {
     crc: u32,
 }
 
@@ -93,18 +95,24 @@ static TABLE: [u32; 256] = {
     table
 };
 
+impl Default for Crc32c {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Crc32c {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Crc32c { crc: !0 }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         for &b in data {
             self.crc = TABLE[((self.crc ^ u32::from(b)) & 0xff) as usize] ^ (self.crc >> 8);
         }
     }
 
-    fn finish(&self) -> u32 {
+    pub fn finish(&self) -> u32 {
         !self.crc
     }
 }

@@ -20,7 +20,8 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
-    fn encode(&self) -> Vec<u8> {
+    /// The record as the leases keyspace stores it.
+    pub fn encode(&self) -> Vec<u8> {
         if self.remaining_ttl > 0 {
             [self.ttl.to_be_bytes(), self.remaining_ttl.to_be_bytes()].concat()
         } else {
@@ -28,7 +29,9 @@ impl LeaseRecord {
         }
     }
 
-    fn decode(id: &[u8], value: &[u8]) -> Option<LeaseRecord> {
+    /// A record from its key (the id) and stored value; `None` when either
+    /// is not what [`LeaseRecord::encode`] writes.
+    pub fn decode(id: &[u8], value: &[u8]) -> Option<LeaseRecord> {
         let id = i64::from_be_bytes(id.try_into().ok()?);
         let ttl = i64::from_be_bytes(value.get(..8)?.try_into().ok()?);
         let remaining_ttl = match value.len() {

@@ -54,11 +54,14 @@ use crate::metrics::MvccMetrics;
 use crate::revision::{self, Revision};
 use tx::Tx;
 
-pub use hash::KvHash;
+pub use hash::{Crc32c, KvHash};
 pub use ops::is_txn_read_only;
 
-/// Keys of the meta keyspace (etcd's `meta` bucket names).
-pub(crate) mod meta {
+/// Keys of the meta keyspace (etcd's `meta` bucket names where etcd has
+/// the same record; the member's identity, the auth store and the alarms
+/// are Keel's own records, which an etcd snapshot keeps in buckets of
+/// their own).
+pub mod meta {
     pub const CONSISTENT_INDEX: &[u8] = b"consistent_index";
     pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
     pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
@@ -190,6 +193,15 @@ impl KvStore {
 
     pub fn db_size_in_use(&self) -> i64 {
         self.backend.size_in_use() as i64
+    }
+
+    /// Gives the space of compacted and deleted revisions back (etcd's
+    /// defragment) without stopping reads or writes. Blocking, for as long
+    /// as the engine rewrites its files.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        let _timed = self.metrics.defrag_started();
+        self.backend.defragment()?;
+        Ok(())
     }
 
     /// Number of keys the index tracks (live keys plus keys whose history

@@ -51,6 +51,19 @@ impl StoreCheckpoint {
         self.index
     }
 
+    /// Visits the frozen entries of `space` with `start <= key < end` (no
+    /// upper bound when `end` is `None`) in key order until `visit` returns
+    /// `false`: for readers that lay the state out in another format.
+    pub fn scan(
+        &self,
+        space: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), MvccError> {
+        Ok(self.frozen.scan(space, start, end, visit)?)
+    }
+
     /// The replicated state as encoded `SnapshotData` pieces of about
     /// `piece_bytes` each (one entry may make a piece larger), read from
     /// the checkpoint as the pieces are taken.

@@ -57,7 +57,7 @@ impl Parts {
         let member_dir = config.data_dir.join("member");
         std::fs::create_dir_all(&member_dir)
             .map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
-        let kv = Arc::new(KvStore::open_rocksdb(&member_dir.join("kv")).map_err(NodeError::Mvcc)?);
+        let kv = Arc::new(KvStore::open_rocksdb(&crate::import::store_dir(&config.data_dir)).map_err(NodeError::Mvcc)?);
         let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
         let log = Box::new(RocksLogEngine::open(&log_dir).map_err(NodeError::Raft)?);
         // Peers come and go with membership changes, so any member that runs
@@ -348,6 +348,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         applied_index,
         "member started"
     );
+    let (quota_bytes, quota_kv) = (config.quota_backend_bytes, kv.clone());
     let member = Member {
         config,
         member_id,
@@ -371,6 +372,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         offload,
         running: Mutex::new(running),
         metrics,
+        quota: crate::quota::Quota::new(quota_bytes, quota_kv),
     };
     Ok((member, stepper))
 }

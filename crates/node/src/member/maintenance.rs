@@ -1,4 +1,5 @@
-//! The Maintenance service's requests: status and hashes.
+//! The Maintenance service's requests: status, hashes, defragmentation
+//! and snapshots in etcd's format.
 
 use std::sync::atomic::Ordering;
 
@@ -46,6 +47,122 @@ impl Member {
 }
 
 impl Member {
+    /// The backend quota in force (etcd's --quota-backend-bytes, its
+    /// default applied; negative: none).
+    pub fn quota_backend_bytes(&self) -> i64 {
+        self.config.quota_backend_bytes
+    }
+
+    /// etcd's Maintenance.Hash: a CRC-32C of the whole store as etcd lays
+    /// it out (every bucket but the raft position), and the revision it
+    /// was taken at.
+    pub async fn backend_hash(&self) -> Result<(u32, i64), NodeError> {
+        let kv = self.kv.clone();
+        self.offload
+            .run(move || {
+                let revision = kv.current_revision();
+                let checkpoint = kv.checkpoint().map_err(NodeError::Mvcc)?;
+                let hash = keel_snapshot::backend_hash(&checkpoint).map_err(snapshot_error)?;
+                Ok((hash, revision))
+            })
+            .await?
+    }
+
+    /// etcd's Maintenance.Defragment: the store's engine rewrites its files
+    /// without the space compacted revisions held. Reads and writes go on
+    /// meanwhile (etcd stops both for the whole defragmentation).
+    pub async fn defragment(&self) -> Result<(), NodeError> {
+        let kv = self.kv.clone();
+        let started = std::time::Instant::now();
+        let before = self.kv.db_size();
+        self.offload.run(move || kv.defragment()).await?.map_err(NodeError::Mvcc)?;
+        self.quota.invalidate();
+        tracing::info!(
+            took = ?started.elapsed(),
+            current_db_size_bytes = before,
+            new_db_size_bytes = self.kv.db_size(),
+            "finished defragmenting directory"
+        );
+        Ok(())
+    }
+
+    /// The store as etcd's snapshot file (a bbolt database in etcd's
+    /// layout), written to an unnamed file beside the store and ready to be
+    /// streamed with its sha256 trailer; the store revision it holds.
+    pub async fn etcd_snapshot(&self) -> Result<(keel_snapshot::SnapshotFile, i64), NodeError> {
+        let kv = self.kv.clone();
+        let member_dir = self.config.data_dir.join("member");
+        let dir = if member_dir.is_dir() { member_dir } else { std::env::temp_dir() };
+        self.offload
+            .run(move || {
+                let revision = kv.current_revision();
+                let checkpoint = kv.checkpoint().map_err(NodeError::Mvcc)?;
+                let file = keel_snapshot::SnapshotFile::create(&checkpoint, &dir).map_err(snapshot_error)?;
+                Ok((file, revision))
+            })
+            .await?
+    }
+}
+
+impl Member {
+    /// Runs etcd's auto-compaction until the member is stopped or dropped:
+    /// only while this member leads, through raft as a client's
+    /// Compaction. Holds the member weakly.
+    pub async fn run_auto_compaction(member: std::sync::Weak<Member>, mode: crate::compactor::AutoCompaction) {
+        use crate::compactor::{AutoCompaction, PeriodicPlan, RevisionPlan, REVISION_CHECK_INTERVAL};
+        use std::time::Instant;
+        let (mut periodic, mut by_revision, interval) = match mode {
+            AutoCompaction::Periodic(period) => {
+                let plan = PeriodicPlan::new(period, Instant::now());
+                let interval = plan.retry_interval().max(std::time::Duration::from_millis(1));
+                (Some(plan), None, interval)
+            }
+            AutoCompaction::Revision(retention) => (None, Some(RevisionPlan::new(retention)), REVISION_CHECK_INTERVAL),
+        };
+        loop {
+            if let (Some(plan), Some(member)) = (periodic.as_mut(), member.upgrade()) {
+                plan.sample(member.kv.current_revision());
+            }
+            tokio::time::sleep(interval).await;
+            let Some(member) = member.upgrade() else { return };
+            if member.running.lock().is_none() {
+                return;
+            }
+            if member.leader() != member.member_id {
+                continue;
+            }
+            let due = match (periodic.as_mut(), by_revision.as_ref()) {
+                (Some(plan), _) => plan.due(Instant::now()),
+                (_, Some(plan)) => plan.due(member.kv.current_revision()),
+                _ => None,
+            };
+            let Some(revision) = due else { continue };
+            tracing::info!(revision, mode = ?mode, "starting auto compaction");
+            let request = keel_proto::etcdserverpb::CompactionRequest { revision, physical: false };
+            match member.compact(&keel_auth::AuthInfo::default(), request).await {
+                Ok(_) | Err(NodeError::Mvcc(keel_mvcc::MvccError::Compacted)) => {
+                    if let Some(plan) = periodic.as_mut() {
+                        plan.succeeded(Instant::now());
+                    }
+                    if let Some(plan) = by_revision.as_mut() {
+                        plan.succeeded(revision);
+                    }
+                    tracing::info!(revision, "completed auto compaction");
+                }
+                Err(err) => tracing::warn!(revision, %err, "failed auto compaction; retrying"),
+            }
+        }
+    }
+}
+
+fn snapshot_error(err: keel_snapshot::SnapshotError) -> NodeError {
+    match err {
+        keel_snapshot::SnapshotError::Store(err) => NodeError::Mvcc(err),
+        other => NodeError::Storage(other.to_string()),
+    }
+}
+
+impl Member {
     /// The read etcd's health checks make: a key-only range of at most one
     /// key, linearizable unless `serializable`, with the rights of root
     /// (auth does not decide whether a member is healthy).
@@ -88,6 +205,9 @@ impl Member {
         who: &keel_auth::AuthInfo,
         request: keel_proto::etcdserverpb::AlarmRequest,
     ) -> Result<keel_proto::etcdserverpb::AlarmResponse, NodeError> {
-        self.write(who, keel_proto::keelpb::internal_raft_request::Request::Alarm(request)).await
+        let response = self.write(who, keel_proto::keelpb::internal_raft_request::Request::Alarm(request)).await;
+        // A disarmed NOSPACE is checked against the store as it is now.
+        self.quota.invalidate();
+        response
     }
 }

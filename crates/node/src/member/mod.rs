@@ -8,6 +8,7 @@ mod admission_tests;
 mod auth;
 mod build;
 mod cluster;
+mod corruption;
 mod kv;
 mod lease;
 mod maintenance;
@@ -66,6 +67,7 @@ pub struct Member {
     offload: Offload,
     running: Mutex<Option<Running>>,
     metrics: NodeMetrics,
+    quota: crate::quota::Quota,
 }
 
 /// The threads a member runs on its own (none when a simulation steps it).
@@ -161,6 +163,9 @@ impl Member {
     /// A client's write through raft, as `who`, answered with its own
     /// response type and header.
     async fn write<T: WriteAnswer>(&self, who: &AuthInfo, request: Request) -> Result<T, NodeError> {
+        if !self.quota.available(&request) {
+            return Err(self.out_of_space().await);
+        }
         let header = AuthStore::header_of(who);
         let mut response = T::from_write(self.proposals.propose(request, Some(header)).await?)
             .ok_or_else(|| NodeError::Corrupt("a write was answered with another kind of response".into()))?;
@@ -168,7 +173,31 @@ impl Member {
         Ok(response)
     }
 
-    fn check_cluster(&self, cluster_id: u64) -> Result<(), NodeError> {
+    /// etcd's quota interceptor: raises NOSPACE through raft (once: an
+    /// active alarm is not raised again) and refuses the request.
+    async fn out_of_space(&self) -> NodeError {
+        use keel_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        if !self.alarms.is_active(AlarmType::Nospace) {
+            let raise = AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            // The member raises it, not the caller: alarms are applied
+            // without a permission check.
+            let member = keel_auth::AuthInfo::default();
+            match self.proposals.propose(Request::Alarm(raise), Some(AuthStore::header_of(&member))).await {
+                Ok(_) => tracing::warn!(
+                    quota_size_bytes = self.config.quota_backend_bytes,
+                    "database space exceeded; raised the NOSPACE alarm"
+                ),
+                Err(err) => tracing::warn!(%err, "database space exceeded; cannot raise the NOSPACE alarm"),
+            }
+        }
+        NodeError::NoSpace
+    }
+
+    pub(crate) fn check_cluster(&self, cluster_id: u64) -> Result<(), NodeError> {
         if cluster_id != self.cluster_id {
             return Err(NodeError::ClusterMismatch { ours: self.cluster_id, theirs: cluster_id });
         }

@@ -55,6 +55,18 @@ impl PeerClients {
         Ok(answer.active.into_iter().map(|peer| (peer.id, Duration::from_millis(peer.active_for_ms))).collect())
     }
 
+    /// `peer`'s HashKV at `revision`.
+    pub(crate) async fn hash_kv(&self, peer: u64, revision: i64) -> Result<super::PeerHash, NodeError> {
+        let request = keel_proto::keelpb::PeerHashKvRequest { cluster_id: self.cluster_id, revision };
+        let answer = self.client(peer)?.hash_kv(request).await.map_err(error_of)?.into_inner();
+        Ok(super::PeerHash {
+            member_id: answer.member_id,
+            revision: answer.revision,
+            compact_revision: answer.compact_revision,
+            hash: answer.hash,
+        })
+    }
+
     pub(crate) async fn time_to_live(&self, leader: u64, id: i64, keys: bool) -> Result<TimeToLive, NodeError> {
         let request = LeaseTimeToLiveForward { cluster_id: self.cluster_id, id, keys };
         let answer = self.client(leader)?.lease_time_to_live(request).await.map_err(error_of)?.into_inner();

@@ -66,6 +66,12 @@ pub trait PeerLinks: Send + Sync + 'static {
     fn lease_time_to_live(&self, leader: u64, id: i64, keys: bool) -> BoxFuture<'_, Result<TimeToLive, NodeError>>;
     /// The leader's view of how long each member has been in touch.
     fn peer_activity(&self, leader: u64) -> BoxFuture<'_, Result<Vec<(u64, Duration)>, NodeError>>;
+    /// `peer`'s HashKV at `revision`, for the corruption checks. Networks
+    /// without it answer that the peer cannot be asked.
+    fn hash_kv(&self, peer: u64, revision: i64) -> BoxFuture<'_, Result<PeerHash, NodeError>> {
+        let _ = (peer, revision);
+        Box::pin(async { Err(NodeError::Storage("peer hashes are not available on this network".into())) })
+    }
 }
 
 /// The gRPC network, on the tokio runtime it was made on.
@@ -139,6 +145,19 @@ impl PeerLinks for GrpcLinks {
     fn peer_activity(&self, leader: u64) -> BoxFuture<'_, Result<Vec<(u64, Duration)>, NodeError>> {
         Box::pin(self.clients.peer_activity(leader))
     }
+    fn hash_kv(&self, peer: u64, revision: i64) -> BoxFuture<'_, Result<PeerHash, NodeError>> {
+        Box::pin(self.clients.hash_kv(peer, revision))
+    }
+}
+
+/// A member's HashKV as a peer answered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerHash {
+    pub member_id: u64,
+    /// The peer's store revision when it hashed.
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub hash: u32,
 }
 
 /// No network: a member alone, off any async runtime (tools, tests).

@@ -104,6 +104,21 @@ impl RaftPeer for PeerService {
         Ok(Response::new(ProbeAnswer {}))
     }
 
+    async fn hash_kv(
+        &self,
+        request: Request<keel_proto::keelpb::PeerHashKvRequest>,
+    ) -> Result<Response<keel_proto::keelpb::PeerHashKvAnswer>, Status> {
+        let request = request.into_inner();
+        self.member.check_cluster(request.cluster_id).map_err(status_of)?;
+        let hash = self.member.hash_kv(request.revision).await.map_err(status_of)?;
+        Ok(Response::new(keel_proto::keelpb::PeerHashKvAnswer {
+            member_id: self.member.member_id(),
+            revision: hash.current_revision,
+            compact_revision: hash.compact_revision,
+            hash: hash.hash,
+        }))
+    }
+
     async fn cluster_info(&self, _request: Request<ClusterInfoRequest>) -> Result<Response<ClusterInfoAnswer>, Status> {
         let (cluster_id, members) = self.member.cluster_info().map_err(status_of)?;
         Ok(Response::new(ClusterInfoAnswer { cluster_id, members }))
