@@ -21,6 +21,8 @@
 //! - [`scale`]: a million keys in each system; load time, memory, disk, page reads.
 //! - [`snapshot`]: a new member catching up from a snapshot of a million keys;
 //!   how long it takes, and the memory it costs both sides.
+//! - [`maintenance`]: etcd-format snapshots, the import of etcd's, and
+//!   defragmentation under load, on a million keys.
 
 mod chart;
 mod compare;
@@ -30,6 +32,7 @@ mod doc;
 mod histogram;
 mod lease;
 mod load;
+mod maintenance;
 mod scale;
 mod server;
 mod snapshot;
@@ -82,6 +85,10 @@ pub enum Bench {
     /// fresh Keel and etcd in turn: how long until it has caught up from a
     /// snapshot, and the extra RSS on the leader and on the new member.
     Snapshot(snapshot::SnapshotOptions),
+    /// A million keys in etcd: snapshot save on each system (time, extra
+    /// RSS), the import of etcd's snapshot into Keel, and a defragmentation
+    /// under a put load (the slowest put meanwhile).
+    Maintenance(maintenance::MaintenanceOptions),
 }
 
 /// Where the load goes and how much of it (etcd's global flags, and --total).
@@ -357,6 +364,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::Scale(options) => return runtime.block_on(scale::run(&options)),
         Bench::DeleteStorm(options) => return runtime.block_on(storm::run(&options)),
         Bench::Snapshot(options) => return runtime.block_on(snapshot::run(&options)),
+        Bench::Maintenance(options) => return runtime.block_on(maintenance::run(&options)),
         Bench::Watch(o) => {
             let watched =
                 if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };

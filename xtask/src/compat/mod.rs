@@ -99,8 +99,10 @@ pub fn run(opts: &Options) -> Result<()> {
             candidate.label(),
             candidate.client_addr()
         );
-        let (mut reference_session, mut candidate_session) =
-            (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
+        let (mut reference_session, mut candidate_session) = (
+            Session::for_server(reference.peer_addr(), reference.scratch_dir()),
+            Session::for_server(candidate.peer_addr(), candidate.scratch_dir()),
+        );
         for case in CASES {
             let verdict = run_case(
                 case,
@@ -121,8 +123,10 @@ pub fn run(opts: &Options) -> Result<()> {
         let (mut reference, mut candidate) = start_pair(opts, candidate_bin.as_deref(), &flags, &ready)
             .with_context(|| format!("starting the TLS group {:?}", group.name))?;
         eprintln!("running {} TLS cases: {}", group.cases.len(), group.name);
-        let (mut reference_session, mut candidate_session) =
-            (Session::for_server(reference.peer_addr()), Session::for_server(candidate.peer_addr()));
+        let (mut reference_session, mut candidate_session) = (
+            Session::for_server(reference.peer_addr(), reference.scratch_dir()),
+            Session::for_server(candidate.peer_addr(), candidate.scratch_dir()),
+        );
         for tls_case in group.cases {
             let client = etcdctl.with_transport(tls_case.scheme, tls_case.etcdctl_flags(pki.dir()));
             let verdict = run_case(
@@ -258,12 +262,12 @@ fn run_case(
         if index == 0 {
             check_reference_grant(case, captured, &outcome)?;
         }
-        outputs.push(normalise::normalise(
-            case.kind,
-            &outcome,
-            (server.client_addr(), server.peer_addr()),
-            session.leases(),
-        ));
+        let mut normalised =
+            normalise::normalise(case.kind, &outcome, (server.client_addr(), server.peer_addr()), session.leases());
+        for text in [&mut normalised.stdout, &mut normalised.stderr] {
+            *text = text.replace(server.scratch_dir(), "<dir>");
+        }
+        outputs.push(normalised);
         labels.push(server.label().to_owned());
     }
     let (expected, actual) = (&outputs[0], &outputs[1]);

@@ -91,6 +91,7 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
         Kind::MembersUnordered => unordered_members(&tidy_table(text), ids),
         Kind::InterleavedWatches => sort_watch_output(text),
         Kind::HandshakeReasons => handshake_reasons(text),
+        Kind::Snapshot => mask_snapshot_layout(text),
     };
     text = text.replace(client_addr, "<endpoint>");
     for field in CLUSTER_ID_FIELDS {
@@ -103,6 +104,34 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
     text = mask_line_tail(&text, "took = ", "<took>");
     text = rewrite_field(&text, "ts", |_| "\"<ts>\"".to_owned());
     mask_client_uuids(&text)
+}
+
+/// A snapshot file's bytes are each server's own layout of the same store (etcd's bbolt pages
+/// and meta records, Keel's export of them): its size, whole-file hash and key count differ,
+/// its revision does not. Masked in `snapshot status` json and simple output and in the size
+/// `snapshot save` logs.
+fn mask_snapshot_layout(text: &str) -> String {
+    let mut text = text.to_owned();
+    for (field, placeholder) in
+        [("hash", "<hash>"), ("totalKey", "<total-keys>"), ("totalSize", "<total-size>"), ("size", "\"<size>\"")]
+    {
+        text = rewrite_field(&text, field, |_| placeholder.to_owned());
+    }
+    // Simple: `hash, revision, total keys, total size`.
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = line.strip_suffix('\n').map_or((line, ""), |body| (body, "\n"));
+        let cells: Vec<&str> = body.split(", ").collect();
+        let is_status =
+            cells.len() == 4 && cells[0].bytes().all(|b| b.is_ascii_hexdigit()) && cells[1].parse::<i64>().is_ok();
+        if is_status {
+            out.push_str(&format!("<hash>, {}, <total-keys>, <total-size>", cells[1]));
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(newline);
+    }
+    out
 }
 
 /// A table's borders and padding follow its widest cell, and a member id is 15 hex digits as
@@ -773,6 +802,22 @@ Error: etcdserver: key not found
         assert_eq!(field_value(r#"{"ID":{"x":1},"ID":12,"ID":13}"#, "ID"), Some("12"));
         assert_eq!(field_value("\"GrantedTTL\" : 60\n", "GrantedTTL"), Some("60"));
         assert_eq!(field_value(r#"{"granted-ttl":60}"#, "ttl"), None);
+    }
+
+    #[test]
+    fn snapshot_layouts_are_masked_but_revisions_are_not() {
+        let json = r#"{"hash":2915953589,"revision":6,"totalKey":16,"totalSize":20480}"#;
+        assert_eq!(
+            mask_snapshot_layout(json),
+            r#"{"hash":<hash>,"revision":6,"totalKey":<total-keys>,"totalSize":<total-size>}"#
+        );
+        assert_eq!(mask_snapshot_layout("adcdebb5, 6, 16, 20 kB\n"), "<hash>, 6, <total-keys>, <total-size>\n");
+        let log = r#"{"level":"info","msg":"fetched snapshot","size":"20 kB","took":"0.1s"}"#;
+        assert_eq!(
+            mask_snapshot_layout(log),
+            r#"{"level":"info","msg":"fetched snapshot","size":"<size>","took":"0.1s"}"#
+        );
+        assert_eq!(mask_snapshot_layout("Snapshot saved at x, y\n"), "Snapshot saved at x, y\n");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Server {
     peer_addr: String,
     child: Child,
     log_path: PathBuf,
+    /// Files the cases write (`{dir}`), inside the temp dir.
+    scratch: String,
     // Dropped after `Drop::drop` has killed the process.
     _dir: TempDir,
 }
@@ -57,7 +59,11 @@ impl Server {
             .arg(format!("--initial-cluster={MEMBER_NAME}={peer_url}"));
         cmd.args(extra_args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().with_context(|| format!("starting {label} ({})", bin.display()))?;
-        let mut server = Server { label: label.to_owned(), client_addr, peer_addr, child, log_path, _dir: dir };
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir(&scratch).context("creating the scratch dir")?;
+        let scratch = scratch.display().to_string();
+        let mut server =
+            Server { label: label.to_owned(), client_addr, peer_addr, child, log_path, scratch, _dir: dir };
         server.wait_ready(etcdctl)?;
         Ok(server)
     }
@@ -69,6 +75,11 @@ impl Server {
     /// `host:port` of the client listener.
     pub fn client_addr(&self) -> &str {
         &self.client_addr
+    }
+
+    /// Where cases write files (`{dir}`).
+    pub fn scratch_dir(&self) -> &str {
+        &self.scratch
     }
 
     /// `host:port` of the peer listener.

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 
 use super::normalise::field_value;
 
-/// Variables every session has from the start: `{peer}` is the server's peer address.
-pub const PREDEFINED: &[&str] = &["peer"];
+/// Variables every session has from the start: `{peer}` is the server's peer address, `{dir}`
+/// a scratch directory of the server's own (for the files `snapshot save` writes).
+pub const PREDEFINED: &[&str] = &["peer", "dir"];
 
 #[derive(Debug, Default)]
 pub struct Session {
@@ -23,10 +24,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session for a server whose peer listener is at `peer_addr`.
-    pub fn for_server(peer_addr: &str) -> Self {
+    /// A session for a server whose peer listener is at `peer_addr`, with `scratch` for files.
+    pub fn for_server(peer_addr: &str, scratch: &str) -> Self {
         let mut session = Session::default();
         session.vars.insert(PREDEFINED[0], peer_addr.to_owned());
+        session.vars.insert(PREDEFINED[1], scratch.to_owned());
         session
     }
 
