@@ -169,6 +169,9 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         ConfigClusterState::Existing => ClusterState::Existing,
     };
     let peer_client = tls.peer_client.clone();
+    // As etcd, only a member restarting on its data checks it against its
+    // peers; a new one has nothing to compare yet.
+    let initialized = keel_node::import::store_dir(&config.data_dir).is_dir();
     let import = config.import_etcd_snapshot.clone();
     let member = tokio::task::spawn_blocking(move || {
         keel_node::import::prepare_data_dir(&member_config.data_dir, import.as_deref())?;
@@ -224,7 +227,7 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     }
     // Peers are served first: members restarting together with the check
     // on answer each other's hashes before any of them serves clients.
-    if config.initial_corrupt_check {
+    if config.initial_corrupt_check && initialized {
         member.initial_corruption_check().await.context("initial corruption check")?;
     }
     if let Some(interval) = config.corrupt_check_time {

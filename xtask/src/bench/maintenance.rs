@@ -101,7 +101,7 @@ pub async fn run(options: &MaintenanceOptions) -> Result<()> {
     let importing = Instant::now();
     let import = vec!["--import-etcd-snapshot".to_string(), etcd_file.display().to_string()];
     let mut keel = Server::start_cluster(&keel_bin, root, "keel", 1, false, &import)?.remove(0);
-    keel.wait_ready().await.context("keel: importing etcd's snapshot")?;
+    keel.wait_ready_within(Duration::from_secs(600)).await.context("keel: importing etcd's snapshot")?;
     let import_took = importing.elapsed();
     println!("keel: imported etcd's snapshot and serving in {:.1} s", import_took.as_secs_f64());
 

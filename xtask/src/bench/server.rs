@@ -170,7 +170,12 @@ impl Server {
 
     /// Waits until a Range succeeds (a single member elects itself first).
     pub async fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        self.wait_ready_within(STARTUP_TIMEOUT).await
+    }
+
+    /// As [`Server::wait_ready`], for a start that does more (an import).
+    pub async fn wait_ready_within(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited ({status}) during start-up:\n{}", self.url, self.log_tail(20));

@@ -109,7 +109,17 @@ impl Member {
     /// only while this member leads, through raft as a client's
     /// Compaction. Holds the member weakly.
     pub async fn run_auto_compaction(member: std::sync::Weak<Member>, mode: crate::compactor::AutoCompaction) {
-        use crate::compactor::{AutoCompaction, PeriodicPlan, RevisionPlan, REVISION_CHECK_INTERVAL};
+        Member::run_auto_compaction_every(member, mode, crate::compactor::REVISION_CHECK_INTERVAL).await;
+    }
+
+    /// As [`Member::run_auto_compaction`], the revision mode looking every
+    /// `revision_interval` (etcd: five minutes; tests: less).
+    pub(crate) async fn run_auto_compaction_every(
+        member: std::sync::Weak<Member>,
+        mode: crate::compactor::AutoCompaction,
+        revision_interval: std::time::Duration,
+    ) {
+        use crate::compactor::{AutoCompaction, PeriodicPlan, RevisionPlan};
         use std::time::Instant;
         let (mut periodic, mut by_revision, interval) = match mode {
             AutoCompaction::Periodic(period) => {
@@ -117,7 +127,7 @@ impl Member {
                 let interval = plan.retry_interval().max(std::time::Duration::from_millis(1));
                 (Some(plan), None, interval)
             }
-            AutoCompaction::Revision(retention) => (None, Some(RevisionPlan::new(retention)), REVISION_CHECK_INTERVAL),
+            AutoCompaction::Revision(retention) => (None, Some(RevisionPlan::new(retention)), revision_interval),
         };
         loop {
             if let (Some(plan), Some(member)) = (periodic.as_mut(), member.upgrade()) {
@@ -209,5 +219,51 @@ impl Member {
         // A disarmed NOSPACE is checked against the store as it is now.
         self.quota.invalidate();
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use keel_mvcc::KvStore;
+    use keel_proto::etcdserverpb::PutRequest;
+    use keel_raft_node::{MemLogEngine, SystemClock};
+
+    use crate::compactor::AutoCompaction;
+    use crate::config::MemberConfig;
+    use crate::peer::NoNetwork;
+    use crate::{Member, Parts};
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn revision_auto_compaction_keeps_the_retention_through_raft() {
+        let kv = Arc::new(KvStore::in_memory());
+        let parts = Parts::in_memory(kv.clone(), MemLogEngine::default(), Arc::new(NoNetwork), Arc::new(SystemClock));
+        let member = Arc::new(Member::assemble(MemberConfig::new("m0", "/nonexistent"), parts).unwrap());
+        let who = keel_auth::AuthInfo::default();
+        let put = |i: u8| PutRequest { key: b"k".to_vec(), value: vec![i], ..Default::default() };
+        // The first put waits for the election.
+        for i in 0..10 {
+            member.put(&who, put(i)).await.unwrap();
+        }
+        let task = tokio::spawn(Member::run_auto_compaction_every(
+            Arc::downgrade(&member),
+            AutoCompaction::Revision(4),
+            Duration::from_millis(20),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while kv.compact_revision() != 11 - 4 {
+            assert!(std::time::Instant::now() < deadline, "compacted at {}", kv.compact_revision());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        member.put(&who, put(10)).await.unwrap();
+        while kv.compact_revision() != 12 - 4 {
+            assert!(std::time::Instant::now() < deadline, "compacted at {}", kv.compact_revision());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopping = member.clone();
+        tokio::task::spawn_blocking(move || stopping.stop()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the compactor ends with the member").unwrap();
     }
 }
