@@ -47,13 +47,7 @@ pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>) -> Result<Prep
         }
         create_parent(&store)?;
         let summary = import_file(snapshot, &store, ImportOptions::default()).map_err(import_error)?;
-        tracing::info!(
-            path = %snapshot.display(),
-            revision = summary.revision,
-            revisions = summary.revisions,
-            leases = summary.leases,
-            "imported etcd snapshot"
-        );
+        log_import(snapshot, &summary, "imported etcd snapshot");
         return Ok(Prepared::Snapshot { from: snapshot.to_path_buf(), summary });
     }
     if has_store || !etcd.is_file() {
@@ -62,14 +56,20 @@ pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>) -> Result<Prep
     create_parent(&store)?;
     // etcd's own backend carries no trailer: bbolt's checksums are the check.
     let summary = import_file(&etcd, &store, ImportOptions { skip_hash_check: true }).map_err(import_error)?;
+    log_import(&etcd, &summary, "imported etcd data dir");
+    Ok(Prepared::EtcdDataDir { from: etcd, summary })
+}
+
+fn log_import(from: &Path, summary: &ImportSummary, what: &str) {
     tracing::info!(
-        path = %etcd.display(),
+        path = %from.display(),
         revision = summary.revision,
+        compact_revision = summary.compact_revision,
         revisions = summary.revisions,
         leases = summary.leases,
-        "imported etcd data dir"
+        hash_checked = summary.hash_checked,
+        "{what}"
     );
-    Ok(Prepared::EtcdDataDir { from: etcd, summary })
 }
 
 fn create_parent(store: &Path) -> Result<(), NodeError> {

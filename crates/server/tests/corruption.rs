@@ -64,13 +64,17 @@ async fn a_member_with_another_history_is_found_corrupt() {
     corrupt(&store, b"k");
 
     // With the initial check the altered member refuses to start.
-    let mut checked = cluster.spawn(victim, &["--experimental-initial-corrupt-check".to_string()]);
+    let log = cluster.member(0).data_dir.with_file_name("checked.log");
+    let flags = ["--experimental-initial-corrupt-check".to_string(), format!("--log-outputs={}", log.display())];
+    let mut checked = cluster.spawn(victim, &flags);
     wait_for("the checked member to exit", Duration::from_secs(20), || {
         let exited = checked.has_exited();
         async move { exited }
     })
     .await;
     drop(checked);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("found different hash values from remote peer"), "{logged}");
 
     // Without it, it starts, and the leader's periodic check finds it.
     cluster.restart(victim).await;

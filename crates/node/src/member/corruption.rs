@@ -133,14 +133,11 @@ impl Member {
             tracing::info!(local_member_id = %format!("{:x}", member.member_id), ?interval, "enabled corruption checking");
         }
         loop {
-            tokio::time::sleep(interval).await;
-            let Some(member) = member.upgrade() else { return };
-            if member.running.lock().is_none() {
-                return;
-            }
-            if member.leader() != member.member_id {
-                continue;
-            }
+            let member = match Member::leader_turn(&member, interval).await {
+                super::Turn::Lead(member) => member,
+                super::Turn::Follow => continue,
+                super::Turn::Gone => return,
+            };
             match member.corrupted_member().await {
                 Ok(Some(corrupt)) => {
                     let raise = AlarmRequest {

@@ -133,14 +133,11 @@ impl Member {
             if let (Some(plan), Some(member)) = (periodic.as_mut(), member.upgrade()) {
                 plan.sample(member.kv.current_revision());
             }
-            tokio::time::sleep(interval).await;
-            let Some(member) = member.upgrade() else { return };
-            if member.running.lock().is_none() {
-                return;
-            }
-            if member.leader() != member.member_id {
-                continue;
-            }
+            let member = match Member::leader_turn(&member, interval).await {
+                super::Turn::Lead(member) => member,
+                super::Turn::Follow => continue,
+                super::Turn::Gone => return,
+            };
             let due = match (periodic.as_mut(), by_revision.as_ref()) {
                 (Some(plan), _) => plan.due(Instant::now()),
                 (_, Some(plan)) => plan.due(member.kv.current_revision()),

@@ -70,6 +70,16 @@ pub struct Member {
     quota: crate::quota::Quota,
 }
 
+/// What [`Member::leader_turn`] found.
+pub(crate) enum Turn {
+    /// This member leads: the task does its work.
+    Lead(Arc<Member>),
+    /// Another member leads (or none): the task waits for its next turn.
+    Follow,
+    /// The member stopped or was dropped: the task ends.
+    Gone,
+}
+
 /// The threads a member runs on its own (none when a simulation steps it).
 struct Running {
     raft: RaftNode,
@@ -171,6 +181,21 @@ impl Member {
             .ok_or_else(|| NodeError::Corrupt("a write was answered with another kind of response".into()))?;
         self.stamp(response.header_mut());
         Ok(response)
+    }
+
+    /// For the leader's periodic tasks (auto-compaction, corruption
+    /// checks): waits `interval`, then says whether the member still runs
+    /// and leads. Holds the member weakly, so a task never keeps it alive.
+    pub(crate) async fn leader_turn(member: &std::sync::Weak<Member>, interval: std::time::Duration) -> Turn {
+        tokio::time::sleep(interval).await;
+        let Some(member) = member.upgrade() else { return Turn::Gone };
+        if member.running.lock().is_none() {
+            return Turn::Gone;
+        }
+        if member.leader() != member.member_id {
+            return Turn::Follow;
+        }
+        Turn::Lead(member)
     }
 
     /// etcd's quota interceptor: raises NOSPACE through raft (once: an
