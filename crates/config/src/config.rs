@@ -128,6 +128,8 @@ pub struct Config {
     /// --corrupt-check-time (--experimental-corrupt-check-time): how often
     /// the leader compares its followers' hashes; `None`: never.
     pub corrupt_check_time: Option<Duration>,
+    /// --enable-grpc-gateway: the JSON gateway (`/v3/...`) on the client URLs.
+    pub enable_grpc_gateway: bool,
     /// --auto-compaction-mode and --auto-compaction-retention; `None`: off.
     pub auto_compaction: Option<AutoCompaction>,
     /// --import-etcd-snapshot: an etcd snapshot file to load into the
@@ -401,6 +403,7 @@ impl Config {
                 other => panic!("quota-backend-bytes holds {other:?}"),
             },
             auto_compaction,
+            enable_grpc_gateway: get("enable-grpc-gateway") == Value::Bool(true),
             initial_corrupt_check: get("experimental-initial-corrupt-check") == Value::Bool(true),
             corrupt_check_time: Some(duration("corrupt-check-time")).filter(|d| !d.is_zero()),
             import_etcd_snapshot: Some(string("import-etcd-snapshot"))

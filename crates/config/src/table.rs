@@ -1058,7 +1058,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: None,
         replaced_by: None,
-        support: Support::Ignored { honoured: &["false"], would: "serve the JSON gRPC gateway" },
+        support: Support::Implemented,
         usage: "Enable GRPC gateway.",
     },
     Flag {

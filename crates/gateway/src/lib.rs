@@ -1,11 +1,12 @@
 //! `keel-gateway`: what the client port serves over plain HTTP beside gRPC.
 //!
-//! Today that is etcd's operational endpoints ([`health`]: `/health`,
-//! `/livez`, `/readyz`; [`observability`]: `/version`, `/metrics`); the JSON
-//! gateway and the v2 keys API will join them here. Every endpoint calls the
+//! etcd's operational endpoints ([`health`]: `/health`, `/livez`,
+//! `/readyz`; [`observability`]: `/version`, `/metrics`) and its JSON
+//! gateway ([`json`]: `/v3/...`); the v2 keys API will join them here. Every endpoint calls the
 //! member as the gRPC services do — none keeps state of its own.
 
 pub mod health;
+pub mod json;
 pub mod observability;
 
 use std::sync::Arc;

@@ -13,12 +13,16 @@
 #[allow(clippy::all, clippy::pedantic)]
 pub mod mvccpb {
     include!(concat!(env!("OUT_DIR"), "/mvccpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 /// Users, roles and permissions as persisted by the auth store (`authpb`).
 #[allow(clippy::all, clippy::pedantic)]
 pub mod authpb {
     include!(concat!(env!("OUT_DIR"), "/authpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 /// The etcd v3 client API: KV, Watch, Lease, Cluster, Maintenance and Auth
@@ -26,18 +30,24 @@ pub mod authpb {
 #[allow(clippy::all, clippy::pedantic)]
 pub mod etcdserverpb {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 /// The Lock service (`v3lockpb`).
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v3lockpb {
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 /// The Election service (`v3electionpb`).
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.rs"));
+    #[cfg(feature = "json")]
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 /// Keel-internal payloads carried in the raft log (`keelpb`); not part of the

@@ -239,7 +239,10 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         let shutdown = async move {
             let _ = stop.wait_for(|stopping| *stopping).await;
         };
-        let http = keel_gateway::client_routes(member.clone(), metrics.clone());
+        let mut http = keel_gateway::client_routes(member.clone(), metrics.clone());
+        if config.enable_grpc_gateway {
+            http = http.merge(keel_gateway::json::routes(member.clone(), &options));
+        }
         servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), http, shutdown));
     }
     for (addr, listener) in metrics_listeners {

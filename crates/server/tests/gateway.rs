@@ -1,0 +1,146 @@
+//! etcd's JSON gateway, diffed against real etcd 3.4's: the same requests
+//! to both, and the same status codes and bodies back once what differs
+//! between any two clusters by nature (ids, terms, sizes, tokens) is masked.
+
+mod common;
+
+use common::etcd::{require_etcd, start_etcd_cluster, Plan};
+use common::{http_exchange, Keel};
+use serde_json::Value;
+
+/// Fields whose values belong to one cluster (masked), and fields only etcd
+/// 3.5+ answers with (dropped: Keel speaks 3.6, the oracle is 3.4).
+const MASKED: &[&str] = &[
+    "cluster_id",
+    "member_id",
+    "raft_term",
+    "token",
+    "hash",
+    "version",
+    "dbSize",
+    "dbSizeInUse",
+    "raftIndex",
+    "raftAppliedIndex",
+    "leader",
+    "peerURLs",
+    "clientURLs",
+];
+const NEWER_ONLY: &[&str] = &["storageVersion", "dbSizeQuota"];
+
+fn normalise(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for field in NEWER_ONLY {
+                map.remove(*field);
+            }
+            // A member's id and name come from its flags.
+            if map.contains_key("peerURLs") {
+                for field in ["ID", "name"] {
+                    map.insert(field.into(), Value::String("<masked>".into()));
+                }
+            }
+            for (key, value) in map.iter_mut() {
+                if MASKED.contains(&key.as_str()) {
+                    *value = Value::String("<masked>".into());
+                } else {
+                    normalise(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+/// What a server answered: the status, and the body as normalised JSON (or
+/// only its code, for requests whose error text is the JSON parser's own).
+async fn ask(port: u16, path: &str, body: &str, token: Option<&str>, code_only: bool) -> (u16, String) {
+    let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+    let (status, text) = http_exchange(port, "POST", path, &headers, body).await.unwrap();
+    let Ok(mut json) = serde_json::from_str::<Value>(&text) else { return (status, "<not json>".into()) };
+    if code_only {
+        return (status, json["code"].to_string());
+    }
+    normalise(&mut json);
+    (status, json.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_gateway_answers_as_etcds() {
+    require_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new(1, "gateway");
+    let _etcd = start_etcd_cluster(&plan, &[dir.path().join("etcd")], dir.path());
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    let ports = [plan.client_ports[0], keel.port];
+
+    // (path, body, code only): run in order on both, answers compared one by one.
+    let script: &[(&str, &str, bool)] = &[
+        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#, false),
+        ("/v3/kv/range", r#"{"key":"Zm9v"}"#, false),
+        ("/v3/kv/range", r#"{"key":"Zm9v","bogus":1}"#, false),
+        ("/v3/kv/range", r#"{"key":""}"#, false),
+        ("/v3/kv/range", "", false),
+        ("/v3/kv/range", "not json", true),
+        ("/v3/kv/put", r#"{"key":"Zm9v","value":"YmF6","prev_kv":true}"#, false),
+        ("/v3/kv/put", r#"{"key":"YQ==","value":"MQ=="}"#, false),
+        ("/v3/kv/range", r#"{"key":"AA==","range_end":"AA==","sort_order":"DESCEND","keys_only":true}"#, false),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"99"}"#, false),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"target":"VALUE","key":"Zm9v","value":"YmF6"}],"success":[{"request_put":{"key":"Zm9v","value":"cXV4"}}],"failure":[{"request_range":{"key":"Zm9v"}}]}"#,
+            false,
+        ),
+        (
+            "/v3/kv/txn",
+            r#"{"compare":[{"target":"VERSION","key":"Zm9v","result":"GREATER","version":"10"}],"failure":[{"request_range":{"key":"Zm9v"}}]}"#,
+            false,
+        ),
+        ("/v3/kv/deleterange", r#"{"key":"YQ==","prev_kv":true}"#, false),
+        ("/v3/kv/compaction", r#"{"revision":"3"}"#, false),
+        ("/v3/kv/range", r#"{"key":"Zm9v","revision":"2"}"#, false),
+        ("/v3/lease/grant", r#"{"TTL":"600","ID":"7"}"#, false),
+        ("/v3/lease/grant", r#"{"TTL":"600","ID":"7"}"#, false),
+        ("/v3/kv/put", r#"{"key":"bGVhc2Vk","value":"eA==","lease":"7"}"#, false),
+        ("/v3/kv/lease/leases", "{}", false),
+        ("/v3/lease/timetolive", r#"{"ID":"7","keys":true}"#, true),
+        ("/v3/kv/lease/timetolive", r#"{"ID":"8"}"#, false),
+        ("/v3/lease/revoke", r#"{"ID":"99"}"#, false),
+        ("/v3/kv/lease/revoke", r#"{"ID":"7"}"#, false),
+        ("/v3/beta-is-not-a-path", "{}", true),
+        ("/v3beta/kv/range", r#"{"key":"Zm9v"}"#, false),
+        ("/v3/cluster/member/list", "{}", false),
+        ("/v3/maintenance/alarm", r#"{"action":"GET"}"#, false),
+        ("/v3/maintenance/status", "{}", false),
+        ("/v3/maintenance/defragment", "{}", false),
+        ("/v3/maintenance/hash", "{}", false),
+        ("/v3/auth/user/add", r#"{"name":"root","password":"pw"}"#, false),
+        ("/v3/auth/role/add", r#"{"name":"root"}"#, false),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#, false),
+        ("/v3/auth/user/get", r#"{"name":"root"}"#, false),
+        ("/v3/auth/role/list", "{}", false),
+        ("/v3/auth/enable", "{}", false),
+        ("/v3/kv/range", r#"{"key":"Zm9v"}"#, false),
+        ("/v3/auth/authenticate", r#"{"name":"root","password":"nope"}"#, false),
+    ];
+    for (path, body, code_only) in script {
+        let etcd = ask(ports[0], path, body, None, *code_only).await;
+        let ours = ask(ports[1], path, body, None, *code_only).await;
+        assert_eq!(ours, etcd, "POST {path} {body}");
+    }
+
+    // With a token in the Authorization header, as etcd's gateway takes it.
+    let mut answers = Vec::new();
+    for port in ports {
+        let (_, text) = http_exchange(port, "POST", "/v3/auth/authenticate", &[], r#"{"name":"root","password":"pw"}"#)
+            .await
+            .unwrap();
+        let token: Value = serde_json::from_str(&text).unwrap();
+        let token = token["token"].as_str().unwrap().to_string();
+        let read = ask(port, "/v3/kv/range", r#"{"key":"Zm9v"}"#, Some(&token), false).await;
+        let disabled = ask(port, "/v3/auth/disable", "{}", Some(&token), false).await;
+        answers.push((read, disabled));
+    }
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(answers[1].0 .0, 200);
+}
