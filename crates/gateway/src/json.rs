@@ -12,17 +12,25 @@
 //!
 //! Errors are grpc-gateway's: the gRPC code's HTTP status and
 //! `{"error":…,"code":…,"message":…}`.
+//!
+//! Streams (`/v3/watch`, `/v3/lease/keepalive`, `/v3/election/observe`,
+//! `/v3/maintenance/snapshot`) answer one `{"result":…}` per line as the
+//! messages come, never buffered; a bidirectional stream's requests are the
+//! JSON messages of the request body, one after another.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::{Stream, StreamExt};
 use keel_grpc_api::{ApiOptions, AuthService, ClusterService, KvService, LeaseService, MaintenanceService};
-use keel_grpc_api::{ElectionService, LockService};
+use keel_grpc_api::{ElectionService, LockService, WatchService};
 use keel_node::Member;
 use keel_proto::etcdserverpb::auth_server::Auth;
 use keel_proto::etcdserverpb::cluster_server::Cluster;
@@ -47,6 +55,7 @@ struct Services {
     auth: AuthService,
     lock: LockService,
     election: ElectionService,
+    watch: WatchService,
 }
 
 /// The JSON gateway's routes for `member`, with the gRPC API's options.
@@ -58,7 +67,8 @@ pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
         maintenance: MaintenanceService::new(member.clone(), options.status_errors.clone()),
         auth: AuthService::new(member.clone()),
         lock: LockService::new(member.clone(), options.max_txn_ops),
-        election: ElectionService::new(member, options.max_txn_ops),
+        election: ElectionService::new(member.clone(), options.max_txn_ops),
+        watch: WatchService::new(member, options.max_request_bytes, options.watch_progress_notify_interval),
     });
     let mut router = Router::new();
     for version in VERSIONS {
@@ -127,12 +137,152 @@ pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
         unary!("/election/proclaim", election, proclaim);
         unary!("/election/leader", election, leader);
         unary!("/election/resign", election, resign);
+        // Server streams: one request in, a stream out.
+        macro_rules! server_stream {
+            ($path:literal, $service:ident, $method:ident) => {{
+                let services = services.clone();
+                router = router.route(
+                    &format!("{version}{}", $path),
+                    post(move |headers: HeaderMap, body: Bytes| {
+                        let services = services.clone();
+                        async move {
+                            let request = match decode(&headers, &body) {
+                                Ok(request) => request,
+                                Err(response) => return response,
+                            };
+                            match services.$service.$method(request).await {
+                                Ok(responses) => stream_response(responses.into_inner()),
+                                Err(status) => error(&status),
+                            }
+                        }
+                    }),
+                );
+            }};
+        }
+        server_stream!("/maintenance/snapshot", maintenance, snapshot);
+        server_stream!("/election/observe", election, observe);
+        let watch = services.clone();
+        router = router.route(
+            &format!("{version}/watch"),
+            post(move |headers: HeaderMap, body: Bytes| {
+                let services = watch.clone();
+                async move { bidi(&headers, &body, true, |caller, requests| services.watch.open(&caller, requests)) }
+            }),
+        );
+        let keep_alive = services.clone();
+        router = router.route(
+            &format!("{version}/lease/keepalive"),
+            post(move |headers: HeaderMap, body: Bytes| {
+                let services = keep_alive.clone();
+                async move {
+                    bidi(&headers, &body, false, |caller, requests| services.lease.keep_alive_stream(&caller, requests))
+                }
+            }),
+        );
     }
     router
 }
 
-/// Decodes `body` (empty: the default request, as grpc-gateway takes an
-/// empty body), calls `rpc` with the caller's token, encodes its answer.
+/// Requests of a bidirectional stream, from the body's JSON messages.
+type Requests<Req> = Pin<Box<dyn Stream<Item = Result<Req, Status>> + Send>>;
+
+/// A bidirectional stream: the body's messages are the requests; with
+/// `stay_open` the client's side is not closed after them (a watch goes on
+/// after a half-close, as in etcd), else the answers end with them (a
+/// keep-alive stream ends at the client's EOF, as in etcd).
+fn bidi<Req, Resp, S>(
+    headers: &HeaderMap,
+    body: &[u8],
+    stay_open: bool,
+    open: impl FnOnce(tonic::Request<()>, Requests<Req>) -> S,
+) -> Response
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
+    let mut requests = Vec::new();
+    for message in serde_json::Deserializer::from_slice(body).into_iter::<Req>() {
+        match message {
+            Ok(message) => requests.push(Ok(message)),
+            Err(err) => return error(&Status::invalid_argument(err.to_string())),
+        }
+    }
+    let requests = futures::stream::iter(requests);
+    let requests: Requests<Req> =
+        if stay_open { Box::pin(requests.chain(futures::stream::pending())) } else { Box::pin(requests) };
+    stream_response(open(with_token(headers, tonic::Request::new(())), requests))
+}
+
+/// grpc-gateway's stream framing: `{"result":…}` per message and line; an
+/// error ends the stream as its last line.
+fn stream_response<Resp, S>(responses: S) -> Response
+where
+    Resp: Serialize + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+{
+    #[derive(Serialize)]
+    struct Framed<T> {
+        result: T,
+    }
+    #[derive(Serialize)]
+    struct StreamError<'a> {
+        grpc_code: i32,
+        http_code: u16,
+        message: &'a str,
+        http_status: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: StreamError<'a>,
+    }
+    let lines = responses.scan(false, |failed, item| {
+        if *failed {
+            return futures::future::ready(None);
+        }
+        let mut line = match item {
+            Ok(message) => serde_json::to_vec(&Framed { result: message }).unwrap_or_default(),
+            Err(status) => {
+                *failed = true;
+                let http = http_status(status.code());
+                let error = StreamError {
+                    grpc_code: status.code() as i32,
+                    http_code: http.as_u16(),
+                    message: status.message(),
+                    http_status: http.canonical_reason().unwrap_or(""),
+                };
+                serde_json::to_vec(&Failed { error }).unwrap_or_default()
+            }
+        };
+        line.push(b'\n');
+        futures::future::ready(Some(Ok::<_, Infallible>(Bytes::from(line))))
+    });
+    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(lines)).into_response()
+}
+
+/// `request` with the caller's token from the `Authorization` header.
+fn with_token<T>(headers: &HeaderMap, mut request: tonic::Request<T>) -> tonic::Request<T> {
+    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Ok(value) = token.parse() {
+            request.metadata_mut().insert("token", value);
+        }
+    }
+    request
+}
+
+/// The request message of `body` (empty: the default message, as
+/// grpc-gateway takes an empty body), with the caller's token.
+#[allow(clippy::result_large_err)]
+fn decode<Req: DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8]) -> Result<tonic::Request<Req>, Response> {
+    let message = if body.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        serde_json::from_slice(body).map_err(|err| error(&Status::invalid_argument(err.to_string())))?
+    };
+    Ok(with_token(headers, tonic::Request::new(message)))
+}
+
+/// Decodes `body`, calls `rpc` with the caller's token, encodes its answer.
 async fn call<Req, Resp, F, Fut>(headers: &HeaderMap, body: &[u8], rpc: F) -> Response
 where
     Req: DeserializeOwned + Default,
@@ -140,20 +290,10 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let message = if body.iter().all(u8::is_ascii_whitespace) {
-        Req::default()
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(message) => message,
-            Err(err) => return error(&Status::invalid_argument(err.to_string())),
-        }
+    let request = match decode(headers, body) {
+        Ok(request) => request,
+        Err(response) => return response,
     };
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Ok(value) = token.parse() {
-            request.metadata_mut().insert("token", value);
-        }
-    }
     match rpc(request).await {
         Ok(response) => match serde_json::to_vec(response.get_ref()) {
             Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),

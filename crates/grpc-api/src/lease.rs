@@ -29,7 +29,44 @@ impl LeaseService {
     }
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+pub type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+impl LeaseService {
+    /// Keep-alives from `requests`, each answered as it comes, for the
+    /// caller `credentials` names: what the gRPC stream runs, for other
+    /// transports too (the JSON gateway).
+    pub fn keep_alive_stream<T, S>(&self, caller: &Request<T>, requests: S) -> KeepAliveStream
+    where
+        S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    {
+        self.keep_alive(Credentials::of(caller), requests)
+    }
+
+    fn keep_alive<S>(&self, credentials: Credentials, requests: S) -> KeepAliveStream
+    where
+        S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    {
+        let member = self.member.clone();
+        // Resolved again for every keep-alive: the token's lifetime starts
+        // over with each use, and a revoked permission stops the renewals.
+        let responses = requests.then(move |keep_alive| {
+            let member = member.clone();
+            let credentials = credentials.clone();
+            async move {
+                let id = keep_alive?.id;
+                let who = credentials.resolve(&member).await?;
+                // etcd answers a keep-alive for an unknown lease with TTL 0.
+                let ttl = match member.lease_renew(&who, id).await {
+                    Ok(ttl) => ttl,
+                    Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
+                    Err(err) => return Err(node_error(err)),
+                };
+                Ok(LeaseKeepAliveResponse { header: Some(member.header()), id, ttl })
+            }
+        });
+        Box::pin(responses)
+    }
+}
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
@@ -55,26 +92,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        let member = self.member.clone();
-        // Resolved again for every keep-alive: the token's lifetime starts
-        // over with each use, and a revoked permission stops the renewals.
         let credentials = Credentials::of(&request);
-        let responses = request.into_inner().then(move |keep_alive| {
-            let member = member.clone();
-            let credentials = credentials.clone();
-            async move {
-                let id = keep_alive?.id;
-                let who = credentials.resolve(&member).await?;
-                // etcd answers a keep-alive for an unknown lease with TTL 0.
-                let ttl = match member.lease_renew(&who, id).await {
-                    Ok(ttl) => ttl,
-                    Err(NodeError::Lease(LeaseError::NotFound | LeaseError::Expired)) => 0,
-                    Err(err) => return Err(node_error(err)),
-                };
-                Ok(LeaseKeepAliveResponse { header: Some(member.header()), id, ttl })
-            }
-        });
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(self.keep_alive(credentials, request.into_inner())))
     }
 
     async fn lease_time_to_live(

@@ -74,13 +74,14 @@ impl Maintenance for MaintenanceService {
         let (file, revision) = self.member.etcd_snapshot().await.map_err(node_error)?;
         let summary = file.summary();
         tracing::info!(revision, size_bytes = summary.size, "sending database snapshot to client");
-        let mut header = Some(self.member.header_at(revision));
+        // etcd sends no header on the stream.
+        let _ = revision;
         let (out, responses) = mpsc::channel(SNAPSHOT_BUFFER);
         tokio::task::spawn_blocking(move || {
             for chunk in file.stream(SNAPSHOT_CHUNK_BYTES) {
                 let response = chunk
                     .map(|chunk| SnapshotResponse {
-                        header: header.take(),
+                        header: None,
                         remaining_bytes: chunk.remaining_bytes,
                         blob: chunk.blob,
                         version: ETCD_VERSION.to_string(),

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use keel_node::Member;
 use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
@@ -37,7 +37,7 @@ const OUT_BUFFER: usize = 16;
 /// Far enough away to mean never, near enough not to overflow an Instant.
 const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+pub type WatchResponses = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 pub struct WatchService {
     member: Arc<Member>,
@@ -56,12 +56,30 @@ impl WatchService {
 #[tonic::async_trait]
 impl Watch for WatchService {
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<WatchResponses>, Status> {
+        let credentials = Credentials::of(&request);
+        Ok(Response::new(self.start(credentials, request.into_inner())))
+    }
+}
+
+impl WatchService {
+    /// A watch stream fed by `requests`, for the caller of `caller`: what
+    /// the gRPC Watch runs, for other transports too (the JSON gateway).
+    pub fn open<T, S>(&self, caller: &Request<T>, requests: S) -> WatchResponses
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
+        self.start(Credentials::of(caller), requests)
+    }
+
+    fn start<S>(&self, credentials: Credentials, requests: S) -> WatchResponses
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    {
         let (stream, deliveries) = self.member.watches().open_stream(HUB_BUFFER);
         let stream = Arc::new(stream);
         let (out, responses) = mpsc::channel(OUT_BUFFER);
-        let credentials = Credentials::of(&request);
         let gate = Gate { member: self.member.clone(), credentials, out: out.clone() };
-        tokio::spawn(receive(request.into_inner(), stream.clone(), gate));
+        tokio::spawn(receive(requests, stream.clone(), gate));
         let sender = Sender {
             member: self.member.clone(),
             stream,
@@ -71,14 +89,17 @@ impl Watch for WatchService {
             progress_due: HashMap::new(),
         };
         tokio::spawn(sender.run(deliveries, self.progress_interval));
-        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
+        Box::pin(ReceiverStream::new(responses))
     }
 }
 
 /// Requests in, hub calls out. Ends with the client's side of the stream;
 /// like etcd, a client that half-closes keeps its watches until it leaves.
-async fn receive(mut requests: Streaming<WatchRequest>, stream: Arc<WatchStream>, gate: Gate) {
-    while let Ok(Some(request)) = requests.message().await {
+async fn receive<S>(mut requests: S, stream: Arc<WatchStream>, gate: Gate)
+where
+    S: Stream<Item = Result<WatchRequest, Status>> + Unpin,
+{
+    while let Some(Ok(request)) = requests.next().await {
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
                 if !gate.admits(&create).await {

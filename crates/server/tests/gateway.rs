@@ -5,7 +5,7 @@
 mod common;
 
 use common::etcd::{require_etcd, start_etcd_cluster, Plan};
-use common::{http_exchange, Keel};
+use common::{http_exchange, http_stream, Keel};
 use serde_json::Value;
 
 /// Fields whose values belong to one cluster (masked), and fields only etcd
@@ -143,4 +143,66 @@ async fn the_json_gateway_answers_as_etcds() {
     }
     assert_eq!(answers[1], answers[0]);
     assert_eq!(answers[1].0 .0, 200);
+}
+
+/// Each line of a stream, normalised as a body.
+fn stream_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut json: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            if let Some(blob) = json.pointer_mut("/result/blob") {
+                *blob = Value::String("<blob>".into());
+            }
+            if let Some(remaining) = json.pointer_mut("/result/remaining_bytes") {
+                *remaining = Value::String("<remaining>".into());
+            }
+            if let Some(result) = json.get_mut("result").and_then(Value::as_object_mut) {
+                result.remove("version"); // 3.6's snapshot field
+            }
+            normalise(&mut json);
+            json.to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_gateways_streams_answer_as_etcds() {
+    require_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Plan::new(1, "gateway-streams");
+    let _etcd = start_etcd_cluster(&plan, &[dir.path().join("etcd")], dir.path());
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    let wait = std::time::Duration::from_millis(1500);
+    let mut answers = Vec::new();
+    for port in [plan.client_ports[0], keel.port] {
+        let put = |value: &'static str| async move {
+            let body = format!(r#"{{"key":"d2F0Y2hlZA==","value":"{value}"}}"#);
+            http_exchange(port, "POST", "/v3/kv/put", &[], &body).await.unwrap();
+        };
+        put("MQ==").await;
+        put("Mg==").await;
+        http_exchange(port, "POST", "/v3/lease/grant", &[], r#"{"TTL":"60","ID":"42"}"#).await.unwrap();
+        // History from revision 1, then the watch stays open for more.
+        let watch = r#"{"create_request":{"key":"d2F0Y2hlZA==","start_revision":"1","prev_kv":true}}"#;
+        let (status, watched) = http_stream(port, "/v3/watch", watch, wait).await.unwrap();
+        // Keep-alives for a live and an unknown lease; the stream ends with the body.
+        let (ka_status, kept) =
+            http_stream(port, "/v3/lease/keepalive", r#"{"ID":"42"}{"ID":"43"}"#, wait).await.unwrap();
+        let (snap_status, snapshot) = http_stream(port, "/v3/maintenance/snapshot", "{}", wait).await.unwrap();
+        let snapshot = stream_lines(&snapshot);
+        let last = snapshot.last().cloned().unwrap_or_default();
+        answers.push((
+            status,
+            stream_lines(&watched),
+            ka_status,
+            stream_lines(&kept),
+            snap_status,
+            snapshot[0].clone(),
+            last,
+        ));
+    }
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(answers[0].1.len(), 2, "created, then both puts in one message: {:?}", answers[0].1);
+    assert_eq!(answers[0].3.len(), 2, "a keep-alive answered per request: {:?}", answers[0].3);
 }
