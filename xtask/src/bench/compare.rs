@@ -34,7 +34,8 @@ pub struct CompareOptions {
     /// Workloads in order, each `<kind>-<clients>`, or for watch kinds
     /// `<kind>-<streams>x<watchers per stream>`; kinds: put, range-l, range-s,
     /// txn-put, txn-mixed, slow-watcher, lease-keepalive, lease-grant-revoke;
-    /// watch, watch-latency, watch-fanout.
+    /// watch, watch-latency, watch-fanout; json-put, json-range (through
+    /// the JSON gateway, one HTTP connection per client).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_WORKLOADS)]
     pub workloads: Vec<WorkloadName>,
     /// Rounds per workload (each round: fresh etcd, then fresh Keel).
@@ -131,6 +132,10 @@ pub enum Kind {
     SlowWatcher,
     LeaseKeepalive,
     LeaseGrantRevoke,
+    /// Put through the JSON gateway (`POST /v3/kv/put`).
+    JsonPut,
+    /// Linearizable range through the JSON gateway (`POST /v3/kv/range`).
+    JsonRange,
 }
 
 impl Kind {
@@ -150,7 +155,7 @@ pub struct WorkloadName {
     pub watchers_per_stream: Option<usize>,
 }
 
-const KINDS: [(&str, Kind); 11] = [
+const KINDS: [(&str, Kind); 13] = [
     ("put", Kind::Put),
     ("range-l", Kind::RangeLinearizable),
     ("range-s", Kind::RangeSerializable),
@@ -162,6 +167,8 @@ const KINDS: [(&str, Kind); 11] = [
     ("slow-watcher", Kind::SlowWatcher),
     ("lease-keepalive", Kind::LeaseKeepalive),
     ("lease-grant-revoke", Kind::LeaseGrantRevoke),
+    ("json-put", Kind::JsonPut),
+    ("json-range", Kind::JsonRange),
 ];
 
 impl FromStr for WorkloadName {
@@ -202,6 +209,8 @@ impl fmt::Display for WorkloadName {
 #[derive(Clone, Debug)]
 pub enum Job {
     Kv(Plan),
+    /// A KV plan sent through the JSON gateway, one HTTP connection per client.
+    Json(Plan),
     Watch(WatchPlan),
     /// The put plan, run with one stalled watcher (and, on other servers, without).
     SlowWatcher(Plan),
@@ -211,7 +220,7 @@ pub enum Job {
 impl Job {
     fn validate(&self) -> Result<()> {
         match self {
-            Job::Kv(plan) | Job::SlowWatcher(plan) => plan.validate(),
+            Job::Kv(plan) | Job::Json(plan) | Job::SlowWatcher(plan) => plan.validate(),
             Job::Watch(plan) => plan.validate(),
             Job::Lease(plan) => plan.validate(),
         }
@@ -282,11 +291,15 @@ impl WorkloadName {
             Kind::LeaseKeepalive => lease(LeaseWorkload::KeepAlive, options.total),
             // `total` counts requests everywhere: a lease is two of them.
             Kind::LeaseGrantRevoke => lease(LeaseWorkload::GrantRevoke, options.total.div_ceil(2)),
+            Kind::JsonPut => {
+                Job::Json(Plan { conns: self.clients, ..kv(Workload::Put { key_space, sequential: false }) })
+            }
+            Kind::JsonRange => Job::Json(Plan { conns: self.clients, ..kv(range(false)) }),
         }
     }
 
     fn prefills(&self) -> bool {
-        matches!(self.kind, Kind::RangeLinearizable | Kind::RangeSerializable | Kind::TxnMixed)
+        matches!(self.kind, Kind::RangeLinearizable | Kind::RangeSerializable | Kind::TxnMixed | Kind::JsonRange)
     }
 
     /// What each run's rate column counts.
@@ -301,7 +314,7 @@ impl WorkloadName {
     /// How much one run does: "10,000 requests", "1,000 puts, 100,000 events".
     pub fn amount(&self, options: &CompareOptions) -> String {
         match self.job(options) {
-            Job::Kv(plan) => format!("{} requests", thousands(plan.total)),
+            Job::Kv(plan) | Job::Json(plan) => format!("{} requests", thousands(plan.total)),
             Job::SlowWatcher(plan) => format!("{} puts per run", thousands(plan.total)),
             Job::Lease(plan) => format!("{} requests", thousands(plan.requests())),
             Job::Watch(plan) => format!("{} puts, {} events", thousands(plan.puts), thousands(plan.expected_events())),
@@ -312,7 +325,7 @@ impl WorkloadName {
     pub fn describe(&self, options: &CompareOptions) -> String {
         let job = self.job(options);
         let (clients, conns) = match &job {
-            Job::Kv(plan) | Job::SlowWatcher(plan) => (plan.clients, plan.conns),
+            Job::Kv(plan) | Job::Json(plan) | Job::SlowWatcher(plan) => (plan.clients, plan.conns),
             Job::Lease(plan) => (plan.clients, plan.conns),
             Job::Watch(plan) => (plan.streams, plan.conns),
         };
@@ -350,6 +363,10 @@ impl WorkloadName {
             ),
             Kind::LeaseKeepalive => "lease-keepalive, one lease and one keep-alive stream per client".to_owned(),
             Kind::LeaseGrantRevoke => format!("lease grant (TTL {} s), then its revoke", options.lease_ttl),
+            Kind::JsonPut => format!("JSON gateway put, keys at random from {}", thousands(options.key_space_size)),
+            Kind::JsonRange => {
+                format!("JSON gateway range (linearizable), 1 key of {} prefilled keys", thousands(options.prefill))
+            }
             Kind::Watch | Kind::WatchLatency | Kind::WatchFanout => match &job {
                 Job::Watch(plan) => return self.describe_watch(plan, options),
                 _ => unreachable!("watch kinds plan watch jobs"),
@@ -796,6 +813,7 @@ async fn measure(
     let context = || format!("{system}: {name}");
     let mut sample = match job {
         Job::Kv(plan) => Sample::of_requests(&load::run(&endpoints, plan).await.with_context(context)?),
+        Job::Json(plan) => Sample::of_requests(&super::json::run(&endpoints, plan).await.with_context(context)?),
         Job::Lease(plan) => Sample::of_requests(&lease::run(&endpoints, plan).await.with_context(context)?),
         Job::Watch(plan) => Sample::of_watch(watch::run(&endpoints, plan).await.with_context(context)?),
         Job::SlowWatcher(plan) => {

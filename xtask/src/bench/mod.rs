@@ -30,6 +30,7 @@ mod delivery;
 mod dial;
 mod doc;
 mod histogram;
+mod json;
 mod lease;
 mod load;
 mod maintenance;
