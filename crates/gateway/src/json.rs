@@ -56,7 +56,13 @@ struct Services {
     lock: LockService,
     election: ElectionService,
     watch: WatchService,
+    /// The largest request message gRPC would take (etcd: --max-request-bytes
+    /// plus 512 KiB of gRPC overhead).
+    max_message: usize,
 }
+
+/// etcd's allowance for gRPC framing above --max-request-bytes.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The JSON gateway's routes for `member`, with the gRPC API's options.
 pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
@@ -69,23 +75,31 @@ pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
         lock: LockService::new(member.clone(), options.max_txn_ops),
         election: ElectionService::new(member.clone(), options.max_txn_ops),
         watch: WatchService::new(member, options.max_request_bytes, options.watch_progress_notify_interval),
+        max_message: options.max_request_bytes + GRPC_OVERHEAD_BYTES,
     });
+    // JSON carries bytes as base64 (4/3) plus field names: room for the
+    // largest message gRPC takes, which `decode` then measures exactly.
+    let body_limit = services.max_message * 2;
     let mut router = Router::new();
     for version in VERSIONS {
         // One route: `$path` under every version, calling `$service.$method`.
         macro_rules! unary {
             ($path:literal, $service:ident, $method:ident) => {{
                 let services = services.clone();
-                router = router.route(
-                    &format!("{version}{}", $path),
-                    post(move |headers: HeaderMap, body: Bytes| {
-                        let services = services.clone();
-                        async move {
-                            call(&headers, &body, |request| async move { services.$service.$method(request).await })
+                router =
+                    router.route(
+                        &format!("{version}{}", $path),
+                        post(move |headers: HeaderMap, body: Bytes| {
+                            let services = services.clone();
+                            async move {
+                                let limit = services.max_message;
+                                call(&headers, &body, limit, |request| async move {
+                                    services.$service.$method(request).await
+                                })
                                 .await
-                        }
-                    }),
-                );
+                            }
+                        }),
+                    );
             }};
         }
         unary!("/kv/range", kv, range);
@@ -146,7 +160,7 @@ pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
                     post(move |headers: HeaderMap, body: Bytes| {
                         let services = services.clone();
                         async move {
-                            let request = match decode(&headers, &body) {
+                            let request = match decode(&headers, &body, services.max_message) {
                                 Ok(request) => request,
                                 Err(response) => return response,
                             };
@@ -180,7 +194,10 @@ pub fn routes(member: Arc<Member>, options: &ApiOptions) -> Router {
             }),
         );
     }
+    // As etcd's gateway (Go's http.Error), a GET on a POST route says why.
     router
+        .method_not_allowed_fallback(|| async { (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n") })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
 }
 
 /// Requests of a bidirectional stream, from the body's JSON messages.
@@ -271,26 +288,36 @@ fn with_token<T>(headers: &HeaderMap, mut request: tonic::Request<T>) -> tonic::
 }
 
 /// The request message of `body` (empty: the default message, as
-/// grpc-gateway takes an empty body), with the caller's token.
+/// grpc-gateway takes an empty body), with the caller's token. A message
+/// larger than gRPC would take is refused as etcd's gateway relays gRPC's
+/// refusal.
 #[allow(clippy::result_large_err)]
-fn decode<Req: DeserializeOwned + Default>(headers: &HeaderMap, body: &[u8]) -> Result<tonic::Request<Req>, Response> {
-    let message = if body.iter().all(u8::is_ascii_whitespace) {
+fn decode<Req>(headers: &HeaderMap, body: &[u8], max_message: usize) -> Result<tonic::Request<Req>, Response>
+where
+    Req: DeserializeOwned + Default + prost::Message,
+{
+    let message: Req = if body.iter().all(u8::is_ascii_whitespace) {
         Req::default()
     } else {
         serde_json::from_slice(body).map_err(|err| error(&Status::invalid_argument(err.to_string())))?
     };
+    let size = message.encoded_len();
+    if size > max_message {
+        let refusal = format!("grpc: received message larger than max ({size} vs. {max_message})");
+        return Err(error(&Status::resource_exhausted(refusal)));
+    }
     Ok(with_token(headers, tonic::Request::new(message)))
 }
 
 /// Decodes `body`, calls `rpc` with the caller's token, encodes its answer.
-async fn call<Req, Resp, F, Fut>(headers: &HeaderMap, body: &[u8], rpc: F) -> Response
+async fn call<Req, Resp, F, Fut>(headers: &HeaderMap, body: &[u8], max_message: usize, rpc: F) -> Response
 where
-    Req: DeserializeOwned + Default,
+    Req: DeserializeOwned + Default + prost::Message,
     Resp: Serialize,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    let request = match decode(headers, body) {
+    let request = match decode(headers, body, max_message) {
         Ok(request) => request,
         Err(response) => return response,
     };

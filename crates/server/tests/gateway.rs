@@ -123,10 +123,27 @@ async fn the_json_gateway_answers_as_etcds() {
         ("/v3/kv/range", r#"{"key":"Zm9v"}"#, false),
         ("/v3/auth/authenticate", r#"{"name":"root","password":"nope"}"#, false),
     ];
+    for port in ports {
+        let refused = common::http_request(port, "GET", "/v3/kv/range").await.unwrap();
+        assert_eq!(refused, (405, "Method Not Allowed\n".to_string()));
+    }
     for (path, body, code_only) in script {
         let etcd = ask(ports[0], path, body, None, *code_only).await;
         let ours = ask(ports[1], path, body, None, *code_only).await;
         assert_eq!(ours, etcd, "POST {path} {body}");
+    }
+
+    // Over --max-request-bytes (1.5 MiB): etcd's own refusal; over what gRPC
+    // takes (2 MiB): gRPC's, relayed. Zero bytes are "AAAA" per three.
+    for value_bytes in [1_600_200, 2_200_200] {
+        let body = format!(r#"{{"key":"Yg==","value":"{}"}}"#, "AAAA".repeat(value_bytes / 3));
+        let etcd = ask(ports[0], "/v3/kv/put", &body, None, false).await;
+        let ours = ask(ports[1], "/v3/kv/put", &body, None, false).await;
+        assert_eq!(ours, etcd, "a put of {value_bytes} bytes");
+        if value_bytes > 2 << 20 {
+            assert_eq!(ours.0, 429, "{ours:?}");
+            assert!(ours.1.contains("grpc: received message larger than max"), "{ours:?}");
+        }
     }
 
     // With a token in the Authorization header, as etcd's gateway takes it.
