@@ -209,8 +209,8 @@ impl MvccMetrics {
         self.hash_rev.observe(took.as_secs_f64());
     }
 
-    /// A hash of the whole engine (etcd's Maintenance.Hash) took `took`;
-    /// for whoever computes one, Keel having only HashKV so far.
+    /// A hash of the whole engine (etcd's Maintenance.Hash, computed by
+    /// `keel-snapshot` over etcd's layout) took `took`.
     pub fn observe_hash(&self, took: Duration) {
         self.hash.observe(took.as_secs_f64());
     }

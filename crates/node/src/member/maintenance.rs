@@ -60,9 +60,11 @@ impl Member {
         let kv = self.kv.clone();
         self.offload
             .run(move || {
+                let started = std::time::Instant::now();
                 let revision = kv.current_revision();
                 let checkpoint = kv.checkpoint().map_err(NodeError::Mvcc)?;
                 let hash = keel_snapshot::backend_hash(&checkpoint).map_err(snapshot_error)?;
+                kv.metrics().observe_hash(started.elapsed());
                 Ok((hash, revision))
             })
             .await?
