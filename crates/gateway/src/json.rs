@@ -220,16 +220,37 @@ where
 {
     let mut requests = Vec::new();
     for message in serde_json::Deserializer::from_slice(body).into_iter::<Req>() {
+        if requests.len() == MAX_STREAM_REQUESTS {
+            let refusal = format!("at most {MAX_STREAM_REQUESTS} messages per stream request");
+            return error(&Status::invalid_argument(refusal));
+        }
         match message {
             Ok(message) => requests.push(Ok(message)),
             Err(err) => return error(&Status::invalid_argument(err.to_string())),
         }
     }
     let requests = futures::stream::iter(requests);
-    let requests: Requests<Req> =
-        if stay_open { Box::pin(requests.chain(futures::stream::pending())) } else { Box::pin(requests) };
-    stream_response(open(with_token(headers, tonic::Request::new(())), requests))
+    if !stay_open {
+        return stream_response(open(with_token(headers, tonic::Request::new(())), Box::pin(requests)));
+    }
+    // The client's side ends when the answer does (the HTTP client left):
+    // the service then drops the stream and everything it holds.
+    let (answer_alive, answer_gone) = tokio::sync::oneshot::channel::<()>();
+    let until_gone = futures::stream::once(async move {
+        let _ = answer_gone.await;
+    })
+    .filter_map(|()| futures::future::ready(None));
+    let requests: Requests<Req> = Box::pin(requests.chain(until_gone));
+    let responses = open(with_token(headers, tonic::Request::new(())), requests).map(move |response| {
+        let _alive = &answer_alive;
+        response
+    });
+    stream_response(responses)
 }
+
+/// Messages one stream request's body may hold: each watch create is a
+/// watcher, so a body cannot make an unbounded number of them.
+const MAX_STREAM_REQUESTS: usize = 1000;
 
 /// grpc-gateway's stream framing: `{"result":…}` per message and line; an
 /// error ends the stream as its last line.

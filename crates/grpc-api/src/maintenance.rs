@@ -35,16 +35,21 @@ const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 /// Snapshot messages read ahead of a slow client; with the chunk size, what
 /// a stream holds in memory.
 const SNAPSHOT_BUFFER: usize = 4;
+/// Snapshots streamed at once by one member; more wait their turn.
+const MAX_SNAPSHOTS: usize = 2;
 
 pub struct MaintenanceService {
     member: Arc<Member>,
+    /// Snapshots streaming at once: each holds a file the size of the store
+    /// and a blocking thread while its client reads.
+    snapshots: Arc<tokio::sync::Semaphore>,
     /// Reported in every Status answer, as etcd reports its alarms there.
     status_errors: Vec<String>,
 }
 
 impl MaintenanceService {
     pub fn new(member: Arc<Member>, status_errors: Vec<String>) -> Self {
-        MaintenanceService { member, status_errors }
+        MaintenanceService { member, status_errors, snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)) }
     }
 }
 
@@ -71,6 +76,7 @@ impl Maintenance for MaintenanceService {
     /// then read out a chunk at a time as the client takes them.
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
         require_admin(&self.member, &request).await?;
+        let turn = self.snapshots.clone().acquire_owned().await.map_err(|_| Status::unavailable("stopping"))?;
         let (file, revision) = self.member.etcd_snapshot().await.map_err(node_error)?;
         let summary = file.summary();
         tracing::info!(revision, size_bytes = summary.size, "sending database snapshot to client");
@@ -78,6 +84,7 @@ impl Maintenance for MaintenanceService {
         let _ = revision;
         let (out, responses) = mpsc::channel(SNAPSHOT_BUFFER);
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             for chunk in file.stream(SNAPSHOT_CHUNK_BYTES) {
                 let response = chunk
                     .map(|chunk| SnapshotResponse {

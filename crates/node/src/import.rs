@@ -1,7 +1,10 @@
 //! Data from etcd, before a member starts: an etcd snapshot file named by
 //! `--import-etcd-snapshot`, or an etcd data dir (what `etcdctl snapshot
-//! restore` makes, or a stopped etcd member's) found where Keel's store
-//! belongs. Either is loaded into a new Keel store; the member then
+//! restore` makes) found where Keel's store belongs. Only etcd's backend
+//! (`member/snap/db`) is read: entries of etcd's WAL past its applied index
+//! are not, which is exactly right for a restored dir (its WAL holds only
+//! the new membership) and loses a stopped member's last unflushed writes,
+//! so the way in for a live cluster is a snapshot (docs/migrate-from-etcd.md). Either is loaded into a new Keel store; the member then
 //! bootstraps a new cluster from its flags, as etcd does after a restore.
 //! etcd's own files are left as they were, so the way back stays open.
 
@@ -37,7 +40,11 @@ pub enum Prepared {
 /// into a data dir that holds data (Keel's or etcd's) is refused, as
 /// `etcdctl snapshot restore` refuses an existing data dir; a failed
 /// import leaves no store behind.
-pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>) -> Result<Prepared, NodeError> {
+/// `new_cluster` (`--initial-cluster-state new`): an etcd data dir is
+/// imported only then, as each member of a cluster restored from one
+/// snapshot; a member joining an existing cluster with etcd's data in its
+/// dir is refused rather than started empty or on another history.
+pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>, new_cluster: bool) -> Result<Prepared, NodeError> {
     let store = store_dir(data_dir);
     let etcd = etcd_backend(data_dir);
     let has_store = store.is_dir() && std::fs::read_dir(&store).is_ok_and(|mut d| d.next().is_some());
@@ -52,6 +59,12 @@ pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>) -> Result<Prep
     }
     if has_store || !etcd.is_file() {
         return Ok(Prepared::Nothing);
+    }
+    if !new_cluster {
+        return Err(NodeError::Config(format!(
+            "{} holds etcd's data; Keel imports it only to start a new cluster (--initial-cluster-state new)",
+            data_dir.display()
+        )));
     }
     create_parent(&store)?;
     // etcd's own backend carries no trailer: bbolt's checksums are the check.

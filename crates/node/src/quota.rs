@@ -80,8 +80,11 @@ impl Quota {
         let at = self.measured_at.load(Ordering::Acquire);
         if at < 0 || now - at >= REFRESH.as_millis() as i64 {
             let size = u64::try_from(self.kv.db_size_in_use()).unwrap_or(0);
-            self.size.store(size, Ordering::Release);
-            self.measured_at.store(now, Ordering::Release);
+            // Kept only if nobody measured or invalidated meanwhile: a
+            // measurement from before a defragmentation never outlives it.
+            if self.measured_at.compare_exchange(at, now, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.size.store(size, Ordering::Release);
+            }
             return size;
         }
         self.size.load(Ordering::Acquire)

@@ -174,7 +174,8 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     let initialized = keel_node::import::store_dir(&config.data_dir).is_dir();
     let import = config.import_etcd_snapshot.clone();
     let member = tokio::task::spawn_blocking(move || {
-        keel_node::import::prepare_data_dir(&member_config.data_dir, import.as_deref())?;
+        let new_cluster = member_config.initial_cluster_state == ClusterState::New;
+        keel_node::import::prepare_data_dir(&member_config.data_dir, import.as_deref(), new_cluster)?;
         let mut parts = Parts::on_disk(&member_config)?;
         // Peers are dialled with the peer TLS settings (https:// peer URLs).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -223,3 +223,28 @@ async fn the_json_gateways_streams_answer_as_etcds() {
     assert_eq!(answers[0].1.len(), 2, "created, then both puts in one message: {:?}", answers[0].1);
     assert_eq!(answers[0].3.len(), 2, "a keep-alive answered per request: {:?}", answers[0].3);
 }
+
+/// A watch opened through the gateway ends with its HTTP client: its
+/// watcher leaves the hub (etcd_debugging_mvcc_watcher_total back to 0).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_watch_ends_with_its_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(dir.path()).await;
+    let watchers = || async {
+        let (_, metrics) = common::http_get(keel.port, "/metrics").await.unwrap();
+        metrics.lines().find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total ")).map(str::to_owned)
+    };
+    let watch = r#"{"create_request":{"key":"YQ=="}}{"create_request":{"key":"Yg=="}}"#;
+    let open = tokio::spawn(http_stream(keel.port, "/v3/watch", watch, std::time::Duration::from_millis(1500)));
+    common::wait_for("two watchers", std::time::Duration::from_secs(10), || async {
+        watchers().await.as_deref() == Some("2")
+    })
+    .await;
+    let (status, answer) = open.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(stream_lines(&answer).len(), 2, "{answer}");
+    common::wait_for("the watchers to go with the client", std::time::Duration::from_secs(10), || async {
+        watchers().await.as_deref() == Some("0")
+    })
+    .await;
+}

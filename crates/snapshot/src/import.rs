@@ -66,12 +66,21 @@ pub fn import_file(snapshot: &Path, store_dir: &Path, options: ImportOptions) ->
             return Err(e);
         }
     };
-    if store_dir.exists() {
-        std::fs::remove_dir(store_dir).map_err(SnapshotError::io(store_dir))?;
+    let placed = (|| {
+        if store_dir.exists() {
+            std::fs::remove_dir(store_dir)?;
+        }
+        std::fs::rename(&staging, store_dir)
+    })();
+    if let Err(err) = placed {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(SnapshotError::Io { path: store_dir.to_path_buf(), source: err });
     }
-    std::fs::rename(&staging, store_dir).map_err(SnapshotError::io(store_dir))?;
+    // In place now: a failed directory sync does not undo it.
     if let Some(parent) = store_dir.parent() {
-        File::open(parent).and_then(|d| d.sync_all()).map_err(SnapshotError::io(parent))?;
+        if let Err(err) = File::open(parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), %err, "cannot sync the directory of the imported store");
+        }
     }
     Ok(ImportSummary { hash_checked: matches!(trailer, Trailer::Verified { .. }), ..summary })
 }
@@ -86,6 +95,12 @@ fn load<R: Read + Seek>(db: &mut Db<R>, staging: &Path) -> Result<ImportSummary,
         if let Some(bucket) = find(layout::KEY) {
             for entry in db.entries(bucket) {
                 let (k, v) = entry?;
+                // The store's index starts at revision 1: a key below it, or
+                // not a revision at all, would never be read, only hashed.
+                match keel_mvcc::revision::decode_key(&k) {
+                    Some((revision, _)) if revision.main >= 1 => {}
+                    _ => return Err(SnapshotError::malformed(layout::KEY, format!("{k:02x?} is not a revision key"))),
+                }
                 load.put(Keyspace::Revisions, &k, &v)?;
                 summary.revisions += 1;
             }

@@ -197,3 +197,39 @@ fn a_file_without_trailer_imports_only_when_allowed() {
     assert!(!summary.hash_checked);
     assert_eq!(summary.revision, 6);
 }
+
+#[test]
+fn a_bad_entry_found_while_loading_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bbolt file that opens, whose key bucket is fine and whose lease
+    // bucket is not: the import fails midway, after the staging store exists.
+    let path = dir.path().join("bad-lease.db");
+    let mut writer = keel_bbolt::Writer::new(std::fs::File::create(&path).unwrap()).unwrap();
+    writer.begin_bucket(layout::KEY).unwrap();
+    let kv = keel_proto::mvccpb::KeyValue {
+        key: b"k".to_vec(),
+        create_revision: 2,
+        mod_revision: 2,
+        version: 1,
+        ..Default::default()
+    };
+    writer.put(&keel_mvcc::revision::Revision::new(2, 0).to_bytes(), &kv.encode_to_vec()).unwrap();
+    writer.begin_bucket(layout::LEASE).unwrap();
+    writer.put(&7i64.to_be_bytes(), b"not a lease").unwrap();
+    writer.finish().unwrap();
+    let target = dir.path().join("kv");
+    let err = import_file(&path, &target, ImportOptions { skip_hash_check: true }).unwrap_err();
+    assert!(matches!(err, SnapshotError::Malformed { .. }), "{err}");
+    assert!(!target.exists());
+    assert!(!dir.path().join("kv.importing").exists(), "the staging store is removed");
+
+    // A key that is no revision is refused the same way.
+    let path = dir.path().join("bad-key.db");
+    let mut writer = keel_bbolt::Writer::new(std::fs::File::create(&path).unwrap()).unwrap();
+    writer.begin_bucket(layout::KEY).unwrap();
+    writer.put(b"hello", b"world").unwrap();
+    writer.finish().unwrap();
+    let err = import_file(&path, &target, ImportOptions { skip_hash_check: true }).unwrap_err();
+    assert!(err.to_string().contains("is not a revision key"), "{err}");
+    assert!(!dir.path().join("kv.importing").exists());
+}

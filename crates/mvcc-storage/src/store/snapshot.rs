@@ -34,6 +34,8 @@ fn is_local(space: Keyspace, key: &[u8]) -> bool {
 /// The store frozen at one raft index, ready to be read out in pieces.
 pub struct StoreCheckpoint {
     index: u64,
+    /// The store revision the frozen state holds.
+    revision: i64,
     frozen: Box<dyn Frozen>,
     /// Times the checkpoint's life, which is the transfer it serves.
     _open: SnapshotGuard,
@@ -49,6 +51,11 @@ impl StoreCheckpoint {
     /// The raft index the frozen state reflects.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The store revision the frozen state holds.
+    pub fn revision(&self) -> i64 {
+        self.revision
     }
 
     /// Visits the frozen entries of `space` with `start <= key < end` (no
@@ -133,11 +140,12 @@ impl KvStore {
     /// Freezes every replicated key of every keyspace at the current
     /// applied index. Holds off writes only while the checkpoint is made.
     pub fn checkpoint(&self) -> Result<Arc<StoreCheckpoint>, MvccError> {
-        let _no_writes = self.state.upgradable_read();
+        let no_writes = self.state.upgradable_read();
         let _values_stay = self.compaction.read();
         let frozen = self.backend.checkpoint()?;
         let _open = self.metrics.snapshot_opened();
-        Ok(Arc::new(StoreCheckpoint { index: self.consistent_index(), frozen, _open }))
+        let revision = no_writes.current_rev;
+        Ok(Arc::new(StoreCheckpoint { index: self.consistent_index(), revision, frozen, _open }))
     }
 
     /// True when the store was cut off while installing a snapshot: its

@@ -91,6 +91,10 @@ impl Member {
     pub async fn corrupted_member(&self) -> Result<Option<u64>, NodeError> {
         let first = self.hash_kv(0).await?;
         let peers = self.peer_hashes(first.current_revision).await;
+        // As etcd: caught up with everything committed before comparing, so
+        // a follower that applied further than this leader is not taken for
+        // one with a newer history than the leader's.
+        self.proposals.wait_linearizable().await?;
         let again = self.hash_kv(0).await?;
         if again.hash != first.hash
             && again.current_revision == first.current_revision

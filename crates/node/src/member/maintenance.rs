@@ -61,11 +61,10 @@ impl Member {
         self.offload
             .run(move || {
                 let started = std::time::Instant::now();
-                let revision = kv.current_revision();
                 let checkpoint = kv.checkpoint().map_err(NodeError::Mvcc)?;
                 let hash = keel_snapshot::backend_hash(&checkpoint).map_err(snapshot_error)?;
                 kv.metrics().observe_hash(started.elapsed());
-                Ok((hash, revision))
+                Ok((hash, checkpoint.revision()))
             })
             .await?
     }
@@ -97,10 +96,9 @@ impl Member {
         let dir = if member_dir.is_dir() { member_dir } else { std::env::temp_dir() };
         self.offload
             .run(move || {
-                let revision = kv.current_revision();
                 let checkpoint = kv.checkpoint().map_err(NodeError::Mvcc)?;
                 let file = keel_snapshot::SnapshotFile::create(&checkpoint, &dir).map_err(snapshot_error)?;
-                Ok((file, revision))
+                Ok((file, checkpoint.revision()))
             })
             .await?
     }
