@@ -2,16 +2,12 @@
 //! keeps one HTTP/1.1 connection and POSTs the same requests the gRPC runs
 //! send (`/v3/kv/put`, `/v3/kv/range`), encoded as the gateway expects.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::load::{process_cpu_time, Outcome, Tally};
-use super::workload::{Generator, Plan, Request, Rng};
+use super::load::{drive, Outcome};
+use super::workload::{Plan, Request};
 
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {
@@ -81,50 +77,26 @@ impl Conn {
 /// Runs the put or range `plan` through the JSON gateway of `endpoints`
 /// (one connection per client, spread over the endpoints in turn).
 pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
-    let generator = Arc::new(Generator::new(plan)?);
     let mut conns = Vec::with_capacity(plan.clients);
     for client in 0..plan.clients {
         conns.push(Conn::open(&endpoints[client % endpoints.len()]).await?);
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = process_cpu_time();
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (client, mut conn) in conns.into_iter().enumerate() {
-        let mut tally = Tally::with_capacity(plan.total / plan.clients + 1);
-        let (generator, next, total) = (generator.clone(), next.clone(), plan.total);
-        tasks.spawn(async move {
-            let mut rng = Rng::new(client as u64);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    break;
+    drive(plan, conns, |conn: &mut Conn, request| {
+        Box::pin(async move {
+            let (path, body) = match &request {
+                Request::Put(r) => ("/v3/kv/put", serde_json::to_vec(r)),
+                Request::Range(r) => ("/v3/kv/range", serde_json::to_vec(r)),
+                Request::Txn(r) => ("/v3/kv/txn", serde_json::to_vec(r)),
+            };
+            let body = body.map_err(|e| tonic::Status::internal(e.to_string()))?;
+            match conn.post(path, &body).await {
+                Ok((200, _)) => Ok(()),
+                Ok((status, answer)) => {
+                    Err(tonic::Status::unknown(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))))
                 }
-                let (class, request) = generator.request(n, &mut rng);
-                let (path, body) = match &request {
-                    Request::Put(r) => ("/v3/kv/put", serde_json::to_vec(r)),
-                    Request::Range(r) => ("/v3/kv/range", serde_json::to_vec(r)),
-                    Request::Txn(r) => ("/v3/kv/txn", serde_json::to_vec(r)),
-                };
-                let body = body.expect("requests always encode");
-                let sent = Instant::now();
-                let result = match conn.post(path, &body).await {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, answer)) => {
-                        Err(tonic::Status::unknown(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))))
-                    }
-                    Err(err) => Err(tonic::Status::unavailable(err.to_string())),
-                };
-                tally.record(class, sent.elapsed(), result);
+                Err(err) => Err(tonic::Status::unavailable(err.to_string())),
             }
-            tally
-        });
-    }
-    let mut all = Tally::with_capacity(0);
-    while let Some(tally) = tasks.join_next().await {
-        all.absorb(tally?);
-    }
-    let wall = started.elapsed();
-    let cpu = process_cpu_time().saturating_sub(cpu_before);
-    Ok(all.into_outcome(plan.workload.reported(), wall, cpu))
+        })
+    })
+    .await
 }

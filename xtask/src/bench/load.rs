@@ -65,19 +65,45 @@ impl Outcome {
 
 /// Runs `plan` against `endpoints` (connections are spread over them in turn).
 pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
-    let generator = Arc::new(Generator::new(plan)?);
     let conns = connect(endpoints, plan.conns).await?;
+    let clients = (0..plan.clients).map(|client| conns[client % conns.len()].clone()).collect();
+    drive(plan, clients, |kv: &mut KvClient<Conn>, request| {
+        Box::pin(async move {
+            match request {
+                Request::Put(r) => kv.put(r).await.map(drop),
+                Request::Range(r) => kv.range(r).await.map(drop),
+                Request::Txn(r) => kv.txn(r).await.map(drop),
+            }
+        })
+    })
+    .await
+}
+
+/// What a client does with one request: send it and wait for the answer.
+pub(super) type Send<C> =
+    fn(
+        &mut C,
+        Request,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::Status>> + std::marker::Send + '_>>;
+
+/// `plan`'s requests, numbered from one counter, sent by one task per
+/// client (each with its own connection handle) until `total` are sent,
+/// each task timing its own; the clock starts once every client exists.
+pub(super) async fn drive<C: std::marker::Send + 'static>(
+    plan: &Plan,
+    clients: Vec<C>,
+    send: Send<C>,
+) -> Result<Outcome> {
+    let generator = Arc::new(Generator::new(plan)?);
     let next = Arc::new(AtomicUsize::new(0));
     let expected_per_client = plan.total / plan.clients + 1;
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for client in 0..plan.clients {
-        let kv = conns[client % conns.len()].clone();
+    for (client, mut conn) in clients.into_iter().enumerate() {
         let mut tally = Tally::with_capacity(expected_per_client);
         let (generator, next, total) = (generator.clone(), next.clone(), plan.total);
         tasks.spawn(async move {
-            let mut kv = kv;
             let mut rng = Rng::new(client as u64);
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -86,11 +112,7 @@ pub async fn run(endpoints: &[String], plan: &Plan) -> Result<Outcome> {
                 }
                 let (class, request) = generator.request(n, &mut rng);
                 let sent = Instant::now();
-                let result = match request {
-                    Request::Put(r) => kv.put(r).await.map(drop),
-                    Request::Range(r) => kv.range(r).await.map(drop),
-                    Request::Txn(r) => kv.txn(r).await.map(drop),
-                };
+                let result = send(&mut conn, request).await;
                 tally.record(class, sent.elapsed(), result);
             }
             tally
