@@ -129,7 +129,7 @@ impl Maintenance for MaintenanceService {
             tracing::warn!(error = NO_INFLIGHT_DOWNGRADE.1, "failed to cancel downgrade");
             return Ok(Response::new(DowngradeResponse {
                 header: Some(self.member.header()),
-                version: cluster_version().to_string(),
+                version: keel_node::CLUSTER_VERSION.to_string(),
             }));
         }
         if parse_cluster_version(&request.version).is_none() {
@@ -195,11 +195,6 @@ impl Maintenance for MaintenanceService {
         self.member.move_leader(request.into_inner().target_id).await.map_err(node_error)?;
         Ok(Response::new(MoveLeaderResponse { header: Some(self.member.header()) }))
     }
-}
-
-/// The cluster version as etcd 3.6 reports it: major.minor.
-fn cluster_version() -> &'static str {
-    ETCD_VERSION.rsplit_once('.').map_or(ETCD_VERSION, |(major_minor, _)| major_minor)
 }
 
 /// etcd's `convertToClusterVersion`: a semantic version, or `major.minor`,

@@ -17,6 +17,10 @@ pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 /// etcd's version this member speaks for (API level).
 pub const ETCD_VERSION: &str = "3.6.0";
 
+/// The cluster version as etcd reports it (its metric label, Downgrade's
+/// answer): [`ETCD_VERSION`]'s major and minor only.
+pub const CLUSTER_VERSION: &str = "3.6";
+
 /// etcd's quota when --quota-backend-bytes is 0: 2 GiB.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: i64 = 2 << 30;
 
@@ -123,5 +127,16 @@ impl MemberConfig {
 
     pub(crate) fn election_ticks(&self) -> usize {
         (self.election_timeout.as_nanos() / self.heartbeat_interval.as_nanos()).max(1) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cluster_version_is_the_etcd_versions_major_and_minor() {
+        assert_eq!(
+            super::ETCD_VERSION.rsplit_once('.').map(|(major_minor, _)| major_minor),
+            Some(super::CLUSTER_VERSION)
+        );
     }
 }

@@ -24,8 +24,8 @@ mod read_rounds;
 mod snapshots;
 
 pub use config::{
-    ClusterState, MemberConfig, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES, DEFAULT_SNAPSHOT_COUNT,
-    ETCD_VERSION,
+    ClusterState, MemberConfig, CLUSTER_VERSION, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+    DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
 };
 pub use keel_raft_node::{Clock, SystemClock, TokioClock};
 pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts};

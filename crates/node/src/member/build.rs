@@ -243,10 +243,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     let metrics = NodeMetrics::new();
     metrics.server_id.with_label_values(&[&format!("{member_id:x}")]).set(1);
     metrics.server_version.with_label_values(&[crate::ETCD_VERSION]).set(1);
-    // etcd labels the cluster version with its major and minor only.
-    let cluster_version =
-        crate::ETCD_VERSION.rsplit_once('.').map_or(crate::ETCD_VERSION, |(major_minor, _)| major_minor);
-    metrics.cluster_version.with_label_values(&[cluster_version]).set(1);
+    metrics.cluster_version.with_label_values(&[crate::CLUSTER_VERSION]).set(1);
     metrics.quota_backend_bytes.set(config.quota_backend_bytes);
     let links = network.links(cluster_id, member_id, shelf.clone(), metrics.peer.clone());
     for (id, url) in &peers {

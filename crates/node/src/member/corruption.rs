@@ -14,11 +14,9 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use keel_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-use keel_proto::keelpb::internal_raft_request::Request;
+use keel_proto::etcdserverpb::AlarmType;
 
 use super::Member;
-use crate::auth::AuthStore;
 use crate::peer::PeerHash;
 use crate::NodeError;
 
@@ -144,13 +142,7 @@ impl Member {
             };
             match member.corrupted_member().await {
                 Ok(Some(corrupt)) => {
-                    let raise = AlarmRequest {
-                        action: AlarmAction::Activate as i32,
-                        member_id: corrupt,
-                        alarm: AlarmType::Corrupt as i32,
-                    };
-                    let header = AuthStore::header_of(&keel_auth::AuthInfo::default());
-                    if let Err(err) = member.proposals.propose(Request::Alarm(raise), Some(header)).await {
+                    if let Err(err) = member.raise_alarm(corrupt, AlarmType::Corrupt).await {
                         tracing::warn!(%err, "cannot raise the CORRUPT alarm");
                     }
                 }

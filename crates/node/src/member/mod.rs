@@ -198,21 +198,27 @@ impl Member {
         Turn::Lead(member)
     }
 
+    /// Raises `kind` for `member_id` through raft, as the member itself
+    /// (the quota, the corruption checks), not as any caller: alarms are
+    /// applied without a permission check.
+    pub(crate) async fn raise_alarm(
+        &self,
+        member_id: u64,
+        kind: keel_proto::etcdserverpb::AlarmType,
+    ) -> Result<(), NodeError> {
+        use keel_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest};
+        let raise = AlarmRequest { action: AlarmAction::Activate as i32, member_id, alarm: kind as i32 };
+        let header = AuthStore::header_of(&keel_auth::AuthInfo::default());
+        self.proposals.propose(Request::Alarm(raise), Some(header)).await.map(drop)
+    }
+
     /// etcd's quota interceptor: raises NOSPACE through raft (once: an
     /// active alarm is not raised again) and refuses the request.
     async fn out_of_space(&self) -> NodeError {
-        use keel_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        use keel_proto::etcdserverpb::AlarmType;
         if !self.alarms.is_active(AlarmType::Nospace) {
-            let raise = AlarmRequest {
-                action: AlarmAction::Activate as i32,
-                member_id: self.member_id,
-                alarm: AlarmType::Nospace as i32,
-            };
-            // The member raises it, not the caller: alarms are applied
-            // without a permission check.
-            let member = keel_auth::AuthInfo::default();
-            match self.proposals.propose(Request::Alarm(raise), Some(AuthStore::header_of(&member))).await {
-                Ok(_) => tracing::warn!(
+            match self.raise_alarm(self.member_id, AlarmType::Nospace).await {
+                Ok(()) => tracing::warn!(
                     quota_size_bytes = self.config.quota_backend_bytes,
                     "database space exceeded; raised the NOSPACE alarm"
                 ),
