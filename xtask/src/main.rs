@@ -169,7 +169,7 @@ fn bench_smoke() -> Result<()> {
         "--fanout-put-rate",
         "50",
         "--workloads",
-        "put-8,range-l-8,txn-put-8,txn-mixed-8,watch-2x2,watch-latency-2x2,watch-fanout-2x2,slow-watcher-8,lease-keepalive-8,lease-grant-revoke-8,json-put-8,json-range-8",
+        "put-8,range-l-8,txn-put-8,txn-mixed-8,watch-2x2,watch-latency-2x2,watch-fanout-2x2,slow-watcher-8,lease-keepalive-8,lease-grant-revoke-8,json-put-8,json-range-8,v2-set-8,v2-get-8",
         "--keel-bin",
         &keel,
     ];

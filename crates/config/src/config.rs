@@ -130,6 +130,8 @@ pub struct Config {
     pub corrupt_check_time: Option<Duration>,
     /// --enable-grpc-gateway: the JSON gateway (`/v3/...`) on the client URLs.
     pub enable_grpc_gateway: bool,
+    /// --enable-v2: the v2 keys API (`/v2/keys`, `/v2/members`, `/v2/stats`).
+    pub enable_v2: bool,
     /// --auto-compaction-mode and --auto-compaction-retention; `None`: off.
     pub auto_compaction: Option<AutoCompaction>,
     /// --import-etcd-snapshot: an etcd snapshot file to load into the
@@ -404,6 +406,7 @@ impl Config {
             },
             auto_compaction,
             enable_grpc_gateway: get("enable-grpc-gateway") == Value::Bool(true),
+            enable_v2: get("enable-v2") == Value::Bool(true),
             initial_corrupt_check: get("experimental-initial-corrupt-check") == Value::Bool(true),
             corrupt_check_time: Some(duration("corrupt-check-time")).filter(|d| !d.is_zero()),
             import_etcd_snapshot: Some(string("import-etcd-snapshot"))

@@ -607,7 +607,7 @@ pub static FLAGS: &[Flag] = &[
         since: Release::V3_4,
         removed_in: Some(Release::V3_6),
         replaced_by: None,
-        support: Support::Ignored { honoured: &["false"], would: "serve the v2 keys API" },
+        support: Support::Implemented,
         usage: "Accept etcd V2 client requests. Deprecated in v3.5. Will be decommission in v3.6.",
     },
     Flag {

@@ -2,12 +2,15 @@
 //!
 //! etcd's operational endpoints ([`health`]: `/health`, `/livez`,
 //! `/readyz`; [`observability`]: `/version`, `/metrics`) and its JSON
-//! gateway ([`json`]: `/v3/...`); the v2 keys API will join them here. Every endpoint calls the
-//! member as the gRPC services do — none keeps state of its own.
+//! gateway ([`json`]: `/v3/...`), and with `--enable-v2` etcd's v2 API
+//! ([`v2`]: `/v2/keys`, `/v2/members`, `/v2/machines`, `/v2/stats/*`).
+//! Every endpoint calls the member as the gRPC services do — none keeps
+//! state of its own, but for the times `/v2/stats/self` reports.
 
 pub mod health;
 pub mod json;
 pub mod observability;
+pub mod v2;
 
 use std::sync::Arc;
 

@@ -62,7 +62,9 @@ pub(crate) fn status((code, message): (Code, &str)) -> Status {
     Status::new(code, message)
 }
 
-pub(crate) fn node_error(err: NodeError) -> Status {
+/// The gRPC status etcd answers for `err` (its code and message); the
+/// HTTP gateways reuse the message.
+pub fn node_error(err: NodeError) -> Status {
     match err {
         NodeError::Mvcc(err) => mvcc_error(err),
         NodeError::Lease(err) => lease_error(err),

@@ -8,6 +8,7 @@ mod auth;
 mod cluster;
 mod election;
 mod errors;
+pub use errors::node_error;
 #[cfg(test)]
 mod fuzz;
 mod kv;

@@ -29,5 +29,5 @@ pub use error::MvccError;
 pub use metrics::{DefragGuard, MvccMetrics};
 pub use store::{
     is_txn_read_only, meta, Crc32c, Identity, KvHash, KvStore, LeaseLookup, LeaseRecord, NoLeases, RevokeOutcome,
-    SnapshotPieces, StoreCheckpoint, WriteOutcome, WriteRequest, WriteResponse,
+    SnapshotPieces, StoreCheckpoint, V2Record, WriteOutcome, WriteRequest, WriteResponse,
 };

@@ -30,6 +30,7 @@ use crate::metrics::NodeMetrics;
 use crate::peer::PeerLinks;
 use crate::proposals::{Applied, Waiters};
 use crate::snapshots::{install_spooled, SnapshotShelf, SnapshotSpool};
+use crate::v2keys::{InternalWrites, V2Keys};
 use crate::NodeError;
 
 /// Batches of raft's output waiting for the applier thread, at most. When
@@ -147,6 +148,8 @@ pub(crate) struct Applier {
     pub(crate) lessor: Arc<Mutex<Lessor>>,
     pub(crate) auth: Arc<AuthStore>,
     pub(crate) alarms: Arc<Alarms>,
+    /// The v2 keys API's store.
+    pub(crate) v2: Arc<V2Keys>,
     pub(crate) waiters: Arc<Waiters>,
     pub(crate) applied: Arc<AtomicU64>,
     /// Told of every revision once it is in the store.
@@ -178,6 +181,7 @@ impl Applier {
             lessor,
             auth,
             alarms: Arc::default(),
+            v2: Arc::new(V2Keys::empty()),
             waiters,
             applied,
             watches,
@@ -194,6 +198,12 @@ impl Applier {
     /// The cluster's alarms, shared with the member that reports them.
     pub(crate) fn with_alarms(mut self, alarms: Arc<Alarms>) -> Self {
         self.alarms = alarms;
+        self
+    }
+
+    /// The member's v2 store (loaded from `kv`), shared with its readers.
+    pub(crate) fn with_v2(mut self, v2: Arc<V2Keys>) -> Self {
+        self.v2 = v2;
         self
     }
 
@@ -419,7 +429,10 @@ impl Applier {
                 Ok(Applied::Internal)
             }
             Some(Request::MemberUpdate(update)) => {
-                self.kv.apply_member_peer_urls(index, update.id, &update.peer_ur_ls).map_err(NodeError::Mvcc)?;
+                let v2 = self.v2.internal(InternalWrites::UPDATED);
+                self.kv
+                    .apply_member_peer_urls(index, update.id, &update.peer_ur_ls, v2)
+                    .map_err(NodeError::Mvcc)?;
                 if let (Some(membership), Some(url)) = (&self.membership, update.peer_ur_ls.first()) {
                     membership.links.add(update.id, url);
                 }
@@ -427,10 +440,34 @@ impl Applier {
             }
             Some(Request::Alarm(alarm)) => Ok(Applied::Alarm(self.alarms.apply(&self.kv, index, &alarm)?)),
             Some(Request::MemberAttributes(attributes)) => {
+                // A fresh cluster's bootstrap members and cluster version
+                // never went through this log (raft starts from their
+                // configuration); etcd's counted them before the first
+                // publish, so they are counted with it.
+                let writes = if self.v2.is_fresh() {
+                    let members = self.kv.members().map_err(NodeError::Mvcc)?.len();
+                    InternalWrites::added(u32::try_from(members).unwrap_or(u32::MAX))
+                        .and(InternalWrites::published(true))
+                } else {
+                    InternalWrites::published(false)
+                };
+                let v2 = self.v2.internal(writes);
                 self.kv
-                    .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls)
+                    .apply_member_attributes(
+                        index,
+                        attributes.member_id,
+                        &attributes.name,
+                        &attributes.client_urls,
+                        v2,
+                    )
                     .map_err(NodeError::Mvcc)?;
                 Ok(Applied::Internal)
+            }
+            Some(Request::V2Write(write)) => {
+                let Some(write) = crate::v2keys::decode(write) else {
+                    return Err(NodeError::Corrupt(format!("entry {index}: a v2 write of an unknown kind")));
+                };
+                Ok(Applied::V2(self.v2.apply(&self.kv, index, &write)?))
             }
             // Auth requests were applied above.
             Some(_) => Err(NodeError::Corrupt(format!("entry {index}: an auth request the auth store did not take"))),
@@ -549,6 +586,7 @@ impl Applier {
         }
         self.auth.reload(&self.kv)?;
         self.alarms.reload(&self.kv)?;
+        self.v2.reload(&self.kv)?;
         self.watches.jump_to(self.kv.current_revision());
         if let Some(membership) = &self.membership {
             *membership.removed_members.write() =
@@ -589,7 +627,9 @@ impl Applier {
                 ConfChangeType::RemoveNode => removed.push(single.get_node_id()),
             }
         }
-        self.kv.apply_membership(index, &added, &removed).map_err(NodeError::Mvcc)?;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let v2 = self.v2.internal(InternalWrites::added(count(added.len())).and(InternalWrites::removed(count(removed.len()))));
+        self.kv.apply_membership(index, &added, &removed, v2).map_err(NodeError::Mvcc)?;
         if let Some(membership) = &self.membership {
             for member in &added {
                 membership.current_members.write().insert(member.id);

@@ -22,13 +22,14 @@ mod proposals;
 mod quota;
 mod read_rounds;
 mod snapshots;
+mod v2keys;
 
 pub use config::{
     ClusterState, MemberConfig, CLUSTER_VERSION, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
     DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
 };
 pub use keel_raft_node::{Clock, SystemClock, TokioClock};
-pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts};
+pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts, RaftPosition};
 pub use peer::{GrpcNetwork, Network, NoNetwork, PeerHash, PeerLinks, PeerService, SnapshotReceipt};
 pub use quota::MAX_QUOTA_BYTES;
 pub use snapshots::{DirSpool, MemSpool, SnapshotShelf, SnapshotSpool, SpoolWriter};

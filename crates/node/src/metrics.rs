@@ -358,6 +358,7 @@ pub(crate) fn apply_op(request: Option<&keel_proto::keelpb::internal_raft_reques
         Some(Request::AuthRoleDelete(_)) => "AuthRoleDelete",
         Some(Request::AuthRoleGrantPermission(_)) => "AuthRoleGrantPermission",
         Some(Request::AuthRoleRevokePermission(_)) => "AuthRoleRevokePermission",
+        Some(Request::V2Write(_)) => "V2Request",
         None => "unknown",
     }
 }

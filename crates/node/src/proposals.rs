@@ -35,6 +35,8 @@ pub(crate) enum Applied {
     Alarm(AlarmResponse),
     /// An auth change; a login's token.
     Auth(Option<String>),
+    /// A v2 keys write: the store's event, or its refusal.
+    V2(Result<keel_v2store::Event, keel_v2store::V2Error>),
     /// Bookkeeping no client waits for an answer to: a member's published
     /// attributes, lease checkpoints, configuration changes.
     Internal,

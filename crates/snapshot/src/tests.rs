@@ -59,7 +59,7 @@ fn populated() -> KvStore {
         roles: vec![Role { name: b"root".to_vec(), key_permission: vec![] }],
     };
     store.apply_auth(10, &auth.encode_to_vec()).unwrap();
-    store.apply_membership(11, &[], &[0xdef]).unwrap();
+    store.apply_membership(11, &[], &[0xdef], Vec::new()).unwrap();
     store
 }
 

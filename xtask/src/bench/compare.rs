@@ -20,6 +20,7 @@ use super::lease::{self, LeasePlan, LeaseWorkload};
 use super::load::{self, Outcome};
 use super::server::{Server, Systems};
 use super::stall;
+use super::v2;
 use super::watch::{self, WatchOutcome, WatchPlan, Watched};
 use super::workload::{key, Plan, Workload};
 
@@ -35,7 +36,9 @@ pub struct CompareOptions {
     /// `<kind>-<streams>x<watchers per stream>`; kinds: put, range-l, range-s,
     /// txn-put, txn-mixed, slow-watcher, lease-keepalive, lease-grant-revoke;
     /// watch, watch-latency, watch-fanout; json-put, json-range (through
-    /// the JSON gateway, one HTTP connection per client).
+    /// the JSON gateway, one HTTP connection per client); v2-set, v2-get
+    /// (through the v2 keys API, servers started with --enable-v2, one HTTP
+    /// connection per client).
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_WORKLOADS)]
     pub workloads: Vec<WorkloadName>,
     /// Rounds per workload (each round: fresh etcd, then fresh Keel).
@@ -136,6 +139,10 @@ pub enum Kind {
     JsonPut,
     /// Linearizable range through the JSON gateway (`POST /v3/kv/range`).
     JsonRange,
+    /// Set through the v2 keys API (`PUT /v2/keys/<key>`).
+    V2Set,
+    /// Read of one key through the v2 keys API (`GET /v2/keys/<key>`).
+    V2Get,
 }
 
 impl Kind {
@@ -155,7 +162,7 @@ pub struct WorkloadName {
     pub watchers_per_stream: Option<usize>,
 }
 
-const KINDS: [(&str, Kind); 13] = [
+const KINDS: [(&str, Kind); 15] = [
     ("put", Kind::Put),
     ("range-l", Kind::RangeLinearizable),
     ("range-s", Kind::RangeSerializable),
@@ -169,6 +176,8 @@ const KINDS: [(&str, Kind); 13] = [
     ("lease-grant-revoke", Kind::LeaseGrantRevoke),
     ("json-put", Kind::JsonPut),
     ("json-range", Kind::JsonRange),
+    ("v2-set", Kind::V2Set),
+    ("v2-get", Kind::V2Get),
 ];
 
 impl FromStr for WorkloadName {
@@ -178,8 +187,8 @@ impl FromStr for WorkloadName {
         let bad = || {
             format!(
                 "{s:?}: expected <kind>-<clients>, kind one of put, range-l, range-s, txn-put, txn-mixed, slow-watcher, \
-                 lease-keepalive, lease-grant-revoke; or <kind>-<streams>x<watchers per stream>, kind one of watch, \
-                 watch-latency, watch-fanout"
+                 lease-keepalive, lease-grant-revoke, json-put, json-range, v2-set, v2-get; or \
+                 <kind>-<streams>x<watchers per stream>, kind one of watch, watch-latency, watch-fanout"
             )
         };
         let (kind, count) = s.rsplit_once('-').ok_or_else(bad)?;
@@ -211,6 +220,9 @@ pub enum Job {
     Kv(Plan),
     /// A KV plan sent through the JSON gateway, one HTTP connection per client.
     Json(Plan),
+    /// A put or point-range plan sent through the v2 keys API, one HTTP
+    /// connection per client.
+    V2(Plan),
     Watch(WatchPlan),
     /// The put plan, run with one stalled watcher (and, on other servers, without).
     SlowWatcher(Plan),
@@ -220,7 +232,7 @@ pub enum Job {
 impl Job {
     fn validate(&self) -> Result<()> {
         match self {
-            Job::Kv(plan) | Job::Json(plan) | Job::SlowWatcher(plan) => plan.validate(),
+            Job::Kv(plan) | Job::Json(plan) | Job::V2(plan) | Job::SlowWatcher(plan) => plan.validate(),
             Job::Watch(plan) => plan.validate(),
             Job::Lease(plan) => plan.validate(),
         }
@@ -295,11 +307,34 @@ impl WorkloadName {
                 Job::Json(Plan { conns: self.clients, ..kv(Workload::Put { key_space, sequential: false }) })
             }
             Kind::JsonRange => Job::Json(Plan { conns: self.clients, ..kv(range(false)) }),
+            Kind::V2Set => Job::V2(Plan { conns: self.clients, ..kv(Workload::Put { key_space, sequential: false }) }),
+            // v2 reads a key, never a range: always the first prefilled key,
+            // whatever --range-keys says. A plain GET is a local read on both
+            // systems, so which consistency the Range names does not matter.
+            Kind::V2Get => Job::V2(Plan {
+                conns: self.clients,
+                ..kv(Workload::Range {
+                    key: key(0, options.key_size),
+                    end: Vec::new(),
+                    serializable: false,
+                    limit: 0,
+                    count_only: false,
+                })
+            }),
         }
     }
 
     fn prefills(&self) -> bool {
-        matches!(self.kind, Kind::RangeLinearizable | Kind::RangeSerializable | Kind::TxnMixed | Kind::JsonRange)
+        matches!(
+            self.kind,
+            Kind::RangeLinearizable | Kind::RangeSerializable | Kind::TxnMixed | Kind::JsonRange | Kind::V2Get
+        )
+    }
+
+    /// Whether the servers must serve the v2 API (off otherwise, so that the
+    /// other workloads run on the servers' defaults).
+    fn needs_v2(&self) -> bool {
+        matches!(self.kind, Kind::V2Set | Kind::V2Get)
     }
 
     /// What each run's rate column counts.
@@ -314,7 +349,7 @@ impl WorkloadName {
     /// How much one run does: "10,000 requests", "1,000 puts, 100,000 events".
     pub fn amount(&self, options: &CompareOptions) -> String {
         match self.job(options) {
-            Job::Kv(plan) | Job::Json(plan) => format!("{} requests", thousands(plan.total)),
+            Job::Kv(plan) | Job::Json(plan) | Job::V2(plan) => format!("{} requests", thousands(plan.total)),
             Job::SlowWatcher(plan) => format!("{} puts per run", thousands(plan.total)),
             Job::Lease(plan) => format!("{} requests", thousands(plan.requests())),
             Job::Watch(plan) => format!("{} puts, {} events", thousands(plan.puts), thousands(plan.expected_events())),
@@ -325,7 +360,7 @@ impl WorkloadName {
     pub fn describe(&self, options: &CompareOptions) -> String {
         let job = self.job(options);
         let (clients, conns) = match &job {
-            Job::Kv(plan) | Job::Json(plan) | Job::SlowWatcher(plan) => (plan.clients, plan.conns),
+            Job::Kv(plan) | Job::Json(plan) | Job::V2(plan) | Job::SlowWatcher(plan) => (plan.clients, plan.conns),
             Job::Lease(plan) => (plan.clients, plan.conns),
             Job::Watch(plan) => (plan.streams, plan.conns),
         };
@@ -366,6 +401,10 @@ impl WorkloadName {
             Kind::JsonPut => format!("JSON gateway put, keys at random from {}", thousands(options.key_space_size)),
             Kind::JsonRange => {
                 format!("JSON gateway range (linearizable), 1 key of {} prefilled keys", thousands(options.prefill))
+            }
+            Kind::V2Set => format!("v2 set, keys at random from {}", thousands(options.key_space_size)),
+            Kind::V2Get => {
+                format!("v2 get (local read), 1 key of {} keys set first through v2", thousands(options.prefill))
             }
             Kind::Watch | Kind::WatchLatency | Kind::WatchFanout => match &job {
                 Job::Watch(plan) => return self.describe_watch(plan, options),
@@ -792,8 +831,11 @@ async fn measure(
 ) -> Result<(Sample, Vec<String>)> {
     // Connections dialled from here on send no token until this server's is known.
     dial::set_token(None)?;
-    let flags: Vec<String> =
+    let mut flags: Vec<String> =
         if options.auth { dial::AUTH_FLAGS.iter().map(|f| f.to_string()).collect() } else { Vec::new() };
+    if name.needs_v2() {
+        flags.push(v2::SERVER_FLAG.to_owned());
+    }
     let mut servers = Server::start_cluster(bin, root, system, options.members, options.tls, &flags)?;
     for server in &mut servers {
         server.wait_ready().await?;
@@ -806,14 +848,19 @@ async fn measure(
         dial::set_token(Some(&token))?;
     }
     if name.prefills() {
-        load::prefill(&endpoints, options.prefill, options.key_size, options.val_size)
-            .await
-            .with_context(|| system.to_owned())?;
+        // The v2 keyspace is separate from the v3 one: v2 reads need keys set through v2.
+        let prefilled = if name.needs_v2() {
+            v2::prefill(&endpoints, options.prefill, options.key_size, options.val_size).await
+        } else {
+            load::prefill(&endpoints, options.prefill, options.key_size, options.val_size).await
+        };
+        prefilled.with_context(|| system.to_owned())?;
     }
     let context = || format!("{system}: {name}");
     let mut sample = match job {
         Job::Kv(plan) => Sample::of_requests(&load::run(&endpoints, plan).await.with_context(context)?),
         Job::Json(plan) => Sample::of_requests(&super::json::run(&endpoints, plan).await.with_context(context)?),
+        Job::V2(plan) => Sample::of_requests(&v2::run(&endpoints, plan).await.with_context(context)?),
         Job::Lease(plan) => Sample::of_requests(&lease::run(&endpoints, plan).await.with_context(context)?),
         Job::Watch(plan) => Sample::of_watch(watch::run(&endpoints, plan).await.with_context(context)?),
         Job::SlowWatcher(plan) => {
@@ -851,7 +898,7 @@ mod tests {
     #[test]
     fn workload_names_round_trip() {
         let names = DEFAULT_WORKLOADS.split(',').map(str::trim);
-        for name in names.chain(["txn-mixed-16", "watch-fanout-100x100"]) {
+        for name in names.chain(["txn-mixed-16", "watch-fanout-100x100", "json-put-8", "v2-set-8", "v2-get-64"]) {
             assert_eq!(name.parse::<WorkloadName>().unwrap().to_string(), name);
         }
         let parsed: WorkloadName = "range-s-256".parse().unwrap();
@@ -873,9 +920,38 @@ mod tests {
             "watch-5x0",
             "watch-x5",
             "watch-latency",
+            "v2-8",
+            "v2-set",
+            "v2-get-0",
         ] {
             assert!(bad.parse::<WorkloadName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn v2_workloads_set_at_random_and_get_the_first_prefilled_key() {
+        let options = options(&["--range-keys", "10", "--total", "500"]);
+        let name = |name: &str| name.parse::<WorkloadName>().unwrap();
+        let Job::V2(set) = name("v2-set-64").job(&options) else { panic!("v2-set plans a v2 job") };
+        assert_eq!((set.clients, set.conns, set.total, set.val_size), (64, 64, 500, 256));
+        assert!(matches!(set.workload, Workload::Put { key_space: 100_000, sequential: false }));
+        let Job::V2(get) = name("v2-get-8").job(&options) else { panic!("v2-get plans a v2 job") };
+        assert_eq!((get.clients, get.conns), (8, 8));
+        // A point read even when the gRPC ranges cover --range-keys keys.
+        let Workload::Range { key, end, count_only, .. } = get.workload else { panic!("v2-get reads") };
+        assert_eq!((key, end, count_only), (b"00000000".to_vec(), Vec::new(), false));
+        assert!(name("v2-get-8").prefills() && !name("v2-set-8").prefills());
+        assert!(name("v2-set-1").needs_v2() && name("v2-get-1").needs_v2());
+        assert!(!name("json-put-8").needs_v2() && !name("put-8").needs_v2());
+        for workload in ["v2-set-8", "v2-get-8"] {
+            assert!(name(workload).job(&options).validate().is_ok(), "{workload}");
+        }
+        assert_eq!(name("v2-set-1").describe(&options), "v2 set, keys at random from 100,000; 1 client");
+        assert_eq!(
+            name("v2-get-64").describe(&options),
+            "v2 get (local read), 1 key of 1,000 keys set first through v2; 64 clients over 64 connections"
+        );
+        assert_eq!(name("v2-get-64").amount(&options), "500 requests");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!
 //! - [`workload`]: what each request is; keys and values, generated up front.
 //! - [`load`]: clients, connections, timing.
+//! - [`json`], [`v2`]: the put and range workloads through the JSON gateway
+//!   and through the v2 keys API, over [`http`]'s keep-alive connections
+//!   (`compare` only: `json-put-N`, `json-range-N`, `v2-set-N`, `v2-get-N`).
 //! - [`watch`], [`delivery`]: watchers, puts at a rate, and the exactly-once check.
 //! - [`stall`]: a watch stream nobody reads, beside a put load.
 //! - [`storm`]: one huge DeleteRange among many watchers, and the put latency meanwhile.
@@ -30,6 +33,7 @@ mod delivery;
 mod dial;
 mod doc;
 mod histogram;
+mod http;
 mod json;
 mod lease;
 mod load;
@@ -40,6 +44,7 @@ mod snapshot;
 mod stall;
 mod storm;
 mod summary;
+mod v2;
 mod watch;
 mod workload;
 

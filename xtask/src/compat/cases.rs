@@ -810,6 +810,204 @@ pub static CASES: &[Case] = &[
     status("endpoint-status-final-table", &["endpoint", "status", "-w", "table"]),
 ];
 
+/// The `ETCDCTL_API=2` script, run after [`CASES`] against the same pair (both servers have
+/// `--enable-v2`). etcdctl v2 first syncs its endpoints from `GET /v2/members`, then sends one
+/// HTTP request to `/v2/keys` per verb.
+///
+/// Cases build on each other's state, as above, but count v2 indexes (`X-Etcd-Index`, the
+/// `[N]` of error lines, the `Index:` line of `-o extended`), not v3 revisions: v2 and v3 writes
+/// do not move each other's counters, so nothing here shifts a `--rev` above. The v2 index is
+/// not reset between the scripts: a fresh member's bootstrap makes 3 internal writes (its
+/// `raftAttributes`, its `attributes`, the cluster version), and the membership section of
+/// [`CASES`] 4 more (learner added +1, updated +1, removed +2), so this script starts at index
+/// 7; the comments give the index each write takes. Indexes are not masked: Keel counts them as
+/// etcd does. Appending is safe; inserting a write shifts every later `[N]`.
+///
+/// Deterministic output only: listings of directories with more than one child use `--sort`
+/// (the server lists children in Go map order otherwise); TTLs are long (3000 s, so nothing
+/// expires during the run) and keys with one are never printed in `-o json` (the
+/// `expiration` timestamp), and in `-o extended` only by the write that set the TTL (`TTL:`
+/// then is the full TTL; later reads count down). Watches run as in the v3 watch cases: the
+/// watch in the background, the write in the foreground; a one-shot `watch` exits by itself
+/// after its event (`exit 0`), `watch --forever` and `exec-watch` are killed (`still
+/// watching`). Expiry and the 1000-event history (401) are timing- or volume-bound and are
+/// covered by `crates/server/tests/v2.rs` instead.
+#[rustfmt::skip]
+pub static V2_CASES: &[Case] = &[
+    // ---- A member whose v2 store holds only etcd's own /0 keys (index 7).
+    case("v2-get-missing", &["get", "/nokey"]),
+    case("v2-get-missing-json", &["-o", "json", "get", "/nokey"]),
+    case("v2-ls-root-empty", &["ls"]),
+    case("v2-ls-root-empty-json", &["-o", "json", "ls"]),
+    // ---- set
+    case("v2-set", &["set", "/foo", "bar"]), // 8
+    case("v2-set-overwrite-json", &["-o", "json", "set", "/foo", "bar2"]), // 9
+    case("v2-set-overwrite-extended", &["-o", "extended", "set", "/foo", "bar3"]), // 10
+    case("v2-set-ttl-extended", &["-o", "extended", "set", "/ttl1", "v", "--ttl", "3000"]), // 11
+    case("v2-set-ttl-flag-between", &["set", "/p6", "--ttl", "3000", "v"]), // 12
+    case("v2-set-ttl-flag-equals", &["-o", "extended", "set", "/p4", "v", "--ttl=3000"]), // 13
+    case("v2-set-swap-with-value", &["set", "/foo", "new", "--swap-with-value", "bar3"]), // 14
+    case("v2-set-swap-with-value-wrong", &["set", "/foo", "new2", "--swap-with-value", "wrong"]),
+    case("v2-set-swap-with-value-wrong-json", &["-o", "json", "set", "/foo", "new2", "--swap-with-value", "wrong"]),
+    case("v2-set-swap-with-index-wrong", &["set", "/foo", "new3", "--swap-with-index", "1"]),
+    case("v2-set-swap-both-index-wrong", &["set", "/foo", "new3", "--swap-with-index", "9", "--swap-with-value", "new"]),
+    case("v2-set-swap-with-index-extended", &["-o", "extended", "set", "/foo", "new4", "--swap-with-index", "14"]), // 15
+    case("v2-set-swap-missing-key", &["set", "/nokey", "x", "--swap-with-value", "y"]),
+    case("v2-set-empty-value", &["set", "/ev", ""]), // 16
+    case("v2-set-value-required", &["set", "/foo"]),
+    case("v2-set-key-required", &["set"]),
+    case("v2-set-dash-value", &["set", "/p1", "-5"]), // 17
+    case("v2-set-dash-value-after-delimiter", &["set", "/p3", "--", "-5"]), // 18
+    case("v2-set-extra-args-ignored", &["set", "/p8", "a", "b", "c"]), // 19
+    case("v2-set-space-and-ampersand-json", &["-o", "json", "set", "/sp ace", "a b&c<d>"]), // 20
+    case("v2-set-under-file", &["set", "/foo/child", "x"]),
+    // ---- mkdir, and set on a directory
+    case("v2-mkdir", &["mkdir", "/adir"]), // 21
+    case("v2-set-on-dir", &["set", "/adir", "v"]),
+    case("v2-mkdir-existing", &["mkdir", "/adir"]),
+    case("v2-mkdir-on-file", &["mkdir", "/foo"]),
+    case("v2-mkdir-json", &["-o", "json", "mkdir", "/d2"]), // 22
+    case("v2-mkdir-ttl-extended", &["-o", "extended", "mkdir", "/d2t", "--ttl", "3000"]), // 23
+    case("v2-set-in-dir", &["set", "/adir/x", "1"]), // 24
+    // ---- get (index 24)
+    case("v2-get", &["get", "/foo"]),
+    case("v2-get-extended", &["-o", "extended", "get", "/foo"]),
+    case("v2-get-json", &["-o", "json", "get", "/foo"]),
+    case("v2-get-trailing-slash", &["get", "foo/"]),
+    case("v2-get-dir", &["get", "/adir"]),
+    case("v2-get-dir-json", &["-o", "json", "get", "/adir"]),
+    case("v2-get-sort-quorum", &["get", "--sort", "--quorum", "/foo"]),
+    case("v2-get-through-file", &["get", "/foo/child"]),
+    case("v2-get-key-required", &["get"]),
+    case("v2-get-unsupported-output", &["-o", "bogus", "get", "/p1"]),
+    case("v2-get-empty-value-extended", &["-o", "extended", "get", "/ev"]),
+    // ---- update
+    case("v2-update", &["update", "/foo", "upd"]), // 25
+    case("v2-update-ttl-extended", &["-o", "extended", "update", "/foo", "upd2", "--ttl", "3000"]), // 26
+    case("v2-update-removes-ttl", &["update", "/foo", "upd3"]), // 27
+    case("v2-get-after-update-json", &["-o", "json", "get", "/foo"]),
+    case("v2-update-missing", &["update", "/nokey", "upd"]),
+    case("v2-update-dir", &["update", "/adir", "upd"]),
+    case("v2-update-value-required", &["update", "/foo"]),
+    // ---- mk
+    case("v2-mk", &["mk", "/newk", "v1"]), // 28
+    case("v2-mk-existing", &["mk", "/newk", "v2"]),
+    case("v2-mk-existing-json", &["-o", "json", "mk", "/newk", "v2"]),
+    case("v2-mk-on-dir", &["mk", "/adir", "v"]),
+    case("v2-mk-ttl-extended", &["-o", "extended", "mk", "/newk2", "v", "--ttl", "3000"]), // 29
+    case("v2-mk-in-order", &["mk", "--in-order", "/q", "job1"]), // 30
+    case("v2-mk-in-order-json", &["-o", "json", "mk", "--in-order", "/q", "job2"]), // 31
+    // urfave/cli reordering: the boolean --in-order swallows /q, flag parsing stops there and
+    // `--ttl` becomes the value.
+    case("v2-mk-in-order-flag-swallowed-json", &["-o", "json", "mk", "--in-order", "/q", "job3", "--ttl", "50"]), // 32
+    case("v2-mk-in-order-under-file", &["mk", "--in-order", "/foo", "x"]),
+    case("v2-ls-in-order-sorted", &["ls", "--sort", "/q"]),
+    // ---- setdir and updatedir
+    case("v2-setdir", &["setdir", "/d3"]), // 33
+    case("v2-setdir-existing-dir", &["setdir", "/d3"]),
+    case("v2-setdir-on-file-json", &["-o", "json", "setdir", "/p1"]), // 34
+    case("v2-updatedir-ttl-extended", &["-o", "extended", "updatedir", "/d3", "--ttl", "3000"]), // 35
+    case("v2-updatedir-removes-ttl", &["updatedir", "/d3"]), // 36
+    // The directory keeps its modifiedIndex (33) through TTL updates.
+    case("v2-ls-updated-dir-json", &["-o", "json", "ls", "/d3"]),
+    case("v2-updatedir-json", &["-o", "json", "updatedir", "/d3"]), // 37
+    case("v2-updatedir-missing", &["updatedir", "/nodir"]),
+    // On a file: an update with an empty value.
+    case("v2-updatedir-on-file-json", &["-o", "json", "updatedir", "/p8"]), // 38
+    // ---- rm and rmdir
+    case("v2-rm-seed-k1", &["set", "/r/k1", "v1"]), // 39
+    case("v2-rm-seed-k2", &["set", "/r/k2", "v2"]), // 40
+    case("v2-rm-seed-sub", &["set", "/r/sub/a", "1"]), // 41
+    case("v2-rm-seed-empty", &["mkdir", "/r/empty"]), // 42
+    case("v2-rm-seed-k4", &["set", "/r/k4", "v4"]), // 43
+    case("v2-rm", &["rm", "/r/k1"]), // 44
+    case("v2-rm-missing", &["rm", "/r/k1"]),
+    case("v2-rm-missing-json", &["-o", "json", "rm", "/r/k1"]),
+    case("v2-rm-extended", &["-o", "extended", "rm", "/r/k2"]), // 45
+    case("v2-rm-dir-without-flag", &["rm", "/r/sub"]),
+    case("v2-rm-dir-not-empty", &["rm", "--dir", "/r/sub"]),
+    case("v2-rm-dir-empty", &["rm", "--dir", "/r/empty"]), // 46
+    case("v2-rm-recursive", &["rm", "--recursive", "/r/sub"]), // 47
+    case("v2-rm-with-value-wrong", &["rm", "--with-value", "wrong", "/r/k4"]),
+    case("v2-rm-with-index-wrong", &["rm", "--with-index", "1", "/r/k4"]),
+    case("v2-rm-with-value-json", &["-o", "json", "rm", "--with-value", "v4", "/r/k4"]), // 48
+    case("v2-rm-seed-k5", &["set", "/r/k5", "v5"]), // 49
+    case("v2-rm-with-both-index-wrong", &["rm", "--with-index", "1", "--with-value", "v5", "/r/k5"]),
+    // compareAndDelete prints an empty line in simple output.
+    case("v2-rm-with-index", &["rm", "--with-index", "49", "/r/k5"]), // 50
+    case("v2-rm-seed-k6", &["set", "/r/k6", "v6"]), // 51
+    case("v2-rm-dir-flag-on-file", &["rm", "--dir", "/r/k6"]), // 52
+    case("v2-rm-root", &["rm", "/"]),
+    case("v2-rm-key-required", &["rm"]),
+    case("v2-rmdir-seed", &["mkdir", "/r/e2"]), // 53
+    case("v2-rmdir", &["rmdir", "/r/e2"]), // 54
+    case("v2-rmdir-missing-parent", &["rmdir", "/nop/k5"]),
+    case("v2-rmdir-not-empty", &["rmdir", "/adir"]),
+    case("v2-rmdir-missing-json", &["-o", "json", "rmdir", "/r/nothere"]),
+    case("v2-rmdir-json", &["-o", "json", "rmdir", "/d2"]), // 55
+    case("v2-rm-recursive-extended", &["-o", "extended", "rm", "-r", "/r"]), // 56
+    // ---- ls: /ls holds b, a/x, c, e/ and a hidden _h, which no listing shows.
+    case("v2-ls-seed-b", &["set", "/ls/b", "1"]), // 57
+    case("v2-ls-seed-a-x", &["set", "/ls/a/x", "2"]), // 58
+    case("v2-ls-seed-c", &["set", "/ls/c", "3"]), // 59
+    case("v2-ls-seed-e", &["mkdir", "/ls/e"]), // 60
+    case("v2-ls-seed-hidden", &["set", "/ls/_h", "secret"]), // 61
+    case("v2-ls-sort", &["ls", "--sort", "/ls"]),
+    case("v2-ls-sort-recursive", &["ls", "--sort", "--recursive", "/ls"]),
+    case("v2-ls-sort-recursive-slash", &["ls", "--sort", "-r", "-p", "/ls"]),
+    case("v2-ls-slash-sort", &["ls", "-p", "--sort", "/ls"]),
+    case("v2-ls-flags-after-key", &["ls", "/ls", "-r", "--sort"]),
+    case("v2-ls-file", &["ls", "/ls/b"]),
+    case("v2-ls-file-json", &["-o", "json", "ls", "/ls/b"]),
+    case("v2-ls-single-child", &["ls", "/ls/a"]),
+    case("v2-ls-empty-dir", &["ls", "/ls/e"]),
+    case("v2-ls-extended", &["-o", "extended", "ls", "--sort", "/ls"]),
+    case("v2-ls-json", &["-o", "json", "ls", "--sort", "/ls"]),
+    case("v2-ls-recursive-json", &["-o", "json", "ls", "--sort", "-r", "/ls"]),
+    case("v2-ls-quorum", &["ls", "--quorum", "/ls/c"]),
+    case("v2-ls-missing", &["ls", "/nokey"]),
+    case("v2-get-hidden", &["get", "/ls/_h"]),
+    case("v2-ls-root-sorted", &["ls", "--sort", "-p"]),
+    case("v2-ls-root-recursive-sorted", &["ls", "--sort", "-r", "/"]),
+    // ---- watch: a one-shot watch in the background (it prints its first event and exits), the
+    // write in the foreground.
+    watching("v2-watch-set", &["watch", "/w1"], &["set", "/w1", "first"]), // 62
+    watching("v2-watch-ignores-others", &["watch", "/w1"], &["set", "/w1x", "other"]), // 63
+    watching("v2-watch-after-index", &["watch", "--after-index", "61", "/w1"], &[]),
+    watching("v2-watch-after-index-json", &["-o", "json", "watch", "--after-index", "61", "/w1"], &[]),
+    // Index: the X-Etcd-Index of the watch's response, the index when it was registered.
+    watching("v2-watch-after-index-extended", &["-o", "extended", "watch", "--after-index", "61", "/w1"], &[]),
+    watching("v2-watch-after-index-from-start", &["watch", "--after-index", "2", "/w1"], &[]),
+    watching("v2-watch-recursive", &["watch", "-r", "/w2"], &["set", "/w2/a", "1"]), // 64
+    // Directory events are skipped: the watch goes on.
+    watching("v2-watch-recursive-skips-dir", &["watch", "-r", "/w2"], &["mkdir", "/w2/d"]), // 65
+    watching("v2-watch-update", &["watch", "/w2/a"], &["update", "/w2/a", "2"]), // 66
+    watching("v2-watch-delete", &["watch", "/w1"], &["rm", "/w1"]), // 67
+    watching("v2-watch-delete-extended", &["-o", "extended", "watch", "/w2/a"], &["rm", "/w2/a"]), // 68
+    watching("v2-watch-compare-and-delete", &["watch", "/w1x"], &["rm", "--with-value", "other", "/w1x"]), // 69
+    // A watcher on a key inside a directory gets the directory's deletion, an event on a
+    // directory, which etcdctl skips: the watch goes on.
+    watching("v2-watch-parent-deleted", &["watch", "/w2/d/k"], &["rm", "-r", "/w2"]), // 70
+    // Hidden keys below a recursive watch are not reported.
+    watching("v2-watch-recursive-hidden", &["watch", "-r", "/ls"], &["set", "/ls/_h", "s2"]), // 71
+    watching("v2-watch-hidden-key", &["watch", "/ls/_h"], &["set", "/ls/_h", "s3"]), // 72
+    // History from 62 on, then live: the dir create (65) is skipped, and so are the hidden keys
+    // only when live.
+    watching("v2-watch-forever-history", &["watch", "--forever", "-r", "--after-index", "61", "/"], &[]),
+    watching("v2-watch-forever-live", &["watch", "--forever", "/w3"], &["set", "/w3", "x"]), // 73
+    case("v2-watch-key-required", &["watch"]),
+    // exec-watch takes the key last; the command's output is the background's stdout.
+    watching(
+        "v2-exec-watch",
+        &["exec-watch", "sh", "-c", "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_MODIFIED_INDEX \"$ETCD_WATCH_VALUE\"", "/w3"],
+        &["set", "/w3", "y"],
+    ), // 74
+    case("v2-exec-watch-missing-command", &["exec-watch", "/w3"]),
+    // ---- Final state.
+    case("v2-ls-final", &["ls", "--sort", "-r", "-p", "/"]),
+    case("v2-get-final-error-index", &["get", "/nokey"]),
+];
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -854,6 +1052,68 @@ mod tests {
                     case.id
                 );
                 assert!(captured.insert(var), "{} captures {var} again", case.id);
+            }
+        }
+    }
+
+    #[test]
+    fn v2_ids_are_prefixed_and_unique_across_both_scripts() {
+        let mut seen: HashSet<&str> = CASES.iter().map(|c| c.id).collect();
+        for case in V2_CASES {
+            assert!(case.id.starts_with("v2-"), "v2 case id {:?} lacks the v2- prefix", case.id);
+            assert!(
+                case.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "case id {:?} is not kebab-case",
+                case.id
+            );
+            assert!(seen.insert(case.id), "duplicate case id {}", case.id);
+        }
+        assert!(V2_CASES.len() >= 40, "only {} v2 cases", V2_CASES.len());
+    }
+
+    #[test]
+    fn v2_cases_are_plain_etcdctl_v2_invocations() {
+        for case in V2_CASES {
+            // Nothing to capture or rewrite: v2 output carries no lease, member or cluster id.
+            assert_eq!(case.kind, Kind::Plain, "{}", case.id);
+            assert!(case.capture.is_none() && case.stdin.is_none(), "{}", case.id);
+            if let Some(watching) = case.watching {
+                assert!(
+                    watching.stdin.is_none() && !watching.interrupt && watching.held.is_none(),
+                    "{}: a v2 watch is one-shot or killed",
+                    case.id
+                );
+            }
+            // v3-only global flags: etcdctl v2 would take them for arguments.
+            for args in [case.args].into_iter().chain(case.watching.map(|w| w.args)) {
+                assert!(
+                    !args.iter().any(|a| *a == "-w" || a.starts_with("--write-out") || a.starts_with("--prefix")),
+                    "{}: {args:?} is v3 syntax",
+                    case.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn v2_listings_without_sort_show_at_most_one_node() {
+        // The server lists a directory's children in Go map order unless `sorted=true`; these
+        // list a file, a missing key, or a directory of at most one child (checked by hand).
+        const AT_MOST_ONE: &[&str] = &[
+            "v2-ls-root-empty",
+            "v2-ls-root-empty-json",
+            "v2-ls-updated-dir-json",
+            "v2-ls-file",
+            "v2-ls-file-json",
+            "v2-ls-single-child",
+            "v2-ls-empty-dir",
+            "v2-ls-quorum",
+            "v2-ls-missing",
+        ];
+        for case in V2_CASES {
+            let Some(verb) = case.args.iter().position(|a| *a == "ls") else { continue };
+            if !case.args[verb..].contains(&"--sort") {
+                assert!(AT_MOST_ONE.contains(&case.id), "{}: `ls` without --sort lists in random order", case.id);
             }
         }
     }

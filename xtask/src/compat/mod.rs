@@ -1,7 +1,8 @@
 //! `cargo xtask compat`: the differential compatibility suite.
 //!
-//! Starts a fresh real etcd (the reference) and a fresh Keel (the candidate), runs the same
-//! etcdctl script ([`cases::CASES`]) against both, normalises what legitimately differs
+//! Starts a fresh real etcd (the reference) and a fresh Keel (the candidate), both with
+//! `--enable-v2`, runs the same etcdctl script ([`cases::CASES`], then the `ETCDCTL_API=2`
+//! script [`cases::V2_CASES`]) against both, normalises what legitimately differs
 //! ([`normalise`]) and diffs the rest. A difference fails the run unless `docs/compat.md`
 //! lists the case under "Known differences" ([`known`]). `--only etcd` runs the reference
 //! against a second fresh etcd instead, which must produce no difference at all: that checks
@@ -24,9 +25,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::cargo;
-use cases::{Case, CASES};
+use cases::{Case, CASES, V2_CASES};
 use known::KnownDifferences;
-use runner::{Background, Etcdctl, Outcome, StopOrder};
+use runner::{Api, Background, Etcdctl, Outcome, StopOrder};
 use server::Server;
 use session::Session;
 
@@ -113,6 +114,20 @@ pub fn run(opts: &Options) -> Result<()> {
             )?;
             tally.record(case, &etcdctl, verdict, &allowed, opts);
         }
+        // The v2 script, on the same pair: v2 writes leave v3 revisions alone, and the v3
+        // script's membership changes are what the v2 index starts from.
+        let etcdctl_v2 = etcdctl.with_api(Api::V2);
+        eprintln!("running {} ETCDCTL_API=2 cases", V2_CASES.len());
+        for case in V2_CASES {
+            let verdict = run_case(
+                case,
+                &etcdctl_v2,
+                [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
+                &allowed,
+                opts,
+            )?;
+            tally.record(case, &etcdctl_v2, verdict, &allowed, opts);
+        }
     }
 
     // The TLS matrix: a server pair per group, started with the group's flags.
@@ -162,9 +177,9 @@ fn start_pair(
     Ok((reference, candidate))
 }
 
-/// Every case id `docs/compat.md` may name: the script's and the TLS matrix's.
+/// Every case id `docs/compat.md` may name: the scripts' (v3 and v2) and the TLS matrix's.
 fn all_cases() -> impl Iterator<Item = &'static Case> {
-    CASES.iter().chain(tls::cases())
+    CASES.iter().chain(V2_CASES).chain(tls::cases())
 }
 
 #[derive(Default)]
@@ -305,6 +320,9 @@ fn describe(case: &Case, etcdctl: &Etcdctl) -> String {
     let mut text = String::new();
     if etcdctl.scheme() != "http" || !etcdctl.transport().is_empty() {
         text.push_str(&format!("[{}://, {}] ", etcdctl.scheme(), etcdctl.transport().join(" ")));
+    }
+    if etcdctl.api() == Api::V2 {
+        text.push_str("ETCDCTL_API=2 ");
     }
     if let Some(watching) = &case.watching {
         text.push_str(&format!("etcdctl {}", watching.args.join(" ")));

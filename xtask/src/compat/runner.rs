@@ -12,6 +12,9 @@ use anyhow::{Context, Result};
 const HARD_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: &str = "--command-timeout=5s";
 const DIAL_TIMEOUT: &str = "--dial-timeout=2s";
+/// etcdctl v2's per-request header timeout and whole-command timeout (its defaults, spelt out;
+/// a v2 `watch` is not bound by either).
+const V2_TIMEOUTS: [&str; 2] = ["--timeout=2s", "--total-timeout=5s"];
 /// How long a background watch gets to connect, and its events to arrive. etcdctl says
 /// nothing when its watch is in place, so the harness can only wait.
 const WATCH_SETTLE: Duration = Duration::from_millis(700);
@@ -56,9 +59,18 @@ impl Outcome {
     }
 }
 
+/// Which etcdctl API a case speaks: `ETCDCTL_API=3` (gRPC), or `ETCDCTL_API=2` (the v2 keys
+/// API over HTTP, which needs `--enable-v2` on the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    V3,
+    V2,
+}
+
 #[derive(Debug, Clone)]
 pub struct Etcdctl {
     bin: PathBuf,
+    api: Api,
     /// The endpoint URL's scheme: `http`, or `https` for the TLS matrix.
     scheme: &'static str,
     /// Global flags before the command (`--cacert`, `--cert`, `--key`, ...).
@@ -67,12 +79,21 @@ pub struct Etcdctl {
 
 impl Etcdctl {
     pub fn new(bin: PathBuf) -> Self {
-        Self { bin, scheme: "http", transport: Vec::new() }
+        Self { bin, api: Api::V3, scheme: "http", transport: Vec::new() }
     }
 
     /// The same etcdctl dialling `<scheme>://` endpoints with the global `flags` (TLS options).
     pub fn with_transport(&self, scheme: &'static str, flags: Vec<String>) -> Self {
-        Self { bin: self.bin.clone(), scheme, transport: flags }
+        Self { bin: self.bin.clone(), api: self.api, scheme, transport: flags }
+    }
+
+    /// The same etcdctl speaking `api` (`ETCDCTL_API=2` for the v2 cases).
+    pub fn with_api(&self, api: Api) -> Self {
+        Self { bin: self.bin.clone(), api, scheme: self.scheme, transport: self.transport.clone() }
+    }
+
+    pub fn api(&self) -> Api {
+        self.api
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -83,8 +104,9 @@ impl Etcdctl {
         &self.transport
     }
 
-    /// Runs `etcdctl --endpoints=<scheme>://<client_addr> <transport flags> <args>` with the v3
-    /// API, feeding `stdin` (closed immediately when `None`).
+    /// Runs `etcdctl --endpoints=<scheme>://<client_addr> <timeouts> <transport flags> <args>`
+    /// with this etcdctl's API (v3 unless [`Etcdctl::with_api`] said otherwise), feeding `stdin`
+    /// (closed immediately when `None`).
     pub fn run(&self, client_addr: &str, args: &[&str], stdin: Option<&str>) -> Result<Outcome> {
         let mut child = self.spawn(client_addr, args, stdin.is_some())?;
         if let Some(input) = stdin {
@@ -164,9 +186,13 @@ impl Etcdctl {
                 cmd.env_remove(name);
             }
         }
-        cmd.env("ETCDCTL_API", "3")
+        let (api, timeouts) = match self.api {
+            Api::V3 => ("3", [COMMAND_TIMEOUT, DIAL_TIMEOUT]),
+            Api::V2 => ("2", V2_TIMEOUTS),
+        };
+        cmd.env("ETCDCTL_API", api)
             .arg(format!("--endpoints={}://{client_addr}", self.scheme))
-            .args([COMMAND_TIMEOUT, DIAL_TIMEOUT])
+            .args(timeouts)
             .args(&self.transport)
             .args(args)
             .stdin(if piped_stdin { Stdio::piped() } else { Stdio::null() })

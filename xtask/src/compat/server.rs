@@ -1,5 +1,6 @@
 //! A server process under test: a fresh data dir, free loopback ports, and a guard that kills
-//! the process and removes its directory on drop (also when unwinding from a panic).
+//! the process and removes its directory on drop (also when unwinding from a panic). Every
+//! server serves the v2 API too (`--enable-v2`), which the `ETCDCTL_API=2` cases use.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -49,7 +50,10 @@ impl Server {
         cmd.arg(format!("--name={MEMBER_NAME}"))
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"));
+            .arg(format!("--advertise-client-urls={client_url}"))
+            // etcdctl v2 syncs its endpoints from `/v2/members` first: the advertised client URL
+            // is the one it then talks to.
+            .arg("--enable-v2");
         // Both get the same peer flags, so member ids are computed alike and
         // `member list` shows the same shape.
         let peer_addr = format!("127.0.0.1:{}", ports[1]);

@@ -38,10 +38,15 @@ pub enum Keyspace {
     /// Member id (8 bytes big-endian) -> prost-encoded `etcdserverpb::Member`
     /// (etcd's `members` bucket): the cluster's membership as applied.
     Members,
+    /// The v2 keys API's store (`keel-v2store`'s records: nodes, the event
+    /// history, the index). etcd keeps it outside its backend, so no etcd
+    /// bucket corresponds and snapshots in etcd's format leave it out.
+    V2,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 4] = [Keyspace::Revisions, Keyspace::Meta, Keyspace::Leases, Keyspace::Members];
+    pub const ALL: [Keyspace; 5] =
+        [Keyspace::Revisions, Keyspace::Meta, Keyspace::Leases, Keyspace::Members, Keyspace::V2];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +54,7 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Leases => "lease",
             Keyspace::Members => "members",
+            Keyspace::V2 => "v2",
         }
     }
 
@@ -58,6 +64,7 @@ impl Keyspace {
             Keyspace::Meta => 1,
             Keyspace::Leases => 2,
             Keyspace::Members => 3,
+            Keyspace::V2 => 4,
         }
     }
 }

@@ -99,11 +99,13 @@ impl RocksBackend {
         let meta_cf = self.cf(Keyspace::Meta)?;
         let lease_cf = self.cf(Keyspace::Leases)?;
         let members_cf = self.cf(Keyspace::Members)?;
+        let v2_cf = self.cf(Keyspace::V2)?;
         let cf_of = |space: Keyspace| match space {
             Keyspace::Revisions => key_cf,
             Keyspace::Meta => meta_cf,
             Keyspace::Leases => lease_cf,
             Keyspace::Members => members_cf,
+            Keyspace::V2 => v2_cf,
         };
         for op in batch.ops() {
             match op {

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use keel_proto::etcdserverpb::Member;
 use prost::Message;
 
-use super::{meta, put_consistent_index, KvStore};
+use super::v2::put_v2_records;
+use super::{meta, put_consistent_index, KvStore, V2Record};
 use crate::backend::{Keyspace, WriteBatch};
 use crate::error::MvccError;
 
@@ -82,6 +83,7 @@ impl KvStore {
         member_id: u64,
         name: &str,
         client_urls: &[String],
+        v2: Vec<V2Record>,
     ) -> Result<(), MvccError> {
         let _serialised = self.state.upgradable_read();
         let mut batch = WriteBatch::with_capacity(2);
@@ -91,6 +93,7 @@ impl KvStore {
             member.client_ur_ls = client_urls.to_vec();
             batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
         }
+        put_v2_records(&mut batch, v2);
         put_consistent_index(&mut batch, index);
         self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
@@ -100,7 +103,13 @@ impl KvStore {
     /// A configuration change at raft index `index`: `added` members are
     /// written (an existing one keeps the name and client URLs it
     /// published unless `added` has them), `removed` ids deleted.
-    pub fn apply_membership(&self, index: u64, added: &[Member], removed: &[u64]) -> Result<(), MvccError> {
+    pub fn apply_membership(
+        &self,
+        index: u64,
+        added: &[Member],
+        removed: &[u64],
+        v2: Vec<V2Record>,
+    ) -> Result<(), MvccError> {
         let _serialised = self.state.upgradable_read();
         let mut batch = WriteBatch::with_capacity(added.len() + removed.len() + 1);
         for member in added {
@@ -120,6 +129,7 @@ impl KvStore {
             batch.delete(Keyspace::Members, id.to_be_bytes());
             batch.put(Keyspace::Members, removed_key(*id), Vec::new());
         }
+        put_v2_records(&mut batch, v2);
         put_consistent_index(&mut batch, index);
         self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);
@@ -140,7 +150,13 @@ impl KvStore {
     }
 
     /// Sets a member's peer URLs (MemberUpdate), at raft index `index`.
-    pub fn apply_member_peer_urls(&self, index: u64, member_id: u64, peer_urls: &[String]) -> Result<(), MvccError> {
+    pub fn apply_member_peer_urls(
+        &self,
+        index: u64,
+        member_id: u64,
+        peer_urls: &[String],
+        v2: Vec<V2Record>,
+    ) -> Result<(), MvccError> {
         let _serialised = self.state.upgradable_read();
         let mut batch = WriteBatch::with_capacity(2);
         if let Some(bytes) = self.backend.get(Keyspace::Members, &member_id.to_be_bytes())? {
@@ -148,6 +164,7 @@ impl KvStore {
             member.peer_ur_ls = peer_urls.to_vec();
             batch.put(Keyspace::Members, member_id.to_be_bytes(), member.encode_to_vec());
         }
+        put_v2_records(&mut batch, v2);
         put_consistent_index(&mut batch, index);
         self.write_batch(batch)?;
         self.consistent_index.store(index, Ordering::Release);

@@ -27,10 +27,12 @@ mod hash;
 mod lease;
 mod members;
 mod snapshot;
+mod v2;
 
 pub use lease::{LeaseRecord, RevokeOutcome};
 pub use members::Identity;
 pub use snapshot::{SnapshotPieces, StoreCheckpoint};
+pub use v2::V2Record;
 mod ops;
 mod restore;
 mod tx;

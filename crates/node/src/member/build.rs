@@ -231,6 +231,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     let lessor = Arc::new(Mutex::new(restore_lessor(&config, &kv)?));
     let auth = Arc::new(AuthStore::restore(&kv, config.auth.clone())?);
     let alarms = Arc::new(Alarms::restore(&kv)?);
+    let v2 = Arc::new(crate::v2keys::V2Keys::load(&kv)?);
     let waiters = Arc::new(Waiters::default());
     let applied = Arc::new(AtomicU64::new(applied_index));
     let history = Arc::new(StoreHistory(kv.clone()));
@@ -276,6 +277,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         .with_lease_clock(lease_clock)
         .with_metrics(metrics.clone())
         .with_alarms(alarms.clone())
+        .with_v2(v2.clone())
         .with_membership(Membership {
             member_id,
             links: links.clone(),
@@ -354,6 +356,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         lessor,
         auth,
         alarms,
+        v2,
         watches,
         raft,
         proposals,

@@ -12,6 +12,7 @@ mod corruption;
 mod kv;
 mod lease;
 mod maintenance;
+mod v2;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use parking_lot::Mutex;
 
 pub use build::{MemberStepper, Offload, Parts};
 pub use maintenance::MemberStatus;
+pub use v2::RaftPosition;
 
 use crate::auth::AuthStore;
 use crate::config::MemberConfig;
@@ -45,6 +47,8 @@ pub struct Member {
     lessor: Arc<Mutex<Lessor>>,
     auth: Arc<AuthStore>,
     alarms: Arc<crate::alarms::Alarms>,
+    /// The v2 keys API's store.
+    v2: Arc<crate::v2keys::V2Keys>,
     watches: Arc<WatchHub>,
     raft: RaftHandle,
     proposals: Proposals,

@@ -151,11 +151,18 @@ impl Etcd {
 /// Starts every member of `plan` on `data_dirs[i]` and waits until each is
 /// healthy.
 pub fn start_etcd_cluster(plan: &Plan, data_dirs: &[PathBuf], logs: &Path) -> Vec<Etcd> {
+    start_etcd_cluster_with(plan, data_dirs, logs, &[])
+}
+
+/// As [`start_etcd_cluster`], every member also getting `extra` flags (such
+/// as `--enable-v2`).
+pub fn start_etcd_cluster_with(plan: &Plan, data_dirs: &[PathBuf], logs: &Path, extra: &[&str]) -> Vec<Etcd> {
     let members: Vec<Etcd> = (0..plan.names.len())
         .map(|i| {
             let log = logs.join(format!("etcd-{}.log", plan.names[i]));
             let child = Command::new("etcd")
                 .args(plan.member_flags(i))
+                .args(extra)
                 .arg("--data-dir")
                 .arg(&data_dirs[i])
                 .stdout(Stdio::null())
