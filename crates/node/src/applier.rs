@@ -430,9 +430,7 @@ impl Applier {
             }
             Some(Request::MemberUpdate(update)) => {
                 let v2 = self.v2.internal(InternalWrites::UPDATED);
-                self.kv
-                    .apply_member_peer_urls(index, update.id, &update.peer_ur_ls, v2)
-                    .map_err(NodeError::Mvcc)?;
+                self.kv.apply_member_peer_urls(index, update.id, &update.peer_ur_ls, v2).map_err(NodeError::Mvcc)?;
                 if let (Some(membership), Some(url)) = (&self.membership, update.peer_ur_ls.first()) {
                     membership.links.add(update.id, url);
                 }
@@ -453,13 +451,7 @@ impl Applier {
                 };
                 let v2 = self.v2.internal(writes);
                 self.kv
-                    .apply_member_attributes(
-                        index,
-                        attributes.member_id,
-                        &attributes.name,
-                        &attributes.client_urls,
-                        v2,
-                    )
+                    .apply_member_attributes(index, attributes.member_id, &attributes.name, &attributes.client_urls, v2)
                     .map_err(NodeError::Mvcc)?;
                 Ok(Applied::Internal)
             }
@@ -628,7 +620,9 @@ impl Applier {
             }
         }
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let v2 = self.v2.internal(InternalWrites::added(count(added.len())).and(InternalWrites::removed(count(removed.len()))));
+        let v2 = self
+            .v2
+            .internal(InternalWrites::added(count(added.len())).and(InternalWrites::removed(count(removed.len()))));
         self.kv.apply_membership(index, &added, &removed, v2).map_err(NodeError::Mvcc)?;
         if let Some(membership) = &self.membership {
             for member in &added {

@@ -248,3 +248,59 @@ async fn a_gateway_watch_ends_with_its_client() {
     })
     .await;
 }
+
+/// A large answer streams: a snapshot of a store of several MiB comes
+/// through the gateway as many `{"result":…}` messages of at most one
+/// chunk each, never as one body the member built in memory first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_snapshot_streams_through_the_gateway_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(dir.path()).await;
+    // 48 values of 96 KiB (base64 of 72 KiB of varied bytes each).
+    for i in 0..48u32 {
+        let value: String = (0..96 * 1024u32)
+            .map(|j| {
+                char::from(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                        [((i * 7 + j * 13) % 64) as usize],
+                )
+            })
+            .collect();
+        let key = base64_of(format!("k{i:04}").as_bytes());
+        let body = format!(r#"{{"key":"{key}","value":"{value}"}}"#);
+        let (status, answer) = http_exchange(keel.port, "POST", "/v3/kv/put", &[], &body).await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, streamed) =
+        http_stream(keel.port, "/v3/maintenance/snapshot", "{}", std::time::Duration::from_secs(20)).await.unwrap();
+    assert_eq!(status, 200);
+    let mut total = 0usize;
+    let messages: Vec<Value> =
+        streamed.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    for message in &messages {
+        let blob = message.pointer("/result/blob").and_then(Value::as_str).unwrap_or_default();
+        // base64: 4 characters per 3 bytes; one chunk is at most 32 KiB.
+        assert!(blob.len() <= 32 * 1024 * 4 / 3 + 4, "a message of {} base64 bytes", blob.len());
+        total += blob.len() * 3 / 4;
+    }
+    assert!(messages.len() > 64, "{} messages", messages.len());
+    assert!(total > 3 * 1024 * 1024, "{total} bytes streamed");
+    let last = messages.last().unwrap();
+    assert_eq!(last.pointer("/result/remaining_bytes"), None, "the last message has nothing left: {last}");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

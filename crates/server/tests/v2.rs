@@ -921,3 +921,82 @@ async fn without_enable_v2_the_v2_paths_are_not_found() {
     let version = conn.send("GET", "/version", "").await;
     assert_eq!(version.status(), 200, "{}", render(&version));
 }
+
+/// The same v2 key read from each member of `cluster`: (status, body).
+async fn get_from_each(cluster: &common::Cluster, target: &str) -> Vec<(u16, String)> {
+    let mut answers = Vec::new();
+    for i in 0..cluster.members.len() {
+        let response = Conn::open(cluster.member(i).port).await.send("GET", target, "").await;
+        answers.push((response.status(), response.body_text()));
+    }
+    answers
+}
+
+/// A TTL is the cluster's: a key written with ttl=1 through one member is
+/// readable on every member, then gone from every member about a second
+/// later (the leader's clock expires it through raft), with the same
+/// `expire` at the same index everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ttl_key_expires_on_every_member() {
+    let cluster = common::Cluster::start_with(3, &["--enable-v2"]).await;
+    let mut writer = Conn::open(cluster.member(1).port).await;
+    let set = writer.send("PUT", "/v2/keys/lease", "value=held&ttl=1").await;
+    assert_eq!(set.status(), 201, "{}", render(&set));
+    let index = set.etcd_index().expect("a write's index");
+    // A watcher on another member sees the expiry as an event.
+    let mut watcher = Conn::open(cluster.member(2).port).await;
+    let head = watcher.open_watch(&format!("/v2/keys/lease?wait=true&waitIndex={}", index + 1)).await;
+    common::wait_for("the key on every member", Duration::from_secs(5), || async {
+        get_from_each(&cluster, "/v2/keys/lease").await.iter().all(|(status, _)| *status == 200)
+    })
+    .await;
+    let written = std::time::Instant::now();
+    common::wait_for("the key gone from every member", Duration::from_secs(5), || async {
+        get_from_each(&cluster, "/v2/keys/lease").await.iter().all(|(status, _)| *status == 404)
+    })
+    .await;
+    // Expired by the leader within half a second of being due.
+    assert!(written.elapsed() < Duration::from_secs(3), "expired after {:?}", written.elapsed());
+    let expired = watcher.finish_watch(head).await.body_text();
+    assert!(
+        expired.starts_with(&format!(
+            "{{\"action\":\"expire\",\"node\":{{\"key\":\"/lease\",\"modifiedIndex\":{},\"createdIndex\":{index}}}",
+            index + 1
+        )),
+        "{expired}"
+    );
+    let gone = get_from_each(&cluster, "/v2/keys/lease").await;
+    let expected =
+        format!("{{\"errorCode\":100,\"message\":\"Key not found\",\"cause\":\"/lease\",\"index\":{}}}\n", index + 1);
+    for (status, body) in gone {
+        assert_eq!((status, body.as_str()), (404, expected.as_str()));
+    }
+}
+
+/// A long poll on one member is woken by a write made through another, and
+/// every member answers with the same indexes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_sees_a_write_through_another_member() {
+    let cluster = common::Cluster::start_with(3, &["--enable-v2"]).await;
+    let mut watcher = Conn::open(cluster.member(0).port).await;
+    let head = watcher.open_watch("/v2/keys/jobs?wait=true&recursive=true").await;
+    let registered = head.etcd_index().expect("a watch's index");
+    let mut writer = Conn::open(cluster.member(2).port).await;
+    let posted = writer.send("POST", "/v2/keys/jobs", "value=first").await;
+    assert_eq!(posted.status(), 201, "{}", render(&posted));
+    let index = posted.etcd_index().expect("a write's index");
+    assert_eq!(index, registered + 1, "{}", render(&posted));
+    let event = watcher.finish_watch(head).await.body_text();
+    assert_eq!(
+        event,
+        format!(
+            "{{\"action\":\"create\",\"node\":{{\"key\":\"/jobs/{index:020}\",\"value\":\"first\",\
+             \"modifiedIndex\":{index},\"createdIndex\":{index}}}}}\n"
+        )
+    );
+    common::wait_for("the same listing on every member", Duration::from_secs(5), || async {
+        let answers = get_from_each(&cluster, "/v2/keys/jobs?recursive=true&sorted=true").await;
+        answers.iter().all(|answer| *answer == answers[0]) && answers[0].0 == 200
+    })
+    .await;
+}

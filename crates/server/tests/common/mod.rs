@@ -312,13 +312,16 @@ pub async fn http_exchange(
     Ok((status, if chunked { dechunk(body) } else { body.to_string() }))
 }
 
-/// A POST whose answer streams: what arrived within `wait` (status, body
-/// de-chunked up to the last whole chunk); the connection is then dropped.
+/// A POST whose answer streams: what arrived within `wait`, or until a
+/// finite stream ended (status, body de-chunked up to the last whole
+/// chunk); the connection is then dropped.
 pub async fn http_stream(port: u16, path: &str, body: &str, wait: Duration) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request =
-        format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut response)).await;
