@@ -48,6 +48,10 @@ impl Token {
         *self.0.write() = Some(value);
         Ok(())
     }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.read().is_some()
+    }
 }
 
 /// Adds the token to each call.

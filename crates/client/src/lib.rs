@@ -40,6 +40,7 @@
 //! expires.
 
 mod auth;
+mod auth_manage;
 mod client;
 mod cluster;
 pub mod concurrency;
@@ -64,6 +65,7 @@ pub use error::ClientError;
 pub use keys::prefix_end;
 pub use kv::{DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget};
 pub use lease::LeaseKeepAlive;
+pub use maintenance::SnapshotStream;
 pub use tls::TlsOptions;
 /// gRPC status codes, as found in [`ClientError::code`].
 pub use tonic::Code;

@@ -13,6 +13,7 @@
 
 mod cases;
 mod diff;
+mod keelctl;
 mod known;
 mod normalise;
 mod runner;
@@ -54,6 +55,13 @@ pub struct Options {
     /// Run only the TLS matrix (its own server pairs), not the plaintext script
     #[arg(long)]
     tls_only: bool,
+    /// keelctl, run over the v3 script on a Keel of its own and diffed against etcdctl's
+    /// output on Keel [default: built with the workspace]
+    #[arg(long, value_name = "PATH")]
+    keelctl_bin: Option<PathBuf>,
+    /// Skip the keelctl half of the script
+    #[arg(long)]
+    no_keelctl: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +73,14 @@ enum Verdict {
     Same,
     Known(String),
     Differs(String),
+}
+
+/// How keelctl did on a case, next to etcdctl on Keel.
+enum KeelctlVerdict {
+    Same,
+    Differs(String),
+    /// keelctl has no such command yet: etcdctl ran it.
+    NotYet,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -89,9 +105,23 @@ pub fn run(opts: &Options) -> Result<()> {
         None => known,
     };
     let mut tally = Tally::default();
+    // The doubled script (issue 17): keelctl on a Keel of its own, in step with the candidate.
+    let keelctl_bin = match (&candidate_bin, opts.no_keelctl, &opts.keelctl_bin) {
+        (None, _, _) | (_, true, _) => None,
+        (Some(_), false, Some(path)) => Some(path.clone()),
+        (Some(_), false, None) => Some(cargo::build_bin("keelctl")?),
+    };
 
     if !opts.tls_only {
         let (mut reference, mut candidate) = start_pair(opts, candidate_bin.as_deref(), &[], &etcdctl)?;
+        let mut keelctl_side = match (&keelctl_bin, &candidate_bin) {
+            (Some(keelctl), Some(keel)) => {
+                let server = Server::start("keel-2", keel, &opts.keel_args, &etcdctl)?;
+                let session = Session::for_server(server.peer_addr(), server.scratch_dir());
+                Some((Etcdctl::new(keelctl.clone()), server, session))
+            }
+            _ => None,
+        };
         eprintln!(
             "running {} cases: {} at {} vs {} at {}",
             CASES.len(),
@@ -105,7 +135,7 @@ pub fn run(opts: &Options) -> Result<()> {
             Session::for_server(candidate.peer_addr(), candidate.scratch_dir()),
         );
         for case in CASES {
-            let verdict = run_case(
+            let (verdict, on_keel) = run_case(
                 case,
                 &etcdctl,
                 [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
@@ -113,13 +143,20 @@ pub fn run(opts: &Options) -> Result<()> {
                 opts,
             )?;
             tally.record(case, &etcdctl, verdict, &allowed, opts);
+            if let Some((keelctl, server, session)) = &mut keelctl_side {
+                let verdict = run_keelctl_case(case, (&etcdctl, keelctl), &on_keel, (server, session), opts)?;
+                tally.record_keelctl(case, verdict);
+            }
+        }
+        if keelctl_side.is_some() {
+            tally.report_keelctl();
         }
         // The v2 script, on the same pair: v2 writes leave v3 revisions alone, and the v3
         // script's membership changes are what the v2 index starts from.
         let etcdctl_v2 = etcdctl.with_api(Api::V2);
         eprintln!("running {} ETCDCTL_API=2 cases", V2_CASES.len());
         for case in V2_CASES {
-            let verdict = run_case(
+            let (verdict, _) = run_case(
                 case,
                 &etcdctl_v2,
                 [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
@@ -144,7 +181,7 @@ pub fn run(opts: &Options) -> Result<()> {
         );
         for tls_case in group.cases {
             let client = etcdctl.with_transport(tls_case.scheme, tls_case.etcdctl_flags(pki.dir()));
-            let verdict = run_case(
+            let (verdict, _) = run_case(
                 &tls_case.case,
                 &client,
                 [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
@@ -186,6 +223,8 @@ fn all_cases() -> impl Iterator<Item = &'static Case> {
 struct Tally {
     cases: usize,
     failures: Vec<&'static str>,
+    keelctl_same: usize,
+    keelctl_not_yet: usize,
     known_hits: Vec<&'static str>,
     stale: Vec<(&'static str, String)>,
 }
@@ -221,6 +260,27 @@ impl Tally {
         }
     }
 
+    fn record_keelctl(&mut self, case: &'static Case, verdict: KeelctlVerdict) {
+        match verdict {
+            KeelctlVerdict::Same => self.keelctl_same += 1,
+            KeelctlVerdict::NotYet => self.keelctl_not_yet += 1,
+            KeelctlVerdict::Differs(diff) => {
+                println!("FAIL   {}: keelctl prints otherwise than etcdctl on Keel", case.id);
+                print!("{diff}");
+                self.failures.push(case.id);
+            }
+        }
+    }
+
+    fn report_keelctl(&self) {
+        println!(
+            "keelctl: {} cases identical to etcdctl's, {} run with etcdctl (not in keelctl yet: {})",
+            self.keelctl_same,
+            self.keelctl_not_yet,
+            keelctl::COMMANDS_MISSING
+        );
+    }
+
     fn finish(self) -> Result<()> {
         for (id, why) in &self.stale {
             println!("note: `{id}` is listed in docs/compat.md ({why}) but now matches etcd; remove it");
@@ -249,55 +309,89 @@ fn run_case(
     servers: [(&mut Server, &mut Session); 2],
     allowed: &KnownDifferences,
     opts: &Options,
-) -> Result<Verdict> {
-    let mut outputs = Vec::with_capacity(2);
-    let mut labels = Vec::with_capacity(2);
-    for (index, (server, session)) in servers.into_iter().enumerate() {
-        let args: Vec<String> = case.args.iter().map(|a| session.substitute(a)).collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let stdin = case.stdin.map(|s| session.substitute(s));
-        let outcome = match &case.watching {
-            None => etcdctl.run(server.client_addr(), &args, stdin.as_deref()),
-            Some(watching) => etcdctl.run_watching(
-                server.client_addr(),
-                &Background {
-                    args: watching.args,
-                    stdin: watching.stdin,
-                    interrupt: watching.interrupt,
-                    held: watching.held,
-                },
-                &args,
-                stdin.as_deref(),
-            ),
-        }
-        .with_context(|| format!("case {}", case.id))?;
-        // A crashed server would turn every later case into noise; stop at the first.
-        server.ensure_running().with_context(|| format!("after case {}", case.id))?;
-        let captured = case.capture.map(|var| session.capture(var, &outcome.stdout).is_some());
-        if index == 0 {
-            check_reference_grant(case, captured, &outcome)?;
-        }
-        let mut normalised =
-            normalise::normalise(case.kind, &outcome, (server.client_addr(), server.peer_addr()), session.leases());
-        for text in [&mut normalised.stdout, &mut normalised.stderr] {
-            *text = text.replace(server.scratch_dir(), "<dir>");
-        }
-        outputs.push(normalised);
-        labels.push(server.label().to_owned());
-    }
-    let (expected, actual) = (&outputs[0], &outputs[1]);
+) -> Result<(Verdict, normalise::Normalised)> {
+    let [(reference, reference_session), (candidate, candidate_session)] = servers;
+    let expected = run_on(case, etcdctl, reference, reference_session, true)?;
+    let actual = run_on(case, etcdctl, candidate, candidate_session, false)?;
     if opts.verbose {
         println!("case   {}: {}", case.id, describe(case, etcdctl));
         print_indented(&format!("[{}]", expected.exit));
         print_indented(&expected.stdout);
         print_indented(&expected.stderr);
     }
-    let Some(diff) = diff::render(&labels[0], expected, &labels[1], actual) else {
-        return Ok(Verdict::Same);
+    let verdict = match diff::render(reference.label(), &expected, candidate.label(), &actual) {
+        None => Verdict::Same,
+        Some(diff) if allowed.justification(case.id).is_some() => Verdict::Known(diff),
+        Some(diff) => Verdict::Differs(diff),
     };
-    Ok(match allowed.justification(case.id) {
-        Some(_) => Verdict::Known(diff),
-        None => Verdict::Differs(diff),
+    Ok((verdict, actual))
+}
+
+/// Runs `case` with `client` on one server and normalises what it printed.
+fn run_on(
+    case: &Case,
+    client: &Etcdctl,
+    server: &mut Server,
+    session: &mut Session,
+    reference: bool,
+) -> Result<normalise::Normalised> {
+    let args: Vec<String> = case.args.iter().map(|a| session.substitute(a)).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stdin = case.stdin.map(|s| session.substitute(s));
+    let outcome = match &case.watching {
+        None => client.run(server.client_addr(), &args, stdin.as_deref()),
+        Some(watching) => client.run_watching(
+            server.client_addr(),
+            &Background {
+                args: watching.args,
+                stdin: watching.stdin,
+                interrupt: watching.interrupt,
+                held: watching.held,
+            },
+            &args,
+            stdin.as_deref(),
+        ),
+    }
+    .with_context(|| format!("case {}", case.id))?;
+    // A crashed server would turn every later case into noise; stop at the first.
+    server.ensure_running().with_context(|| format!("after case {}", case.id))?;
+    let captured = case.capture.map(|var| session.capture(var, &outcome.stdout).is_some());
+    if reference {
+        check_reference_grant(case, captured, &outcome)?;
+    }
+    let mut normalised =
+        normalise::normalise(case.kind, &outcome, (server.client_addr(), server.peer_addr()), session.leases());
+    for text in [&mut normalised.stdout, &mut normalised.stderr] {
+        *text = text.replace(server.scratch_dir(), "<dir>");
+    }
+    Ok(normalised)
+}
+
+/// The doubled script's second half: `case` run with keelctl on a Keel of its own (etcdctl
+/// where keelctl does not have the command yet, so that its store goes on in step), and
+/// what it printed diffed against `by_etcdctl`, what etcdctl printed for it on Keel.
+fn run_keelctl_case(
+    case: &Case,
+    clients: (&Etcdctl, &Etcdctl),
+    by_etcdctl: &normalise::Normalised,
+    (server, session): (&mut Server, &mut Session),
+    opts: &Options,
+) -> Result<KeelctlVerdict> {
+    let (etcdctl, keelctl) = clients;
+    let supported = keelctl::implements(case);
+    let client = if supported { keelctl } else { etcdctl };
+    let by_keelctl = run_on(case, client, server, session, false)?;
+    if !supported {
+        return Ok(KeelctlVerdict::NotYet);
+    }
+    Ok(match diff::render("etcdctl", by_etcdctl, "keelctl", &by_keelctl) {
+        None => KeelctlVerdict::Same,
+        Some(diff) => {
+            if opts.verbose {
+                println!("keelctl {}: {}", case.id, describe(case, keelctl));
+            }
+            KeelctlVerdict::Differs(diff)
+        }
     })
 }
 
