@@ -191,16 +191,13 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
     // One set of gRPC series for every client listener, as etcd's.
     let grpc_metrics = keel_grpc_api::GrpcMetrics::new(config.extensive_metrics);
     keel_metrics::Measures::register(&grpc_metrics, metrics.registry())?;
-    // As etcd (whose client listeners wait on ReadyNotify), clients are
-    // served only once this member's client URLs are applied: a client that
-    // connects must find them in `member list`.
-    let (published_tx, published) = tokio::sync::watch::channel(false);
+    // etcd serves no client before its attributes are published (its
+    // listeners wait on ReadyNotify), so a member without quorum leaves its
+    // clients hanging; Keel serves at once (a minority member still answers
+    // serializable reads and health checks) and publishes beside.
     tokio::spawn({
         let (member, client_urls) = (member.clone(), config.advertise_client_urls.clone());
-        async move {
-            member.publish(client_urls).await;
-            let _ = published_tx.send(true);
-        }
+        async move { member.publish(client_urls).await }
     });
     // TTL nodes of the v2 store expire by the leader's clock, as etcd's do.
     tokio::spawn(Member::run_v2_expiry(Arc::downgrade(&member)));
@@ -256,15 +253,7 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         if config.enable_v2 {
             http = http.merge(keel_gateway::v2::routes(member.clone()));
         }
-        // The socket is bound: connections wait in its backlog until then.
-        let mut published = published.clone();
-        let serve = keel_grpc_api::serve(listener, member.clone(), options.clone(), http, shutdown);
-        servers.spawn(async move {
-            if published.wait_for(|done| *done).await.is_err() {
-                return Ok(());
-            }
-            serve.await
-        });
+        servers.spawn(keel_grpc_api::serve(listener, member.clone(), options.clone(), http, shutdown));
     }
     for (addr, listener) in metrics_listeners {
         tracing::info!(%addr, "serving metrics and health");
@@ -275,16 +264,8 @@ async fn run(config: Config, tls: tls::Tls) -> anyhow::Result<()> {
         let http = keel_gateway::metrics_routes(member.clone(), metrics.clone());
         servers.spawn(keel_grpc_api::serve_http(listener, http, shutdown));
     }
-    tokio::spawn({
-        let mut ready = published.clone();
-        let (name, advertise) = (config.name.clone(), config.advertise_client_urls.clone());
-        async move {
-            if ready.wait_for(|done| *done).await.is_ok() {
-                tracing::info!(%name, ?advertise, "ready to serve client requests");
-                notify_systemd_ready();
-            }
-        }
-    });
+    tracing::info!(name = %config.name, advertise = ?config.advertise_client_urls, "ready to serve client requests");
+    notify_systemd_ready();
 
     tokio::select! {
         signal = shutdown_signal() => tracing::info!(signal, "shutting down"),

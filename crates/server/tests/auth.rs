@@ -363,6 +363,7 @@ async fn a_member_caught_up_by_snapshot_has_the_auth_state() {
         Cluster::start_with(3, &["--snapshot-count", "50", "--snapshot-catchup-entries", "5", "--bcrypt-cost", "4"])
             .await;
     cluster.kill9(2);
+    cluster.wait_for_quorum(0).await;
     let mut auth = AuthClient::connect(cluster.member(0).endpoint()).await.unwrap();
     let root = enable_with_root(&mut auth).await;
     add_alice(&mut auth, &root).await;

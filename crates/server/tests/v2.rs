@@ -978,6 +978,16 @@ async fn a_ttl_key_expires_on_every_member() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_poll_sees_a_write_through_another_member() {
     let cluster = common::Cluster::start_with(3, &["--enable-v2"]).await;
+    // Settled: every member applied the bootstrap's v2 writes (three members
+    // added, the cluster version, three publishes), as etcd counts them.
+    common::wait_for("the bootstrap applied everywhere", Duration::from_secs(10), || async {
+        let mut indexes = Vec::new();
+        for i in 0..3 {
+            indexes.push(Conn::open(cluster.member(i).port).await.send("GET", "/v2/keys/", "").await.etcd_index());
+        }
+        indexes.iter().all(|index| *index == Some(7))
+    })
+    .await;
     let mut watcher = Conn::open(cluster.member(0).port).await;
     let head = watcher.open_watch("/v2/keys/jobs?wait=true&recursive=true").await;
     let registered = head.etcd_index().expect("a watch's index");

@@ -25,7 +25,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts keel on a free loopback port and waits until it has a leader.
+    /// Starts keel on a free loopback port and waits until it has a leader
+    /// and has published its client URLs.
     pub async fn start() -> Etcd {
         let dir = tempfile::Builder::new().prefix("keel-client-keel-").tempdir().expect("temp dir");
         let keel = Keel::spawn(&dir.path().join("data"), free_port(), &[]);
@@ -39,7 +40,14 @@ impl Etcd {
         let options = ClientOptions { connect_timeout: Duration::from_millis(500), ..Default::default() };
         loop {
             if let Ok(client) = Client::connect([self.endpoint()], options.clone()).await {
-                if client.status().await.is_ok_and(|status| status.leader != 0) {
+                // Keel serves clients before its member's attributes are
+                // published (etcd only after, docs/compat.md): ready is when
+                // `member list` shows the client URLs too.
+                let published = client
+                    .member_list(false)
+                    .await
+                    .is_ok_and(|list| list.members.iter().any(|m| !m.client_ur_ls.is_empty()));
+                if published && client.status().await.is_ok_and(|status| status.leader != 0) {
                     return;
                 }
             }

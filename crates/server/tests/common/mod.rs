@@ -216,6 +216,24 @@ impl Cluster {
         self.members[i] = Some(keel);
     }
 
+    /// Waits until member `i` answers a linearizable read: a leader is in
+    /// place and reachable from it. A write sent while the members elect a
+    /// successor to a killed leader may be lost with it and time out, as
+    /// etcd's may; tests that kill a member and then write wait for this.
+    pub async fn wait_for_quorum(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut kv) = KvClient::connect(self.member(i).endpoint()).await {
+                let request = keel_proto::etcdserverpb::RangeRequest { key: b"quorum".to_vec(), ..Default::default() };
+                if kv.range(request).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "member {i} found no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut keel) = self.members[i].take() {
             keel.kill9();
