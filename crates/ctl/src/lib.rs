@@ -12,7 +12,8 @@
 //! - `error`: etcdctl's exit codes and error lines, including the log line
 //!   clientv3 writes for a failed call.
 //!
-//! `ETCDCTL_API=2` is not looked at yet: every command line is read as v3.
+//! `ETCDCTL_API=2` (or a first word `v2`) selects etcdctl's v2 mode, in
+//! `v2`: the key verbs over the v2 HTTP keys API.
 
 pub mod flags;
 
@@ -22,6 +23,7 @@ mod global;
 mod gostr;
 mod help;
 mod printer;
+mod v2;
 
 use std::io::Write;
 
@@ -42,6 +44,9 @@ pub fn implemented_commands() -> Vec<&'static str> {
 /// Runs one etcdctl command line (`args` without the program name) and
 /// returns the exit code.
 pub fn run(args: &[String], env: Vec<(String, String)>, io: Io<'_>) -> i32 {
+    if let Some(skip) = v2::selected(args, &env) {
+        return v2::run(&args[skip..], env, io);
+    }
     match dispatch(args, env, io.stdout, io.stderr, io.stdin) {
         Ok(code) => code,
         Err(failed) => {

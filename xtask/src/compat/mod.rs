@@ -148,15 +148,13 @@ pub fn run(opts: &Options) -> Result<()> {
                 tally.record_keelctl(case, verdict);
             }
         }
-        if keelctl_side.is_some() {
-            tally.report_keelctl();
-        }
+
         // The v2 script, on the same pair: v2 writes leave v3 revisions alone, and the v3
         // script's membership changes are what the v2 index starts from.
         let etcdctl_v2 = etcdctl.with_api(Api::V2);
         eprintln!("running {} ETCDCTL_API=2 cases", V2_CASES.len());
         for case in V2_CASES {
-            let (verdict, _) = run_case(
+            let (verdict, on_keel) = run_case(
                 case,
                 &etcdctl_v2,
                 [(&mut reference, &mut reference_session), (&mut candidate, &mut candidate_session)],
@@ -164,6 +162,14 @@ pub fn run(opts: &Options) -> Result<()> {
                 opts,
             )?;
             tally.record(case, &etcdctl_v2, verdict, &allowed, opts);
+            if let Some((keelctl, server, session)) = &mut keelctl_side {
+                let keelctl_v2 = keelctl.with_api(Api::V2);
+                let verdict = run_keelctl_case(case, (&etcdctl_v2, &keelctl_v2), &on_keel, (server, session), opts)?;
+                tally.record_keelctl(case, verdict);
+            }
+        }
+        if keelctl_side.is_some() {
+            tally.report_keelctl();
         }
     }
 
