@@ -172,34 +172,16 @@ impl Conn {
 // ---------------------------------------------------------------------------
 // Masking and rendering.
 
-/// Replaces the string value of every `"field":"..."` (values without
-/// escapes) with `placeholder`.
-fn mask_string_field(text: &str, field: &str, placeholder: &str) -> String {
-    let needle = format!("\"{field}\":\"");
+/// Replaces every value that follows `needle` with `placeholder`;
+/// `value_len` says how long the value there is (0: nothing to mask).
+fn mask_values(text: &str, needle: &str, placeholder: &str, value_len: impl Fn(&str) -> usize) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(pos) = rest.find(&needle) {
+    while let Some(pos) = rest.find(needle) {
         let value_at = pos + needle.len();
         out.push_str(&rest[..value_at]);
         rest = &rest[value_at..];
-        let end = rest.find('"').unwrap_or(rest.len());
-        out.push_str(placeholder);
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Replaces the integer value of every `"field":N` with `placeholder`.
-fn mask_number_field(text: &str, field: &str, placeholder: &str) -> String {
-    let needle = format!("\"{field}\":");
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find(&needle) {
-        let value_at = pos + needle.len();
-        out.push_str(&rest[..value_at]);
-        rest = &rest[value_at..];
-        let len = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'-').count();
+        let len = value_len(rest);
         if len > 0 {
             out.push_str(placeholder);
             rest = &rest[len..];
@@ -209,20 +191,27 @@ fn mask_number_field(text: &str, field: &str, placeholder: &str) -> String {
     out
 }
 
+/// Replaces the string value of every `"field":"..."` (values without
+/// escapes) with `placeholder`.
+fn mask_string_field(text: &str, field: &str, placeholder: &str) -> String {
+    let quoted = |rest: &str| -> usize {
+        if !rest.starts_with('"') {
+            return 0;
+        }
+        rest[1..].find('"').map_or(rest.len(), |end| end + 2)
+    };
+    mask_values(text, &format!("\"{field}\":"), &format!("\"{placeholder}\""), quoted)
+}
+
+/// Replaces the integer value of every `"field":N` with `placeholder`.
+fn mask_number_field(text: &str, field: &str, placeholder: &str) -> String {
+    let digits = |rest: &str| rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'-').count();
+    mask_values(text, &format!("\"{field}\":"), placeholder, digits)
+}
+
 /// Ports of loopback URLs (member peer and client URLs, `/v2/machines`).
 fn mask_ports(text: &str) -> String {
-    const HOST: &str = "127.0.0.1:";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find(HOST) {
-        out.push_str(&rest[..pos + HOST.len()]);
-        rest = &rest[pos + HOST.len()..];
-        let len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        out.push_str(if len > 0 { "<port>" } else { "" });
-        rest = &rest[len..];
-    }
-    out.push_str(rest);
-    out
+    mask_values(text, "127.0.0.1:", "<port>", |rest| rest.bytes().take_while(u8::is_ascii_digit).count())
 }
 
 fn mask_body(text: &str) -> String {

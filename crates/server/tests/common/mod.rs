@@ -81,24 +81,14 @@ impl Keel {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut kv) = KvClient::connect(self.endpoint()).await {
-                // Serializable: "serving", even before (or without) a leader.
-                let request = keel_proto::etcdserverpb::RangeRequest {
-                    key: b"health".to_vec(),
-                    serializable: true,
-                    ..Default::default()
-                };
-                match kv.range(request).await {
-                    // Auth refusing an anonymous read is serving too.
-                    Ok(_) => return,
-                    Err(status) if status.message() == "etcdserver: user name is empty" => return,
-                    Err(_) => {}
-                }
-            }
-            assert!(Instant::now() < deadline, "keel did not become ready on port {}", self.port);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Serializable: "serving", even before (or without) a leader.
+        // Auth refusing an anonymous read is serving too.
+        let served = |answer: Result<(), tonic::Status>| match answer {
+            Ok(()) => true,
+            Err(status) => status.message() == "etcdserver: user name is empty",
+        };
+        if !answers_a_range(&self.endpoint(), true, served).await {
+            panic!("keel did not become ready on port {}", self.port);
         }
     }
 
@@ -221,16 +211,8 @@ impl Cluster {
     /// successor to a killed leader may be lost with it and time out, as
     /// etcd's may; tests that kill a member and then write wait for this.
     pub async fn wait_for_quorum(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut kv) = KvClient::connect(self.member(i).endpoint()).await {
-                let request = keel_proto::etcdserverpb::RangeRequest { key: b"quorum".to_vec(), ..Default::default() };
-                if kv.range(request).await.is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "member {i} found no leader");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if !answers_a_range(&self.member(i).endpoint(), false, |answer| answer.is_ok()).await {
+            panic!("member {i} found no leader");
         }
     }
 
@@ -271,6 +253,25 @@ impl Cluster {
 }
 
 /// `keel` with no output and none of the test environment's configuration.
+/// Polls a range at `endpoint` (serializable or linearizable) until `good`
+/// says its answer is; false after 30 s.
+async fn answers_a_range(endpoint: &str, serializable: bool, good: impl Fn(Result<(), tonic::Status>) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut kv) = KvClient::connect(endpoint.to_owned()).await {
+            let request =
+                keel_proto::etcdserverpb::RangeRequest { key: b"ready".to_vec(), serializable, ..Default::default() };
+            if good(kv.range(request).await.map(|_| ())) {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn keel_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
