@@ -19,6 +19,7 @@
 pub mod backend;
 mod error;
 mod gosort;
+pub mod ids;
 pub mod index;
 mod metrics;
 pub mod revision;

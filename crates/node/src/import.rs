@@ -68,7 +68,8 @@ pub fn prepare_data_dir(data_dir: &Path, snapshot: Option<&Path>, new_cluster: b
     }
     create_parent(&store)?;
     // etcd's own backend carries no trailer: bbolt's checksums are the check.
-    let summary = import_file(&etcd, &store, ImportOptions { skip_hash_check: true }).map_err(import_error)?;
+    let summary = import_file(&etcd, &store, ImportOptions { skip_hash_check: true, ..ImportOptions::default() })
+        .map_err(import_error)?;
     log_import(&etcd, &summary, "imported etcd data dir");
     Ok(Prepared::EtcdDataDir { from: etcd, summary })
 }

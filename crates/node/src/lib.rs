@@ -11,7 +11,6 @@ pub mod auth;
 pub mod compactor;
 mod config;
 mod history;
-pub mod ids;
 pub mod import;
 mod lease_clock;
 mod lease_expiry;
@@ -28,6 +27,8 @@ pub use config::{
     ClusterState, MemberConfig, CLUSTER_VERSION, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
     DEFAULT_SNAPSHOT_COUNT, ETCD_VERSION,
 };
+/// etcd's member and cluster ids (kept with the store's identity).
+pub use keel_mvcc::ids;
 pub use keel_raft_node::{Clock, SystemClock, TokioClock};
 pub use member::{Member, MemberStatus, MemberStepper, Offload, Parts, RaftPosition};
 pub use peer::{GrpcNetwork, Network, NoNetwork, PeerHash, PeerLinks, PeerService, SnapshotReceipt};

@@ -9,24 +9,34 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use keel_bbolt::{Bucket, Db};
-use keel_mvcc::{meta, Backend, Keyspace, KvStore, RocksBackend};
-use keel_proto::etcdserverpb::{AlarmMember, AlarmResponse};
+use keel_mvcc::{meta, Backend, Identity, Keyspace, KvStore, RocksBackend};
+use keel_proto::etcdserverpb::{AlarmMember, AlarmResponse, Member};
 use prost::Message;
 
 use crate::layout::{self, lease_from_etcd, AuthFromEtcd};
 use crate::trailer::{verify_trailer, Trailer};
 use crate::SnapshotError;
 
-/// How [`import_file`] treats its input.
-#[derive(Clone, Copy, Debug, Default)]
+/// How [`import_file`] treats its input, and what it adds.
+#[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
     /// Accept a file without a sha256 trailer (etcd's own backend file, a
     /// copy of `member/snap/db`), as `--skip-hash-check`. A trailer that
     /// is present is checked regardless.
     pub skip_hash_check: bool,
+    /// Move the revision this far ahead, the history before it compacted
+    /// (`--bump-revision` with `--mark-compacted`); 0 leaves it.
+    pub bump_revision: i64,
+    /// Record who the store belongs to, as a member's first start does:
+    /// a store restored for a new cluster (`snapshot restore --name
+    /// --initial-cluster`) then starts as that member whatever its flags.
+    pub bootstrap: Option<(Identity, Vec<Member>)>,
+    /// Counts the bytes of the file read so far, for a progress bar.
+    pub read_bytes: Option<Arc<AtomicU64>>,
 }
 
 /// What an import brought over.
@@ -52,13 +62,15 @@ pub fn import_file(snapshot: &Path, store_dir: &Path, options: ImportOptions) ->
     let trailer = verify_trailer(snapshot, !options.skip_hash_check)?;
     let file = File::open(snapshot).map_err(SnapshotError::io(snapshot))?;
     // The trailer is not part of the database: the reader never sees it.
-    let mut db = Db::from_reader(Window::new(file, trailer.db_len()).map_err(SnapshotError::io(snapshot))?)?;
+    let mut db = Db::from_reader(
+        Window::new(file, trailer.db_len(), options.read_bytes.clone()).map_err(SnapshotError::io(snapshot))?,
+    )?;
 
     let staging = staging_dir(store_dir);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(SnapshotError::io(&staging))?;
     }
-    let loaded = load(&mut db, &staging);
+    let loaded = load(&mut db, &staging, &options);
     let summary = match loaded {
         Ok(summary) => summary,
         Err(e) => {
@@ -85,7 +97,11 @@ pub fn import_file(snapshot: &Path, store_dir: &Path, options: ImportOptions) ->
     Ok(ImportSummary { hash_checked: matches!(trailer, Trailer::Verified { .. }), ..summary })
 }
 
-fn load<R: Read + Seek>(db: &mut Db<R>, staging: &Path) -> Result<ImportSummary, SnapshotError> {
+fn load<R: Read + Seek>(
+    db: &mut Db<R>,
+    staging: &Path,
+    options: &ImportOptions,
+) -> Result<ImportSummary, SnapshotError> {
     let backend = Arc::new(RocksBackend::open(staging)?);
     let buckets = db.buckets()?;
     let find = |name: &[u8]| buckets.iter().find(|b| b.name() == name);
@@ -161,6 +177,10 @@ fn load<R: Read + Seek>(db: &mut Db<R>, staging: &Path) -> Result<ImportSummary,
     // before the store is put in place.
     let backend: Arc<dyn Backend> = backend;
     let store = KvStore::open(backend.clone())?;
+    store.bump_revision_compacted(options.bump_revision)?;
+    if let Some((identity, members)) = &options.bootstrap {
+        store.bootstrap(*identity, members)?;
+    }
     summary.revision = store.current_revision();
     summary.compact_revision = store.compact_revision();
     drop(store);
@@ -190,17 +210,22 @@ fn staging_dir(dir: &Path) -> PathBuf {
 struct Window {
     inner: Take<BufReader<File>>,
     len: u64,
+    read: Option<Arc<AtomicU64>>,
 }
 
 impl Window {
-    fn new(file: File, len: u64) -> std::io::Result<Window> {
-        Ok(Window { inner: BufReader::with_capacity(1 << 16, file).take(len), len })
+    fn new(file: File, len: u64, read: Option<Arc<AtomicU64>>) -> std::io::Result<Window> {
+        Ok(Window { inner: BufReader::with_capacity(1 << 16, file).take(len), len, read })
     }
 }
 
 impl Read for Window {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        if let Some(read) = &self.read {
+            read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 

@@ -147,6 +147,27 @@ fn an_exported_store_imports_with_history_leases_auth_and_alarms() {
 }
 
 #[test]
+fn a_restore_bootstraps_the_new_member_and_can_bump_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = populated();
+    let path = saved(&store, dir.path());
+    let target = dir.path().join("kv");
+    let urls = vec!["http://10.0.0.1:2380".to_string()];
+    let bootstrap = keel_mvcc::ids::new_cluster("n1", &urls, &[("n1".into(), urls.clone())], "tok");
+    let options = ImportOptions { bump_revision: 1000, bootstrap: Some(bootstrap.clone()), ..ImportOptions::default() };
+    let summary = import_file(&path, &target, options).unwrap();
+    assert_eq!((summary.revision, summary.compact_revision), (1006, 1006));
+
+    let imported = KvStore::open_rocksdb(&target).unwrap();
+    assert_eq!(imported.identity().unwrap(), Some(bootstrap.0));
+    assert_eq!(imported.members().unwrap(), bootstrap.1);
+    assert_eq!((imported.current_revision(), imported.compact_revision()), (1006, 1006));
+    let all =
+        |s: &KvStore| s.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap().kvs;
+    assert_eq!(all(&imported), all(&store), "the bump keeps every live key as it was");
+}
+
+#[test]
 fn bad_files_fail_clearly_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let path = saved(&populated(), dir.path());
@@ -170,7 +191,8 @@ fn bad_files_fail_clearly_and_leave_nothing_behind() {
     // Not bbolt at all.
     let text = dir.path().join("text.db");
     std::fs::write(&text, vec![b'x'; 8192]).unwrap();
-    let err = import_file(&text, &target, ImportOptions { skip_hash_check: true }).unwrap_err();
+    let err =
+        import_file(&text, &target, ImportOptions { skip_hash_check: true, ..ImportOptions::default() }).unwrap_err();
     assert!(matches!(err, SnapshotError::Bbolt(keel_bbolt::Error::NotBbolt(_))), "{err}");
 
     assert!(!target.exists());
@@ -193,7 +215,8 @@ fn a_file_without_trailer_imports_only_when_allowed() {
     std::fs::write(&path, out.into_inner()).unwrap();
     let target = dir.path().join("kv");
     assert!(matches!(import_file(&path, &target, ImportOptions::default()), Err(SnapshotError::MissingHash)));
-    let summary = import_file(&path, &target, ImportOptions { skip_hash_check: true }).unwrap();
+    let summary =
+        import_file(&path, &target, ImportOptions { skip_hash_check: true, ..ImportOptions::default() }).unwrap();
     assert!(!summary.hash_checked);
     assert_eq!(summary.revision, 6);
 }
@@ -218,7 +241,8 @@ fn a_bad_entry_found_while_loading_leaves_nothing_behind() {
     writer.put(&7i64.to_be_bytes(), b"not a lease").unwrap();
     writer.finish().unwrap();
     let target = dir.path().join("kv");
-    let err = import_file(&path, &target, ImportOptions { skip_hash_check: true }).unwrap_err();
+    let err =
+        import_file(&path, &target, ImportOptions { skip_hash_check: true, ..ImportOptions::default() }).unwrap_err();
     assert!(matches!(err, SnapshotError::Malformed { .. }), "{err}");
     assert!(!target.exists());
     assert!(!dir.path().join("kv.importing").exists(), "the staging store is removed");
@@ -229,7 +253,8 @@ fn a_bad_entry_found_while_loading_leaves_nothing_behind() {
     writer.begin_bucket(layout::KEY).unwrap();
     writer.put(b"hello", b"world").unwrap();
     writer.finish().unwrap();
-    let err = import_file(&path, &target, ImportOptions { skip_hash_check: true }).unwrap_err();
+    let err =
+        import_file(&path, &target, ImportOptions { skip_hash_check: true, ..ImportOptions::default() }).unwrap_err();
     assert!(err.to_string().contains("is not a revision key"), "{err}");
     assert!(!dir.path().join("kv.importing").exists());
 }

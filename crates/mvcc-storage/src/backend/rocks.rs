@@ -44,6 +44,33 @@ const BLOCK_CACHE_BYTES: usize = 8 << 20;
 /// Memory all memtables of the store may hold before RocksDB flushes one.
 const MEMTABLES_BYTES: usize = 16 << 20;
 
+/// The engine's options and its keyspaces' descriptors, for every way of
+/// opening it.
+fn engine_options() -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let mut db_opts = Options::default();
+    // The raft log is the durable record and the key index lives in
+    // memory, so memtables buy little here; RocksDB's defaults (two
+    // 64 MiB memtables per keyspace) held a quarter of the RSS with a
+    // million keys. All keyspaces together flush past this much.
+    db_opts.set_db_write_buffer_size(MEMTABLES_BYTES);
+    // Blocks read are also in the OS page cache, which costs no RSS;
+    // RocksDB's own cache only needs the hottest.
+    let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let mut block_options = rocksdb::BlockBasedOptions::default();
+    block_options.set_block_cache(&cache);
+    let cfs = Keyspace::ALL
+        .iter()
+        .map(|space| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_write_buffer_size(MEMTABLES_BYTES / 2);
+            cf_opts.set_block_based_table_factory(&block_options);
+            cf_opts.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(space.name(), cf_opts)
+        })
+        .collect();
+    (db_opts, cfs)
+}
+
 impl RocksBackend {
     /// Opens (creating if missing) the database in `dir` with default options.
     pub fn open(dir: &Path) -> Result<Self, BackendError> {
@@ -51,26 +78,9 @@ impl RocksBackend {
     }
 
     pub fn open_with(dir: &Path, options: RocksOptions) -> Result<Self, BackendError> {
-        let mut db_opts = Options::default();
+        let (mut db_opts, cfs) = engine_options();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
-        // The raft log is the durable record and the key index lives in
-        // memory, so memtables buy little here; RocksDB's defaults (two
-        // 64 MiB memtables per keyspace) held a quarter of the RSS with a
-        // million keys. All keyspaces together flush past this much.
-        db_opts.set_db_write_buffer_size(MEMTABLES_BYTES);
-        // Blocks read are also in the OS page cache, which costs no RSS;
-        // RocksDB's own cache only needs the hottest.
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
-        let mut block_options = rocksdb::BlockBasedOptions::default();
-        block_options.set_block_cache(&cache);
-        let cfs = Keyspace::ALL.iter().map(|space| {
-            let mut cf_opts = Options::default();
-            cf_opts.set_write_buffer_size(MEMTABLES_BYTES / 2);
-            cf_opts.set_block_based_table_factory(&block_options);
-            cf_opts.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(space.name(), cf_opts)
-        });
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(options.sync_writes);
@@ -83,6 +93,26 @@ impl RocksBackend {
         let mut table_options = Options::default();
         table_options.set_compression_type(DBCompressionType::Lz4);
         Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts, table_options, checkpoints: AtomicU64::new(0) })
+    }
+
+    /// Opens an existing database for reading only: offline tools
+    /// (`keelctl data-dir status`) read a data dir, even one a running
+    /// member holds, and never write it. Writes fail.
+    pub fn open_read_only(dir: &Path) -> Result<Self, BackendError> {
+        if !dir.join("CURRENT").is_file() {
+            return Err(BackendError::new(format!("{}: no store here", dir.display())));
+        }
+        let (db_opts, cfs) = engine_options();
+        let db = Db::open_cf_descriptors_read_only(&db_opts, dir, cfs, false)?;
+        let mut table_options = Options::default();
+        table_options.set_compression_type(DBCompressionType::Lz4);
+        Ok(RocksBackend {
+            db,
+            path: dir.to_path_buf(),
+            write_opts: WriteOptions::default(),
+            table_options,
+            checkpoints: AtomicU64::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {

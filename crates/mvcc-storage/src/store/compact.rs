@@ -94,6 +94,44 @@ impl KvStore {
     }
 }
 
+impl KvStore {
+    /// Moves the store's revision `by` revisions ahead and marks all
+    /// history before the new revision compacted: etcdutl's `snapshot
+    /// restore --bump-revision --mark-compacted`, so clients that watched
+    /// the old cluster past the snapshot never see a revision again with
+    /// other contents, and relist instead. The history is compacted at the
+    /// latest revision (nothing lies between it and the new one); the new
+    /// revision is recorded as both compaction points, which is where the
+    /// store's revision is read from on open until the next write. Offline
+    /// only: nothing else may use the store meanwhile. Returns the new
+    /// revision.
+    pub fn bump_revision_compacted(&self, by: i64) -> Result<i64, MvccError> {
+        if by <= 0 {
+            return Ok(self.current_revision());
+        }
+        let index = self.consistent_index();
+        let guard = self.state.upgradable_read();
+        let latest = guard.current_rev;
+        let guard = if latest > guard.compact_rev {
+            self.compact_locked(guard, latest, index)?;
+            self.state.upgradable_read()
+        } else {
+            guard
+        };
+        let bumped =
+            latest.checked_add(by).ok_or_else(|| MvccError::Corrupt(format!("revision {latest} + {by} overflows")))?;
+        let rev_bytes = Revision::new(bumped, 0).to_bytes();
+        let mut batch = WriteBatch::with_capacity(2);
+        batch.put(Keyspace::Meta, meta::SCHEDULED_COMPACT, rev_bytes);
+        batch.put(Keyspace::Meta, meta::FINISHED_COMPACT, rev_bytes);
+        let mut state = RwLockUpgradableReadGuard::upgrade(guard);
+        self.write_batch(batch)?;
+        state.current_rev = bumped;
+        state.compact_rev = bumped;
+        Ok(bumped)
+    }
+}
+
 /// Deletions written per batch while compacting (etcd's
 /// `--experimental-compaction-batch-limit` is 1,000; a RocksDB batch of
 /// this size takes about a millisecond).

@@ -206,6 +206,11 @@ impl KvStore {
         Ok(())
     }
 
+    /// Keys that exist at the current revision.
+    pub fn live_keys(&self) -> i64 {
+        self.state.read().live_keys
+    }
+
     /// Number of keys the index tracks (live keys plus keys whose history
     /// is not compacted yet).
     pub fn index_len(&self) -> usize {

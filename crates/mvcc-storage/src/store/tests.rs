@@ -813,6 +813,27 @@ fn open_resumes_a_scheduled_compaction() {
 }
 
 #[test]
+fn a_bumped_revision_is_compacted_survives_reopen_and_continues() {
+    let backend: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let mut t = T { s: KvStore::open(backend.clone()).unwrap(), index: 0 };
+    t.put("a", "1");
+    t.put("a", "2");
+    t.put("b", "1"); // revision 4
+    assert_eq!(t.s.bump_revision_compacted(100).unwrap(), 104);
+    drop(t);
+    let mut t = T { s: KvStore::open(backend).unwrap(), index: 0 };
+    assert_eq!((t.s.current_revision(), t.s.compact_revision()), (104, 104));
+    // The history before the bump is gone: compacted, physically too.
+    let at = |t: &T, revision| t.range(RangeRequest { key: b"a".to_vec(), revision, ..Default::default() });
+    assert!(matches!(at(&t, 3), Err(MvccError::Compacted)));
+    assert_eq!(stored_revisions(&t.s), vec![(Revision::new(3, 0), false), (Revision::new(4, 0), false)]);
+    // The latest values stay, and the next write comes after the bump.
+    assert_eq!(t.get("a").unwrap().value, b"2");
+    assert_eq!(at(&t, 104).unwrap().kvs.len(), 1);
+    assert_eq!(t.put("c", "1").header.unwrap().revision, 105);
+}
+
+#[test]
 fn corrupt_data_is_reported_not_panicked() {
     let backend: Arc<dyn Backend> = Arc::new(MemBackend::new());
     let mut wb = WriteBatch::new();

@@ -470,35 +470,22 @@ impl Apply for DeferredApplier {
 /// with etcd's ids, so etcd tooling sees the ids etcd would compute.
 fn initial_membership(config: &MemberConfig) -> Result<(Identity, Vec<EtcdMember>), NodeError> {
     let member_id = ids::member_id(&config.peer_urls, &config.cluster_token);
-    let mut members = vec![EtcdMember {
-        id: member_id,
-        name: config.name.clone(),
-        peer_ur_ls: config.peer_urls.clone(),
-        ..Default::default()
-    }];
     for (name, urls) in &config.initial_cluster {
-        let id = ids::member_id(urls, &config.cluster_token);
-        if name == &config.name {
-            if id != member_id {
-                return Err(NodeError::Config(format!(
-                    "--initial-cluster has {name}={} but this member advertises {}",
-                    urls.join(","),
-                    config.peer_urls.join(",")
-                )));
-            }
-            continue;
+        if name == &config.name && ids::member_id(urls, &config.cluster_token) != member_id {
+            return Err(NodeError::Config(format!(
+                "--initial-cluster has {name}={} but this member advertises {}",
+                urls.join(","),
+                config.peer_urls.join(",")
+            )));
         }
-        if urls.is_empty() {
+        if name != &config.name && urls.is_empty() {
             return Err(NodeError::Config(format!("member {name} has no peer URL")));
         }
-        members.push(EtcdMember { id, name: name.clone(), peer_ur_ls: urls.clone(), ..Default::default() });
     }
     if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(name, _)| name == &config.name) {
         return Err(NodeError::Config(format!("--initial-cluster has no member named {:?}", config.name)));
     }
-    members.sort_by_key(|m| m.id);
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    Ok((Identity { member_id, cluster_id: ids::cluster_id(&ids) }, members))
+    Ok(ids::new_cluster(&config.name, &config.peer_urls, &config.initial_cluster, &config.cluster_token))
 }
 
 /// Who this member is in a running cluster it joins: the cluster id and the
