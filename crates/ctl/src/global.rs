@@ -65,6 +65,10 @@ pub struct Io<'a> {
     pub stdout: &'a mut dyn Write,
     pub stderr: &'a mut dyn Write,
     pub stdin: &'a mut dyn Read,
+    /// Whether stderr is a terminal (a person reads it, not a script): a
+    /// call that got no answer then gets one line more after etcdctl's,
+    /// naming the endpoint and the cause (see `error::Diagnosis`).
+    pub stderr_is_terminal: bool,
 }
 
 /// One run of one command.
@@ -213,6 +217,10 @@ impl<'a> Context<'a> {
         }
         let runtime = self.runtime.as_ref().expect("runtime just built");
         let failed = |rpc: RpcError| Failure::Rpc { rpc, target: target.clone() };
+        let timeout = self.flags.duration("command-timeout");
+        // Whether this call made the connection: then a connection that
+        // breaks before the answer never worked at all.
+        let fresh = self.client.is_none();
         let client = match &self.client {
             Some(client) => client.clone(),
             None => {
@@ -230,7 +238,7 @@ impl<'a> Context<'a> {
                         warn(self.io.stderr, failed(rpc.clone()));
                         Failure::exit(exit::BAD_CONNECTION, rpc.printed)
                     }
-                    other => failed(RpcError::from_client(&other)),
+                    other => failed(RpcError::from_dial(&other, &target)),
                 })?;
                 if logs_in && !client.has_token() {
                     // clientv3 logs the refusal and goes on without a token.
@@ -245,11 +253,19 @@ impl<'a> Context<'a> {
             }
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let asked = client.clone();
         // The timer must be made inside the runtime.
         match runtime.block_on(async { tokio::time::timeout(remaining, request(client)).await }) {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(error @ ClientError::Connection { .. })) if fresh => {
+                let endpoint = runtime.block_on(asked.current_endpoint());
+                Err(failed(RpcError::from_dial(&error, &endpoint)))
+            }
             Ok(Err(error)) => Err(failed(RpcError::from_client(&error))),
-            Err(_) => Err(failed(RpcError::deadline_exceeded("context deadline exceeded"))),
+            Err(_) => {
+                let endpoint = runtime.block_on(asked.current_endpoint());
+                Err(failed(RpcError::no_answer(&endpoint, timeout)))
+            }
         }
     }
 }
@@ -265,6 +281,7 @@ fn warn(stderr: &mut dyn Write, failure: Failure) {
 /// Connects, retrying until `deadline` as grpc-go keeps redialling while a
 /// call waits, so a member that is just starting is still reached.
 async fn connect(endpoints: Vec<String>, options: ClientOptions, deadline: Instant) -> Result<Client, ClientError> {
+    let mut last = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = Client::connect(endpoints.clone(), options.clone());
@@ -272,13 +289,26 @@ async fn connect(endpoints: Vec<String>, options: ClientOptions, deadline: Insta
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(error @ (ClientError::Transport { .. } | ClientError::Connection { .. }))) => error,
             Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(ClientError::Connection { message: "dial timed out".to_owned() }),
+            // The last attempt's error says more than that time ran out.
+            Err(_) => return Err(last.unwrap_or(ClientError::Connection { message: "dial timed out".to_owned() })),
         };
         if Instant::now() + Duration::from_millis(100) >= deadline {
             tokio::time::sleep_until(deadline.into()).await;
             return Err(error);
         }
+        last = Some(error);
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Context<'_> {
+    /// Writes the line naming why `rpc` got no answer, when stderr is a
+    /// terminal: for the commands that report each endpoint's failure
+    /// themselves (`endpoint status`, `defrag`).
+    pub fn diagnose(&mut self, rpc: &RpcError) {
+        if let Some(diagnosis) = rpc.diagnosis.as_deref().filter(|_| self.io.stderr_is_terminal) {
+            let _ = writeln!(self.io.stderr, "{diagnosis}");
+        }
     }
 }
 
@@ -311,16 +341,24 @@ impl Context<'_> {
         let runtime = self.runtime.as_ref().expect("runtime just built");
         let options = self.client_options();
         let endpoints = vec![endpoint.to_owned()];
-        runtime.block_on(async move {
-            let work = async move {
+        let timeout = self.flags.duration("command-timeout");
+        // Whether a failure came before or after the connection was made.
+        let connected = std::cell::Cell::new(false);
+        runtime.block_on(async {
+            let work = async {
                 let client = connect(endpoints, options, deadline).await?;
+                connected.set(true);
                 request(client).await
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, work).await {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => Err(RpcError::from_client(&error)),
-                Err(_) => Err(RpcError::deadline_exceeded("context deadline exceeded")),
+                Ok(Err(error)) if connected.get() && !matches!(error, ClientError::Connection { .. }) => {
+                    Err(RpcError::from_client(&error))
+                }
+                Ok(Err(error)) => Err(RpcError::from_dial(&error, endpoint)),
+                Err(_) if connected.get() => Err(RpcError::no_answer(endpoint, timeout)),
+                Err(_) => Err(RpcError::dial_timed_out(endpoint)),
             }
         })
     }

@@ -2,8 +2,38 @@
 //! format, and Go's `text/tabwriter` (minwidth 0, tabwidth 8, padding 1,
 //! tab padding) that aligns both.
 
+use crate::command::Command;
+use crate::error::Failure;
 use crate::flags::{FlagSpec, Kind};
+use crate::global::Context;
 use crate::gostr;
+
+/// cobra's `help` command, described for its own help (`etcdctl help
+/// help`, `etcdctl help --help`); `run` answers `help` itself.
+pub const HELP_COMMAND: Command = Command {
+    name: "help",
+    short: "Help about any command",
+    usage: "help [command]",
+    long: "Help provides help for any command in the application.
+Simply type etcdctl help [path to command] for full details.",
+    flags: &[],
+    run: answered_by_dispatch,
+};
+
+fn answered_by_dispatch(_ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
+    Ok(())
+}
+
+/// Go's `%#q` of a string: backquoted where `strconv.CanBackquote`
+/// allows, else double-quoted.
+pub fn go_backquote(s: &str) -> String {
+    let can = !s.chars().any(|c| c == '`' || c == '\u{feff}' || (c.is_control() && c != '\t'));
+    if can {
+        format!("`{s}`")
+    } else {
+        gostr::quote(s.as_bytes())
+    }
+}
 
 /// What the usage template needs of one command.
 pub struct Usage<'a> {
@@ -18,7 +48,7 @@ pub struct Usage<'a> {
     pub long: &'a str,
     /// Local flags, without the help flag (added here as cobra adds it).
     pub local: &'a [FlagSpec],
-    /// `help for <this>`.
+    /// `help for <this>`; empty for no help flag.
     pub help_for: &'a str,
     /// Inherited (global) flags; empty for the root.
     pub inherited: &'a [FlagSpec],
@@ -55,7 +85,7 @@ impl Usage<'_> {
             }
         }
         t.push_str("\nOPTIONS:\n");
-        t.push_str(&flag_usages(self.local, Some(self.help_for)));
+        t.push_str(&flag_usages(self.local, Some(self.help_for).filter(|name| !name.is_empty())));
         if !self.inherited.is_empty() {
             t.push_str("\nGLOBAL OPTIONS:\n");
             t.push_str(&flag_usages(self.inherited, None));
@@ -155,6 +185,13 @@ impl TabWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_backquote_matches_fmt() {
+        // Captured from etcdctl 3.4.23's "Unknown help topic" lines.
+        assert_eq!(go_backquote("a b"), "`a b`");
+        assert_eq!(go_backquote("a`b"), "\"a`b\"");
+    }
 
     #[test]
     fn tabwriter_aligns_blocks_with_tabs() {

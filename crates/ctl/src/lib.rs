@@ -44,14 +44,18 @@ pub fn implemented_commands() -> Vec<&'static str> {
 /// Runs one etcdctl command line (`args` without the program name) and
 /// returns the exit code.
 pub fn run(args: &[String], env: Vec<(String, String)>, io: Io<'_>) -> i32 {
+    if let Some(code) = command::completion::hidden_entry(args, io.stdout, io.stderr) {
+        return code;
+    }
     if let Some(skip) = v2::selected(args, &env) {
         return v2::run(&args[skip..], env, io);
     }
-    match dispatch(args, env, io.stdout, io.stderr, io.stdin) {
+    let stderr_is_terminal = io.stderr_is_terminal;
+    match dispatch(args, env, io.stdout, io.stderr, io.stdin, stderr_is_terminal) {
         Ok(code) => code,
         Err(failed) => {
             let (failure, stdout, stderr) = *failed;
-            failure.report(stdout, stderr)
+            failure.report_to(stdout, stderr, stderr_is_terminal)
         }
     }
 }
@@ -65,6 +69,7 @@ fn dispatch<'a>(
     stdout: &'a mut dyn Write,
     stderr: &'a mut dyn Write,
     stdin: &'a mut dyn std::io::Read,
+    stderr_is_terminal: bool,
 ) -> Result<i32, Failed<'a>> {
     let root_specs: Vec<FlagSpec> = GLOBAL_FLAGS.iter().copied().chain([HELP]).collect();
     let words = strip_flags(args, &root_specs);
@@ -90,7 +95,7 @@ fn dispatch<'a>(
     };
     let rest = without_word(args, word);
     if name == "help" {
-        return Ok(help_command(&rest, &root_specs, stdout));
+        return Ok(help_command(&rest, &root_specs, stdout, stderr));
     }
     let (cmd, parent, rest) = match command::lookup(name) {
         None => {
@@ -127,7 +132,7 @@ fn dispatch<'a>(
         return Ok(0);
     }
     let positional = parsed.positional.clone();
-    let mut ctx = Context::new(Io { stdout, stderr, stdin }, parsed, env);
+    let mut ctx = Context::new(Io { stdout, stderr, stdin, stderr_is_terminal }, parsed, env);
     match (cmd.run)(&mut ctx, &positional) {
         Ok(()) => Ok(0),
         Err(failure) => {
@@ -139,7 +144,7 @@ fn dispatch<'a>(
 
 /// cobra's `argsMinusFirstX`: `args` without the first `word`, the command
 /// name found there.
-fn without_word(args: &[String], word: &str) -> Vec<String> {
+pub(crate) fn without_word(args: &[String], word: &str) -> Vec<String> {
     let at = args.iter().position(|a| a == word).expect("the word came from args");
     args[..at].iter().chain(&args[at + 1..]).cloned().collect()
 }
@@ -152,7 +157,7 @@ fn inherited_flags(parent: Option<&Group>) -> Vec<FlagSpec> {
 
 /// cobra's `stripFlags`: the non-flag words, skipping the value after a
 /// flag that takes one. An unknown `--flag` is taken to have a value.
-fn strip_flags(args: &[String], specs: &[FlagSpec]) -> Vec<String> {
+pub(crate) fn strip_flags(args: &[String], specs: &[FlagSpec]) -> Vec<String> {
     let takes_no_value = |name: &str| specs.iter().any(|s| s.name == name && s.takes_no_value());
     let short_takes_no_value =
         |c: Option<char>| specs.iter().any(|s| s.shorthand.is_some() && s.shorthand == c && s.takes_no_value());
@@ -182,6 +187,12 @@ fn strip_flags(args: &[String], specs: &[FlagSpec]) -> Vec<String> {
 }
 
 fn root_usage() -> String {
+    root_page(true)
+}
+
+/// The root's help; cobra's `help` with an unknown topic prints it before
+/// the root has its help flag, so without that flag's line.
+fn root_page(help_flag: bool) -> String {
     Usage {
         name: "etcdctl",
         short: "A simple command line client for etcd3.",
@@ -193,7 +204,7 @@ fn root_usage() -> String {
         }),
         long: "",
         local: GLOBAL_FLAGS,
-        help_for: "etcdctl",
+        help_for: if help_flag { "etcdctl" } else { "" },
         inherited: &[],
     }
     .render()
@@ -215,16 +226,17 @@ fn group_usage(group: &Group) -> String {
 }
 
 /// A leaf's help; a subcommand's name and use line carry its group's name.
-fn command_usage(cmd: &Command, parent: Option<&Group>) -> String {
+pub(crate) fn command_usage(cmd: &Command, parent: Option<&Group>) -> String {
     let path = match parent {
         Some(group) => format!("{} {}", group.name, cmd.name),
         None => cmd.name.to_owned(),
     };
     let parent_path = parent.map_or(String::new(), |g| format!("{} ", g.name));
+    let flags = if command::completion::flags_in_use_line(cmd, parent) { " [flags]" } else { "" };
     Usage {
         name: &path,
         short: cmd.short,
-        use_line: format!("etcdctl {parent_path}{} [flags]", cmd.usage),
+        use_line: format!("etcdctl {parent_path}{}{flags}", cmd.usage),
         listing: None,
         long: cmd.long,
         local: cmd.flags,
@@ -236,16 +248,34 @@ fn command_usage(cmd: &Command, parent: Option<&Group>) -> String {
 
 /// cobra's `help [command]`: the help of the deepest command the words
 /// name, or the root's.
-fn help_command(args: &[String], root_specs: &[FlagSpec], stdout: &mut dyn Write) -> i32 {
+fn help_command(args: &[String], root_specs: &[FlagSpec], stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
     let words = strip_flags(args, root_specs);
-    let found = words.first().and_then(|w| command::find_next(command::ETCDCTL_COMMANDS, w)).and_then(command::lookup);
+    // etcdctl's names by prefix, keelctl's own only in full.
+    let first = words.first().and_then(|w| {
+        command::find_next(command::ETCDCTL_COMMANDS, w).or_else(|| command::lookup(w).map(|e| e.name()))
+    });
+    let mut parsed = Parsed::new(root_specs);
+    if (parsed.parse(args).is_ok() && parsed.bool("help")) || first == Some("help") {
+        let _ = stdout.write_all(command_usage(&help::HELP_COMMAND, None).as_bytes());
+        return 0;
+    }
+    let found = first.and_then(command::lookup);
     let text = match found {
         Some(Entry::Leaf(cmd)) => command_usage(cmd, None),
         Some(Entry::Group(group)) => match words.get(1).and_then(|w| group.find(w)) {
             Some(cmd) => command_usage(cmd, Some(group)),
             None => group_usage(group),
         },
-        None => root_usage(),
+        None => {
+            if first.is_none() && !words.is_empty() {
+                // cobra's `Printf("Unknown help topic %#q\n", args)`.
+                let topics: Vec<String> = words.iter().map(|w| help::go_backquote(w)).collect();
+                let _ = writeln!(stderr, "Unknown help topic [{}]", topics.join(" "));
+                root_page(false)
+            } else {
+                root_usage()
+            }
+        }
     };
     let _ = stdout.write_all(text.as_bytes());
     0
@@ -282,7 +312,8 @@ mod tests {
     fn a_group_without_a_subcommand_prints_its_help() {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let args: Vec<String> = ["lease", "foo"].iter().map(|s| s.to_string()).collect();
-        let code = run(&args, Vec::new(), Io { stdout: &mut out, stderr: &mut err, stdin: &mut &b""[..] });
+        let io = Io { stdout: &mut out, stderr: &mut err, stdin: &mut &b""[..], stderr_is_terminal: false };
+        let code = run(&args, Vec::new(), io);
         assert_eq!(code, 0);
         assert_eq!(String::from_utf8(out).unwrap(), group_usage(lease()));
         assert!(err.is_empty());

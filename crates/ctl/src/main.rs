@@ -1,6 +1,7 @@
 //! `keelctl`: see the library for what it does; this only wires the
 //! process's arguments, environment and streams to it.
 
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
 
 fn main() {
@@ -16,6 +17,8 @@ fn main() {
     let mut stderr = std::io::stderr().lock();
     // Not locked: `watch -i` reads stdin on a thread of its own.
     let mut stdin = std::io::stdin();
-    let code = keel_ctl::run(&args, env, keel_ctl::Io { stdout: &mut stdout, stderr: &mut stderr, stdin: &mut stdin });
+    let stderr_is_terminal = std::io::stderr().is_terminal();
+    let io = keel_ctl::Io { stdout: &mut stdout, stderr: &mut stderr, stdin: &mut stdin, stderr_is_terminal };
+    let code = keel_ctl::run(&args, env, io);
     std::process::exit(code);
 }

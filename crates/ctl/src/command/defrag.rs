@@ -38,6 +38,7 @@ fn run(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
             Err(rpc) => {
                 failed = true;
                 let _ = writeln!(ctx.io.stderr, "Failed to defragment etcd member[{endpoint}] ({})", rpc.printed);
+                ctx.diagnose(&rpc);
             }
         }
     }

@@ -81,6 +81,8 @@ pub struct Health {
 fn health(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
     let printer = ctx.setup()?;
     let mut reports = Vec::new();
+    // Calls that got no answer, to say why on a terminal.
+    let mut unreached = Vec::new();
     for endpoint in endpoints_from_cluster(ctx)? {
         let started = Instant::now();
         // A read that goes through consensus; being refused it (no
@@ -91,7 +93,10 @@ fn health(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
             Ok((read.map(|_| ()), alarms))
         });
         let (health, error) = match read {
-            Err(rpc) => (false, rpc.printed),
+            Err(rpc) => {
+                unreached.push(rpc.clone());
+                (false, rpc.printed)
+            }
             Ok((Err(e), _)) if RpcError::from_client(&e).printed != "etcdserver: permission denied" => {
                 (false, RpcError::from_client(&e).printed)
             }
@@ -115,6 +120,9 @@ fn health(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
     let (out, err) = print_health(printer.format, &reports)?;
     let _ = ctx.io.stdout.write_all(out.as_bytes());
     let _ = ctx.io.stderr.write_all(err.as_bytes());
+    for rpc in &unreached {
+        ctx.diagnose(rpc);
+    }
     if unhealthy {
         return Err(Failure::exit(exit::ERROR, "unhealthy cluster"));
     }
@@ -186,6 +194,7 @@ fn status(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
                 failed = true;
                 let _ = writeln!(ctx.io.stderr, "{}", crate::error::passthrough_retry_warning(&endpoint, &rpc));
                 let _ = writeln!(ctx.io.stderr, "Failed to get the status of endpoint {endpoint} ({})", rpc.printed);
+                ctx.diagnose(&rpc);
             }
         }
     }
@@ -295,6 +304,7 @@ fn hashkv(ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
             Err(rpc) => {
                 let _ = writeln!(ctx.io.stderr, "{}", crate::error::passthrough_retry_warning(&endpoint, &rpc));
                 let _ = writeln!(ctx.io.stderr, "Failed to get the hash of endpoint {endpoint} ({})", rpc.printed);
+                ctx.diagnose(&rpc);
                 last_error = Some(rpc.printed);
             }
         }

@@ -14,6 +14,7 @@ use crate::global::Context;
 mod alarm;
 mod auth;
 mod compaction;
+pub mod completion;
 mod defrag;
 mod del;
 mod elect;
@@ -91,6 +92,7 @@ pub const COMMANDS: &[Entry] = &[
     Entry::Group(&alarm::ALARM),
     Entry::Group(&auth::AUTH),
     Entry::Leaf(&compaction::COMPACTION),
+    Entry::Group(&completion::COMPLETION),
     Entry::Leaf(&defrag::DEFRAG),
     Entry::Leaf(&del::DEL),
     Entry::Leaf(&elect::ELECT),

@@ -135,7 +135,7 @@ pub fn run(verb: &str, rest: &[String], globals: Globals, io: Io<'_>) -> i32 {
             return exit::BAD_ARGS;
         }
     };
-    let Io { stdout, stderr, stdin } = io;
+    let Io { stdout, stderr, stdin, .. } = io;
     let mut cmd = Cmd { runtime, client: None, globals, stdout, stderr, stdin, flags: parsed };
     let result = match cmd.connect() {
         Ok(()) => cmd.verb(verb),

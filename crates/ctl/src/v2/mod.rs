@@ -171,7 +171,8 @@ mod tests {
 
     fn run_v2(s: &[&str]) -> (String, String, i32) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = run(&words(s), Vec::new(), Io { stdout: &mut out, stderr: &mut err, stdin: &mut &b""[..] });
+        let io = Io { stdout: &mut out, stderr: &mut err, stdin: &mut &b""[..], stderr_is_terminal: false };
+        let code = run(&words(s), Vec::new(), io);
         (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap(), code)
     }
 
