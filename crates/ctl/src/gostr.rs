@@ -230,6 +230,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A string as `encoding/json` writes it (HTML-safe escaping, invalid UTF-8
 /// replaced).
+/// Go's `syscall.Errno` text for the errors a file or a spawn meets.
+pub fn errno_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(2) => "no such file or directory".to_owned(),
+        Some(13) => "permission denied".to_owned(),
+        Some(8) => "exec format error".to_owned(),
+        Some(20) => "not a directory".to_owned(),
+        Some(21) => "is a directory".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
 pub fn json_string(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let mut out = String::with_capacity(text.len() + 2);

@@ -23,6 +23,7 @@ mod global;
 mod gostr;
 mod help;
 mod printer;
+mod progress;
 mod v2;
 
 use std::io::Write;
@@ -82,7 +83,9 @@ fn dispatch<'a>(
         let _ = stdout.write_all(root_usage().as_bytes());
         return Ok(0);
     };
-    let Some(name) = command::find_next(command::ETCDCTL_COMMANDS, word) else {
+    let name = command::find_next(command::ETCDCTL_COMMANDS, word)
+        .or_else(|| command::KEELCTL_ONLY.iter().find(|name| **name == word.as_str()).copied());
+    let Some(name) = name else {
         let mut message = format!("unknown command {} for \"etcdctl\"", gostr::quote(word.as_bytes()));
         let suggestions = command::suggestions(word);
         if !suggestions.is_empty() {

@@ -29,6 +29,7 @@
 
 mod chart;
 mod compare;
+mod ctl;
 mod delivery;
 mod dial;
 mod doc;
@@ -95,6 +96,9 @@ pub enum Bench {
     /// RSS), the import of etcd's snapshot into Keel, and a defragmentation
     /// under a put load (the slowest put meanwhile).
     Maintenance(maintenance::MaintenanceOptions),
+    /// keelctl and etcdctl as scripts run them, a process per command: the
+    /// wall time of a `get` (A B A B), and optionally `check perf`.
+    Ctl(ctl::CtlOptions),
 }
 
 /// Where the load goes and how much of it (etcd's global flags, and --total).
@@ -371,6 +375,7 @@ pub fn run(bench: Bench) -> Result<()> {
         Bench::DeleteStorm(options) => return runtime.block_on(storm::run(&options)),
         Bench::Snapshot(options) => return runtime.block_on(snapshot::run(&options)),
         Bench::Maintenance(options) => return runtime.block_on(maintenance::run(&options)),
+        Bench::Ctl(options) => return runtime.block_on(ctl::run(&options)),
         Bench::Watch(o) => {
             let watched =
                 if o.prefix { Watched::Prefix(o.watched_key_total) } else { Watched::Keys(o.watched_key_total) };

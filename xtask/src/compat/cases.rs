@@ -428,11 +428,11 @@ pub static CASES: &[Case] = &[
     snapshot("snapshot-save", &["snapshot", "save", "{dir}/snap.db"]),
     snapshot("snapshot-status", &["snapshot", "status", "{dir}/snap.db"]),
     snapshot("snapshot-status-json", &["snapshot", "status", "{dir}/snap.db", "-w", "json"]),
-    case("snapshot-restore", &[
+    snapshot("snapshot-restore", &[
         "snapshot", "restore", "{dir}/snap.db", "--data-dir", "{dir}/restored", "--name", "restored",
         "--initial-cluster", "restored=http://127.0.0.1:1", "--initial-advertise-peer-urls", "http://127.0.0.1:1",
     ]),
-    case("snapshot-restore-existing-dir", &[
+    snapshot("snapshot-restore-existing-dir", &[
         "snapshot", "restore", "{dir}/snap.db", "--data-dir", "{dir}/restored", "--name", "restored",
         "--initial-cluster", "restored=http://127.0.0.1:1", "--initial-advertise-peer-urls", "http://127.0.0.1:1",
     ]),

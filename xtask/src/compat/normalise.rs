@@ -109,12 +109,18 @@ fn normalise_text(kind: Kind, text: &str, client_addr: &str, ids: &mut IdMap) ->
 /// A snapshot file's bytes are each server's own layout of the same store (etcd's bbolt pages
 /// and meta records, Keel's export of them): its size, whole-file hash and key count differ,
 /// its revision does not. Masked in `snapshot status` json and simple output and in the size
-/// `snapshot save` logs.
+/// `snapshot save` logs. A restored data dir is each one's own layout too: the directory
+/// `snapshot restore` logs as `wal-dir` holds etcd's WAL (`member/wal`) or Keel's raft log
+/// (`member/raft`).
 fn mask_snapshot_layout(text: &str) -> String {
     let mut text = text.to_owned();
-    for (field, placeholder) in
-        [("hash", "<hash>"), ("totalKey", "<total-keys>"), ("totalSize", "<total-size>"), ("size", "\"<size>\"")]
-    {
+    for (field, placeholder) in [
+        ("hash", "<hash>"),
+        ("totalKey", "<total-keys>"),
+        ("totalSize", "<total-size>"),
+        ("size", "\"<size>\""),
+        ("wal-dir", "\"<wal-dir>\""),
+    ] {
         text = rewrite_field(&text, field, |_| placeholder.to_owned());
     }
     // Simple: `hash, revision, total keys, total size`.

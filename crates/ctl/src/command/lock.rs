@@ -175,7 +175,8 @@ async fn run_command(command: Vec<String>, env: Vec<(String, String)>) -> Result
         let mut child = std::process::Command::new(&path);
         std::os::unix::process::CommandExt::arg0(&mut child, &command[0]);
         child.args(&command[1..]).envs(env);
-        let status = child.status().map_err(|e| format!("fork/exec {}: {}", path.display(), errno_text(&e)))?;
+        let status =
+            child.status().map_err(|e| format!("fork/exec {}: {}", path.display(), crate::gostr::errno_text(&e)))?;
         Ok(status)
     })
     .await
@@ -206,17 +207,6 @@ fn look_path(name: &str) -> Result<std::path::PathBuf, String> {
         }
     }
     Err(format!("exec: {}: executable file not found in $PATH", crate::gostr::quote(name.as_bytes())))
-}
-
-/// Go's `syscall.Errno` text for the errors a spawn meets.
-fn errno_text(error: &std::io::Error) -> String {
-    match error.raw_os_error() {
-        Some(2) => "no such file or directory".to_owned(),
-        Some(13) => "permission denied".to_owned(),
-        Some(8) => "exec format error".to_owned(),
-        Some(20) => "not a directory".to_owned(),
-        _ => error.to_string(),
-    }
 }
 
 /// Go's `*exec.ExitError` text for a command that failed; `None` if it

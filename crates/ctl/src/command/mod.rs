@@ -15,6 +15,7 @@ mod alarm;
 mod auth;
 mod compaction;
 pub mod completion;
+mod data_dir;
 mod defrag;
 mod del;
 mod elect;
@@ -25,6 +26,7 @@ mod lock;
 mod member;
 mod move_leader;
 mod put;
+mod restore;
 mod role;
 mod snapshot;
 mod txn;
@@ -93,6 +95,7 @@ pub const COMMANDS: &[Entry] = &[
     Entry::Group(&auth::AUTH),
     Entry::Leaf(&compaction::COMPACTION),
     Entry::Group(&completion::COMPLETION),
+    Entry::Group(&data_dir::DATA_DIR),
     Entry::Leaf(&defrag::DEFRAG),
     Entry::Leaf(&del::DEL),
     Entry::Leaf(&elect::ELECT),
@@ -140,6 +143,10 @@ pub const ETCDCTL_COMMANDS: &[&str] = &[
     "version",
     "watch",
 ];
+
+/// Commands etcdctl does not have (etcdutl's kind of tools). Named in
+/// full only: a prefix keeps meaning what it means to etcdctl.
+pub const KEELCTL_ONLY: &[&str] = &["data-dir"];
 
 /// The root help's command listing, as etcdctl 3.4.23 prints it.
 pub const ROOT_LISTING: &[(&str, &str)] = &[

@@ -15,6 +15,7 @@ use crate::flags::{FlagSpec, Kind};
 use crate::global::Context;
 use crate::gostr;
 use crate::printer::Format;
+use crate::progress::{Progress, Unit};
 
 /// etcdctl's `ExitInterrupted`: a snapshot download that did not complete.
 const EXIT_INTERRUPTED: i32 = 5;
@@ -79,13 +80,17 @@ const RESTORE: Command = Command {
             "Ignore snapshot integrity hash value (required if copied from data directory)",
         ),
         FlagSpec::new("wal-dir", Kind::String, "", "Path to the WAL directory (use --data-dir if none given)"),
+        // etcdutl's (3.6), not etcdctl 3.4's.
+        FlagSpec::new("bump-revision", Kind::Int64, "0", "How much to increase the latest revision after restore"),
+        FlagSpec::new(
+            "mark-compacted",
+            Kind::Bool,
+            "false",
+            "Mark the latest revision after restore as the point of scheduled compaction (required if --bump-revision > 0, disallowed otherwise)",
+        ),
     ],
-    run: restore,
+    run: super::restore::run,
 };
-
-fn restore(_ctx: &mut Context<'_>, _args: &[String]) -> Result<(), Failure> {
-    Err(Failure::exit(exit::ERROR, "keelctl does not implement \"snapshot restore\" yet"))
-}
 
 /// What `snapshot status` reports of a file (etcd's `dbstatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,10 +179,13 @@ fn epoch_seconds() -> String {
 
 /// A log line of etcd's `snapshot` package (zap production encoder).
 fn snapshot_log(line: u32, msg: &str, fields: &str) -> String {
-    format!(
-        "{{\"level\":\"info\",\"ts\":{},\"caller\":\"snapshot/v3_snapshot.go:{line}\",\"msg\":\"{msg}\"{fields}}}\n",
-        epoch_seconds()
-    )
+    zap_log(&format!("snapshot/v3_snapshot.go:{line}"), msg, fields)
+}
+
+/// An info line of zap's production encoder, as etcd's packages log them;
+/// `fields` are `,"key":value` pairs, already JSON.
+pub(super) fn zap_log(caller: &str, msg: &str, fields: &str) -> String {
+    format!("{{\"level\":\"info\",\"ts\":{},\"caller\":\"{caller}\",\"msg\":\"{msg}\"{fields}}}\n", epoch_seconds())
 }
 
 /// A log line of clientv3's maintenance calls.
@@ -230,6 +238,8 @@ fn download(ctx: &mut Context<'_>, endpoint: &str, path: &str, part: &str) -> Re
         .stderr
         .write_all(snapshot_log(127, "fetching snapshot", &format!(",\"endpoint\":{quoted_endpoint}")).as_bytes());
     let mut size = 0u64;
+    // The total is known with the first piece: what it carries plus what remains.
+    let mut bar = Progress::start("snapshot save", None, Unit::Bytes);
     loop {
         // One chunk at a time on the runtime; the file is written outside it.
         let next = ctx.block_on(async {
@@ -244,8 +254,19 @@ fn download(ctx: &mut Context<'_>, endpoint: &str, path: &str, part: &str) -> Re
             Some(Ok(None)) => break,
             Some(Ok(Some(chunk))) => chunk,
         };
+        if size == 0 {
+            if let Some(bar) = bar.as_mut() {
+                bar.set_total(chunk.blob.len() as u64 + chunk.remaining_bytes);
+            }
+        }
         size += chunk.blob.len() as u64;
         file.write_all(&chunk.blob).map_err(|e| interrupted(e.to_string()))?;
+        if let Some(bar) = bar.as_mut() {
+            bar.set(size);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
     }
     let _ = ctx.io.stderr.write_all(client_log(208, "completed snapshot read; closing").as_bytes());
     file.sync_all().map_err(|e| interrupted(e.to_string()))?;

@@ -92,6 +92,14 @@ impl Keel {
         }
     }
 
+    /// Waits until a linearizable read succeeds: a leader is there, so
+    /// writes go through.
+    pub async fn wait_for_quorum(&self) {
+        if !answers_a_range(&self.endpoint(), false, |answer| answer.is_ok()).await {
+            panic!("keel on port {} found no leader", self.port);
+        }
+    }
+
     /// Whether the process ended on its own.
     pub fn has_exited(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some())
@@ -211,9 +219,7 @@ impl Cluster {
     /// successor to a killed leader may be lost with it and time out, as
     /// etcd's may; tests that kill a member and then write wait for this.
     pub async fn wait_for_quorum(&self, i: usize) {
-        if !answers_a_range(&self.member(i).endpoint(), false, |answer| answer.is_ok()).await {
-            panic!("member {i} found no leader");
-        }
+        self.member(i).wait_for_quorum().await;
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -276,6 +282,28 @@ pub fn keel_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
     command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     without_etcd_env(&mut command);
+    command
+}
+
+/// `keelctl`, built beside `keel` (`cargo test --workspace` builds it for
+/// keel-ctl's own integration tests), with the environment scrubbed as for
+/// `keel` and every `ETCDCTL_*` variable removed.
+pub fn keelctl_command() -> Command {
+    let keel = Path::new(env!("CARGO_BIN_EXE_keel"));
+    let keelctl = keel.with_file_name("keelctl");
+    assert!(
+        keelctl.is_file(),
+        "{} is missing: build it first (cargo build --workspace, or cargo test --workspace)",
+        keelctl.display()
+    );
+    let mut command = Command::new(keelctl);
+    command.stdin(Stdio::null());
+    without_etcd_env(&mut command);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCDCTL_") {
+            command.env_remove(key);
+        }
+    }
     command
 }
 
