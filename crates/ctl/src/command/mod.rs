@@ -13,6 +13,7 @@ use crate::global::Context;
 
 mod alarm;
 mod auth;
+mod check;
 mod compaction;
 pub mod completion;
 mod data_dir;
@@ -23,6 +24,7 @@ mod endpoint;
 mod get;
 mod lease;
 mod lock;
+mod make_mirror;
 mod member;
 mod move_leader;
 mod put;
@@ -93,6 +95,7 @@ impl Entry {
 pub const COMMANDS: &[Entry] = &[
     Entry::Group(&alarm::ALARM),
     Entry::Group(&auth::AUTH),
+    Entry::Group(&check::CHECK),
     Entry::Leaf(&compaction::COMPACTION),
     Entry::Group(&completion::COMPLETION),
     Entry::Group(&data_dir::DATA_DIR),
@@ -103,6 +106,7 @@ pub const COMMANDS: &[Entry] = &[
     Entry::Leaf(&get::GET),
     Entry::Group(&lease::LEASE),
     Entry::Leaf(&lock::LOCK),
+    Entry::Leaf(&make_mirror::MAKE_MIRROR),
     Entry::Group(&member::MEMBER),
     Entry::Leaf(&move_leader::MOVE_LEADER),
     Entry::Leaf(&put::PUT),
