@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: the project's single test command: `cargo fmt --check`, `cargo clippy`
 //!   (warnings are errors), `cargo test --workspace`, the crash tests with fault points, then the
-//!   etcd compatibility suite, then a small smoke run of `bench compare`.
+//!   etcd compatibility suite, the check of deploy/ ([`deploy`]), then a small smoke run of
+//!   `bench compare`.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
 //! - `cargo xtask bench put|range|txn-put|txn-mixed|watch|watch-latency|slow-watcher|
 //!   lease-keepalive|lease-grant-revoke|compare`: etcd's benchmark workloads, and Keel-vs-etcd
@@ -11,11 +12,15 @@
 //! - `cargo xtask docs`: regenerate `docs/configuration.md` from the flag table in `keel-config`.
 //! - `cargo xtask simulate --seeds N [--first F] | --seed S`: simulated clusters under faults
 //!   (`keel-sim`, release build); `cargo xtask test` runs 200 seeds as a test.
+//! - `cargo xtask image [--debug] [--tag T]`: the container image (see [`image`]);
+//!   `cargo xtask deploy`: the check of deploy/ that `cargo xtask test` runs (see [`deploy`]).
 
 mod bench;
 mod cargo;
 mod cluster;
 mod compat;
+mod deploy;
+mod image;
 
 use std::process::ExitCode;
 
@@ -31,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run fmt and clippy checks, `cargo test --workspace`, the etcd compatibility suite, and a bench smoke run.
+    /// Run fmt and clippy checks, `cargo test --workspace`, the etcd compatibility suite, the deploy check, and a bench smoke run.
     Test {
         #[command(flatten)]
         compat: compat::Options,
@@ -60,6 +65,10 @@ enum Command {
         #[arg(long)]
         fault_points: bool,
     },
+    /// Build the container image (deploy/Dockerfile) from keel and keelctl built here.
+    Image(image::Options),
+    /// Check deploy/: the image, Compose, Kubernetes manifests and systemd unit (part of `test`).
+    Deploy,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,8 @@ fn main() -> ExitCode {
         Command::Cluster(command) => cluster::run(command),
         Command::Docs => docs(),
         Command::Simulate { seeds, first, seed, fault_points } => simulate(seeds, first, seed, fault_points),
+        Command::Image(opts) => image::run(&opts),
+        Command::Deploy => deploy::check(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +132,8 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
         bail!("the simulation with crashes at fault points failed ({status})");
     }
     compat::run(compat_opts)?;
+    // The image, Compose, Kubernetes and systemd files, on the debug build.
+    deploy::check()?;
     bench_smoke()
 }
 
