@@ -98,6 +98,11 @@ impl Parsed {
 
     /// Sets a flag as pflag's `Set` does (also used for `ETCDCTL_*`
     /// variables); the error is the reason only, without the flag name.
+    /// Replaces a string slice's value (endpoints found by DNS discovery).
+    pub fn replace_strings(&mut self, name: &'static str, values: Vec<String>) {
+        self.values.insert(name, Value::StringSlice(values));
+    }
+
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), String> {
         let spec = self.spec(name).ok_or_else(|| format!("no such flag -{name}"))?;
         let value = match spec.kind {

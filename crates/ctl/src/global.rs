@@ -82,11 +82,13 @@ pub struct Context<'a> {
     client: Option<Client>,
     /// The password prompted for when `--user` has none.
     password: Option<String>,
+    /// `--discovery-srv` was looked up (once per command).
+    discovered: bool,
 }
 
 impl<'a> Context<'a> {
     pub fn new(io: Io<'a>, flags: Parsed, env: Vec<(String, String)>) -> Context<'a> {
-        Context { io, flags, env, runtime: None, client: None, password: None }
+        Context { io, flags, env, runtime: None, client: None, password: None, discovered: false }
     }
 
     /// What etcdctl's `mustClientFromCmd` does before dialling: reads the
@@ -94,6 +96,7 @@ impl<'a> Context<'a> {
     /// `--write-out` fails here, before any request.
     pub fn setup(&mut self) -> Result<Printer, Failure> {
         self.apply_env();
+        self.discover()?;
         let user = self.flags.string("user");
         if !user.is_empty()
             && !user.contains(':')
@@ -141,6 +144,24 @@ impl<'a> Context<'a> {
             let stamp = format!("{} {}", &now[..10], &now[11..23]);
             let _ = writeln!(self.io.stderr, "{stamp}000 W | pkg/flags: {warning}");
         }
+    }
+
+    /// `--discovery-srv`: the endpoints from DNS replace `--endpoints`,
+    /// unless DNS names none (etcdctl's `endpointsFromCmd`).
+    fn discover(&mut self) -> Result<(), Failure> {
+        let domain = self.flags.string("discovery-srv").to_owned();
+        if domain.is_empty() || self.discovered {
+            return Ok(());
+        }
+        self.discovered = true;
+        let service_name = self.flags.string("discovery-srv-name").to_owned();
+        let insecure = self.flags.bool("insecure-discovery");
+        let endpoints = crate::discovery::discover(&domain, &service_name, insecure, self.io.stderr)
+            .map_err(|e| Failure::exit(exit::ERROR, e))?;
+        if !endpoints.is_empty() {
+            self.flags.replace_strings("endpoints", endpoints);
+        }
+        Ok(())
     }
 
     fn endpoints(&self) -> Vec<String> {

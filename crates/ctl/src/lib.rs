@@ -18,6 +18,7 @@
 pub mod flags;
 
 mod command;
+mod discovery;
 mod error;
 mod global;
 mod gostr;

@@ -380,3 +380,104 @@ fn bad_restores_are_refused_with_etcdctls_messages_and_leave_nothing() {
         (Some(1), "Error: couldn't find local name \"x\" in the initial cluster configuration".to_string())
     );
 }
+
+/// A DNS server on 127.0.0.1:53 that knows one SRV record,
+/// `_etcd-client._tcp.keel.test` → `m1.keel.test.:port`, the address of
+/// `m1.keel.test` (127.0.0.1), and no other name.
+fn fake_dns(port: u16) -> std::net::UdpSocket {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    let socket = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53 (the tests run as root)");
+    let serving = socket.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = serving.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+            let mut answer = Message::new();
+            answer
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_authoritative(true);
+            let mut known = false;
+            for q in query.queries() {
+                answer.add_query(q.clone());
+                let name = q.name().to_ascii();
+                if q.query_type() == RecordType::SRV && name == "_etcd-client._tcp.keel.test." {
+                    let target = Name::from_ascii("m1.keel.test.").unwrap();
+                    let srv = RData::SRV(SRV::new(0, 0, port, target));
+                    answer.add_answer(Record::from_rdata(q.name().clone(), 30, srv));
+                    known = true;
+                } else if name == "m1.keel.test." {
+                    if q.query_type() == RecordType::A {
+                        let a = RData::A(A::new(127, 0, 0, 1));
+                        answer.add_answer(Record::from_rdata(q.name().clone(), 30, a));
+                    }
+                    known = true;
+                }
+            }
+            answer.set_response_code(if known { ResponseCode::NoError } else { ResponseCode::NXDomain });
+            let _ = serving.send_to(&answer.to_vec().unwrap(), from);
+        }
+    });
+    socket
+}
+
+/// keelctl with `args`, in a mount namespace whose /etc/resolv.conf names
+/// the fake DNS server: the system's resolver configuration, as keelctl
+/// reads it, without touching the machine's.
+fn keelctl_with_dns(dir: &Path, args: &[&str]) -> Output {
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    let keelctl = keelctl_command();
+    let bin = keelctl.get_program().to_string_lossy().into_owned();
+    let mut unshare = Command::new("unshare");
+    common::without_etcd_env(&mut unshare);
+    unshare
+        .args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""])
+        .arg(&resolv)
+        .arg(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare (util-linux)")
+}
+
+#[tokio::test]
+async fn discovery_srv_finds_the_endpoints_in_dns() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("data")).await;
+    keel.wait_for_quorum().await;
+    let _dns = fake_dns(keel.port);
+    let text = |out: &Output| {
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let put = keelctl_with_dns(dir.path(), &["--discovery-srv", "keel.test", "put", "found", "by-dns"]);
+    assert!(put.status.success(), "{:?}", text(&put));
+    let got = keelctl_with_dns(dir.path(), &["-d", "keel.test", "get", "found", "--print-value-only"]);
+    assert_eq!(text(&got).0, "by-dns\n", "{:?}", text(&got));
+
+    // Plain-http endpoints are dropped unless --insecure-discovery; then
+    // --endpoints is used, as by etcdctl.
+    let endpoint = format!("127.0.0.1:{}", keel.port);
+    let secure = keelctl_with_dns(
+        dir.path(),
+        &["--discovery-srv", "keel.test", "--insecure-discovery=false", "--endpoints", &endpoint, "get", "found"],
+    );
+    let (stdout, stderr) = text(&secure);
+    assert_eq!(stdout, "found\nby-dns\n");
+    assert_eq!(stderr, format!("ignoring discovered insecure endpoint \"http://m1.keel.test.:{}\"\n", keel.port));
+
+    let nowhere = keelctl_with_dns(dir.path(), &["--discovery-srv", "nowhere.test", "get", "found"]);
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert_eq!(
+        text(&nowhere).1,
+        "Error: dns lookup errors: lookup _etcd-client-ssl._tcp.nowhere.test on 127.0.0.1:53: no such host \
+         and lookup _etcd-client._tcp.nowhere.test on 127.0.0.1:53: no such host\n"
+    );
+}

@@ -13,7 +13,6 @@
 
 mod cases;
 mod diff;
-mod keelctl;
 mod known;
 mod normalise;
 mod runner;
@@ -79,8 +78,6 @@ enum Verdict {
 enum KeelctlVerdict {
     Same,
     Differs(String),
-    /// keelctl has no such command yet: etcdctl ran it.
-    NotYet,
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -144,7 +141,7 @@ pub fn run(opts: &Options) -> Result<()> {
             )?;
             tally.record(case, &etcdctl, verdict, &allowed, opts);
             if let Some((keelctl, server, session)) = &mut keelctl_side {
-                let verdict = run_keelctl_case(case, (&etcdctl, keelctl), &on_keel, (server, session), opts)?;
+                let verdict = run_keelctl_case(case, keelctl, &on_keel, (server, session), opts)?;
                 tally.record_keelctl(case, verdict);
             }
         }
@@ -164,7 +161,7 @@ pub fn run(opts: &Options) -> Result<()> {
             tally.record(case, &etcdctl_v2, verdict, &allowed, opts);
             if let Some((keelctl, server, session)) = &mut keelctl_side {
                 let keelctl_v2 = keelctl.with_api(Api::V2);
-                let verdict = run_keelctl_case(case, (&etcdctl_v2, &keelctl_v2), &on_keel, (server, session), opts)?;
+                let verdict = run_keelctl_case(case, &keelctl_v2, &on_keel, (server, session), opts)?;
                 tally.record_keelctl(case, verdict);
             }
         }
@@ -230,7 +227,6 @@ struct Tally {
     cases: usize,
     failures: Vec<&'static str>,
     keelctl_same: usize,
-    keelctl_not_yet: usize,
     known_hits: Vec<&'static str>,
     stale: Vec<(&'static str, String)>,
 }
@@ -269,7 +265,6 @@ impl Tally {
     fn record_keelctl(&mut self, case: &'static Case, verdict: KeelctlVerdict) {
         match verdict {
             KeelctlVerdict::Same => self.keelctl_same += 1,
-            KeelctlVerdict::NotYet => self.keelctl_not_yet += 1,
             KeelctlVerdict::Differs(diff) => {
                 println!("FAIL   {}: keelctl prints otherwise than etcdctl on Keel", case.id);
                 print!("{diff}");
@@ -279,12 +274,7 @@ impl Tally {
     }
 
     fn report_keelctl(&self) {
-        println!(
-            "keelctl: {} cases identical to etcdctl's, {} run with etcdctl (not in keelctl yet: {})",
-            self.keelctl_same,
-            self.keelctl_not_yet,
-            keelctl::COMMANDS_MISSING
-        );
+        println!("keelctl: {} cases identical to etcdctl's", self.keelctl_same);
     }
 
     fn finish(self) -> Result<()> {
@@ -373,23 +363,16 @@ fn run_on(
     Ok(normalised)
 }
 
-/// The doubled script's second half: `case` run with keelctl on a Keel of its own (etcdctl
-/// where keelctl does not have the command yet, so that its store goes on in step), and
-/// what it printed diffed against `by_etcdctl`, what etcdctl printed for it on Keel.
+/// The doubled script's second half: `case` run with keelctl on a Keel of its own, and what
+/// it printed diffed against `by_etcdctl`, what etcdctl printed for it on Keel.
 fn run_keelctl_case(
     case: &Case,
-    clients: (&Etcdctl, &Etcdctl),
+    keelctl: &Etcdctl,
     by_etcdctl: &normalise::Normalised,
     (server, session): (&mut Server, &mut Session),
     opts: &Options,
 ) -> Result<KeelctlVerdict> {
-    let (etcdctl, keelctl) = clients;
-    let supported = keelctl::implements(case);
-    let client = if supported { keelctl } else { etcdctl };
-    let by_keelctl = run_on(case, client, server, session, false)?;
-    if !supported {
-        return Ok(KeelctlVerdict::NotYet);
-    }
+    let by_keelctl = run_on(case, keelctl, server, session, false)?;
     Ok(match diff::render("etcdctl", by_etcdctl, "keelctl", &by_keelctl) {
         None => KeelctlVerdict::Same,
         Some(diff) => {
