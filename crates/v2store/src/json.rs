@@ -3,7 +3,6 @@
 use crate::{Action, Event, Nanos, NodeView};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
-const SECONDS_PER_DAY: i64 = 86_400;
 
 /// Appends `s` as a JSON string the Go way: `<`, `>`, `&` as `\u003c`,
 /// `\u003e`, `\u0026`; U+2028/U+2029 escaped; other non-ASCII raw.
@@ -38,10 +37,17 @@ pub fn write_json_string(out: &mut String, s: &str) {
 pub fn render_time(at: Nanos) -> String {
     let seconds = at.div_euclid(NANOS_PER_SECOND);
     let nanos = at.rem_euclid(NANOS_PER_SECOND);
-    let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
-    let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
-    let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
-    let mut out = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+    // Any i64 of nanoseconds is within the years `time` represents.
+    let at = time::OffsetDateTime::from_unix_timestamp(seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut out = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
     if nanos != 0 {
         let fraction = format!("{nanos:09}");
         out.push('.');
@@ -49,21 +55,6 @@ pub fn render_time(at: Nanos) -> String {
     }
     out.push('Z');
     out
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`), so no calendar crate is needed.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// etcd's `ceil((expiration - now) / 1s)` with Go's truncating division: a

@@ -159,24 +159,8 @@ fn output(program: &str, args: &[&str], path: Option<&Path>) -> Option<String> {
 /// "YYYY-MM-DD HH:MM UTC".
 fn timestamp(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (y, m, d) = civil_date(secs.div_euclid(86_400));
-    let of_day = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", of_day / 3600, of_day % 3600 / 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let at = ::time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(::time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", at.year(), u8::from(at.month()), at.day(), at.hour(), at.minute())
 }
 
 /// The generated section: setting, one table per workload, every round.
@@ -255,11 +239,13 @@ mod tests {
 
     #[test]
     fn civil_dates() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(59), (1970, 3, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(20_454), (2026, 1, 1));
-        assert_eq!(civil_date(-1), (1969, 12, 31));
+        let day = |days: u64| timestamp(UNIX_EPOCH + std::time::Duration::from_secs(days * 86_400));
+        assert_eq!(day(0), "1970-01-01 00:00 UTC");
+        assert_eq!(day(59), "1970-03-01 00:00 UTC");
+        assert_eq!(day(11_016), "2000-02-29 00:00 UTC");
+        assert_eq!(day(20_454), "2026-01-01 00:00 UTC");
+        // Before the epoch (a clock gone wrong) reads as the epoch.
+        assert_eq!(timestamp(UNIX_EPOCH - std::time::Duration::from_secs(86_400)), "1970-01-01 00:00 UTC");
         assert_eq!(timestamp(UNIX_EPOCH + std::time::Duration::from_secs(86_400 + 3_723)), "1970-01-02 01:02 UTC");
     }
 
