@@ -289,18 +289,7 @@ mod fields {
     }
 
     fn kv(s: &mut Vec<u8>, prefix: &str, kv: &KeyValue) {
-        s.extend(
-            format!(
-                "\"{prefix}Key\" : {}\n\"{prefix}CreateRevision\" : {}\n\"{prefix}ModRevision\" : {}\n\"{prefix}Version\" : {}\n\"{prefix}Value\" : {}\n\"{prefix}Lease\" : {}\n",
-                gostr::quote(&kv.key),
-                kv.create_revision,
-                kv.mod_revision,
-                kv.version,
-                gostr::quote(&kv.value),
-                kv.lease
-            )
-            .into_bytes(),
-        );
+        s.extend(fields_kv(prefix, kv).into_bytes());
     }
 
     pub fn range(s: &mut Vec<u8>, r: &RangeResponse) {
@@ -338,6 +327,36 @@ mod fields {
             }
         }
     }
+}
+
+/// A key-value in the fields format, its names after `prefix` (`Prev`).
+pub fn fields_kv(prefix: &str, kv: &KeyValue) -> String {
+    format!(
+        "\"{prefix}Key\" : {}\n\"{prefix}CreateRevision\" : {}\n\"{prefix}ModRevision\" : {}\n\"{prefix}Version\" : {}\n\"{prefix}Value\" : {}\n\"{prefix}Lease\" : {}\n",
+        gostr::quote(&kv.key),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        gostr::quote(&kv.value),
+        kv.lease
+    )
+}
+
+/// A response header's fields as `encoding/json` writes them (`omitempty`).
+pub fn json_header_fields(h: Option<&ResponseHeader>) -> Vec<String> {
+    let Some(h) = h else { return Vec::new() };
+    let mut fields = Vec::new();
+    for (name, value) in [("cluster_id", h.cluster_id), ("member_id", h.member_id)] {
+        if value != 0 {
+            fields.push(format!("\"{name}\":{value}"));
+        }
+    }
+    for (name, value) in [("revision", h.revision), ("raft_term", h.raft_term as i64)] {
+        if value != 0 {
+            fields.push(format!("\"{name}\":{value}"));
+        }
+    }
+    fields
 }
 
 #[cfg(test)]

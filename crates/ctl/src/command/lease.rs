@@ -19,7 +19,7 @@ use crate::error::{exit, Failure};
 use crate::flags::{FlagSpec, Kind};
 use crate::global::Context;
 use crate::gostr;
-use crate::printer::Format;
+use crate::printer::{json_header_fields, Format};
 
 pub const LEASE: Group = Group {
     name: "lease",
@@ -276,7 +276,7 @@ fn keep_alive_output(format: Format, r: &KeepAliveResponse) -> Result<Vec<u8>, F
     Ok(match format {
         Format::Simple => format!("lease {} keepalived with TTL({})\n", hex_id(r.id), r.ttl).into_bytes(),
         Format::Json => {
-            let mut fields = json_header_fields(&r.header);
+            let mut fields = json_header_fields(r.header.as_ref());
             fields.push(format!("\"ID\":{}", r.id));
             fields.push(format!("\"TTL\":{}", r.ttl));
             format!("{{{}}}\n", fields.join(",")).into_bytes()
@@ -330,32 +330,15 @@ fn simple_leases(r: &LeaseLeasesResponse) -> String {
     s
 }
 
-/// The header's fields as `encoding/json` writes them (`omitempty`).
-fn json_header_fields(h: &Option<ResponseHeader>) -> Vec<String> {
-    let Some(h) = h else { return Vec::new() };
-    let mut fields = Vec::new();
-    for (name, value) in [("cluster_id", h.cluster_id), ("member_id", h.member_id)] {
-        if value != 0 {
-            fields.push(format!("\"{name}\":{value}"));
-        }
-    }
-    for (name, value) in [("revision", h.revision), ("raft_term", h.raft_term as i64)] {
-        if value != 0 {
-            fields.push(format!("\"{name}\":{value}"));
-        }
-    }
-    fields
-}
-
 fn json_header_object(h: &Option<ResponseHeader>) -> String {
     match h {
-        Some(_) => format!("{{{}}}", json_header_fields(h).join(",")),
+        Some(_) => format!("{{{}}}", json_header_fields(h.as_ref()).join(",")),
         None => "null".to_owned(),
     }
 }
 
 fn json_grant(r: &LeaseGrantResponse) -> String {
-    let mut fields = json_header_fields(&r.header);
+    let mut fields = json_header_fields(r.header.as_ref());
     fields.push(format!("\"ID\":{}", r.id));
     fields.push(format!("\"TTL\":{}", r.ttl));
     fields.push(format!("\"Error\":{}", gostr::json_string(r.error.as_bytes())));
@@ -363,7 +346,7 @@ fn json_grant(r: &LeaseGrantResponse) -> String {
 }
 
 fn json_time_to_live(r: &LeaseTimeToLiveResponse) -> String {
-    let mut fields = json_header_fields(&r.header);
+    let mut fields = json_header_fields(r.header.as_ref());
     fields.push(format!("\"id\":{}", r.id));
     fields.push(format!("\"ttl\":{}", r.ttl));
     fields.push(format!("\"granted-ttl\":{}", r.granted_ttl));
@@ -378,7 +361,7 @@ fn json_time_to_live(r: &LeaseTimeToLiveResponse) -> String {
 }
 
 fn json_leases(r: &LeaseLeasesResponse) -> String {
-    let mut fields = json_header_fields(&r.header);
+    let mut fields = json_header_fields(r.header.as_ref());
     let leases: Vec<String> = r.leases.iter().map(|l| format!("{{\"id\":{}}}", l.id)).collect();
     fields.push(format!("\"leases\":[{}]", leases.join(",")));
     format!("{{{}}}\n", fields.join(","))

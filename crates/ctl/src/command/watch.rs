@@ -20,7 +20,7 @@ use crate::error::{exit, Failure};
 use crate::flags::{FlagSpec, Kind, Parsed};
 use crate::global::Context;
 use crate::gostr;
-use crate::printer::{Format, Printer};
+use crate::printer::{fields_kv, json_header_fields, Format, Printer};
 
 pub const WATCH: Command = Command {
     name: "watch",
@@ -558,21 +558,6 @@ fn simple_kv(s: &mut Vec<u8>, hex: bool, kv: &KeyValue) {
     }
 }
 
-fn json_header(h: &ResponseHeader) -> String {
-    let mut fields = Vec::new();
-    for (name, value) in [("cluster_id", h.cluster_id), ("member_id", h.member_id)] {
-        if value != 0 {
-            fields.push(format!("\"{name}\":{value}"));
-        }
-    }
-    for (name, value) in [("revision", h.revision), ("raft_term", h.raft_term as i64)] {
-        if value != 0 {
-            fields.push(format!("\"{name}\":{value}"));
-        }
-    }
-    format!("{{{}}}", fields.join(","))
-}
-
 fn json_kv(kv: &KeyValue) -> String {
     let mut fields = Vec::new();
     if !kv.key.is_empty() {
@@ -619,24 +604,12 @@ fn json_watch(r: &WatchResponse) -> String {
         format!("[{}]", events.join(","))
     };
     format!(
-        "{{\"Header\":{},\"Events\":{events},\"CompactRevision\":{},\"Canceled\":{},\"Created\":{}}}\n",
-        json_header(&r.header.unwrap_or_default()),
+        "{{\"Header\":{{{}}},\"Events\":{events},\"CompactRevision\":{},\"Canceled\":{},\"Created\":{}}}\n",
+        json_header_fields(r.header.as_ref()).join(","),
         r.compact_revision,
         r.canceled,
         r.created
     )
-}
-
-fn fields_kv(s: &mut String, prefix: &str, kv: &KeyValue) {
-    s.push_str(&format!(
-        "\"{prefix}Key\" : {}\n\"{prefix}CreateRevision\" : {}\n\"{prefix}ModRevision\" : {}\n\"{prefix}Version\" : {}\n\"{prefix}Value\" : {}\n\"{prefix}Lease\" : {}\n",
-        gostr::quote(&kv.key),
-        kv.create_revision,
-        kv.mod_revision,
-        kv.version,
-        gostr::quote(&kv.value),
-        kv.lease
-    ));
 }
 
 fn fields_watch(r: &WatchResponse) -> String {
@@ -648,9 +621,9 @@ fn fields_watch(r: &WatchResponse) -> String {
     for event in &r.events {
         s.push_str(&format!("\"Type\" : {}\n", event_type(event.r#type)));
         if let Some(prev) = &event.prev_kv {
-            fields_kv(&mut s, "Prev", prev);
+            s.push_str(&fields_kv("Prev", prev));
         }
-        fields_kv(&mut s, "", &event.kv.clone().unwrap_or_default());
+        s.push_str(&fields_kv("", &event.kv.clone().unwrap_or_default()));
     }
     s
 }
