@@ -37,11 +37,21 @@
 //!   to read Jepsen's logs.
 //! - [`KvModel`]: an etcd-like key/value store (get, put, delete,
 //!   compare-and-swap, optionally checking revisions), split by key.
+//!
+//! Checkers for runs of a real cluster (`cargo xtask robustness`), against
+//! the store's own history as a watch from revision 1 reports it
+//! ([`events`]): unknown writes resolved and acknowledged writes found
+//! ([`persisted`]), etcd's watch guarantees ([`watch`]) and lease safety
+//! ([`lease`]).
 
 mod checker;
+pub mod events;
 mod jepsen;
 mod kv;
+pub mod lease;
+pub mod persisted;
 mod register;
+pub mod watch;
 
 pub use checker::{check, Counterexample, Model, Operation, Outcome, Verdict};
 pub use jepsen::{parse_register_history, ParseError, RegisterOperation};
