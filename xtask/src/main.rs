@@ -2,8 +2,8 @@
 //!
 //! - `cargo xtask test`: the project's single test command: `cargo fmt --check`, `cargo clippy`
 //!   (warnings are errors), `cargo test --workspace`, the crash tests with fault points, then the
-//!   etcd compatibility suite, the check of deploy/ ([`deploy`]), then a small smoke run of
-//!   `bench compare`.
+//!   etcd compatibility suite, the check of deploy/ ([`deploy`]), a short `robustness` run, then
+//!   a small smoke run of `bench compare`.
 //! - `cargo xtask compat`: the differential compatibility suite alone (see [`compat`]).
 //! - `cargo xtask bench put|range|txn-put|txn-mixed|watch|watch-latency|slow-watcher|
 //!   lease-keepalive|lease-grant-revoke|compare`: etcd's benchmark workloads, and Keel-vs-etcd
@@ -14,6 +14,8 @@
 //!   (`keel-sim`, release build); `cargo xtask test` runs 200 seeds as a test.
 //! - `cargo xtask image [--debug] [--tag T]`: the container image (see [`image`]);
 //!   `cargo xtask deploy`: the check of deploy/ that `cargo xtask test` runs (see [`deploy`]).
+//! - `cargo xtask robustness [--target keel|etcd] [--duration 30m] [--seed S]`: a cluster of real
+//!   processes in network namespaces under seeded faults, every answer checked (see [`robustness`]).
 
 mod bench;
 mod cargo;
@@ -21,6 +23,7 @@ mod cluster;
 mod compat;
 mod deploy;
 mod image;
+mod robustness;
 
 use std::process::ExitCode;
 
@@ -69,6 +72,8 @@ enum Command {
     Image(image::Options),
     /// Check deploy/: the image, Compose, Kubernetes manifests and systemd unit (part of `test`).
     Deploy,
+    /// A 3-member cluster in network namespaces under seeded faults, every client answer checked.
+    Robustness(robustness::Options),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         Command::Simulate { seeds, first, seed, fault_points } => simulate(seeds, first, seed, fault_points),
         Command::Image(opts) => image::run(&opts),
         Command::Deploy => deploy::check(),
+        Command::Robustness(opts) => robustness::run(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,7 +140,29 @@ fn test(compat_opts: &compat::Options) -> Result<()> {
     compat::run(compat_opts)?;
     // The image, Compose, Kubernetes and systemd files, on the debug build.
     deploy::check()?;
+    robustness_smoke()?;
     bench_smoke()
+}
+
+/// A short `robustness` run against the debug keel (about two minutes), unless
+/// `KEEL_SKIP_NETNS=1` or this machine cannot make network namespaces: then it
+/// says so and skips, rather than pass without having run.
+fn robustness_smoke() -> Result<()> {
+    if std::env::var_os("KEEL_SKIP_NETNS").is_some_and(|v| v == "1") {
+        eprintln!("robustness: SKIPPED (KEEL_SKIP_NETNS=1)");
+        return Ok(());
+    }
+    if let Some(why) = robustness::unavailable() {
+        eprintln!("robustness: SKIPPED, network namespaces are unavailable here: {why}");
+        return Ok(());
+    }
+    let keel = cargo::build_bin("keel")?;
+    let keel = keel.to_string_lossy();
+    let args = ["robustness", "--duration", "90s", "--keel-bin", &keel];
+    eprintln!("robustness smoke: cargo xtask {}", args.join(" "));
+    let cli = Cli::try_parse_from(std::iter::once("xtask").chain(args))?;
+    let Command::Robustness(opts) = cli.command else { unreachable!("parsed as robustness") };
+    robustness::run(&opts)
 }
 
 fn simulate(seeds: u64, first: u64, seed: Option<u64>, fault_points: bool) -> Result<()> {

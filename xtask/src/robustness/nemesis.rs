@@ -1,0 +1,261 @@
+//! Faults, chosen by the run's seeded RNG: each is applied, held for a few
+//! seconds, then healed, with quiet time between them. A fault the machine
+//! cannot inject (no iptables, no tc) is reported as skipped, once, and
+//! never counted as having run.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::cluster::{member_client, Cluster};
+use super::net::Net;
+use super::workload::Clock;
+
+/// The kinds of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fault {
+    /// The leader cut off from both followers (iptables, both ways);
+    /// clients still reach it.
+    PartitionLeader,
+    /// One follower cut off from the others: a minority of one.
+    PartitionFollower,
+    /// A member's veth taken down: cut off from peers and clients.
+    LinkDown,
+    /// Packet delay, jitter and loss on one member's interface (netem).
+    Netem,
+    /// Random packet loss on one member, both ways (iptables' statistic
+    /// match), which works where netem's kernel module is missing.
+    Loss,
+    /// `kill -9` of a member (the leader half the time), restarted when healed.
+    Kill,
+    /// SIGSTOP of a member (the leader half the time), SIGCONT when healed.
+    Pause,
+    /// Leadership moved to a follower (Maintenance.MoveLeader).
+    MoveLeader,
+}
+
+impl Fault {
+    const ALL: [Fault; 8] = [
+        Fault::PartitionLeader,
+        Fault::PartitionFollower,
+        Fault::LinkDown,
+        Fault::Netem,
+        Fault::Loss,
+        Fault::Kill,
+        Fault::Pause,
+        Fault::MoveLeader,
+    ];
+
+    /// Faults the issue asks for that this suite does not inject yet.
+    pub const MISSING: &'static [&'static str] = &[
+        "member replacement (remove + add + promote)",
+        "restart with loss of unsynced writes",
+        "clock jumps",
+        "bridge (non-transitive) partitions",
+    ];
+}
+
+/// One fault as it happened.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub fault: Fault,
+    pub detail: String,
+    /// Whether it took the leader away (partitioned, cut, killed, paused).
+    pub on_leader: bool,
+    /// When it was applied and healed (run clock, µs).
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What the nemesis did, for the report.
+#[derive(Default)]
+pub struct Timeline {
+    pub applied: Vec<Applied>,
+    /// Faults that could not be injected here, with why.
+    pub skipped: BTreeMap<Fault, String>,
+    /// Faults whose injection failed part-way (reported, not counted).
+    pub failed: Vec<(Fault, String)>,
+}
+
+pub struct Nemesis {
+    rng: StdRng,
+    clock: Clock,
+    /// Why iptables or tc cannot be used, if so.
+    no_iptables: Option<String>,
+    no_statistic: Option<String>,
+    no_tc: Option<String>,
+    pub timeline: Timeline,
+}
+
+impl Nemesis {
+    pub fn new(rng: StdRng, clock: Clock, net: &Net) -> Nemesis {
+        let (no_iptables, no_statistic, no_tc) = net.probe();
+        let mut timeline = Timeline::default();
+        for (fault, why) in
+            [(Fault::PartitionLeader, &no_iptables), (Fault::PartitionFollower, &no_iptables), (Fault::Netem, &no_tc)]
+        {
+            if let Some(why) = why {
+                eprintln!("robustness: skipping the {fault:?} nemesis: {why}");
+                timeline.skipped.insert(fault, why.clone());
+            }
+        }
+        Nemesis { rng, clock, no_iptables, no_statistic, no_tc, timeline }
+    }
+
+    /// Faults, one at a time, until `deadline`.
+    pub async fn run(&mut self, cluster: &mut Cluster, net: &Net, deadline: Instant) {
+        let usable: Vec<Fault> = Fault::ALL
+            .into_iter()
+            .filter(|f| match f {
+                Fault::PartitionLeader | Fault::PartitionFollower => self.no_iptables.is_none(),
+                Fault::Netem => self.no_tc.is_none(),
+                Fault::Loss => self.no_statistic.is_none(),
+                _ => true,
+            })
+            .collect();
+        loop {
+            let quiet = Duration::from_millis(self.rng.gen_range(2_000..5_000));
+            let hold = Duration::from_millis(self.rng.gen_range(2_000..8_000));
+            // Leave time at the end for the last fault to heal inside the run.
+            if Instant::now() + quiet + hold + Duration::from_secs(2) > deadline {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            for (name, log) in cluster.crashed() {
+                eprintln!("robustness: member {name} exited by itself:\n{log}");
+            }
+            let fault = *usable.choose(&mut self.rng).expect("killing and pausing need no tool");
+            match self.apply(fault, cluster, net).await {
+                Ok((detail, on_leader)) => {
+                    // From when the fault is in place (finding the leader
+                    // first takes a few round trips).
+                    let start = self.clock.now();
+                    eprintln!("robustness: {:>6.1}s {fault:?} {detail}", start as f64 / 1e6);
+                    tokio::time::sleep(hold).await;
+                    if let Err(err) = heal(cluster, net) {
+                        self.timeline.failed.push((fault, format!("healing: {err:#}")));
+                    }
+                    let end = self.clock.now();
+                    self.timeline.applied.push(Applied { fault, detail, on_leader, start, end });
+                }
+                Err(err) => {
+                    eprintln!("robustness: {fault:?} could not be applied: {err:#}");
+                    let _ = heal(cluster, net);
+                    self.timeline.failed.push((fault, format!("{err:#}")));
+                }
+            }
+        }
+    }
+
+    /// Applies `fault`: what was done, and whether it hit the leader.
+    async fn apply(&mut self, fault: Fault, cluster: &mut Cluster, net: &Net) -> Result<(String, bool)> {
+        let members = cluster.members.len();
+        let leader = leader(cluster).await;
+        let any = self.rng.gen_range(0..members);
+        // The leader half the time, when there is one: faults on it are the
+        // ones that test elections.
+        let target = match leader {
+            Some((l, _)) if self.rng.gen_bool(0.5) => l,
+            _ => any,
+        };
+        let on_leader = |i: usize| leader.is_some_and(|(l, _)| l == i);
+        let others = |i: usize| (0..members).filter(move |&j| j != i).collect::<Vec<_>>();
+        Ok(match fault {
+            Fault::PartitionLeader => {
+                let Some((l, _)) = leader else { bail!("no leader to isolate") };
+                net.cut(l, &others(l))?;
+                (format!("m{l} (leader) cut off from its peers"), true)
+            }
+            Fault::PartitionFollower => {
+                let followers: Vec<usize> = (0..members).filter(|&i| Some(i) != leader.map(|l| l.0)).collect();
+                let f = *followers.choose(&mut self.rng).expect("three members");
+                net.cut(f, &others(f))?;
+                (format!("m{f} cut off from its peers"), false)
+            }
+            Fault::LinkDown => {
+                net.link(target, false)?;
+                (format!("m{target}'s link down"), on_leader(target))
+            }
+            Fault::Netem => {
+                let (delay, jitter, loss) =
+                    (self.rng.gen_range(20..200), self.rng.gen_range(0..50), self.rng.gen_range(0..30));
+                net.netem(target, delay, jitter, loss)?;
+                (format!("m{target}: delay {delay}ms ±{jitter}ms, loss {loss}%"), false)
+            }
+            Fault::Loss => {
+                let loss = self.rng.gen_range(10..60);
+                net.loss(target, loss)?;
+                (format!("m{target}: {loss}% of packets dropped both ways"), false)
+            }
+            Fault::Kill => {
+                cluster.kill(target)?;
+                (format!("m{target} killed (kill -9)"), on_leader(target))
+            }
+            Fault::Pause => {
+                cluster.signal_pause(target, true)?;
+                (format!("m{target} paused (SIGSTOP)"), on_leader(target))
+            }
+            Fault::MoveLeader => {
+                let Some((l, _)) = leader else { bail!("no leader to move") };
+                let to = *others(l).choose(&mut self.rng).expect("three members");
+                let ids = member_ids(cluster).await?;
+                let client = member_client(&cluster.members[l].endpoint, Duration::from_secs(5)).await?;
+                client.move_leader(ids[to]).await?;
+                (format!("leadership moved m{l} -> m{to}"), false)
+            }
+        })
+    }
+}
+
+/// Undoes every fault.
+pub fn heal(cluster: &mut Cluster, net: &Net) -> Result<()> {
+    let network = net.heal();
+    cluster.heal()?;
+    network
+}
+
+/// The member that leads, by index, and its id: the one whose status names
+/// itself as leader.
+/// Tries for up to 3 s: right after a fault healed there may be none yet.
+pub async fn leader(cluster: &Cluster) -> Option<(usize, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        for (i, member) in cluster.members.iter().enumerate() {
+            if !cluster.running(i) {
+                continue;
+            }
+            let Ok(client) = member_client(&member.endpoint, Duration::from_secs(1)).await else { continue };
+            let Ok(status) = client.status().await else { continue };
+            let id = status.header.map_or(0, |h| h.member_id);
+            if id != 0 && status.leader == id {
+                return Some((i, id));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Each member's id, in member order (names are `m<i>`).
+async fn member_ids(cluster: &Cluster) -> Result<Vec<u64>> {
+    for member in &cluster.members {
+        let Ok(client) = member_client(&member.endpoint, Duration::from_secs(2)).await else { continue };
+        let Ok(list) = client.member_list(false).await else { continue };
+        let mut ids = vec![0; cluster.members.len()];
+        for m in list.members {
+            if let Some(i) = m.name.strip_prefix('m').and_then(|n| n.parse::<usize>().ok()) {
+                if i < ids.len() {
+                    ids[i] = m.id;
+                }
+            }
+        }
+        if ids.iter().all(|&id| id != 0) {
+            return Ok(ids);
+        }
+    }
+    bail!("no member listed every member's id")
+}
