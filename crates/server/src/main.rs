@@ -2,6 +2,7 @@
 //! or a config file), start the member, serve its client API until SIGTERM
 //! or SIGINT. Composition only; no logic lives here.
 
+mod grpc_proxy;
 mod logging;
 mod tls;
 
@@ -34,6 +35,9 @@ fn main() -> std::process::ExitCode {
         eprintln!("keel: error verifying flags, an argument is not valid UTF-8. See 'keel --help'.");
         return std::process::ExitCode::FAILURE;
     };
+    if args.first().map(String::as_str) == Some("grpc-proxy") {
+        return grpc_proxy::main(&args[1..]);
+    }
     // Variables that are not UTF-8 cannot be etcd's; they are left alone.
     let env = std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
     let (config, notices) = match keel_config::load(args, env) {

@@ -1,0 +1,350 @@
+//! `keel grpc-proxy start`'s command line, parsed as etcd's (cobra and
+//! pflag: `--flag value`, `--flag=value`, bare booleans, comma-separated
+//! lists) into one validated [`ProxyConfig`]. Flags etcd has that this
+//! proxy does not implement yet are refused by name rather than ignored, so
+//! nobody runs it believing a setting took effect.
+
+use std::path::PathBuf;
+
+/// Where the proxy listens: a TCP address or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    fn parse(text: &str) -> ListenAddr {
+        match text.strip_prefix("unix://") {
+            Some(path) => ListenAddr::Unix(PathBuf::from(path)),
+            None => ListenAddr::Tcp(text.to_owned()),
+        }
+    }
+}
+
+/// TLS towards the cluster (etcd's `--cert`, `--key`, `--cacert`,
+/// `--insecure-skip-tls-verify`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+impl UpstreamTls {
+    pub fn is_set(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some() || self.ca_file.is_some() || self.insecure_skip_verify
+    }
+}
+
+/// TLS towards the proxy's own clients (`--cert-file`, `--key-file`,
+/// `--trusted-ca-file`, `--client-crl-file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub crl_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub listen_addr: ListenAddr,
+    pub endpoints: Vec<String>,
+    pub advertise_client_url: String,
+    /// Prefix added to every key the clients name; empty: none.
+    pub namespace: Vec<u8>,
+    pub upstream_tls: UpstreamTls,
+    pub serve_tls: Option<ServeTls>,
+    pub metrics_addr: Option<String>,
+    pub data_dir: PathBuf,
+    pub debug: bool,
+    pub max_send_bytes: usize,
+    pub max_recv_bytes: usize,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen_addr: ListenAddr::Tcp(DEFAULT_LISTEN.to_owned()),
+            endpoints: vec!["127.0.0.1:2379".to_owned()],
+            advertise_client_url: DEFAULT_LISTEN.to_owned(),
+            namespace: Vec::new(),
+            upstream_tls: UpstreamTls::default(),
+            serve_tls: None,
+            metrics_addr: None,
+            data_dir: PathBuf::from("default.proxy"),
+            debug: false,
+            // etcd's defaults: 1.5 MiB sent, math.MaxInt32 received.
+            max_send_bytes: 1536 * 1024,
+            max_recv_bytes: i32::MAX as usize,
+            max_concurrent_streams: u32::MAX,
+        }
+    }
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:23790";
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Start(Box<ProxyConfig>),
+    Help,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A malformed command line, reported as cobra does: the message, then
+    /// the usage.
+    #[error("{0}")]
+    Syntax(String),
+    /// A well-formed flag this proxy does not implement.
+    #[error("{flag} is not supported by keel grpc-proxy: {why}")]
+    Unsupported { flag: String, why: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Value,
+}
+
+/// Every flag of etcd 3.4's `grpc-proxy start`, and whether this proxy
+/// takes it; `Err` gives the reason it is refused.
+const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
+    ("listen-addr", Kind::Value, Ok(())),
+    ("endpoints", Kind::Value, Ok(())),
+    ("advertise-client-url", Kind::Value, Ok(())),
+    ("namespace", Kind::Value, Ok(())),
+    ("cert", Kind::Value, Ok(())),
+    ("key", Kind::Value, Ok(())),
+    ("cacert", Kind::Value, Ok(())),
+    ("insecure-skip-tls-verify", Kind::Bool, Ok(())),
+    ("cert-file", Kind::Value, Ok(())),
+    ("key-file", Kind::Value, Ok(())),
+    ("trusted-ca-file", Kind::Value, Ok(())),
+    ("client-crl-file", Kind::Value, Ok(())),
+    ("metrics-addr", Kind::Value, Ok(())),
+    ("data-dir", Kind::Value, Ok(())),
+    ("debug", Kind::Bool, Ok(())),
+    ("max-send-bytes", Kind::Value, Ok(())),
+    ("max-recv-bytes", Kind::Value, Ok(())),
+    ("max-concurrent-streams", Kind::Value, Ok(())),
+    ("help", Kind::Bool, Ok(())),
+    ("enable-pprof", Kind::Bool, Err("Go's runtime profiler has no equivalent in a Rust process")),
+    ("resolver-prefix", Kind::Value, Err("self-registration is not implemented yet")),
+    ("resolver-ttl", Kind::Value, Err("self-registration is not implemented yet")),
+    ("discovery-srv", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
+    ("discovery-srv-name", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
+    ("insecure-discovery", Kind::Bool, Err("DNS discovery is not implemented yet; list --endpoints")),
+    ("auto-tls", Kind::Bool, Err("generated certificates are not implemented; give --cert-file and --key-file")),
+    ("listen-cipher-suites", Kind::Value, Err("cipher suites are not configurable yet")),
+    ("experimental-leasing-prefix", Kind::Value, Err("leasing is not implemented")),
+    ("experimental-serializable-ordering", Kind::Bool, Err("not implemented")),
+];
+
+/// Parses the arguments after `grpc-proxy start`.
+pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
+    let mut config = ProxyConfig::default();
+    let mut endpoints_given = false;
+    let mut tls_files = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg.strip_prefix("--") else {
+            if arg == "-h" {
+                return Ok(Command::Help);
+            }
+            if let Some(short) = arg.strip_prefix('-').and_then(|rest| rest.chars().next()) {
+                return Err(ConfigError::Syntax(format!("unknown shorthand flag: '{short}' in {arg}")));
+            }
+            // cobra: a leaf command with no Args rule takes stray words.
+            continue;
+        };
+        if body.is_empty() {
+            break;
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (body, None),
+        };
+        let Some((_, kind, allowed)) = FLAGS.iter().find(|(flag, _, _)| *flag == name) else {
+            return Err(ConfigError::Syntax(format!("unknown flag: --{name}")));
+        };
+        let value = match (kind, inline) {
+            (_, Some(value)) => value,
+            (Kind::Bool, None) => "true".to_owned(),
+            (Kind::Value, None) => match args.next() {
+                Some(value) => value.clone(),
+                None => return Err(ConfigError::Syntax(format!("flag needs an argument: --{name}"))),
+            },
+        };
+        let boolean = || parse_bool(&value).map_err(|()| bad_value(&value, name, "parse error"));
+        if *kind == Kind::Bool && !boolean()? {
+            // An explicit `--flag=false` asks for nothing, refused or not.
+            continue;
+        }
+        if let Err(why) = allowed {
+            return Err(ConfigError::Unsupported { flag: format!("--{name}"), why });
+        }
+        match name {
+            "help" => return Ok(Command::Help),
+            "listen-addr" => config.listen_addr = ListenAddr::parse(&value),
+            "endpoints" => {
+                // pflag's string slices: the first use replaces the default,
+                // later ones append.
+                if !endpoints_given {
+                    config.endpoints.clear();
+                    endpoints_given = true;
+                }
+                config.endpoints.extend(value.split(',').filter(|e| !e.is_empty()).map(str::to_owned));
+            }
+            "advertise-client-url" => config.advertise_client_url = value,
+            "namespace" => config.namespace = value.into_bytes(),
+            "cert" => config.upstream_tls.cert_file = Some(value.into()),
+            "key" => config.upstream_tls.key_file = Some(value.into()),
+            "cacert" => config.upstream_tls.ca_file = Some(value.into()),
+            "insecure-skip-tls-verify" => config.upstream_tls.insecure_skip_verify = true,
+            "cert-file" => tls_files.0 = Some(value.into()),
+            "key-file" => tls_files.1 = Some(value.into()),
+            "trusted-ca-file" => tls_files.2 = Some(value.into()),
+            "client-crl-file" => tls_files.3 = Some(value.into()),
+            "metrics-addr" => config.metrics_addr = Some(value).filter(|addr| !addr.is_empty()),
+            "data-dir" => config.data_dir = value.into(),
+            "debug" => config.debug = true,
+            "max-send-bytes" => config.max_send_bytes = parse_size(&value, name)?,
+            "max-recv-bytes" => config.max_recv_bytes = parse_size(&value, name)?,
+            "max-concurrent-streams" => {
+                config.max_concurrent_streams = value.parse().map_err(|_| bad_value(&value, name, "invalid syntax"))?;
+            }
+            _ => unreachable!("every accepted flag is handled"),
+        }
+    }
+    if config.endpoints.is_empty() {
+        return Err(ConfigError::Invalid("no endpoints given (--endpoints)".to_owned()));
+    }
+    config.serve_tls = match tls_files {
+        (Some(cert_file), Some(key_file), trusted_ca_file, crl_file) => {
+            Some(ServeTls { cert_file, key_file, trusted_ca_file, crl_file })
+        }
+        (None, None, None, None) => None,
+        _ => return Err(ConfigError::Invalid("--cert-file and --key-file must be given together".to_owned())),
+    };
+    if config.upstream_tls.cert_file.is_some() != config.upstream_tls.key_file.is_some() {
+        return Err(ConfigError::Invalid("--cert and --key must be given together".to_owned()));
+    }
+    Ok(Command::Start(Box::new(config)))
+}
+
+fn bad_value(value: &str, name: &str, why: &str) -> ConfigError {
+    ConfigError::Syntax(format!("invalid argument {value:?} for \"--{name}\" flag: {why}"))
+}
+
+fn parse_size(value: &str, name: &str) -> Result<usize, ConfigError> {
+    value.parse::<usize>().ok().filter(|size| *size > 0).ok_or_else(|| bad_value(value, name, "invalid syntax"))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(text: &str) -> Result<bool, ()> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(()),
+    }
+}
+
+/// The usage cobra prints after a syntax error and for `--help`.
+pub fn usage() -> &'static str {
+    "Usage:
+  keel grpc-proxy start [flags]
+
+Flags:
+      --advertise-client-url string     advertise address to register (must be reachable by client) (default \"127.0.0.1:23790\")
+      --cacert string                   verify certificates of TLS-enabled secure etcd servers using this CA bundle
+      --cert string                     identify secure connections with etcd servers using this TLS certificate file
+      --cert-file string                identify secure connections to the proxy using this TLS certificate file
+      --client-crl-file string          proxy client certificate revocation list file.
+      --data-dir string                 Data directory for persistent data (default \"default.proxy\")
+      --debug                           Enable debug-level logging for grpc-proxy.
+      --endpoints strings               comma separated etcd cluster endpoints (default [127.0.0.1:2379])
+  -h, --help                            help for start
+      --insecure-skip-tls-verify        skip authentication of etcd server TLS certificates (CAUTION: this option should be enabled only for testing purposes)
+      --key string                      identify secure connections with etcd servers using this TLS key file
+      --key-file string                 identify secure connections to the proxy using this TLS key file
+      --listen-addr string              listen address, host:port or unix://path (default \"127.0.0.1:23790\")
+      --max-concurrent-streams uint32   Maximum concurrent streams that each client can open at a time. (default 4294967295)
+      --max-recv-bytes int              message receive limits in bytes (default value is math.MaxInt32) (default 2147483647)
+      --max-send-bytes int              message send limits in bytes (default value is 1.5 MiB) (default 1572864)
+      --metrics-addr string             listen for endpoint /metrics requests on an additional interface
+      --namespace string                string to prefix to all keys for namespacing requests
+      --trusted-ca-file string          verify certificates of TLS-enabled secure proxy using this CA bundle
+
+Not supported yet (refused): --enable-pprof, --resolver-prefix, --resolver-ttl, --discovery-srv,
+--discovery-srv-name, --insecure-discovery, --auto-tls, --listen-cipher-suites,
+--experimental-leasing-prefix, --experimental-serializable-ordering.
+"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn start(line: &str) -> ProxyConfig {
+        match parse(&args(line)) {
+            Ok(Command::Start(config)) => *config,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let config = start("");
+        assert_eq!(config.listen_addr, ListenAddr::Tcp("127.0.0.1:23790".to_owned()));
+        assert_eq!(config.endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(config.max_send_bytes, 1572864);
+        assert!(config.serve_tls.is_none() && !config.upstream_tls.is_set());
+    }
+
+    #[test]
+    fn both_value_forms_lists_and_unix_sockets() {
+        let config = start("--listen-addr=unix:///tmp/p.sock --endpoints a:1,b:2 --endpoints=c:3 --namespace /ns/");
+        assert_eq!(config.listen_addr, ListenAddr::Unix("/tmp/p.sock".into()));
+        assert_eq!(config.endpoints, ["a:1", "b:2", "c:3"]);
+        assert_eq!(config.namespace, b"/ns/");
+        let config = start("--cert c --key k --cacert ca --cert-file sc --key-file sk --metrics-addr 127.0.0.1:9");
+        assert_eq!(config.upstream_tls.ca_file.as_deref(), Some(std::path::Path::new("ca")));
+        assert_eq!(config.serve_tls.unwrap().key_file, PathBuf::from("sk"));
+        assert_eq!(config.metrics_addr.as_deref(), Some("127.0.0.1:9"));
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let cases = [
+            ("--bogus", ConfigError::Syntax("unknown flag: --bogus".to_owned())),
+            ("-x", ConfigError::Syntax("unknown shorthand flag: 'x' in -x".to_owned())),
+            ("--listen-addr", ConfigError::Syntax("flag needs an argument: --listen-addr".to_owned())),
+            (
+                "--debug=maybe",
+                ConfigError::Syntax("invalid argument \"maybe\" for \"--debug\" flag: parse error".to_owned()),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(&args(line)), Err(want), "{line}");
+        }
+        assert!(
+            matches!(parse(&args("--enable-pprof")), Err(ConfigError::Unsupported { flag, .. }) if flag == "--enable-pprof")
+        );
+        assert!(matches!(parse(&args("--resolver-prefix /p")), Err(ConfigError::Unsupported { .. })));
+        assert!(matches!(parse(&args("--cert-file c")), Err(ConfigError::Invalid(_))));
+        // Turning an unsupported boolean off asks for nothing.
+        start("--enable-pprof=false");
+        assert_eq!(parse(&args("--help")), Ok(Command::Help));
+    }
+}
