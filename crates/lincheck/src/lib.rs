@@ -41,14 +41,15 @@
 //! Checkers for runs of a real cluster (`cargo xtask robustness`), against
 //! the store's own history as a watch from revision 1 reports it
 //! ([`events`]): unknown writes resolved and acknowledged writes found
-//! ([`persisted`]), etcd's watch guarantees ([`watch`]) and lease safety
-//! ([`lease`]).
+//! ([`persisted`]), etcd's watch guarantees ([`watch`]), lease safety
+//! ([`lease`]) and lock safety with fencing revisions ([`lock`]).
 
 mod checker;
 pub mod events;
 mod jepsen;
 mod kv;
 pub mod lease;
+pub mod lock;
 pub mod persisted;
 mod register;
 pub mod watch;

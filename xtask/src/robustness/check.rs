@@ -14,6 +14,7 @@ use std::time::Duration;
 use keel_client::{GetOptions, WatchOptions};
 use keel_lincheck::events::{check_reference, Event};
 use keel_lincheck::lease::check_leases;
+use keel_lincheck::lock::{check_fencing, LockAnomaly};
 use keel_lincheck::persisted::{check_acknowledged, final_values, resolve_unknown, Resolution};
 use keel_lincheck::watch::check_watch;
 use keel_lincheck::{check, KvModel, Verdict};
@@ -21,7 +22,7 @@ use tokio_stream::StreamExt;
 
 use super::cluster::{member_client, Target};
 use super::nemesis::{Fault, Timeline};
-use super::workload::{Kind, Recorder, ALL_PREFIX, KV_PREFIX, LEASE_TTL_SECS};
+use super::workload::{fencing_token, Kind, Recorder, ALL_PREFIX, FENCED_KEY, KV_PREFIX, LEASE_TTL_SECS, LOCK_NAME};
 
 /// What one member holds at the end.
 pub struct Final {
@@ -299,6 +300,19 @@ impl Report {
                 keel_lincheck::lease::LeaseAnomaly::NotAtomic { .. } => "lease-keys-not-deleted-together",
                 keel_lincheck::lease::LeaseAnomaly::KeysLeft { .. } => "lease-keys-left",
                 keel_lincheck::lease::LeaseAnomaly::ExpiredEarly { .. } => "lease-expired-while-kept-alive",
+            };
+            add(kind, format!("{anomaly:?}"));
+        }
+
+        // The lock.
+        let fenced = reference.iter().filter(|e| e.key == FENCED_KEY.as_bytes()).count();
+        let _ = writeln!(text, "lock: {fenced} fenced writes");
+        let queue = format!("{LOCK_NAME}/");
+        for anomaly in check_fencing(&reference, queue.as_bytes(), FENCED_KEY.as_bytes(), fencing_token) {
+            let kind = match anomaly {
+                LockAnomaly::NotOwner { .. } => "lock-write-by-non-owner",
+                LockAnomaly::TokenWentBack { .. } => "lock-fencing-token-went-back",
+                LockAnomaly::Unreadable { .. } => "lock-unreadable-token",
             };
             add(kind, format!("{anomaly:?}"));
         }

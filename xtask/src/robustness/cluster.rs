@@ -29,7 +29,9 @@ const PEER_PORT: u16 = 2380;
 pub struct Member {
     pub name: String,
     pub endpoint: String,
+    pub peer_url: String,
     ns: String,
+    data_dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
@@ -66,7 +68,9 @@ impl Cluster {
             cluster.members.push(Member {
                 name: format!("m{i}"),
                 endpoint: client,
+                peer_url: peer,
                 ns: slot.ns.clone(),
+                data_dir,
                 log: dir.join(format!("m{i}.log")),
                 args,
                 child: None,
@@ -112,6 +116,24 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) -> Result<()> {
         if self.members[i].child.is_none() {
             self.spawn(i)?;
+        }
+        Ok(())
+    }
+
+    /// Kills member `i` and wipes its data dir; its next start joins the
+    /// existing cluster as a new member (`--initial-cluster-state=existing`),
+    /// once it has been added back.
+    pub fn wipe(&mut self, i: usize) -> Result<()> {
+        self.kill(i)?;
+        let member = &mut self.members[i];
+        if member.data_dir.exists() {
+            std::fs::remove_dir_all(&member.data_dir)
+                .with_context(|| format!("wiping {}", member.data_dir.display()))?;
+        }
+        for arg in &mut member.args {
+            if arg.starts_with("--initial-cluster-state=") {
+                *arg = "--initial-cluster-state=existing".to_owned();
+            }
         }
         Ok(())
     }

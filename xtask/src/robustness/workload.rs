@@ -16,9 +16,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_client::concurrency::{Mutex as EtcdMutex, Session, SessionOptions};
 use keel_client::proto::mvccpb::event::EventType;
 use keel_client::proto::mvccpb::KeyValue;
-use keel_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, WatchOptions};
+use keel_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
 use keel_lincheck::events::{Event, EventKind};
 use keel_lincheck::lease::{LeaseLog, Renewal};
 use keel_lincheck::watch::{Delivery, WatchLog};
@@ -35,6 +36,10 @@ pub const KV_PREFIX: &str = "/rb/kv/";
 pub const LEASE_PREFIX: &str = "/rb/lease/";
 pub const ALL_PREFIX: &str = "/rb/";
 pub const SENTINEL: &str = "/rb/end";
+/// The lock's name: contenders queue under `/rb/lock/`.
+pub const LOCK_NAME: &str = "/rb/lock";
+/// Written only by the lock's owner, with its fencing token.
+pub const FENCED_KEY: &str = "/rb/fenced";
 /// Few keys, so operations collide and the checker has something to check.
 pub const KEYS: usize = 6;
 pub const LEASE_TTL_SECS: i64 = 5;
@@ -61,6 +66,8 @@ pub enum Kind {
     LeaseKeepAlive,
     LeaseRevoke,
     LeasePut,
+    LockAcquire,
+    FencedPut,
 }
 
 /// One request's fate, for the throughput and latency report.
@@ -92,7 +99,18 @@ fn key(n: usize) -> Vec<u8> {
 }
 
 /// One KV client on one member until `deadline`.
-pub async fn kv_client(id: u64, endpoint: String, seed: u64, clock: Clock, deadline: Instant, rec: Arc<Recorder>) {
+/// With `serializable`, gets read the member's own copy: stale on a member
+/// cut off from the leader, which the linearizability check must catch
+/// (`--serializable-reads`, the suite's test of itself).
+pub async fn kv_client(
+    id: u64,
+    endpoint: String,
+    seed: u64,
+    serializable: bool,
+    clock: Clock,
+    deadline: Instant,
+    rec: Arc<Recorder>,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let Ok(client) = member_client(&endpoint, CALL_TIMEOUT).await else { return };
     // What this client last saw of each key: the expected value of its swaps.
@@ -106,7 +124,8 @@ pub async fn kv_client(id: u64, endpoint: String, seed: u64, clock: Clock, deadl
         let roll = rng.gen_range(0..100);
         let call = clock.now();
         let (input, kind, result) = if roll < 40 {
-            let r = client.get(key.clone()).await.map(|r| {
+            let options = if serializable { GetOptions::new().with_serializable() } else { GetOptions::new() };
+            let r = client.get_with(key.clone(), options).await.map(|r| {
                 let kv = r.kvs.into_iter().next();
                 KvOutput::Get {
                     mod_revision: kv.as_ref().map(|kv| kv.mod_revision as u64),
@@ -284,4 +303,45 @@ pub async fn lease_client(id: u64, endpoint: String, seed: u64, clock: Clock, de
 
 fn secs(ttl: i64) -> u64 {
     ttl.max(0) as u64 * 1_000_000
+}
+
+/// One lock client on one member until `deadline`: takes the lock with a
+/// 5 s session, writes the fenced key twice guarded by its own queue key
+/// (`<token>:<client>-<n>`), and lets go.
+pub async fn lock_client(id: u64, endpoint: String, seed: u64, clock: Clock, deadline: Instant, rec: Arc<Recorder>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let Ok(client) = member_client(&endpoint, CALL_TIMEOUT).await else { return };
+    let mut n = 0;
+    while Instant::now() < deadline {
+        let session =
+            tokio::time::timeout(CALL_TIMEOUT * 2, Session::new(&client, SessionOptions { ttl: 5, lease: None }));
+        let Ok(Ok(session)) = session.await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let mut mutex = EtcdMutex::new(&session, LOCK_NAME);
+        let call = clock.now();
+        // Abandoning the wait deletes the queued key (the recipe's drop guard).
+        let locked = tokio::time::timeout(Duration::from_secs(10), mutex.lock()).await;
+        let locked = matches!(locked, Ok(Ok(())));
+        rec.sample(Kind::LockAcquire, call, clock.now(), locked);
+        if locked {
+            let token = mutex.revision();
+            for _ in 0..2 {
+                n += 1;
+                let put = TxnOp::put(FENCED_KEY, format!("{token}:c{id}-{n}"), PutOptions::new());
+                let call = clock.now();
+                let done = client.txn(Txn::new().when([mutex.is_owner()]).and_then([put])).await;
+                rec.sample(Kind::FencedPut, call, clock.now(), done.is_ok_and(|r| r.succeeded));
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..300))).await;
+            }
+            let _ = mutex.unlock().await;
+        }
+        let _ = session.close().await;
+    }
+}
+
+/// The fencing token a fenced value carries.
+pub fn fencing_token(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.split(':').next()?.parse().ok()
 }
