@@ -1,5 +1,6 @@
 //! The Lease service: unary calls pass through (`services.rs`); every
-//! client's keep-alives share one upstream keep-alive stream.
+//! client's keep-alives share one upstream keep-alive stream (one per
+//! auth identity, when clients send tokens).
 //!
 //! Each keep-alive a client sends goes upstream at once and its answer is
 //! routed back by lease id (answers for one id come in the order asked),
@@ -17,7 +18,9 @@ use keel_proto::etcdserverpb::lease_server::Lease;
 use keel_proto::etcdserverpb::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{StreamExt, StreamMap};
 use tonic::codegen::BoxStream;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::services::Forward;
@@ -31,8 +34,14 @@ const ANSWER_QUEUE: usize = 16;
 
 type Answer = mpsc::Sender<Result<LeaseKeepAliveResponse, Status>>;
 
+/// The caller's token, if any: with auth on, a cluster may refuse
+/// keep-alives without one, so callers with different tokens get
+/// different upstream streams (one per identity, not per client).
+type Identity = Option<MetadataValue<Ascii>>;
+
 pub(crate) struct Renew {
     id: i64,
+    identity: Identity,
     answer: Answer,
 }
 
@@ -42,7 +51,7 @@ pub(crate) struct KeepAlives {
 }
 
 impl KeepAlives {
-    /// Starts the task owning the upstream stream; it ends when the last
+    /// Starts the task owning the upstream streams; it ends when the last
     /// handle is dropped.
     pub(crate) fn start(shared: std::sync::Weak<Shared>) -> KeepAlives {
         let (renew, requests) = mpsc::channel(RENEW_QUEUE);
@@ -53,86 +62,108 @@ impl KeepAlives {
 
 struct Upstream {
     requests: mpsc::Sender<LeaseKeepAliveRequest>,
-    answers: Streaming<LeaseKeepAliveResponse>,
     picked: crate::upstream::Picked,
 }
 
+/// Each identity's upstream answers.
+type Answers = StreamMap<Identity, Streaming<LeaseKeepAliveResponse>>;
+
+/// The answers still owed, by identity and lease, in the order asked.
+type Waiting = HashMap<(Identity, i64), VecDeque<Answer>>;
+
 async fn mux(shared: std::sync::Weak<Shared>, mut renewals: mpsc::Receiver<Renew>) {
-    let mut waiting: HashMap<i64, VecDeque<Answer>> = HashMap::new();
-    let mut upstream: Option<Upstream> = None;
+    let mut waiting: Waiting = HashMap::new();
+    let mut upstreams: HashMap<Identity, Upstream> = HashMap::new();
+    let mut answers: Answers = StreamMap::new();
     loop {
-        let answer = async {
-            match &mut upstream {
-                Some(up) => up.answers.message().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             renew = renewals.recv() => {
                 let Some(renew) = renew else { return };
                 let Some(shared) = shared.upgrade() else { return };
-                if upstream.is_none() {
-                    match open(&shared, renew.id).await {
-                        Ok(up) => upstream = Some(up),
+                let sent = match upstreams.get(&renew.identity) {
+                    Some(up) => up.requests.send(LeaseKeepAliveRequest { id: renew.id }).await.is_ok(),
+                    None => match open(&shared, &renew).await {
+                        Ok((up, stream)) => {
+                            upstreams.insert(renew.identity.clone(), up);
+                            answers.insert(renew.identity.clone(), stream);
+                            true
+                        }
                         Err(status) => {
                             let _ = renew.answer.try_send(Err(status));
                             continue;
                         }
-                    }
-                } else if let Some(up) = &upstream {
-                    if up.requests.send(LeaseKeepAliveRequest { id: renew.id }).await.is_err() {
-                        let _ = renew.answer.try_send(Err(Status::unavailable("upstream keep-alive stream closed")));
-                        fail_all(&shared, &mut upstream, &mut waiting);
-                        continue;
-                    }
+                    },
+                };
+                if !sent {
+                    let _ = renew.answer.try_send(Err(Status::unavailable("upstream keep-alive stream closed")));
+                    fail(&shared, &renew.identity, &mut upstreams, &mut answers, &mut waiting);
+                    continue;
                 }
                 shared.metrics.keepalives.inc();
-                waiting.entry(renew.id).or_default().push_back(renew.answer);
+                waiting.entry((renew.identity, renew.id)).or_default().push_back(renew.answer);
             }
-            answer = answer => match answer {
-                Ok(Some(response)) => {
-                    if let Some(queue) = waiting.get_mut(&response.id) {
+            Some((identity, answer)) = answers.next(), if !answers.is_empty() => match answer {
+                Ok(response) => {
+                    let key = (identity, response.id);
+                    if let Some(queue) = waiting.get_mut(&key) {
                         if let Some(client) = queue.pop_front() {
                             // A client that does not read its answers loses
                             // them rather than stalling everyone's.
                             let _ = client.try_send(Ok(response));
                         }
                         if queue.is_empty() {
-                            waiting.remove(&response.id);
+                            waiting.remove(&key);
                         }
                     }
                 }
-                Ok(None) | Err(_) => {
+                Err(_) => {
                     let Some(shared) = shared.upgrade() else { return };
-                    fail_all(&shared, &mut upstream, &mut waiting);
+                    fail(&shared, &identity, &mut upstreams, &mut answers, &mut waiting);
                 }
             },
         }
     }
 }
 
-fn fail_all(shared: &Shared, upstream: &mut Option<Upstream>, waiting: &mut HashMap<i64, VecDeque<Answer>>) {
-    if let Some(up) = upstream.take() {
+/// One identity's upstream stream broke: its waiting keep-alives fail (their
+/// clients retry) and the next keep-alive opens a new stream.
+fn fail(
+    shared: &Shared,
+    identity: &Identity,
+    upstreams: &mut HashMap<Identity, Upstream>,
+    answers: &mut Answers,
+    waiting: &mut Waiting,
+) {
+    answers.remove(identity);
+    if let Some(up) = upstreams.remove(identity) {
         shared.upstream.failed(&up.picked);
     }
-    for (_, queue) in waiting.drain() {
-        for client in queue {
+    waiting.retain(|(who, _), queue| {
+        if who != identity {
+            return true;
+        }
+        for client in queue.drain(..) {
             let _ = client.try_send(Err(Status::unavailable("upstream keep-alive stream broke; retry")));
         }
-    }
+        false
+    });
 }
 
-/// Opens the shared stream with its first keep-alive already queued,
+/// Opens an identity's stream with its first keep-alive already queued,
 /// trying each endpoint once.
-async fn open(shared: &Shared, first: i64) -> Result<Upstream, Status> {
+async fn open(shared: &Shared, first: &Renew) -> Result<(Upstream, Streaming<LeaseKeepAliveResponse>), Status> {
     let mut last = Status::unavailable("no upstream endpoint");
     for _ in 0..shared.upstream.len() {
         let picked = shared.upstream.pick();
         let (requests, outgoing) = mpsc::channel(RENEW_QUEUE);
-        let _ = requests.try_send(LeaseKeepAliveRequest { id: first });
-        let opened = LeaseClient::new(picked.channel.clone()).lease_keep_alive(ReceiverStream::new(outgoing)).await;
+        let _ = requests.try_send(LeaseKeepAliveRequest { id: first.id });
+        let mut request = Request::new(ReceiverStream::new(outgoing));
+        if let Some(token) = &first.identity {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        let opened = LeaseClient::new(picked.channel.clone()).lease_keep_alive(request).await;
         match opened {
-            Ok(response) => return Ok(Upstream { requests, answers: response.into_inner(), picked }),
+            Ok(response) => return Ok((Upstream { requests, picked }, response.into_inner())),
             Err(status) if endpoint_failed(&status) => {
                 shared.upstream.failed(&picked);
                 last = crate::upstream::as_unavailable(status);
@@ -162,12 +193,13 @@ impl Lease for Forward {
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
         let (answers, outgoing) = mpsc::channel(ANSWER_QUEUE);
         let shared: Arc<Shared> = self.0.clone();
+        let identity = request.metadata().get("token").cloned();
         let mut requests = request.into_inner();
         tokio::spawn(async move {
             // Ends when the client half-closes; the stream then ends once
             // the answers still owed have been sent (each holds a sender).
             while let Ok(Some(request)) = requests.message().await {
-                let renew = Renew { id: request.id, answer: answers.clone() };
+                let renew = Renew { id: request.id, identity: identity.clone(), answer: answers.clone() };
                 if shared.keepalives.renew.send(renew).await.is_err() {
                     break;
                 }

@@ -500,3 +500,33 @@ fn flags_are_refused_as_etcd_refuses_them() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--listen-addr string"));
 }
+
+/// With auth on, each caller's token travels with its calls, keep-alives
+/// included (Keel refuses anonymous keep-alives when auth is on), and a
+/// caller without one is refused as by the cluster itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_forwarded_per_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    for args in [&["user", "add", "root:pw"][..], &["auth", "enable"]] {
+        assert!(etcdctl(&keel.endpoint(), args).status.success(), "{args:?}");
+    }
+    let proxy = ProxyProcess::keel(&keel.endpoint(), &[]);
+    let endpoint = proxy.endpoint();
+    wait_for("the proxy", Duration::from_secs(10), || {
+        let ok = etcdctl(&endpoint, &["--user", "root:pw", "put", "a", "1"]).status.success();
+        async move { ok }
+    })
+    .await;
+    let anonymous = etcdctl(&endpoint, &["get", "a"]);
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("Error: etcdserver: user name is empty"));
+    let read = etcdctl(&endpoint, &["--user", "root:pw", "get", "a", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&read.stdout), "1\n");
+    let granted = etcdctl(&endpoint, &["--user", "root:pw", "lease", "grant", "60"]);
+    let granted = String::from_utf8_lossy(&granted.stdout).into_owned();
+    let lease = granted.split_whitespace().nth(1).expect("a lease id").to_owned();
+    let kept = etcdctl(&endpoint, &["--user", "root:pw", "lease", "keep-alive", "--once", &lease]);
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), format!("lease {lease} keepalived with TTL(60)\n"));
+}
