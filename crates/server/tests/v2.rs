@@ -921,6 +921,21 @@ async fn get_from_each(cluster: &common::Cluster, target: &str) -> Vec<(u16, Str
     answers
 }
 
+/// Waits until every member of a fresh 3-member cluster applied the
+/// bootstrap's v2 writes (three members added, the cluster version, three
+/// publishes: index 7, as etcd counts them), so a test's own writes get
+/// indexes no later publish can slip between.
+async fn wait_for_bootstrap(cluster: &common::Cluster) {
+    common::wait_for("the bootstrap applied everywhere", Duration::from_secs(10), || async {
+        let mut indexes = Vec::new();
+        for i in 0..3 {
+            indexes.push(Conn::open(cluster.member(i).port).await.send("GET", "/v2/keys/", "").await.etcd_index());
+        }
+        indexes.iter().all(|index| *index == Some(7))
+    })
+    .await;
+}
+
 /// A TTL is the cluster's: a key written with ttl=1 through one member is
 /// readable on every member, then gone from every member about a second
 /// later (the leader's clock expires it through raft), with the same
@@ -928,6 +943,7 @@ async fn get_from_each(cluster: &common::Cluster, target: &str) -> Vec<(u16, Str
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ttl_key_expires_on_every_member() {
     let cluster = common::Cluster::start_with(3, &["--enable-v2"]).await;
+    wait_for_bootstrap(&cluster).await;
     let mut writer = Conn::open(cluster.member(1).port).await;
     let set = writer.send("PUT", "/v2/keys/lease", "value=held&ttl=1").await;
     assert_eq!(set.status(), 201, "{}", render(&set));
@@ -967,16 +983,7 @@ async fn a_ttl_key_expires_on_every_member() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_poll_sees_a_write_through_another_member() {
     let cluster = common::Cluster::start_with(3, &["--enable-v2"]).await;
-    // Settled: every member applied the bootstrap's v2 writes (three members
-    // added, the cluster version, three publishes), as etcd counts them.
-    common::wait_for("the bootstrap applied everywhere", Duration::from_secs(10), || async {
-        let mut indexes = Vec::new();
-        for i in 0..3 {
-            indexes.push(Conn::open(cluster.member(i).port).await.send("GET", "/v2/keys/", "").await.etcd_index());
-        }
-        indexes.iter().all(|index| *index == Some(7))
-    })
-    .await;
+    wait_for_bootstrap(&cluster).await;
     let mut watcher = Conn::open(cluster.member(0).port).await;
     let head = watcher.open_watch("/v2/keys/jobs?wait=true&recursive=true").await;
     let registered = head.etcd_index().expect("a watch's index");
