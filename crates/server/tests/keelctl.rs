@@ -305,9 +305,12 @@ async fn a_restored_keel_snapshot_starts_a_new_cluster_with_its_data() {
     let put = keelctl_ok(&endpoint, &["put", "c", "4", "-w", "json"]);
     assert!(put.contains("\"revision\":1005"), "the next write follows the bump: {put}");
 
-    // A running member's data dir can be inspected: read-only, beside it.
+    // A running member's data dir can be inspected: read-only, beside it,
+    // as of the store's last flush (the put of c may be only in the raft
+    // log and the member's memory yet: the store keeps no WAL).
     let live = keelctl_ok("127.0.0.1:1", &["data-dir", "status", restored.to_str().unwrap()]);
-    assert!(live.contains(&format!("member id: {id:x}\n")) && live.contains("\nkeys: 3\n"), "{live}");
+    assert!(live.contains(&format!("member id: {id:x}\n")), "{live}");
+    assert!(live.contains("\nkeys: 2\n") || live.contains("\nkeys: 3\n"), "{live}");
     assert_eq!(keelctl_ok(&endpoint, &["get", "c", "--print-value-only"]), "4\n");
 }
 

@@ -1,5 +1,6 @@
 //! `data-dir status DIR`: what a Keel data dir holds, read offline (and
-//! read-only, so a running member's dir can be inspected too): who it
+//! read-only, so a running member's dir can be inspected too, as of its
+//! store's last flush, which the applied index shown tells): who it
 //! belongs to, the members it knows, its revision, keys and size. etcd has
 //! no such command; `etcdutl`'s closest is `snapshot status` on a copy of
 //! `member/snap/db`.

@@ -1,10 +1,17 @@
 //! RocksDB engine: each [`Keyspace`] is a column family; a batch is one
 //! RocksDB `WriteBatch`, which is atomic across column families.
 //!
-//! Writes go to RocksDB's WAL without fsync unless [`RocksOptions::sync_writes`]
-//! is set: a process crash loses nothing (the WAL is in the page cache), and a
-//! machine crash loses a suffix of applied entries that raft replays, because
-//! `consistent_index` is written in the same batch as the state it describes.
+//! By default writes go to RocksDB's WAL without fsync unless
+//! [`RocksOptions::sync_writes`] is set: a process crash loses nothing (the
+//! WAL is in the page cache), and a machine crash loses a suffix of applied
+//! entries that raft replays, because `consistent_index` is written in the
+//! same batch as the state it describes.
+//!
+//! A member opens its store [`RocksOptions::unlogged`]: no WAL at all, since
+//! the raft log already holds every write durably and replays whatever the
+//! store lost. Its keyspaces then flush together (RocksDB's atomic flush), so
+//! what survives any crash is the store as of one flush, a consistent prefix
+//! of its writes, and never one keyspace ahead of another.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +32,19 @@ pub struct RocksOptions {
     /// fsync the WAL on every batch. Off by default: the raft log is the
     /// durable record (see the module docs).
     pub sync_writes: bool,
+    /// Keep no write-ahead log: a batch goes to the memtables only, and
+    /// [`Backend::sync`] flushes them to table files. For a store whose
+    /// writes another durable log replays after a crash (a member's raft log,
+    /// which must then keep every entry after the last flush), so nothing is
+    /// written to disk twice. `sync_writes` means nothing then.
+    pub unlogged: bool,
+}
+
+impl RocksOptions {
+    /// A member's store: the raft log is its write-ahead log.
+    pub fn replayed_from_raft_log() -> Self {
+        RocksOptions { sync_writes: false, unlogged: true }
+    }
 }
 
 /// A persistent engine on a RocksDB directory.
@@ -32,6 +52,8 @@ pub struct RocksBackend {
     db: Db,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// Writes skip the WAL (see [`RocksOptions::unlogged`]).
+    unlogged: bool,
     /// How table files written for a bulk load are made (as the keyspaces' own).
     table_options: Options,
     /// Names the next checkpoint's directory.
@@ -81,9 +103,14 @@ impl RocksBackend {
         let (mut db_opts, cfs) = engine_options();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
+        // Without a WAL a keyspace flushed alone could come back from a
+        // crash ahead of `consistent_index` (in Meta), and the replay would
+        // then apply entries to a state they were never applied to.
+        db_opts.set_atomic_flush(options.unlogged);
         let db = Db::open_cf_descriptors(&db_opts, dir, cfs)?;
         let mut write_opts = WriteOptions::default();
-        write_opts.set_sync(options.sync_writes);
+        write_opts.set_sync(options.sync_writes && !options.unlogged);
+        write_opts.disable_wal(options.unlogged);
         // Checkpoints live only as long as a transfer; any found were left
         // by a crash.
         let stale = checkpoints_dir(dir);
@@ -92,7 +119,14 @@ impl RocksBackend {
         }
         let mut table_options = Options::default();
         table_options.set_compression_type(DBCompressionType::Lz4);
-        Ok(RocksBackend { db, path: dir.to_path_buf(), write_opts, table_options, checkpoints: AtomicU64::new(0) })
+        Ok(RocksBackend {
+            db,
+            path: dir.to_path_buf(),
+            write_opts,
+            unlogged: options.unlogged,
+            table_options,
+            checkpoints: AtomicU64::new(0),
+        })
     }
 
     /// Opens an existing database for reading only: offline tools
@@ -110,6 +144,7 @@ impl RocksBackend {
             db,
             path: dir.to_path_buf(),
             write_opts: WriteOptions::default(),
+            unlogged: false,
             table_options,
             checkpoints: AtomicU64::new(0),
         })
@@ -117,6 +152,16 @@ impl RocksBackend {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Writes every keyspace's memtables to table files and waits for them
+    /// (all at once when atomic flush is on), which syncs those files.
+    fn flush_memtables(&self) -> Result<(), BackendError> {
+        let cfs = Keyspace::ALL.iter().map(|&space| self.cf(space)).collect::<Result<Vec<_>, _>>()?;
+        let mut opts = rocksdb::FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &opts)?;
+        Ok(())
     }
 
     fn cf(&self, space: Keyspace) -> Result<&ColumnFamily, BackendError> {
@@ -198,14 +243,16 @@ impl Backend for RocksBackend {
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        let cfs = Keyspace::ALL.iter().map(|&space| self.cf(space)).collect::<Result<Vec<_>, _>>()?;
-        let mut opts = rocksdb::FlushOptions::default();
-        opts.set_wait(true);
-        self.db.flush_cfs_opt(&cfs, &opts)?;
-        self.sync()
+        self.flush_memtables()?;
+        self.db.flush_wal(true)?;
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), BackendError> {
+        if self.unlogged {
+            // Nothing is in a WAL: the memtables are what is not durable.
+            return self.flush_memtables();
+        }
         self.db.flush_wal(true)?;
         Ok(())
     }
@@ -217,9 +264,11 @@ impl Backend for RocksBackend {
         let mut options = rocksdb::CompactOptions::default();
         options.set_exclusive_manual_compaction(false);
         options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        // Every keyspace flushed at once: without a WAL, one keyspace
+        // flushed alone could come back from a crash ahead of the others.
+        self.flush_memtables()?;
         for space in Keyspace::ALL {
             let cf = self.cf(space)?;
-            self.db.flush_cf(cf)?;
             self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
         }
         Ok(())

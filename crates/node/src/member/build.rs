@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keel_lease_manager::{Lessor, LessorConfig};
-use keel_mvcc::{Identity, KvStore};
+use keel_mvcc::{Identity, KvStore, RocksBackend, RocksOptions};
 use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_raft_node::{
     Apply, Clock, Entry, LogEngine, MemLogEngine, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RaftStepper,
@@ -57,7 +57,13 @@ impl Parts {
         let member_dir = config.data_dir.join("member");
         std::fs::create_dir_all(&member_dir)
             .map_err(|e| NodeError::Storage(format!("{}: {e}", member_dir.display())))?;
-        let kv = Arc::new(KvStore::open_rocksdb(&crate::import::store_dir(&config.data_dir)).map_err(NodeError::Mvcc)?);
+        // The raft log is the store's write-ahead log: it keeps every entry
+        // after the store's last flush (the log is compacted only after one)
+        // and a restart replays them, so the store keeps no WAL of its own.
+        let store_dir = crate::import::store_dir(&config.data_dir);
+        let backend = RocksBackend::open_with(&store_dir, RocksOptions::replayed_from_raft_log())
+            .map_err(|e| NodeError::Mvcc(e.into()))?;
+        let kv = Arc::new(KvStore::open(Arc::new(backend)).map_err(NodeError::Mvcc)?);
         let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
         let log = Box::new(RocksLogEngine::open(&log_dir).map_err(NodeError::Raft)?);
         // Peers come and go with membership changes, so any member that runs
@@ -322,10 +328,12 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     } else {
         // Committed entries wait in the applier's queue until it starts.
         let (sender, events) = ApplySender::channel();
+        let replay_to = store.hard_state().commit.max(applied_index);
         let node = RaftNode::start(raft_config, store, links.transport(), Box::new(sender)).map_err(NodeError::Raft)?;
         let raft = node.handle();
         let lease_clock = lease_clock_of(&raft);
         let applier = make_applier(raft.clone(), lease_clock.clone()).spawn(events)?;
+        wait_for_replay(&applied, applied_index, replay_to, &applier)?;
         let stop_expiry = Arc::new(AtomicBool::new(false));
         let expiry = expiry_of(&raft, &lease_clock).spawn(stop_expiry.clone())?;
         (raft, lease_clock, Some(Running { raft: node, applier, expiry, stop_expiry }), None)
@@ -376,6 +384,47 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
     };
     Ok((member, stepper))
 }
+
+/// Waits until the store has applied again what the raft log holds as
+/// committed (`replay_to`) beyond what the store kept (`kept`): the store
+/// keeps no WAL, so after a crash it may be behind what the member served
+/// before, and the member must not serve reads older than those until the
+/// replay is done. Committed entries need no leader to be applied, so this
+/// ends without one.
+fn wait_for_replay(
+    applied: &AtomicU64,
+    kept: u64,
+    replay_to: u64,
+    applier: &std::thread::JoinHandle<()>,
+) -> Result<(), NodeError> {
+    let started = Instant::now();
+    let mut reported = started;
+    loop {
+        let now_applied = applied.load(std::sync::atomic::Ordering::Acquire);
+        if now_applied >= replay_to {
+            break;
+        }
+        if applier.is_finished() {
+            return Err(NodeError::Storage("the applier stopped while replaying the raft log".into()));
+        }
+        if reported.elapsed() >= REPLAY_REPORT_EVERY {
+            tracing::info!(applied = now_applied, replay_to, "replaying the raft log into the store");
+            reported = Instant::now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if replay_to > kept {
+        tracing::info!(
+            entries = replay_to - kept,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "replayed the raft log into the store"
+        );
+    }
+    Ok(())
+}
+
+/// How often a long replay says how far it got.
+const REPLAY_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A crash cut off the install of a leader's snapshot: the store is part
 /// old, part new, so the install is done again from the spool before

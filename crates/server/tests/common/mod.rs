@@ -228,6 +228,14 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM to member `i`, waiting for it to shut down cleanly.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut keel) = self.members[i].take() {
+            let status = keel.terminate();
+            assert!(status.success(), "member {i} did not stop cleanly: {status}");
+        }
+    }
+
     /// Makes room for one more member (not started, not yet added to the
     /// cluster); returns its index and peer URL.
     pub fn add_slot(&mut self) -> (usize, String) {
@@ -267,8 +275,12 @@ async fn answers_a_range(endpoint: &str, serializable: bool, good: impl Fn(Resul
         if let Ok(mut kv) = KvClient::connect(endpoint.to_owned()).await {
             let request =
                 keel_proto::etcdserverpb::RangeRequest { key: b"ready".to_vec(), serializable, ..Default::default() };
-            if good(kv.range(request).await.map(|_| ())) {
-                return true;
+            // Bounded: a wedged member must fail the test, not hang it.
+            let answer = tokio::time::timeout(Duration::from_secs(5), kv.range(request)).await;
+            if let Ok(answer) = answer {
+                if good(answer.map(|_| ())) {
+                    return true;
+                }
             }
         }
         if Instant::now() >= deadline {
