@@ -530,3 +530,48 @@ async fn tokens_are_forwarded_per_caller() {
     let kept = etcdctl(&endpoint, &["--user", "root:pw", "lease", "keep-alive", "--once", &lease]);
     assert_eq!(String::from_utf8_lossy(&kept.stdout), format!("lease {lease} keepalived with TTL(60)\n"));
 }
+
+/// A watcher that stops reading is not cut off and does not hold back the
+/// watcher sharing its upstream watch: once its queue is full it moves to
+/// an upstream watch of its own, and when it reads again it gets every
+/// event, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_catches_up_on_its_own() {
+    const WRITES: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let proxy = ProxyProcess::keel(&keel.endpoint(), &[]).ready().await;
+    let create = WatchCreateRequest { key: b"/s/".to_vec(), range_end: b"/s0".to_vec(), ..Default::default() };
+    // The slow watcher's connection takes little before the proxy must hold
+    // on to the rest (HTTP/2's smallest windows).
+    let (slow_requests, outgoing) = mpsc::channel(4);
+    let create_slow = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create.clone())) };
+    slow_requests.send(create_slow).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(proxy.endpoint())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut slow = WatchClient::new(channel).watch(ReceiverStream::new(outgoing)).await.unwrap().into_inner();
+    assert!(slow.message().await.unwrap().unwrap().created);
+    let (_fast_requests, mut fast) = open_watch(proxy.endpoint(), create).await;
+    assert!(fast.message().await.unwrap().unwrap().created);
+
+    // Values large enough that HTTP/2's window and the proxy's queues fill
+    // long before the last write, while only the fast watcher reads.
+    let mut kv = keel.kv().await;
+    let reader = tokio::spawn(async move { events(&mut fast, WRITES).await });
+    for i in 0..WRITES {
+        let put = PutRequest { key: format!("/s/{i:04}").into_bytes(), value: vec![b'x'; 4096], ..Default::default() };
+        kv.put(put).await.unwrap();
+    }
+    let want: Vec<String> = (0..WRITES).map(|i| format!("/s/{i:04}")).collect();
+    let fast_seen = reader.await.unwrap();
+    assert_eq!(fast_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want);
+    let slow_seen = events(&mut slow, WRITES).await;
+    assert_eq!(slow_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want, "every event once, in order");
+    assert!(metric(&metrics_of(&proxy).await, "keel_grpc_proxy_watch_detached_total") >= 1.0);
+}
