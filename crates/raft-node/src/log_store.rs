@@ -90,7 +90,8 @@ impl RaftLogStore {
     /// commit index (raft's MustSync: a lost commit index is relearnt, as
     /// in [`RaftLogStore::set_commit`]), which spares a follower or a leader
     /// of several members a second fsync per write.
-    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), RaftNodeError> {
+    /// Returns whether the write was synced.
+    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<bool, RaftNodeError> {
         let truncate_after = entries.first().map(|e| e.index - 1).filter(|&before| before < self.last_index);
         if let Some(first) = entries.first() {
             if first.index <= self.compacted.0 {
@@ -110,13 +111,14 @@ impl RaftLogStore {
             if cfg!(feature = "failpoints") { entries.iter().map(|e| &e.data[..]).collect() } else { Vec::new() };
         let vote_or_term_moved =
             hard_state.is_some_and(|hs| hs.term != self.hard_state.term || hs.vote != self.hard_state.vote);
+        let sync = !entries.is_empty() || vote_or_term_moved;
         crate::failpoints::fault_point("raft-log-before-sync", &data);
         self.engine.write(LogWrite {
             truncate_after,
             old_last_index: self.last_index,
             entries,
             hard_state,
-            sync: !entries.is_empty() || vote_or_term_moved,
+            sync,
             ..LogWrite::default()
         })?;
         crate::failpoints::fault_point("raft-log-after-sync", &data);
@@ -136,7 +138,7 @@ impl RaftLogStore {
             }
             self.last_index = entries.last().map_or(self.last_index, |e| e.index);
         }
-        Ok(())
+        Ok(sync)
     }
 
     /// Records a commit index learnt after the entries were persisted. Not
