@@ -74,7 +74,8 @@ async fn acknowledged_puts_survive_kill_9() {
         let keel = start(dir.path()).await;
         let mut kv = keel.kv().await;
         let everything = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
-        let all = tokio::time::timeout(CALL_LIMIT, kv.range(everything)).await.expect("keel answers a read after restart");
+        let all =
+            tokio::time::timeout(CALL_LIMIT, kv.range(everything)).await.expect("keel answers a read after restart");
         let all = all.unwrap().into_inner();
         let found: HashMap<Vec<u8>, i64> = all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
         let acked = acked.lock();
@@ -134,7 +135,10 @@ async fn a_member_killed_under_load_and_compaction_replays_to_the_same_state() {
                     let hot = format!("hot/{}", i % 8).into_bytes();
                     let call = async {
                         match i % 8 {
-                            3 => kv.put(PutRequest { key: hot, value: vec![b'h'; 512], ..Default::default() }).await.map(|_| None),
+                            3 => kv
+                                .put(PutRequest { key: hot, value: vec![b'h'; 512], ..Default::default() })
+                                .await
+                                .map(|_| None),
                             5 => {
                                 let put = RequestOp {
                                     request: Some(request_op::Request::RequestPut(PutRequest {
@@ -150,14 +154,23 @@ async fn a_member_killed_under_load_and_compaction_replays_to_the_same_state() {
                                     target_union: Some(compare::TargetUnion::Version(0)),
                                     ..Default::default()
                                 };
-                                let txn = TxnRequest { compare: vec![compare], success: vec![put.clone()], failure: vec![put] };
+                                let txn = TxnRequest {
+                                    compare: vec![compare],
+                                    success: vec![put.clone()],
+                                    failure: vec![put],
+                                };
                                 kv.txn(txn).await.map(|_| None)
                             }
-                            7 => kv.delete_range(DeleteRangeRequest { key: hot, ..Default::default() }).await.map(|_| None),
+                            7 => kv
+                                .delete_range(DeleteRangeRequest { key: hot, ..Default::default() })
+                                .await
+                                .map(|_| None),
                             _ => {
                                 let key = format!("heavy{round}/writer{writer:02}/{i:06}").into_bytes();
                                 let put = PutRequest { key: key.clone(), value: vec![b'v'; 128], ..Default::default() };
-                                kv.put(put).await.map(|answer| Some((key, answer.into_inner().header.unwrap().revision)))
+                                kv.put(put)
+                                    .await
+                                    .map(|answer| Some((key, answer.into_inner().header.unwrap().revision)))
                             }
                         }
                     };
@@ -230,7 +243,12 @@ async fn a_member_killed_under_load_and_compaction_replays_to_the_same_state() {
         hashes.push((answer.hash, answer.compact_revision));
 
         let mut kv = KvClient::connect(cluster.member(i).endpoint()).await.unwrap();
-        let request = RangeRequest { key: b"heavy".to_vec(), range_end: b"heavz".to_vec(), serializable: true, ..Default::default() };
+        let request = RangeRequest {
+            key: b"heavy".to_vec(),
+            range_end: b"heavz".to_vec(),
+            serializable: true,
+            ..Default::default()
+        };
         let all = tokio::time::timeout(CALL_LIMIT, kv.range(request)).await.expect("a member answers a read");
         let all = all.unwrap().into_inner();
         let found: HashMap<Vec<u8>, i64> = all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
