@@ -5,6 +5,9 @@
 //! nobody runs it believing a setting took effect.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::policy::{parse_prefixes, Policy};
 
 /// Where the proxy listens: a TCP address or a Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,16 @@ pub struct ProxyConfig {
     pub max_send_bytes: usize,
     pub max_recv_bytes: usize,
     pub max_concurrent_streams: u32,
+    /// `--read-only`, `--allow-prefix` (Keel's).
+    pub policy: Policy,
+    /// `--resolver-prefix`: where the proxy registers itself; MemberList
+    /// through it lists every registered proxy.
+    pub resolver_prefix: Option<String>,
+    /// `--resolver-ttl`, in seconds: the registration's lease.
+    pub resolver_ttl: i64,
+    /// `--auto-sync-interval` (Keel's): how often the upstream endpoints
+    /// are replaced by the member list's client URLs; zero: never.
+    pub auto_sync_interval: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -81,11 +94,17 @@ impl Default for ProxyConfig {
             max_send_bytes: 1536 * 1024,
             max_recv_bytes: i32::MAX as usize,
             max_concurrent_streams: u32::MAX,
+            policy: Policy::default(),
+            resolver_prefix: None,
+            resolver_ttl: 0,
+            auto_sync_interval: DEFAULT_AUTO_SYNC,
         }
     }
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:23790";
+/// As etcdctl's and clientv3's usual `AutoSyncInterval`.
+pub(crate) const DEFAULT_AUTO_SYNC: Duration = Duration::from_secs(30);
 
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
@@ -135,9 +154,13 @@ const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
     ("max-recv-bytes", Kind::Value, Ok(())),
     ("max-concurrent-streams", Kind::Value, Ok(())),
     ("help", Kind::Bool, Ok(())),
+    ("resolver-prefix", Kind::Value, Ok(())),
+    ("resolver-ttl", Kind::Value, Ok(())),
+    // Keel's own.
+    ("read-only", Kind::Bool, Ok(())),
+    ("allow-prefix", Kind::Value, Ok(())),
+    ("auto-sync-interval", Kind::Value, Ok(())),
     ("enable-pprof", Kind::Bool, Err("Go's runtime profiler has no equivalent in a Rust process")),
-    ("resolver-prefix", Kind::Value, Err("self-registration is not implemented yet")),
-    ("resolver-ttl", Kind::Value, Err("self-registration is not implemented yet")),
     ("discovery-srv", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
     ("discovery-srv-name", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
     ("insecure-discovery", Kind::Bool, Err("DNS discovery is not implemented yet; list --endpoints")),
@@ -220,11 +243,24 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "max-concurrent-streams" => {
                 config.max_concurrent_streams = value.parse().map_err(|_| bad_value(&value, name, "invalid syntax"))?;
             }
+            "resolver-prefix" => config.resolver_prefix = Some(value).filter(|prefix| !prefix.is_empty()),
+            "resolver-ttl" => {
+                config.resolver_ttl = value.parse().map_err(|_| bad_value(&value, name, "invalid syntax"))?;
+            }
+            "read-only" => config.policy.read_only = true,
+            "allow-prefix" => config.policy.allow_prefixes.extend(parse_prefixes(&value)),
+            "auto-sync-interval" => {
+                config.auto_sync_interval = parse_duration(&value).map_err(|why| bad_value(&value, name, why))?;
+            }
             _ => unreachable!("every accepted flag is handled"),
         }
     }
     if config.endpoints.is_empty() {
         return Err(ConfigError::Invalid("no endpoints given (--endpoints)".to_owned()));
+    }
+    if config.resolver_prefix.is_some() && config.resolver_ttl < 1 {
+        // etcd's words.
+        return Err(ConfigError::Invalid(format!("invalid resolver-ttl {}", config.resolver_ttl)));
     }
     config.serve_tls = match tls_files {
         (Some(cert_file), Some(key_file), trusted_ca_file, crl_file) => {
@@ -245,6 +281,37 @@ fn bad_value(value: &str, name: &str, why: &str) -> ConfigError {
 
 fn parse_size(value: &str, name: &str) -> Result<usize, ConfigError> {
     value.parse::<usize>().ok().filter(|size| *size > 0).ok_or_else(|| bad_value(value, name, "invalid syntax"))
+}
+
+/// Go's `time.ParseDuration`: `1m0s`, `500ms`, `1.5h`, `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err("invalid duration");
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().map_err(|_| "invalid duration")?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err("missing unit in duration"),
+            _ => return Err("unknown unit in duration"),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| "invalid duration")
 }
 
 /// Go's `strconv.ParseBool`.
@@ -280,11 +347,18 @@ Flags:
       --max-send-bytes int              message send limits in bytes (default value is 1.5 MiB) (default 1572864)
       --metrics-addr string             listen for endpoint /metrics requests on an additional interface
       --namespace string                string to prefix to all keys for namespacing requests
+      --resolver-prefix string          prefix to use for registering proxy (must be shared with other grpc-proxy members)
+      --resolver-ttl int                specify TTL, in seconds, when registering proxy endpoints
       --trusted-ca-file string          verify certificates of TLS-enabled secure proxy using this CA bundle
 
-Not supported yet (refused): --enable-pprof, --resolver-prefix, --resolver-ttl, --discovery-srv,
---discovery-srv-name, --insecure-discovery, --auto-tls, --listen-cipher-suites,
---experimental-leasing-prefix, --experimental-serializable-ordering.
+Keel's own:
+      --allow-prefix strings            serve only keys under these prefixes (repeatable, comma separated)
+      --auto-sync-interval duration     replace --endpoints with the member list's client URLs this often, 0: never (default 30s)
+      --read-only                       refuse every write
+
+Not supported yet (refused): --enable-pprof, --discovery-srv, --discovery-srv-name,
+--insecure-discovery, --auto-tls, --listen-cipher-suites, --experimental-leasing-prefix,
+--experimental-serializable-ordering.
 "
 }
 
@@ -301,6 +375,15 @@ mod tests {
             Ok(Command::Start(config)) => *config,
             other => panic!("{line}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn durations_are_gos() {
+        assert_eq!(parse_duration("1m0s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err() && parse_duration("").is_err() && parse_duration("3x").is_err());
     }
 
     #[test]
@@ -341,7 +424,16 @@ mod tests {
         assert!(
             matches!(parse(&args("--enable-pprof")), Err(ConfigError::Unsupported { flag, .. }) if flag == "--enable-pprof")
         );
-        assert!(matches!(parse(&args("--resolver-prefix /p")), Err(ConfigError::Unsupported { .. })));
+        assert_eq!(
+            parse(&args("--resolver-prefix /p")),
+            Err(ConfigError::Invalid("invalid resolver-ttl 0".to_owned()))
+        );
+        let config =
+            start("--resolver-prefix /p --resolver-ttl 7 --read-only --allow-prefix /a/,/b/ --allow-prefix=/c/");
+        assert_eq!((config.resolver_prefix.as_deref(), config.resolver_ttl), (Some("/p"), 7));
+        assert!(config.policy.read_only);
+        assert_eq!(config.policy.allow_prefixes, [b"/a/".to_vec(), b"/b/".to_vec(), b"/c/".to_vec()]);
+        assert_eq!(start("--auto-sync-interval 1m0s").auto_sync_interval, Duration::from_secs(60));
         assert!(matches!(parse(&args("--cert-file c")), Err(ConfigError::Invalid(_))));
         // Turning an unsupported boolean off asks for nothing.
         start("--enable-pprof=false");

@@ -191,6 +191,9 @@ impl Lease for Forward {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<LeaseKeepAliveResponse>>, Status> {
+        // Keeping a lease alive changes the cluster: not through a
+        // read-only proxy.
+        self.0.check(self.0.policy.effect(crate::policy::Effect::Write))?;
         let (answers, outgoing) = mpsc::channel(ANSWER_QUEUE);
         let shared: Arc<Shared> = self.0.clone();
         let identity = request.metadata().get("token").cloned();

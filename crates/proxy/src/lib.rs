@@ -22,10 +22,13 @@
 
 pub mod config;
 mod error;
+pub mod gateway;
 mod http;
 mod lease;
 mod metrics;
 mod namespace;
+mod policy;
+mod register;
 mod services;
 mod upstream;
 mod watch;
@@ -46,6 +49,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 pub use config::{parse, usage, Command, ConfigError, ListenAddr, ProxyConfig};
 pub use error::ProxyError;
+pub use policy::Policy;
 
 use lease::KeepAlives;
 use namespace::Namespace;
@@ -64,6 +68,20 @@ pub(crate) struct Shared {
     /// What MemberList answers: this host and the URL clients reach it by.
     host_name: String,
     advertise_client_url: String,
+    policy: policy::Policy,
+    resolver_prefix: Option<String>,
+}
+
+impl Shared {
+    /// A refusal as the client sees it, counted.
+    pub(crate) fn refuse(&self, refusal: policy::Refusal) -> tonic::Status {
+        self.metrics.refused.with_label_values(&[refusal.label()]).inc();
+        refusal.status()
+    }
+
+    pub(crate) fn check(&self, verdict: Result<(), policy::Refusal>) -> Result<(), tonic::Status> {
+        verdict.map_err(|refusal| self.refuse(refusal))
+    }
 }
 
 /// A proxy's listeners, bound: addresses are known (and ports taken)
@@ -149,6 +167,8 @@ impl Proxy {
             max_send_bytes: config.max_send_bytes,
             host_name,
             advertise_client_url: config.advertise_client_url.clone(),
+            policy: config.policy.clone(),
+            resolver_prefix: config.resolver_prefix.clone(),
         });
         Ok(Proxy { shared, config, listener, local_addr, metrics })
     }
@@ -226,10 +246,21 @@ impl Proxy {
             }
         }
         tracing::info!(address = ?config.listen_addr, endpoints = ?config.endpoints, "listening for gRPC proxy client requests");
+        // Background work, stopped (aborted) once the servers have stopped.
+        let mut background = tokio::task::JoinSet::new();
+        if !config.auto_sync_interval.is_zero() {
+            background.spawn(sync_endpoints(shared.clone(), config.auto_sync_interval));
+        }
+        let registration = Arc::new(register::Registration::default());
+        if let Some(prefix) = config.resolver_prefix.clone() {
+            background.spawn(registration.clone().run(shared.clone(), prefix, config.resolver_ttl));
+        }
         let result = tokio::select! {
             () = shutdown => Ok(()),
             Some(ended) = servers.join_next() => ended.unwrap_or(Ok(())),
         };
+        background.abort_all();
+        registration.revoke(&shared).await;
         let _ = stop_tx.send(true);
         // Open watch and keep-alive streams would hold a graceful stop
         // forever; they get a moment, then are closed.
@@ -239,6 +270,24 @@ impl Proxy {
         .await;
         servers.abort_all();
         result
+    }
+}
+
+/// Keeps the upstream endpoints equal to the cluster's client URLs: every
+/// `every`, and soon after an endpoint failed (at most once a second).
+async fn sync_endpoints(shared: Arc<Shared>, every: std::time::Duration) {
+    const AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shared.upstream.failures.notified() => {}
+        }
+        match shared.upstream.sync().await {
+            Ok(true) => shared.metrics.endpoint_syncs.inc(),
+            Ok(false) => {}
+            Err(status) => tracing::debug!(%status, "member list for endpoint sync failed"),
+        }
+        tokio::time::sleep(AT_MOST_EVERY).await;
     }
 }
 

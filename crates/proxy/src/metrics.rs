@@ -3,7 +3,7 @@
 //! series are registered (at zero) because etcd's dashboards query them;
 //! this proxy has no range cache yet.
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -13,6 +13,10 @@ pub(crate) struct Metrics {
     pub(crate) watch_resumes: IntCounter,
     pub(crate) watch_detached: IntCounter,
     pub(crate) keepalives: IntCounter,
+    /// Requests `--read-only` or `--allow-prefix` refused, by `reason`.
+    pub(crate) refused: IntCounterVec,
+    pub(crate) endpoint_syncs: IntCounter,
+    pub(crate) registrations: IntCounter,
 }
 
 impl Metrics {
@@ -47,6 +51,25 @@ impl Metrics {
                 "Slow watchers moved from a shared upstream watch to one of their own",
             )?,
             keepalives: counter("keel_grpc_proxy_keepalives_total", "Lease keep-alives sent upstream")?,
+            refused: {
+                let refused = IntCounterVec::new(
+                    Opts::new("keel_grpc_proxy_refused_total", "Requests refused by --read-only or --allow-prefix"),
+                    &["reason"],
+                )?;
+                registry.register(Box::new(refused.clone()))?;
+                // Both series exist from the start, at zero.
+                let _ = refused.with_label_values(&["read-only"]);
+                let _ = refused.with_label_values(&["prefix"]);
+                refused
+            },
+            endpoint_syncs: counter(
+                "keel_grpc_proxy_endpoint_syncs_total",
+                "Times the upstream endpoints were replaced from the member list",
+            )?,
+            registrations: counter(
+                "keel_grpc_proxy_registrations_total",
+                "Times the proxy registered itself under --resolver-prefix (a new lease each)",
+            )?,
             registry,
         })
     }

@@ -30,6 +30,7 @@ use tonic::codegen::BoxStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::policy::{Effect, Policy, Refusal};
 use crate::upstream::{as_unavailable, endpoint_failed, forwarded};
 use crate::Shared;
 
@@ -44,7 +45,7 @@ pub(crate) struct Forward(pub(crate) Arc<Shared>);
 /// One unary RPC passed through: `$idempotent` says whether it may be
 /// repeated on another member after that member failed mid-call.
 macro_rules! pass {
-    ($method:ident, $client:ident, $req:ty, $resp:ty, $idempotent:expr) => {
+    ($method:ident, $client:ident, $req:ty, $resp:ty, $idempotent:expr, $effect:expr) => {
         // Spelled as `#[async_trait]` expands an `async fn`: the attribute
         // cannot see into a macro's output.
         fn $method<'life0, 'async_trait>(
@@ -56,6 +57,7 @@ macro_rules! pass {
             Self: 'async_trait,
         {
             Box::pin(async move {
+                self.0.check(self.0.policy.effect($effect))?;
                 self.0
                     .upstream
                     .unary(request, $idempotent, |channel, request| async move {
@@ -67,7 +69,63 @@ macro_rules! pass {
     };
 }
 
+/// One Maintenance call, sent to the member the caller named under
+/// `keel-member` metadata, else to the leader (see `upstream.rs`).
+macro_rules! targeted {
+    ($method:ident, $req:ty, $resp:ty, $idempotent:expr, $effect:expr) => {
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            request: Request<$req>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                let effect = $effect(request.get_ref());
+                self.0.check(self.0.policy.effect(effect))?;
+                self.targeted(request, $idempotent, |channel, request| async move {
+                    MaintenanceClient::new(channel).max_decoding_message_size(UNLIMITED).$method(request).await
+                })
+                .await
+            })
+        }
+    };
+}
+
 impl Forward {
+    /// A Maintenance call for one member (named, or the leader): no
+    /// failover to another member, whose answer would be about itself;
+    /// a call without effect is tried once more after a failure, on the
+    /// member it then resolves to (the leader may have moved).
+    async fn targeted<Req: Clone, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        idempotent: bool,
+        mut call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnMut(Channel, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let metadata = forwarded(request.metadata());
+        let incoming = request.metadata().clone();
+        let message = request.into_inner();
+        let attempts = if idempotent { 2 } else { 1 };
+        let mut last = Status::unavailable("no upstream endpoint");
+        for _ in 0..attempts {
+            let channel = self.0.upstream.member_channel(&incoming).await?;
+            let mut outgoing = Request::new(message.clone());
+            *outgoing.metadata_mut() = metadata.clone();
+            match call(channel, outgoing).await {
+                Ok(response) => return Ok(Response::new(response.into_inner())),
+                Err(status) if endpoint_failed(&status) => last = as_unavailable(status),
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last)
+    }
+
     /// A unary call whose request and response go through the namespace.
     async fn mapped<Req: Clone, Resp, F, Fut>(
         &self,
@@ -114,6 +172,31 @@ impl Forward {
     }
 }
 
+impl Forward {
+    /// Opens a server stream on the member a Maintenance call is for.
+    async fn targeted_stream<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        open: F,
+    ) -> Result<Streaming<Resp>, Status>
+    where
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Streaming<Resp>>, Status>>,
+    {
+        let channel = self.0.upstream.member_channel(request.metadata()).await?;
+        let metadata = forwarded(request.metadata());
+        let mut outgoing = Request::new(request.into_inner());
+        *outgoing.metadata_mut() = metadata;
+        open(channel, outgoing).await.map(Response::into_inner).map_err(|status| {
+            if endpoint_failed(&status) {
+                as_unavailable(status)
+            } else {
+                status
+            }
+        })
+    }
+}
+
 fn relay<T: Send + 'static>(stream: Streaming<T>, map: impl Fn(&mut T) + Send + 'static) -> BoxStream<T> {
     Box::pin(stream.map(move |item| {
         item.map(|mut message| {
@@ -127,6 +210,7 @@ fn relay<T: Send + 'static>(stream: Streaming<T>, map: impl Fn(&mut T) + Send + 
 #[tonic::async_trait]
 impl Kv for Forward {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        self.0.check(self.0.policy.read(&request.get_ref().key, &request.get_ref().range_end))?;
         self.mapped(
             request,
             true,
@@ -140,6 +224,7 @@ impl Kv for Forward {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.0.check(self.0.policy.write(&request.get_ref().key, &[]))?;
         self.mapped(request, false, |ns, r| ns.put(r), |ns, r| ns.put_response(r), |channel, request| async move {
             KvClient::new(channel).max_decoding_message_size(UNLIMITED).put(request).await
         })
@@ -150,6 +235,7 @@ impl Kv for Forward {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.0.check(self.0.policy.write(&request.get_ref().key, &request.get_ref().range_end))?;
         self.mapped(
             request,
             false,
@@ -163,13 +249,14 @@ impl Kv for Forward {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.0.check(self.0.policy.txn(request.get_ref()))?;
         self.mapped(request, false, |ns, r| ns.txn(r), |ns, r| ns.txn_response(r), |channel, request| async move {
             KvClient::new(channel).max_decoding_message_size(UNLIMITED).txn(request).await
         })
         .await
     }
 
-    pass!(compact, KvClient, CompactionRequest, CompactionResponse, false);
+    pass!(compact, KvClient, CompactionRequest, CompactionResponse, false, Effect::ClusterWide { changes: true });
 }
 
 /// The Lease service's unary calls; `lease.rs` adds LeaseKeepAlive.
@@ -178,6 +265,7 @@ impl Forward {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.0.check(self.0.policy.effect(Effect::Write))?;
         self.0
             .upstream
             .unary(
@@ -194,6 +282,7 @@ impl Forward {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         // Revoking twice is harmless (the second finds no lease), but a
         // client must not be told "not found" for its own first revoke.
+        self.0.check(self.0.policy.effect(Effect::Write))?;
         self.0
             .upstream
             .unary(
@@ -235,14 +324,38 @@ impl Forward {
 
 #[tonic::async_trait]
 impl Cluster for Forward {
-    pass!(member_add, ClusterClient, MemberAddRequest, MemberAddResponse, false);
-    pass!(member_remove, ClusterClient, MemberRemoveRequest, MemberRemoveResponse, false);
-    pass!(member_update, ClusterClient, MemberUpdateRequest, MemberUpdateResponse, false);
+    pass!(member_add, ClusterClient, MemberAddRequest, MemberAddResponse, false, Effect::ClusterWide { changes: true });
+    pass!(
+        member_remove,
+        ClusterClient,
+        MemberRemoveRequest,
+        MemberRemoveResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        member_update,
+        ClusterClient,
+        MemberUpdateRequest,
+        MemberUpdateResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
 
     /// As etcd's proxy without `--resolver-prefix`: the proxy lists itself
     /// (no id, no header, its host name and advertised URL), so clients
     /// that sync their endpoints from the member list stay on the proxy.
+    ///
+    /// With `--resolver-prefix`, every live proxy registered under the
+    /// prefix instead (itself among them), as etcd's proxy lists them;
+    /// itself alone while none is registered yet.
     async fn member_list(&self, _request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        if let Some(prefix) = &self.0.resolver_prefix {
+            let members = crate::register::registered(&self.0, prefix).await?;
+            if !members.is_empty() {
+                return Ok(Response::new(MemberListResponse { header: None, members }));
+            }
+        }
         let member = Member {
             name: self.0.host_name.clone(),
             client_ur_ls: vec![self.0.advertise_client_url.clone()],
@@ -250,25 +363,46 @@ impl Cluster for Forward {
         };
         Ok(Response::new(MemberListResponse { header: None, members: vec![member] }))
     }
-    pass!(member_promote, ClusterClient, MemberPromoteRequest, MemberPromoteResponse, false);
+    pass!(
+        member_promote,
+        ClusterClient,
+        MemberPromoteRequest,
+        MemberPromoteResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
 }
 
 #[tonic::async_trait]
 impl Maintenance for Forward {
-    pass!(alarm, MaintenanceClient, AlarmRequest, AlarmResponse, false);
-    pass!(status, MaintenanceClient, StatusRequest, StatusResponse, true);
-    pass!(defragment, MaintenanceClient, DefragmentRequest, DefragmentResponse, false);
-    pass!(hash, MaintenanceClient, HashRequest, HashResponse, true);
-    pass!(hash_kv, MaintenanceClient, HashKvRequest, HashKvResponse, true);
-    pass!(move_leader, MaintenanceClient, MoveLeaderRequest, MoveLeaderResponse, false);
-    pass!(downgrade, MaintenanceClient, DowngradeRequest, DowngradeResponse, false);
+    targeted!(alarm, AlarmRequest, AlarmResponse, false, |r: &AlarmRequest| Effect::ClusterWide {
+        changes: r.action != alarm_request::AlarmAction::Get as i32
+    });
+    targeted!(status, StatusRequest, StatusResponse, true, |_: &StatusRequest| Effect::Read);
+    targeted!(defragment, DefragmentRequest, DefragmentResponse, false, |_: &DefragmentRequest| {
+        Effect::ClusterWide { changes: true }
+    });
+    targeted!(hash, HashRequest, HashResponse, true, |_: &HashRequest| Effect::Read);
+    targeted!(hash_kv, HashKvRequest, HashKvResponse, true, |_: &HashKvRequest| Effect::Read);
+    targeted!(move_leader, MoveLeaderRequest, MoveLeaderResponse, false, |_: &MoveLeaderRequest| {
+        Effect::ClusterWide { changes: true }
+    });
+    pass!(
+        downgrade,
+        MaintenanceClient,
+        DowngradeRequest,
+        DowngradeResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
 
     async fn snapshot(
         &self,
         request: Request<SnapshotRequest>,
     ) -> Result<Response<BoxStream<SnapshotResponse>>, Status> {
+        self.0.check(self.0.policy.effect(Effect::ClusterWide { changes: false }))?;
         let stream = self
-            .stream(request, |channel, request| async move {
+            .targeted_stream(request, |channel, request| async move {
                 MaintenanceClient::new(channel).max_decoding_message_size(UNLIMITED).snapshot(request).await
             })
             .await?;
@@ -278,28 +412,99 @@ impl Maintenance for Forward {
 
 #[tonic::async_trait]
 impl Auth for Forward {
-    pass!(auth_enable, AuthClient, AuthEnableRequest, AuthEnableResponse, false);
-    pass!(auth_disable, AuthClient, AuthDisableRequest, AuthDisableResponse, false);
-    pass!(auth_status, AuthClient, AuthStatusRequest, AuthStatusResponse, true);
-    pass!(authenticate, AuthClient, AuthenticateRequest, AuthenticateResponse, true);
-    pass!(user_add, AuthClient, AuthUserAddRequest, AuthUserAddResponse, false);
-    pass!(user_get, AuthClient, AuthUserGetRequest, AuthUserGetResponse, true);
-    pass!(user_list, AuthClient, AuthUserListRequest, AuthUserListResponse, true);
-    pass!(user_delete, AuthClient, AuthUserDeleteRequest, AuthUserDeleteResponse, false);
-    pass!(user_change_password, AuthClient, AuthUserChangePasswordRequest, AuthUserChangePasswordResponse, false);
-    pass!(user_grant_role, AuthClient, AuthUserGrantRoleRequest, AuthUserGrantRoleResponse, false);
-    pass!(user_revoke_role, AuthClient, AuthUserRevokeRoleRequest, AuthUserRevokeRoleResponse, false);
-    pass!(role_add, AuthClient, AuthRoleAddRequest, AuthRoleAddResponse, false);
-    pass!(role_get, AuthClient, AuthRoleGetRequest, AuthRoleGetResponse, true);
-    pass!(role_list, AuthClient, AuthRoleListRequest, AuthRoleListResponse, true);
-    pass!(role_delete, AuthClient, AuthRoleDeleteRequest, AuthRoleDeleteResponse, false);
-    pass!(role_grant_permission, AuthClient, AuthRoleGrantPermissionRequest, AuthRoleGrantPermissionResponse, false);
-    pass!(role_revoke_permission, AuthClient, AuthRoleRevokePermissionRequest, AuthRoleRevokePermissionResponse, false);
+    pass!(auth_enable, AuthClient, AuthEnableRequest, AuthEnableResponse, false, Effect::ClusterWide { changes: true });
+    pass!(
+        auth_disable,
+        AuthClient,
+        AuthDisableRequest,
+        AuthDisableResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(auth_status, AuthClient, AuthStatusRequest, AuthStatusResponse, true, Effect::Read);
+    pass!(authenticate, AuthClient, AuthenticateRequest, AuthenticateResponse, true, Effect::Read);
+    pass!(user_add, AuthClient, AuthUserAddRequest, AuthUserAddResponse, false, Effect::ClusterWide { changes: true });
+    pass!(user_get, AuthClient, AuthUserGetRequest, AuthUserGetResponse, true, Effect::ClusterWide { changes: false });
+    pass!(
+        user_list,
+        AuthClient,
+        AuthUserListRequest,
+        AuthUserListResponse,
+        true,
+        Effect::ClusterWide { changes: false }
+    );
+    pass!(
+        user_delete,
+        AuthClient,
+        AuthUserDeleteRequest,
+        AuthUserDeleteResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        user_change_password,
+        AuthClient,
+        AuthUserChangePasswordRequest,
+        AuthUserChangePasswordResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        user_grant_role,
+        AuthClient,
+        AuthUserGrantRoleRequest,
+        AuthUserGrantRoleResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        user_revoke_role,
+        AuthClient,
+        AuthUserRevokeRoleRequest,
+        AuthUserRevokeRoleResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(role_add, AuthClient, AuthRoleAddRequest, AuthRoleAddResponse, false, Effect::ClusterWide { changes: true });
+    pass!(role_get, AuthClient, AuthRoleGetRequest, AuthRoleGetResponse, true, Effect::ClusterWide { changes: false });
+    pass!(
+        role_list,
+        AuthClient,
+        AuthRoleListRequest,
+        AuthRoleListResponse,
+        true,
+        Effect::ClusterWide { changes: false }
+    );
+    pass!(
+        role_delete,
+        AuthClient,
+        AuthRoleDeleteRequest,
+        AuthRoleDeleteResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        role_grant_permission,
+        AuthClient,
+        AuthRoleGrantPermissionRequest,
+        AuthRoleGrantPermissionResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
+    pass!(
+        role_revoke_permission,
+        AuthClient,
+        AuthRoleRevokePermissionRequest,
+        AuthRoleRevokePermissionResponse,
+        false,
+        Effect::ClusterWide { changes: true }
+    );
 }
 
 #[tonic::async_trait]
 impl Lock for Forward {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        self.0.check(self.0.policy.name(&request.get_ref().name, true))?;
         self.mapped(
             request,
             false,
@@ -311,6 +516,7 @@ impl Lock for Forward {
     }
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        self.0.check(self.0.policy.write(&request.get_ref().key, &[]))?;
         self.mapped(
             request,
             false,
@@ -319,6 +525,14 @@ impl Lock for Forward {
             |channel, request| async move { LockClient::new(channel).unlock(request).await },
         )
         .await
+    }
+}
+
+/// Proclaim and Resign change the leader's key.
+fn leader_key(policy: &Policy, leader: &Option<LeaderKey>) -> Result<(), Refusal> {
+    match leader {
+        Some(leader) => policy.write(&leader.key, &[]),
+        None => policy.effect(Effect::Write),
     }
 }
 
@@ -332,6 +546,7 @@ fn leader_up(ns: &crate::namespace::Namespace, leader: &mut Option<LeaderKey>) {
 #[tonic::async_trait]
 impl Election for Forward {
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        self.0.check(self.0.policy.name(&request.get_ref().name, true))?;
         self.mapped(
             request,
             false,
@@ -348,6 +563,7 @@ impl Election for Forward {
     }
 
     async fn proclaim(&self, request: Request<ProclaimRequest>) -> Result<Response<ProclaimResponse>, Status> {
+        self.0.check(leader_key(&self.0.policy, &request.get_ref().leader))?;
         self.mapped(
             request,
             false,
@@ -359,6 +575,7 @@ impl Election for Forward {
     }
 
     async fn leader(&self, request: Request<LeaderRequest>) -> Result<Response<LeaderResponse>, Status> {
+        self.0.check(self.0.policy.name(&request.get_ref().name, false))?;
         self.mapped(
             request,
             true,
@@ -377,6 +594,7 @@ impl Election for Forward {
         &self,
         mut request: Request<LeaderRequest>,
     ) -> Result<Response<BoxStream<LeaderResponse>>, Status> {
+        self.0.check(self.0.policy.name(&request.get_ref().name, false))?;
         let namespace = self.0.namespace.clone();
         if !namespace.is_empty() {
             let name = namespace.key(&request.get_ref().name);
@@ -393,6 +611,7 @@ impl Election for Forward {
     }
 
     async fn resign(&self, request: Request<ResignRequest>) -> Result<Response<ResignResponse>, Status> {
+        self.0.check(leader_key(&self.0.policy, &request.get_ref().leader))?;
         self.mapped(
             request,
             false,

@@ -7,10 +7,16 @@
 //! the next. Channels are lazy, so a member that comes back is dialled again
 //! by the next call that picks it, with no reconnect loop of our own.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::{Member, MemberListRequest, StatusRequest};
 use keel_tls::{ClientTls, ClientTlsOptions, Connector, ProtocolOptions};
+use parking_lot::RwLock;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -26,17 +32,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// etcd's 5 s `--grpc-keepalive-min-time`, which would refuse faster ones.
 const PING_INTERVAL: Duration = Duration::from_secs(6);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one member-list or status call made by the proxy itself may
+/// take.
+const OWN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The gRPC metadata key naming the member a Maintenance call is for: a
+/// member name or its hex id. Without it the call goes to the leader.
+pub(crate) const MEMBER_KEY: &str = "keel-member";
 
 pub(crate) struct Upstream {
-    urls: Vec<String>,
-    channels: Vec<Channel>,
+    /// Lock order: `endpoints` alone; never held across an await.
+    endpoints: RwLock<Arc<Endpoints>>,
     current: AtomicUsize,
+    connector: Connector,
+    /// Whether `https://` members can be dialled (TLS was configured).
+    tls: bool,
+    /// Woken when an endpoint fails: the member-list sync runs at once.
+    pub(crate) failures: tokio::sync::Notify,
+}
+
+/// The endpoints in use, each with its lazily connected channel.
+struct Endpoints {
+    urls: Vec<String>,
+    channels: HashMap<String, Channel>,
 }
 
 /// One pick: which endpoint, so a failure is reported against it.
 #[derive(Clone)]
 pub(crate) struct Picked {
     pub(crate) index: usize,
+    pub(crate) url: String,
     pub(crate) channel: Channel,
 }
 
@@ -56,42 +80,170 @@ impl Upstream {
         } else {
             None
         };
-        let connector = Connector::new(client_tls);
-        let channels = urls
-            .iter()
-            .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| ProxyError::InvalidEndpoint { endpoint: url.clone(), reason: e.to_string() })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(PING_INTERVAL)
-                    .keep_alive_timeout(PING_TIMEOUT)
-                    .keep_alive_while_idle(false);
-                Ok(endpoint.connect_with_connector_lazy(connector.clone()))
-            })
-            .collect::<Result<Vec<_>, ProxyError>>()?;
-        Ok(Upstream { urls, channels, current: AtomicUsize::new(0) })
+        let upstream = Upstream {
+            tls: client_tls.is_some(),
+            connector: Connector::new(client_tls),
+            endpoints: RwLock::new(Arc::new(Endpoints { urls: Vec::new(), channels: HashMap::new() })),
+            current: AtomicUsize::new(0),
+            failures: tokio::sync::Notify::new(),
+        };
+        let mut channels = HashMap::new();
+        for url in &urls {
+            channels.insert(url.clone(), upstream.dial(url)?);
+        }
+        *upstream.endpoints.write() = Arc::new(Endpoints { urls, channels });
+        Ok(upstream)
+    }
+
+    fn dial(&self, url: &str) -> Result<Channel, ProxyError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| ProxyError::InvalidEndpoint { endpoint: url.to_owned(), reason: e.to_string() })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_while_idle(false);
+        Ok(endpoint.connect_with_connector_lazy(self.connector.clone()))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.channels.len()
-    }
-
-    pub(crate) fn url(&self, index: usize) -> &str {
-        &self.urls[index]
+        self.endpoints.read().urls.len()
     }
 
     pub(crate) fn pick(&self) -> Picked {
-        let index = self.current.load(Ordering::Acquire) % self.channels.len();
-        Picked { index, channel: self.channels[index].clone() }
+        let endpoints = self.endpoints.read().clone();
+        let index = self.current.load(Ordering::Acquire) % endpoints.urls.len();
+        let url = endpoints.urls[index].clone();
+        Picked { index, channel: endpoints.channels[&url].clone(), url }
     }
 
     /// Moves on from `picked`'s endpoint, unless someone already did: many
     /// calls failing on one dead member move the pointer once.
     pub(crate) fn failed(&self, picked: &Picked) {
-        let next = (picked.index + 1) % self.channels.len();
-        if self.current.compare_exchange(picked.index, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            tracing::info!(failed = %self.urls[picked.index], next = %self.urls[next], "upstream endpoint unavailable");
+        let urls = self.endpoints.read().urls.clone();
+        let next = (picked.index + 1) % urls.len();
+        let still_there = urls.get(picked.index) == Some(&picked.url);
+        if still_there && self.current.compare_exchange(picked.index, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            tracing::info!(failed = %picked.url, next = %urls[next], "upstream endpoint unavailable");
+        }
+        self.failures.notify_one();
+    }
+
+    /// Replaces the endpoints with `urls` (client URLs from the member
+    /// list), keeping the channels of those already known and the one in
+    /// use if it is still listed. Unusable URLs (`https://` without TLS
+    /// configured, malformed ones) are left out; an empty result changes
+    /// nothing. Returns whether the list changed.
+    pub(crate) fn set_endpoints(&self, urls: &[String]) -> bool {
+        let mut wanted: Vec<String> = Vec::new();
+        for url in urls {
+            match normalize(url, false) {
+                Ok(url) if url.starts_with("https://") && !self.tls => {
+                    tracing::debug!(%url, "member URL needs TLS, which is not configured; skipped");
+                }
+                Ok(url) if !wanted.contains(&url) => wanted.push(url),
+                Ok(_) => {}
+                Err(err) => tracing::debug!(%err, "member URL skipped"),
+            }
+        }
+        let old = self.endpoints.read().clone();
+        if wanted.is_empty() || wanted == old.urls {
+            return false;
+        }
+        let mut channels = HashMap::new();
+        for url in &wanted {
+            let channel = match old.channels.get(url) {
+                Some(channel) => channel.clone(),
+                None => match self.dial(url) {
+                    Ok(channel) => channel,
+                    Err(err) => {
+                        tracing::warn!(%err, "member URL skipped");
+                        continue;
+                    }
+                },
+            };
+            channels.insert(url.clone(), channel);
+        }
+        wanted.retain(|url| channels.contains_key(url));
+        if wanted.is_empty() {
+            return false;
+        }
+        let current = old.urls.get(self.current.load(Ordering::Acquire) % old.urls.len().max(1));
+        let index = current.and_then(|url| wanted.iter().position(|w| w == url)).unwrap_or(0);
+        tracing::info!(endpoints = ?wanted, "upstream endpoints synced from the member list");
+        *self.endpoints.write() = Arc::new(Endpoints { urls: wanted, channels });
+        self.current.store(index, Ordering::Release);
+        true
+    }
+
+    /// The cluster's members, asked of the endpoints in turn.
+    pub(crate) async fn members(&self) -> Result<Vec<Member>, Status> {
+        let response = self
+            .unary(Request::new(MemberListRequest { linearizable: false }), true, |channel, request| async move {
+                tokio::time::timeout(OWN_CALL_TIMEOUT, ClusterClient::new(channel).member_list(request))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::unavailable("member list timed out")))
+            })
+            .await?;
+        Ok(response.into_inner().members)
+    }
+
+    /// Asks the member list and makes its started, voting members' client
+    /// URLs the endpoints. Learners are left out: they refuse most calls.
+    pub(crate) async fn sync(&self) -> Result<bool, Status> {
+        let members = self.members().await?;
+        let urls: Vec<String> =
+            members.iter().filter(|m| !m.is_learner).flat_map(|m| m.client_ur_ls.iter().cloned()).collect();
+        Ok(self.set_endpoints(&urls))
+    }
+
+    /// The member a Maintenance call is for: the one `metadata` names
+    /// under [`MEMBER_KEY`] (name or hex id), else the leader (found by a
+    /// Status call and the member list). Returns its channel.
+    pub(crate) async fn member_channel(&self, metadata: &MetadataMap) -> Result<Channel, Status> {
+        let wanted = match metadata.get(MEMBER_KEY) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| Status::invalid_argument(format!("keel-proxy: {MEMBER_KEY} is not text")))?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let members = self.members().await?;
+        let member = match &wanted {
+            Some(wanted) => members.iter().find(|m| names_member(m, wanted)).ok_or_else(|| {
+                Status::not_found(format!("keel-proxy: no member named {wanted:?} (a name or a hex id)"))
+            })?,
+            None => {
+                let status = self
+                    .unary(Request::new(StatusRequest {}), true, |channel, request| async move {
+                        tokio::time::timeout(OWN_CALL_TIMEOUT, MaintenanceClient::new(channel).status(request))
+                            .await
+                            .unwrap_or_else(|_| Err(Status::unavailable("status timed out")))
+                    })
+                    .await?
+                    .into_inner();
+                if status.leader == 0 {
+                    return Err(Status::unavailable("etcdserver: no leader"));
+                }
+                members
+                    .iter()
+                    .find(|m| m.id == status.leader)
+                    .ok_or_else(|| Status::unavailable("etcdserver: leader changed"))?
+            }
+        };
+        let url = member.client_ur_ls.first().ok_or_else(|| {
+            Status::unavailable(format!("keel-proxy: member {:x} has not started (no client URL)", member.id))
+        })?;
+        let url = normalize(url, false).map_err(|err| Status::unavailable(err.to_string()))?;
+        let known = self.endpoints.read().channels.get(&url).cloned();
+        match known {
+            Some(channel) => Ok(channel),
+            // A member not among the endpoints (not synced yet): a
+            // channel of its own, dropped after the call.
+            None => self.dial(&url).map_err(|err| Status::unavailable(err.to_string())),
         }
     }
 
@@ -135,6 +287,16 @@ impl Upstream {
     }
 }
 
+/// Whether `wanted` is `member`'s name or its id in hex (as etcdctl prints
+/// ids), with or without `0x`.
+pub(crate) fn names_member(member: &Member, wanted: &str) -> bool {
+    if wanted.is_empty() {
+        return false;
+    }
+    let hex = wanted.strip_prefix("0x").unwrap_or(wanted);
+    member.name == wanted || u64::from_str_radix(hex, 16).is_ok_and(|id| id == member.id)
+}
+
 /// `host:port` becomes `http://host:port` (`https://` with TLS flags, as
 /// etcd's clientv3 dials).
 pub(crate) fn normalize(endpoint: &str, tls: bool) -> Result<String, ProxyError> {
@@ -161,7 +323,7 @@ pub(crate) fn forwarded(incoming: &MetadataMap) -> MetadataMap {
     let mut out = MetadataMap::new();
     for entry in incoming.iter() {
         match entry {
-            KeyAndValueRef::Ascii(key, value) if !HOP_HEADERS.contains(&key.as_str()) => {
+            KeyAndValueRef::Ascii(key, value) if !HOP_HEADERS.contains(&key.as_str()) && key != MEMBER_KEY => {
                 out.append(key.clone(), value.clone());
             }
             KeyAndValueRef::Binary(key, value) => {
@@ -248,6 +410,32 @@ mod tests {
         upstream.failed(&first);
         upstream.failed(&first);
         assert_eq!(upstream.pick().index, 1);
-        assert_eq!(upstream.url(1), "http://b:2");
+        assert_eq!(upstream.pick().url, "http://b:2");
+    }
+
+    #[tokio::test]
+    async fn member_lists_replace_the_endpoints_and_keep_the_current_one() {
+        let upstream = Upstream::new(&["a:1".to_owned(), "b:2".to_owned()], &UpstreamTls::default()).unwrap();
+        upstream.failed(&upstream.pick());
+        assert_eq!(upstream.pick().url, "http://b:2");
+        let synced = ["http://c:3".to_owned(), "http://b:2".to_owned(), "https://d:4".to_owned()];
+        assert!(upstream.set_endpoints(&synced));
+        // https:// needs TLS, which this proxy has not: left out.
+        assert_eq!(upstream.endpoints.read().urls, ["http://c:3", "http://b:2"]);
+        assert_eq!(upstream.pick().url, "http://b:2", "the endpoint in use stays in use");
+        assert!(!upstream.set_endpoints(&synced), "unchanged");
+        assert!(!upstream.set_endpoints(&[]), "an empty list changes nothing");
+        assert_eq!(upstream.len(), 2);
+    }
+
+    #[test]
+    fn members_are_named_by_name_or_hex_id() {
+        let member = Member { id: 0x8e9e05c52164694d, name: "m0".to_owned(), ..Default::default() };
+        assert!(names_member(&member, "m0"));
+        assert!(names_member(&member, "8e9e05c52164694d"));
+        assert!(names_member(&member, "8E9E05C52164694D"));
+        assert!(names_member(&member, "0x8e9e05c52164694d"));
+        assert!(!names_member(&member, "m1"));
+        assert!(!names_member(&Member { id: 1, name: String::new(), ..Default::default() }, ""));
     }
 }

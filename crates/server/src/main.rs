@@ -4,6 +4,7 @@
 
 mod grpc_proxy;
 mod logging;
+mod tcp_gateway;
 mod tls;
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ fn main() -> std::process::ExitCode {
     };
     if args.first().map(String::as_str) == Some("grpc-proxy") {
         return grpc_proxy::main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("gateway") {
+        return tcp_gateway::main(&args[1..]);
     }
     // Variables that are not UTF-8 cannot be etcd's; they are left alone.
     let env = std::env::vars_os().filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));

@@ -39,7 +39,10 @@ impl Drop for ProxyProcess {
 
 impl ProxyProcess {
     fn keel(endpoints: &str, extra: &[&str]) -> ProxyProcess {
-        let port = free_port();
+        ProxyProcess::keel_on(free_port(), endpoints, extra)
+    }
+
+    fn keel_on(port: u16, endpoints: &str, extra: &[&str]) -> ProxyProcess {
         let mut command = common::keel_command();
         command
             .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
@@ -50,7 +53,10 @@ impl ProxyProcess {
     }
 
     fn etcd(endpoints: &str, extra: &[&str], logs: &Path) -> ProxyProcess {
-        let port = free_port();
+        ProxyProcess::etcd_on(free_port(), endpoints, extra, logs)
+    }
+
+    fn etcd_on(port: u16, endpoints: &str, extra: &[&str], logs: &Path) -> ProxyProcess {
         let child = Command::new("etcd")
             .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
@@ -499,6 +505,29 @@ fn flags_are_refused_as_etcd_refuses_them() {
     let help = run(&["grpc-proxy", "start", "--help"]);
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--listen-addr string"));
+    let ttl = run(&["grpc-proxy", "start", "--resolver-prefix", "/p"]);
+    assert_eq!(ttl.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&ttl.stderr), "Error: invalid resolver-ttl 0\n");
+
+    // `keel gateway start` refuses what etcd's gateway refuses, in its words.
+    require_etcd();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cases: [&[&str]; 4] = [
+        &["--endpoints", "foo"],
+        &["--listen-addr", "nope"],
+        &["--listen-addr", &listen, "--endpoints", &listen],
+        &["--retry-delay", "5"],
+    ];
+    for case in cases {
+        let keel = run(&[&["gateway", "start"][..], case].concat());
+        let etcd = Command::new("etcd").args(["gateway", "start"]).args(case).output().unwrap();
+        assert_eq!((keel.status.code(), etcd.status.code()), (Some(1), Some(1)), "{case:?}");
+        let first_line = |out: &std::process::Output| {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            text.lines().next().unwrap_or_default().to_owned()
+        };
+        assert_eq!(first_line(&keel), first_line(&etcd), "{case:?}");
+    }
 }
 
 /// With auth on, each caller's token travels with its calls, keep-alives
@@ -574,4 +603,204 @@ async fn a_slow_watcher_catches_up_on_its_own() {
     let slow_seen = events(&mut slow, WRITES).await;
     assert_eq!(slow_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want, "every event once, in order");
     assert!(metric(&metrics_of(&proxy).await, "keel_grpc_proxy_watch_detached_total") >= 1.0);
+}
+
+fn put_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn get_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A txn whose write hides in a nested txn's failure branch.
+fn nested_put(key: &str) -> TxnRequest {
+    TxnRequest {
+        success: vec![get_op(key)],
+        failure: vec![RequestOp {
+            request: Some(request_op::Request::RequestTxn(TxnRequest {
+                failure: vec![put_op(key)],
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    }
+}
+
+fn denied<T: std::fmt::Debug>(answer: Result<T, tonic::Status>, what: &str) -> String {
+    match answer {
+        Err(status) if status.code() == tonic::Code::PermissionDenied => status.message().to_owned(),
+        other => panic!("{what}: expected PermissionDenied, got {other:?}"),
+    }
+}
+
+/// `--read-only` refuses every write, nested in a txn or not, leases,
+/// locks and cluster changes, and serves reads; `--allow-prefix` serves
+/// only ranges and watches inside its prefixes. Each refusal is gRPC
+/// PermissionDenied and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_and_allow_prefix_proxies_refuse_what_they_do_not_serve() {
+    use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+    use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+    use keel_proto::etcdserverpb::{CompactionRequest, MemberListRequest, StatusRequest};
+    use keel_proto::v3lockpb::lock_client::LockClient;
+    use keel_proto::v3lockpb::LockRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let mut direct = keel.kv().await;
+    for key in ["/app/x", "/other"] {
+        direct.put(PutRequest { key: key.into(), value: b"1".to_vec(), ..Default::default() }).await.unwrap();
+    }
+    let read_only = ProxyProcess::keel(&keel.endpoint(), &["--read-only"]).ready().await;
+    let allow = ProxyProcess::keel(&keel.endpoint(), &["--allow-prefix", "/app/,/shared/", "--allow-prefix", "ready"])
+        .ready()
+        .await;
+
+    // Read-only: reads pass, every kind of write is refused.
+    let got = common::etcd::etcdctl_ok(&read_only.endpoint(), &["get", "/app/x", "--print-value-only"]);
+    assert_eq!(got, "1\n");
+    let put = etcdctl(&read_only.endpoint(), &["put", "/app/y", "2"]);
+    assert!(!put.status.success());
+    let stderr = String::from_utf8_lossy(&put.stderr);
+    assert!(stderr.contains("keel-proxy: read-only proxy: writes are refused"), "{stderr}");
+    let mut kv = KvClient::connect(read_only.endpoint()).await.unwrap();
+    denied(kv.put(PutRequest { key: b"/app/y".to_vec(), ..Default::default() }).await, "put");
+    denied(kv.txn(nested_put("/app/y")).await, "nested put");
+    let reads = TxnRequest { success: vec![get_op("/app/x")], failure: vec![get_op("/other")], ..Default::default() };
+    assert!(kv.txn(reads).await.is_ok(), "a txn of reads is served");
+    denied(kv.compact(CompactionRequest { revision: 1, ..Default::default() }).await, "compact");
+    let mut lease = LeaseClient::connect(read_only.endpoint()).await.unwrap();
+    denied(lease.lease_grant(LeaseGrantRequest { ttl: 10, id: 0 }).await, "lease grant");
+    let mut lock = LockClient::connect(read_only.endpoint()).await.unwrap();
+    denied(lock.lock(LockRequest { name: b"/app/lock".to_vec(), lease: 1 }).await, "lock");
+    let mut maintenance = MaintenanceClient::connect(read_only.endpoint()).await.unwrap();
+    assert!(maintenance.status(StatusRequest {}).await.is_ok(), "status is a read");
+    let refused = metric(&metrics_of(&read_only).await, "keel_grpc_proxy_refused_total{reason=\"read-only\"}");
+    assert_eq!(refused, 6.0, "put (etcdctl), put, nested put, compact, grant, lock");
+    // Nothing was written: /app/y does not exist.
+    let range = direct.range(RangeRequest { key: b"/app/y".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(range.into_inner().count, 0);
+
+    // Allow-prefix: inside is served, outside refused, txns inspected.
+    let mut kv = KvClient::connect(allow.endpoint()).await.unwrap();
+    kv.put(PutRequest { key: b"/app/y".to_vec(), value: b"2".to_vec(), ..Default::default() }).await.unwrap();
+    let inside = RangeRequest { key: b"/app/".to_vec(), range_end: b"/app0".to_vec(), ..Default::default() };
+    assert_eq!(kv.range(inside).await.unwrap().into_inner().count, 2);
+    let message = denied(kv.range(RangeRequest { key: b"/other".to_vec(), ..Default::default() }).await, "get");
+    assert_eq!(message, "keel-proxy: key range outside the proxy's allowed prefixes");
+    denied(
+        kv.range(RangeRequest { key: b"/app/".to_vec(), range_end: vec![0], ..Default::default() }).await,
+        "from-key",
+    );
+    denied(kv.put(PutRequest { key: b"/other".to_vec(), ..Default::default() }).await, "put");
+    denied(kv.txn(nested_put("/other")).await, "nested put");
+    assert!(kv.txn(nested_put("/app/z")).await.is_ok());
+    denied(kv.compact(CompactionRequest { revision: 1, ..Default::default() }).await, "compact");
+    let mut cluster = ClusterClient::connect(allow.endpoint()).await.unwrap();
+    assert!(cluster.member_list(MemberListRequest::default()).await.is_ok());
+    let get_all = etcdctl(&allow.endpoint(), &["get", "", "--prefix"]);
+    assert!(!get_all.status.success());
+    // A watch outside: created and canceled at once, the reason given; one
+    // inside on the same stream still works.
+    let (requests, mut stream) =
+        open_watch(allow.endpoint(), WatchCreateRequest { key: b"/other".to_vec(), ..Default::default() }).await;
+    let refused = stream.message().await.unwrap().unwrap();
+    assert!(refused.created && refused.canceled, "{refused:?}");
+    assert_eq!(refused.cancel_reason, "keel-proxy: key range outside the proxy's allowed prefixes");
+    let create =
+        WatchCreateRequest { key: b"/shared/".to_vec(), range_end: b"/shared0".to_vec(), ..Default::default() };
+    requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().created);
+    kv.put(PutRequest { key: b"/shared/k".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(events(&mut stream, 1).await[0].0, "/shared/k");
+    let refused = metric(&metrics_of(&allow).await, "keel_grpc_proxy_refused_total{reason=\"prefix\"}");
+    assert_eq!(refused, 7.0, "get, from-key, put, nested put, compact, etcdctl get, watch");
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A member list as etcdctl prints it through a proxy, lines sorted
+/// (etcd's proxy lists registrations in map order).
+fn member_lines(endpoint: &str) -> Vec<String> {
+    let out = common::etcd::etcdctl_ok(endpoint, &["member", "list"]);
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// `--resolver-prefix`: Keel's proxies register as etcd's grpc-proxy does
+/// (same key, value and lease), so either lists the other; MemberList
+/// through a proxy lists the live registered proxies; one killed leaves
+/// the list when its lease expires, one stopped leaves at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_register_under_a_resolver_prefix_as_etcds_do() {
+    require_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let ports = [free_port(), free_port(), free_port()];
+    let register = |port: u16, ttl: &str| {
+        [
+            "--resolver-prefix",
+            "/proxies",
+            "--resolver-ttl",
+            ttl,
+            "--advertise-client-url",
+            format!("127.0.0.1:{port}").as_str(),
+        ]
+        .map(str::to_owned)
+    };
+    let [a_flags, b_flags, e_flags] = [register(ports[0], "2"), register(ports[1], "10"), register(ports[2], "2")];
+    let a = ProxyProcess::keel_on(ports[0], &keel.endpoint(), &strs(&a_flags)).ready().await;
+    let mut b = ProxyProcess::keel_on(ports[1], &keel.endpoint(), &strs(&b_flags)).ready().await;
+    let mut etcd_proxy = ProxyProcess::etcd_on(ports[2], &keel.endpoint(), &strs(&e_flags), dir.path()).ready().await;
+
+    let all: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    let listed = |endpoint: String, want: usize| async move {
+        let out = etcdctl(&endpoint, &["member", "list"]);
+        String::from_utf8_lossy(&out.stdout).lines().count() == want
+    };
+    wait_for("three registrations", Duration::from_secs(20), || listed(a.endpoint(), 3)).await;
+    wait_for("etcd's proxy to see them", Duration::from_secs(20), || listed(etcd_proxy.endpoint(), 3)).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let mut want: Vec<String> = all.iter().map(|addr| format!("0, started, {host}, , {addr}, false")).collect();
+    want.sort();
+    assert_eq!(member_lines(&a.endpoint()), want, "through Keel's proxy");
+    assert_eq!(member_lines(&etcd_proxy.endpoint()), want, "through etcd's proxy");
+    // The stored registration is byte for byte what etcd's proxy writes.
+    let value =
+        common::etcd::etcdctl_ok(&keel.endpoint(), &["get", &format!("/proxies/{}", all[0]), "--print-value-only"]);
+    assert_eq!(value.trim_end(), format!(r#"{{"Op":0,"Addr":"{}","Metadata":"{{\"name\":\"{host}\"}}"}}"#, all[0]));
+
+    // Killed: its registration lasts until its lease (2 s) expires.
+    let killed = Instant::now();
+    etcd_proxy.child.kill().unwrap();
+    etcd_proxy.child.wait().unwrap();
+    wait_for("the killed proxy's registration to expire", Duration::from_secs(15), || listed(a.endpoint(), 2)).await;
+    assert!(killed.elapsed() >= Duration::from_millis(1500), "gone before its lease expired: {:?}", killed.elapsed());
+    // Stopped: it revokes its lease (10 s) and leaves at once.
+    let stopped = Instant::now();
+    let term = Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    b.child.wait().unwrap();
+    wait_for("the stopped proxy to leave", Duration::from_secs(5), || listed(a.endpoint(), 1)).await;
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert_eq!(member_lines(&a.endpoint()), [format!("0, started, {host}, , {}, false", all[0])]);
+    let registrations = metric(&metrics_of(&a).await, "keel_grpc_proxy_registrations_total");
+    assert_eq!(registrations, 1.0, "one lease, kept alive all along");
 }

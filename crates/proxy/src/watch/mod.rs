@@ -167,6 +167,20 @@ impl ClientStream {
             };
             return self.send(response).await;
         }
+        if let Err(refusal) = self.shared.policy.read(&create.key, &create.range_end) {
+            // As etcd refuses a watch it does not permit: created and
+            // canceled at once, the reason given.
+            let status = self.shared.refuse(refusal);
+            let response = WatchResponse {
+                header: Some(self.header),
+                watch_id: client_id,
+                created: true,
+                canceled: true,
+                cancel_reason: status.message().to_owned(),
+                ..Default::default()
+            };
+            return self.send(response).await;
+        }
         if !self.shared.namespace.is_empty() {
             self.shared.namespace.watch(&mut create);
         }

@@ -117,7 +117,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: Arc<Spec>, start: i64, quiet_
         let mut stream = match opened {
             Ok(response) => response.into_inner(),
             Err(status) if endpoint_failed(&status) => {
-                tracing::debug!(endpoint = %shared.upstream.url(picked.index), %status, "watch could not open");
+                tracing::debug!(endpoint = %picked.url, %status, "watch could not open");
                 shared.upstream.failed(&picked);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -201,7 +201,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: Arc<Spec>, start: i64, quiet_
             }
         }
         drop(requests);
-        tracing::info!(endpoint = %shared.upstream.url(picked.index), resume = next, "upstream watch ended; resuming");
+        tracing::info!(endpoint = %picked.url, resume = next, "upstream watch ended; resuming");
         shared.upstream.failed(&picked);
         shared.metrics.watch_resumes.inc();
         tokio::time::sleep(backoff).await;

@@ -1,0 +1,418 @@
+//! `keel grpc-proxy` and `keel gateway` in front of a 3-member cluster that
+//! loses members (issue 18), as real processes on loopback: Maintenance
+//! calls aimed at the leader or a named member; endpoints learned from the
+//! member list; the TCP gateway moving off a dead member and onto one added
+//! later; and watches through the proxy that see every event exactly once,
+//! in order, while members are killed, restarted and the leader moved 20
+//! times. The tests here run one at a time: each runs a cluster, and the
+//! machines that run them are small.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::etcd::{etcdctl, require_etcd};
+use common::{free_port, http_get, wait_for, Cluster};
+use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::watch_client::WatchClient;
+use keel_proto::etcdserverpb::watch_request::RequestUnion;
+use keel_proto::etcdserverpb::{
+    compare, request_op, Compare, MemberAddRequest, MemberListRequest, MoveLeaderRequest, PutRequest, RangeRequest,
+    RequestOp, StatusRequest, StatusResponse, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// One test at a time in this file.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A `keel grpc-proxy` or `keel gateway` process, killed on drop.
+struct Process {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    fn start(command: &[&str], endpoints: &str, extra: &[&str]) -> Process {
+        let port = free_port();
+        let mut keel = common::keel_command();
+        keel.args(command)
+            .args(["--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::inherit());
+        Process { child: keel.spawn().expect("spawn keel"), port }
+    }
+
+    fn proxy(endpoints: &str, extra: &[&str]) -> Process {
+        Process::start(&["grpc-proxy", "start"], endpoints, extra)
+    }
+
+    fn gateway(endpoints: &str, extra: &[&str]) -> Process {
+        Process::start(&["gateway", "start"], endpoints, extra)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready(self) -> Process {
+        let endpoint = self.endpoint();
+        wait_for("the proxy to answer a read", Duration::from_secs(30), || {
+            let endpoint = endpoint.clone();
+            async move {
+                let Ok(mut kv) = KvClient::connect(endpoint).await else { return false };
+                kv.range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.is_ok()
+            }
+        })
+        .await;
+        self
+    }
+}
+
+async fn status(endpoint: &str, member: Option<&str>) -> Result<StatusResponse, tonic::Status> {
+    let mut client =
+        MaintenanceClient::connect(endpoint.to_owned()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(StatusRequest {});
+    if let Some(member) = member {
+        request.metadata_mut().insert("keel-member", member.parse().unwrap());
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(5), client.status(request)).await;
+    answer.map_err(|_| tonic::Status::deadline_exceeded("status"))?.map(tonic::Response::into_inner)
+}
+
+/// Member names by id, asked of a member directly.
+async fn member_ids(endpoint: &str) -> Vec<(String, u64)> {
+    let mut client = ClusterClient::connect(endpoint.to_owned()).await.unwrap();
+    let members = client.member_list(MemberListRequest::default()).await.unwrap().into_inner().members;
+    members.into_iter().map(|m| (m.name, m.id)).collect()
+}
+
+/// Maintenance calls through the proxy go to the leader unless the caller
+/// names a member (by name or hex id) in `keel-member` metadata; each
+/// answer is that member's own. `etcdctl move-leader` and `endpoint
+/// status` through the proxy work as against the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_calls_go_to_the_leader_or_the_member_named() {
+    require_etcd();
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3).await;
+    cluster.wait_for_quorum(0).await;
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
+    let proxy = Process::proxy(&endpoints.join(","), &["--auto-sync-interval", "0"]).ready().await;
+    let ids = member_ids(&endpoints[0]).await;
+    let id_of = |name: &str| ids.iter().find(|(n, _)| n == name).unwrap().1;
+
+    let leader = status(&proxy.endpoint(), None).await.unwrap();
+    assert_ne!(leader.leader, 0);
+    assert_eq!(leader.header.unwrap().member_id, leader.leader, "without a name: the leader answers");
+    for (name, _) in &ids {
+        let by_name = status(&proxy.endpoint(), Some(name)).await.unwrap();
+        assert_eq!(by_name.header.unwrap().member_id, id_of(name), "{name}");
+        let hex = format!("{:x}", id_of(name));
+        let by_id = status(&proxy.endpoint(), Some(&hex)).await.unwrap();
+        assert_eq!(by_id.header.unwrap().member_id, id_of(name), "{hex}");
+    }
+    let unknown = status(&proxy.endpoint(), Some("nobody")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    // etcdctl finds the leader through the proxy and moves leadership.
+    let target = ids.iter().map(|(_, id)| *id).find(|id| *id != leader.leader).unwrap();
+    let moved = common::etcd::etcdctl_ok(&proxy.endpoint(), &["move-leader", &format!("{target:x}")]);
+    assert_eq!(moved, format!("Leadership transferred from {:x} to {target:x}\n", leader.leader));
+    wait_for("the proxy to find the new leader", Duration::from_secs(10), || {
+        let endpoint = proxy.endpoint();
+        async move {
+            let after = status(&endpoint, None).await;
+            after.is_ok_and(|after| (after.leader, after.header.unwrap().member_id) == (target, target))
+        }
+    })
+    .await;
+    let table = common::etcd::etcdctl_ok(&proxy.endpoint(), &["endpoint", "status"]);
+    assert!(table.contains(&format!("{target:x}, ")), "{table}");
+}
+
+/// A put applied at most once however often it is retried (only when the
+/// key does not exist yet), tried on each endpoint in turn for up to 30 s.
+async fn create(endpoints: &[String], key: &str) {
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            key: key.as_bytes().to_vec(),
+            target: compare::CompareTarget::Create as i32,
+            result: compare::CompareResult::Equal as i32,
+            target_union: Some(compare::TargetUnion::CreateRevision(0)),
+            ..Default::default()
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        }],
+        failure: vec![],
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for endpoint in endpoints.iter().cycle() {
+        assert!(Instant::now() < deadline, "could not write {key}");
+        let Ok(Ok(mut kv)) = tokio::time::timeout(Duration::from_secs(1), KvClient::connect(endpoint.clone())).await
+        else {
+            continue;
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), kv.txn(txn.clone())).await {
+            return;
+        }
+    }
+}
+
+/// The proxy starts knowing one member and learns the others from the
+/// member list, so it outlives that member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_learns_its_endpoints_from_the_member_list() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    cluster.wait_for_quorum(0).await;
+    let proxy = Process::proxy(&cluster.member(0).endpoint(), &["--auto-sync-interval", "200ms"]).ready().await;
+    let port = proxy.port;
+    wait_for("an endpoint sync", Duration::from_secs(10), || async move {
+        let (_, body) = http_get(port, "/metrics").await.unwrap();
+        body.lines().any(|line| line == "keel_grpc_proxy_endpoint_syncs_total 1")
+    })
+    .await;
+    cluster.kill9(0);
+    cluster.wait_for_quorum(1).await;
+    let started = Instant::now();
+    create(&[proxy.endpoint()], "/synced").await;
+    let mut kv = KvClient::connect(proxy.endpoint()).await.unwrap();
+    let read = kv.range(RangeRequest { key: b"/synced".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(read.into_inner().count, 1);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+/// `keel gateway start` told of one member forwards etcdctl's connections
+/// and learns the other members from the member list; when the member it
+/// was told of dies it moves on, and it learns a member added later (the
+/// only one left alive at the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_moves_off_dead_members_and_learns_new_ones() {
+    require_etcd();
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3).await;
+    cluster.wait_for_quorum(0).await;
+    let first = cluster.member(0).endpoint();
+    let gateway = Process::gateway(&first, &["--retry-delay", "1m", "--auto-sync-interval", "200ms"]);
+    let through = gateway.endpoint();
+    let port = gateway.port;
+    wait_for("the gateway to listen", Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    common::etcd::etcdctl_ok(&through, &["put", "/g/a", "1"]);
+    // Told of one member, it learns the others from the member list:
+    // connections go round-robin, so one soon reaches another member.
+    let first_id = status(&first, None).await.unwrap().header.unwrap().member_id;
+    wait_for("a connection through the gateway to reach another member", Duration::from_secs(20), || {
+        let out = etcdctl(&through, &["endpoint", "status", "-w", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let other = text.contains("\"member_id\":") && !text.contains(&format!("\"member_id\":{first_id},"));
+        async move { other }
+    })
+    .await;
+    // The member it was told of dies: connections go to the others.
+    cluster.kill9(0);
+    cluster.wait_for_quorum(1).await;
+    let started = Instant::now();
+    let got = common::etcd::etcdctl_ok(&through, &["get", "/g/a", "--print-value-only"]);
+    assert_eq!(got, "1\n");
+    assert!(started.elapsed() < Duration::from_secs(5), "moved on in {:?}", started.elapsed());
+
+    // With the first member back (the cluster refuses to grow while one is
+    // down), a fourth joins; the gateway learns it from the member list.
+    cluster.restart(0).await;
+    cluster.wait_for_quorum(0).await;
+    let (new, peer_url) = cluster.add_slot();
+    let mut admin = ClusterClient::connect(cluster.member(1).endpoint()).await.unwrap();
+    // Refused ("unhealthy cluster") until every member has been connected
+    // for a while, as etcd refuses it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let add = MemberAddRequest { peer_ur_ls: vec![peer_url], is_learner: false };
+    while let Err(status) = admin.member_add(add.clone()).await {
+        assert!(Instant::now() < deadline, "member add: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.join(new).await;
+    cluster.wait_for_quorum(new).await;
+    let new_id = status(&cluster.member(new).endpoint(), None).await.unwrap().header.unwrap().member_id;
+    let needle = format!("\"member_id\":{new_id},");
+    wait_for("a connection through the gateway to reach the new member", Duration::from_secs(20), || {
+        let out = etcdctl(&through, &["endpoint", "status", "-w", "json"]);
+        let found = String::from_utf8_lossy(&out.stdout).contains(&needle);
+        async move { found }
+    })
+    .await;
+    // Only the new member is left: a serializable read still goes through.
+    for i in 0..3 {
+        cluster.kill9(i);
+    }
+    let got = common::etcd::etcdctl_ok(&through, &["get", "/g/a", "--consistency", "s", "--print-value-only"]);
+    assert_eq!(got, "1\n");
+}
+
+async fn open_watch(
+    endpoint: String,
+    create: WatchCreateRequest,
+) -> (mpsc::Sender<WatchRequest>, tonic::Streaming<WatchResponse>) {
+    let (requests, outgoing) = mpsc::channel(4);
+    requests.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.unwrap();
+    let mut client = WatchClient::connect(endpoint).await.unwrap();
+    let mut stream = client.watch(ReceiverStream::new(outgoing)).await.unwrap().into_inner();
+    let created = stream.message().await.unwrap().unwrap();
+    assert!(created.created && !created.canceled, "{created:?}");
+    (requests, stream)
+}
+
+/// Reads until `count` events have come (or fails after 30 s without one).
+async fn events(stream: &mut tonic::Streaming<WatchResponse>, count: usize) -> Vec<(String, i64)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        let response = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no event after {:?} ({} of {count})", seen.last(), seen.len()))
+            .expect("watch stream failed")
+            .expect("watch stream ended");
+        assert!(!response.canceled, "watch canceled: {response:?}");
+        for event in response.events {
+            let kv = event.kv.unwrap();
+            seen.push((String::from_utf8(kv.key).unwrap(), kv.mod_revision));
+        }
+    }
+    seen
+}
+
+/// Waits until `written` passed `from + count`.
+async fn writes_after(written: &AtomicUsize, from: usize, count: usize) -> usize {
+    wait_for("writes to go through", Duration::from_secs(30), || async move {
+        written.load(Ordering::Acquire) >= from + count
+    })
+    .await;
+    written.load(Ordering::Acquire)
+}
+
+/// Moves leadership to a follower through the proxy (which sends
+/// MoveLeader to the leader), retrying while an election is under way.
+async fn move_leader(proxy: &str, live: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "could not move the leader");
+        if let Ok(current) = status(proxy, None).await {
+            let ids = member_ids(live).await;
+            let target = ids.iter().map(|(_, id)| *id).find(|id| *id != current.leader).unwrap();
+            let mut client = MaintenanceClient::connect(proxy.to_owned()).await.unwrap();
+            let request = MoveLeaderRequest { target_id: target };
+            let moved = tokio::time::timeout(Duration::from_secs(5), client.move_leader(request)).await;
+            if let Ok(Ok(_)) = moved {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 18's watch test: clients watch through the proxy while members
+/// are killed with SIGKILL, restarted, and the leader moved, 20 times in
+/// all; every client sees every event exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_moves() {
+    const DISRUPTIONS: usize = 20;
+    let _serial = SERIAL.lock().await;
+    let began = Instant::now();
+    let mut cluster = Cluster::start(3).await;
+    cluster.wait_for_quorum(0).await;
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
+    let proxy = Process::proxy(&endpoints.join(","), &["--auto-sync-interval", "1s"]).ready().await;
+
+    // Two watchers from "now" share one upstream watch; a third replays
+    // from revision 1 on one of its own.
+    let range = WatchCreateRequest { key: b"/c/".to_vec(), range_end: b"/c0".to_vec(), ..Default::default() };
+    let (mut senders, mut streams) = (Vec::new(), Vec::new());
+    for start_revision in [0, 0, 1] {
+        let (sender, stream) =
+            open_watch(proxy.endpoint(), WatchCreateRequest { start_revision, ..range.clone() }).await;
+        senders.push(sender);
+        streams.push(stream);
+    }
+
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (written, stop, endpoints) = (written.clone(), stop.clone(), endpoints.clone());
+        async move {
+            while !stop.load(Ordering::Acquire) {
+                let i = written.load(Ordering::Acquire);
+                create(&endpoints, &format!("/c/{i:05}")).await;
+                written.store(i + 1, Ordering::Release);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+
+    let mut done = 0;
+    let mut seen = writes_after(&written, 0, 3).await;
+    let mut round = 0;
+    'chaos: loop {
+        let victim = round % 3;
+        let survivor = (victim + 1) % 3;
+        for step in 0..3 {
+            match step {
+                0 => cluster.kill9(victim),
+                1 => {
+                    cluster.restart(victim).await;
+                    cluster.wait_for_quorum(victim).await;
+                }
+                _ => move_leader(&proxy.endpoint(), &cluster.member(survivor).endpoint()).await,
+            }
+            done += 1;
+            // Events flow between disruptions, through each of them.
+            seen = writes_after(&written, seen, 3).await;
+            if done == DISRUPTIONS {
+                break 'chaos;
+            }
+        }
+        round += 1;
+    }
+    stop.store(true, Ordering::Release);
+    writer.await.unwrap();
+    let total = written.load(Ordering::Acquire);
+    let want: Vec<String> = (0..total).map(|i| format!("/c/{i:05}")).collect();
+    for (n, stream) in streams.iter_mut().enumerate() {
+        let got = events(stream, total).await;
+        let keys: Vec<String> = got.iter().map(|(key, _)| key.clone()).collect();
+        assert_eq!(keys, want, "watcher {n}: every event once, in order");
+        assert!(got.windows(2).all(|pair| pair[0].1 < pair[1].1), "watcher {n}: revisions increase");
+        let extra = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+        assert!(extra.is_err(), "watcher {n}: unexpected response after the last event: {extra:?}");
+    }
+    let (_, metrics) = http_get(proxy.port, "/metrics").await.unwrap();
+    let resumes = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("keel_grpc_proxy_watch_resumes_total "))
+        .and_then(|value| value.parse::<f64>().ok())
+        .unwrap();
+    assert!(resumes >= 1.0, "the upstream watches moved: {metrics}");
+    eprintln!(
+        "{DISRUPTIONS} disruptions, {total} events to each of 3 watchers, {resumes} upstream watch resumes, {:?}",
+        began.elapsed()
+    );
+}
