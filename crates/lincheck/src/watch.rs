@@ -9,6 +9,13 @@
 //!   delivered are exactly the reference's events for the watched keys,
 //!   across every reconnect the client made.
 //!
+//! - **bookmarkable**: a progress notification at revision R (a response
+//!   with no events, sent periodically with `progress_notify` or on a
+//!   progress request) promises that every event at or below R was already
+//!   delivered; a client resumes from R + 1 on the strength of it (as
+//!   Kubernetes' reflector resumes from a bookmark), so an event at or below
+//!   R delivered after it, or never, is an anomaly.
+//!
 //! A watch that started in the past (a non-zero start revision) checks
 //! resumption from history too: its first events are replayed ones.
 
@@ -17,13 +24,29 @@ use std::collections::{BTreeMap, HashSet};
 use crate::events::Event;
 
 /// One response of a watch stream: the events it carried and when the
-/// client received it (any clock shared with the rest of the run).
+/// client received it (any clock shared with the rest of the run), or a
+/// progress notification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// Receive time.
     pub received: u64,
     /// The events, in the order delivered.
     pub events: Vec<Event>,
+    /// For a progress notification (no events): the revision in its
+    /// header, up to which every event must already have been delivered.
+    pub progress: Option<u64>,
+}
+
+impl Delivery {
+    /// A response carrying `events`.
+    pub fn events(received: u64, events: Vec<Event>) -> Self {
+        Delivery { received, events, progress: None }
+    }
+
+    /// A progress notification at `revision`.
+    pub fn progress(received: u64, revision: u64) -> Self {
+        Delivery { received, events: Vec::new(), progress: Some(revision) }
+    }
 }
 
 /// Everything one watcher received.
@@ -39,7 +62,7 @@ pub struct WatchLog {
     /// The last revision the watcher is known to have received everything
     /// up to (e.g. the revision of a final write it was waited for), or
     /// `None` when it never caught up: then only the revisions up to its
-    /// last event are checked.
+    /// last event or progress notification are checked.
     pub caught_up_to: Option<u64>,
     /// The responses, in the order received.
     pub deliveries: Vec<Delivery>,
@@ -88,6 +111,20 @@ pub enum WatchAnomaly {
         /// The event.
         event: Event,
     },
+    /// A progress notification at `progress` came before an event at or
+    /// below that revision had been delivered: the event came after it
+    /// (`delivered_later`) or never. Reported once per event, at the first
+    /// notification that covered it.
+    NotBookmarkable {
+        /// The watcher.
+        watcher: String,
+        /// The notification's revision.
+        progress: u64,
+        /// The first event it should have followed (the reference's).
+        event: Event,
+        /// Whether the event arrived after the notification.
+        delivered_later: bool,
+    },
 }
 
 /// Checks one watcher's log against `reference`.
@@ -116,8 +153,10 @@ pub fn check_watch(reference: &[Event], log: &WatchLog) -> Vec<WatchAnomaly> {
     }
 
     // Reliable: compared as sets keyed by (revision, key), so an ordering
-    // or duplication problem above is not reported a second time here.
-    let end = log.caught_up_to.unwrap_or(highest).max(highest);
+    // or duplication problem above is not reported a second time here. A
+    // progress notification vouches for the revisions up to it too.
+    let last_progress = log.deliveries.iter().filter_map(|d| d.progress).max().unwrap_or(0);
+    let end = log.caught_up_to.unwrap_or(0).max(highest).max(last_progress);
     let expected: BTreeMap<(u64, &[u8]), &Event> = reference
         .iter()
         .filter(|e| e.revision >= log.start_revision && e.revision <= end && e.key.starts_with(&log.prefix))
@@ -139,6 +178,29 @@ pub fn check_watch(reference: &[Event], log: &WatchLog) -> Vec<WatchAnomaly> {
     for (id, event) in &received {
         if !expected.contains_key(id) {
             anomalies.push(WatchAnomaly::Unexpected { watcher: watcher(), event: (*event).clone() });
+        }
+    }
+
+    // Bookmarkable: at each notification, every expected event at or below
+    // it must be among those delivered so far. `expected` is in revision
+    // order, so each event is looked at by the first notification covering
+    // it only.
+    let mut so_far: HashSet<(u64, &[u8])> = HashSet::new();
+    let mut pending = expected.iter().peekable();
+    for delivery in &log.deliveries {
+        for event in &delivery.events {
+            so_far.insert((event.revision, event.key.as_slice()));
+        }
+        let Some(progress) = delivery.progress else { continue };
+        while let Some((id, event)) = pending.next_if(|((revision, _), _)| *revision <= progress) {
+            if !so_far.contains(id) {
+                anomalies.push(WatchAnomaly::NotBookmarkable {
+                    watcher: watcher(),
+                    progress,
+                    event: (*event).clone(),
+                    delivered_later: received.contains_key(id),
+                });
+            }
         }
     }
     anomalies
@@ -168,7 +230,7 @@ mod tests {
             deliveries: deliveries
                 .into_iter()
                 .enumerate()
-                .map(|(i, events)| Delivery { received: i as u64, events })
+                .map(|(i, events)| Delivery::events(i as u64, events))
                 .collect(),
         }
     }
@@ -247,5 +309,83 @@ mod tests {
         let anomalies = check_watch(&reference(), &log(1, Some(7), d));
         assert_eq!(anomalies.len(), 2, "{anomalies:?}");
         assert!(anomalies.iter().all(|a| matches!(a, WatchAnomaly::Unexpected { .. })));
+    }
+
+    /// `all_of_k` with progress notifications at the given revisions
+    /// inserted before the given delivery indexes.
+    fn with_progress(deliveries: Vec<Vec<Event>>, notifications: &[(usize, u64)]) -> WatchLog {
+        let mut l = log(1, None, deliveries);
+        for &(at, revision) in notifications.iter().rev() {
+            l.deliveries.insert(at, Delivery::progress(at as u64, revision));
+        }
+        l
+    }
+
+    fn bookmark_anomalies(anomalies: &[WatchAnomaly]) -> Vec<(u64, u64, bool)> {
+        anomalies
+            .iter()
+            .filter_map(|a| match a {
+                WatchAnomaly::NotBookmarkable { progress, event, delivered_later, .. } => {
+                    Some((*progress, event.revision, *delivered_later))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn progress_notifications_after_their_events_pass() {
+        // After rev 3; after rev 4 and the unwatched rev 5; at the end.
+        let mut l = with_progress(all_of_k(), &[(2, 3), (3, 5), (4, 6)]);
+        l.caught_up_to = Some(6);
+        assert_eq!(check_watch(&reference(), &l), vec![]);
+    }
+
+    #[test]
+    fn a_notification_ahead_of_an_event_is_caught() {
+        // The notification at 3 overtook the event at 3 (etcd 3.4's progress
+        // request answer, sent on the control stream ahead of queued events).
+        let l = with_progress(all_of_k(), &[(1, 3)]);
+        let anomalies = check_watch(&reference(), &l);
+        assert_eq!(bookmark_anomalies(&anomalies), vec![(3, 3, true)], "{anomalies:?}");
+        // Nothing else: the event did arrive, in order.
+        assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    }
+
+    #[test]
+    fn a_client_resuming_from_a_wrong_bookmark_loses_events_and_both_are_caught() {
+        // Told "up to 4" after rev 2, the client resumed from 5: revs 3 and 4
+        // never came.
+        let r = reference();
+        let l = with_progress(vec![vec![r[0].clone()], vec![r[5].clone()]], &[(1, 4)]);
+        let anomalies = check_watch(&r, &l);
+        assert_eq!(bookmark_anomalies(&anomalies), vec![(4, 3, false), (4, 4, false), (4, 4, false)], "{anomalies:?}");
+        let missing = anomalies.iter().filter(|a| matches!(a, WatchAnomaly::Missing { .. })).count();
+        assert_eq!(missing, 3, "{anomalies:?}");
+    }
+
+    #[test]
+    fn a_notification_vouches_for_the_revisions_below_it() {
+        // A watcher that never caught up is checked up to its last
+        // notification, not only up to its last event.
+        let r = reference();
+        let l = with_progress(vec![vec![r[0].clone()], vec![r[1].clone()]], &[(2, 6)]);
+        let anomalies = check_watch(&r, &l);
+        let missing: Vec<u64> = anomalies
+            .iter()
+            .filter_map(|a| match a {
+                WatchAnomaly::Missing { event, .. } => Some(event.revision),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(missing, vec![4, 4, 6], "{anomalies:?}");
+    }
+
+    #[test]
+    fn an_event_is_reported_once_at_the_first_notification_covering_it() {
+        let r = reference();
+        // Two notifications before rev 3 arrives: one anomaly.
+        let l = with_progress(vec![vec![r[0].clone()], vec![r[1].clone()]], &[(1, 3), (1, 3)]);
+        assert_eq!(bookmark_anomalies(&check_watch(&r, &l)), vec![(3, 3, true)]);
     }
 }

@@ -22,6 +22,7 @@ use tokio_stream::StreamExt;
 
 use super::cluster::{member_client, Target};
 use super::nemesis::{Fault, Timeline};
+use super::watcher::reopen_summary;
 use super::workload::{fencing_token, Kind, Recorder, ALL_PREFIX, FENCED_KEY, KV_PREFIX, LEASE_TTL_SECS, LOCK_NAME};
 
 /// What one member holds at the end.
@@ -94,6 +95,8 @@ pub struct Inputs<'a> {
 
 pub struct Report {
     text: String,
+    /// One line with the figures the benchmark compares.
+    summary: String,
     anomalies: BTreeMap<&'static str, Vec<String>>,
 }
 
@@ -116,6 +119,7 @@ impl Report {
                 println!("  {detail}");
             }
         }
+        println!("{}; {} anomalies", self.summary, self.anomalies());
     }
 
     pub fn build(inputs: Inputs<'_>) -> Report {
@@ -170,12 +174,15 @@ impl Report {
             let _ = writeln!(text, "  {fault:?}: {n}");
         }
         for (fault, why) in &timeline.skipped {
-            let _ = writeln!(text, "  SKIPPED {fault:?}: {why}");
+            let passed = match timeline.passed.get(fault) {
+                Some(n) => format!(" ({n} of its turns passed without a fault)"),
+                None => String::new(),
+            };
+            let _ = writeln!(text, "  SKIPPED {fault:?}: {why}{passed}");
         }
         for (fault, why) in &timeline.failed {
             let _ = writeln!(text, "  FAILED TO APPLY {fault:?}: {why}");
         }
-        let _ = writeln!(text, "  not injected by this suite yet: {}", Fault::MISSING.join(", "));
         let writes = |s: &&super::workload::Sample| s.ok && matches!(s.kind, Kind::Put | Kind::Cas | Kind::Delete);
         let mut recoveries = Vec::new();
         for a in timeline.applied.iter().filter(|a| a.on_leader) {
@@ -187,17 +194,37 @@ impl Report {
                 recoveries.extend(recovery);
             }
         }
-        if !recoveries.is_empty() {
+        let recovery = if recoveries.is_empty() {
+            "no leader partition".to_owned()
+        } else {
             let max = recoveries.iter().max().copied().unwrap_or(0);
             let mean = recoveries.iter().sum::<u64>() / recoveries.len() as u64;
-            let _ = writeln!(
-                text,
-                "recovery after a leader partition (first acknowledged write): mean {:.2} s, max {:.2} s over {}",
-                mean as f64 / 1e6,
-                max as f64 / 1e6,
-                recoveries.len()
-            );
-        }
+            format!("mean {:.2} s, max {:.2} s over {}", mean as f64 / 1e6, max as f64 / 1e6, recoveries.len())
+        };
+        let _ = writeln!(text, "recovery after a leader partition (first acknowledged write): {recovery}");
+
+        // The benchmark line (issue 19's performance point): requests invoked
+        // while a fault was in place, against those invoked in quiet time.
+        let faulty = |s: &super::workload::Sample| timeline.applied.iter().any(|a| s.call >= a.start && s.call < a.end);
+        let in_faults: u64 = timeline.applied.iter().map(|a| a.end - a.start).sum();
+        let during: Vec<_> = samples.iter().filter(|s| faulty(s)).collect();
+        let quiet: Vec<_> = samples.iter().filter(|s| !faulty(s)).collect();
+        let rate =
+            |v: &[&super::workload::Sample], secs: f64| v.iter().filter(|s| s.ok).count() as f64 / secs.max(1e-3);
+        let summary = format!(
+            "summary: target {:?}, seed {}: {:.1} ok/s, p99 {}; under faults ({:.0} s) {:.1} ok/s, p99 {}, {} failed; \
+             quiet {:.1} ok/s, p99 {}; recovery after a leader partition {recovery}",
+            inputs.target,
+            inputs.seed,
+            ok as f64 / secs,
+            p99(samples.iter().filter(|s| s.ok).map(|s| s.ret - s.call)),
+            in_faults as f64 / 1e6,
+            rate(&during, in_faults as f64 / 1e6),
+            p99(during.iter().filter(|s| s.ok).map(|s| s.ret - s.call)),
+            during.iter().filter(|s| !s.ok).count(),
+            rate(&quiet, secs - in_faults as f64 / 1e6),
+            p99(quiet.iter().filter(|s| s.ok).map(|s| s.ret - s.call)),
+        );
 
         for (member, log) in &inputs.crashed {
             add("member-exited", format!("{member} exited by itself: {log}"));
@@ -206,7 +233,7 @@ impl Report {
         // The reference, and every member agreeing with it.
         let Some(reference) = inputs.finals.iter().find_map(|f| f.history.as_ref().ok()).cloned() else {
             add("no-reference", "no member gave its history".to_owned());
-            return Report { text, anomalies: found };
+            return Report { text, summary, anomalies: found };
         };
         let reference: Vec<Event> = reference.into_iter().filter(|e| e.revision <= inputs.end_revision).collect();
         for anomaly in check_reference(&reference) {
@@ -262,7 +289,16 @@ impl Report {
                 );
             }
             let delivered: usize = log.deliveries.iter().map(|d| d.events.len()).sum();
-            let _ = writeln!(text, "  {}: {} events from revision {}", log.name, delivered, log.start_revision);
+            let notified = log.deliveries.iter().filter(|d| d.progress.is_some()).count();
+            let _ = writeln!(
+                text,
+                "  {}: {} events from revision {}, {} progress notifications, {}",
+                log.name,
+                delivered,
+                log.start_revision,
+                notified,
+                reopen_summary(&inputs.rec.reopens.lock(), &log.name)
+            );
             for anomaly in check_watch(&reference, &log) {
                 let kind = match anomaly {
                     keel_lincheck::watch::WatchAnomaly::Unordered { .. } => "watch-unordered",
@@ -270,6 +306,7 @@ impl Report {
                     keel_lincheck::watch::WatchAnomaly::SplitRevision { .. } => "watch-not-atomic",
                     keel_lincheck::watch::WatchAnomaly::Missing { .. } => "watch-missing-event",
                     keel_lincheck::watch::WatchAnomaly::Unexpected { .. } => "watch-unexpected-event",
+                    keel_lincheck::watch::WatchAnomaly::NotBookmarkable { .. } => "watch-not-bookmarkable",
                 };
                 add(kind, format!("{anomaly:?}"));
             }
@@ -335,7 +372,7 @@ impl Report {
             Verdict::NotLinearizable(c) => add("not-linearizable", c.explanation),
             Verdict::Unknown => add("linearizability-inconclusive", "the search ran out of its 120 s".to_owned()),
         }
-        Report { text, anomalies: found }
+        Report { text, summary, anomalies: found }
     }
 }
 

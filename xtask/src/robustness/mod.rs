@@ -14,8 +14,10 @@
 
 mod check;
 mod cluster;
+mod disk;
 mod nemesis;
 mod net;
+mod watcher;
 mod workload;
 
 use std::path::PathBuf;
@@ -32,6 +34,7 @@ pub use cluster::Target;
 use cluster::{member_client, Cluster};
 use nemesis::Nemesis;
 use net::Net;
+use watcher::Via;
 use workload::{Clock, Recorder};
 
 #[derive(Args, Debug, Clone)]
@@ -130,9 +133,14 @@ async fn lab(options: &Options, seed: u64) -> Result<check::Report> {
         bail!("network namespaces are unavailable here, so no fault can be injected: {why}");
     }
     net::sweep_stale();
-    let dir = tempfile::Builder::new().prefix("keel-robustness-").tempdir()?;
+    disk::sweep_stale();
+    let dir = tempfile::Builder::new().prefix(&disk::temp_prefix()).tempdir()?;
     let net = Net::create(3).context("creating the lab network")?;
-    let mut cluster = Cluster::start(&net, &bin, dir.path())?;
+    let faketime = cluster::faketime(options.target);
+    let disks =
+        disk::Disks::create(dir.path(), 3).map_err(|e| format!("member disks that can lose unsynced writes: {e:#}"));
+    let no_disks = disks.as_ref().err().cloned();
+    let mut cluster = Cluster::start(&net, &bin, dir.path(), faketime.as_ref().ok().cloned(), disks.ok())?;
     let endpoints = cluster.endpoints();
     println!("robustness: members at {}, clients on {}", endpoints.join(" "), net.host);
     if let Err(err) = wait_ready(&endpoints, Duration::from_secs(30)).await {
@@ -150,8 +158,8 @@ async fn lab(options: &Options, seed: u64) -> Result<check::Report> {
     for (i, endpoint) in endpoints.iter().enumerate() {
         let (seen, seen_rx) = watch::channel(0);
         watch_seen.push(seen_rx);
-        let task =
-            workload::watcher(format!("watch-m{i}"), endpoint.clone(), 1, clock, rec.clone(), seen, stop.clone());
+        let name = format!("watch-m{i}");
+        let task = watcher::watcher(name, endpoint.clone(), 1, Via::Raw, clock, rec.clone(), seen, stop.clone());
         tasks.push(tokio::spawn(task));
         for c in 0..options.clients_per_member {
             let id = (i * options.clients_per_member + c) as u64;
@@ -189,10 +197,11 @@ async fn lab(options: &Options, seed: u64) -> Result<check::Report> {
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let from = current_revision(&endpoints).await.map_or(1, |r| (r / 2).max(1));
-            workload::watcher(
-                format!("late-watch-m{member}-from-{from}"),
+            watcher::watcher(
+                format!("late-watch-m{member}-from-{from}-keel-client"),
                 endpoints[member].clone(),
                 from,
+                Via::Client,
                 clock,
                 rec,
                 seen,
@@ -203,7 +212,7 @@ async fn lab(options: &Options, seed: u64) -> Result<check::Report> {
     };
 
     let nemesis_rng = StdRng::seed_from_u64(rng.gen());
-    let mut nemesis = Nemesis::new(nemesis_rng, clock, &net);
+    let mut nemesis = Nemesis::new(nemesis_rng, clock, &net, faketime.err(), no_disks);
     if !options.no_faults {
         nemesis.run(&mut cluster, &net, deadline).await;
     }

@@ -43,10 +43,23 @@ pub enum Fault {
     /// back as a learner under a new id, started empty and promoted once it
     /// caught up.
     Replace,
+    /// A member's wall clock moved minutes forward or back (libfaketime),
+    /// a third of the time across a `kill -9` and restart; its monotonic
+    /// clock is left alone.
+    ClockJump,
+    /// `kill -9` of a member (the leader half the time) and its disk left
+    /// as a power cut would: unsynced writes lost (`disk`). Restarted when
+    /// healed.
+    PowerLoss,
 }
 
 impl Fault {
-    const ALL: [Fault; 10] = [
+    /// Every fault, in the order the RNG picks from. Faults this machine has
+    /// no tool for are left out of the draw for both targets; a fault one
+    /// target cannot take (a clock jump on etcd) stays in it and its turn
+    /// passes without a fault, so one seed gives Keel and etcd the same
+    /// faults at the same times.
+    const ALL: [Fault; 12] = [
         Fault::Replace,
         Fault::PartitionLeader,
         Fault::PartitionFollower,
@@ -57,10 +70,9 @@ impl Fault {
         Fault::Kill,
         Fault::Pause,
         Fault::MoveLeader,
+        Fault::ClockJump,
+        Fault::PowerLoss,
     ];
-
-    /// Faults the issue asks for that this suite does not inject yet.
-    pub const MISSING: &'static [&'static str] = &["restart with loss of unsynced writes", "clock jumps"];
 }
 
 /// One fault as it happened.
@@ -85,6 +97,8 @@ pub struct Timeline {
     pub failed: Vec<(Fault, String)>,
     /// Members that exited by themselves, with the end of their log.
     pub crashed: Vec<(String, String)>,
+    /// Turns of a skipped fault that passed without a fault.
+    pub passed: BTreeMap<Fault, usize>,
 }
 
 pub struct Nemesis {
@@ -94,11 +108,15 @@ pub struct Nemesis {
     no_iptables: Option<String>,
     no_statistic: Option<String>,
     no_tc: Option<String>,
+    no_clock: Option<String>,
+    no_disks: Option<String>,
     pub timeline: Timeline,
 }
 
 impl Nemesis {
-    pub fn new(rng: StdRng, clock: Clock, net: &Net) -> Nemesis {
+    /// `no_clock`, `no_disks`: why members' clocks cannot be moved, and why
+    /// their disks cannot lose unsynced writes, if so.
+    pub fn new(rng: StdRng, clock: Clock, net: &Net, no_clock: Option<String>, no_disks: Option<String>) -> Nemesis {
         let (no_iptables, no_statistic, no_tc) = net.probe();
         let mut timeline = Timeline::default();
         for (fault, why) in [
@@ -107,23 +125,28 @@ impl Nemesis {
             (Fault::Bridge, &no_iptables),
             (Fault::Netem, &no_tc),
             (Fault::Loss, &no_statistic),
+            (Fault::ClockJump, &no_clock),
+            (Fault::PowerLoss, &no_disks),
         ] {
             if let Some(why) = why {
                 eprintln!("robustness: skipping the {fault:?} nemesis: {why}");
                 timeline.skipped.insert(fault, why.clone());
             }
         }
-        Nemesis { rng, clock, no_iptables, no_statistic, no_tc, timeline }
+        Nemesis { rng, clock, no_iptables, no_statistic, no_tc, no_clock, no_disks, timeline }
     }
 
     /// Faults, one at a time, until `deadline`.
     pub async fn run(&mut self, cluster: &mut Cluster, net: &Net, deadline: Instant) {
-        let usable: Vec<Fault> = Fault::ALL
+        // Faults without a tool are left out of the draw; a fault that only
+        // one target can take (a clock jump) stays in it (see `ALL`).
+        let drawn: Vec<Fault> = Fault::ALL
             .into_iter()
             .filter(|f| match f {
                 Fault::PartitionLeader | Fault::PartitionFollower | Fault::Bridge => self.no_iptables.is_none(),
                 Fault::Netem => self.no_tc.is_none(),
                 Fault::Loss => self.no_statistic.is_none(),
+                Fault::PowerLoss => self.no_disks.is_none(),
                 _ => true,
             })
             .collect();
@@ -139,7 +162,16 @@ impl Nemesis {
                 eprintln!("robustness: member {name} exited by itself:\n{log}");
                 self.timeline.crashed.push((name, log));
             }
-            let fault = *usable.choose(&mut self.rng).expect("killing and pausing need no tool");
+            let fault = *drawn.choose(&mut self.rng).expect("killing and pausing need no tool");
+            if fault == Fault::ClockJump && self.no_clock.is_some() {
+                // Its turn passes quietly, taking the draws `apply` would
+                // have taken, so the faults after it stay those of the seed.
+                let _ = (self.rng.gen_range(0..cluster.members.len()), self.rng.gen_bool(0.5));
+                let _ = (self.rng.gen_range(1..=10i64), self.rng.gen_bool(0.5), self.rng.gen_bool(1.0 / 3.0));
+                *self.timeline.passed.entry(fault).or_default() += 1;
+                tokio::time::sleep(hold).await;
+                continue;
+            }
             match self.apply(fault, cluster, net).await {
                 Ok((detail, on_leader)) => {
                     // From when the fault is in place (finding the leader
@@ -213,6 +245,10 @@ impl Nemesis {
                 cluster.kill(target)?;
                 (format!("m{target} killed (kill -9)"), on_leader(target))
             }
+            Fault::PowerLoss => {
+                cluster.lose_unsynced(target)?;
+                (format!("m{target} killed (kill -9) and its unsynced writes lost"), on_leader(target))
+            }
             Fault::Pause => {
                 cluster.signal_pause(target, true)?;
                 (format!("m{target} paused (SIGSTOP)"), on_leader(target))
@@ -246,6 +282,19 @@ impl Nemesis {
                     }
                 }
                 (format!("m{t} removed, wiped, added back as learner {new_id:x} and promoted"), false)
+            }
+            Fault::ClockJump => {
+                let minutes: i64 = self.rng.gen_range(1..=10) * if self.rng.gen_bool(0.5) { 1 } else { -1 };
+                let restart = self.rng.gen_bool(1.0 / 3.0);
+                cluster.jump_clock(target, minutes * 60)?;
+                if restart {
+                    // A new incarnation whose wall clock may be behind its
+                    // last one's: ids taken from the clock must not repeat.
+                    cluster.kill(target)?;
+                    cluster.restart(target)?;
+                }
+                let how = if restart { ", then killed and restarted" } else { "" };
+                (format!("m{target}'s wall clock moved {minutes:+} min{how}"), restart && on_leader(target))
             }
             Fault::MoveLeader => {
                 let Some((l, _)) = leader else { bail!("no leader to move") };

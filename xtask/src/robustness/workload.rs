@@ -6,29 +6,29 @@
 //!   (`c<client>-<n>`), which is what lets the checkers find each write in
 //!   the store's history. A write that fails is recorded as indeterminate:
 //!   it may have been applied.
-//! - Watchers: one per member on all of `/rb/`, from revision 1, plus one
-//!   opened part-way from an earlier revision (resumption from history).
+//! - Watchers (`super::watcher`): one per member on all of `/rb/`, from
+//!   revision 1, plus one opened part-way from an earlier revision
+//!   (resumption from history).
 //! - Lease clients: grant, attach keys, then either keep the lease alive
 //!   for a while and revoke it, or abandon it to expire.
 //!
 //! All loops stop at the deadline; every call has a timeout.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_client::concurrency::{Mutex as EtcdMutex, Session, SessionOptions};
 use keel_client::proto::mvccpb::event::EventType;
 use keel_client::proto::mvccpb::KeyValue;
-use keel_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, WatchOptions};
+use keel_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use keel_lincheck::events::{Event, EventKind};
 use keel_lincheck::lease::{LeaseLog, Renewal};
-use keel_lincheck::watch::{Delivery, WatchLog};
+use keel_lincheck::watch::WatchLog;
 use keel_lincheck::{KvInput, KvOperation, KvOutput, Operation};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::watch;
-use tokio_stream::StreamExt;
 
 use super::cluster::member_client;
 
@@ -85,6 +85,8 @@ pub struct Recorder {
     pub kv: Mutex<Vec<KvOperation>>,
     pub samples: Mutex<Vec<Sample>>,
     pub watches: Mutex<Vec<Arc<Mutex<WatchLog>>>>,
+    /// Each watcher's reopened streams, with why.
+    pub reopens: Mutex<BTreeMap<String, Vec<String>>>,
     pub leases: Mutex<Vec<LeaseLog>>,
 }
 
@@ -192,58 +194,6 @@ pub(super) fn event(e: &keel_client::proto::mvccpb::Event) -> Event {
     let kv: KeyValue = e.kv.clone().unwrap_or_default();
     let kind = if e.r#type == EventType::Delete as i32 { EventKind::Delete } else { EventKind::Put };
     Event { revision: kv.mod_revision as u64, kind, key: kv.key, value: kv.value, lease: kv.lease }
-}
-
-/// A watcher on `/rb/` from `start_revision`, recording every response
-/// until `stop` says so; `seen` carries the highest revision delivered.
-pub async fn watcher(
-    name: String,
-    endpoint: String,
-    start_revision: u64,
-    clock: Clock,
-    rec: Arc<Recorder>,
-    seen: watch::Sender<u64>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let log = Arc::new(Mutex::new(WatchLog {
-        name: name.clone(),
-        prefix: ALL_PREFIX.as_bytes().to_vec(),
-        start_revision,
-        caught_up_to: None,
-        deliveries: Vec::new(),
-    }));
-    rec.watches.lock().push(log.clone());
-    let Ok(client) = member_client(&endpoint, CALL_TIMEOUT).await else { return };
-    let options = WatchOptions::new().with_prefix().with_start_revision(start_revision as i64);
-    let mut stream = loop {
-        match client.watch(ALL_PREFIX, options.clone()).await {
-            Ok(stream) => break stream,
-            Err(_) if !*stop.borrow() => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(_) => return,
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            next = stream.next() => match next {
-                Some(Ok(response)) => {
-                    let received = clock.now();
-                    let events: Vec<Event> = response.events.iter().map(event).collect();
-                    if let Some(highest) = events.iter().map(|e| e.revision).max() {
-                        seen.send_if_modified(|s| { let bigger = highest > *s; *s = (*s).max(highest); bigger });
-                    }
-                    if !events.is_empty() {
-                        log.lock().deliveries.push(Delivery { received, events });
-                    }
-                }
-                Some(Err(err)) => {
-                    eprintln!("robustness: watcher {name} ended: {err}");
-                    return;
-                }
-                None => return,
-            }
-        }
-    }
 }
 
 /// One lease client on one member until `deadline`; at the end it revokes
