@@ -391,7 +391,8 @@ async fn forward(remotes: Arc<Remotes>, mut inbound: TcpStream, failed: Arc<toki
     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
 }
 
-/// Keeps the endpoints equal to the members' client addresses.
+/// Keeps the endpoints equal to the members' client addresses: at start,
+/// every `every`, and soon after a dial failed (at most once a second).
 async fn sync_members(
     remotes: Arc<Remotes>,
     upstream: Arc<Upstream>,
@@ -400,10 +401,6 @@ async fn sync_members(
     failed: Arc<tokio::sync::Notify>,
 ) {
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = failed.notified() => {}
-        }
         // Ask live endpoints first.
         let mut urls: Vec<String> =
             remotes.alive_addrs(Instant::now()).iter().map(|addr| format!("{scheme}://{addr}")).collect();
@@ -425,6 +422,10 @@ async fn sync_members(
             Err(status) => tracing::debug!(%status, "member list for endpoint sync failed"),
         }
         tokio::time::sleep(SYNC_AT_MOST_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(every.saturating_sub(SYNC_AT_MOST_EVERY)) => {}
+            () = failed.notified() => {}
+        }
     }
 }
 

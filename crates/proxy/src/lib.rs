@@ -273,21 +273,22 @@ impl Proxy {
     }
 }
 
-/// Keeps the upstream endpoints equal to the cluster's client URLs: every
-/// `every`, and soon after an endpoint failed (at most once a second).
+/// Keeps the upstream endpoints equal to the cluster's client URLs: at
+/// start, every `every`, and soon after an endpoint failed (at most once a
+/// second).
 async fn sync_endpoints(shared: Arc<Shared>, every: std::time::Duration) {
     const AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shared.upstream.failures.notified() => {}
-        }
         match shared.upstream.sync().await {
             Ok(true) => shared.metrics.endpoint_syncs.inc(),
             Ok(false) => {}
             Err(status) => tracing::debug!(%status, "member list for endpoint sync failed"),
         }
         tokio::time::sleep(AT_MOST_EVERY).await;
+        tokio::select! {
+            () = tokio::time::sleep(every.saturating_sub(AT_MOST_EVERY)) => {}
+            () = shared.upstream.failures.notified() => {}
+        }
     }
 }
 
