@@ -50,37 +50,65 @@ pub(crate) enum ApplyEvent {
 }
 
 /// The raft thread's side of an applier on its own thread.
-pub(crate) struct ApplySender(SyncSender<ApplyEvent>);
+pub(crate) struct ApplySender {
+    events: SyncSender<ApplyEvent>,
+    /// The applier's applied index and the readers' waiters: a read index
+    /// already applied is answered here, without waking the applier.
+    applied: Arc<AtomicU64>,
+    waiters: Arc<Waiters>,
+}
 
 impl ApplySender {
     /// The raft loop's end of an applier's queue, and the applier's end.
-    pub(crate) fn channel() -> (ApplySender, Receiver<ApplyEvent>) {
+    pub(crate) fn channel(applied: Arc<AtomicU64>, waiters: Arc<Waiters>) -> (ApplySender, Receiver<ApplyEvent>) {
         let (events_tx, events_rx) = std::sync::mpsc::sync_channel(APPLY_QUEUE);
-        (ApplySender(events_tx), events_rx)
+        (ApplySender { events: events_tx, applied, waiters }, events_rx)
     }
 }
 
 impl Apply for ApplySender {
     fn committed(&mut self, entries: Vec<Entry>) {
-        let _ = self.0.send(ApplyEvent::Committed(entries));
+        let _ = self.events.send(ApplyEvent::Committed(entries));
     }
-    fn read_states(&mut self, states: Vec<ReadState>) {
-        let _ = self.0.send(ApplyEvent::ReadStates(states));
+    fn read_states(&mut self, mut states: Vec<ReadState>) {
+        // A lone reader's read index is usually applied already (nothing was
+        // written meanwhile): answer it now rather than after a hand-off to
+        // the applier thread. The applied index is published only after the
+        // store holds the write, so a reader released here sees it.
+        let applied = self.applied.load(Ordering::Acquire);
+        let mut ready = Vec::new();
+        states.retain(|state| {
+            let applied_already = state.index <= applied;
+            if applied_already {
+                if let Ok(ctx) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) {
+                    ready.push(u64::from_be_bytes(ctx));
+                }
+            }
+            !applied_already
+        });
+        if !ready.is_empty() {
+            self.waiters.release_reads(ready);
+        }
+        if !states.is_empty() {
+            let _ = self.events.send(ApplyEvent::ReadStates(states));
+        }
     }
     fn dropped(&mut self, tag: u64) {
-        let _ = self.0.send(ApplyEvent::Dropped(tag));
+        let _ = self.events.send(ApplyEvent::Dropped(tag));
     }
     fn snapshot_wanted(&mut self) {
-        let _ = self.0.send(ApplyEvent::SnapshotWanted);
+        let _ = self.events.send(ApplyEvent::SnapshotWanted);
     }
     fn removed(&mut self) {
-        let _ = self.0.send(ApplyEvent::Removed);
+        let _ = self.events.send(ApplyEvent::Removed);
     }
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         // Everything committed before the snapshot is queued ahead of it, so
         // the applier installs it in log order; raft waits for the outcome.
         let (done, outcome) = std::sync::mpsc::channel();
-        self.0.send(ApplyEvent::InstallSnapshot(snapshot.clone(), done)).map_err(|_| "applier stopped".to_string())?;
+        self.events
+            .send(ApplyEvent::InstallSnapshot(snapshot.clone(), done))
+            .map_err(|_| "applier stopped".to_string())?;
         outcome.recv().map_err(|_| "applier stopped".to_string())?
     }
 }
@@ -714,4 +742,36 @@ fn txn_puts(txn: &keel_proto::etcdserverpb::TxnRequest) -> bool {
         Some(Op::RequestTxn(inner)) => txn_puts(inner),
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_state(index: u64, tag: u64) -> ReadState {
+        ReadState { index, request_ctx: tag.to_be_bytes().to_vec() }
+    }
+
+    #[test]
+    fn a_read_index_already_applied_is_answered_by_the_raft_thread() {
+        let applied = Arc::new(AtomicU64::new(5));
+        let waiters = Arc::new(Waiters::default());
+        let (mut sender, events) = ApplySender::channel(applied.clone(), waiters.clone());
+        let (done, mut answered) = tokio::sync::oneshot::channel();
+        let (later, mut waiting) = tokio::sync::oneshot::channel();
+        waiters.wait_read(1, done);
+        waiters.wait_read(2, later);
+        sender.read_states(vec![read_state(5, 1), read_state(6, 2)]);
+        assert!(matches!(answered.try_recv(), Ok(Ok(()))), "index 5 is applied: answered at once");
+        assert!(waiting.try_recv().is_err(), "index 6 is not applied yet");
+        // The unapplied one went to the applier, which releases it once it
+        // has applied index 6.
+        match events.try_recv() {
+            Ok(ApplyEvent::ReadStates(states)) => {
+                assert_eq!(states.iter().map(|s| s.index).collect::<Vec<_>>(), vec![6]);
+            }
+            _ => panic!("the applier was not handed index 6"),
+        }
+        assert!(events.try_recv().is_err());
+    }
 }

@@ -1,5 +1,7 @@
-//! Durable homes for the raft log: RocksDB for real members, memory for
-//! tests and simulated clusters. Both speak [`LogEngine`].
+//! Durable homes for the raft log: append-only segment files for real
+//! members ([`crate::segment_log`]), RocksDB for data dirs written before
+//! those existed, memory for tests and simulated clusters. All speak
+//! [`LogEngine`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -42,6 +44,39 @@ pub trait LogEngine: Send + 'static {
     /// Entries in `[low, high)`; all of them must exist.
     fn entries(&self, low: u64, high: u64) -> Result<Vec<Entry>, RaftNodeError>;
     fn write(&self, write: LogWrite<'_>) -> Result<(), RaftNodeError>;
+}
+
+/// The durable log engines a member can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEngineKind {
+    /// [`crate::SegmentLogEngine`]: what new members use.
+    Segments,
+    /// [`RocksLogEngine`]: data dirs written before the segment engine.
+    RocksDb,
+}
+
+impl LogEngineKind {
+    /// The engine that wrote the log in `dir`, or `fresh` when `dir` holds
+    /// no log yet. A log stays in the engine that wrote it.
+    pub fn of_dir(dir: &Path, fresh: LogEngineKind) -> LogEngineKind {
+        if dir.join("CURRENT").exists() {
+            LogEngineKind::RocksDb
+        } else if std::fs::read_dir(dir).is_ok_and(|mut items| {
+            items.any(|item| item.is_ok_and(|item| item.file_name().to_string_lossy().ends_with(".log")))
+        }) {
+            LogEngineKind::Segments
+        } else {
+            fresh
+        }
+    }
+
+    /// Opens the log in `dir` with this engine.
+    pub fn open(self, dir: &Path) -> Result<Box<dyn LogEngine>, RaftNodeError> {
+        Ok(match self {
+            LogEngineKind::Segments => Box::new(crate::SegmentLogEngine::open(dir)?),
+            LogEngineKind::RocksDb => Box::new(RocksLogEngine::open(dir)?),
+        })
+    }
 }
 
 const HARD_STATE_KEY: &[u8] = b"m:hard_state";
@@ -289,6 +324,27 @@ mod tests {
         let engine = MemLogEngine::default();
         let clone = engine.clone();
         conformance(&engine, &move || Box::new(clone.clone()));
+    }
+
+    #[test]
+    fn segment_engine_conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let engine = crate::SegmentLogEngine::open(&path).unwrap();
+        conformance(&engine, &move || Box::new(crate::SegmentLogEngine::open(&path).unwrap()));
+    }
+
+    #[test]
+    fn the_engine_of_an_existing_log_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = dir.path().join("rocks");
+        drop(RocksLogEngine::open(&rocks).unwrap());
+        assert_eq!(LogEngineKind::of_dir(&rocks, LogEngineKind::Segments), LogEngineKind::RocksDb);
+        let fresh = dir.path().join("fresh");
+        assert_eq!(LogEngineKind::of_dir(&fresh, LogEngineKind::Segments), LogEngineKind::Segments);
+        assert_eq!(LogEngineKind::of_dir(&fresh, LogEngineKind::RocksDb), LogEngineKind::RocksDb);
+        drop(crate::SegmentLogEngine::open(&fresh).unwrap());
+        assert_eq!(LogEngineKind::of_dir(&fresh, LogEngineKind::RocksDb), LogEngineKind::Segments);
     }
 
     #[test]

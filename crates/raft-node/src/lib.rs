@@ -12,18 +12,20 @@ pub mod failpoints;
 mod log;
 pub mod log_store;
 mod metrics;
+pub mod segment_log;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use driver::{
     Apply, Command, NoPeers, RaftConfig, RaftHandle, RaftNode, RaftStatus, RaftStepper, Transport, INBOX_CAPACITY,
 };
-pub use engine::{LogEngine, MemLogEngine, RocksLogEngine};
+pub use engine::{LogEngine, LogEngineKind, MemLogEngine, RocksLogEngine};
 pub use log_store::RaftLogStore;
 pub use metrics::RaftMetrics;
 pub use raft::prelude::{
     ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
 };
 pub use raft::ReadState;
+pub use segment_log::SegmentLogEngine;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftNodeError {

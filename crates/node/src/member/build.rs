@@ -13,8 +13,8 @@ use keel_lease_manager::{Lessor, LessorConfig};
 use keel_mvcc::{Identity, KvStore, RocksBackend, RocksOptions};
 use keel_proto::etcdserverpb::Member as EtcdMember;
 use keel_raft_node::{
-    Apply, Clock, Entry, LogEngine, MemLogEngine, RaftConfig, RaftHandle, RaftLogStore, RaftNode, RaftStepper,
-    ReadState, RocksLogEngine, Snapshot, SystemClock,
+    Apply, Clock, Entry, LogEngine, LogEngineKind, MemLogEngine, RaftConfig, RaftHandle, RaftLogStore, RaftNode,
+    RaftStepper, ReadState, Snapshot, SystemClock,
 };
 use keel_watch_hub::WatchHub;
 use parking_lot::Mutex;
@@ -49,6 +49,17 @@ pub struct Parts {
     pub spool: Arc<dyn SnapshotSpool>,
 }
 
+/// The raft log engine for a member that has no log yet: the segment log,
+/// unless `KEEL_RAFT_LOG_ENGINE=rocksdb` asks for the RocksDB one (kept for
+/// data dirs written before the segment log, and for benchmarks comparing
+/// the two in one binary).
+fn fresh_log_engine() -> LogEngineKind {
+    match std::env::var("KEEL_RAFT_LOG_ENGINE").as_deref() {
+        Ok("rocksdb") => LogEngineKind::RocksDb,
+        _ => LogEngineKind::Segments,
+    }
+}
+
 impl Parts {
     /// A production member: RocksDB under `data_dir/member` (the raft log
     /// under `--wal-dir` when set), the gRPC network when on a tokio
@@ -65,7 +76,7 @@ impl Parts {
             .map_err(|e| NodeError::Mvcc(e.into()))?;
         let kv = Arc::new(KvStore::open(Arc::new(backend)).map_err(NodeError::Mvcc)?);
         let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
-        let log = Box::new(RocksLogEngine::open(&log_dir).map_err(NodeError::Raft)?);
+        let log = LogEngineKind::of_dir(&log_dir, fresh_log_engine()).open(&log_dir).map_err(NodeError::Raft)?;
         // Peers come and go with membership changes, so any member that runs
         // on a tokio runtime gets the gRPC network, even alone.
         let network: Arc<dyn Network> = match tokio::runtime::Handle::try_current() {
@@ -327,7 +338,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         (raft, lease_clock, None, Some(stepper))
     } else {
         // Committed entries wait in the applier's queue until it starts.
-        let (sender, events) = ApplySender::channel();
+        let (sender, events) = ApplySender::channel(applied.clone(), waiters.clone());
         let replay_to = store.hard_state().commit.max(applied_index);
         let node = RaftNode::start(raft_config, store, links.transport(), Box::new(sender)).map_err(NodeError::Raft)?;
         let raft = node.handle();
