@@ -2,7 +2,7 @@
 //! loses members (issue 18), as real processes on loopback: Maintenance
 //! calls aimed at the leader or a named member; endpoints learned from the
 //! member list; the TCP gateway moving off a dead member and onto one added
-//! later; and watches through the proxy that see every event exactly once,
+//! later, and finding members in DNS SRV records; and watches through the proxy that see every event exactly once,
 //! in order, while members are killed, restarted and the leader moved 20
 //! times. The tests here run one at a time: each runs a cluster, and the
 //! machines that run them are small.
@@ -415,4 +415,100 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
         "{DISRUPTIONS} disruptions, {total} events to each of 3 watchers, {resumes} upstream watch resumes, {:?}",
         began.elapsed()
     );
+}
+
+/// A DNS server on 127.0.0.1:53 that knows `_etcd-client._tcp.keel.test`
+/// → `m1.keel.test.:port` and `m1.keel.test` → 127.0.0.1 (as keelctl's
+/// `--discovery-srv` test serves them).
+fn fake_dns(port: u16) -> std::net::UdpSocket {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::rdata::{A, SRV};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    let socket = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53 (the tests run as root)");
+    let serving = socket.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = serving.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+            let mut answer = Message::new();
+            answer
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_authoritative(true);
+            let mut known = false;
+            for q in query.queries() {
+                answer.add_query(q.clone());
+                let name = q.name().to_ascii();
+                if q.query_type() == RecordType::SRV && name == "_etcd-client._tcp.keel.test." {
+                    let target = Name::from_ascii("m1.keel.test.").unwrap();
+                    answer.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        30,
+                        RData::SRV(SRV::new(0, 0, port, target)),
+                    ));
+                    known = true;
+                } else if name == "m1.keel.test." {
+                    if q.query_type() == RecordType::A {
+                        answer.add_answer(Record::from_rdata(q.name().clone(), 30, RData::A(A::new(127, 0, 0, 1))));
+                    }
+                    known = true;
+                }
+            }
+            answer.set_response_code(if known { ResponseCode::NoError } else { ResponseCode::NXDomain });
+            let _ = serving.send_to(&answer.to_vec().unwrap(), from);
+        }
+    });
+    socket
+}
+
+/// `--discovery-srv`: the gateway forwards to the members DNS SRV records
+/// name (here only with `--insecure-discovery`: the record is a plain
+/// `_etcd-client` one), resolving their targets as it dials; without
+/// `--insecure-discovery` the record is ignored and `--endpoints` used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_finds_members_in_dns_srv_records() {
+    require_etcd();
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keel = common::Keel::start(&dir.path().join("data")).await;
+    keel.wait_for_quorum().await;
+    let _dns = fake_dns(keel.port);
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    // The gateway runs in a mount namespace whose /etc/resolv.conf names
+    // the fake server, leaving the machine's alone.
+    let gateway = |insecure: bool| {
+        let port = free_port();
+        let keel_bin = common::keel_command().get_program().to_string_lossy().into_owned();
+        let mut unshare = std::process::Command::new("unshare");
+        common::without_etcd_env(&mut unshare);
+        unshare
+            .args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""])
+            .arg(&resolv)
+            .arg(keel_bin)
+            .args(["gateway", "start", "--discovery-srv", "keel.test", "--endpoints", "127.0.0.1:1"])
+            .args(["--listen-addr", &format!("127.0.0.1:{port}"), "--auto-sync-interval", "0"])
+            .arg(format!("--insecure-discovery={insecure}"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Process { child: unshare.spawn().expect("run unshare (util-linux)"), port }
+    };
+    let listening = |port: u16| async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
+
+    let found = gateway(true);
+    wait_for("the gateway to listen", Duration::from_secs(10), || listening(found.port)).await;
+    let put = etcdctl(&found.endpoint(), &["put", "found", "by-dns"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+
+    // Ignored without --insecure-discovery: only the dead --endpoints is left.
+    let ignored = gateway(false);
+    wait_for("the gateway to listen", Duration::from_secs(10), || listening(ignored.port)).await;
+    let get = etcdctl(&ignored.endpoint(), &["--command-timeout", "2s", "get", "found"]);
+    assert!(!get.status.success(), "served through an ignored record");
 }
