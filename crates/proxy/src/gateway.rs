@@ -6,9 +6,10 @@
 //! refuses a dial is dead for `--retry-delay` and the connection tries the
 //! next; with none left the client's connection is closed, as etcd's
 //! `proxy/tcpproxy` does. Keel's addition: the endpoint list follows the
-//! cluster's member list (started members' client URLs, learners left
-//! out), asked every `--auto-sync-interval` and soon after a dial fails,
-//! so members added later are used and removed ones dropped.
+//! cluster's member list (voting members' client URLs; while one has not
+//! published its URL yet, the known endpoints are kept too), asked at
+//! start, every `--auto-sync-interval` and soon after a dial fails, so
+//! members added later are used and removed ones dropped.
 //!
 //! Lock order: `Remotes::state` alone, never held across an await.
 
@@ -254,8 +255,9 @@ impl Remotes {
                 wanted.push(addr.clone());
             }
         }
-        let current: Vec<&str> = state.remotes.iter().map(|r| r.addr.as_str()).collect();
-        if wanted.is_empty() || wanted.iter().map(String::as_str).eq(current.iter().copied()) {
+        let same_set = wanted.len() == state.remotes.len()
+            && wanted.iter().all(|addr| state.remotes.iter().any(|r| &r.addr == addr));
+        if wanted.is_empty() || same_set {
             return false;
         }
         let remotes = wanted
@@ -408,13 +410,17 @@ async fn sync_members(
         upstream.set_endpoints(&urls);
         match upstream.members().await {
             Ok(members) => {
-                let addrs: Vec<String> = members
-                    .iter()
-                    .filter(|m| !m.is_learner)
+                let voters = || members.iter().filter(|m| !m.is_learner);
+                let mut addrs: Vec<String> = voters()
                     .flat_map(|m| m.client_ur_ls.iter())
                     .map(|url| strip_schema(url))
                     .filter(|addr| valid_host_port(addr))
                     .collect();
+                // A voting member without a client URL has not published
+                // it yet: keep the endpoints known, one may be its.
+                if voters().any(|m| m.client_ur_ls.is_empty()) {
+                    addrs.extend(remotes.addrs());
+                }
                 if remotes.replace(&addrs) {
                     tracing::info!(endpoints = ?remotes.addrs(), "endpoints synced from the member list");
                 }
@@ -562,5 +568,6 @@ mod tests {
         assert_eq!(remotes.alive_addrs(now), ["c:3"], "b:2 stays dead");
         assert!(!remotes.replace(&[]));
         assert!(!remotes.replace(&["b:2".to_owned(), "c:3".to_owned()]));
+        assert!(!remotes.replace(&["c:3".to_owned(), "b:2".to_owned()]), "order alone changes nothing");
     }
 }

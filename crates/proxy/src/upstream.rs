@@ -148,7 +148,8 @@ impl Upstream {
             }
         }
         let old = self.endpoints.read().clone();
-        if wanted.is_empty() || wanted == old.urls {
+        let same_set = wanted.len() == old.urls.len() && wanted.iter().all(|url| old.urls.contains(url));
+        if wanted.is_empty() || same_set {
             return false;
         }
         let mut channels = HashMap::new();
@@ -189,12 +190,18 @@ impl Upstream {
         Ok(response.into_inner().members)
     }
 
-    /// Asks the member list and makes its started, voting members' client
-    /// URLs the endpoints. Learners are left out: they refuse most calls.
+    /// Asks the member list and makes its voting members' client URLs the
+    /// endpoints. Learners are left out: they refuse most calls. While a
+    /// voting member has published no client URL yet (just started, or
+    /// added and not started), the current endpoints are kept beside the
+    /// listed ones: one of them may be that member's.
     pub(crate) async fn sync(&self) -> Result<bool, Status> {
         let members = self.members().await?;
-        let urls: Vec<String> =
-            members.iter().filter(|m| !m.is_learner).flat_map(|m| m.client_ur_ls.iter().cloned()).collect();
+        let voters = || members.iter().filter(|m| !m.is_learner);
+        let mut urls: Vec<String> = voters().flat_map(|m| m.client_ur_ls.iter().cloned()).collect();
+        if voters().any(|m| m.client_ur_ls.is_empty()) {
+            urls.extend(self.endpoints.read().urls.iter().cloned());
+        }
         Ok(self.set_endpoints(&urls))
     }
 
@@ -424,6 +431,8 @@ mod tests {
         assert_eq!(upstream.endpoints.read().urls, ["http://c:3", "http://b:2"]);
         assert_eq!(upstream.pick().url, "http://b:2", "the endpoint in use stays in use");
         assert!(!upstream.set_endpoints(&synced), "unchanged");
+        let reordered = ["http://b:2".to_owned(), "http://c:3".to_owned()];
+        assert!(!upstream.set_endpoints(&reordered), "the same endpoints in another order change nothing");
         assert!(!upstream.set_endpoints(&[]), "an empty list changes nothing");
         assert_eq!(upstream.len(), 2);
     }

@@ -47,7 +47,7 @@ impl ProxyProcess {
         command
             .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("KEEL_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stderr(Stdio::inherit());
         ProxyProcess { child: command.spawn().expect("spawn keel grpc-proxy"), port }
     }
