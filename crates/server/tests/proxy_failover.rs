@@ -144,10 +144,10 @@ async fn maintenance_calls_go_to_the_leader_or_the_member_named() {
     assert!(table.contains(&format!("{target:x}, ")), "{table}");
 }
 
-/// A put applied at most once however often it is retried (only when the
-/// key does not exist yet), tried on each endpoint in turn for up to 30 s.
-async fn create(endpoints: &[String], key: &str) {
-    let txn = TxnRequest {
+/// A put applied at most once however often it is retried: only when the
+/// key does not exist yet.
+fn create_txn(key: &str) -> TxnRequest {
+    TxnRequest {
         compare: vec![Compare {
             key: key.as_bytes().to_vec(),
             target: compare::CompareTarget::Create as i32,
@@ -163,7 +163,12 @@ async fn create(endpoints: &[String], key: &str) {
             })),
         }],
         failure: vec![],
-    };
+    }
+}
+
+/// [`create_txn`] tried on each endpoint in turn for up to 30 s.
+async fn create(endpoints: &[String], key: &str) {
+    let txn = create_txn(key);
     let deadline = Instant::now() + Duration::from_secs(30);
     for endpoint in endpoints.iter().cycle() {
         assert!(Instant::now() < deadline, "could not write {key}");
@@ -355,22 +360,48 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
         streams.push(stream);
     }
 
-    let written = Arc::new(AtomicUsize::new(0));
+    // Two writers: one to the members directly, each on a connection that
+    // redials by itself (the next member tried when one fails), one
+    // through the proxy itself. Each creates its keys in order, each key
+    // once however often a write is retried.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (written, stop, endpoints) = (written.clone(), stop.clone(), endpoints.clone());
-        async move {
-            while !stop.load(Ordering::Acquire) {
-                let i = written.load(Ordering::Acquire);
-                create(&endpoints, &format!("/c/{i:05}")).await;
-                written.store(i + 1, Ordering::Release);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    let channel = |url: &str| {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap();
+        KvClient::new(endpoint.connect_timeout(Duration::from_secs(1)).connect_lazy())
+    };
+    let direct: Vec<_> = endpoints.iter().map(|url| channel(url)).collect();
+    let writers = [("d", direct), ("p", vec![channel(&proxy.endpoint())])].map(|(name, clients)| {
+        let written = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (written, stop) = (written.clone(), stop.clone());
+            async move {
+                let mut next = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let i = written.load(Ordering::Acquire);
+                    let txn = create_txn(&format!("/c/{name}{i:05}"));
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        assert!(Instant::now() < deadline, "could not write /c/{name}{i:05}");
+                        let mut client = clients[next % clients.len()].clone();
+                        match tokio::time::timeout(Duration::from_secs(3), client.txn(txn.clone())).await {
+                            Ok(Ok(_)) => break,
+                            _ => {
+                                next += 1;
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                    written.store(i + 1, Ordering::Release);
+                }
             }
-        }
+        });
+        (name, written, task)
     });
+    let (written, through_proxy) = (writers[0].1.clone(), writers[1].1.clone());
 
     let mut done = 0;
     let mut seen = writes_after(&written, 0, 3).await;
+    let mut proxied = writes_after(&through_proxy, 0, 1).await;
     let mut round = 0;
     'chaos: loop {
         let victim = round % 3;
@@ -387,6 +418,7 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
             done += 1;
             // Events flow between disruptions, through each of them.
             seen = writes_after(&written, seen, 3).await;
+            proxied = writes_after(&through_proxy, proxied, 1).await;
             if done == DISRUPTIONS {
                 break 'chaos;
             }
@@ -394,13 +426,21 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
         round += 1;
     }
     stop.store(true, Ordering::Release);
-    writer.await.unwrap();
-    let total = written.load(Ordering::Acquire);
-    let want: Vec<String> = (0..total).map(|i| format!("/c/{i:05}")).collect();
+    let mut wanted = Vec::new();
+    for (name, written, task) in writers {
+        task.await.unwrap();
+        let count = written.load(Ordering::Acquire);
+        wanted.push((name, (0..count).map(|i| format!("/c/{name}{i:05}")).collect::<Vec<_>>()));
+    }
+    let total: usize = wanted.iter().map(|(_, keys)| keys.len()).sum();
     for (n, stream) in streams.iter_mut().enumerate() {
         let got = events(stream, total).await;
-        let keys: Vec<String> = got.iter().map(|(key, _)| key.clone()).collect();
-        assert_eq!(keys, want, "watcher {n}: every event once, in order");
+        assert_eq!(got.len(), total, "watcher {n}: no event beyond those written");
+        for (name, want) in &wanted {
+            let keys: Vec<String> =
+                got.iter().map(|(key, _)| key.clone()).filter(|key| key.starts_with(&format!("/c/{name}"))).collect();
+            assert_eq!(&keys, want, "watcher {n}: every event of writer {name} once, in order");
+        }
         assert!(got.windows(2).all(|pair| pair[0].1 < pair[1].1), "watcher {n}: revisions increase");
         let extra = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
         assert!(extra.is_err(), "watcher {n}: unexpected response after the last event: {extra:?}");
@@ -413,7 +453,9 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
         .unwrap();
     assert!(resumes >= 1.0, "the upstream watches moved: {metrics}");
     eprintln!(
-        "{DISRUPTIONS} disruptions, {total} events to each of 3 watchers, {resumes} upstream watch resumes, {:?}",
+        "{DISRUPTIONS} disruptions, {total} events ({} through the proxy) to each of 3 watchers, {resumes} upstream \
+         watch resumes, {:?}",
+        wanted[1].1.len(),
         began.elapsed()
     );
 }
