@@ -297,16 +297,23 @@ impl Forward {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        self.mapped(
-            request,
-            true,
-            |_, _| {},
-            |ns, r: &mut LeaseTimeToLiveResponse| r.keys.iter_mut().for_each(|key| ns.strip(key)),
-            |channel, request| async move {
-                LeaseClient::new(channel).max_decoding_message_size(UNLIMITED).lease_time_to_live(request).await
-            },
-        )
-        .await
+        let mut response = self
+            .mapped(
+                request,
+                true,
+                |_, _| {},
+                |ns, r: &mut LeaseTimeToLiveResponse| r.keys.iter_mut().for_each(|key| ns.strip(key)),
+                |channel, request| async move {
+                    LeaseClient::new(channel).max_decoding_message_size(UNLIMITED).lease_time_to_live(request).await
+                },
+            )
+            .await?;
+        // A lease's key list names keys of any prefix: those outside the
+        // allowed ones are left out, as a read of them would be refused.
+        if !self.0.policy.allow_prefixes.is_empty() {
+            response.get_mut().keys.retain(|key| self.0.policy.read(key, &[]).is_ok());
+        }
+        Ok(response)
     }
 
     pub(crate) async fn leases(

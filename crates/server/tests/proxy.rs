@@ -728,6 +728,19 @@ async fn read_only_and_allow_prefix_proxies_refuse_what_they_do_not_serve() {
     assert_eq!(events(&mut stream, 1).await[0].0, "/shared/k");
     let refused = metric(&metrics_of(&allow).await, "keel_grpc_proxy_refused_total{reason=\"prefix\"}");
     assert_eq!(refused, 7.0, "get, from-key, put, nested put, compact, etcdctl get, watch");
+    // A lease's key list shows only the keys inside the prefixes.
+    let mut direct_lease = LeaseClient::connect(keel.endpoint()).await.unwrap();
+    let id = direct_lease.lease_grant(LeaseGrantRequest { ttl: 60, id: 0 }).await.unwrap().into_inner().id;
+    for key in ["/app/leased", "/hidden/leased"] {
+        direct.put(PutRequest { key: key.into(), lease: id, ..Default::default() }).await.unwrap();
+    }
+    let mut lease = LeaseClient::connect(allow.endpoint()).await.unwrap();
+    let ttl = lease
+        .lease_time_to_live(keel_proto::etcdserverpb::LeaseTimeToLiveRequest { id, keys: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ttl.keys, [b"/app/leased".to_vec()]);
 }
 
 fn strs(args: &[String]) -> Vec<&str> {
