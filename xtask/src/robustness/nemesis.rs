@@ -265,9 +265,24 @@ impl Nemesis {
                 // raft answers with a panic (etcd's "tocommit is out of
                 // range"). A refused removal leaves it to be restarted whole.
                 cluster.kill(t)?;
-                client.member_remove(ids[t]).await?;
+                if let Err(err) = client.member_remove(ids[t]).await {
+                    // A removal that timed out may still have been applied;
+                    // restarting a removed member on its old data would
+                    // only see it refused, so ask the cluster.
+                    if listed(cluster, l, ids[t]).await? {
+                        return Err(err.into());
+                    }
+                }
                 cluster.wipe(t)?;
-                let added = client.member_add(vec![cluster.members[t].peer_url.clone()], true).await?;
+                let peer_url = cluster.members[t].peer_url.clone();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let added = loop {
+                    match client.member_add(vec![peer_url.clone()], true).await {
+                        Ok(added) => break added,
+                        Err(err) if Instant::now() > deadline => bail!("m{t} removed but not added back: {err}"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                };
                 let new_id = added.member.map_or(0, |m| m.id);
                 cluster.restart(t)?;
                 // A learner is promoted only once it has caught up.
@@ -335,6 +350,23 @@ pub async fn leader(cluster: &Cluster) -> Option<(usize, u64)> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
+}
+
+/// Whether the cluster still lists member `id`, asking the leader `l`
+/// first (a follower's list may lag), then the others, for up to 10 s.
+async fn listed(cluster: &Cluster, l: usize, id: u64) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let order: Vec<usize> = std::iter::once(l).chain((0..cluster.members.len()).filter(|&i| i != l)).collect();
+    while Instant::now() < deadline {
+        for member in order.iter().map(|&i| &cluster.members[i]) {
+            let Ok(client) = member_client(&member.endpoint, Duration::from_secs(2)).await else { continue };
+            if let Ok(list) = client.member_list(true).await {
+                return Ok(list.members.iter().any(|m| m.id == id));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!("no member answered a member list within 10 s")
 }
 
 /// Each member's id, in member order (names are `m<i>`).
