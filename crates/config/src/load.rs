@@ -102,9 +102,6 @@ where
 {
     let args: Vec<String> = args.into_iter().collect();
     let env: BTreeMap<String, String> = env.into_iter().collect();
-    if let Some(command @ ("gateway" | "grpc-proxy")) = args.first().map(String::as_str) {
-        return Err(ConfigError::invalid(format!("'keel {command}' is not implemented yet")));
-    }
     let command_line = match parse_command_line(&args)? {
         Parsed::Help => return Ok(Outcome::Help),
         Parsed::Flags(flags) => flags,
