@@ -9,8 +9,9 @@
 //!   variables, and with the systemd environment file gives a healthy member
 //!   running as the keel user, which etcdctl reaches through the published
 //!   port ([`container`]);
-//! - Compose: three members come up, answer `etcdctl member list` and keep
-//!   their data across `docker compose restart` ([`compose`]);
+//! - Compose: three members and a proxy beside each come up, answer
+//!   `etcdctl member list`, serve through one proxy what was written through
+//!   another, and keep their data across `docker compose restart` ([`compose`]);
 //! - Kubernetes again: the pod template run by Docker forms a cluster that
 //!   passes its probes, and the README's scaling steps add a member.
 //!
@@ -66,7 +67,7 @@ pub fn check() -> Result<()> {
     step("image: docker run with etcd's flags", || container::runs_with_flags(&docker, &tag))?;
     step("image: docker run with ETCD_* variables", || container::runs_with_environment(&docker, &tag))?;
     step("systemd: keel.env and DAEMON_ARGS", || container::runs_with_systemd_environment(&docker, &tag))?;
-    step("compose: three members, data kept across a restart", || {
+    step("compose: three members and three proxies, data kept across a restart", || {
         compose::cluster_keeps_data_across_restart(&docker, &tag)
     })?;
     step("kubernetes: the pod template in Docker, probes, scaling to four", || {
