@@ -1,7 +1,8 @@
 //! Crashes at exact points of the write path (fault points compiled in with
 //! the `failpoints` feature; `cargo xtask test` runs this file with it):
 //! before and after the raft log's sync, before and after applying, while
-//! revoking a lease, while installing a leader's snapshot; and a panic in
+//! revoking a lease, while installing a leader's snapshot, between the
+//! batches of a compaction's deletions; and a panic in
 //! the applier thread, which must stop the process. After each crash the member restarts on its data: everything
 //! acknowledged is there, applied exactly once.
 #![cfg(feature = "failpoints")]
@@ -14,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Cluster, Keel};
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
-use keel_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest};
+use keel_proto::etcdserverpb::{
+    request_op, CompactionRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
 
 /// A keel with `FAILPOINTS` set, killed on drop.
 struct Faulty {
@@ -266,4 +270,66 @@ async fn writes_are_refused_while_the_applier_lags_far_behind() {
         assert!(Instant::now() < deadline, "the member did not serve again after catching up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A compaction crashes between its batches of deletions, right after a
+/// store flush made the batches before durable (as a memtable flush in the
+/// middle of a compaction would): the restarted member finds the compaction
+/// scheduled but not finished and already recorded as applied, so it must
+/// resume it rather than replay it. Afterwards the history before the
+/// compaction is gone from the store, every key keeps its last value, and
+/// the store holds exactly the revisions the compaction keeps.
+#[tokio::test]
+async fn a_crash_between_compaction_batches_resumes_the_compaction() {
+    const KEYS: usize = 100;
+    const TXNS: usize = 300; // 30,000 stored revisions: three batches of deletions
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let failpoints = "compact-batch-sync=return;compact-batch=return(crash:compact-batch-2)";
+    let mut faulty = Faulty::start(dir.path(), port, failpoints).await;
+    let mut kv = keel_proto::etcdserverpb::kv_client::KvClient::connect(faulty.endpoint.clone()).await.unwrap();
+    let mut revision = 0;
+    for t in 0..TXNS {
+        let success = (0..KEYS)
+            .map(|k| RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: format!("k/{k:03}").into_bytes(),
+                    value: format!("{t}").into_bytes(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let response = kv.txn(TxnRequest { success, ..Default::default() }).await.unwrap().into_inner();
+        revision = response.header.unwrap().revision;
+    }
+    let compaction =
+        tokio::time::timeout(Duration::from_secs(30), kv.compact(CompactionRequest { revision, physical: true })).await;
+    assert!(!matches!(compaction, Ok(Ok(_))), "the compaction that crashes is not acknowledged");
+    assert!(faulty.exited_within(Duration::from_secs(10)), "the second batch did not crash keel");
+    drop(faulty);
+
+    let mut keel = Keel::spawn(dir.path(), port, &[]);
+    keel.wait_ready().await;
+    let mut kv = keel.kv().await;
+    let old = kv.range(RangeRequest { key: b"k/000".to_vec(), revision: revision - 1, ..Default::default() }).await;
+    assert_eq!(old.unwrap_err().message(), "etcdserver: mvcc: required revision has been compacted");
+    let again = kv.compact(CompactionRequest { revision, physical: true }).await;
+    assert_eq!(again.unwrap_err().message(), "etcdserver: mvcc: required revision has been compacted");
+    let all = RangeRequest { key: b"k/".to_vec(), range_end: b"k0".to_vec(), ..Default::default() };
+    let now = kv.range(all).await.unwrap().into_inner();
+    assert_eq!(now.kvs.len(), KEYS);
+    let last = format!("{}", TXNS - 1);
+    assert!(now.kvs.iter().all(|kv| kv.value == last.as_bytes() && kv.mod_revision == revision));
+    assert!(keel.terminate().success());
+
+    // What the store holds: the compaction kept one revision per key and
+    // deleted the rest, the third batch's too.
+    let backend = keel_mvcc::RocksBackend::open(&dir.path().join("member").join("kv")).unwrap();
+    let mut stored = 0;
+    keel_mvcc::Backend::scan(&backend, keel_mvcc::Keyspace::Revisions, &[], None, &mut |_, _| {
+        stored += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(stored, KEYS, "revisions left in the store after the resumed compaction");
 }

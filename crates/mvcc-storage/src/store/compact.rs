@@ -150,10 +150,15 @@ fn delete_compacted(
     // Each batch, from gathering it to its write, is one of etcd's
     // compaction pauses (its batches hold the backend's write lock).
     let mut batch_started = Instant::now();
+    let mut batches = 0;
     let mut flush = |batch: &mut WriteBatch| -> Result<(), MvccError> {
         deleted += batch.len();
         store.write_batch(std::mem::take(batch))?;
         store.metrics.compaction_batch_written(batch_started.elapsed());
+        batches += 1;
+        if let Some(hook) = store.compaction_batch_hook.get() {
+            hook(batches);
+        }
         batch_started = Instant::now();
         Ok(())
     };

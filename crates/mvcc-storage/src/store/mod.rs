@@ -145,9 +145,21 @@ pub struct KvStore {
     compaction: RwLock<()>,
     consistent_index: AtomicU64,
     metrics: MvccMetrics,
+    /// Called after each batch of a compaction's deletions is written, with
+    /// its number from 1 (crash tests stop the process between batches).
+    compaction_batch_hook: std::sync::OnceLock<CompactionBatchHook>,
 }
 
+/// See [`KvStore::set_compaction_batch_hook`].
+pub type CompactionBatchHook = Box<dyn Fn(usize) + Send + Sync>;
+
 impl KvStore {
+    /// Calls `hook` after each batch of a compaction's deletions is written
+    /// (with its number, from 1). Set once; for crash tests.
+    pub fn set_compaction_batch_hook(&self, hook: CompactionBatchHook) {
+        let _ = self.compaction_batch_hook.set(hook);
+    }
+
     /// Opens a store on `backend`, rebuilding the index and the revision
     /// counters from what it holds.
     pub fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {

@@ -95,6 +95,7 @@ pub(super) fn assemble(
         compaction: RwLock::new(()),
         consistent_index: AtomicU64::new(consistent_index),
         metrics,
+        compaction_batch_hook: std::sync::OnceLock::new(),
     };
     if let Some(rev) = scheduled.filter(|&rev| rev > compact_rev && rev <= current_rev) {
         tracing::info!(scheduled_compact_revision = rev, "resuming scheduled compaction");

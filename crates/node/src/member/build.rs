@@ -49,6 +49,24 @@ pub struct Parts {
     pub spool: Arc<dyn SnapshotSpool>,
 }
 
+/// Fault points between the batches of a compaction's deletions, for the
+/// crash tests: `compact-batch=return(crash:compact-batch-<n>)` stops the
+/// process after batch n is written, and `compact-batch-sync=return` first
+/// flushes the store, as a memtable flush in the middle of a compaction
+/// would (so a restart finds the compaction scheduled, not finished, and
+/// already recorded as applied: it must resume it, not replay it).
+#[cfg(feature = "failpoints")]
+fn crash_between_compaction_batches(kv: &Arc<KvStore>) {
+    let backend = kv.backend().clone();
+    kv.set_compaction_batch_hook(Box::new(move |batch| {
+        let marker = format!("compact-batch-{batch}");
+        if fail::eval("compact-batch-sync", |_| ()).is_some() {
+            let _ = backend.sync();
+        }
+        keel_raft_node::failpoints::fault_point("compact-batch", &[marker.as_bytes()]);
+    }));
+}
+
 /// The raft log engine for a member that has no log yet: the segment log,
 /// unless `KEEL_RAFT_LOG_ENGINE=rocksdb` asks for the RocksDB one (kept for
 /// data dirs written before the segment log, and for benchmarks comparing
@@ -75,6 +93,8 @@ impl Parts {
         let backend = RocksBackend::open_with(&store_dir, RocksOptions::replayed_from_raft_log())
             .map_err(|e| NodeError::Mvcc(e.into()))?;
         let kv = Arc::new(KvStore::open(Arc::new(backend)).map_err(NodeError::Mvcc)?);
+        #[cfg(feature = "failpoints")]
+        crash_between_compaction_batches(&kv);
         let log_dir = config.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
         let log = LogEngineKind::of_dir(&log_dir, fresh_log_engine()).open(&log_dir).map_err(NodeError::Raft)?;
         // Peers come and go with membership changes, so any member that runs
