@@ -76,6 +76,12 @@ pub struct ProxyConfig {
     /// `--auto-sync-interval` (Keel's): how often the upstream endpoints
     /// are replaced by the member list's client URLs; zero: never.
     pub auto_sync_interval: Duration,
+    /// `--service-prefix` (Keel's): where registered local services' keys
+    /// live.
+    pub service_prefix: String,
+    /// `--service-config-dir` (Keel's): one JSON registration per file,
+    /// loaded at start.
+    pub service_config_dir: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -98,11 +104,14 @@ impl Default for ProxyConfig {
             resolver_prefix: None,
             resolver_ttl: 0,
             auto_sync_interval: DEFAULT_AUTO_SYNC,
+            service_prefix: DEFAULT_SERVICE_PREFIX.to_owned(),
+            service_config_dir: None,
         }
     }
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:23790";
+const DEFAULT_SERVICE_PREFIX: &str = "/keel/services";
 /// As etcdctl's and clientv3's usual `AutoSyncInterval`.
 pub(crate) const DEFAULT_AUTO_SYNC: Duration = Duration::from_secs(30);
 
@@ -160,6 +169,8 @@ const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
     ("read-only", Kind::Bool, Ok(())),
     ("allow-prefix", Kind::Value, Ok(())),
     ("auto-sync-interval", Kind::Value, Ok(())),
+    ("service-prefix", Kind::Value, Ok(())),
+    ("service-config-dir", Kind::Value, Ok(())),
     ("enable-pprof", Kind::Bool, Err("Go's runtime profiler has no equivalent in a Rust process")),
     ("discovery-srv", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
     ("discovery-srv-name", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
@@ -251,6 +262,15 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "allow-prefix" => config.policy.allow_prefixes.extend(parse_prefixes(&value)),
             "auto-sync-interval" => {
                 config.auto_sync_interval = parse_duration(&value).map_err(|why| bad_value(&value, name, why))?;
+            }
+            "service-prefix" => {
+                if value.trim_end_matches('/').is_empty() {
+                    return Err(ConfigError::Invalid("--service-prefix must not be empty or /".to_owned()));
+                }
+                config.service_prefix = value;
+            }
+            "service-config-dir" => {
+                config.service_config_dir = Some(value.into()).filter(|dir: &PathBuf| !dir.as_os_str().is_empty())
             }
             _ => unreachable!("every accepted flag is handled"),
         }
@@ -355,6 +375,8 @@ Keel's own:
       --allow-prefix strings            serve only keys under these prefixes (repeatable, comma separated)
       --auto-sync-interval duration     replace --endpoints with the member list's client URLs this often, 0: never (default 30s)
       --read-only                       refuse every write
+      --service-config-dir string       register the local services described in this folder's *.json files at start
+      --service-prefix string           where registered local services' keys live (default \"/keel/services\")
 
 Not supported yet (refused): --enable-pprof, --discovery-srv, --discovery-srv-name,
 --insecure-discovery, --auto-tls, --listen-cipher-suites, --experimental-leasing-prefix,
@@ -434,6 +456,13 @@ mod tests {
         assert!(config.policy.read_only);
         assert_eq!(config.policy.allow_prefixes, [b"/a/".to_vec(), b"/b/".to_vec(), b"/c/".to_vec()]);
         assert_eq!(start("--auto-sync-interval 1m0s").auto_sync_interval, Duration::from_secs(60));
+        assert_eq!(start("").service_prefix, "/keel/services");
+        let config = start("--service-prefix /svc --service-config-dir /etc/keel/services");
+        assert_eq!(
+            (config.service_prefix.as_str(), config.service_config_dir),
+            ("/svc", Some("/etc/keel/services".into()))
+        );
+        assert!(matches!(parse(&args("--service-prefix /")), Err(ConfigError::Invalid(_))));
         assert!(matches!(parse(&args("--cert-file c")), Err(ConfigError::Invalid(_))));
         // Turning an unsupported boolean off asks for nothing.
         start("--enable-pprof=false");

@@ -15,6 +15,8 @@ pub enum ProxyError {
     },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    ServiceConfig(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -3,7 +3,8 @@
 //! `a` through the proxy's upstream: healthy when the cluster answers,
 //! a permission refusal included). `/livez` and `/readyz` follow etcd
 //! 3.5's probes: live while the process serves, ready while an upstream
-//! member answers.
+//! member answers. The service registration API (`registry/api.rs`) is
+//! served beside them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
         .route("/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
-        .with_state(shared)
+        .with_state(shared.clone())
+        .merge(crate::registry::routes(shared))
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {

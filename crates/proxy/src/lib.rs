@@ -12,6 +12,9 @@
 //! - all clients' lease keep-alives share one upstream stream, each sent
 //!   when its client sent it, so TTLs stay exact (`lease.rs`);
 //! - `--namespace` (`namespace.rs`);
+//! - local service registration: services on the host register over HTTP
+//!   or in `--service-config-dir`, and their keys live while their checks
+//!   pass (`registry/`);
 //! - etcd's `/health` and `etcd_grpc_proxy_*` metrics, and `/livez`,
 //!   `/readyz` (`http.rs`, `metrics.rs`).
 //!
@@ -29,6 +32,7 @@ mod metrics;
 mod namespace;
 mod policy;
 mod register;
+mod registry;
 mod services;
 mod upstream;
 mod watch;
@@ -70,6 +74,8 @@ pub(crate) struct Shared {
     advertise_client_url: String,
     policy: policy::Policy,
     resolver_prefix: Option<String>,
+    /// Local service registration (`registry/`).
+    registry: Arc<registry::Registry>,
 }
 
 impl Shared {
@@ -157,6 +163,21 @@ impl Proxy {
         };
         let upstream = Upstream::new(&config.endpoints, &config.upstream_tls)?;
         let host_name = tokio::task::spawn_blocking(host_name).await.unwrap_or_default();
+        let services = match config.service_config_dir.clone() {
+            Some(dir) => tokio::task::spawn_blocking(move || registry::load_dir(&dir))
+                .await
+                .map_err(|e| ProxyError::ServiceConfig(e.to_string()))?
+                .map_err(ProxyError::ServiceConfig)?,
+            None => Vec::new(),
+        };
+        let registry = Arc::new(registry::Registry::new(
+            &config.service_prefix,
+            &host_name,
+            Namespace::new(config.namespace.clone()),
+        ));
+        for service in services {
+            registry.register(service);
+        }
         let series = metrics::Metrics::new()?;
         let shared = Arc::new_cyclic(|weak| Shared {
             upstream,
@@ -169,6 +190,7 @@ impl Proxy {
             advertise_client_url: config.advertise_client_url.clone(),
             policy: config.policy.clone(),
             resolver_prefix: config.resolver_prefix.clone(),
+            registry,
         });
         Ok(Proxy { shared, config, listener, local_addr, metrics })
     }
@@ -255,12 +277,15 @@ impl Proxy {
         if let Some(prefix) = config.resolver_prefix.clone() {
             background.spawn(registration.clone().run(shared.clone(), prefix, config.resolver_ttl));
         }
+        background.spawn(shared.registry.clone().run(shared.clone()));
+        background.spawn(shared.registry.clone().watch_deletes(shared.clone()));
         let result = tokio::select! {
             () = shutdown => Ok(()),
             Some(ended) = servers.join_next() => ended.unwrap_or(Ok(())),
         };
         background.abort_all();
-        registration.revoke(&shared).await;
+        shared.registry.stop();
+        tokio::join!(registration.revoke(&shared), shared.registry.revoke(&shared));
         let _ = stop_tx.send(true);
         // Open watch and keep-alive streams would hold a graceful stop
         // forever; they get a moment, then are closed.

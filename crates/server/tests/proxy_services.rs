@@ -1,0 +1,250 @@
+//! Local service registration through `keel grpc-proxy` (issue 18, point
+//! 9), as real processes on loopback: a Keel member, a proxy, and a tiny
+//! HTTP health endpoint served by the test. A service's key lives under
+//! `--service-prefix` while its check passes, is removed when the check
+//! fails and put again when it passes, survives a manual `etcdctl del`,
+//! and the revocation of the proxy's lease, expires with an unpassed TTL
+//! check; a malformed registration is 400
+//! and writes nothing; a bad `--service-config-dir` file stops the start.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::etcd::{etcdctl_ok, require_etcd};
+use common::{free_port, http_exchange, http_get, wait_for, Keel};
+use keel_proto::etcdserverpb::kv_client::KvClient;
+use keel_proto::etcdserverpb::lease_client::LeaseClient;
+use keel_proto::etcdserverpb::{LeaseRevokeRequest, RangeRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A `keel grpc-proxy` process, killed on drop.
+struct ProxyProcess {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ProxyProcess {
+    fn start(endpoints: &str, extra: &[&str]) -> ProxyProcess {
+        let port = free_port();
+        let mut command = common::keel_command();
+        command
+            .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", std::env::var("KEEL_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .stderr(Stdio::inherit());
+        ProxyProcess { child: command.spawn().expect("spawn keel grpc-proxy"), port }
+    }
+
+    async fn ready(self) -> ProxyProcess {
+        let port = self.port;
+        wait_for("the proxy's HTTP API", Duration::from_secs(30), || async move {
+            matches!(http_get(port, "/v1/agent/services").await, Ok((200, _)))
+        })
+        .await;
+        self
+    }
+
+    async fn put(&self, path: &str, body: &str) -> (u16, String) {
+        http_exchange(self.port, "PUT", path, &[("Content-Type", "application/json")], body).await.unwrap()
+    }
+}
+
+/// An HTTP health endpoint: 200 while `healthy`, 503 otherwise.
+async fn health_server(healthy: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let status = if healthy.load(Ordering::SeqCst) { "200 OK" } else { "503 Service Unavailable" };
+            tokio::spawn(async move {
+                let mut request = [0u8; 1024];
+                let _ = stream.read(&mut request).await;
+                let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// The host name the proxy registers under (Go's `os.Hostname`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+}
+
+/// The keys under `prefix` and their values, read from the member.
+async fn keys(keel: &Keel, prefix: &str) -> Vec<(String, String)> {
+    let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut().unwrap() += 1;
+    let request = RangeRequest { key: prefix.as_bytes().to_vec(), range_end: end, ..Default::default() };
+    let kvs = kv.range(request).await.unwrap().into_inner().kvs;
+    kvs.into_iter().map(|kv| (String::from_utf8(kv.key).unwrap(), String::from_utf8(kv.value).unwrap())).collect()
+}
+
+async fn value(keel: &Keel, key: &str) -> Option<String> {
+    keys(keel, key).await.into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+async fn lease_of_maybe(keel: &Keel, key: &str) -> Option<i64> {
+    let mut kv = KvClient::connect(keel.endpoint()).await.unwrap();
+    let request = RangeRequest { key: key.as_bytes().to_vec(), ..Default::default() };
+    kv.range(request).await.unwrap().into_inner().kvs.first().map(|kv| kv.lease)
+}
+
+async fn lease_of(keel: &Keel, key: &str) -> i64 {
+    let lease = lease_of_maybe(keel, key).await.expect("the key");
+    assert_ne!(lease, 0, "{key} has no lease");
+    lease
+}
+
+async fn wait_present(keel: &Keel, key: &str, limit: Duration, what: &str) -> String {
+    wait_for(what, limit, || async { value(keel, key).await.is_some() }).await;
+    value(keel, key).await.unwrap()
+}
+
+async fn wait_absent(keel: &Keel, key: &str, limit: Duration, what: &str) {
+    wait_for(what, limit, || async { value(keel, key).await.is_none() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_live_under_the_prefix_while_their_checks_pass() {
+    require_etcd();
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let health_port = health_server(healthy.clone()).await;
+    let services = dir.path().join("services");
+    std::fs::create_dir(&services).unwrap();
+    std::fs::write(
+        services.join("web.json"),
+        format!(
+            r#"{{"name":"web","id":"web1","address":"10.0.0.5:8080","metadata":{{"version":"1.2"}},
+                "check":{{"http":"http://127.0.0.1:{health_port}/health","interval":"200ms","timeout":"1s"}}}}"#
+        ),
+    )
+    .unwrap();
+    let proxy =
+        ProxyProcess::start(&keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).ready().await;
+    let host = host_name();
+    let web = format!("/keel/services/web/{host}/web1");
+
+    // From the config folder, passing: the key appears with its value.
+    let stored = wait_present(&keel, &web, Duration::from_secs(10), "the web service's key").await;
+    assert_eq!(stored, r#"{"address":"10.0.0.5:8080","metadata":{"version":"1.2"}}"#);
+
+    // The check fails: the key goes; it passes again: the key is back.
+    healthy.store(false, Ordering::SeqCst);
+    wait_absent(&keel, &web, Duration::from_secs(5), "the failing service's key to go").await;
+    healthy.store(true, Ordering::SeqCst);
+    wait_present(&keel, &web, Duration::from_secs(5), "the recovered service's key").await;
+
+    // Deleted by hand: put back.
+    assert_eq!(etcdctl_ok(&keel.endpoint(), &["del", &web]).trim(), "1");
+    let deleted = Instant::now();
+    wait_present(&keel, &web, Duration::from_secs(5), "the deleted key to be put back").await;
+    eprintln!("put back {:?} after etcdctl del", deleted.elapsed());
+
+    // The proxy's lease revoked: a new lease, the key put again under it.
+    let old_lease = lease_of(&keel, &web).await;
+    let mut leases = LeaseClient::connect(keel.endpoint()).await.unwrap();
+    leases.lease_revoke(LeaseRevokeRequest { id: old_lease }).await.unwrap();
+    wait_for("the key under a new lease", Duration::from_secs(5), || async {
+        !matches!(lease_of_maybe(&keel, &web).await, None | Some(0))
+            && lease_of_maybe(&keel, &web).await != Some(old_lease)
+    })
+    .await;
+
+    // A TTL check: nothing until passed, then the key until the TTL runs
+    // out without another pass.
+    let job = format!("/keel/services/job/{host}/job1");
+    let (status, body) = proxy
+        .put(
+            "/v1/agent/service/register",
+            r#"{"name":"job","id":"job1","address":"127.0.0.1:9000","check":{"ttl":"2s"}}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(value(&keel, &job).await, None, "a ttl check never passed");
+    let (status, body) = proxy.put("/v1/agent/check/pass/service:job1", "").await;
+    assert_eq!(status, 200, "{body}");
+    let passed = Instant::now();
+    wait_present(&keel, &job, Duration::from_secs(3), "the passed ttl service's key").await;
+    wait_absent(&keel, &job, Duration::from_secs(6), "the ttl service's key to expire").await;
+    assert!(passed.elapsed() >= Duration::from_millis(1900), "expired after {:?}, ttl 2s", passed.elapsed());
+
+    // Malformed registrations: 400 with the reason, nothing registered.
+    let bad = [
+        (r#"{"id":"bad1","address":"x","check":{"ttl":"1s"}}"#, "missing service name"),
+        (r#"{"name":"bad","id":"bad2","check":{"ttl":"1s"}}"#, "missing service address"),
+        (r#"{"name":"bad","id":"bad3","address":"x","check":{"grpc":"h:1"}}"#, "unknown field `grpc`"),
+        (r#"{"name":"bad","id":"bad4","address":"x","check":{"http":"ftp://h/"}}"#, "only http://"),
+        (r#"{"name":"bad","id":"bad5","address":"x","check":{"ttl":"0s"}}"#, "ttl must be more than zero"),
+        ("{", "invalid JSON"),
+    ];
+    for (body, reason) in bad {
+        let (status, answer) = proxy.put("/v1/agent/service/register", body).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains(reason), "{body}: {answer:?} lacks {reason:?}");
+    }
+    let (status, listed) = http_get(proxy.port, "/v1/agent/services").await.unwrap();
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<&String> = listed.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["job1", "web1"], "{listed}");
+    assert_eq!(listed["web1"]["passing"], true);
+    assert_eq!(listed["job1"]["passing"], false);
+    let written: Vec<String> = keys(&keel, "/keel/services/").await.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(written, std::slice::from_ref(&web));
+
+    // Deregistered: the key goes; unknown ids are 404.
+    let (status, body) = proxy.put("/v1/agent/service/deregister/web1", "").await;
+    assert_eq!(status, 200, "{body}");
+    wait_absent(&keel, &web, Duration::from_secs(5), "the deregistered service's key to go").await;
+    assert_eq!(proxy.put("/v1/agent/service/deregister/web1", "").await.0, 404);
+    assert_eq!(proxy.put("/v1/agent/check/pass/nope", "").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_service_file_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.json"), r#"{"name":"a","address":"x","check":{"ttl":"1s"}}"#).unwrap();
+    std::fs::write(dir.path().join("broken.json"), r#"{"name":"b","check":{"ttl":"1s"}}"#).unwrap();
+    let mut proxy = common::keel_command();
+    proxy
+        .args(["grpc-proxy", "start", "--endpoints", "127.0.0.1:1", "--listen-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--service-config-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = proxy.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the proxy started with a bad service file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("broken.json") && stderr.contains("missing service address"), "{stderr}");
+}
