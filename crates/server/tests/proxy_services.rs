@@ -186,6 +186,24 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     wait_absent(&keel, &job, Duration::from_secs(6), "the ttl service's key to expire").await;
     assert!(passed.elapsed() >= Duration::from_millis(1900), "expired after {:?}, ttl 2s", passed.elapsed());
 
+    // TCP checks: a listening port passes, a closed one does not.
+    let closed = free_port();
+    for (id, port) in [("db1", health_port), ("db2", closed)] {
+        let body = format!(
+            r#"{{"name":"db","id":"{id}","address":"127.0.0.1:{port}","check":{{"tcp":"127.0.0.1:{port}","interval":"200ms"}}}}"#
+        );
+        let (status, answer) = proxy.put("/v1/agent/service/register", &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let db1 = format!("/keel/services/db/{host}/db1");
+    wait_present(&keel, &db1, Duration::from_secs(5), "the tcp service's key").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(value(&keel, &format!("/keel/services/db/{host}/db2")).await, None, "a closed port passed");
+    for id in ["db1", "db2"] {
+        assert_eq!(proxy.put(&format!("/v1/agent/service/deregister/{id}"), "").await.0, 200);
+    }
+    wait_absent(&keel, &db1, Duration::from_secs(5), "the deregistered tcp service's key to go").await;
+
     // Malformed registrations: 400 with the reason, nothing registered.
     let bad = [
         (r#"{"id":"bad1","address":"x","check":{"ttl":"1s"}}"#, "missing service name"),
