@@ -186,29 +186,42 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     wait_absent(&keel, &job, Duration::from_secs(6), "the ttl service's key to expire").await;
     assert!(passed.elapsed() >= Duration::from_millis(1900), "expired after {:?}, ttl 2s", passed.elapsed());
 
-    // TCP checks: a listening port passes, a closed one does not.
+    // TCP checks: a listening port passes, a closed one does not; gRPC
+    // health checks: the proxy's own grpc.health.v1 (SERVING) passes, a
+    // closed port does not.
     let closed = free_port();
-    for (id, port) in [("db1", health_port), ("db2", closed)] {
+    let checks = [
+        ("db1", format!(r#""tcp":"127.0.0.1:{health_port}""#)),
+        ("db2", format!(r#""tcp":"127.0.0.1:{closed}""#)),
+        ("rpc1", format!(r#""grpc":"127.0.0.1:{}""#, proxy.port)),
+        ("rpc2", format!(r#""grpc":"127.0.0.1:{closed}/some.Service""#)),
+    ];
+    for (id, check) in &checks {
+        let name = &id[..id.len() - 1];
         let body = format!(
-            r#"{{"name":"db","id":"{id}","address":"127.0.0.1:{port}","check":{{"tcp":"127.0.0.1:{port}","interval":"200ms"}}}}"#
+            r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
         );
         let (status, answer) = proxy.put("/v1/agent/service/register", &body).await;
         assert_eq!(status, 200, "{answer}");
     }
     let db1 = format!("/keel/services/db/{host}/db1");
+    let rpc1 = format!("/keel/services/rpc/{host}/rpc1");
     wait_present(&keel, &db1, Duration::from_secs(5), "the tcp service's key").await;
+    wait_present(&keel, &rpc1, Duration::from_secs(5), "the grpc service's key").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(value(&keel, &format!("/keel/services/db/{host}/db2")).await, None, "a closed port passed");
-    for id in ["db1", "db2"] {
+    assert_eq!(value(&keel, &format!("/keel/services/rpc/{host}/rpc2")).await, None, "a closed port passed");
+    for (id, _) in &checks {
         assert_eq!(proxy.put(&format!("/v1/agent/service/deregister/{id}"), "").await.0, 200);
     }
     wait_absent(&keel, &db1, Duration::from_secs(5), "the deregistered tcp service's key to go").await;
+    wait_absent(&keel, &rpc1, Duration::from_secs(5), "the deregistered grpc service's key to go").await;
 
     // Malformed registrations: 400 with the reason, nothing registered.
     let bad = [
         (r#"{"id":"bad1","address":"x","check":{"ttl":"1s"}}"#, "missing service name"),
         (r#"{"name":"bad","id":"bad2","check":{"ttl":"1s"}}"#, "missing service address"),
-        (r#"{"name":"bad","id":"bad3","address":"x","check":{"grpc":"h:1"}}"#, "unknown field `grpc`"),
+        (r#"{"name":"bad","id":"bad3","address":"x","check":{"script":"true"}}"#, "unknown field `script`"),
         (r#"{"name":"bad","id":"bad4","address":"x","check":{"http":"ftp://h/"}}"#, "only http://"),
         (r#"{"name":"bad","id":"bad5","address":"x","check":{"ttl":"0s"}}"#, "ttl must be more than zero"),
         ("{", "invalid JSON"),

@@ -45,6 +45,20 @@ pub(crate) async fn tcp(address: &str, timeout: Duration) -> bool {
     matches!(tokio::time::timeout(timeout, TcpStream::connect(address)).await, Ok(Ok(_)))
 }
 
+/// `grpc.health.v1.Health/Check` of `service` at `address` (plain
+/// text): passes on SERVING within `timeout`.
+pub(crate) async fn grpc(address: &str, service: &str, timeout: Duration) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else { return false };
+    let check = async {
+        let channel = endpoint.connect_timeout(timeout).connect().await.ok()?;
+        let request = HealthCheckRequest { service: service.to_owned() };
+        HealthClient::new(channel).check(request).await.ok().map(|answer| answer.into_inner().status)
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(status)) if status == ServingStatus::Serving as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! host register with the proxy (`api.rs`, `--service-config-dir`), and
 //! the proxy keeps the key `<prefix>/<name>/<host>/<id>` (value
 //! `{"address":…,"metadata":{…}}`) in the cluster while the service's
-//! check passes (`check.rs`, `spec.rs`).
+//! check passes (HTTP, TCP, gRPC health or TTL; `check.rs`, `spec.rs`).
 //!
 //! Invariants:
 //! - every key is put under ONE lease of the proxy's own, granted when the
@@ -194,6 +194,10 @@ impl Registry {
             },
             spec::Check::Tcp { address, interval, timeout } => loop {
                 self.set_passing(&id, check::tcp(&address, timeout).await);
+                tokio::time::sleep(interval).await;
+            },
+            spec::Check::Grpc { address, service, interval, timeout } => loop {
+                self.set_passing(&id, check::grpc(&address, &service, timeout).await);
                 tokio::time::sleep(interval).await;
             },
             spec::Check::Ttl { .. } => loop {

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A check is exactly one of `http` (a GET; 2xx passes), `tcp` (a connect
-//! to `host:port` passes) or `ttl` (passes while the service has called
+//! to `host:port` passes), `grpc` (`host:port` or `host:port/service`:
+//! `grpc.health.v1` answering SERVING passes) or `ttl` (passes while the
+//! service has called
 //! `PUT /v1/agent/check/pass/<id>` within the TTL). Durations are Go's
 //! (`500ms`, `5s`). `id` defaults to `name`.
 
@@ -43,6 +45,7 @@ struct RawService {
 struct RawCheck {
     http: Option<String>,
     tcp: Option<String>,
+    grpc: Option<String>,
     ttl: Option<String>,
     interval: Option<String>,
     timeout: Option<String>,
@@ -60,9 +63,26 @@ pub(crate) struct Service {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Check {
-    Http { url: HttpUrl, interval: Duration, timeout: Duration },
-    Tcp { address: String, interval: Duration, timeout: Duration },
-    Ttl { ttl: Duration },
+    Http {
+        url: HttpUrl,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Tcp {
+        address: String,
+        interval: Duration,
+        timeout: Duration,
+    },
+    /// `service`: the name asked of `grpc.health.v1`; empty: the server.
+    Grpc {
+        address: String,
+        service: String,
+        interval: Duration,
+        timeout: Duration,
+    },
+    Ttl {
+        ttl: Duration,
+    },
 }
 
 /// An `http://host:port/path` URL, split for a plain HTTP/1.1 GET.
@@ -100,7 +120,7 @@ impl Service {
             return Err(invalid("missing service address (\"address\")"));
         }
         let Some(check) = raw.check else {
-            return Err(invalid("missing check (\"check\": one of \"http\", \"tcp\", \"ttl\")"));
+            return Err(invalid("missing check (\"check\": one of \"http\", \"tcp\", \"grpc\", \"ttl\")"));
         };
         let duration = |field: &str, text: &Option<String>, default: Duration| match text {
             None => Ok(default),
@@ -110,15 +130,17 @@ impl Service {
                 Err(why) => Err(invalid(format!("check {field} {text:?}: {why}"))),
             },
         };
-        let check = match (check.http, check.tcp, check.ttl) {
-            (Some(url), None, None) => Check::Http {
+        let host_port = |address: &str| {
+            address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
+        let check = match (check.http, check.tcp, check.grpc, check.ttl) {
+            (Some(url), None, None, None) => Check::Http {
                 url: parse_http_url(&url)?,
                 interval: duration("interval", &check.interval, DEFAULT_INTERVAL)?,
                 timeout: duration("timeout", &check.timeout, DEFAULT_TIMEOUT)?,
             },
-            (None, Some(address), None) => {
-                if !address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-                {
+            (None, Some(address), None, None) => {
+                if !host_port(&address) {
                     return Err(invalid(format!("tcp check address {address:?} is not host:port")));
                 }
                 Check::Tcp {
@@ -127,13 +149,25 @@ impl Service {
                     timeout: duration("timeout", &check.timeout, DEFAULT_TIMEOUT)?,
                 }
             }
-            (None, None, Some(ttl)) => {
+            (None, None, Some(target), None) => {
+                let (address, service) = target.split_once('/').unwrap_or((&target, ""));
+                if !host_port(address) {
+                    return Err(invalid(format!("grpc check {target:?} is not host:port or host:port/service")));
+                }
+                Check::Grpc {
+                    address: address.to_owned(),
+                    service: service.to_owned(),
+                    interval: duration("interval", &check.interval, DEFAULT_INTERVAL)?,
+                    timeout: duration("timeout", &check.timeout, DEFAULT_TIMEOUT)?,
+                }
+            }
+            (None, None, None, Some(ttl)) => {
                 if check.interval.is_some() || check.timeout.is_some() {
                     return Err(invalid("a ttl check takes no interval or timeout"));
                 }
                 Check::Ttl { ttl: duration("ttl", &Some(ttl), Duration::ZERO)? }
             }
-            _ => return Err(invalid("check must have exactly one of \"http\", \"tcp\", \"ttl\"")),
+            _ => return Err(invalid("check must have exactly one of \"http\", \"tcp\", \"grpc\", \"ttl\"")),
         };
         Ok(Service { name, id, address: raw.address.trim().to_owned(), metadata: raw.metadata, check })
     }
@@ -147,6 +181,10 @@ impl Service {
             }
             Check::Tcp { address, interval, timeout } => {
                 serde_json::json!({ "tcp": address, "interval": ms(interval), "timeout": ms(timeout) })
+            }
+            Check::Grpc { address, service, interval, timeout } => {
+                let target = if service.is_empty() { address.clone() } else { format!("{address}/{service}") };
+                serde_json::json!({ "grpc": target, "interval": ms(interval), "timeout": ms(timeout) })
             }
             Check::Ttl { ttl } => serde_json::json!({ "ttl": ms(ttl) }),
         };
@@ -225,6 +263,17 @@ mod tests {
             db.check,
             Check::Tcp { address: "h:5432".into(), interval: DEFAULT_INTERVAL, timeout: DEFAULT_TIMEOUT }
         );
+        let api = Service::parse(br#"{"name":"api","address":"x","check":{"grpc":"h:50051/api.v1.Api"}}"#).unwrap();
+        assert_eq!(
+            api.check,
+            Check::Grpc {
+                address: "h:50051".into(),
+                service: "api.v1.Api".into(),
+                interval: DEFAULT_INTERVAL,
+                timeout: DEFAULT_TIMEOUT
+            }
+        );
+        assert_eq!(api.to_json()["check"]["grpc"], "h:50051/api.v1.Api");
         let job = Service::parse(br#"{"name":"job","address":"x","check":{"ttl":"30s"}}"#).unwrap();
         assert_eq!(job.check, Check::Ttl { ttl: Duration::from_secs(30) });
         let bare = Service::parse(br#"{"name":"a","address":"x","check":{"http":"http://h"}}"#).unwrap();
@@ -238,7 +287,8 @@ mod tests {
             (r#"{"address":"x","check":{"ttl":"1s"}}"#, "missing service name"),
             (r#"{"name":"a","check":{"ttl":"1s"}}"#, "missing service address"),
             (r#"{"name":"a","address":"x"}"#, "missing check"),
-            (r#"{"name":"a","address":"x","check":{"grpc":"h:1"}}"#, "unknown field `grpc`"),
+            (r#"{"name":"a","address":"x","check":{"script":"true"}}"#, "unknown field `script`"),
+            (r#"{"name":"a","address":"x","check":{"grpc":"h/svc"}}"#, "not host:port or host:port/service"),
             (r#"{"name":"a","address":"x","check":{}}"#, "exactly one of"),
             (r#"{"name":"a","address":"x","check":{"ttl":"1s","tcp":"h:1"}}"#, "exactly one of"),
             (r#"{"name":"a","address":"x","check":{"http":"https://h/"}}"#, "only http://"),
