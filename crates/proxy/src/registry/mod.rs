@@ -58,6 +58,7 @@ pub(crate) use spec::{load_dir, Service};
 const LEASE_TTL: i64 = 10;
 const KEEPALIVE_EVERY: Duration = Duration::from_millis(LEASE_TTL as u64 * 1000 / 3);
 const RETRY: Duration = Duration::from_secs(1);
+const IDLE: Duration = Duration::from_secs(3600);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a TTL check looks at its deadline.
 const TTL_TICK: Duration = Duration::from_millis(100);
@@ -235,14 +236,12 @@ impl Registry {
     pub(crate) async fn run(self: Arc<Self>, shared: Arc<Shared>) {
         let mut next_keepalive = Instant::now() + KEEPALIVE_EVERY;
         loop {
-            let mut wait = match self.reconcile(&shared).await {
-                Ok(()) => next_keepalive.saturating_duration_since(Instant::now()),
-                Err(status) => {
-                    tracing::warn!(%status, "service registration failed; retrying");
-                    RETRY
-                }
-            };
+            let before = self.lease.load(Ordering::Acquire);
+            let reconciled = self.reconcile(&shared).await;
             let lease = self.lease.load(Ordering::Acquire);
+            if lease != 0 && lease != before {
+                next_keepalive = Instant::now() + KEEPALIVE_EVERY;
+            }
             if lease != 0 && Instant::now() >= next_keepalive {
                 match keep_alive(&shared, lease).await {
                     Ok(ttl) if ttl <= 0 => {
@@ -256,7 +255,13 @@ impl Registry {
                         next_keepalive = Instant::now() + RETRY;
                     }
                 }
-                wait = wait.min(next_keepalive.saturating_duration_since(Instant::now()));
+            }
+            // Without a lease there is nothing to keep alive: only a change
+            // wakes the loop.
+            let mut wait = if lease == 0 { IDLE } else { next_keepalive.saturating_duration_since(Instant::now()) };
+            if let Err(status) = reconciled {
+                tracing::warn!(%status, "service registration failed; retrying");
+                wait = wait.min(RETRY);
             }
             tokio::select! {
                 () = self.changed.notified() => {}
