@@ -138,6 +138,9 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     .unwrap();
     let proxy =
         ProxyProcess::start(&keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).ready().await;
+    // A proxy nobody registers with: it must stay idle (checked at the end).
+    let idle = ProxyProcess::start(&keel.endpoint(), &[]).ready().await;
+    let idle_since = Instant::now();
     let host = host_name();
     let web = format!("/keel/services/web/{host}/web1");
 
@@ -247,6 +250,15 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     wait_absent(&keel, &web, Duration::from_secs(5), "the deregistered service's key to go").await;
     assert_eq!(proxy.put("/v1/agent/service/deregister/web1", "").await.0, 404);
     assert_eq!(proxy.put("/v1/agent/check/pass/nope", "").await.0, 404);
+
+    // The idle proxy's registry loop sleeps: it used no measurable CPU
+    // here in six seconds, where a loop woken every millisecond from its
+    // third second used 16 ticks (USER_HZ is 100 on Linux).
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(idle_since.elapsed())).await;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", idle.child.id())).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    assert!(ticks < 8, "an idle proxy used {ticks} ticks of CPU in 6 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
