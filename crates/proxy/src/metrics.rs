@@ -17,6 +17,9 @@ pub(crate) struct Metrics {
     pub(crate) refused: IntCounterVec,
     pub(crate) endpoint_syncs: IntCounter,
     pub(crate) registrations: IntCounter,
+    pub(crate) services: IntGauge,
+    pub(crate) services_passing: IntGauge,
+    pub(crate) service_puts: IntCounter,
 }
 
 impl Metrics {
@@ -69,6 +72,15 @@ impl Metrics {
             registrations: counter(
                 "keel_grpc_proxy_registrations_total",
                 "Times the proxy registered itself under --resolver-prefix (a new lease each)",
+            )?,
+            services: gauge("keel_grpc_proxy_services", "Local services registered with the proxy")?,
+            services_passing: gauge(
+                "keel_grpc_proxy_services_passing",
+                "Local services registered with the proxy whose check passes",
+            )?,
+            service_puts: counter(
+                "keel_grpc_proxy_service_puts_total",
+                "Puts of registered services' keys (again after a delete or a lost lease)",
             )?,
             registry,
         })

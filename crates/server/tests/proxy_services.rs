@@ -118,6 +118,13 @@ async fn wait_absent(keel: &Keel, key: &str, limit: Duration, what: &str) {
     wait_for(what, limit, || async { value(keel, key).await.is_none() }).await;
 }
 
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_live_under_the_prefix_while_their_checks_pass() {
     require_etcd();
@@ -243,6 +250,13 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     assert_eq!(listed["job1"]["passing"], false);
     let written: Vec<String> = keys(&keel, "/keel/services/").await.into_iter().map(|(k, _)| k).collect();
     assert_eq!(written, std::slice::from_ref(&web));
+
+    // Counted: two services (web passing), and web's key put at least
+    // five times (registered, recovered, deleted, lease revoked).
+    let (_, metrics) = http_get(proxy.port, "/metrics").await.unwrap();
+    assert_eq!(metric(&metrics, "keel_grpc_proxy_services"), 2.0);
+    assert_eq!(metric(&metrics, "keel_grpc_proxy_services_passing"), 1.0);
+    assert!(metric(&metrics, "keel_grpc_proxy_service_puts_total") >= 5.0, "{metrics}");
 
     // Deregistered: the key goes; unknown ids are 404.
     let (status, body) = proxy.put("/v1/agent/service/deregister/web1", "").await;

@@ -284,6 +284,8 @@ impl Registry {
             let puts: Vec<(Vec<u8>, String)> = puts.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let deletes: Vec<Vec<u8>> =
                 state.written.keys().filter(|key| !wanted.contains_key(*key)).cloned().collect();
+            shared.metrics.services.set(state.services.len() as i64);
+            shared.metrics.services_passing.set(wanted.len() as i64);
             (puts, deletes)
         };
         if !puts.is_empty() && self.lease.load(Ordering::Acquire) == 0 {
@@ -301,6 +303,7 @@ impl Registry {
             match timed(put).await {
                 Ok(_) => {
                     tracing::info!(key = %String::from_utf8_lossy(&key), "service key put");
+                    shared.metrics.service_puts.inc();
                     self.state.lock().written.insert(key, value);
                 }
                 Err(status) if status.message().contains("lease not found") => {
