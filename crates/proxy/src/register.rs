@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{
-    kv_client::KvClient, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, Member, PutRequest, RangeRequest,
+    kv_client::KvClient, LeaseGrantRequest, LeaseKeepAliveRequest, Member, PutRequest, RangeRequest,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -127,16 +127,7 @@ impl Registration {
 
     /// Revokes the lease (best effort, bounded), removing the registration.
     pub(crate) async fn revoke(&self, shared: &Shared) {
-        let lease = self.lease.swap(0, Ordering::AcqRel);
-        if lease == 0 {
-            return;
-        }
-        let revoke = shared.upstream.unary(
-            Request::new(LeaseRevokeRequest { id: lease }),
-            true,
-            |channel, request| async move { LeaseClient::new(channel).lease_revoke(request).await },
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), revoke).await;
+        shared.upstream.revoke_lease(&self.lease).await;
     }
 }
 

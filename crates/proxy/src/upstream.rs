@@ -8,13 +8,14 @@
 //! by the next call that picks it, with no reconnect loop of our own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use keel_proto::etcdserverpb::{Member, MemberListRequest, StatusRequest};
+use keel_proto::etcdserverpb::{LeaseRevokeRequest, Member, MemberListRequest, StatusRequest};
 use keel_tls::{ClientTls, ClientTlsOptions, Connector, ProtocolOptions};
 use parking_lot::RwLock;
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
@@ -252,6 +253,19 @@ impl Upstream {
             // channel of its own, dropped after the call.
             None => self.dial(&url).map_err(|err| Status::unavailable(err.to_string())),
         }
+    }
+
+    /// Revokes the proxy's own lease held in `lease` (best effort, bounded
+    /// to a second) and clears it: what it kept alive leaves with the proxy.
+    pub(crate) async fn revoke_lease(&self, lease: &AtomicI64) {
+        let lease = lease.swap(0, Ordering::AcqRel);
+        if lease == 0 {
+            return;
+        }
+        let revoke = self.unary(Request::new(LeaseRevokeRequest { id: lease }), true, |channel, request| async move {
+            LeaseClient::new(channel).lease_revoke(request).await
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(1), revoke).await;
     }
 
     /// Runs one unary call with the client's metadata (its auth token

@@ -35,8 +35,7 @@ use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::{
-    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, WatchCreateRequest,
-    WatchRequest,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, WatchCreateRequest, WatchRequest,
 };
 use keel_proto::mvccpb::event::EventType;
 use parking_lot::Mutex;
@@ -388,16 +387,7 @@ impl Registry {
     /// Revokes the lease (best effort, bounded): the services leave with
     /// the proxy.
     pub(crate) async fn revoke(&self, shared: &Shared) {
-        let lease = self.lease.swap(0, Ordering::AcqRel);
-        if lease == 0 {
-            return;
-        }
-        let revoke = shared.upstream.unary(
-            Request::new(LeaseRevokeRequest { id: lease }),
-            true,
-            |channel, request| async move { LeaseClient::new(channel).lease_revoke(request).await },
-        );
-        let _ = tokio::time::timeout(Duration::from_secs(1), revoke).await;
+        shared.upstream.revoke_lease(&self.lease).await;
     }
 
     /// Stops every check.
