@@ -44,23 +44,6 @@ async fn contents(cluster: &Cluster, i: usize) -> BTreeMap<Vec<u8>, (Vec<u8>, i6
     response.kvs.into_iter().map(|kv| (kv.key, (kv.value, kv.mod_revision))).collect()
 }
 
-/// The linearizable member list of member `i`, once every member has
-/// published its client URLs.
-async fn member_list(cluster: &Cluster, i: usize) -> Vec<keel_proto::etcdserverpb::Member> {
-    use keel_proto::etcdserverpb::cluster_client::ClusterClient;
-    use keel_proto::etcdserverpb::MemberListRequest;
-    let mut client = ClusterClient::connect(cluster.member(i).endpoint()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let members = client.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner().members;
-        if members.iter().all(|m| !m.client_ur_ls.is_empty()) {
-            return members;
-        }
-        assert!(Instant::now() < deadline, "members never published their client URLs: {members:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_agree_and_survive_the_leader_being_killed() {
     let mut cluster = Cluster::start(3).await;
@@ -73,7 +56,7 @@ async fn three_members_agree_and_survive_the_leader_being_killed() {
     }
     // Every member lists the same members, each with the name and client URL
     // it published once started.
-    let lists: Vec<_> = futures::future::join_all((0..3).map(|i| member_list(&cluster, i))).await;
+    let lists: Vec<_> = futures::future::join_all((0..3).map(|i| cluster.member_list_once_published(i))).await;
     assert_eq!(lists[0].len(), 3);
     assert!(lists.iter().all(|list| *list == lists[0]), "member lists differ: {lists:?}");
     for (i, m) in lists[0].iter().enumerate() {
@@ -442,7 +425,8 @@ async fn a_learner_joins_is_promoted_and_the_leader_leaves_under_load() {
 
     // Remove the leader itself, through another member.
     let leader = leader_of(&cluster).await;
-    let leader_id = member_list(&cluster, leader)
+    let leader_id = cluster
+        .member_list_once_published(leader)
         .await
         .iter()
         .find(|m| m.client_ur_ls.first() == Some(&cluster.member(leader).endpoint()))
@@ -491,7 +475,8 @@ async fn a_learner_joins_is_promoted_and_the_leader_leaves_under_load() {
         assert!(Instant::now() < deadline, "remaining members did not converge");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let lists: Vec<_> = futures::future::join_all(remaining.iter().map(|&i| member_list(&cluster, i))).await;
+    let lists: Vec<_> =
+        futures::future::join_all(remaining.iter().map(|&i| cluster.member_list_once_published(i))).await;
     assert!(lists.iter().all(|l| *l == lists[0]), "member lists differ: {lists:?}");
     assert_eq!(lists[0].len(), 3);
     assert!(lists[0].iter().all(|m| !m.is_learner && m.id != leader_id));
@@ -725,7 +710,7 @@ async fn membership_changes_that_would_lose_quorum_are_refused() {
 
     let mut cluster = Cluster::start(3).await;
     let leader = leader_of(&cluster).await;
-    let members = member_list(&cluster, leader).await;
+    let members = cluster.member_list_once_published(leader).await;
     let id_of = |i: usize| {
         let endpoint = cluster.member(i).endpoint();
         members.iter().find(|m| m.client_ur_ls.first() == Some(&endpoint)).unwrap().id

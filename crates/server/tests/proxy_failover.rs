@@ -112,7 +112,10 @@ async fn maintenance_calls_go_to_the_leader_or_the_member_named() {
     cluster.wait_for_quorum(0).await;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
     let proxy = Process::proxy(&endpoints.join(","), &["--auto-sync-interval", "0"]).ready().await;
-    let ids = member_ids(&endpoints[0]).await;
+    // Every member published: the leader's client URL is what the proxy
+    // routes a Maintenance call to.
+    let ids: Vec<(String, u64)> =
+        cluster.member_list_once_published(0).await.into_iter().map(|m| (m.name, m.id)).collect();
     let id_of = |name: &str| ids.iter().find(|(n, _)| n == name).unwrap().1;
 
     let leader = status(&proxy.endpoint(), None).await.unwrap();

@@ -222,6 +222,25 @@ impl Cluster {
         self.member(i).wait_for_quorum().await;
     }
 
+    /// The linearizable member list of member `i`, once every member has
+    /// published its client URLs: until then a member is listed without
+    /// them (as in etcd), and whoever routes by the list cannot reach it.
+    pub async fn member_list_once_published(&self, i: usize) -> Vec<keel_proto::etcdserverpb::Member> {
+        use keel_proto::etcdserverpb::cluster_client::ClusterClient;
+        use keel_proto::etcdserverpb::MemberListRequest;
+        let mut client = ClusterClient::connect(self.member(i).endpoint()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let members =
+                client.member_list(MemberListRequest { linearizable: true }).await.unwrap().into_inner().members;
+            if members.iter().all(|m| !m.client_ur_ls.is_empty()) {
+                return members;
+            }
+            assert!(Instant::now() < deadline, "members never published their client URLs: {members:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut keel) = self.members[i].take() {
             keel.kill9();
