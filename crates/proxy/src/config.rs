@@ -82,6 +82,11 @@ pub struct ProxyConfig {
     /// `--service-config-dir` (Keel's): one JSON registration per file,
     /// loaded at start.
     pub service_config_dir: Option<PathBuf>,
+    /// `--cache-prefix` (Keel's): Range answers under these prefixes (the
+    /// client's key space) are cached; none: no cache.
+    pub cache_prefixes: Vec<Vec<u8>>,
+    /// `--cache-max-bytes` (Keel's): what the cached answers may take.
+    pub cache_max_bytes: usize,
 }
 
 impl Default for ProxyConfig {
@@ -106,12 +111,15 @@ impl Default for ProxyConfig {
             auto_sync_interval: DEFAULT_AUTO_SYNC,
             service_prefix: DEFAULT_SERVICE_PREFIX.to_owned(),
             service_config_dir: None,
+            cache_prefixes: Vec::new(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
         }
     }
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:23790";
 const DEFAULT_SERVICE_PREFIX: &str = "/keel/services";
+const DEFAULT_CACHE_MAX_BYTES: usize = 64 << 20;
 /// As etcdctl's and clientv3's usual `AutoSyncInterval`.
 pub(crate) const DEFAULT_AUTO_SYNC: Duration = Duration::from_secs(30);
 
@@ -171,6 +179,8 @@ const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
     ("auto-sync-interval", Kind::Value, Ok(())),
     ("service-prefix", Kind::Value, Ok(())),
     ("service-config-dir", Kind::Value, Ok(())),
+    ("cache-prefix", Kind::Value, Ok(())),
+    ("cache-max-bytes", Kind::Value, Ok(())),
     ("enable-pprof", Kind::Bool, Err("Go's runtime profiler has no equivalent in a Rust process")),
     ("discovery-srv", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
     ("discovery-srv-name", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
@@ -272,6 +282,10 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "service-config-dir" => {
                 config.service_config_dir = Some(value.into()).filter(|dir: &PathBuf| !dir.as_os_str().is_empty())
             }
+            // An empty value caches every key (from-key ranges included).
+            "cache-prefix" if value.is_empty() => config.cache_prefixes.push(Vec::new()),
+            "cache-prefix" => config.cache_prefixes.extend(parse_prefixes(&value)),
+            "cache-max-bytes" => config.cache_max_bytes = parse_size(&value, name)?,
             _ => unreachable!("every accepted flag is handled"),
         }
     }
@@ -374,6 +388,8 @@ Flags:
 Keel's own:
       --allow-prefix strings            serve only keys under these prefixes (repeatable, comma separated)
       --auto-sync-interval duration     replace --endpoints with the member list's client URLs this often, 0: never (default 30s)
+      --cache-max-bytes int             bytes the range cache may hold (default 67108864)
+      --cache-prefix strings            cache Range answers under these prefixes, kept current by a watch (repeatable, comma separated; \"\" every key)
       --read-only                       refuse every write
       --service-config-dir string       register the local services described in this folder's *.json files at start
       --service-prefix string           where registered local services' keys live (default \"/keel/services\")
@@ -463,6 +479,12 @@ mod tests {
             ("/svc", Some("/etc/keel/services".into()))
         );
         assert!(matches!(parse(&args("--service-prefix /")), Err(ConfigError::Invalid(_))));
+        let config = start("--cache-prefix /a/,/b/ --cache-prefix=/c/ --cache-max-bytes 1024");
+        assert_eq!(config.cache_prefixes, [b"/a/".to_vec(), b"/b/".to_vec(), b"/c/".to_vec()]);
+        assert_eq!(config.cache_max_bytes, 1024);
+        assert_eq!(start("--cache-prefix=").cache_prefixes, [Vec::<u8>::new()]);
+        assert!(start("").cache_prefixes.is_empty(), "no cache unless asked");
+        assert!(matches!(parse(&args("--cache-max-bytes 0")), Err(ConfigError::Syntax(_))));
         assert!(matches!(parse(&args("--cert-file c")), Err(ConfigError::Invalid(_))));
         // Turning an unsupported boolean off asks for nothing.
         start("--enable-pprof=false");

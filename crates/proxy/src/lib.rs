@@ -12,6 +12,9 @@
 //! - all clients' lease keep-alives share one upstream stream, each sent
 //!   when its client sent it, so TTLs stay exact (`lease.rs`);
 //! - `--namespace` (`namespace.rs`);
+//! - with `--cache-prefix`, Range answers on those prefixes cached per
+//!   caller and kept current by an upstream watch, so a write made
+//!   anywhere in the cluster invalidates them (`cache.rs`);
 //! - local service registration: services on the host register over HTTP
 //!   or in `--service-config-dir`, and their keys live while their checks
 //!   pass (`registry/`);
@@ -23,6 +26,7 @@
 //! An unreachable member is left for the next (`upstream.rs`); with none
 //! left, clients get Unavailable at once, and the next call dials again.
 
+mod cache;
 pub mod config;
 mod error;
 pub mod gateway;
@@ -76,6 +80,8 @@ pub(crate) struct Shared {
     resolver_prefix: Option<String>,
     /// Local service registration (`registry/`).
     registry: Arc<registry::Registry>,
+    /// The range cache; `None` without `--cache-prefix`.
+    cache: Option<cache::Cache>,
 }
 
 impl Shared {
@@ -179,9 +185,12 @@ impl Proxy {
             registry.register(service);
         }
         let series = metrics::Metrics::new()?;
+        let namespace = Namespace::new(config.namespace.clone());
+        let cache = (!config.cache_prefixes.is_empty())
+            .then(|| cache::Cache::new(&config.cache_prefixes, &namespace, config.cache_max_bytes, &series));
         let shared = Arc::new_cyclic(|weak| Shared {
             upstream,
-            namespace: Namespace::new(config.namespace.clone()),
+            namespace,
             metrics: series,
             watch_groups: Groups::default(),
             keepalives: KeepAlives::start(weak.clone()),
@@ -191,6 +200,7 @@ impl Proxy {
             policy: config.policy.clone(),
             resolver_prefix: config.resolver_prefix.clone(),
             registry,
+            cache,
         });
         Ok(Proxy { shared, config, listener, local_addr, metrics })
     }
@@ -279,11 +289,18 @@ impl Proxy {
         }
         background.spawn(shared.registry.clone().run(shared.clone()));
         background.spawn(shared.registry.clone().watch_deletes(shared.clone()));
+        if shared.cache.is_some() {
+            background.spawn(sweep_cache(shared.clone()));
+        }
         let result = tokio::select! {
             () = shutdown => Ok(()),
             Some(ended) = servers.join_next() => ended.unwrap_or(Ok(())),
         };
         background.abort_all();
+        if let Some(cache) = &shared.cache {
+            // Its views' watches hold `shared`: stopped explicitly.
+            cache.clear();
+        }
         shared.registry.stop();
         tokio::join!(registration.revoke(&shared), shared.registry.revoke(&shared));
         let _ = stop_tx.send(true);
@@ -313,6 +330,16 @@ async fn sync_endpoints(shared: Arc<Shared>, every: std::time::Duration) {
         tokio::select! {
             () = tokio::time::sleep(every.saturating_sub(AT_MOST_EVERY)) => {}
             () = shared.upstream.failures.notified() => {}
+        }
+    }
+}
+
+/// Closes the cache's idle views (and their watches) now and then.
+async fn sweep_cache(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        if let Some(cache) = &shared.cache {
+            cache.sweep();
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The proxy's series: etcd's `etcd_grpc_proxy_*` names, so dashboards
 //! built for etcd's proxy work, and Keel's own beside them. The cache
-//! series are registered (at zero) because etcd's dashboards query them;
-//! this proxy has no range cache yet.
+//! series are gauges, as etcd registers them, and stay at zero without
+//! `--cache-prefix`.
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -20,6 +20,14 @@ pub(crate) struct Metrics {
     pub(crate) services: IntGauge,
     pub(crate) services_passing: IntGauge,
     pub(crate) service_puts: IntCounter,
+    /// Ranges answered from the cache (`cache.rs`).
+    pub(crate) cache_hits: IntGauge,
+    /// Ranges on a cached prefix forwarded upstream.
+    pub(crate) cache_misses: IntGauge,
+    /// Answers held.
+    pub(crate) cache_keys: IntGauge,
+    /// Bytes they are counted as (bounded by `--cache-max-bytes`).
+    pub(crate) cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -35,10 +43,11 @@ impl Metrics {
             registry.register(Box::new(counter.clone()))?;
             Ok(counter)
         };
-        gauge("etcd_grpc_proxy_cache_hits_total", "Total number of cache hits")?;
-        gauge("etcd_grpc_proxy_cache_keys_total", "Total number of keys/ranges cached")?;
-        gauge("etcd_grpc_proxy_cache_misses_total", "Total number of cache misses")?;
         Ok(Metrics {
+            cache_hits: gauge("etcd_grpc_proxy_cache_hits_total", "Total number of cache hits")?,
+            cache_keys: gauge("etcd_grpc_proxy_cache_keys_total", "Total number of keys/ranges cached")?,
+            cache_misses: gauge("etcd_grpc_proxy_cache_misses_total", "Total number of cache misses")?,
+            cache_bytes: gauge("keel_grpc_proxy_cache_bytes", "Bytes the range cache's answers are counted as")?,
             watchers_coalescing: gauge(
                 "etcd_grpc_proxy_watchers_coalescing_total",
                 "Total number of current watchers coalescing",

@@ -58,12 +58,21 @@ macro_rules! pass {
         {
             Box::pin(async move {
                 self.0.check(self.0.policy.effect($effect))?;
-                self.0
+                let answer = self
+                    .0
                     .upstream
                     .unary(request, $idempotent, |channel, request| async move {
                         $client::new(channel).max_decoding_message_size(UNLIMITED).$method(request).await
                     })
-                    .await
+                    .await;
+                // Auth and membership changes: the cache's identities are
+                // proven again from scratch.
+                if matches!($effect, Effect::ClusterWide { changes: true }) {
+                    if let Some(cache) = &self.0.cache {
+                        cache.clear();
+                    }
+                }
+                answer
             })
         }
     };
@@ -211,6 +220,87 @@ fn relay<T: Send + 'static>(stream: Streaming<T>, map: impl Fn(&mut T) + Send + 
 impl Kv for Forward {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         self.0.check(self.0.policy.read(&request.get_ref().key, &request.get_ref().range_end))?;
+        crate::cache::range(self, request).await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.0.check(self.0.policy.write(&request.get_ref().key, &[]))?;
+        let key = self.0.cache.as_ref().map(|_| request.get_ref().key.clone());
+        let response = self
+            .mapped(
+                request,
+                false,
+                |ns, r| ns.put(r),
+                |ns, r| ns.put_response(r),
+                |channel, request| async move {
+                    KvClient::new(channel).max_decoding_message_size(UNLIMITED).put(request).await
+                },
+            )
+            .await?;
+        if let (Some(cache), Some(key)) = (&self.0.cache, key) {
+            cache.written(&self.0.namespace, &key, &[], revision(&response.get_ref().header));
+        }
+        Ok(response)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        self.0.check(self.0.policy.write(&request.get_ref().key, &request.get_ref().range_end))?;
+        let range = self.0.cache.as_ref().map(|_| (request.get_ref().key.clone(), request.get_ref().range_end.clone()));
+        let response = self
+            .mapped(
+                request,
+                false,
+                |ns, r| ns.delete(r),
+                |ns, r| ns.delete_response(r),
+                |channel, request| async move {
+                    KvClient::new(channel).max_decoding_message_size(UNLIMITED).delete_range(request).await
+                },
+            )
+            .await?;
+        if let (Some(cache), Some((key, end))) = (&self.0.cache, range) {
+            cache.written(&self.0.namespace, &key, &end, revision(&response.get_ref().header));
+        }
+        Ok(response)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.0.check(self.0.policy.txn(request.get_ref()))?;
+        // Read-only txns are forwarded uncached; writes hold back hits on
+        // the prefixes they touch until the cache's watch has them.
+        let txn = self.0.cache.as_ref().map(|_| request.get_ref().clone());
+        let response = self
+            .mapped(
+                request,
+                false,
+                |ns, r| ns.txn(r),
+                |ns, r| ns.txn_response(r),
+                |channel, request| async move {
+                    KvClient::new(channel).max_decoding_message_size(UNLIMITED).txn(request).await
+                },
+            )
+            .await?;
+        if let (Some(cache), Some(txn)) = (&self.0.cache, txn) {
+            cache.written_txn(&self.0.namespace, &txn, revision(&response.get_ref().header));
+        }
+        Ok(response)
+    }
+
+    pass!(compact, KvClient, CompactionRequest, CompactionResponse, false, Effect::ClusterWide { changes: true });
+}
+
+fn revision(header: &Option<ResponseHeader>) -> i64 {
+    header.as_ref().map_or(0, |h| h.revision)
+}
+
+impl Forward {
+    /// A Range sent upstream (the cache's misses and checks too).
+    pub(crate) async fn forward_range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         self.mapped(
             request,
             true,
@@ -222,41 +312,6 @@ impl Kv for Forward {
         )
         .await
     }
-
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.0.check(self.0.policy.write(&request.get_ref().key, &[]))?;
-        self.mapped(request, false, |ns, r| ns.put(r), |ns, r| ns.put_response(r), |channel, request| async move {
-            KvClient::new(channel).max_decoding_message_size(UNLIMITED).put(request).await
-        })
-        .await
-    }
-
-    async fn delete_range(
-        &self,
-        request: Request<DeleteRangeRequest>,
-    ) -> Result<Response<DeleteRangeResponse>, Status> {
-        self.0.check(self.0.policy.write(&request.get_ref().key, &request.get_ref().range_end))?;
-        self.mapped(
-            request,
-            false,
-            |ns, r| ns.delete(r),
-            |ns, r| ns.delete_response(r),
-            |channel, request| async move {
-                KvClient::new(channel).max_decoding_message_size(UNLIMITED).delete_range(request).await
-            },
-        )
-        .await
-    }
-
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        self.0.check(self.0.policy.txn(request.get_ref()))?;
-        self.mapped(request, false, |ns, r| ns.txn(r), |ns, r| ns.txn_response(r), |channel, request| async move {
-            KvClient::new(channel).max_decoding_message_size(UNLIMITED).txn(request).await
-        })
-        .await
-    }
-
-    pass!(compact, KvClient, CompactionRequest, CompactionResponse, false, Effect::ClusterWide { changes: true });
 }
 
 /// The Lease service's unary calls; `lease.rs` adds LeaseKeepAlive.
@@ -283,14 +338,18 @@ impl Forward {
         // Revoking twice is harmless (the second finds no lease), but a
         // client must not be told "not found" for its own first revoke.
         self.0.check(self.0.policy.effect(Effect::Write))?;
-        self.0
-            .upstream
-            .unary(
-                request,
-                false,
-                |channel, request| async move { LeaseClient::new(channel).lease_revoke(request).await },
-            )
-            .await
+        let response =
+            self.0
+                .upstream
+                .unary(request, false, |channel, request| async move {
+                    LeaseClient::new(channel).lease_revoke(request).await
+                })
+                .await?;
+        // The lease's keys went with it, wherever they were.
+        if let Some(cache) = &self.0.cache {
+            cache.written_anywhere(revision(&response.get_ref().header));
+        }
+        Ok(response)
     }
 
     pub(crate) async fn time_to_live(

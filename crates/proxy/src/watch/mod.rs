@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use group::Groups;
 use group::{DirectSink, Group, Queue};
-use upstream::{Note, Spec};
+pub(crate) use upstream::{run, Note, Sink, Spec};
 
 use crate::Shared;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
-use keel_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest};
+use keel_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchProgressRequest, WatchRequest};
 use keel_proto::mvccpb::Event;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -76,6 +76,16 @@ impl Note {
 /// Where notes go; `false` from `deliver`: nobody listens, stop.
 pub(crate) trait Sink: Send {
     fn deliver(&mut self, note: Note) -> impl std::future::Future<Output = bool> + Send;
+
+    /// The stream broke; the watch resumes from the first revision not
+    /// delivered, and nothing is delivered until it has.
+    fn interrupted(&mut self) {}
+
+    /// A notification the watch answers with a progress request upstream
+    /// (the cache waits for a revision this way).
+    fn progress_requests(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -119,6 +129,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: Arc<Spec>, start: i64, quiet_
             Err(status) if endpoint_failed(&status) => {
                 tracing::debug!(endpoint = %picked.url, %status, "watch could not open");
                 shared.upstream.failed(&picked);
+                sink.interrupted();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -136,8 +147,21 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: Arc<Spec>, start: i64, quiet_
             }
         };
         let mut pieces: Vec<Event> = Vec::new();
+        let progress = sink.progress_requests();
         loop {
-            let response = match stream.message().await {
+            let message = match &progress {
+                Some(wanted) => tokio::select! {
+                    message = stream.message() => message,
+                    () = wanted.notified() => {
+                        let request = RequestUnion::ProgressRequest(WatchProgressRequest {});
+                        // A full queue already holds a request that will do.
+                        let _ = requests.try_send(WatchRequest { request_union: Some(request) });
+                        continue;
+                    }
+                },
+                None => stream.message().await,
+            };
+            let response = match message {
                 Ok(Some(response)) => response,
                 Ok(None) => break,
                 Err(status) if endpoint_failed(&status) => break,
@@ -201,6 +225,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: Arc<Spec>, start: i64, quiet_
             }
         }
         drop(requests);
+        sink.interrupted();
         tracing::info!(endpoint = %picked.url, resume = next, "upstream watch ended; resuming");
         shared.upstream.failed(&picked);
         shared.metrics.watch_resumes.inc();
