@@ -251,7 +251,6 @@ impl Events {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
 struct Bitset(Box<[u64]>);
 
 impl Bitset {
@@ -266,6 +265,25 @@ impl Bitset {
     fn clear(&mut self, bit: usize) {
         self.0[bit / 64] &= !(1 << (bit % 64));
     }
+
+    /// The set as the memo stores it: the words from the first that is not
+    /// full to the last that is not empty. Operations are numbered in call
+    /// order and mostly linearized in it, so that is a word or two where
+    /// the whole set would take one bit per operation of the part: a
+    /// 30-minute run's part holds about 100,000, and the memo one entry per
+    /// step. Canonical: equal sets give equal keys.
+    fn memo_key(&self) -> MemoKey {
+        let full = self.0.iter().position(|&w| w != u64::MAX).unwrap_or(self.0.len());
+        let end = self.0.iter().rposition(|&w| w != 0).map_or(full, |last| (last + 1).max(full));
+        MemoKey { full: full as u32, rest: self.0[full..end].into() }
+    }
+}
+
+/// See [`Bitset::memo_key`]: `full` words of ones, then `rest`, then zeros.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    full: u32,
+    rest: Box<[u64]>,
 }
 
 /// FxHash (rustc's hasher): the memo table is hashed on every step, and
@@ -333,6 +351,12 @@ fn check_part<M: Model>(
     part: &[usize],
     deadline: Option<Instant>,
 ) -> PartResult {
+    // Numbered in call order, which keeps the memo's keys small (see
+    // Bitset::memo_key); ties keep the history's order, so the search stays
+    // deterministic.
+    let mut part = part.to_vec();
+    part.sort_by_key(|&i| (history[i].call, i));
+    let part = part.as_slice();
     let ops: Vec<&Operation<M::Input, M::Output>> = part.iter().map(|&i| &history[i]).collect();
     let mut known_left = ops.iter().filter(|op| op.return_time().is_some()).count();
     if known_left == 0 {
@@ -340,11 +364,17 @@ fn check_part<M: Model>(
     }
     let mut events = Events::new(&ops.iter().map(|op| (op.call, op.return_time())).collect::<Vec<_>>());
     let mut linearized = Bitset::new(ops.len());
-    let mut seen: HashSet<(Bitset, M::State), BuildHasherDefault<FxHasher>> = HashSet::default();
+    let mut seen: HashSet<(MemoKey, M::State), BuildHasherDefault<FxHasher>> = HashSet::default();
     // The choices made, each with the state before it, to backtrack.
     let mut choices: Vec<(usize, M::State)> = Vec::new();
     let mut state = model.init();
     let mut dead_end: Option<DeadEnd<M::State>> = None;
+    // How much of the dead end's `linearized` still matches `choices`: the
+    // stack's lowest point since the dead end was recorded. A deeper one
+    // then copies only what changed above it, which keeps recording linear
+    // in the steps taken rather than in depth times dead ends (quadratic
+    // on a part of tens of thousands of operations).
+    let mut unchanged_below = 0;
     let mut node = events.next[HEAD];
     let mut steps: u64 = 0;
 
@@ -358,9 +388,10 @@ fn check_part<M: Model>(
         let op = events.op[node];
         if events.ret_of[node] != NIL {
             if let Some(next_state) = model.step(&state, &ops[op].input, ops[op].output()) {
-                let mut next_linearized = linearized.clone();
-                next_linearized.set(op);
-                if seen.insert((next_linearized, next_state.clone())) {
+                linearized.set(op);
+                let fresh = seen.insert((linearized.memo_key(), next_state.clone()));
+                linearized.clear(op);
+                if fresh {
                     if ops[op].return_time().is_some() {
                         known_left -= 1;
                         if known_left == 0 {
@@ -385,12 +416,11 @@ fn check_part<M: Model>(
                     }
                     n = events.next[n];
                 }
-                dead_end = Some(DeadEnd {
-                    linearized: choices.iter().map(|&(call, _)| events.op[call]).collect(),
-                    state: state.clone(),
-                    unplaceable: op,
-                    candidates,
-                });
+                let mut linearized = dead_end.take().map(|d| d.linearized).unwrap_or_default();
+                linearized.truncate(unchanged_below);
+                linearized.extend(choices[unchanged_below..].iter().map(|&(call, _)| events.op[call]));
+                unchanged_below = choices.len();
+                dead_end = Some(DeadEnd { linearized, state: state.clone(), unplaceable: op, candidates });
             }
             let Some((call, previous)) = choices.pop() else {
                 let Some(dead_end) = dead_end else {
@@ -403,6 +433,7 @@ fn check_part<M: Model>(
                 };
                 return PartResult::NotLinearizable(explain(&ops, part, dead_end));
             };
+            unchanged_below = unchanged_below.min(choices.len());
             state = previous;
             let undone = events.op[call];
             linearized.clear(undone);
@@ -539,6 +570,54 @@ mod tests {
         assert_eq!(c.linearized, vec![0, 1]);
         assert!(c.explanation.contains("#2 (client 1, 4..5) None -> 2"), "{}", c.explanation);
         assert!(c.explanation.contains("state 5"), "{}", c.explanation);
+    }
+
+    #[test]
+    fn memo_keys_are_canonical_and_short() {
+        let key = |bits: &[usize]| {
+            let mut set = Bitset::new(1000);
+            bits.iter().for_each(|&b| set.set(b));
+            set.memo_key()
+        };
+        let prefix: Vec<usize> = (0..130).collect();
+        let with = |extra: &[usize]| [prefix.as_slice(), extra].concat();
+        // Two full words, then the third up to the last set bit.
+        let k = key(&with(&[200]));
+        assert_eq!((k.full, k.rest.len()), (2, 2));
+        assert!(key(&with(&[200])) == k);
+        assert!(key(&with(&[201])) != k);
+        assert!(key(&with(&[])) != k);
+        assert!(key(&prefix[..129]) != key(&prefix));
+        assert_eq!(key(&[]).rest.len(), 0);
+        // Set, then cleared, as the search does: the key is the set's, not
+        // the history of its changes.
+        let mut set = Bitset::new(1000);
+        with(&[200]).iter().for_each(|&b| set.set(b));
+        set.set(999);
+        set.clear(999);
+        assert!(set.memo_key() == k);
+        let everything = key(&(0..1000).collect::<Vec<_>>());
+        assert_eq!((everything.full, everything.rest.len()), (15, 1));
+        let whole_words = {
+            let mut set = Bitset::new(128);
+            (0..128).for_each(|b| set.set(b));
+            set.memo_key()
+        };
+        assert_eq!((whole_words.full, whole_words.rest.len()), (2, 0));
+    }
+
+    #[test]
+    fn operations_are_searched_in_call_order_whatever_the_history_order() {
+        // Recorded as they completed, not as they were called; the
+        // counterexample still names history indices.
+        let history = [
+            Operation::returned(1, 4, None, 5, 2),
+            Operation::returned(0, 2, Some(3), 3, 0),
+            Operation::returned(0, 0, Some(2), 1, 0),
+        ];
+        let Verdict::NotLinearizable(c) = check(&Counter, &history, None) else { panic!("expected a counterexample") };
+        assert_eq!(c.unplaceable, 0);
+        assert_eq!(c.linearized, vec![2, 1]);
     }
 
     #[test]

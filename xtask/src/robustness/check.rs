@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_client::{GetOptions, WatchOptions};
 use keel_lincheck::events::{check_reference, Event};
@@ -99,6 +99,10 @@ pub struct Report {
     summary: String,
     anomalies: BTreeMap<&'static str, Vec<String>>,
 }
+
+/// The linearizability search's limit; beyond it the verdict is
+/// `linearizability-inconclusive`, which fails the run.
+const SEARCH_BUDGET: Duration = Duration::from_secs(120);
 
 /// Details printed per kind of anomaly; the count is always complete.
 const SHOWN: usize = 5;
@@ -356,21 +360,33 @@ impl Report {
 
         // The KV history.
         let history = inputs.rec.kv.lock().clone();
-        let (resolved, Resolution { persisted, dropped, unresolved }) = resolve_unknown(&history, &reference);
+        let (resolved, Resolution { persisted, dropped, unresolved, unexplained }) =
+            resolve_unknown(&history, &reference);
         let _ = writeln!(
             text,
-            "kv history: {} operations; unknown outcomes: {persisted} found applied, {dropped} not applied or reads, {unresolved} deletes left unknown",
+            "kv history: {} operations; unknown outcomes: {persisted} found applied (deletes included), {dropped} not \
+             applied or reads, {unresolved} deletes left unknown",
             history.len()
         );
+        for event in unexplained {
+            add("delete-nobody-asked-for", format!("{event:?}: no delete of the history can account for it"));
+        }
         for lost in check_acknowledged(&history, &reference) {
             add("acknowledged-write-lost", format!("{:?} found {:?}", lost.operation, lost.found));
         }
-        match check(&KvModel, &resolved, Some(Duration::from_secs(120))) {
+        let started = Instant::now();
+        let verdict = check(&KvModel, &resolved, Some(SEARCH_BUDGET));
+        let took = started.elapsed().as_secs_f64();
+        match verdict {
             Verdict::Linearizable => {
-                let _ = writeln!(text, "linearizability: ok ({} operations checked)", resolved.len());
+                let _ = writeln!(text, "linearizability: ok ({} operations checked in {took:.2} s)", resolved.len());
             }
-            Verdict::NotLinearizable(c) => add("not-linearizable", c.explanation),
-            Verdict::Unknown => add("linearizability-inconclusive", "the search ran out of its 120 s".to_owned()),
+            Verdict::NotLinearizable(c) => {
+                add("not-linearizable", format!("(search took {took:.2} s) {}", c.explanation))
+            }
+            Verdict::Unknown => {
+                add("linearizability-inconclusive", format!("the search ran out of its {} s", SEARCH_BUDGET.as_secs()))
+            }
         }
         Report { text, summary, anomalies: found }
     }
