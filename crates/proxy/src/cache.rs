@@ -639,7 +639,7 @@ impl Cache {
                 let task = tokio::spawn(crate::watch::run(shared.clone(), Arc::new(spec), 0, false, sink));
                 *signals.task.lock() = Some(task.abort_handle());
                 // The view may have been closed before the task was set.
-                if !self.store.lock().views.get(key).is_some_and(|view| view.id == id) {
+                if self.store.lock().views.get(key).is_none_or(|view| view.id != id) {
                     signals.stop();
                 }
                 true
@@ -1036,6 +1036,30 @@ mod tests {
         assert!(store.auth_fresh(&alice, now) && !store.auth_fresh(&alice, now + AUTH_RECHECK));
         assert_eq!(store.close_identity(&Some(b"alice.1".to_vec())).len(), 1);
         assert_eq!(hit(&mut store, "/a/1", ""), Some(10), "the anonymous view stays");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn linearizable_reads_wait_for_the_watch_and_ask_it_for_progress() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let cache = Arc::new(Cache::new(&[b"/a/".to_vec()], &Namespace::default(), 1 << 20, &metrics));
+        let signals = Signals::new();
+        cache.with(|store| {
+            assert!(store.open(&view(), ID, signals.clone(), Instant::now()));
+            store.created(&view(), ID, 5)
+        });
+        // The watch answers a progress request with the cluster's revision.
+        let watch = {
+            let (cache, progress) = (cache.clone(), signals.progress.clone());
+            tokio::spawn(async move {
+                progress.notified().await;
+                cache.with(|store| store.progress(&view(), ID, 12))
+            })
+        };
+        assert!(cache.reach(&view(), 12).await);
+        assert!(watch.await.unwrap());
+        let started = tokio::time::Instant::now();
+        assert!(!cache.reach(&view(), 13).await, "no answer: it gives up");
+        assert!(started.elapsed() >= LINEARIZABLE_WAIT);
     }
 
     #[test]
