@@ -7,13 +7,23 @@
 //!    StatefulSet's serviceName is a headless Service that publishes pods
 //!    before they are ready; Services and the PodDisruptionBudget select the
 //!    pods; the probes ask /readyz and /livez on a port the pod has.
+//! 2b. The proxy DaemonSet ([`check_proxy`]): its pods and the members' are
+//!    told apart by every selector; a Service with `internalTrafficPolicy:
+//!    Local` reaches its listen port; it runs the members' image as
+//!    `grpc-proxy start`, under their container securityContext, with
+//!    resource requests; its `--endpoints` name members on their client
+//!    port; its probes ask /readyz and /livez on the port of its
+//!    `--metrics-addr` or `--listen-addr`. That its flags parse is asked of
+//!    keel itself ([`super::check_proxy_args`]).
 //! 3. The pod template run by Docker as a kubelet would run it: each pod a
 //!    container with the pod's user, read-only root, dropped capabilities,
 //!    its volumes, the ConfigMap's variables, `$(VAR)` expanded in its args,
 //!    and the names the headless Service gives (`keel-0.keel-peer`, and with
 //!    the namespace) as network aliases. The members must form a cluster
-//!    and pass their probes; then deploy/README.md's scaling steps (`member
-//!    add`, the ConfigMap, one more replica) must bring a fourth member in.
+//!    and pass their probes; a proxy pod of the DaemonSet, run the same way,
+//!    must pass its probes and serve what was written to the members; then
+//!    deploy/README.md's scaling steps (`member add`, the ConfigMap, one more
+//!    replica) must bring a fourth member in.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -108,6 +118,8 @@ pub struct Pods {
     volumes: Value,
     claims: Vec<String>,
     configmap: BTreeMap<String, String>,
+    /// The proxy DaemonSet's name, its pods' container and securityContext.
+    proxy: Option<(String, Value, Value)>,
 }
 
 /// What the schemas cannot check (see the module's doc).
@@ -140,9 +152,16 @@ pub fn check_consistency(manifests: &Manifests) -> Result<Pods> {
         spec["podManagementPolicy"] == "Parallel",
         "podManagementPolicy must be Parallel: with OrderedReady the first pod waits for a quorum that never starts"
     );
+    // The proxy's Services are check_proxy's; a Service selecting proxies and
+    // members alike fails there.
+    let proxy_labels = manifests.of_kind("DaemonSet").next().map(|ds| &ds["spec"]["template"]["metadata"]["labels"]);
     for svc in manifests.of_kind("Service") {
         let name = svc["metadata"]["name"].as_str().unwrap_or("?");
-        selects_pods(&svc["spec"]["selector"], &format!("Service {name}"))?;
+        let selector = &svc["spec"]["selector"];
+        if proxy_labels.is_some_and(|labels| selects(selector, labels)) {
+            continue;
+        }
+        selects_pods(selector, &format!("Service {name}"))?;
     }
     selects_pods(&manifests.one("PodDisruptionBudget")?["spec"]["selector"]["matchLabels"], "the PodDisruptionBudget")?;
 
@@ -179,7 +198,208 @@ pub fn check_consistency(manifests: &Manifests) -> Result<Pods> {
         volumes: template["spec"]["volumes"].clone(),
         claims,
         configmap,
+        proxy: manifests.of_kind("DaemonSet").next().map(|ds| {
+            let name = ds["metadata"]["name"].as_str().unwrap_or("proxy").to_owned();
+            let spec = &ds["spec"]["template"]["spec"];
+            (name, spec["containers"][0].clone(), spec["securityContext"].clone())
+        }),
     })
+}
+
+/// Whether `selector` (matchLabels, or a Service's selector) is non-empty
+/// and selects pods labelled `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let (Some(selector), Some(labels)) = (selector.as_mapping(), labels.as_mapping()) else { return false };
+    !selector.is_empty() && selector.iter().all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// Step 2b of the module's doc: the proxy DaemonSet and its Service. Returns
+/// the proxy's flags (the args after `grpc-proxy start`, `$(VAR)` expanded
+/// as the pod would see them), which keel itself must accept.
+pub fn check_proxy(manifests: &Manifests) -> Result<Vec<String>> {
+    let sts = manifests.one("StatefulSet")?;
+    let ds = manifests.one("DaemonSet")?;
+    let member_labels = &sts["spec"]["template"]["metadata"]["labels"];
+    let proxy_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let ds_selector = &ds["spec"]["selector"]["matchLabels"];
+    ensure!(selects(ds_selector, proxy_labels), "the DaemonSet does not select its own pods");
+    ensure!(!selects(ds_selector, member_labels), "the DaemonSet's selector takes the members' pods too");
+
+    // Whatever selects members must not take a proxy: the client Service
+    // would send etcdctl to proxies, the PodDisruptionBudget count them.
+    let mut member_selectors = vec![("the StatefulSet".to_owned(), &sts["spec"]["selector"]["matchLabels"])];
+    for pdb in manifests.of_kind("PodDisruptionBudget") {
+        member_selectors.push(("the PodDisruptionBudget".to_owned(), &pdb["spec"]["selector"]["matchLabels"]));
+    }
+    let mut proxy_service = None;
+    for svc in manifests.of_kind("Service") {
+        let name = svc["metadata"]["name"].as_str().unwrap_or("?");
+        let selector = &svc["spec"]["selector"];
+        if selects(selector, proxy_labels) {
+            ensure!(!selects(selector, member_labels), "Service {name} selects proxies and members alike");
+            ensure!(proxy_service.is_none(), "more than one Service selects the proxies");
+            proxy_service = Some(svc);
+        } else {
+            member_selectors.push((format!("Service {name}"), selector));
+        }
+    }
+    for (what, selector) in member_selectors {
+        ensure!(!selects(selector, proxy_labels), "{what} selects the proxy pods too");
+    }
+    let service = proxy_service.context("no Service selects the proxy pods")?;
+    let service_name = service["metadata"]["name"].as_str().unwrap_or("?");
+    ensure!(
+        service["spec"]["internalTrafficPolicy"] == "Local",
+        "Service {service_name} must have internalTrafficPolicy: Local, so pods reach their own node's proxy"
+    );
+
+    let containers =
+        ds["spec"]["template"]["spec"]["containers"].as_sequence().context("the DaemonSet has no containers")?;
+    ensure!(containers.len() == 1, "the DaemonSet's pods should have one container, the proxy");
+    let proxy = &containers[0];
+    let member = &sts["spec"]["template"]["spec"]["containers"][0];
+    ensure!(member.is_mapping(), "the StatefulSet has no container");
+    ensure!(
+        proxy["image"].is_string() && proxy["image"] == member["image"],
+        "the proxy runs image {:?}, the members {:?}: one image, which the kustomization's `images` sets for both",
+        proxy["image"],
+        member["image"]
+    );
+    ensure!(proxy["command"].is_null(), "the proxy's command is set: the image's entrypoint (keel) is expected");
+    let pod_security = &ds["spec"]["template"]["spec"]["securityContext"];
+    ensure!(pod_security["runAsNonRoot"] == true, "the proxy pods must run as non-root (runAsNonRoot: true)");
+    let member_pod_security = &sts["spec"]["template"]["spec"]["securityContext"];
+    for key in ["runAsUser", "runAsGroup", "seccompProfile"] {
+        ensure!(pod_security[key] == member_pod_security[key], "the proxy pods' {key} differs from the members'");
+    }
+    ensure!(
+        proxy["securityContext"] == member["securityContext"],
+        "the proxy's container securityContext differs from the members': {:?}",
+        proxy["securityContext"]
+    );
+    for resource in ["cpu", "memory"] {
+        ensure!(!proxy["resources"]["requests"][resource].is_null(), "the proxy requests no {resource}");
+    }
+
+    let mut env = BTreeMap::new();
+    for var in proxy["env"].as_sequence().into_iter().flatten() {
+        let name = var["name"].as_str().context("an env entry without a name")?.to_owned();
+        let value = match (&var["value"], var["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+            (Value::String(value), _) => expand(value, &env),
+            (_, Some("metadata.name")) => format!("{}-x7k2p", ds["metadata"]["name"].as_str().unwrap_or("proxy")),
+            (_, Some("metadata.namespace")) => NAMESPACE.to_owned(),
+            (_, Some(field)) => bail!("env {name}: fieldRef {field} is not expected of the proxy"),
+            _ => bail!("env {name}: only values and field references are expected of the proxy"),
+        };
+        env.insert(name, value);
+    }
+    let args = proxy["args"]
+        .as_sequence()
+        .context("the proxy has no args")?
+        .iter()
+        .map(|arg| Ok(expand(arg.as_str().context("a non-string arg")?, &env)))
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(
+        args.len() >= 2 && args[0] == "grpc-proxy" && args[1] == "start",
+        "the proxy's args must start with grpc-proxy, start (the image runs keel): {args:?}"
+    );
+    let flags = args[2..].to_vec();
+    let values = |name: &str| -> Vec<&str> {
+        let prefix = format!("--{name}=");
+        flags.iter().filter_map(|flag| flag.strip_prefix(&prefix)).collect()
+    };
+
+    let endpoints: Vec<&str> = values("endpoints").into_iter().flat_map(|list| list.split(',')).collect();
+    ensure!(!endpoints.is_empty(), "the proxy has no --endpoints (its default is 127.0.0.1:2379, itself)");
+    for endpoint in endpoints {
+        names_a_member(manifests, sts, endpoint).with_context(|| format!("the proxy's endpoint {endpoint}"))?;
+    }
+
+    let listen = values("listen-addr").pop().context("the proxy has no --listen-addr (its default is loopback)")?;
+    let (host, port) = host_port(listen).with_context(|| format!("--listen-addr={listen}"))?;
+    ensure!(
+        !matches!(host, "127.0.0.1" | "localhost" | "[::1]"),
+        "--listen-addr={listen}: the Service cannot reach a proxy listening on its pod's loopback"
+    );
+    let listen_port = container_port(proxy, &Value::from(port)).context("--listen-addr's port")?;
+    let mut targets = service["spec"]["ports"].as_sequence().into_iter().flatten().map(|p| {
+        let target = if p["targetPort"].is_null() { &p["port"] } else { &p["targetPort"] };
+        container_port(proxy, target).ok()
+    });
+    ensure!(
+        targets.any(|target| target == Some(listen_port)),
+        "Service {service_name} does not forward to the proxy's --listen-addr port {listen_port}"
+    );
+
+    let mut probe_ports = vec![listen_port];
+    if let Some(metrics) = values("metrics-addr").pop() {
+        let (_, port) = host_port(metrics.trim_start_matches("http://")).context("--metrics-addr")?;
+        probe_ports.push(container_port(proxy, &Value::from(port)).context("--metrics-addr's port")?);
+    }
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
+        let get = &proxy[probe]["httpGet"];
+        ensure!(get["path"] == path, "the proxy's {probe} should ask {path}, not {:?}", get["path"]);
+        let port = container_port(proxy, &get["port"]).with_context(|| format!("the proxy's {probe}'s port"))?;
+        ensure!(
+            probe_ports.contains(&port),
+            "the proxy's {probe} asks port {port}, where the proxy serves no HTTP (it does on {probe_ports:?})"
+        );
+    }
+    Ok(flags)
+}
+
+/// `host:port`, the port a number.
+fn host_port(addr: &str) -> Result<(&str, u64)> {
+    let (host, port) = addr.rsplit_once(':').context("no port")?;
+    Ok((host, port.parse().context("the port is not a number")?))
+}
+
+/// Whether the proxy endpoint `endpoint` is a member's client port: a pod's
+/// stable name (`keel-0.keel-peer`, with `.<namespace>.svc[.cluster.local]`
+/// or without), or a Service selecting the members, on a port it forwards
+/// to the members' client port.
+fn names_a_member(manifests: &Manifests, sts: &Value, endpoint: &str) -> Result<()> {
+    let member = &sts["spec"]["template"]["spec"]["containers"][0];
+    let client = container_port(member, &Value::from("client"))?;
+    let (host, port) = host_port(endpoint.trim_start_matches("http://"))?;
+    let mut labels: Vec<&str> = host.split('.').collect();
+    if labels.ends_with(&["cluster", "local"]) {
+        labels.truncate(labels.len() - 2);
+    }
+    if labels.len() >= 3 && labels.last() == Some(&"svc") {
+        labels.truncate(labels.len() - 2);
+    }
+    match labels[..] {
+        [pod, service] => {
+            ensure!(sts["spec"]["serviceName"] == service, "{service} is not the StatefulSet's Service");
+            let name = sts["metadata"]["name"].as_str().unwrap_or_default();
+            let ordinal: u64 = pod
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("{pod} is not a pod of StatefulSet {name}"))?;
+            let replicas = sts["spec"]["replicas"].as_u64().unwrap_or(1);
+            ensure!(ordinal < replicas, "{pod}: the StatefulSet has {replicas} replicas");
+            ensure!(u64::from(client) == port, "port {port} is not the members' client port {client}");
+        }
+        [service] => {
+            let svc = manifests
+                .of_kind("Service")
+                .find(|s| s["metadata"]["name"] == service)
+                .with_context(|| format!("no Service {service}"))?;
+            ensure!(
+                selects(&svc["spec"]["selector"], &sts["spec"]["template"]["metadata"]["labels"]),
+                "Service {service} does not select the members"
+            );
+            let forwards = svc["spec"]["ports"].as_sequence().into_iter().flatten().any(|p| {
+                let target = if p["targetPort"].is_null() { &p["port"] } else { &p["targetPort"] };
+                p["port"].as_u64() == Some(port) && container_port(member, target).ok() == Some(client)
+            });
+            ensure!(forwards, "Service {service} does not forward port {port} to the members' client port");
+        }
+        _ => bail!("neither a member's name (keel-N.SERVICE) nor a Service's"),
+    }
+    Ok(())
 }
 
 /// The container port a probe's `port` (a name or a number) means.
@@ -216,6 +436,9 @@ pub fn pods_run_in_docker(docker: &Docker, image: &str, pods: &mut Pods) -> Resu
         "member list:\n{members}"
     );
     etcdctl(&all, &["put", "/deploy/kubernetes", "before scaling"])?;
+    if let Some(proxy) = &pods.proxy {
+        proxy_serves(docker, image, proxy, &network)?;
+    }
 
     // deploy/README.md, "Scaling": member add, then the ConfigMap, then the
     // replica count.
@@ -245,6 +468,34 @@ pub fn pods_run_in_docker(docker: &Docker, image: &str, pods: &mut Pods) -> Resu
         etcdctl(&client(&joined)?, &["get", "/deploy/kubernetes", "--print-value-only", "--consistency=s"])
     })?;
     ensure!(value.trim() == "before scaling", "the new member {name} read {value:?}");
+    Ok(())
+}
+
+/// A pod of the proxy DaemonSet, run like a member's beside the members:
+/// it passes its probes, reads the key written to the members, and answers
+/// `member list` with the address it advertises.
+fn proxy_serves(docker: &Docker, image: &str, proxy: &(String, Value, Value), network: &str) -> Result<()> {
+    let (name, container, pod_security) = proxy;
+    let pods = Pods {
+        statefulset: name.clone(),
+        service: name.clone(),
+        replicas: 1,
+        container: container.clone(),
+        pod_security: pod_security.clone(),
+        volumes: Value::Null,
+        claims: Vec::new(),
+        configmap: BTreeMap::new(),
+        proxy: None,
+    };
+    let pod = start_pod(docker, image, &pods, network, 0)?;
+    wait_probes(docker, &pods, &pod)?;
+    let port = container_port(container, &Value::from("client"))?;
+    let through = docker.published(&pod, port)?.to_string();
+    let value = etcdctl(&through, &["get", "/deploy/kubernetes", "--print-value-only"])?;
+    ensure!(value.trim() == "before scaling", "through the proxy, read {value:?}");
+    let members = etcdctl(&through, &["member", "list"])?;
+    let advertised = format!("{name}.{NAMESPACE}.svc:23790");
+    ensure!(members.contains(&advertised), "member list through the proxy does not name {advertised}:\n{members}");
     Ok(())
 }
 
@@ -400,6 +651,96 @@ mod tests {
         let pods = check_consistency(&Manifests::load().unwrap()).unwrap();
         assert_eq!(pods.replicas, 3);
         assert!(pods.configmap.contains_key("ETCD_INITIAL_CLUSTER"));
+    }
+
+    #[test]
+    fn the_proxy_hangs_together() {
+        let flags = check_proxy(&Manifests::load().unwrap()).unwrap();
+        assert!(flags.iter().any(|flag| flag == "--advertise-client-url=keel-proxy.default.svc:23790"), "{flags:?}");
+    }
+
+    /// The manifests with `edit` applied to every document of `kind`.
+    fn edited(kind: &str, edit: impl Fn(&mut Value)) -> Manifests {
+        let manifests = Manifests::load().unwrap();
+        let mut docs = manifests.docs.clone();
+        docs.iter_mut().filter(|doc| doc["kind"] == kind).for_each(edit);
+        Manifests { files: manifests.files, docs }
+    }
+
+    fn proxy_container(ds: &mut Value) -> &mut Value {
+        &mut ds["spec"]["template"]["spec"]["containers"][0]
+    }
+
+    fn set_arg(ds: &mut Value, flag: &str, value: &str) {
+        let args = proxy_container(ds)["args"].as_sequence_mut().unwrap();
+        let prefix = format!("--{flag}=");
+        args.retain(|arg| !arg.as_str().unwrap().starts_with(&prefix));
+        args.push(Value::from(format!("{prefix}{value}")));
+    }
+
+    #[test]
+    fn a_broken_proxy_is_caught() {
+        let label = |doc: &mut Value| {
+            doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = Value::from("keel");
+            doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] = Value::from("keel");
+        };
+        let broken = [
+            ("the members' labels", edited("DaemonSet", label)),
+            (
+                "a cluster-wide Service",
+                edited("Service", |svc| {
+                    if svc["metadata"]["name"] == "keel-proxy" {
+                        svc["spec"]["internalTrafficPolicy"] = Value::from("Cluster");
+                    }
+                }),
+            ),
+            ("another image", edited("DaemonSet", |ds| proxy_container(ds)["image"] = Value::from("etcd"))),
+            (
+                "root",
+                edited("DaemonSet", |ds| {
+                    ds["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = Value::Bool(false)
+                }),
+            ),
+            ("no requests", edited("DaemonSet", |ds| proxy_container(ds)["resources"] = Value::Null)),
+            (
+                "a probe path",
+                edited("DaemonSet", |ds| {
+                    proxy_container(ds)["livenessProbe"]["httpGet"]["path"] = Value::from("/health")
+                }),
+            ),
+            (
+                "a probe on the peer port",
+                edited("DaemonSet", |ds| {
+                    proxy_container(ds)["ports"]
+                        .as_sequence_mut()
+                        .unwrap()
+                        .push(serde_yaml::from_str("{name: peer, containerPort: 2380}").unwrap());
+                    proxy_container(ds)["readinessProbe"]["httpGet"]["port"] = Value::from("peer");
+                }),
+            ),
+            (
+                "a fourth member",
+                edited("DaemonSet", |ds| set_arg(ds, "endpoints", "keel-0.keel-peer:2379,keel-3.keel-peer:2379")),
+            ),
+            ("the peer port", edited("DaemonSet", |ds| set_arg(ds, "endpoints", "keel-0.keel-peer:2380"))),
+            ("a Service of no members", edited("DaemonSet", |ds| set_arg(ds, "endpoints", "keel-proxy:23790"))),
+            ("loopback", edited("DaemonSet", |ds| set_arg(ds, "listen-addr", "127.0.0.1:23790"))),
+            ("an undeclared port", edited("DaemonSet", |ds| set_arg(ds, "listen-addr", "0.0.0.0:2379"))),
+            (
+                "not grpc-proxy",
+                edited("DaemonSet", |ds| {
+                    proxy_container(ds)["args"].as_sequence_mut().unwrap().remove(0);
+                }),
+            ),
+        ];
+        for (what, manifests) in broken {
+            assert!(check_proxy(&manifests).is_err(), "{what} passed");
+        }
+        // Endpoints the check must take.
+        for endpoints in ["keel:2379", "keel.default.svc:2379,keel-2.keel-peer.default.svc.cluster.local:2379"] {
+            let manifests = edited("DaemonSet", |ds| set_arg(ds, "endpoints", endpoints));
+            check_proxy(&manifests).unwrap();
+        }
     }
 
     #[test]
