@@ -7,7 +7,7 @@
 //!    StatefulSet's serviceName is a headless Service that publishes pods
 //!    before they are ready; Services and the PodDisruptionBudget select the
 //!    pods; the probes ask /readyz and /livez on a port the pod has.
-//! 2b. The proxy DaemonSet ([`check_proxy`]): its pods and the members' are
+//! 3. The proxy DaemonSet ([`check_proxy`]): its pods and the members' are
 //!    told apart by every selector; a Service with `internalTrafficPolicy:
 //!    Local` reaches its listen port; it runs the members' image as
 //!    `grpc-proxy start`, under their container securityContext, with
@@ -15,7 +15,7 @@
 //!    port; its probes ask /readyz and /livez on the port of its
 //!    `--metrics-addr` or `--listen-addr`. That its flags parse is asked of
 //!    keel itself ([`super::check_proxy_args`]).
-//! 3. The pod template run by Docker as a kubelet would run it: each pod a
+//! 4. The pod template run by Docker as a kubelet would run it: each pod a
 //!    container with the pod's user, read-only root, dropped capabilities,
 //!    its volumes, the ConfigMap's variables, `$(VAR)` expanded in its args,
 //!    and the names the headless Service gives (`keel-0.keel-peer`, and with
@@ -213,7 +213,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
     !selector.is_empty() && selector.iter().all(|(key, value)| labels.get(key) == Some(value))
 }
 
-/// Step 2b of the module's doc: the proxy DaemonSet and its Service. Returns
+/// Step 3 of the module's doc: the proxy DaemonSet and its Service. Returns
 /// the proxy's flags (the args after `grpc-proxy start`, `$(VAR)` expanded
 /// as the pod would see them), which keel itself must accept.
 pub fn check_proxy(manifests: &Manifests) -> Result<Vec<String>> {
@@ -414,7 +414,7 @@ fn container_port(container: &Value, port: &Value) -> Result<u16> {
     Ok(u16::try_from(number)?)
 }
 
-/// Step 3 of the module's doc.
+/// Step 4 of the module's doc.
 pub fn pods_run_in_docker(docker: &Docker, image: &str, pods: &mut Pods) -> Result<()> {
     let network = docker.name("kubernetes");
     docker.run(&["network", "create", "--label", &docker.label(), &network])?;
