@@ -77,7 +77,14 @@ impl Member {
         let Some(&target) = candidates.first() else { return Ok(()) };
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         self.raft.transfer_leader(target).map_err(crate::proposals::refused)?;
-        while self.raft.status().leader() == leaving {
+        // Between the old leader stepping down and the new one winning its
+        // election no member knows a leader (0); a removal proposed then is
+        // refused with "no leader", so wait for the successor itself.
+        loop {
+            let leader = self.raft.status().leader();
+            if leader != 0 && leader != leaving {
+                break;
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::LeaderTransferTimeout);
             }
