@@ -7,11 +7,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcdctl, require_etcd, start_etcd_cluster, Plan};
+use common::proxy::ProxyProcess;
 use common::{free_port, http_get, wait_for, Cluster, Keel};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
@@ -23,68 +24,6 @@ use keel_proto::etcdserverpb::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-/// A proxy process (Keel's or etcd's), killed on drop.
-struct ProxyProcess {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ProxyProcess {
-    fn keel(endpoints: &str, extra: &[&str]) -> ProxyProcess {
-        ProxyProcess::keel_on(free_port(), endpoints, extra)
-    }
-
-    fn keel_on(port: u16, endpoints: &str, extra: &[&str]) -> ProxyProcess {
-        let mut command = common::keel_command();
-        command
-            .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", std::env::var("KEEL_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_owned()))
-            .stderr(Stdio::inherit());
-        ProxyProcess { child: command.spawn().expect("spawn keel grpc-proxy"), port }
-    }
-
-    fn etcd(endpoints: &str, extra: &[&str], logs: &Path) -> ProxyProcess {
-        ProxyProcess::etcd_on(free_port(), endpoints, extra, logs)
-    }
-
-    fn etcd_on(port: u16, endpoints: &str, extra: &[&str], logs: &Path) -> ProxyProcess {
-        let child = Command::new("etcd")
-            .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(logs.join(format!("etcd-proxy-{port}.log"))).unwrap())
-            .spawn()
-            .expect("spawn etcd grpc-proxy");
-        ProxyProcess { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until a read through the proxy succeeds.
-    async fn ready(self) -> ProxyProcess {
-        let endpoint = self.endpoint();
-        wait_for("the proxy to answer a read", Duration::from_secs(30), || {
-            let endpoint = endpoint.clone();
-            async move {
-                let Ok(mut kv) = KvClient::connect(endpoint).await else { return false };
-                kv.range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.is_ok()
-            }
-        })
-        .await;
-        self
-    }
-}
 
 /// etcdctl's answer with what differs between two clusters masked: lease
 /// and member ids (hex), ports, member names.

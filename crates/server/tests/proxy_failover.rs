@@ -9,12 +9,13 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcdctl, require_etcd};
+use common::proxy::ProxyProcess;
 use common::{free_port, http_get, wait_for, Cluster};
 use keel_proto::etcdserverpb::cluster_client::ClusterClient;
 use keel_proto::etcdserverpb::kv_client::KvClient;
@@ -30,57 +31,6 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// One test at a time in this file.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A `keel grpc-proxy` or `keel gateway` process, killed on drop.
-struct Process {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    fn start(command: &[&str], endpoints: &str, extra: &[&str]) -> Process {
-        let port = free_port();
-        let mut keel = common::keel_command();
-        keel.args(command)
-            .args(["--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit());
-        Process { child: keel.spawn().expect("spawn keel"), port }
-    }
-
-    fn proxy(endpoints: &str, extra: &[&str]) -> Process {
-        Process::start(&["grpc-proxy", "start"], endpoints, extra)
-    }
-
-    fn gateway(endpoints: &str, extra: &[&str]) -> Process {
-        Process::start(&["gateway", "start"], endpoints, extra)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn ready(self) -> Process {
-        let endpoint = self.endpoint();
-        wait_for("the proxy to answer a read", Duration::from_secs(30), || {
-            let endpoint = endpoint.clone();
-            async move {
-                let Ok(mut kv) = KvClient::connect(endpoint).await else { return false };
-                kv.range(RangeRequest { key: b"ready".to_vec(), ..Default::default() }).await.is_ok()
-            }
-        })
-        .await;
-        self
-    }
-}
 
 async fn status(endpoint: &str, member: Option<&str>) -> Result<StatusResponse, tonic::Status> {
     let mut client =
@@ -111,7 +61,7 @@ async fn maintenance_calls_go_to_the_leader_or_the_member_named() {
     let cluster = Cluster::start(3).await;
     cluster.wait_for_quorum(0).await;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
-    let proxy = Process::proxy(&endpoints.join(","), &["--auto-sync-interval", "0"]).ready().await;
+    let proxy = ProxyProcess::keel(&endpoints.join(","), &["--auto-sync-interval", "0"]).ready().await;
     // Every member published: the leader's client URL is what the proxy
     // routes a Maintenance call to.
     let ids: Vec<(String, u64)> =
@@ -192,7 +142,7 @@ async fn the_proxy_learns_its_endpoints_from_the_member_list() {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3).await;
     cluster.wait_for_quorum(0).await;
-    let proxy = Process::proxy(&cluster.member(0).endpoint(), &["--auto-sync-interval", "200ms"]).ready().await;
+    let proxy = ProxyProcess::keel(&cluster.member(0).endpoint(), &["--auto-sync-interval", "200ms"]).ready().await;
     let port = proxy.port;
     wait_for("an endpoint sync", Duration::from_secs(10), || async move {
         let (_, body) = http_get(port, "/metrics").await.unwrap();
@@ -221,7 +171,7 @@ async fn the_gateway_moves_off_dead_members_and_learns_new_ones() {
     let mut cluster = Cluster::start(3).await;
     cluster.wait_for_quorum(0).await;
     let first = cluster.member(0).endpoint();
-    let gateway = Process::gateway(&first, &["--retry-delay", "1m", "--auto-sync-interval", "200ms"]);
+    let gateway = ProxyProcess::gateway(&first, &["--retry-delay", "1m", "--auto-sync-interval", "200ms"]);
     let through = gateway.endpoint();
     let port = gateway.port;
     wait_for("the gateway to listen", Duration::from_secs(10), || async move {
@@ -350,7 +300,7 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
     let mut cluster = Cluster::start(3).await;
     cluster.wait_for_quorum(0).await;
     let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
-    let proxy = Process::proxy(&endpoints.join(","), &["--auto-sync-interval", "1s"]).ready().await;
+    let proxy = ProxyProcess::keel(&endpoints.join(","), &["--auto-sync-interval", "1s"]).ready().await;
 
     // Two watchers from "now" share one upstream watch; a third replays
     // from revision 1 on one of its own.
@@ -543,7 +493,7 @@ async fn the_gateway_finds_members_in_dns_srv_records() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        Process { child: unshare.spawn().expect("run unshare (util-linux)"), port }
+        ProxyProcess { child: unshare.spawn().expect("run unshare (util-linux)"), port }
     };
     let listening = |port: u16| async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
 

@@ -9,55 +9,33 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcdctl_ok, require_etcd};
+use common::proxy::ProxyProcess;
 use common::{free_port, http_exchange, http_get, wait_for, Keel};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{LeaseRevokeRequest, RangeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A `keel grpc-proxy` process, killed on drop.
-struct ProxyProcess {
-    child: Child,
-    port: u16,
+/// A `keel grpc-proxy` once its service registration API answers.
+async fn start_proxy(endpoints: &str, extra: &[&str]) -> ProxyProcess {
+    let proxy = ProxyProcess::keel(endpoints, extra);
+    let port = proxy.port;
+    wait_for("the proxy's HTTP API", Duration::from_secs(30), || async move {
+        matches!(http_get(port, "/v1/agent/services").await, Ok((200, _)))
+    })
+    .await;
+    proxy
 }
 
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ProxyProcess {
-    fn start(endpoints: &str, extra: &[&str]) -> ProxyProcess {
-        let port = free_port();
-        let mut command = common::keel_command();
-        command
-            .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", std::env::var("KEEL_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_owned()))
-            .stderr(Stdio::inherit());
-        ProxyProcess { child: command.spawn().expect("spawn keel grpc-proxy"), port }
-    }
-
-    async fn ready(self) -> ProxyProcess {
-        let port = self.port;
-        wait_for("the proxy's HTTP API", Duration::from_secs(30), || async move {
-            matches!(http_get(port, "/v1/agent/services").await, Ok((200, _)))
-        })
-        .await;
-        self
-    }
-
-    async fn put(&self, path: &str, body: &str) -> (u16, String) {
-        http_exchange(self.port, "PUT", path, &[("Content-Type", "application/json")], body).await.unwrap()
-    }
+/// A PUT of JSON to the proxy's service registration API.
+async fn put(proxy: &ProxyProcess, path: &str, body: &str) -> (u16, String) {
+    http_exchange(proxy.port, "PUT", path, &[("Content-Type", "application/json")], body).await.unwrap()
 }
 
 /// An HTTP health endpoint: 200 while `healthy`, 503 otherwise.
@@ -143,10 +121,9 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
         ),
     )
     .unwrap();
-    let proxy =
-        ProxyProcess::start(&keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).ready().await;
+    let proxy = start_proxy(&keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).await;
     // A proxy nobody registers with: it must stay idle (checked at the end).
-    let idle = ProxyProcess::start(&keel.endpoint(), &[]).ready().await;
+    let idle = start_proxy(&keel.endpoint(), &[]).await;
     let idle_since = Instant::now();
     let host = host_name();
     let web = format!("/keel/services/web/{host}/web1");
@@ -180,16 +157,16 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     // A TTL check: nothing until passed, then the key until the TTL runs
     // out without another pass.
     let job = format!("/keel/services/job/{host}/job1");
-    let (status, body) = proxy
-        .put(
-            "/v1/agent/service/register",
-            r#"{"name":"job","id":"job1","address":"127.0.0.1:9000","check":{"ttl":"2s"}}"#,
-        )
-        .await;
+    let (status, body) = put(
+        &proxy,
+        "/v1/agent/service/register",
+        r#"{"name":"job","id":"job1","address":"127.0.0.1:9000","check":{"ttl":"2s"}}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(value(&keel, &job).await, None, "a ttl check never passed");
-    let (status, body) = proxy.put("/v1/agent/check/pass/service:job1", "").await;
+    let (status, body) = put(&proxy, "/v1/agent/check/pass/service:job1", "").await;
     assert_eq!(status, 200, "{body}");
     let passed = Instant::now();
     wait_present(&keel, &job, Duration::from_secs(3), "the passed ttl service's key").await;
@@ -211,7 +188,7 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
         let body = format!(
             r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
         );
-        let (status, answer) = proxy.put("/v1/agent/service/register", &body).await;
+        let (status, answer) = put(&proxy, "/v1/agent/service/register", &body).await;
         assert_eq!(status, 200, "{answer}");
     }
     let db1 = format!("/keel/services/db/{host}/db1");
@@ -222,7 +199,7 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     assert_eq!(value(&keel, &format!("/keel/services/db/{host}/db2")).await, None, "a closed port passed");
     assert_eq!(value(&keel, &format!("/keel/services/rpc/{host}/rpc2")).await, None, "a closed port passed");
     for (id, _) in &checks {
-        assert_eq!(proxy.put(&format!("/v1/agent/service/deregister/{id}"), "").await.0, 200);
+        assert_eq!(put(&proxy, &format!("/v1/agent/service/deregister/{id}"), "").await.0, 200);
     }
     wait_absent(&keel, &db1, Duration::from_secs(5), "the deregistered tcp service's key to go").await;
     wait_absent(&keel, &rpc1, Duration::from_secs(5), "the deregistered grpc service's key to go").await;
@@ -237,7 +214,7 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
         ("{", "invalid JSON"),
     ];
     for (body, reason) in bad {
-        let (status, answer) = proxy.put("/v1/agent/service/register", body).await;
+        let (status, answer) = put(&proxy, "/v1/agent/service/register", body).await;
         assert_eq!(status, 400, "{body}: {answer}");
         assert!(answer.contains(reason), "{body}: {answer:?} lacks {reason:?}");
     }
@@ -259,11 +236,11 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     assert!(metric(&metrics, "keel_grpc_proxy_service_puts_total") >= 5.0, "{metrics}");
 
     // Deregistered: the key goes; unknown ids are 404.
-    let (status, body) = proxy.put("/v1/agent/service/deregister/web1", "").await;
+    let (status, body) = put(&proxy, "/v1/agent/service/deregister/web1", "").await;
     assert_eq!(status, 200, "{body}");
     wait_absent(&keel, &web, Duration::from_secs(5), "the deregistered service's key to go").await;
-    assert_eq!(proxy.put("/v1/agent/service/deregister/web1", "").await.0, 404);
-    assert_eq!(proxy.put("/v1/agent/check/pass/nope", "").await.0, 404);
+    assert_eq!(put(&proxy, "/v1/agent/service/deregister/web1", "").await.0, 404);
+    assert_eq!(put(&proxy, "/v1/agent/check/pass/nope", "").await.0, 404);
 
     // The idle proxy's registry loop sleeps: it used no measurable CPU
     // here in six seconds, where a loop woken every millisecond from its

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
