@@ -18,6 +18,7 @@ use super::dial;
 use super::doc;
 use super::lease::{self, LeasePlan, LeaseWorkload};
 use super::load::{self, Outcome};
+use super::proxy;
 use super::server::{Server, Systems};
 use super::stall;
 use super::v2;
@@ -108,6 +109,14 @@ pub struct CompareOptions {
     /// permission checks run. One member only (simple tokens are per member).
     #[arg(long)]
     pub auth: bool,
+    /// Clients connect through a gRPC proxy in front of each cluster: `etcd
+    /// grpc-proxy start` for etcd, `keel grpc-proxy start` for Keel, one
+    /// process with every member as an endpoint. The proxy's peak RSS is
+    /// added to the members'; each round also reports the watch and
+    /// keep-alive streams the members were opened and the most watchers they
+    /// held (from their `/metrics`). gRPC workloads only, without --tls or --auth.
+    #[arg(long)]
+    pub proxy: bool,
 }
 
 impl CompareOptions {
@@ -337,6 +346,11 @@ impl WorkloadName {
         matches!(self.kind, Kind::V2Set | Kind::V2Get)
     }
 
+    /// Whether the workload goes through the JSON gateway.
+    fn is_json(&self) -> bool {
+        matches!(self.kind, Kind::JsonPut | Kind::JsonRange)
+    }
+
     /// What each run's rate column counts.
     fn unit(&self) -> &'static str {
         if self.kind.is_watch() {
@@ -450,6 +464,8 @@ struct Sample {
     /// Watch runs: puts per second achieved (a server slow to answer puts
     /// lowers the rate its watchers are offered).
     put_rate: Option<f64>,
+    /// `--proxy` runs: the streams the members behind the proxy saw.
+    upstream: Option<proxy::Upstream>,
 }
 
 impl Sample {
@@ -467,6 +483,7 @@ impl Sample {
             first_error: outcome.first_error.clone(),
             delivery: None,
             put_rate: None,
+            upstream: None,
         }
     }
 
@@ -484,6 +501,7 @@ impl Sample {
             first_error: outcome.first_problem(),
             put_rate: Some(outcome.puts.requests_per_sec()),
             delivery: Some(outcome.delivery),
+            upstream: None,
         }
     }
 
@@ -535,6 +553,9 @@ pub struct WorkloadResult {
     pub keel_errors: (usize, Option<String>),
     /// Watch kinds: puts per second achieved (median), etcd's and Keel's.
     pub put_rates: Option<(f64, f64)>,
+    /// `--proxy` runs: what the members behind etcd's and Keel's proxy saw
+    /// (medians of the rounds).
+    pub upstream: Option<(proxy::Upstream, proxy::Upstream)>,
     /// Watch kinds: events each run had to deliver, when every run delivered them exactly once.
     pub delivery: Option<String>,
     /// Runs that failed the exactly-once check: "round 1 keel: ...".
@@ -568,6 +589,14 @@ impl WorkloadResult {
             "\nLoad generator CPU (median): {:.1} s per {:.1} s run against etcd, {:.1} s per {:.1} s against Keel.",
             self.etcd.generator_cpu_secs, self.etcd.wall_secs, self.keel.generator_cpu_secs, self.keel.wall_secs
         );
+        if let Some((etcd, keel)) = &self.upstream {
+            let _ = writeln!(
+                out,
+                "\nBehind the proxy (median per run), etcd's members saw {}; Keel's {}.",
+                etcd.render(),
+                keel.render()
+            );
+        }
         if let Some((etcd, keel)) = self.put_rates {
             let _ =
                 writeln!(out, "\nPuts per second achieved (median): {etcd:.0} against etcd, {keel:.0} against Keel.");
@@ -589,6 +618,18 @@ impl WorkloadResult {
             let _ = writeln!(out, "\n**Exactly-once check failed**, {failure}");
         }
         out
+    }
+}
+
+/// The median of each of the runs' upstream figures.
+fn upstream(samples: &[Sample]) -> proxy::Upstream {
+    let m = |f: &dyn Fn(&proxy::Upstream) -> f64| {
+        median(samples.iter().filter_map(|s| s.upstream.as_ref()).map(f).collect())
+    };
+    proxy::Upstream {
+        watch_streams: m(&|u| u.watch_streams),
+        keepalive_streams: m(&|u| u.keepalive_streams),
+        max_watchers: m(&|u| u.max_watchers),
     }
 }
 
@@ -669,6 +710,9 @@ fn round_line(round: usize, system: &str, unit: &str, s: &Sample) -> String {
     if let Some(delivery) = &s.delivery {
         let _ = write!(line, "  delivered {}/{}", delivery.delivered, delivery.expected);
     }
+    if let Some(upstream) = &s.upstream {
+        let _ = write!(line, "  {}", upstream.render());
+    }
     if s.errors > 0 {
         let _ = write!(line, "  ERRORS {} (first: {})", s.errors, s.first_error.as_deref().unwrap_or("?"));
     } else if let Some(failure) = s.failure() {
@@ -689,6 +733,14 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
     }
     if options.members == 0 {
         bail!("--members must be at least 1");
+    }
+    if options.proxy && (options.tls || options.auth) {
+        bail!("--proxy runs without --tls and --auth (the proxies dial plain members, and carry no login)");
+    }
+    if options.proxy {
+        if let Some(http) = options.workloads.iter().find(|name| name.needs_v2() || name.is_json()) {
+            bail!("--proxy is for the gRPC workloads; {http} speaks HTTP to the members");
+        }
     }
     if options.rounds == 0 || options.total == 0 {
         bail!("--rounds and --total must be positive");
@@ -716,6 +768,10 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
         let header = match options.security() {
             "" => header,
             security => format!("{header} {security}"),
+        };
+        let header = match options.proxy {
+            true => format!("{header}, through each system's grpc-proxy"),
+            false => header,
         };
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
@@ -777,6 +833,7 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             keel: Medians::of(&keel),
             baseline: (!etcd_base.is_empty()).then(|| (Medians::of(&etcd_base), Medians::of(&keel_base))),
             put_rates: matches!(job, Job::Watch(_)).then(|| (put_rate(&etcd), put_rate(&keel))),
+            upstream: options.proxy.then(|| (upstream(&etcd), upstream(&keel))),
             etcd_errors: errors(&etcd),
             keel_errors: errors(&keel),
             delivery,
@@ -841,8 +898,20 @@ async fn measure(
         server.wait_ready().await?;
     }
     // Clients spread over every member, as etcd's benchmark does with
-    // several endpoints.
-    let endpoints: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    // several endpoints; or all go to the proxy in front of them.
+    let members: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+    let mut proxy = match options.proxy {
+        true => {
+            let mut proxy = proxy::start(bin, root, system, &members)?;
+            proxy.wait_ready().await.with_context(|| format!("{system}'s grpc-proxy"))?;
+            Some(proxy)
+        }
+        false => None,
+    };
+    let endpoints = match &proxy {
+        Some(proxy) => vec![proxy.url.clone()],
+        None => members.clone(),
+    };
     if options.auth {
         let token = dial::enable_auth(&endpoints[0]).await.with_context(|| format!("{system}: enabling auth"))?;
         dial::set_token(Some(&token))?;
@@ -857,6 +926,10 @@ async fn measure(
         prefilled.with_context(|| system.to_owned())?;
     }
     let context = || format!("{system}: {name}");
+    let probe = match &proxy {
+        Some(_) => Some(proxy::Probe::start(&members).await.with_context(context)?),
+        None => None,
+    };
     let mut sample = match job {
         Job::Kv(plan) => Sample::of_requests(&load::run(&endpoints, plan).await.with_context(context)?),
         Job::Json(plan) => Sample::of_requests(&super::json::run(&endpoints, plan).await.with_context(context)?),
@@ -868,15 +941,18 @@ async fn measure(
             Sample { delivery: Some(stalled), ..Sample::of_requests(&outcome) }
         }
     };
-    for server in &mut servers {
+    if let Some(probe) = probe {
+        sample.upstream = Some(probe.finish().await.with_context(context)?);
+    }
+    for server in servers.iter_mut().chain(proxy.as_mut()) {
         if let Some(status) = server.exited() {
             bail!("{system} exited during {name} ({status})");
         }
     }
-    // A cluster's cost is all of its members'.
-    sample.peak_rss_kib = servers.iter().map(Server::peak_rss_kib).sum();
+    // A cluster's cost is all of its members', and its proxy's.
+    sample.peak_rss_kib = servers.iter().chain(proxy.as_ref()).map(Server::peak_rss_kib).sum();
     sample.disk_bytes = servers.iter().map(Server::disk_bytes).sum();
-    Ok((sample, servers.iter().flat_map(Server::log_complaints).collect()))
+    Ok((sample, servers.iter().chain(proxy.as_ref()).flat_map(Server::log_complaints).collect()))
 }
 
 #[cfg(test)]
@@ -1066,6 +1142,7 @@ mod tests {
             keel: medians(1000.0, 1.0),
             baseline: Some((medians(1000.0, 2.0), medians(1000.0, 1.0))),
             put_rates: None,
+            upstream: None,
             etcd_errors: (0, None),
             keel_errors: (0, None),
             delivery: Some("In every run ...".to_owned()),
@@ -1096,10 +1173,12 @@ mod tests {
             first_error: None,
             delivery: Some(delivery.clone()),
             put_rate: Some(99.6),
+            upstream: Some(proxy::Upstream { watch_streams: 1.0, keepalive_streams: 0.0, max_watchers: 1.0 }),
         };
         let line = round_line(1, "keel", "events/s", &sample);
         assert!(
-            line.contains("events/s") && line.contains("delivered 9/10  FAILED: Events delivered: 9 of 10"),
+            line.contains("events/s")
+                && line.contains("delivered 9/10  upstream 1 watch streams, max 1 watchers, 0 keep-alive streams  FAILED: Events delivered: 9 of 10"),
             "{line}"
         );
         delivery.delivered = 10;
@@ -1113,6 +1192,7 @@ mod tests {
             keel: medians(1.0, 1.0),
             baseline: None,
             put_rates: Some((1000.0, 998.4)),
+            upstream: None,
             etcd_errors: (0, None),
             keel_errors: (3, Some("3 missing".to_owned())),
             delivery: None,

@@ -20,7 +20,8 @@
 //! - [`summary`], [`histogram`]: percentiles and etcd's report layout.
 //! - [`server`]: a fresh etcd or Keel, its peak RSS and data size.
 //! - [`compare`], [`doc`] and [`chart`]: the comparison, its section of
-//!   docs/benchmarks.md and the SVG chart beside it.
+//!   docs/benchmarks.md and the SVG chart beside it; [`proxy`]: the same
+//!   through each system's gRPC proxy (`compare --proxy`).
 //! - [`scale`]: a million keys in each system; load time, memory, disk, page reads.
 //! - [`snapshot`]: a new member catching up from a snapshot of a million keys;
 //!   how long it takes, and the memory it costs both sides.
@@ -39,6 +40,7 @@ mod json;
 mod lease;
 mod load;
 mod maintenance;
+mod proxy;
 mod scale;
 mod server;
 mod snapshot;

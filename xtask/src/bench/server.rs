@@ -168,6 +168,28 @@ impl Server {
         Ok(Server { url, child, data_dir, log_path, _dir: dir })
     }
 
+    /// A proxy in front of a cluster: `bin` run with `args` (`grpc-proxy
+    /// start --endpoints ...`) and `--listen-addr` on a free loopback port,
+    /// in a fresh directory under `root` (its working directory, where
+    /// etcd's proxy would put its `default.proxy` data).
+    pub fn start_proxy(bin: &Path, root: &Path, name: &str, args: &[String]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix(&format!("bench-{name}-")).tempdir_in(root)?;
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("proxy.log");
+        let log = File::create(&log_path).context("creating the proxy log")?;
+        let (port, _) = free_ports()?;
+        let child = Command::new(bin)
+            .args(args)
+            .arg(format!("--listen-addr=127.0.0.1:{port}"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {} {}", bin.display(), args.join(" ")))?;
+        Ok(Server { url: format!("http://127.0.0.1:{port}"), child, data_dir, log_path, _dir: dir })
+    }
+
     /// Waits until a Range succeeds (a single member elects itself first).
     pub async fn wait_ready(&mut self) -> Result<()> {
         self.wait_ready_within(STARTUP_TIMEOUT).await
