@@ -10,9 +10,11 @@ const FIRST_DELAY: Duration = Duration::from_millis(25);
 const MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Errors after which re-opening a stream may succeed: no endpoint reachable,
-/// a broken connection, or a member unavailable (down, or without a leader).
+/// a broken connection, a member unavailable (down, or without a leader),
+/// or one too slow to answer within the request timeout (paused, cut off
+/// from its peers, or a new member still catching up).
 pub(crate) fn is_transient(error: &ClientError) -> bool {
-    matches!(error, ClientError::Transport { .. } | ClientError::Connection { .. })
+    matches!(error, ClientError::Transport { .. } | ClientError::Connection { .. } | ClientError::Timeout(_))
         || error.code() == Some(Code::Unavailable)
 }
 
@@ -47,8 +49,9 @@ mod tests {
     }
 
     #[test]
-    fn only_unavailability_is_transient() {
+    fn only_unavailability_and_timeouts_are_transient() {
         assert!(is_transient(&ClientError::Status { code: Code::Unavailable, message: "no leader".into() }));
+        assert!(is_transient(&ClientError::Timeout(Duration::from_secs(2))));
         assert!(!is_transient(&ClientError::Status { code: Code::InvalidArgument, message: String::new() }));
         assert!(!is_transient(&ClientError::LeaseNotFound));
     }

@@ -13,8 +13,9 @@
 //!   periodic progress notifications (`progress_notify`; members run with a
 //!   1 s interval) and sends a progress request every second.
 //! - [`Via::Client`]: `keel-client`'s watch (which itself resumes a broken
-//!   stream), with periodic progress notifications only: the library has no
-//!   progress request.
+//!   stream, and retries a re-creation that timed out), with periodic
+//!   progress notifications and a progress request every second
+//!   (`Watcher::request_progress`).
 //!
 //! A stream that delivers nothing for [`SILENT`] while notifications are
 //! due is taken for dead (a member killed while its link was down leaves a
@@ -215,6 +216,9 @@ async fn client(endpoint: &str, state: &mut State, stop: &mut watch::Receiver<bo
             _ = ticker.tick() => {
                 if heard.elapsed() > SILENT {
                     return Ok(Ended::Reopen(format!("silent for {SILENT:?}")));
+                }
+                if let Err(err) = stream.request_progress() {
+                    return Ok(Ended::Reopen(format!("keel-client: {err}")));
                 }
             }
             next = stream.next() => match next {

@@ -8,6 +8,15 @@
 //!
 //! The task waits for the consumer: a slow reader slows the stream down
 //! (HTTP/2 flow control) instead of growing a buffer without bound.
+//!
+//! [`Watcher::request_progress`] asks the server for a progress
+//! notification. etcd answers on the stream with watch id -1 ("not
+//! associated with any watch": it is for every watch of the stream, and
+//! each of ours has its own). That answer is handed on but does not move
+//! the resume point: etcd before 3.4.25 and 3.5.8 sends it without waiting
+//! for the events still queued for the watch (etcd#15220), so trusting it
+//! could skip them on a reconnect. Periodic notifications, which etcd sends
+//! only to watches that have caught up, do move it.
 
 mod resume;
 
@@ -18,8 +27,11 @@ use std::time::Duration;
 use keel_proto::etcdserverpb::watch_client::WatchClient;
 use keel_proto::etcdserverpb::watch_create_request::FilterType;
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
-use keel_proto::etcdserverpb::{WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse};
+use keel_proto::etcdserverpb::{
+    WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +49,8 @@ use crate::{Client, ClientError};
 const BUFFER: usize = 16;
 /// How long a cancel waits for etcd to confirm before closing the stream.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
+/// The watch id of etcd's answer to a progress request.
+const PROGRESS_ANSWER: i64 = -1;
 
 /// What to watch and from when.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -143,9 +157,10 @@ impl Client {
 
         let (out, rx) = mpsc::channel(BUFFER);
         let (cancel_tx, cancel) = mpsc::channel(1);
-        let task = WatchTask { client: self.clone(), request, resume, out, cancel };
+        let (progress_tx, progress) = mpsc::channel(1);
+        let task = WatchTask { client: self.clone(), request, resume, out, cancel, progress };
         let task = tokio::spawn(task.run(stream));
-        Ok(Watcher { created_revision, rx, cancel: Some(cancel_tx), task })
+        Ok(Watcher { created_revision, rx, cancel: Some(cancel_tx), progress: progress_tx, task })
     }
 }
 
@@ -156,6 +171,7 @@ pub struct Watcher {
     rx: mpsc::Receiver<Result<WatchResponse, ClientError>>,
     // Dropping the sender is the cancel signal.
     cancel: Option<mpsc::Sender<()>>,
+    progress: mpsc::Sender<()>,
     task: JoinHandle<()>,
 }
 
@@ -163,6 +179,21 @@ impl Watcher {
     /// The store revision when the watch was created.
     pub fn created_revision(&self) -> i64 {
         self.created_revision
+    }
+
+    /// Asks the server for a progress notification: a response without
+    /// events whose header carries the store's current revision (see the
+    /// module docs for what it promises). Requests made before the answer
+    /// comes may be answered once; one made while the stream is being
+    /// re-created is sent on the new stream. Fails only once the watch has
+    /// ended.
+    pub fn request_progress(&self) -> Result<(), ClientError> {
+        match self.progress.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => Ok(()),
+            Err(TrySendError::Closed(())) => {
+                Err(ClientError::WatchCanceled { reason: "the watch has ended".to_owned() })
+            }
+        }
     }
 
     /// Cancels the watch on the server. Responses already received can
@@ -229,6 +260,11 @@ async fn open(
     Ok((open, created))
 }
 
+/// An answer to a progress request: nothing but a header.
+fn is_progress_answer(response: &WatchResponse) -> bool {
+    response.events.is_empty() && !response.created && !response.canceled && response.compact_revision == 0
+}
+
 fn canceled(response: &WatchResponse) -> ClientError {
     if response.compact_revision > 0 {
         ClientError::Compacted { compact_revision: Some(response.compact_revision) }
@@ -243,6 +279,7 @@ struct WatchTask {
     resume: Resume,
     out: mpsc::Sender<Result<WatchResponse, ClientError>>,
     cancel: mpsc::Receiver<()>,
+    progress: mpsc::Receiver<()>,
 }
 
 /// Why reading a stream stopped.
@@ -273,6 +310,15 @@ impl WatchTask {
                     cancel(stream).await;
                     return Stop::Done;
                 }
+                Some(()) = self.progress.recv() => {
+                    let request = WatchRequest {
+                        request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+                    };
+                    if stream.requests.send(request).await.is_err() {
+                        return Stop::Broken;
+                    }
+                    continue;
+                }
                 message = stream.responses.message() => message,
             };
             let mut response = match message {
@@ -287,6 +333,13 @@ impl WatchTask {
                     return Stop::Done;
                 }
             };
+            if response.watch_id == PROGRESS_ANSWER && stream.watch_id != PROGRESS_ANSWER {
+                // Handed on without moving the resume point (module docs).
+                if is_progress_answer(&response) && !self.deliver(Ok(response)).await {
+                    return Stop::Done;
+                }
+                continue;
+            }
             if response.watch_id != stream.watch_id {
                 continue;
             }
@@ -358,6 +411,17 @@ async fn cancel(stream: &mut Open) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_bare_header_is_a_progress_answer() {
+        let answer = WatchResponse { watch_id: PROGRESS_ANSWER, ..Default::default() };
+        assert!(is_progress_answer(&answer));
+        assert!(!is_progress_answer(&WatchResponse { canceled: true, ..answer.clone() }));
+        assert!(!is_progress_answer(&WatchResponse { created: true, ..answer.clone() }));
+        assert!(!is_progress_answer(&WatchResponse { compact_revision: 3, ..answer.clone() }));
+        let event = keel_proto::mvccpb::Event::default();
+        assert!(!is_progress_answer(&WatchResponse { events: vec![event], ..answer }));
+    }
 
     #[test]
     fn options_fill_the_create_request() {

@@ -111,6 +111,31 @@ async fn watch_resumes_after_a_reconnect_without_gap_or_duplicate() {
 }
 
 #[tokio::test]
+async fn a_progress_request_is_answered_with_the_current_revision() {
+    let etcd = Etcd::start().await;
+    let client = etcd.client().await;
+    let mut watcher = client.watch("/p/", WatchOptions::new().with_prefix()).await.unwrap();
+    let rev = client.put("/elsewhere", "x").await.unwrap().header.unwrap().revision;
+    // etcd answers with watch id -1: for every watch of the stream.
+    watcher.request_progress().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+        .await
+        .expect("no answer to the progress request")
+        .expect("watch stream open")
+        .unwrap();
+    assert!(response.events.is_empty(), "{response:?}");
+    assert!(response.header.unwrap().revision >= rev);
+
+    // An event after it still arrives.
+    let later = client.put("/p/a", "1").await.unwrap().header.unwrap().revision;
+    assert_eq!(next_events(&mut watcher, 1).await, [(EventType::Put, "/p/a".to_string(), later)]);
+
+    watcher.cancel().await;
+    while watcher.next().await.is_some() {}
+    assert!(watcher.request_progress().is_err(), "a progress request on an ended watch");
+}
+
+#[tokio::test]
 async fn canceled_watch_ends_its_stream() {
     let etcd = Etcd::start().await;
     let client = etcd.client().await;
