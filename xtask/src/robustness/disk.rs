@@ -114,12 +114,31 @@ impl Drop for Disks {
             }
         }
         if self.outer_mounted {
-            if let Err(err) = run("umount", &[&s(&self.outer)]) {
-                eprintln!("robustness: cleanup: {err:#}");
+            // An autoclear loop device lets go of its backing file a moment
+            // after its filesystem is unmounted, and until then the outer
+            // filesystem is busy (seen after a 10-minute run). Wait for it,
+            // then detach lazily rather than leave the mount to the next run.
+            let outer = s(&self.outer);
+            let mut unmounted = run("umount", &[&outer]).is_ok();
+            for _ in 0..OUTER_UNMOUNT_TRIES {
+                if unmounted {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                unmounted = run("umount", &[&outer]).is_ok();
+            }
+            if !unmounted {
+                if let Err(err) = run("umount", &["-l", &outer]) {
+                    eprintln!("robustness: cleanup: {err:#}");
+                }
             }
         }
     }
 }
+
+/// Attempts at unmounting the outer filesystem, 200 ms apart, before a
+/// lazy unmount.
+const OUTER_UNMOUNT_TRIES: usize = 10;
 
 /// The temp dir's name for this run: its pid lets [`sweep_stale`] tell a
 /// dead run's mounts from a live one's.
