@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{etcd::etcdctl, free_port, http_get, wait_for, Keel};
+use common::proxy::ProxyProcess;
+use common::{etcd::etcdctl, http_get, wait_for, Keel};
 use keel_proto::etcdserverpb::auth_client::AuthClient;
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::{
@@ -20,52 +20,29 @@ use keel_proto::etcdserverpb::{
 };
 use tonic::transport::Channel;
 
-/// A Keel proxy process, killed on drop.
-struct ProxyProcess {
-    child: Child,
-    port: u16,
+/// A Keel proxy once it serves /livez (not waiting for a read through it:
+/// a read would be cached before the test begins).
+async fn start_proxy(endpoints: &str, extra: &[&str]) -> ProxyProcess {
+    let proxy = ProxyProcess::keel(endpoints, extra);
+    let port = proxy.port;
+    wait_for("the proxy to serve /livez", Duration::from_secs(30), || async move {
+        http_get(port, "/livez").await.is_ok_and(|(status, _)| status == 200)
+    })
+    .await;
+    proxy
 }
 
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn client(proxy: &ProxyProcess) -> KvClient<Channel> {
+    KvClient::connect(proxy.endpoint()).await.unwrap()
 }
 
-impl ProxyProcess {
-    async fn start(endpoints: &str, extra: &[&str]) -> ProxyProcess {
-        let port = free_port();
-        let mut command = common::keel_command();
-        command
-            .args(["grpc-proxy", "start", "--endpoints", endpoints, "--listen-addr", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .env("RUST_LOG", std::env::var("KEEL_TEST_PROXY_LOG").unwrap_or_else(|_| "warn".to_owned()))
-            .stderr(Stdio::inherit());
-        let proxy = ProxyProcess { child: command.spawn().expect("spawn keel grpc-proxy"), port };
-        wait_for("the proxy to serve /livez", Duration::from_secs(30), || async move {
-            http_get(port, "/livez").await.is_ok_and(|(status, _)| status == 200)
-        })
-        .await;
-        proxy
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn kv(&self) -> KvClient<Channel> {
-        KvClient::connect(self.endpoint()).await.unwrap()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let (status, body) = http_get(self.port, "/metrics").await.unwrap();
-        assert_eq!(status, 200);
-        body.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in\n{body}"))
-    }
+async fn metric(proxy: &ProxyProcess, name: &str) -> f64 {
+    let (status, body) = http_get(proxy.port, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{body}"))
 }
 
 fn range(key: &str, serializable: bool) -> RangeRequest {
@@ -85,12 +62,12 @@ async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
 /// Reads `request` through the proxy until one read is a counted hit, so
 /// the cache holds it; returns that answer.
 async fn cached(proxy: &ProxyProcess, request: RangeRequest) -> RangeResponse {
-    let mut kv = proxy.kv().await;
+    let mut kv = client(proxy).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let before = proxy.metric("etcd_grpc_proxy_cache_hits_total").await;
+        let before = metric(proxy, "etcd_grpc_proxy_cache_hits_total").await;
         let answer = kv.range(request.clone()).await.unwrap().into_inner();
-        if proxy.metric("etcd_grpc_proxy_cache_hits_total").await > before {
+        if metric(proxy, "etcd_grpc_proxy_cache_hits_total").await > before {
             return answer;
         }
         assert!(Instant::now() < deadline, "{request:?} never came from the cache");
@@ -106,9 +83,9 @@ async fn writes_made_directly_to_the_cluster_reach_reads_through_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let keel = Keel::start(&dir.path().join("keel")).await;
     keel.wait_for_quorum().await;
-    let proxy = ProxyProcess::start(&keel.endpoint(), &["--cache-prefix", "/c/,/other/"]).await;
+    let proxy = start_proxy(&keel.endpoint(), &["--cache-prefix", "/c/,/other/"]).await;
     let mut direct = keel.kv().await;
-    let mut through = proxy.kv().await;
+    let mut through = client(&proxy).await;
 
     put(&mut direct, "/c/k", "v0").await;
     let answer = cached(&proxy, range("/c/k", true)).await;
@@ -134,7 +111,7 @@ async fn writes_made_directly_to_the_cluster_reach_reads_through_the_cache() {
     }
 
     // Linearizable: a direct write shows on the very next read.
-    let hits = proxy.metric("etcd_grpc_proxy_cache_hits_total").await;
+    let hits = metric(&proxy, "etcd_grpc_proxy_cache_hits_total").await;
     for round in 21..=120 {
         let want = format!("v{round}");
         put(&mut direct, "/c/k", &want).await;
@@ -142,7 +119,7 @@ async fn writes_made_directly_to_the_cluster_reach_reads_through_the_cache() {
         // Read again at once: from the cache when it has caught up.
         assert_eq!(value(&mut through, "/c/k", false).await.as_deref(), Some(want.as_str()), "round {round}");
     }
-    assert!(proxy.metric("etcd_grpc_proxy_cache_hits_total").await > hits, "linearizable reads were served");
+    assert!(metric(&proxy, "etcd_grpc_proxy_cache_hits_total").await > hits, "linearizable reads were served");
 
     // A write through the proxy is read back through it at once, even
     // before the cache's watch has it.
@@ -170,13 +147,13 @@ async fn writes_made_directly_to_the_cluster_reach_reads_through_the_cache() {
     .await;
 
     // Outside the cached prefixes nothing is cached or counted.
-    let misses = proxy.metric("etcd_grpc_proxy_cache_misses_total").await;
+    let misses = metric(&proxy, "etcd_grpc_proxy_cache_misses_total").await;
     put(&mut direct, "/u/k", "1").await;
     for _ in 0..3 {
         assert_eq!(value(&mut through, "/u/k", true).await.as_deref(), Some("1"));
     }
-    assert_eq!(proxy.metric("etcd_grpc_proxy_cache_misses_total").await, misses);
-    assert!(proxy.metric("etcd_grpc_proxy_cache_keys_total").await >= 1.0);
+    assert_eq!(metric(&proxy, "etcd_grpc_proxy_cache_misses_total").await, misses);
+    assert!(metric(&proxy, "etcd_grpc_proxy_cache_keys_total").await >= 1.0);
 }
 
 /// `--namespace` with the whole namespace cached (`--cache-prefix ""`):
@@ -188,9 +165,9 @@ async fn from_key_ranges_under_a_namespace_and_nested_txns_stay_current() {
     let dir = tempfile::tempdir().unwrap();
     let keel = Keel::start(&dir.path().join("keel")).await;
     keel.wait_for_quorum().await;
-    let proxy = ProxyProcess::start(&keel.endpoint(), &["--namespace", "/ns/", "--cache-prefix="]).await;
+    let proxy = start_proxy(&keel.endpoint(), &["--namespace", "/ns/", "--cache-prefix="]).await;
     let mut direct = keel.kv().await;
-    let mut through = proxy.kv().await;
+    let mut through = client(&proxy).await;
 
     put(&mut direct, "/ns/a", "1").await;
     put(&mut direct, "/outside", "1").await;
@@ -245,7 +222,7 @@ async fn the_cache_stays_within_its_bytes() {
     let keel = Keel::start(&dir.path().join("keel")).await;
     keel.wait_for_quorum().await;
     let bound = BOUND.to_string();
-    let proxy = ProxyProcess::start(&keel.endpoint(), &["--cache-prefix", "/big/", "--cache-max-bytes", &bound]).await;
+    let proxy = start_proxy(&keel.endpoint(), &["--cache-prefix", "/big/", "--cache-max-bytes", &bound]).await;
     let mut direct = keel.kv().await;
     let big = "x".repeat(1500);
     for i in 0..10 {
@@ -254,16 +231,16 @@ async fn the_cache_stays_within_its_bytes() {
     for i in 0..10 {
         let answer = cached(&proxy, range(&format!("/big/{i}"), true)).await;
         assert_eq!(answer.kvs[0].value.len(), 1500);
-        let bytes = proxy.metric("keel_grpc_proxy_cache_bytes").await;
+        let bytes = metric(&proxy, "keel_grpc_proxy_cache_bytes").await;
         assert!(bytes <= BOUND as f64, "{bytes} bytes cached, bound {BOUND}");
     }
-    let keys = proxy.metric("etcd_grpc_proxy_cache_keys_total").await;
+    let keys = metric(&proxy, "etcd_grpc_proxy_cache_keys_total").await;
     assert!((1.0..10.0).contains(&keys), "{keys} answers cached");
     // The first answer was pushed out: reading it again is a miss.
-    let misses = proxy.metric("etcd_grpc_proxy_cache_misses_total").await;
-    let mut through = proxy.kv().await;
+    let misses = metric(&proxy, "etcd_grpc_proxy_cache_misses_total").await;
+    let mut through = client(&proxy).await;
     assert_eq!(value(&mut through, "/big/0", true).await.map(|v| v.len()), Some(1500));
-    assert_eq!(proxy.metric("etcd_grpc_proxy_cache_misses_total").await, misses + 1.0);
+    assert_eq!(metric(&proxy, "etcd_grpc_proxy_cache_misses_total").await, misses + 1.0);
 }
 
 async fn token(endpoint: &str, user: &str) -> String {
@@ -300,18 +277,18 @@ async fn cached_answers_are_served_only_to_callers_the_cluster_lets_read_them() 
         let out = etcdctl(&cluster, args);
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let proxy = ProxyProcess::start(&cluster, &["--cache-prefix", "/s/"]).await;
+    let proxy = start_proxy(&cluster, &["--cache-prefix", "/s/"]).await;
     let alice = token(&proxy.endpoint(), "alice").await;
     let bob = token(&proxy.endpoint(), "bob").await;
-    let mut kv = proxy.kv().await;
+    let mut kv = client(&proxy).await;
 
     // Alice's answer is cached for her.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let before = proxy.metric("etcd_grpc_proxy_cache_hits_total").await;
+        let before = metric(&proxy, "etcd_grpc_proxy_cache_hits_total").await;
         let answer = kv.range(as_user(range("/s/k", true), &alice)).await.unwrap().into_inner();
         assert_eq!(answer.kvs[0].value, b"secret");
-        if proxy.metric("etcd_grpc_proxy_cache_hits_total").await > before {
+        if metric(&proxy, "etcd_grpc_proxy_cache_hits_total").await > before {
             break;
         }
         assert!(Instant::now() < deadline, "alice's read never came from the cache");
