@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcdctl, require_etcd, start_etcd_cluster, Plan};
-use common::proxy::ProxyProcess;
+use common::proxy::{metric, ProxyProcess};
 use common::{free_port, http_get, wait_for, Cluster, Keel};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
@@ -294,23 +294,10 @@ async fn a_watch_survives_the_death_of_its_upstream_member() {
     assert!(extra.is_err(), "unexpected response after the last event: {extra:?}");
 
     // The watches really moved: the proxy resumed its upstream watch.
-    let mut proxy_metrics = metrics_of(&proxy).await;
+    let mut proxy_metrics = proxy.metrics().await;
     assert!(metric(&proxy_metrics, "keel_grpc_proxy_watch_resumes_total") >= 1.0, "{proxy_metrics}");
-    proxy_metrics = metrics_of(&proxy).await;
+    proxy_metrics = proxy.metrics().await;
     assert_eq!(metric(&proxy_metrics, "etcd_grpc_proxy_watchers_coalescing_total"), 1.0, "{proxy_metrics}");
-}
-
-async fn metrics_of(proxy: &ProxyProcess) -> String {
-    let (status, body) = http_get(proxy.port, "/metrics").await.unwrap();
-    assert_eq!(status, 200);
-    body
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +528,7 @@ async fn a_slow_watcher_catches_up_on_its_own() {
     assert_eq!(fast_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want);
     let slow_seen = events(&mut slow, WRITES).await;
     assert_eq!(slow_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want, "every event once, in order");
-    assert!(metric(&metrics_of(&proxy).await, "keel_grpc_proxy_watch_detached_total") >= 1.0);
+    assert!(metric(&proxy.metrics().await, "keel_grpc_proxy_watch_detached_total") >= 1.0);
 }
 
 fn put_op(key: &str) -> RequestOp {
@@ -627,7 +614,7 @@ async fn read_only_and_allow_prefix_proxies_refuse_what_they_do_not_serve() {
     denied(lock.lock(LockRequest { name: b"/app/lock".to_vec(), lease: 1 }).await, "lock");
     let mut maintenance = MaintenanceClient::connect(read_only.endpoint()).await.unwrap();
     assert!(maintenance.status(StatusRequest {}).await.is_ok(), "status is a read");
-    let refused = metric(&metrics_of(&read_only).await, "keel_grpc_proxy_refused_total{reason=\"read-only\"}");
+    let refused = metric(&read_only.metrics().await, "keel_grpc_proxy_refused_total{reason=\"read-only\"}");
     assert_eq!(refused, 6.0, "put (etcdctl), put, nested put, compact, grant, lock");
     // Nothing was written: /app/y does not exist.
     let range = direct.range(RangeRequest { key: b"/app/y".to_vec(), ..Default::default() }).await.unwrap();
@@ -665,7 +652,7 @@ async fn read_only_and_allow_prefix_proxies_refuse_what_they_do_not_serve() {
     assert!(stream.message().await.unwrap().unwrap().created);
     kv.put(PutRequest { key: b"/shared/k".to_vec(), ..Default::default() }).await.unwrap();
     assert_eq!(events(&mut stream, 1).await[0].0, "/shared/k");
-    let refused = metric(&metrics_of(&allow).await, "keel_grpc_proxy_refused_total{reason=\"prefix\"}");
+    let refused = metric(&allow.metrics().await, "keel_grpc_proxy_refused_total{reason=\"prefix\"}");
     assert_eq!(refused, 7.0, "get, from-key, put, nested put, compact, etcdctl get, watch");
     // A lease's key list shows only the keys inside the prefixes.
     let mut direct_lease = LeaseClient::connect(keel.endpoint()).await.unwrap();
@@ -753,6 +740,6 @@ async fn proxies_register_under_a_resolver_prefix_as_etcds_do() {
     wait_for("the stopped proxy to leave", Duration::from_secs(5), || listed(a.endpoint(), 1)).await;
     assert!(stopped.elapsed() < Duration::from_secs(5));
     assert_eq!(member_lines(&a.endpoint()), [format!("0, started, {host}, , {}, false", all[0])]);
-    let registrations = metric(&metrics_of(&a).await, "keel_grpc_proxy_registrations_total");
+    let registrations = metric(&a.metrics().await, "keel_grpc_proxy_registrations_total");
     assert_eq!(registrations, 1.0, "one lease, kept alive all along");
 }

@@ -37,12 +37,7 @@ async fn client(proxy: &ProxyProcess) -> KvClient<Channel> {
 }
 
 async fn metric(proxy: &ProxyProcess, name: &str) -> f64 {
-    let (status, body) = http_get(proxy.port, "/metrics").await.unwrap();
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{body}"))
+    common::proxy::metric(&proxy.metrics().await, name)
 }
 
 fn range(key: &str, serializable: bool) -> RangeRequest {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::etcd::{etcdctl_ok, require_etcd};
-use common::proxy::ProxyProcess;
+use common::proxy::{metric, ProxyProcess};
 use common::{free_port, http_exchange, http_get, wait_for, Keel};
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::lease_client::LeaseClient;
@@ -94,13 +94,6 @@ async fn wait_present(keel: &Keel, key: &str, limit: Duration, what: &str) -> St
 
 async fn wait_absent(keel: &Keel, key: &str, limit: Duration, what: &str) {
     wait_for(what, limit, || async { value(keel, key).await.is_none() }).await;
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +223,7 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
 
     // Counted: two services (web passing), and web's key put at least
     // five times (registered, recovered, deleted, lease revoked).
-    let (_, metrics) = http_get(proxy.port, "/metrics").await.unwrap();
+    let metrics = proxy.metrics().await;
     assert_eq!(metric(&metrics, "keel_grpc_proxy_services"), 2.0);
     assert_eq!(metric(&metrics, "keel_grpc_proxy_services_passing"), 1.0);
     assert!(metric(&metrics, "keel_grpc_proxy_service_puts_total") >= 5.0, "{metrics}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use keel_proto::etcdserverpb::kv_client::KvClient;
 use keel_proto::etcdserverpb::RangeRequest;
 
-use super::{free_port, wait_for};
+use super::{free_port, http_get, wait_for};
 
 /// A proxy process (Keel's or etcd's), killed on drop.
 pub struct ProxyProcess {
@@ -68,6 +68,13 @@ impl ProxyProcess {
         ProxyProcess { child, port }
     }
 
+    /// The proxy's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.port, "/metrics").await.unwrap();
+        assert_eq!(status, 200);
+        body
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -85,4 +92,13 @@ impl ProxyProcess {
         .await;
         self
     }
+}
+
+/// The value of the series `name` (labels included, as printed) in a
+/// Prometheus text page.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }
