@@ -87,6 +87,13 @@ pub struct ProxyConfig {
     pub cache_prefixes: Vec<Vec<u8>>,
     /// `--cache-max-bytes` (Keel's): what the cached answers may take.
     pub cache_max_bytes: usize,
+    /// `--discovery-srv`: a domain whose `_etcd-client-ssl._tcp` (and with
+    /// `insecure_discovery`, `_etcd-client._tcp`) SRV records name the
+    /// endpoints; none found: `endpoints`.
+    pub discovery_srv: Option<String>,
+    /// `--discovery-srv-name`: appended to the SRV service names.
+    pub discovery_srv_name: String,
+    pub insecure_discovery: bool,
 }
 
 impl Default for ProxyConfig {
@@ -113,6 +120,9 @@ impl Default for ProxyConfig {
             service_config_dir: None,
             cache_prefixes: Vec::new(),
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            discovery_srv: None,
+            discovery_srv_name: String::new(),
+            insecure_discovery: false,
         }
     }
 }
@@ -173,6 +183,9 @@ const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
     ("help", Kind::Bool, Ok(())),
     ("resolver-prefix", Kind::Value, Ok(())),
     ("resolver-ttl", Kind::Value, Ok(())),
+    ("discovery-srv", Kind::Value, Ok(())),
+    ("discovery-srv-name", Kind::Value, Ok(())),
+    ("insecure-discovery", Kind::Bool, Ok(())),
     // Keel's own.
     ("read-only", Kind::Bool, Ok(())),
     ("allow-prefix", Kind::Value, Ok(())),
@@ -182,9 +195,6 @@ const FLAGS: &[(&str, Kind, Result<(), &str>)] = &[
     ("cache-prefix", Kind::Value, Ok(())),
     ("cache-max-bytes", Kind::Value, Ok(())),
     ("enable-pprof", Kind::Bool, Err("Go's runtime profiler has no equivalent in a Rust process")),
-    ("discovery-srv", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
-    ("discovery-srv-name", Kind::Value, Err("DNS discovery is not implemented yet; list --endpoints")),
-    ("insecure-discovery", Kind::Bool, Err("DNS discovery is not implemented yet; list --endpoints")),
     ("auto-tls", Kind::Bool, Err("generated certificates are not implemented; give --cert-file and --key-file")),
     ("listen-cipher-suites", Kind::Value, Err("cipher suites are not configurable yet")),
     ("experimental-leasing-prefix", Kind::Value, Err("leasing is not implemented")),
@@ -268,6 +278,9 @@ pub fn parse(args: &[String]) -> Result<Command, ConfigError> {
             "resolver-ttl" => {
                 config.resolver_ttl = value.parse().map_err(|_| bad_value(&value, name, "invalid syntax"))?;
             }
+            "discovery-srv" => config.discovery_srv = Some(value).filter(|domain| !domain.is_empty()),
+            "discovery-srv-name" => config.discovery_srv_name = value,
+            "insecure-discovery" => config.insecure_discovery = true,
             "read-only" => config.policy.read_only = true,
             "allow-prefix" => config.policy.allow_prefixes.extend(parse_prefixes(&value)),
             "auto-sync-interval" => {
@@ -370,8 +383,11 @@ Flags:
       --client-crl-file string          proxy client certificate revocation list file.
       --data-dir string                 Data directory for persistent data (default \"default.proxy\")
       --debug                           Enable debug-level logging for grpc-proxy.
+      --discovery-srv string            domain name to query for SRV records describing cluster endpoints
+      --discovery-srv-name string       service name to query when using DNS discovery
       --endpoints strings               comma separated etcd cluster endpoints (default [127.0.0.1:2379])
   -h, --help                            help for start
+      --insecure-discovery              accept insecure SRV records
       --insecure-skip-tls-verify        skip authentication of etcd server TLS certificates (CAUTION: this option should be enabled only for testing purposes)
       --key string                      identify secure connections with etcd servers using this TLS key file
       --key-file string                 identify secure connections to the proxy using this TLS key file
@@ -394,9 +410,8 @@ Keel's own:
       --service-config-dir string       register the local services described in this folder's *.json files at start
       --service-prefix string           where registered local services' keys live (default \"/keel/services\")
 
-Not supported yet (refused): --enable-pprof, --discovery-srv, --discovery-srv-name,
---insecure-discovery, --auto-tls, --listen-cipher-suites, --experimental-leasing-prefix,
---experimental-serializable-ordering.
+Not supported yet (refused): --enable-pprof, --auto-tls, --listen-cipher-suites,
+--experimental-leasing-prefix, --experimental-serializable-ordering.
 "
 }
 

@@ -17,6 +17,9 @@ pub enum ProxyError {
     Serve(#[from] tonic::transport::Error),
     #[error("{0}")]
     ServiceConfig(String),
+    /// etcd's proxy exits on a failed `--discovery-srv` lookup too.
+    #[error("discovery: {0}")]
+    Discovery(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

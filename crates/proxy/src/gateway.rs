@@ -439,6 +439,27 @@ async fn sync_members(
 /// `_etcd-client-ssl` records first, then `_etcd-client` ones (those only
 /// with `--insecure-discovery`); each with its SRV priority.
 async fn discover(domain: &str, service_name: &str, insecure: bool) -> Result<Vec<Remote>, GatewayError> {
+    let found = lookup_srv(domain, service_name, insecure).await?;
+    Ok(found.into_iter().map(|(addr, priority, _)| Remote { addr, priority, dead_until: None }).collect())
+}
+
+/// The client URLs DNS SRV records name, for `grpc-proxy start
+/// --discovery-srv`: `https://` for the `_etcd-client-ssl` records.
+pub(crate) async fn discover_urls(
+    domain: &str,
+    service_name: &str,
+    insecure: bool,
+) -> Result<Vec<String>, GatewayError> {
+    let found = lookup_srv(domain, service_name, insecure).await?;
+    Ok(found.into_iter().map(|(addr, _, https)| format!("{}://{addr}", if https { "https" } else { "http" })).collect())
+}
+
+/// `host:port`, SRV priority and whether the record is an `-ssl` one.
+async fn lookup_srv(
+    domain: &str,
+    service_name: &str,
+    insecure: bool,
+) -> Result<Vec<(String, u16, bool)>, GatewayError> {
     let resolver = TokioResolver::builder_tokio().map_err(|e| GatewayError::Discovery(e.to_string()))?.build();
     let mut found = Vec::new();
     let mut errors = Vec::new();
@@ -462,11 +483,9 @@ async fn discover(domain: &str, service_name: &str, insecure: bool) -> Result<Ve
                 }
                 let mut records: Vec<_> = answers.iter().cloned().collect();
                 records.sort_by_key(|srv| (srv.priority(), std::cmp::Reverse(srv.weight())));
-                found.extend(records.iter().map(|srv| Remote {
-                    addr: format!("{}:{}", srv.target(), srv.port()),
-                    priority: srv.priority(),
-                    dead_until: None,
-                }));
+                found.extend(
+                    records.iter().map(|srv| (format!("{}:{}", srv.target(), srv.port()), srv.priority(), https)),
+                );
             }
             Err(err) => errors.push(format!("lookup {name}: {err}")),
         }

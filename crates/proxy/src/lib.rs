@@ -167,7 +167,18 @@ impl Proxy {
             }
             None => None,
         };
-        let upstream = Upstream::new(&config.endpoints, &config.upstream_tls)?;
+        let mut endpoints = config.endpoints.clone();
+        if let Some(domain) = &config.discovery_srv {
+            let found = gateway::discover_urls(domain, &config.discovery_srv_name, config.insecure_discovery)
+                .await
+                .map_err(|e| ProxyError::Discovery(e.to_string()))?;
+            // As etcd's: nothing found, the --endpoints are used.
+            if !found.is_empty() {
+                tracing::info!(domain, endpoints = ?found, "discovered the cluster");
+                endpoints = found;
+            }
+        }
+        let upstream = Upstream::new(&endpoints, &config.upstream_tls)?;
         let host_name = tokio::task::spawn_blocking(host_name).await.unwrap_or_default();
         let services = match config.service_config_dir.clone() {
             Some(dir) => tokio::task::spawn_blocking(move || registry::load_dir(&dir))

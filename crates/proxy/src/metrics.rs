@@ -12,6 +12,8 @@ pub(crate) struct Metrics {
     pub(crate) watchers: IntGauge,
     pub(crate) watch_resumes: IntCounter,
     pub(crate) watch_detached: IntCounter,
+    pub(crate) watch_rejoined: IntCounter,
+    pub(crate) watch_history_joins: IntCounter,
     pub(crate) keepalives: IntCounter,
     /// Requests `--read-only` or `--allow-prefix` refused, by `reason`.
     pub(crate) refused: IntCounterVec,
@@ -61,6 +63,14 @@ impl Metrics {
             watch_detached: counter(
                 "keel_grpc_proxy_watch_detached_total",
                 "Slow watchers moved from a shared upstream watch to one of their own",
+            )?,
+            watch_history_joins: counter(
+                "keel_grpc_proxy_watch_history_joins_total",
+                "Watches from a past revision served from a shared upstream watch's history",
+            )?,
+            watch_rejoined: counter(
+                "keel_grpc_proxy_watch_rejoined_total",
+                "Slow watchers that caught up on their own upstream watch and rejoined the shared one",
             )?,
             keepalives: counter("keel_grpc_proxy_keepalives_total", "Lease keep-alives sent upstream")?,
             refused: {

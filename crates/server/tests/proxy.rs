@@ -518,17 +518,67 @@ async fn a_slow_watcher_catches_up_on_its_own() {
     // Values large enough that HTTP/2's window and the proxy's queues fill
     // long before the last write, while only the fast watcher reads.
     let mut kv = keel.kv().await;
-    let reader = tokio::spawn(async move { events(&mut fast, WRITES).await });
+    let reader = tokio::spawn(async move { (events(&mut fast, WRITES).await, fast) });
     for i in 0..WRITES {
         let put = PutRequest { key: format!("/s/{i:04}").into_bytes(), value: vec![b'x'; 4096], ..Default::default() };
         kv.put(put).await.unwrap();
     }
     let want: Vec<String> = (0..WRITES).map(|i| format!("/s/{i:04}")).collect();
-    let fast_seen = reader.await.unwrap();
+    let (fast_seen, mut fast) = reader.await.unwrap();
     assert_eq!(fast_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want);
     let slow_seen = events(&mut slow, WRITES).await;
     assert_eq!(slow_seen.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>(), want, "every event once, in order");
     assert!(metric(&proxy.metrics().await, "keel_grpc_proxy_watch_detached_total") >= 1.0);
+
+    // Caught up, it returns to the shared upstream watch, and still gets
+    // every event once.
+    let keys = |seen: Vec<(String, i64)>| seen.into_iter().map(|(key, _)| key).collect::<Vec<_>>();
+    let reader = tokio::spawn(async move { (events(&mut slow, 1).await, slow) });
+    kv.put(PutRequest { key: b"/s/after".to_vec(), ..Default::default() }).await.unwrap();
+    let (after, mut slow) = reader.await.unwrap();
+    assert_eq!(keys(after), ["/s/after"]);
+    kv.put(PutRequest { key: b"/s/end".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(keys(events(&mut slow, 1).await), ["/s/end"]);
+    assert_eq!(keys(events(&mut fast, 2).await), ["/s/after", "/s/end"]);
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "keel_grpc_proxy_watch_rejoined_total"), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "etcd_grpc_proxy_watchers_coalescing_total"), 1.0, "{metrics}");
+}
+
+/// A watch from a past revision on a range the proxy already watches is
+/// served from that shared watch's history: the events since its start
+/// revision, then everything new, and the member still holds one watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_past_revision_joins_from_the_shared_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let proxy = ProxyProcess::keel(&keel.endpoint(), &[]).ready().await;
+    let create = WatchCreateRequest { key: b"/h/".to_vec(), range_end: b"/h0".to_vec(), ..Default::default() };
+    let (_live_requests, mut live) = open_watch(proxy.endpoint(), create.clone()).await;
+    assert!(live.message().await.unwrap().unwrap().created);
+    let mut kv = keel.kv().await;
+    let mut revisions = Vec::new();
+    for key in ["/h/1", "/h/2", "/h/3"] {
+        let put = kv.put(PutRequest { key: key.as_bytes().to_vec(), ..Default::default() }).await.unwrap();
+        revisions.push(put.into_inner().header.unwrap().revision);
+    }
+    let keys = |seen: Vec<(String, i64)>| seen.into_iter().map(|(key, _)| key).collect::<Vec<_>>();
+    assert_eq!(keys(events(&mut live, 3).await), ["/h/1", "/h/2", "/h/3"]);
+
+    let from_second = WatchCreateRequest { start_revision: revisions[1], ..create };
+    let (_late_requests, mut late) = open_watch(proxy.endpoint(), from_second).await;
+    let created = late.message().await.unwrap().unwrap();
+    assert!(created.created && !created.canceled, "{created:?}");
+    assert_eq!(events(&mut late, 2).await, [("/h/2".to_owned(), revisions[1]), ("/h/3".to_owned(), revisions[2])]);
+    kv.put(PutRequest { key: b"/h/4".to_vec(), ..Default::default() }).await.unwrap();
+    assert_eq!(keys(events(&mut late, 1).await), ["/h/4"]);
+    assert_eq!(keys(events(&mut live, 1).await), ["/h/4"]);
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(metric(&metrics, "keel_grpc_proxy_watch_history_joins_total"), 1.0, "{metrics}");
+    let (_, member) = http_get(keel.port, "/metrics").await.unwrap();
+    assert_eq!(metric(&member, "etcd_debugging_mvcc_watcher_total"), 1.0, "the member holds one watcher");
 }
 
 fn put_op(key: &str) -> RequestOp {

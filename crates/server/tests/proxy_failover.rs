@@ -415,14 +415,24 @@ async fn watches_see_every_event_once_through_twenty_kills_restarts_and_leader_m
 
 /// A DNS server on 127.0.0.1:53 that knows `_etcd-client._tcp.keel.test`
 /// → `m1.keel.test.:port` and `m1.keel.test` → 127.0.0.1 (as keelctl's
-/// `--discovery-srv` test serves them).
-fn fake_dns(port: u16) -> std::net::UdpSocket {
+/// `--discovery-srv` test serves them). One server per test process (its
+/// thread keeps the port), answering with the latest `port` given.
+fn fake_dns(port: u16) {
+    static TARGET: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU16>> = std::sync::OnceLock::new();
+    let target = TARGET.get_or_init(|| {
+        let target = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        serve_fake_dns(target.clone());
+        target
+    });
+    target.store(port, Ordering::SeqCst);
+}
+
+fn serve_fake_dns(target: Arc<std::sync::atomic::AtomicU16>) {
     use hickory_proto::op::{Message, MessageType, ResponseCode};
     use hickory_proto::rr::rdata::{A, SRV};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    let socket = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53 (the tests run as root)");
-    let serving = socket.try_clone().unwrap();
+    let serving = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53 (the tests run as root)");
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = serving.recv_from(&mut buf) {
@@ -440,11 +450,11 @@ fn fake_dns(port: u16) -> std::net::UdpSocket {
                 answer.add_query(q.clone());
                 let name = q.name().to_ascii();
                 if q.query_type() == RecordType::SRV && name == "_etcd-client._tcp.keel.test." {
-                    let target = Name::from_ascii("m1.keel.test.").unwrap();
+                    let name = Name::from_ascii("m1.keel.test.").unwrap();
                     answer.add_answer(Record::from_rdata(
                         q.name().clone(),
                         30,
-                        RData::SRV(SRV::new(0, 0, port, target)),
+                        RData::SRV(SRV::new(0, 0, target.load(Ordering::SeqCst), name)),
                     ));
                     known = true;
                 } else if name == "m1.keel.test." {
@@ -458,7 +468,24 @@ fn fake_dns(port: u16) -> std::net::UdpSocket {
             let _ = serving.send_to(&answer.to_vec().unwrap(), from);
         }
     });
-    socket
+}
+
+/// `keel ARGS` in a mount namespace whose /etc/resolv.conf is `resolv`
+/// (naming the fake server), leaving the machine's alone.
+fn keel_with_dns(resolv: &std::path::Path, args: &[String]) -> std::process::Child {
+    let keel_bin = common::keel_command().get_program().to_string_lossy().into_owned();
+    let mut unshare = std::process::Command::new("unshare");
+    common::without_etcd_env(&mut unshare);
+    unshare
+        .args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""])
+        .arg(resolv)
+        .arg(keel_bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    unshare.spawn().expect("run unshare (util-linux)")
 }
 
 /// `--discovery-srv`: the gateway forwards to the members DNS SRV records
@@ -472,28 +499,17 @@ async fn the_gateway_finds_members_in_dns_srv_records() {
     let dir = tempfile::tempdir().unwrap();
     let keel = common::Keel::start(&dir.path().join("data")).await;
     keel.wait_for_quorum().await;
-    let _dns = fake_dns(keel.port);
+    fake_dns(keel.port);
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
-    // The gateway runs in a mount namespace whose /etc/resolv.conf names
-    // the fake server, leaving the machine's alone.
     let gateway = |insecure: bool| {
         let port = free_port();
-        let keel_bin = common::keel_command().get_program().to_string_lossy().into_owned();
-        let mut unshare = std::process::Command::new("unshare");
-        common::without_etcd_env(&mut unshare);
-        unshare
-            .args(["--mount", "sh", "-c", "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""])
-            .arg(&resolv)
-            .arg(keel_bin)
-            .args(["gateway", "start", "--discovery-srv", "keel.test", "--endpoints", "127.0.0.1:1"])
-            .args(["--listen-addr", &format!("127.0.0.1:{port}"), "--auto-sync-interval", "0"])
-            .arg(format!("--insecure-discovery={insecure}"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        ProxyProcess { child: unshare.spawn().expect("run unshare (util-linux)"), port }
+        let mut args: Vec<String> = ["gateway", "start", "--discovery-srv", "keel.test", "--endpoints", "127.0.0.1:1"]
+            .map(str::to_owned)
+            .into();
+        args.extend(["--listen-addr".to_owned(), format!("127.0.0.1:{port}"), "--auto-sync-interval=0".to_owned()]);
+        args.push(format!("--insecure-discovery={insecure}"));
+        ProxyProcess { child: keel_with_dns(&resolv, &args), port }
     };
     let listening = |port: u16| async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
 
@@ -507,4 +523,58 @@ async fn the_gateway_finds_members_in_dns_srv_records() {
     wait_for("the gateway to listen", Duration::from_secs(10), || listening(ignored.port)).await;
     let get = etcdctl(&ignored.endpoint(), &["--command-timeout", "2s", "get", "found"]);
     assert!(!get.status.success(), "served through an ignored record");
+}
+
+/// `grpc-proxy start --discovery-srv`, as etcd's: the upstream members are
+/// those the SRV records name (plain `_etcd-client` records only with
+/// `--insecure-discovery`; ignored without, leaving `--endpoints`), and a
+/// domain with no records at all stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_proxy_finds_members_in_dns_srv_records() {
+    require_etcd();
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keel = common::Keel::start(&dir.path().join("data")).await;
+    keel.wait_for_quorum().await;
+    fake_dns(keel.port);
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    let proxy = |domain: &str, insecure: bool| {
+        let port = free_port();
+        let mut args: Vec<String> =
+            ["grpc-proxy", "start", "--endpoints", "127.0.0.1:1", "--auto-sync-interval=0"].map(str::to_owned).into();
+        args.extend([format!("--listen-addr=127.0.0.1:{port}"), format!("--discovery-srv={domain}")]);
+        args.push(format!("--insecure-discovery={insecure}"));
+        ProxyProcess { child: keel_with_dns(&resolv, &args), port }
+    };
+
+    let found = proxy("keel.test", true);
+    let endpoint = found.endpoint();
+    wait_for("a put through the proxy", Duration::from_secs(10), || {
+        let ok = etcdctl(&endpoint, &["put", "found", "by-dns"]).status.success();
+        async move { ok }
+    })
+    .await;
+
+    let ignored = proxy("keel.test", false);
+    let endpoint = ignored.endpoint();
+    wait_for("the proxy to listen", Duration::from_secs(10), || {
+        let port = ignored.port;
+        async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() }
+    })
+    .await;
+    let get = etcdctl(&endpoint, &["--command-timeout", "2s", "get", "found"]);
+    assert!(!get.status.success(), "served through an ignored record");
+
+    let mut nowhere = proxy("nowhere.test", true);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = nowhere.child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(nowhere.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    })
+    .await
+    .unwrap();
+    assert!(!status.0.success());
+    assert!(status.1.contains("dns lookup errors"), "{}", status.1);
 }

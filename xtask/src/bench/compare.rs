@@ -117,6 +117,10 @@ pub struct CompareOptions {
     /// held (from their `/metrics`). gRPC workloads only, without --tls or --auth.
     #[arg(long)]
     pub proxy: bool,
+    /// With --proxy: Keel's proxy caches every range (`--cache-prefix=`),
+    /// as etcd's proxy always does for serializable ones.
+    #[arg(long, requires = "proxy")]
+    pub proxy_cache: bool,
 }
 
 impl CompareOptions {
@@ -769,9 +773,10 @@ pub async fn run(options: &CompareOptions) -> Result<()> {
             "" => header,
             security => format!("{header} {security}"),
         };
-        let header = match options.proxy {
-            true => format!("{header}, through each system's grpc-proxy"),
-            false => header,
+        let header = match (options.proxy, options.proxy_cache) {
+            (true, false) => format!("{header}, through each system's grpc-proxy"),
+            (true, true) => format!("{header}, through each system's grpc-proxy (Keel's caching every range)"),
+            (false, _) => header,
         };
         println!("\n{header}");
         let _ = writeln!(rounds_log, "{header}");
@@ -902,7 +907,8 @@ async fn measure(
     let members: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     let mut proxy = match options.proxy {
         true => {
-            let mut proxy = proxy::start(bin, root, system, &members)?;
+            let cache = options.proxy_cache && system == "keel";
+            let mut proxy = proxy::start(bin, root, system, &members, cache)?;
             proxy.wait_ready().await.with_context(|| format!("{system}'s grpc-proxy"))?;
             Some(proxy)
         }

@@ -19,13 +19,23 @@ use super::server::Server;
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A proxy process for `system`'s cluster at `endpoints`, on a free loopback
-/// port (both proxies take `grpc-proxy start --endpoints --listen-addr`).
-pub(super) fn start(bin: &Path, root: &Path, system: &str, endpoints: &[String]) -> Result<Server> {
+/// port (both proxies take `grpc-proxy start --endpoints --listen-addr`);
+/// with `cache_everything`, Keel's caches every range.
+pub(super) fn start(
+    bin: &Path,
+    root: &Path,
+    system: &str,
+    endpoints: &[String],
+    cache_everything: bool,
+) -> Result<Server> {
     let hosts: Vec<&str> = endpoints
         .iter()
         .map(|url| url.strip_prefix("http://").context("--proxy runs without --tls: the proxy dials plain members"))
         .collect::<Result<_>>()?;
-    let args = ["grpc-proxy".to_owned(), "start".to_owned(), format!("--endpoints={}", hosts.join(","))];
+    let mut args = vec!["grpc-proxy".to_owned(), "start".to_owned(), format!("--endpoints={}", hosts.join(","))];
+    if cache_everything {
+        args.push("--cache-prefix=".to_owned());
+    }
     Server::start_proxy(bin, root, &format!("{system}-proxy"), &args)
 }
 

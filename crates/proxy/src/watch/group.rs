@@ -3,26 +3,80 @@
 //! is told it was created at the last revision the group delivered, and
 //! gets everything after it.
 //!
-//! A listener whose stream does not keep up is never cut off and never
-//! holds the others back: when its queue is full it leaves the group and
-//! continues on an upstream watch of its own from the first revision it
-//! missed, which the cluster replays from its history.
+//! A listener whose stream does not keep up is never cut off, and holds
+//! the others back for at most [`CATCH_UP_WAIT`] per note: the group waits
+//! that long for room in its queue (slowing the upstream watch, which the
+//! member then serves from its history, as etcd's proxy does), and then
+//! the listener leaves the group and continues on an upstream watch of its
+//! own from the first revision it missed. Once that watch has delivered
+//! exactly what the group has, the listener rejoins and its own watch
+//! ends, so a burst does not leave one upstream stream per watcher behind.
 //!
 //! Lock order: `Groups::map`, then a group's `state`. `GroupSink` takes the
-//! map only after releasing the state.
+//! map only after releasing the state, and never awaits holding either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+use keel_proto::mvccpb::Event;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use prost::Message;
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio::task::AbortHandle;
 
 use super::upstream::{self, Note, Sink, Spec};
 use crate::Shared;
 
-/// A listener's queue: notes tagged with the proxy-internal watch number.
-pub(crate) type Queue = mpsc::Sender<(u64, Note)>;
+/// How long a group waits for room in a listener's queue before moving it
+/// to a watch of its own (etcd's proxy waits 50 ms, then cancels the
+/// client's whole stream).
+const CATCH_UP_WAIT: Duration = Duration::from_millis(50);
+
+/// What a group keeps of its latest events for watches joining from a
+/// past revision (etcd's proxy keeps none: such watches go upstream).
+const HISTORY_EVENTS: usize = 1_000;
+const HISTORY_BYTES: usize = 1 << 20;
+
+/// One watch's queue. A client stream's watches share one channel, in
+/// which each may have at most as many notes waiting as its `room` has
+/// permits (the receiver gives a permit back per note it takes): bounded
+/// in total, yet one busy watch cannot fill the others' share.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    id: u64,
+    notes: mpsc::UnboundedSender<(u64, Note)>,
+    room: Arc<Semaphore>,
+}
+
+pub(crate) enum Full {
+    /// No room now.
+    Full,
+    /// The watch or its stream ended.
+    Closed,
+}
+
+impl Queue {
+    pub(crate) fn new(id: u64, notes: mpsc::UnboundedSender<(u64, Note)>, room: Arc<Semaphore>) -> Queue {
+        Queue { id, notes, room }
+    }
+
+    pub(crate) fn try_send(&self, note: Note) -> Result<(), Full> {
+        match self.room.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Err(Full::Full),
+            Err(TryAcquireError::Closed) => return Err(Full::Closed),
+        }
+        self.notes.send((self.id, note)).map_err(|_| Full::Closed)
+    }
+
+    /// Waits for room; `false`: the watch or its stream ended.
+    pub(crate) async fn send(&self, note: Note) -> bool {
+        let Ok(permit) = self.room.acquire().await else { return false };
+        permit.forget();
+        self.notes.send((self.id, note)).is_ok()
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Groups {
@@ -46,6 +100,59 @@ struct State {
     task: Option<AbortHandle>,
     /// The upstream watch ended; joiners start a new group.
     closed: bool,
+    /// The latest events, for watches that join from a past revision.
+    history: History,
+}
+
+/// A group's latest events: every event of its spec in the revisions
+/// after `from`, up to the group's `last`, bounded by [`HISTORY_EVENTS`]
+/// and [`HISTORY_BYTES`].
+#[derive(Default)]
+struct History {
+    notes: VecDeque<(Note, usize)>,
+    /// Before the group's Created: nothing is covered.
+    from: Option<i64>,
+    events: usize,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, note: &Note) {
+        let Note::Events { events, .. } = note else { return };
+        let bytes: usize = events.iter().map(|event| event.encoded_len()).sum();
+        self.events += events.len();
+        self.bytes += bytes;
+        self.notes.push_back((note.clone(), bytes));
+        while self.events > HISTORY_EVENTS || self.bytes > HISTORY_BYTES {
+            let Some((oldest, bytes)) = self.notes.pop_front() else { break };
+            if let Note::Events { events, .. } = &oldest {
+                self.events -= events.len();
+            }
+            self.bytes -= bytes;
+            self.from = oldest.revision().or(self.from);
+        }
+    }
+
+    /// Whether every event from revision `start` on is here.
+    fn covers(&self, start: i64) -> bool {
+        self.from.is_some_and(|from| start > from)
+    }
+
+    /// The notes from revision `start` on, the first trimmed to it.
+    fn since(&self, start: i64) -> impl Iterator<Item = Note> + '_ {
+        self.notes.iter().filter_map(move |(note, _)| {
+            let Note::Events { header, events } = note else { return None };
+            let revision = |event: &Event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            if events.last().is_none_or(|event| revision(event) < start) {
+                return None;
+            }
+            if events.first().is_some_and(|event| revision(event) >= start) {
+                return Some(note.clone());
+            }
+            let kept = events.iter().filter(|event| revision(event) >= start).cloned().collect();
+            Some(Note::Events { header: *header, events: Arc::new(kept) })
+        })
+    }
 }
 
 struct Listener {
@@ -57,13 +164,12 @@ struct Listener {
 /// Sends notes straight to one listener, waiting for room: for watches of
 /// their own.
 pub(crate) struct DirectSink {
-    pub(crate) id: u64,
     pub(crate) queue: Queue,
 }
 
 impl Sink for DirectSink {
     async fn deliver(&mut self, note: Note) -> bool {
-        self.queue.send((self.id, note)).await.is_ok()
+        self.queue.send(note).await
     }
 }
 
@@ -79,17 +185,16 @@ impl Groups {
                 if let Some(header) = &state.created {
                     let mut header = *header;
                     header.revision = state.last;
-                    listener.created_sent = listener.queue.try_send((id, Note::Created { header })).is_ok();
+                    listener.created_sent = listener.queue.try_send(Note::Created { header }).is_ok();
                     if !listener.created_sent {
                         let start = state.last + 1;
-                        detach(shared, &group.spec, &mut state, listener, start);
+                        detach(shared, group, &mut state, listener, start);
                         return group.clone();
                     }
                 }
-                if !state.listeners.is_empty() {
-                    shared.metrics.watchers_coalescing.inc();
-                }
+                let before = state.listeners.len();
                 state.listeners.push(listener);
+                coalescing(shared, before, state.listeners.len());
                 return group.clone();
             }
         }
@@ -102,6 +207,57 @@ impl Groups {
         group
     }
 
+    /// Adds watch `id`, from revision `start`, to the running group for
+    /// `spec` if that group's history has every event from `start` on:
+    /// the watch is told it was created, given those events and then
+    /// everything the group gets. `Err` gives the arguments back: the
+    /// watch needs an upstream watch of its own.
+    pub(crate) fn join_from(
+        &self,
+        shared: &Arc<Shared>,
+        spec: &Spec,
+        id: u64,
+        queue: &Queue,
+        start: i64,
+    ) -> Option<Arc<Group>> {
+        let map = self.map.lock();
+        let group = map.get(spec)?;
+        let mut state = group.state.lock();
+        // A start past the group's last revision would be given revisions
+        // before it.
+        let fits = !state.closed && state.history.covers(start) && start <= state.last + 1;
+        let mut header = state.created.filter(|_| fits)?;
+        // As an upstream watch from `start` reports its creation.
+        header.revision = start - 1;
+        queue.try_send(Note::Created { header }).ok()?;
+        shared.metrics.watch_history_joins.inc();
+        let listener = Listener { id, queue: queue.clone(), created_sent: true };
+        let mut replay = state.history.since(start);
+        while let Some(note) = replay.next() {
+            let first = match &note {
+                Note::Events { events, .. } => {
+                    events.first().and_then(|e| e.kv.as_ref()).map_or(start, |kv| kv.mod_revision)
+                }
+                _ => start,
+            };
+            match listener.queue.try_send(note) {
+                Ok(()) => {}
+                Err(Full::Full) => {
+                    drop(replay);
+                    detach(shared, group, &mut state, listener, first);
+                    return Some(group.clone());
+                }
+                // The client stream is gone; its leave() is coming.
+                Err(Full::Closed) => return Some(group.clone()),
+            }
+        }
+        drop(replay);
+        let before = state.listeners.len();
+        state.listeners.push(listener);
+        coalescing(shared, before, state.listeners.len());
+        Some(group.clone())
+    }
+
     /// Watch `id` leaves; the last listener out stops the upstream watch.
     pub(crate) fn leave(&self, shared: &Shared, group: &Arc<Group>, id: u64) {
         let mut map = self.map.lock();
@@ -112,9 +268,7 @@ impl Groups {
         }
         let before = state.listeners.len();
         state.listeners.retain(|listener| listener.id != id);
-        if state.listeners.len() < before && !state.listeners.is_empty() {
-            shared.metrics.watchers_coalescing.dec();
-        }
+        coalescing(shared, before, state.listeners.len());
         if state.listeners.is_empty() && !state.closed {
             state.closed = true;
             if let Some(task) = state.task.take() {
@@ -127,14 +281,56 @@ impl Groups {
     }
 }
 
+/// Keeps `etcd_grpc_proxy_watchers_coalescing_total` true: every listener
+/// of a group but the first is one.
+fn coalescing(shared: &Shared, before: usize, after: usize) {
+    let count = |n: usize| n.saturating_sub(1) as i64;
+    shared.metrics.watchers_coalescing.add(count(after) - count(before));
+}
+
 /// Moves a listener that fell behind onto an upstream watch of its own,
 /// from `start`, the first revision it has not been given.
-fn detach(shared: &Arc<Shared>, spec: &Arc<Spec>, state: &mut State, listener: Listener, start: i64) {
+fn detach(shared: &Arc<Shared>, group: &Arc<Group>, state: &mut State, listener: Listener, start: i64) {
     tracing::debug!(watch = listener.id, start, "slow watcher continues on its own upstream watch");
     shared.metrics.watch_detached.inc();
-    let sink = DirectSink { id: listener.id, queue: listener.queue };
-    let task = tokio::spawn(upstream::run(shared.clone(), spec.clone(), start, listener.created_sent, sink));
-    state.detached.insert(listener.id, task.abort_handle());
+    let id = listener.id;
+    let sink = RejoinSink { shared: shared.clone(), group: group.clone(), id, queue: listener.queue };
+    let task = tokio::spawn(upstream::run(shared.clone(), group.spec.clone(), start, listener.created_sent, sink));
+    state.detached.insert(id, task.abort_handle());
+}
+
+/// A detached listener's own watch: delivers like [`DirectSink`], and ends
+/// (returning the listener to its group) once it has delivered exactly up
+/// to the revision the group has.
+struct RejoinSink {
+    shared: Arc<Shared>,
+    group: Arc<Group>,
+    id: u64,
+    queue: Queue,
+}
+
+impl Sink for RejoinSink {
+    async fn deliver(&mut self, note: Note) -> bool {
+        let revision = note.revision();
+        if !self.queue.send(note).await {
+            return false;
+        }
+        let Some(revision) = revision else { return true };
+        let mut state = self.group.state.lock();
+        if state.closed || state.created.is_none() || state.last != revision {
+            return true;
+        }
+        if state.detached.remove(&self.id).is_none() {
+            // It left; its watch is being aborted.
+            return false;
+        }
+        tracing::debug!(watch = self.id, revision, "caught-up watcher rejoins its group");
+        self.shared.metrics.watch_rejoined.inc();
+        let before = state.listeners.len();
+        state.listeners.push(Listener { id: self.id, queue: self.queue.clone(), created_sent: true });
+        coalescing(&self.shared, before, state.listeners.len());
+        false
+    }
 }
 
 struct GroupSink {
@@ -144,8 +340,10 @@ struct GroupSink {
 
 impl Sink for GroupSink {
     async fn deliver(&mut self, note: Note) -> bool {
+        let created = matches!(note, Note::Created { .. });
         let mut finished = Vec::new();
-        let open = {
+        let mut behind = Vec::new();
+        let resume_at = {
             let mut state = self.group.state.lock();
             if state.closed {
                 return false;
@@ -153,10 +351,13 @@ impl Sink for GroupSink {
             let resume_at = state.last + 1;
             if let Note::Created { header } = &note {
                 state.created = Some(*header);
+                state.history.from = Some(header.revision);
             }
             if let Some(revision) = note.revision() {
                 state.last = state.last.max(revision);
             }
+            state.history.push(&note);
+            let before = state.listeners.len();
             if let Note::Canceled { .. } = note {
                 state.closed = true;
                 state.task = None;
@@ -166,25 +367,55 @@ impl Sink for GroupSink {
                     let copies = state.listeners.len().saturating_sub(1) as u64;
                     self.shared.metrics.events_coalescing.inc_by(events.len() as u64 * copies);
                 }
-                let listeners = std::mem::take(&mut state.listeners);
-                for mut listener in listeners {
-                    match listener.queue.try_send((listener.id, note.clone())) {
-                        Ok(()) => {
-                            listener.created_sent |= matches!(note, Note::Created { .. });
-                            state.listeners.push(listener);
-                        }
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            let start = if listener.created_sent { resume_at } else { 0 };
-                            detach(&self.shared, &self.group.spec, &mut state, listener, start);
-                        }
-                        // The client stream is gone; its leave() is coming.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                state.listeners.retain_mut(|listener| match listener.queue.try_send(note.clone()) {
+                    Ok(()) => {
+                        listener.created_sent |= created;
+                        true
+                    }
+                    Err(Full::Full) => {
+                        behind.push((listener.id, listener.queue.room.clone()));
+                        true
+                    }
+                    // The client stream is gone; its leave() is coming.
+                    Err(Full::Closed) => false,
+                });
+            }
+            coalescing(&self.shared, before, state.listeners.len());
+            resume_at
+        };
+        // The listeners that are behind stay in the group while it waits
+        // for them (nothing else is delivered meanwhile), so leave() finds
+        // them there.
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        for (id, room) in behind {
+            let permit = tokio::time::timeout_at(deadline, room.acquire()).await;
+            let mut state = self.group.state.lock();
+            let Some(at) = state.listeners.iter().position(|listener| listener.id == id) else { continue };
+            let before = state.listeners.len();
+            match permit {
+                Ok(Ok(permit)) => {
+                    permit.forget();
+                    let listener = &mut state.listeners[at];
+                    if listener.queue.notes.send((id, note.clone())).is_ok() {
+                        listener.created_sent |= created;
                     }
                 }
-                if state.listeners.is_empty() {
-                    state.closed = true;
-                    state.task = None;
+                Ok(Err(_closed)) => {
+                    state.listeners.swap_remove(at);
                 }
+                Err(_elapsed) => {
+                    let listener = state.listeners.swap_remove(at);
+                    let start = if listener.created_sent { resume_at } else { 0 };
+                    detach(&self.shared, &self.group, &mut state, listener, start);
+                }
+            }
+            coalescing(&self.shared, before, state.listeners.len());
+        }
+        let open = {
+            let mut state = self.group.state.lock();
+            if state.listeners.is_empty() && !state.closed {
+                state.closed = true;
+                state.task = None;
             }
             !state.closed
         };
@@ -198,9 +429,76 @@ impl Sink for GroupSink {
         for listener in finished {
             let note = note.clone();
             tokio::spawn(async move {
-                let _ = listener.queue.send((listener.id, note)).await;
+                let _ = listener.queue.send(note).await;
             });
         }
         open
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_proto::etcdserverpb::ResponseHeader;
+    use keel_proto::mvccpb::KeyValue;
+
+    fn events(revisions: &[i64]) -> Note {
+        let events = revisions
+            .iter()
+            .map(|&mod_revision| Event {
+                kv: Some(KeyValue { key: b"k".to_vec(), value: vec![0; 100], mod_revision, ..Default::default() }),
+                ..Default::default()
+            })
+            .collect();
+        Note::Events { header: ResponseHeader::default(), events: Arc::new(events) }
+    }
+
+    fn revisions(notes: impl Iterator<Item = Note>) -> Vec<Vec<i64>> {
+        notes
+            .map(|note| match note {
+                Note::Events { events, .. } => events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect(),
+                _ => panic!("only events are kept"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn history_replays_from_a_revision_trimming_the_first_note() {
+        let mut history = History::default();
+        assert!(!history.covers(1), "nothing before the group's Created");
+        history.from = Some(10);
+        history.push(&events(&[11, 11, 12]));
+        history.push(&Note::Progress { header: ResponseHeader::default() });
+        history.push(&events(&[14]));
+        assert!(!history.covers(10) && history.covers(11) && history.covers(15));
+        assert_eq!(revisions(history.since(11)), [vec![11, 11, 12], vec![14]]);
+        assert_eq!(revisions(history.since(12)), [vec![12], vec![14]]);
+        assert_eq!(revisions(history.since(13)), [vec![14]]);
+        assert!(revisions(history.since(15)).is_empty());
+    }
+
+    #[test]
+    fn history_drops_its_oldest_whole_notes_past_its_bounds() {
+        let mut history = History { from: Some(0), ..Default::default() };
+        for revision in 1..=(HISTORY_EVENTS as i64 + 10) {
+            history.push(&events(&[revision]));
+        }
+        assert_eq!(history.events, HISTORY_EVENTS);
+        assert!(!history.covers(10) && history.covers(11));
+        assert_eq!(revisions(history.since(0)).first(), Some(&vec![11]));
+
+        // Bytes bound it too: one large value pushes out nearly all the rest.
+        let big = Note::Events {
+            header: ResponseHeader::default(),
+            events: Arc::new(vec![Event {
+                kv: Some(KeyValue { value: vec![0; HISTORY_BYTES - 2_000], mod_revision: 5_000, ..Default::default() }),
+                ..Default::default()
+            }]),
+        };
+        history.push(&big);
+        assert!(history.bytes <= HISTORY_BYTES && history.notes.len() < 20, "{} notes", history.notes.len());
+        let from = history.from.unwrap();
+        assert!(from > 990 && history.covers(from + 1) && !history.covers(from));
+        assert_eq!(revisions(history.since(0)).last(), Some(&vec![5_000]));
     }
 }

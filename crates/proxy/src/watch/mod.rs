@@ -16,7 +16,7 @@ use keel_proto::etcdserverpb::watch_server::Watch;
 use keel_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
 use keel_proto::mvccpb::Event;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
@@ -28,9 +28,10 @@ pub(crate) use upstream::{run, Note, Sink, Spec};
 
 use crate::Shared;
 
-/// Notes waiting for one client stream. A watch whose notes find it full
-/// leaves its group for an upstream watch of its own (see `group.rs`).
-const NOTES_QUEUE: usize = 256;
+/// Notes waiting for one client watch (its share of its stream's queue). A
+/// watch whose notes find it full leaves its group for an upstream watch
+/// of its own (see `group.rs`).
+const WATCH_QUEUE: usize = 64;
 /// Responses waiting for the client to read them.
 const RESPONSES_QUEUE: usize = 16;
 /// etcd's `AutoWatchID`: let the server pick.
@@ -49,7 +50,7 @@ impl Watch for WatchProxy {
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
         let identity = request.metadata().get("token").map(|token| token.as_bytes().to_vec());
         let (responses, outgoing) = mpsc::channel(RESPONSES_QUEUE);
-        let (queue, notes) = mpsc::channel(NOTES_QUEUE);
+        let (queue, notes) = mpsc::unbounded_channel();
         let stream = ClientStream {
             shared: self.0.clone(),
             identity,
@@ -73,6 +74,8 @@ struct ClientWatch {
     /// Every event up to this revision was sent to the client.
     delivered: i64,
     route: Route,
+    /// Its share of the stream's queue: a permit per note it may have waiting.
+    room: Arc<Semaphore>,
 }
 
 enum Route {
@@ -84,7 +87,8 @@ struct ClientStream {
     shared: Arc<Shared>,
     identity: Option<Vec<u8>>,
     responses: mpsc::Sender<Result<WatchResponse, Status>>,
-    queue: Queue,
+    /// Every watch's notes, each watch bounded by its `room`.
+    queue: mpsc::UnboundedSender<(u64, Note)>,
     /// By proxy-internal number, which is never reused: a note for a
     /// cancelled watch cannot reach a new one with the same client id.
     watches: HashMap<u64, ClientWatch>,
@@ -95,7 +99,7 @@ struct ClientStream {
 }
 
 impl ClientStream {
-    async fn run(mut self, mut requests: Streaming<WatchRequest>, mut notes: mpsc::Receiver<(u64, Note)>) {
+    async fn run(mut self, mut requests: Streaming<WatchRequest>, mut notes: mpsc::UnboundedReceiver<(u64, Note)>) {
         loop {
             let open = tokio::select! {
                 request = requests.message() => match request {
@@ -109,8 +113,9 @@ impl ClientStream {
                 break;
             }
         }
-        for (_, watch) in self.watches.drain() {
-            stop(&self.shared, watch.route, 0);
+        for (id, watch) in self.watches.drain() {
+            stop(&self.shared, watch, id);
+            self.shared.metrics.watchers.dec();
         }
     }
 
@@ -124,7 +129,7 @@ impl ClientStream {
             Some(RequestUnion::CancelRequest(cancel)) => {
                 let Some(id) = self.by_client_id.remove(&cancel.watch_id) else { return true };
                 if let Some(watch) = self.watches.remove(&id) {
-                    stop(&self.shared, watch.route, id);
+                    stop(&self.shared, watch, id);
                 }
                 self.shared.metrics.watchers.dec();
                 let response = WatchResponse {
@@ -195,13 +200,19 @@ impl ClientStream {
             identity: self.identity.clone(),
         };
         let id = NEXT_WATCH.fetch_add(1, Ordering::Relaxed);
-        let route = if create.start_revision == 0 {
-            Route::Group(self.shared.watch_groups.join(&self.shared, spec, id, self.queue.clone()))
-        } else {
-            let sink = DirectSink { id, queue: self.queue.clone() };
-            let task =
-                tokio::spawn(upstream::run(self.shared.clone(), Arc::new(spec), create.start_revision, false, sink));
-            Route::Own(task.abort_handle())
+        let room = Arc::new(Semaphore::new(WATCH_QUEUE));
+        let queue = Queue::new(id, self.queue.clone(), room.clone());
+        let groups = &self.shared.watch_groups;
+        let route = match create.start_revision {
+            0 => Route::Group(groups.join(&self.shared, spec, id, queue)),
+            start => match groups.join_from(&self.shared, &spec, id, &queue, start) {
+                Some(group) => Route::Group(group),
+                None => {
+                    let sink = DirectSink { queue };
+                    let task = tokio::spawn(upstream::run(self.shared.clone(), Arc::new(spec), start, false, sink));
+                    Route::Own(task.abort_handle())
+                }
+            },
         };
         self.shared.metrics.watchers.inc();
         self.by_client_id.insert(client_id, id);
@@ -213,6 +224,7 @@ impl ClientStream {
                 fragment: create.fragment,
                 delivered: create.start_revision.saturating_sub(1).max(0),
                 route,
+                room,
             },
         );
         true
@@ -220,6 +232,7 @@ impl ClientStream {
 
     async fn note(&mut self, id: u64, note: Note) -> bool {
         let Some(watch) = self.watches.get_mut(&id) else { return true };
+        watch.room.add_permits(1);
         let client_id = watch.client_id;
         match note {
             Note::Created { header } => {
@@ -263,7 +276,7 @@ impl ClientStream {
             Note::Canceled { header, reason, compact_revision, created } => {
                 if let Some(watch) = self.watches.remove(&id) {
                     self.by_client_id.remove(&watch.client_id);
-                    stop(&self.shared, watch.route, id);
+                    stop(&self.shared, watch, id);
                     self.shared.metrics.watchers.dec();
                 }
                 let header = if header.cluster_id == 0 { self.header } else { header };
@@ -282,8 +295,10 @@ impl ClientStream {
     }
 }
 
-fn stop(shared: &Shared, route: Route, id: u64) {
-    match route {
+fn stop(shared: &Shared, watch: ClientWatch, id: u64) {
+    // Whatever still sends to it (a group waiting for room) gives up.
+    watch.room.close();
+    match watch.route {
         Route::Group(group) => shared.watch_groups.leave(shared, &group, id),
         Route::Own(task) => task.abort(),
     }
