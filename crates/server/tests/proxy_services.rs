@@ -275,3 +275,69 @@ async fn a_bad_service_file_stops_the_start_naming_the_file() {
     assert!(!status.success());
     assert!(stderr.contains("broken.json") && stderr.contains("missing service address"), "{stderr}");
 }
+
+/// Checks over TLS, against a member serving HTTPS with a self-signed
+/// certificate (`--auto-tls`) and a proxy serving gRPC with it: an
+/// `https://` check and a `grpc_use_tls` check pass with `tls_skip_verify`
+/// and fail without it (the system's roots do not trust the certificate).
+/// A Consul agent service definition (capitalised names, `Port` apart,
+/// `Tags`) registers as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_checks_verify_unless_told_not_to_and_consul_definitions_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let data = dir.path().join("keel");
+    let listen = format!("--listen-client-urls=http://127.0.0.1:{port},https://127.0.0.1:{tls_port}");
+    let keel = Keel::spawn(&data, port, &[listen, "--auto-tls".to_owned()]);
+    keel.wait_for_quorum().await;
+    let fixtures = data.join("fixtures/client");
+    let tls_proxy = ProxyProcess::keel(
+        &keel.endpoint(),
+        &[
+            "--cert-file",
+            fixtures.join("cert.pem").to_str().unwrap(),
+            "--key-file",
+            fixtures.join("key.pem").to_str().unwrap(),
+        ],
+    );
+    let tls_proxy_port = tls_proxy.port;
+    wait_for("the TLS proxy to listen", Duration::from_secs(10), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", tls_proxy_port)).await.is_ok()
+    })
+    .await;
+    let proxy = start_proxy(&keel.endpoint(), &["--service-prefix", "/tls"]).await;
+
+    let https = format!(r#""http":"https://127.0.0.1:{tls_port}/health""#);
+    let grpcs = format!(r#""grpc":"127.0.0.1:{tls_proxy_port}","grpc_use_tls":true"#);
+    let registrations = [
+        ("web1", format!(r#"{https},"tls_skip_verify":true"#)),
+        ("web2", https.clone()),
+        ("rpc1", format!(r#"{grpcs},"tls_skip_verify":true"#)),
+        ("rpc2", grpcs.clone()),
+    ];
+    for (id, check) in &registrations {
+        let name = &id[..id.len() - 1];
+        let body = format!(
+            r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
+        );
+        let (status, answer) = put(&proxy, "/v1/agent/service/register", &body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+    }
+    let consul = format!(
+        r#"{{"ID":"cache1","Name":"cache","Address":"127.0.0.1","Port":6379,"Tags":["primary"],
+            "Meta":{{"version":"7"}},
+            "Check":{{"Name":"alive","HTTP":"https://127.0.0.1:{tls_port}/health","TLSSkipVerify":true,"Interval":"200ms"}}}}"#
+    );
+    let (status, answer) = put(&proxy, "/v1/agent/service/register", &consul).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let host = host_name();
+    let key = |service: &str, id: &str| format!("/tls/{service}/{host}/{id}");
+    wait_present(&keel, &key("web", "web1"), Duration::from_secs(10), "the skip-verify https service").await;
+    wait_present(&keel, &key("rpc", "rpc1"), Duration::from_secs(10), "the skip-verify grpc service").await;
+    let cache = wait_present(&keel, &key("cache", "cache1"), Duration::from_secs(10), "Consul's service").await;
+    assert_eq!(cache, r#"{"address":"127.0.0.1:6379","metadata":{"version":"7"},"tags":["primary"]}"#);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(value(&keel, &key("web", "web2")).await, None, "an untrusted https certificate passed");
+    assert_eq!(value(&keel, &key("rpc", "rpc2")).await, None, "an untrusted grpc certificate passed");
+}

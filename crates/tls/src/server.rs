@@ -64,8 +64,10 @@ impl ServerTlsOptions {
             .map_err(|source| TlsError::Rustls { context: "TLS versions and cipher suites".into(), source })?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(Fixed(key)));
-        // gRPC is HTTP/2 only.
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        // gRPC is HTTP/2 only; the client listener also serves HTTP/1.1
+        // (health, metrics, the JSON gateway, v2), as Go's server does to
+        // clients that offer only `http/1.1` (curl --http1.1, urllib3).
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
 

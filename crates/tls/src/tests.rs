@@ -110,6 +110,35 @@ async fn a_good_client_certificate_is_accepted_and_its_cn_seen() {
     assert_eq!(exchange(&server, pki.client(&pki.ca, "alice", 10)).await, Ok("alice".to_string()));
 }
 
+/// A client offering only HTTP/1.1 in ALPN (curl --http1.1, Python's
+/// urllib3) completes the handshake, as with Go's server; one offering
+/// only a protocol nobody serves does not.
+#[tokio::test]
+async fn http1_only_clients_complete_the_handshake() {
+    let pki = Pki::new();
+    let server = ServerTls::new(pki.server_options()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = tokio::spawn(serve(Incoming::tls(listener, server)));
+    let offering = |alpn: &[u8]| {
+        let mut config = (*ClientTls::new(pki.anonymous()).unwrap().config()).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        async move {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut conn = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            BufReader::new(&mut conn).read_line(&mut line).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((line, conn.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)))
+        }
+    };
+    assert_eq!(offering(b"http/1.1").await, Ok(("-\n".to_owned(), Some(b"http/1.1".to_vec()))));
+    assert_eq!(offering(b"h2").await, Ok(("-\n".to_owned(), Some(b"h2".to_vec()))));
+    assert!(offering(b"spdy/3").await.is_err());
+    served.abort();
+}
+
 #[tokio::test]
 async fn without_client_cert_auth_no_certificate_is_asked_for() {
     let pki = Pki::new();

@@ -188,18 +188,37 @@ impl Registry {
 
     async fn run_check(self: Arc<Self>, id: String, check: spec::Check) {
         match check {
-            spec::Check::Http { url, interval, timeout } => loop {
-                self.set_passing(&id, check::http(&url, timeout).await);
-                tokio::time::sleep(interval).await;
-            },
+            spec::Check::Http { url, tls_skip_verify, interval, timeout } => {
+                let tls = match url.tls {
+                    true => check::client_tls(tls_skip_verify).await,
+                    false => None,
+                };
+                loop {
+                    self.set_passing(&id, check::http(&url, tls.as_ref(), timeout).await);
+                    tokio::time::sleep(interval).await;
+                }
+            }
             spec::Check::Tcp { address, interval, timeout } => loop {
                 self.set_passing(&id, check::tcp(&address, timeout).await);
                 tokio::time::sleep(interval).await;
             },
-            spec::Check::Grpc { address, service, interval, timeout } => loop {
-                self.set_passing(&id, check::grpc(&address, &service, timeout).await);
-                tokio::time::sleep(interval).await;
-            },
+            spec::Check::Grpc { address, service, tls, tls_skip_verify, interval, timeout } => {
+                let tls = match tls {
+                    true => match check::client_tls(tls_skip_verify).await {
+                        Some(tls) => Some(tls),
+                        // Never passes: a plain dial is not what was asked.
+                        None => loop {
+                            self.set_passing(&id, false);
+                            tokio::time::sleep(interval).await;
+                        },
+                    },
+                    false => None,
+                };
+                loop {
+                    self.set_passing(&id, check::grpc(&address, &service, tls.as_ref(), timeout).await);
+                    tokio::time::sleep(interval).await;
+                }
+            }
             spec::Check::Ttl { .. } => loop {
                 tokio::time::sleep(TTL_TICK).await;
                 let expired = {

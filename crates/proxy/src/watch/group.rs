@@ -9,8 +9,15 @@
 //! member then serves from its history, as etcd's proxy does), and then
 //! the listener leaves the group and continues on an upstream watch of its
 //! own from the first revision it missed. Once that watch has delivered
-//! exactly what the group has, the listener rejoins and its own watch
-//! ends, so a burst does not leave one upstream stream per watcher behind.
+//! at least what the group has, the listener rejoins (skipping what its
+//! own watch already gave it) and its own watch ends, so a burst does not
+//! leave one upstream stream per watcher behind. A group lives while it
+//! has listeners or detached ones that may rejoin.
+//!
+//! A listener that is slow but never 50 ms slow slows its whole group for
+//! as long as it stays so, as behind etcd's proxy; the member then serves
+//! the group's watch from its history, and cancels it with
+//! `compact_revision` if that history is compacted away.
 //!
 //! Lock order: `Groups::map`, then a group's `state`. `GroupSink` takes the
 //! map only after releasing the state, and never awaits holding either.
@@ -92,7 +99,10 @@ pub(crate) struct Group {
 struct State {
     /// The upstream watch's Created header, once it came.
     created: Option<keel_proto::etcdserverpb::ResponseHeader>,
-    /// Everything up to this revision went to every listener.
+    /// The revision of the group's latest note. Every listener has been
+    /// given everything up to it, except while `GroupSink::deliver` waits
+    /// for listeners that are behind (which are then in its `behind` list,
+    /// never detached or rejoining meanwhile).
     last: i64,
     listeners: Vec<Listener>,
     /// Listeners that left for watches of their own, by watch number.
@@ -159,6 +169,43 @@ struct Listener {
     id: u64,
     queue: Queue,
     created_sent: bool,
+    /// A rejoined listener's own watch delivered up to here, past the
+    /// group's `last` then: the group's events up to it are skipped.
+    skip_through: i64,
+}
+
+impl Listener {
+    fn new(id: u64, queue: Queue, created_sent: bool) -> Listener {
+        Listener { id, queue, created_sent, skip_through: 0 }
+    }
+
+    /// The part of `note` this listener has not had.
+    fn unseen(&mut self, note: &Note) -> Option<Note> {
+        if self.skip_through == 0 {
+            return Some(note.clone());
+        }
+        let through = self.skip_through;
+        match note {
+            Note::Events { header, events } => {
+                let revision = |event: &Event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                if events.first().is_some_and(|event| revision(event) > through) {
+                    self.skip_through = 0;
+                    return Some(note.clone());
+                }
+                let unseen: Vec<Event> = events.iter().filter(|event| revision(event) > through).cloned().collect();
+                if unseen.is_empty() {
+                    return None;
+                }
+                self.skip_through = 0;
+                Some(Note::Events { header: *header, events: Arc::new(unseen) })
+            }
+            Note::Progress { header } if header.revision <= through => None,
+            _ => {
+                self.skip_through = 0;
+                Some(note.clone())
+            }
+        }
+    }
 }
 
 /// Sends notes straight to one listener, waiting for room: for watches of
@@ -181,7 +228,7 @@ impl Groups {
         if let Some(group) = map.get(&spec) {
             let mut state = group.state.lock();
             if !state.closed {
-                let mut listener = Listener { id, queue, created_sent: false };
+                let mut listener = Listener::new(id, queue, false);
                 if let Some(header) = &state.created {
                     let mut header = *header;
                     header.revision = state.last;
@@ -199,7 +246,7 @@ impl Groups {
             }
         }
         let group = Arc::new(Group { spec: spec.clone(), state: Mutex::new(State::default()) });
-        group.state.lock().listeners.push(Listener { id, queue, created_sent: false });
+        group.state.lock().listeners.push(Listener::new(id, queue, false));
         let sink = GroupSink { shared: shared.clone(), group: group.clone() };
         let task = tokio::spawn(upstream::run(shared.clone(), spec.clone(), 0, false, sink));
         group.state.lock().task = Some(task.abort_handle());
@@ -210,8 +257,9 @@ impl Groups {
     /// Adds watch `id`, from revision `start`, to the running group for
     /// `spec` if that group's history has every event from `start` on:
     /// the watch is told it was created, given those events and then
-    /// everything the group gets. `Err` gives the arguments back: the
-    /// watch needs an upstream watch of its own.
+    /// everything the group gets (a replay longer than the watch's queue
+    /// share continues on an upstream watch of its own). `None`: the watch
+    /// needs an upstream watch of its own.
     pub(crate) fn join_from(
         &self,
         shared: &Arc<Shared>,
@@ -220,8 +268,9 @@ impl Groups {
         queue: &Queue,
         start: i64,
     ) -> Option<Arc<Group>> {
-        let map = self.map.lock();
-        let group = map.get(spec)?;
+        // The replay is done without the map, which every create needs.
+        let group = self.map.lock().get(spec)?.clone();
+        let group = &group;
         let mut state = group.state.lock();
         // A start past the group's last revision would be given revisions
         // before it.
@@ -231,7 +280,7 @@ impl Groups {
         header.revision = start - 1;
         queue.try_send(Note::Created { header }).ok()?;
         shared.metrics.watch_history_joins.inc();
-        let listener = Listener { id, queue: queue.clone(), created_sent: true };
+        let listener = Listener::new(id, queue.clone(), true);
         let mut replay = state.history.since(start);
         while let Some(note) = replay.next() {
             let first = match &note {
@@ -264,12 +313,11 @@ impl Groups {
         let mut state = group.state.lock();
         if let Some(task) = state.detached.remove(&id) {
             task.abort();
-            return;
         }
         let before = state.listeners.len();
         state.listeners.retain(|listener| listener.id != id);
         coalescing(shared, before, state.listeners.len());
-        if state.listeners.is_empty() && !state.closed {
+        if state.listeners.is_empty() && state.detached.is_empty() && !state.closed {
             state.closed = true;
             if let Some(task) = state.task.take() {
                 task.abort();
@@ -317,7 +365,9 @@ impl Sink for RejoinSink {
         }
         let Some(revision) = revision else { return true };
         let mut state = self.group.state.lock();
-        if state.closed || state.created.is_none() || state.last != revision {
+        // Behind the group, it goes on; at or past it, the group gives it
+        // what comes after `revision` from now on.
+        if state.closed || state.created.is_none() || revision < state.last {
             return true;
         }
         if state.detached.remove(&self.id).is_none() {
@@ -327,9 +377,26 @@ impl Sink for RejoinSink {
         tracing::debug!(watch = self.id, revision, "caught-up watcher rejoins its group");
         self.shared.metrics.watch_rejoined.inc();
         let before = state.listeners.len();
-        state.listeners.push(Listener { id: self.id, queue: self.queue.clone(), created_sent: true });
+        let mut listener = Listener::new(self.id, self.queue.clone(), true);
+        if revision > state.last {
+            listener.skip_through = revision;
+        }
+        state.listeners.push(listener);
         coalescing(&self.shared, before, state.listeners.len());
         false
+    }
+}
+
+/// The first revision a listener misses when `unseen` does not reach it:
+/// the note's first event's, or after a progress note's revision (it had
+/// every event up to that), else `resume_at`.
+fn first_unseen(unseen: &Note, resume_at: i64) -> i64 {
+    match unseen {
+        Note::Events { events, .. } => {
+            events.first().and_then(|e| e.kv.as_ref()).map_or(resume_at, |kv| kv.mod_revision)
+        }
+        Note::Progress { header } => header.revision + 1,
+        _ => resume_at,
     }
 }
 
@@ -343,7 +410,7 @@ impl Sink for GroupSink {
         let created = matches!(note, Note::Created { .. });
         let mut finished = Vec::new();
         let mut behind = Vec::new();
-        let resume_at = {
+        {
             let mut state = self.group.state.lock();
             if state.closed {
                 return false;
@@ -367,27 +434,30 @@ impl Sink for GroupSink {
                     let copies = state.listeners.len().saturating_sub(1) as u64;
                     self.shared.metrics.events_coalescing.inc_by(events.len() as u64 * copies);
                 }
-                state.listeners.retain_mut(|listener| match listener.queue.try_send(note.clone()) {
-                    Ok(()) => {
-                        listener.created_sent |= created;
-                        true
+                state.listeners.retain_mut(|listener| {
+                    let Some(unseen) = listener.unseen(&note) else { return true };
+                    match listener.queue.try_send(unseen.clone()) {
+                        Ok(()) => {
+                            listener.created_sent |= created;
+                            true
+                        }
+                        Err(Full::Full) => {
+                            let resume = first_unseen(&unseen, resume_at);
+                            behind.push((listener.id, listener.queue.room.clone(), unseen, resume));
+                            true
+                        }
+                        // The client stream is gone; its leave() is coming.
+                        Err(Full::Closed) => false,
                     }
-                    Err(Full::Full) => {
-                        behind.push((listener.id, listener.queue.room.clone()));
-                        true
-                    }
-                    // The client stream is gone; its leave() is coming.
-                    Err(Full::Closed) => false,
                 });
             }
             coalescing(&self.shared, before, state.listeners.len());
-            resume_at
-        };
+        }
         // The listeners that are behind stay in the group while it waits
         // for them (nothing else is delivered meanwhile), so leave() finds
         // them there.
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-        for (id, room) in behind {
+        for (id, room, unseen, resume) in behind {
             let permit = tokio::time::timeout_at(deadline, room.acquire()).await;
             let mut state = self.group.state.lock();
             let Some(at) = state.listeners.iter().position(|listener| listener.id == id) else { continue };
@@ -396,7 +466,7 @@ impl Sink for GroupSink {
                 Ok(Ok(permit)) => {
                     permit.forget();
                     let listener = &mut state.listeners[at];
-                    if listener.queue.notes.send((id, note.clone())).is_ok() {
+                    if listener.queue.notes.send((id, unseen)).is_ok() {
                         listener.created_sent |= created;
                     }
                 }
@@ -405,7 +475,7 @@ impl Sink for GroupSink {
                 }
                 Err(_elapsed) => {
                     let listener = state.listeners.swap_remove(at);
-                    let start = if listener.created_sent { resume_at } else { 0 };
+                    let start = if listener.created_sent { resume } else { 0 };
                     detach(&self.shared, &self.group, &mut state, listener, start);
                 }
             }
@@ -413,7 +483,7 @@ impl Sink for GroupSink {
         }
         let open = {
             let mut state = self.group.state.lock();
-            if state.listeners.is_empty() && !state.closed {
+            if state.listeners.is_empty() && state.detached.is_empty() && !state.closed {
                 state.closed = true;
                 state.task = None;
             }
@@ -460,6 +530,25 @@ mod tests {
                 _ => panic!("only events are kept"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_rejoined_listener_skips_what_its_own_watch_gave_it() {
+        let (notes, _receiver) = mpsc::unbounded_channel();
+        let mut listener = Listener::new(1, Queue::new(1, notes, Arc::new(Semaphore::new(1))), true);
+        listener.skip_through = 12;
+        let progress = |revision| Note::Progress { header: ResponseHeader { revision, ..Default::default() } };
+        assert!(listener.unseen(&events(&[11, 12])).is_none());
+        assert!(listener.unseen(&progress(12)).is_none());
+        assert_eq!(revisions(listener.unseen(&events(&[12, 13])).into_iter()), [vec![13]]);
+        assert_eq!(listener.skip_through, 0, "past it, everything goes through");
+        assert_eq!(revisions(listener.unseen(&events(&[13, 14])).into_iter()), [vec![13, 14]]);
+
+        listener.skip_through = 20;
+        assert!(matches!(listener.unseen(&progress(21)), Some(Note::Progress { .. })));
+        assert_eq!(listener.skip_through, 0);
+        assert_eq!(first_unseen(&events(&[30, 31]), 5), 30);
+        assert_eq!(first_unseen(&progress(40), 5), 41);
     }
 
     #[test]
