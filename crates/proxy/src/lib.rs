@@ -180,17 +180,23 @@ impl Proxy {
         }
         let upstream = Upstream::new(&endpoints, &config.upstream_tls)?;
         let host_name = tokio::task::spawn_blocking(host_name).await.unwrap_or_default();
-        let services = match config.service_config_dir.clone() {
+        let mut services = match config.service_config_dir.clone() {
             Some(dir) => tokio::task::spawn_blocking(move || registry::load_dir(&dir))
                 .await
                 .map_err(|e| ProxyError::ServiceConfig(e.to_string()))?
                 .map_err(ProxyError::ServiceConfig)?,
             None => Vec::new(),
         };
+        // Registered through the API before a restart; after the folder's,
+        // so one with the same id replaces it as it did when made.
+        let saved = Arc::new(registry::Saved::new(&config.data_dir));
+        let loading = saved.clone();
+        services.extend(tokio::task::spawn_blocking(move || loading.load()).await.unwrap_or_default());
         let registry = Arc::new(registry::Registry::new(
             &config.service_prefix,
             &host_name,
             Namespace::new(config.namespace.clone()),
+            saved,
         ));
         for service in services {
             registry.register(service);

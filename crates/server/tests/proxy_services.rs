@@ -22,9 +22,12 @@ use keel_proto::etcdserverpb::lease_client::LeaseClient;
 use keel_proto::etcdserverpb::{LeaseRevokeRequest, RangeRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A `keel grpc-proxy` once its service registration API answers.
-async fn start_proxy(endpoints: &str, extra: &[&str]) -> ProxyProcess {
-    let proxy = ProxyProcess::keel(endpoints, extra);
+/// A `keel grpc-proxy` once its service registration API answers; it
+/// saves registrations under `data_dir`.
+async fn start_proxy(data_dir: &std::path::Path, endpoints: &str, extra: &[&str]) -> ProxyProcess {
+    let mut args = vec!["--data-dir", data_dir.to_str().unwrap()];
+    args.extend(extra);
+    let proxy = ProxyProcess::keel(endpoints, &args);
     let port = proxy.port;
     wait_for("the proxy's HTTP API", Duration::from_secs(30), || async move {
         matches!(http_get(port, "/v1/agent/services").await, Ok((200, _)))
@@ -114,9 +117,10 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
         ),
     )
     .unwrap();
-    let proxy = start_proxy(&keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).await;
+    let data = dir.path().join("proxy");
+    let proxy = start_proxy(&data, &keel.endpoint(), &["--service-config-dir", services.to_str().unwrap()]).await;
     // A proxy nobody registers with: it must stay idle (checked at the end).
-    let idle = start_proxy(&keel.endpoint(), &[]).await;
+    let idle = start_proxy(&dir.path().join("idle"), &keel.endpoint(), &[]).await;
     let idle_since = Instant::now();
     let host = host_name();
     let web = format!("/keel/services/web/{host}/web1");
@@ -305,7 +309,7 @@ async fn tls_checks_verify_unless_told_not_to_and_consul_definitions_register() 
         tokio::net::TcpStream::connect(("127.0.0.1", tls_proxy_port)).await.is_ok()
     })
     .await;
-    let proxy = start_proxy(&keel.endpoint(), &["--service-prefix", "/tls"]).await;
+    let proxy = start_proxy(&dir.path().join("proxy"), &keel.endpoint(), &["--service-prefix", "/tls"]).await;
 
     let https = format!(r#""http":"https://127.0.0.1:{tls_port}/health""#);
     let grpcs = format!(r#""grpc":"127.0.0.1:{tls_proxy_port}","grpc_use_tls":true"#);
@@ -340,4 +344,42 @@ async fn tls_checks_verify_unless_told_not_to_and_consul_definitions_register() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(value(&keel, &key("web", "web2")).await, None, "an untrusted https certificate passed");
     assert_eq!(value(&keel, &key("rpc", "rpc2")).await, None, "an untrusted grpc certificate passed");
+}
+
+/// Registrations made through the API survive a restart of the proxy (they
+/// are saved under its `--data-dir`); deregistered ones do not come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_registrations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = Keel::start(&dir.path().join("keel")).await;
+    keel.wait_for_quorum().await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let health_port = health_server(healthy).await;
+    let data = dir.path().join("proxy");
+    let proxy = start_proxy(&data, &keel.endpoint(), &[]).await;
+    for id in ["kept", "dropped"] {
+        let body = format!(
+            r#"{{"name":"svc","id":"{id}","address":"127.0.0.1:1","tags":["t"],
+                "check":{{"tcp":"127.0.0.1:{health_port}","interval":"200ms"}}}}"#
+        );
+        let (status, answer) = put(&proxy, "/v1/agent/service/register", &body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(put(&proxy, "/v1/agent/service/deregister/dropped", "").await.0, 200);
+    drop(proxy);
+
+    let restarted = start_proxy(&data, &keel.endpoint(), &[]).await;
+    let (status, listed) = http_get(restarted.port, "/v1/agent/services").await.unwrap();
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<&String> = listed.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["kept"], "{listed}");
+    assert_eq!(listed["kept"]["tags"], serde_json::json!(["t"]));
+    // Its check runs again in the new proxy.
+    let port = restarted.port;
+    wait_for("the restored service's check to pass", Duration::from_secs(10), || async move {
+        let (_, listed) = http_get(port, "/v1/agent/services").await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&listed).unwrap()["kept"]["passing"] == true
+    })
+    .await;
 }

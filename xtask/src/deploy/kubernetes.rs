@@ -118,8 +118,9 @@ pub struct Pods {
     volumes: Value,
     claims: Vec<String>,
     configmap: BTreeMap<String, String>,
-    /// The proxy DaemonSet's name, its pods' container and securityContext.
-    proxy: Option<(String, Value, Value)>,
+    /// The proxy DaemonSet's name, its pods' container, securityContext
+    /// and volumes.
+    proxy: Option<(String, Value, Value, Value)>,
 }
 
 /// What the schemas cannot check (see the module's doc).
@@ -201,7 +202,7 @@ pub fn check_consistency(manifests: &Manifests) -> Result<Pods> {
         proxy: manifests.of_kind("DaemonSet").next().map(|ds| {
             let name = ds["metadata"]["name"].as_str().unwrap_or("proxy").to_owned();
             let spec = &ds["spec"]["template"]["spec"];
-            (name, spec["containers"][0].clone(), spec["securityContext"].clone())
+            (name, spec["containers"][0].clone(), spec["securityContext"].clone(), spec["volumes"].clone())
         }),
     })
 }
@@ -474,15 +475,15 @@ pub fn pods_run_in_docker(docker: &Docker, image: &str, pods: &mut Pods) -> Resu
 /// A pod of the proxy DaemonSet, run like a member's beside the members:
 /// it passes its probes, reads the key written to the members, and answers
 /// `member list` with the address it advertises.
-fn proxy_serves(docker: &Docker, image: &str, proxy: &(String, Value, Value), network: &str) -> Result<()> {
-    let (name, container, pod_security) = proxy;
+fn proxy_serves(docker: &Docker, image: &str, proxy: &(String, Value, Value, Value), network: &str) -> Result<()> {
+    let (name, container, pod_security, volumes) = proxy;
     let pods = Pods {
         statefulset: name.clone(),
         service: name.clone(),
         replicas: 1,
         container: container.clone(),
         pod_security: pod_security.clone(),
-        volumes: Value::Null,
+        volumes: volumes.clone(),
         claims: Vec::new(),
         configmap: BTreeMap::new(),
         proxy: None,

@@ -2,7 +2,8 @@
 //! listeners (the listen address and `--metrics-addr`):
 //!
 //! - `PUT /v1/agent/service/register` (a JSON registration, `spec.rs`);
-//!   a malformed one is 400 with the reason and registers nothing;
+//!   a malformed one is 400 with the reason and registers nothing; a good
+//!   one is saved under `--data-dir` (`saved.rs`) and survives a restart;
 //! - `PUT /v1/agent/service/deregister/<id>`;
 //! - `PUT /v1/agent/check/pass/<id>` (TTL checks; `service:<id>` too);
 //! - `GET /v1/agent/services`.
@@ -38,21 +39,38 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response {
     answer(status, "text/plain; charset=utf-8", body.into())
 }
 
+/// Saved first (`saved.rs`): a registration the proxy could not keep
+/// across a restart is refused (500) and not registered.
 async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    match Service::parse(&body) {
-        Ok(service) => {
+    let service = match Service::parse(&body) {
+        Ok(service) => service,
+        Err(invalid) => return plain(StatusCode::BAD_REQUEST, format!("invalid service registration: {invalid}\n")),
+    };
+    let (saved, copy) = (shared.registry.saved.clone(), service.clone());
+    match tokio::task::spawn_blocking(move || saved.save(&copy)).await {
+        Ok(Ok(())) => {
             shared.registry.register(service);
             plain(StatusCode::OK, "")
         }
-        Err(invalid) => plain(StatusCode::BAD_REQUEST, format!("invalid service registration: {invalid}\n")),
+        Ok(Err(err)) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save the registration: {err}\n")),
+        Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save the registration: {err}\n")),
     }
 }
 
 async fn deregister(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    if shared.registry.deregister(&id) {
-        plain(StatusCode::OK, "")
-    } else {
-        plain(StatusCode::NOT_FOUND, format!("unknown service id {id:?}\n"))
+    if !shared.registry.deregister(&id) {
+        return plain(StatusCode::NOT_FOUND, format!("unknown service id {id:?}\n"));
+    }
+    let (saved, removed) = (shared.registry.saved.clone(), id.clone());
+    match tokio::task::spawn_blocking(move || saved.remove(&removed)).await {
+        Ok(Ok(())) => plain(StatusCode::OK, ""),
+        // Deregistered now, but it would come back after a restart.
+        Ok(Err(err)) => {
+            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("deregistered, but {id:?} is still saved: {err}\n"))
+        }
+        Err(err) => {
+            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("deregistered, but {id:?} is still saved: {err}\n"))
+        }
     }
 }
 

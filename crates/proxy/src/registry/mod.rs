@@ -22,6 +22,7 @@
 
 mod api;
 mod check;
+mod saved;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,7 @@ use crate::upstream::endpoint_failed;
 use crate::Shared;
 
 pub(crate) use api::routes;
+pub(crate) use saved::Saved;
 pub(crate) use spec::{load_dir, Service};
 
 /// The TTL of the proxy's registration lease, in seconds: how long the
@@ -76,6 +78,8 @@ pub(crate) struct Registry {
     /// Wakes the watch once the first service registers: a proxy nobody
     /// registers with keeps no watch upstream.
     registered: Notify,
+    /// Where registrations made through the API are kept across restarts.
+    saved: Arc<Saved>,
 }
 
 #[derive(Default)]
@@ -107,7 +111,7 @@ pub(crate) enum PassError {
 }
 
 impl Registry {
-    pub(crate) fn new(prefix: &str, host: &str, namespace: crate::namespace::Namespace) -> Registry {
+    pub(crate) fn new(prefix: &str, host: &str, namespace: crate::namespace::Namespace, saved: Arc<Saved>) -> Registry {
         Registry {
             prefix: prefix.trim_end_matches('/').to_owned(),
             host: host.to_owned(),
@@ -116,6 +120,7 @@ impl Registry {
             changed: Notify::new(),
             lease: AtomicI64::new(0),
             registered: Notify::new(),
+            saved,
         }
     }
 
