@@ -194,13 +194,17 @@ fn after_frames(stdout: &str) -> &str {
     stdout.rsplit('\r').next().unwrap_or_default()
 }
 
+/// `check perf --load s` paces its writes at 150 a second, prints etcdctl's
+/// frames and verdict, exits by the verdict and deletes its keys. Whether
+/// the latency lines pass is not asserted: that is the machine's speed (a
+/// debug member beside the other tests can take 0.6 s for one write), and
+/// speed lives in benchmarks (`xtask bench ctl --check-perf`).
 #[tokio::test(flavor = "multi_thread")]
-async fn check_perf_passes_on_keel_and_leaves_no_keys() {
+async fn check_perf_runs_on_keel_and_leaves_no_keys() {
     let dir = tempfile::tempdir().unwrap();
     let keel = Keel::start(dir.path()).await;
     let out = keelctl(&keel, &["check", "perf", "--load", "s"]);
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
     // No terminal: etcdctl's bar is its bare frames, the first at once.
     assert!(stdout.starts_with("\r 0 / 60    0.00%\r"), "{stdout:?}");
@@ -220,9 +224,14 @@ async fn check_perf_passes_on_keel_and_leaves_no_keys() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{tail:?}"));
     assert!((136..=152).contains(&throughput), "{throughput} writes/s at 150 a second");
-    assert!(lines[1].starts_with("PASS: Slowest request took 0.") && lines[1].ends_with('s'), "{tail:?}");
-    assert!(lines[2].starts_with("PASS: Stddev is 0.") && lines[2].ends_with('s'), "{tail:?}");
-    assert_eq!(lines[3], "PASS");
+    let slowest = lines[1].starts_with("PASS: Slowest request took 0.");
+    assert!(slowest || lines[1].starts_with("Slowest request took too long: "), "{tail:?}");
+    let stddev = lines[2].starts_with("PASS: Stddev is 0.");
+    assert!(stddev || lines[2].contains("Stddev too high: "), "{tail:?}");
+    assert!(lines[1].ends_with('s') && lines[2].ends_with('s'), "{tail:?}");
+    let passed = slowest && stddev;
+    assert_eq!(lines[3], if passed { "PASS" } else { "FAIL" }, "{tail:?}");
+    assert_eq!(out.status.code(), Some(if passed { 0 } else { 1 }), "{stdout}");
     assert_eq!(dump(&keel).await, BTreeMap::new(), "the check deletes its keys");
 }
 

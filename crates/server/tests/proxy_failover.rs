@@ -470,6 +470,17 @@ fn serve_fake_dns(target: Arc<std::sync::atomic::AtomicU16>) {
     });
 }
 
+/// A member under `dir` that the fake DNS server names, and the
+/// resolv.conf (in `dir`) that points at that server.
+async fn member_behind_fake_dns(dir: &std::path::Path) -> (common::Keel, std::path::PathBuf) {
+    let keel = common::Keel::start(&dir.join("data")).await;
+    keel.wait_for_quorum().await;
+    fake_dns(keel.port);
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    (keel, resolv)
+}
+
 /// `keel ARGS` in a mount namespace whose /etc/resolv.conf is `resolv`
 /// (naming the fake server), leaving the machine's alone.
 fn keel_with_dns(resolv: &std::path::Path, args: &[String]) -> std::process::Child {
@@ -497,11 +508,7 @@ async fn the_gateway_finds_members_in_dns_srv_records() {
     require_etcd();
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let keel = common::Keel::start(&dir.path().join("data")).await;
-    keel.wait_for_quorum().await;
-    fake_dns(keel.port);
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    let (_keel, resolv) = member_behind_fake_dns(dir.path()).await;
     let gateway = |insecure: bool| {
         let port = free_port();
         let mut args: Vec<String> = ["gateway", "start", "--discovery-srv", "keel.test", "--endpoints", "127.0.0.1:1"]
@@ -534,11 +541,7 @@ async fn the_grpc_proxy_finds_members_in_dns_srv_records() {
     require_etcd();
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let keel = common::Keel::start(&dir.path().join("data")).await;
-    keel.wait_for_quorum().await;
-    fake_dns(keel.port);
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    let (_keel, resolv) = member_behind_fake_dns(dir.path()).await;
     let proxy = |domain: &str, insecure: bool| {
         let port = free_port();
         let mut args: Vec<String> =

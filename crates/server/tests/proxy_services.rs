@@ -41,6 +41,19 @@ async fn put(proxy: &ProxyProcess, path: &str, body: &str) -> (u16, String) {
     http_exchange(proxy.port, "PUT", path, &[("Content-Type", "application/json")], body).await.unwrap()
 }
 
+/// Registers one service per `(id, check fields)`, named after the id
+/// without its last character ("db1" is a "db"), checked every 200 ms.
+async fn register_checks(proxy: &ProxyProcess, checks: &[(&str, String)]) {
+    for (id, check) in checks {
+        let name = &id[..id.len() - 1];
+        let body = format!(
+            r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
+        );
+        let (status, answer) = put(proxy, "/v1/agent/service/register", &body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+    }
+}
+
 /// An HTTP health endpoint: 200 while `healthy`, 503 otherwise.
 async fn health_server(healthy: Arc<AtomicBool>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -180,14 +193,7 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
         ("rpc1", format!(r#""grpc":"127.0.0.1:{}""#, proxy.port)),
         ("rpc2", format!(r#""grpc":"127.0.0.1:{closed}/some.Service""#)),
     ];
-    for (id, check) in &checks {
-        let name = &id[..id.len() - 1];
-        let body = format!(
-            r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
-        );
-        let (status, answer) = put(&proxy, "/v1/agent/service/register", &body).await;
-        assert_eq!(status, 200, "{answer}");
-    }
+    register_checks(&proxy, &checks).await;
     let db1 = format!("/keel/services/db/{host}/db1");
     let rpc1 = format!("/keel/services/rpc/{host}/rpc1");
     wait_present(&keel, &db1, Duration::from_secs(5), "the tcp service's key").await;
@@ -319,14 +325,7 @@ async fn tls_checks_verify_unless_told_not_to_and_consul_definitions_register() 
         ("rpc1", format!(r#"{grpcs},"tls_skip_verify":true"#)),
         ("rpc2", grpcs.clone()),
     ];
-    for (id, check) in &registrations {
-        let name = &id[..id.len() - 1];
-        let body = format!(
-            r#"{{"name":"{name}","id":"{id}","address":"127.0.0.1:1","check":{{{check},"interval":"200ms"}}}}"#
-        );
-        let (status, answer) = put(&proxy, "/v1/agent/service/register", &body).await;
-        assert_eq!(status, 200, "{body}: {answer}");
-    }
+    register_checks(&proxy, &registrations).await;
     let consul = format!(
         r#"{{"ID":"cache1","Name":"cache","Address":"127.0.0.1","Port":6379,"Tags":["primary"],
             "Meta":{{"version":"7"}},

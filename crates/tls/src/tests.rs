@@ -29,12 +29,18 @@ async fn serve(incoming: Incoming) {
     }
 }
 
+/// A loopback port served by `serve` over the listener `incoming` makes of
+/// it; abort the task to stop.
+async fn serving(incoming: impl FnOnce(TcpListener) -> Incoming) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, tokio::spawn(serve(incoming(listener))))
+}
+
 /// What a TLS client with `client` options hears from a server with
 /// `server`: the CN the server saw, or why it failed.
 async fn exchange(server: &ServerTls, client: ClientTlsOptions) -> Result<String, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = tokio::spawn(serve(Incoming::tls(listener, server.clone())));
+    let (port, served) = serving(|listener| Incoming::tls(listener, server.clone())).await;
     let heard = tokio::time::timeout(Duration::from_secs(5), async {
         let tls = ClientTls::new(client).map_err(|e| e.to_string())?;
         let uri = Uri::from_str(&format!("https://localhost:{port}")).unwrap();
@@ -117,9 +123,7 @@ async fn a_good_client_certificate_is_accepted_and_its_cn_seen() {
 async fn http1_only_clients_complete_the_handshake() {
     let pki = Pki::new();
     let server = ServerTls::new(pki.server_options()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = tokio::spawn(serve(Incoming::tls(listener, server)));
+    let (port, served) = serving(|listener| Incoming::tls(listener, server)).await;
     let offering = |alpn: &[u8]| {
         let mut config = (*ClientTls::new(pki.anonymous()).unwrap().config()).clone();
         config.alpn_protocols = vec![alpn.to_vec()];
@@ -245,9 +249,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
 async fn one_port_serves_plain_and_tls() {
     let pki = Pki::new();
     let server = ServerTls::new(pki.server_options()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = tokio::spawn(serve(Incoming::tls_and_plain(listener, server)));
+    let (port, served) = serving(|listener| Incoming::tls_and_plain(listener, server)).await;
 
     // A plain client speaks first (HTTP/2's preface does).
     let mut plain = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -269,9 +271,7 @@ async fn one_port_serves_plain_and_tls() {
 async fn a_silent_client_does_not_hold_up_the_next() {
     let pki = Pki::new();
     let server = ServerTls::new(pki.server_options()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = tokio::spawn(serve(Incoming::tls(listener, server)));
+    let (port, served) = serving(|listener| Incoming::tls(listener, server)).await;
     let _silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let tls = ClientTls::new(pki.anonymous()).unwrap();
     let uri = Uri::from_str(&format!("https://localhost:{port}")).unwrap();
