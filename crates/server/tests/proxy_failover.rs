@@ -499,6 +499,22 @@ fn keel_with_dns(resolv: &std::path::Path, args: &[String]) -> std::process::Chi
     unshare.spawn().expect("run unshare (util-linux)")
 }
 
+/// `keel <subcommand> start` (gateway or grpc-proxy) finding its members
+/// by `--discovery-srv domain`, with only a dead `--endpoints` besides.
+fn discovering(resolv: &std::path::Path, subcommand: &str, domain: &str, insecure: bool) -> ProxyProcess {
+    let port = free_port();
+    let args = [
+        subcommand.to_owned(),
+        "start".to_owned(),
+        "--endpoints=127.0.0.1:1".to_owned(),
+        "--auto-sync-interval=0".to_owned(),
+        format!("--listen-addr=127.0.0.1:{port}"),
+        format!("--discovery-srv={domain}"),
+        format!("--insecure-discovery={insecure}"),
+    ];
+    ProxyProcess { child: keel_with_dns(resolv, &args), port }
+}
+
 /// `--discovery-srv`: the gateway forwards to the members DNS SRV records
 /// name (here only with `--insecure-discovery`: the record is a plain
 /// `_etcd-client` one), resolving their targets as it dials; without
@@ -509,15 +525,7 @@ async fn the_gateway_finds_members_in_dns_srv_records() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (_keel, resolv) = member_behind_fake_dns(dir.path()).await;
-    let gateway = |insecure: bool| {
-        let port = free_port();
-        let mut args: Vec<String> = ["gateway", "start", "--discovery-srv", "keel.test", "--endpoints", "127.0.0.1:1"]
-            .map(str::to_owned)
-            .into();
-        args.extend(["--listen-addr".to_owned(), format!("127.0.0.1:{port}"), "--auto-sync-interval=0".to_owned()]);
-        args.push(format!("--insecure-discovery={insecure}"));
-        ProxyProcess { child: keel_with_dns(&resolv, &args), port }
-    };
+    let gateway = |insecure: bool| discovering(&resolv, "gateway", "keel.test", insecure);
     let listening = |port: u16| async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
 
     let found = gateway(true);
@@ -542,14 +550,7 @@ async fn the_grpc_proxy_finds_members_in_dns_srv_records() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (_keel, resolv) = member_behind_fake_dns(dir.path()).await;
-    let proxy = |domain: &str, insecure: bool| {
-        let port = free_port();
-        let mut args: Vec<String> =
-            ["grpc-proxy", "start", "--endpoints", "127.0.0.1:1", "--auto-sync-interval=0"].map(str::to_owned).into();
-        args.extend([format!("--listen-addr=127.0.0.1:{port}"), format!("--discovery-srv={domain}")]);
-        args.push(format!("--insecure-discovery={insecure}"));
-        ProxyProcess { child: keel_with_dns(&resolv, &args), port }
-    };
+    let proxy = |domain: &str, insecure: bool| discovering(&resolv, "grpc-proxy", domain, insecure);
 
     let found = proxy("keel.test", true);
     let endpoint = found.endpoint();

@@ -47,12 +47,11 @@ async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Err(invalid) => return plain(StatusCode::BAD_REQUEST, format!("invalid service registration: {invalid}\n")),
     };
     let (saved, copy) = (shared.registry.saved.clone(), service.clone());
-    match tokio::task::spawn_blocking(move || saved.save(&copy)).await {
-        Ok(Ok(())) => {
+    match off_runtime(move || saved.save(&copy)).await {
+        Ok(()) => {
             shared.registry.register(service);
             plain(StatusCode::OK, "")
         }
-        Ok(Err(err)) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save the registration: {err}\n")),
         Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot save the registration: {err}\n")),
     }
 }
@@ -62,16 +61,18 @@ async fn deregister(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -
         return plain(StatusCode::NOT_FOUND, format!("unknown service id {id:?}\n"));
     }
     let (saved, removed) = (shared.registry.saved.clone(), id.clone());
-    match tokio::task::spawn_blocking(move || saved.remove(&removed)).await {
-        Ok(Ok(())) => plain(StatusCode::OK, ""),
+    match off_runtime(move || saved.remove(&removed)).await {
+        Ok(()) => plain(StatusCode::OK, ""),
         // Deregistered now, but it would come back after a restart.
-        Ok(Err(err)) => {
-            plain(StatusCode::INTERNAL_SERVER_ERROR, format!("deregistered, but {id:?} is still saved: {err}\n"))
-        }
         Err(err) => {
             plain(StatusCode::INTERNAL_SERVER_ERROR, format!("deregistered, but {id:?} is still saved: {err}\n"))
         }
     }
+}
+
+/// File I/O of `saved.rs`, on the blocking pool.
+async fn off_runtime(io: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(io).await.unwrap_or_else(|err| Err(std::io::Error::other(err)))
 }
 
 async fn pass(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {

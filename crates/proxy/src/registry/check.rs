@@ -26,19 +26,24 @@ pub(crate) async fn client_tls(skip_verify: bool) -> Option<ClientTls> {
     }
 }
 
+/// `tls` for HTTP/1.1, once per check rather than per GET.
+pub(crate) fn https(tls: &ClientTls) -> tokio_rustls::TlsConnector {
+    let mut config = (*tls.config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 /// A GET of `url`: passes on a 2xx status within `timeout`. `tls` is
 /// needed for an `https://` URL.
-pub(crate) async fn http(url: &HttpUrl, tls: Option<&ClientTls>, timeout: Duration) -> bool {
+pub(crate) async fn http(url: &HttpUrl, tls: Option<&tokio_rustls::TlsConnector>, timeout: Duration) -> bool {
     let get = async {
         let tcp = TcpStream::connect(url.authority.as_str()).await?;
         if !url.tls {
             return status(tcp, url).await;
         }
         let Some(tls) = tls else { return Ok(None) };
-        let mut config = (*tls.config()).clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name = rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(std::io::Error::other)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
+        let stream = tls.connect(name, tcp).await?;
         status(stream, url).await
     };
     matches!(tokio::time::timeout(timeout, get).await, Ok(Ok(Some(200..=299))))

@@ -195,7 +195,7 @@ impl Registry {
         match check {
             spec::Check::Http { url, tls_skip_verify, interval, timeout } => {
                 let tls = match url.tls {
-                    true => check::client_tls(tls_skip_verify).await,
+                    true => check::client_tls(tls_skip_verify).await.as_ref().map(check::https),
                     false => None,
                 };
                 loop {

@@ -39,12 +39,7 @@ impl Saved {
     /// read or parsed is skipped, logged: one bad file does not cost the
     /// others their registration.
     pub(crate) fn load(&self) -> Vec<Service> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
-        let mut paths: Vec<PathBuf> = entries
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-            .collect();
-        paths.sort();
+        let Ok(paths) = super::spec::json_files(&self.dir) else { return Vec::new() };
         let mut services = Vec::new();
         for path in paths {
             match std::fs::read(&path)

@@ -313,15 +313,20 @@ fn parse_http_url(text: &str) -> Result<HttpUrl, Invalid> {
     Ok(HttpUrl { tls, host, authority, path, text: text.to_owned() })
 }
 
-/// Every `*.json` file of `dir`, in name order; the first bad one stops
-/// the start, named.
-pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Service>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("--service-config-dir {}: {e}", dir.display()))?;
-    let mut paths: Vec<_> = entries
+/// The `*.json` files of `dir`, in name order.
+pub(crate) fn json_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Every `*.json` file of `dir`, in name order; the first bad one stops
+/// the start, named.
+pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Service>, String> {
+    let paths = json_files(dir).map_err(|e| format!("--service-config-dir {}: {e}", dir.display()))?;
     let mut services: Vec<Service> = Vec::new();
     for path in paths {
         let text = std::fs::read(&path).map_err(|e| format!("service file {}: {e}", path.display()))?;

@@ -150,19 +150,26 @@ impl History {
 
     /// The notes from revision `start` on, the first trimmed to it.
     fn since(&self, start: i64) -> impl Iterator<Item = Note> + '_ {
-        self.notes.iter().filter_map(move |(note, _)| {
-            let Note::Events { header, events } = note else { return None };
-            let revision = |event: &Event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-            if events.last().is_none_or(|event| revision(event) < start) {
-                return None;
-            }
-            if events.first().is_some_and(|event| revision(event) >= start) {
-                return Some(note.clone());
-            }
-            let kept = events.iter().filter(|event| revision(event) >= start).cloned().collect();
-            Some(Note::Events { header: *header, events: Arc::new(kept) })
-        })
+        self.notes.iter().filter_map(move |(note, _)| events_from(note, start))
     }
+}
+
+fn mod_revision(event: &Event) -> i64 {
+    event.kv.as_ref().map_or(0, |kv| kv.mod_revision)
+}
+
+/// An events note's events from revision `start` on: the note itself when
+/// all are, none when none is (and for any other note).
+fn events_from(note: &Note, start: i64) -> Option<Note> {
+    let Note::Events { header, events } = note else { return None };
+    if events.last().is_none_or(|event| mod_revision(event) < start) {
+        return None;
+    }
+    if events.first().is_some_and(|event| mod_revision(event) >= start) {
+        return Some(note.clone());
+    }
+    let kept = events.iter().filter(|event| mod_revision(event) >= start).cloned().collect();
+    Some(Note::Events { header: *header, events: Arc::new(kept) })
 }
 
 struct Listener {
@@ -184,27 +191,15 @@ impl Listener {
         if self.skip_through == 0 {
             return Some(note.clone());
         }
-        let through = self.skip_through;
-        match note {
-            Note::Events { header, events } => {
-                let revision = |event: &Event| event.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                if events.first().is_some_and(|event| revision(event) > through) {
-                    self.skip_through = 0;
-                    return Some(note.clone());
-                }
-                let unseen: Vec<Event> = events.iter().filter(|event| revision(event) > through).cloned().collect();
-                if unseen.is_empty() {
-                    return None;
-                }
-                self.skip_through = 0;
-                Some(Note::Events { header: *header, events: Arc::new(unseen) })
-            }
-            Note::Progress { header } if header.revision <= through => None,
-            _ => {
-                self.skip_through = 0;
-                Some(note.clone())
-            }
+        let unseen = match note {
+            Note::Events { .. } => events_from(note, self.skip_through + 1),
+            Note::Progress { header } if header.revision <= self.skip_through => None,
+            _ => Some(note.clone()),
+        };
+        if unseen.is_some() {
+            self.skip_through = 0;
         }
+        unseen
     }
 }
 
@@ -283,12 +278,7 @@ impl Groups {
         let listener = Listener::new(id, queue.clone(), true);
         let mut replay = state.history.since(start);
         while let Some(note) = replay.next() {
-            let first = match &note {
-                Note::Events { events, .. } => {
-                    events.first().and_then(|e| e.kv.as_ref()).map_or(start, |kv| kv.mod_revision)
-                }
-                _ => start,
-            };
+            let first = first_unseen(&note, start);
             match listener.queue.try_send(note) {
                 Ok(()) => {}
                 Err(Full::Full) => {
