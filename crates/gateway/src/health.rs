@@ -10,6 +10,8 @@
 //!   `?exclude=<check>` skips one; a failure answers 503 with every check's
 //!   line and no summary line (etcd's format, not Kubernetes'). etcd lists
 //!   the checks in Go's random map order; Keel in its sorted order.
+//!   `/readyz` also fails, with a `published` line, until the member's
+//!   attributes are published (etcd does not answer at all until then).
 //!
 //! A probe that gives up (Kubernetes' timeout) drops the request, and the
 //! read it started with it.
@@ -247,6 +249,13 @@ async fn checks(
     };
     let mut report = String::new();
     let mut failed = false;
+    // etcd serves no client before its attributes are published; Keel
+    // serves at once, but is not ready until then, so that a member a
+    // readiness probe passed is `started` in the member list.
+    if kind == Kind::Readyz && !member.is_published() {
+        failed = true;
+        report.push_str("[-]published failed: the member's name and client URLs are not published yet\n");
+    }
     for check in selected {
         let outcome = check.run(&member).await;
         member.metrics().health_check_ran(kind.name(), check.name(), outcome.is_ok());

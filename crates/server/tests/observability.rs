@@ -366,6 +366,29 @@ async fn readyz_fails_in_a_partition_while_livez_does_not() {
     .await;
 }
 
+/// A member that cannot publish its attributes (no quorum) is live but not
+/// ready, whatever check is excluded: etcd would not answer at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_waits_for_the_member_to_be_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, peer, absent) = (free_port(), free_port(), free_port());
+    let flags: Vec<String> = [
+        "--name=m0".to_string(),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-cluster=m0=http://127.0.0.1:{peer},m1=http://127.0.0.1:{absent}"),
+    ]
+    .into();
+    let keel = Keel::spawn(dir.path(), port, &flags);
+    keel.wait_ready().await;
+    assert_eq!(get(port, "/livez").await.unwrap(), (200, "ok\n".to_string()));
+    for path in ["/readyz", "/readyz?exclude=linearizable_read", "/readyz/serializable_read"] {
+        let (status, body) = get(port, path).await.unwrap();
+        assert_eq!(status, 503, "{path}: {body}");
+        assert!(body.starts_with("[-]published failed: "), "{path}: {body}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn version_is_etcds_shape() {
     let dir = tempfile::tempdir().unwrap();

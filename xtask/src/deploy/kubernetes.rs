@@ -460,11 +460,16 @@ pub fn pods_run_in_docker(docker: &Docker, image: &str, pods: &mut Pods) -> Resu
     pods.configmap.insert("ETCD_INITIAL_CLUSTER_STATE".to_owned(), "existing".to_owned());
     let joined = start_pod(docker, image, pods, &network, ordinal)?;
     wait_probes(docker, pods, &joined)?;
-    let members = etcdctl(&all, &["member", "list"])?;
-    ensure!(
-        members.lines().count() as u64 == pods.replicas + 1 && members.lines().all(|l| l.contains(", started, ")),
-        "after scaling, member list:\n{members}"
-    );
+    // Ready means published on the new member; a member asked may apply
+    // that entry a heartbeat later (member list is not linearizable in 3.4).
+    retry(Duration::from_secs(5), || {
+        let members = etcdctl(&all, &["member", "list"])?;
+        ensure!(
+            members.lines().count() as u64 == pods.replicas + 1 && members.lines().all(|l| l.contains(", started, ")),
+            "after scaling, member list:\n{members}"
+        );
+        Ok(())
+    })?;
     let value = retry(Duration::from_secs(20), || {
         etcdctl(&client(&joined)?, &["get", "/deploy/kubernetes", "--print-value-only", "--consistency=s"])
     })?;

@@ -406,6 +406,7 @@ fn build(config: MemberConfig, parts: Parts, stepped: bool) -> Result<(Member, O
         removed_members,
         current_members,
         learner,
+        published: std::sync::atomic::AtomicBool::new(false),
         lease_clock,
         clock,
         offload,

@@ -246,6 +246,11 @@ impl Member {
         Ok(())
     }
 
+    /// Whether [`Member::publish`] has had this start's attributes applied.
+    pub fn is_published(&self) -> bool {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Resolves once a configuration change has removed this member from
     /// the cluster (etcd then stops the member).
     pub async fn removed(&self) {
@@ -265,6 +270,7 @@ impl Member {
             match self.proposals.propose(Request::MemberAttributes(attributes.clone()), None).await {
                 Ok(_) => {
                     tracing::info!(name = %attributes.name, client_urls = ?attributes.client_urls, "published member attributes");
+                    self.published.store(true, std::sync::atomic::Ordering::Release);
                     return;
                 }
                 Err(NodeError::Stopped) => return,

@@ -66,6 +66,9 @@ pub struct Member {
     current_members: Arc<parking_lot::RwLock<std::collections::HashSet<u64>>>,
     /// Whether this member is a learner, as applied (kept by the applier).
     learner: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether this start's attributes (name, client URLs) are applied
+    /// (etcd's ReadyNotify): `/readyz` waits on it.
+    published: std::sync::atomic::AtomicBool,
     lease_clock: Arc<LeaseClock>,
     clock: Arc<dyn Clock>,
     offload: Offload,
