@@ -192,16 +192,17 @@ impl Proxy {
         let saved = Arc::new(registry::Saved::new(&config.data_dir));
         let loading = saved.clone();
         services.extend(tokio::task::spawn_blocking(move || loading.load()).await.unwrap_or_default());
+        let series = metrics::Metrics::new()?;
         let registry = Arc::new(registry::Registry::new(
             &config.service_prefix,
             &host_name,
             Namespace::new(config.namespace.clone()),
             saved,
+            series.service_checks.clone(),
         ));
         for service in services {
             registry.register(service);
         }
-        let series = metrics::Metrics::new()?;
         let namespace = Namespace::new(config.namespace.clone());
         let cache = (!config.cache_prefixes.is_empty())
             .then(|| cache::Cache::new(&config.cache_prefixes, &namespace, config.cache_max_bytes, &series));

@@ -3,7 +3,7 @@
 //! series are gauges, as etcd registers them, and stay at zero without
 //! `--cache-prefix`.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub(crate) struct Metrics {
     registry: Registry,
@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     pub(crate) services: IntGauge,
     pub(crate) services_passing: IntGauge,
     pub(crate) service_puts: IntCounter,
+    pub(crate) service_checks: ServiceChecks,
     /// Ranges answered from the cache (`cache.rs`).
     pub(crate) cache_hits: IntGauge,
     /// Ranges on a cached prefix forwarded upstream.
@@ -101,6 +102,7 @@ impl Metrics {
                 "keel_grpc_proxy_service_puts_total",
                 "Puts of registered services' keys (again after a delete or a lost lease)",
             )?,
+            service_checks: ServiceChecks::register(&registry)?,
             registry,
         })
     }
@@ -112,6 +114,53 @@ impl Metrics {
         // registration.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Each registered service's check, by service name and id (as Consul's
+/// agent reports its checks): whether it passes, and its outcomes.
+#[derive(Clone)]
+pub(crate) struct ServiceChecks {
+    passing: IntGaugeVec,
+    outcomes: IntCounterVec,
+}
+
+impl ServiceChecks {
+    fn register(registry: &Registry) -> Result<ServiceChecks, prometheus::Error> {
+        let passing = IntGaugeVec::new(
+            Opts::new("keel_grpc_proxy_service_check_passing", "Whether a registered service's check passes (1) or not"),
+            &["service", "id"],
+        )?;
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "keel_grpc_proxy_service_checks_total",
+                "Outcomes of registered services' checks (TTL checks: passes received, and expiries)",
+            ),
+            &["service", "id", "result"],
+        )?;
+        registry.register(Box::new(passing.clone()))?;
+        registry.register(Box::new(outcomes.clone()))?;
+        Ok(ServiceChecks { passing, outcomes })
+    }
+
+    /// A check's outcome, and whether the service now passes.
+    pub(crate) fn checked(&self, service: &str, id: &str, passed: bool, passing: bool) {
+        let result = if passed { "pass" } else { "fail" };
+        self.outcomes.with_label_values(&[service, id, result]).inc();
+        self.passing.with_label_values(&[service, id]).set(i64::from(passing));
+    }
+
+    /// A registration that starts (not passing until its first check).
+    pub(crate) fn registered(&self, service: &str, id: &str) {
+        self.passing.with_label_values(&[service, id]).set(0);
+    }
+
+    /// A registration gone: its series go with it.
+    pub(crate) fn deregistered(&self, service: &str, id: &str) {
+        let _ = self.passing.remove_label_values(&[service, id]);
+        for result in ["pass", "fail"] {
+            let _ = self.outcomes.remove_label_values(&[service, id, result]);
+        }
     }
 }
 
@@ -131,5 +180,26 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn service_checks_come_and_go_with_their_service() {
+        let metrics = super::Metrics::new().unwrap();
+        let checks = &metrics.service_checks;
+        checks.registered("web", "web-1");
+        assert!(metrics.render().contains("keel_grpc_proxy_service_check_passing{id=\"web-1\",service=\"web\"} 0"));
+        checks.checked("web", "web-1", true, true);
+        checks.checked("web", "web-1", true, true);
+        checks.checked("web", "web-1", false, false);
+        let text = metrics.render();
+        for line in [
+            "keel_grpc_proxy_service_check_passing{id=\"web-1\",service=\"web\"} 0",
+            "keel_grpc_proxy_service_checks_total{id=\"web-1\",result=\"pass\",service=\"web\"} 2",
+            "keel_grpc_proxy_service_checks_total{id=\"web-1\",result=\"fail\",service=\"web\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        checks.deregistered("web", "web-1");
+        assert!(!metrics.render().contains("web-1"));
     }
 }

@@ -413,6 +413,20 @@ async fn namespaces_unix_sockets_watch_ids_and_progress() {
     let progress = stream.message().await.unwrap().unwrap();
     assert!(progress.events.is_empty() && !progress.canceled);
     assert_eq!(progress.header.unwrap().revision, revision);
+
+    // On a stream with no watch, etcd 3.4 answers with the current
+    // revision: here one past what the watch above saw, written directly.
+    etcdctl(&keel.endpoint(), &["put", "/elsewhere", "x"]);
+    let (requests, outgoing) = mpsc::channel(1);
+    let mut client = WatchClient::connect(proxy.endpoint()).await.unwrap();
+    let mut bare = client.watch(ReceiverStream::new(outgoing)).await.unwrap().into_inner();
+    let progress = WatchRequest { request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})) };
+    requests.send(progress).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), bare.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!((answer.watch_id, answer.created, answer.events.len()), (-1, false, 0));
+    let header = answer.header.unwrap();
+    assert_eq!(header.revision, revision + 1);
+    assert_ne!(header.member_id, 0);
 }
 
 #[test]

@@ -237,12 +237,22 @@ async fn services_live_under_the_prefix_while_their_checks_pass() {
     assert_eq!(metric(&metrics, "keel_grpc_proxy_services"), 2.0);
     assert_eq!(metric(&metrics, "keel_grpc_proxy_services_passing"), 1.0);
     assert!(metric(&metrics, "keel_grpc_proxy_service_puts_total") >= 5.0, "{metrics}");
+    // Per check: web's HTTP check passes; job's TTL passed once, then expired.
+    let web_passing = r#"keel_grpc_proxy_service_check_passing{id="web1",service="web"}"#;
+    assert_eq!(metric(&metrics, web_passing), 1.0);
+    assert!(metric(&metrics, r#"keel_grpc_proxy_service_checks_total{id="web1",result="pass",service="web"}"#) >= 1.0);
+    assert_eq!(metric(&metrics, r#"keel_grpc_proxy_service_check_passing{id="job1",service="job"}"#), 0.0);
+    for result in ["pass", "fail"] {
+        let series = format!(r#"keel_grpc_proxy_service_checks_total{{id="job1",result="{result}",service="job"}}"#);
+        assert!(metric(&metrics, &series) >= 1.0, "{series}: {metrics}");
+    }
 
     // Deregistered: the key goes; unknown ids are 404.
     let (status, body) = put(&proxy, "/v1/agent/service/deregister/web1", "").await;
     assert_eq!(status, 200, "{body}");
     wait_absent(&keel, &web, Duration::from_secs(5), "the deregistered service's key to go").await;
     assert_eq!(put(&proxy, "/v1/agent/service/deregister/web1", "").await.0, 404);
+    assert!(!proxy.metrics().await.contains(r#"id="web1""#), "a deregistered service's check series stay");
     assert_eq!(put(&proxy, "/v1/agent/check/pass/nope", "").await.0, 404);
 
     // The idle proxy's registry loop sleeps: it used no measurable CPU

@@ -80,6 +80,7 @@ pub(crate) struct Registry {
     registered: Notify,
     /// Where registrations made through the API are kept across restarts.
     saved: Arc<Saved>,
+    checks: crate::metrics::ServiceChecks,
 }
 
 #[derive(Default)]
@@ -111,7 +112,13 @@ pub(crate) enum PassError {
 }
 
 impl Registry {
-    pub(crate) fn new(prefix: &str, host: &str, namespace: crate::namespace::Namespace, saved: Arc<Saved>) -> Registry {
+    pub(crate) fn new(
+        prefix: &str,
+        host: &str,
+        namespace: crate::namespace::Namespace,
+        saved: Arc<Saved>,
+        checks: crate::metrics::ServiceChecks,
+    ) -> Registry {
         Registry {
             prefix: prefix.trim_end_matches('/').to_owned(),
             host: host.to_owned(),
@@ -121,6 +128,7 @@ impl Registry {
             lease: AtomicI64::new(0),
             registered: Notify::new(),
             saved,
+            checks,
         }
     }
 
@@ -134,8 +142,13 @@ impl Registry {
     pub(crate) fn register(self: &Arc<Self>, service: Service) {
         let checker = tokio::spawn(self.clone().run_check(service.id.clone(), service.check.clone())).abort_handle();
         tracing::info!(id = %service.id, name = %service.name, "service registered");
+        let (name, id) = (service.name.clone(), service.id.clone());
         let entry = Entry { service, passing: false, ttl_deadline: None, checker };
-        self.state.lock().services.insert(entry.service.id.clone(), entry);
+        let replaced = self.state.lock().services.insert(id.clone(), entry);
+        if let Some(old) = replaced.filter(|old| old.service.name != name) {
+            self.checks.deregistered(&old.service.name, &id);
+        }
+        self.checks.registered(&name, &id);
         self.changed.notify_one();
         self.registered.notify_one();
     }
@@ -143,7 +156,8 @@ impl Registry {
     /// Removes a service (its key is deleted); false if unknown.
     pub(crate) fn deregister(&self, id: &str) -> bool {
         let removed = self.state.lock().services.remove(id);
-        if removed.is_some() {
+        if let Some(entry) = &removed {
+            self.checks.deregistered(&entry.service.name, id);
             tracing::info!(%id, "service deregistered");
             self.changed.notify_one();
         }
@@ -158,6 +172,7 @@ impl Registry {
         let entry = state.services.get_mut(id).ok_or(PassError::Unknown)?;
         let spec::Check::Ttl { ttl } = entry.service.check else { return Err(PassError::NotTtl) };
         entry.ttl_deadline = Some(Instant::now() + ttl);
+        self.checks.checked(&entry.service.name, id, true, true);
         if !entry.passing {
             entry.passing = true;
             drop(state);
@@ -180,9 +195,11 @@ impl Registry {
         serde_json::Value::Object(listed.collect())
     }
 
+    /// A check's outcome.
     fn set_passing(&self, id: &str, passing: bool) {
         let mut state = self.state.lock();
         let Some(entry) = state.services.get_mut(id) else { return };
+        self.checks.checked(&entry.service.name, id, passing, passing);
         if entry.passing != passing {
             entry.passing = passing;
             drop(state);

@@ -13,13 +13,15 @@ use std::sync::Arc;
 
 use keel_proto::etcdserverpb::watch_request::RequestUnion;
 use keel_proto::etcdserverpb::watch_server::Watch;
-use keel_proto::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse};
+use keel_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_proto::etcdserverpb::{ResponseHeader, StatusRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use keel_proto::mvccpb::Event;
 use prost::Message;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use group::Groups;
@@ -34,6 +36,9 @@ use crate::Shared;
 const WATCH_QUEUE: usize = 64;
 /// Responses waiting for the client to read them.
 const RESPONSES_QUEUE: usize = 16;
+/// How long a progress request on a stream without watches waits for the
+/// upstream's current revision before answering with the latest seen.
+const PROGRESS_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// etcd's `AutoWatchID`: let the server pick.
 const AUTO_WATCH_ID: i64 = 0;
 
@@ -143,13 +148,38 @@ impl ClientStream {
             Some(RequestUnion::ProgressRequest(_)) => {
                 // Everything up to the smallest revision every watch of
                 // this stream has delivered (-1: etcd's id for a reply to
-                // a progress request).
-                let revision = self.watches.values().map(|w| w.delivered).min().unwrap_or(self.header.revision);
-                let header = ResponseHeader { revision, ..self.header };
+                // a progress request). With no watch, the cluster's current
+                // revision, as etcd 3.4's server answers.
+                let header = match self.watches.values().map(|w| w.delivered).min() {
+                    Some(revision) => ResponseHeader { revision, ..self.header },
+                    None => self.current_header().await,
+                };
                 self.send(WatchResponse { header: Some(header), watch_id: -1, ..Default::default() }).await
             }
             None => true,
         }
+    }
+
+    /// The upstream member's header now (its Status, under the caller's
+    /// token); the latest seen if it cannot be had.
+    async fn current_header(&mut self) -> ResponseHeader {
+        let mut request = Request::new(StatusRequest {});
+        if let Some(value) = self.identity.as_ref().and_then(|token| MetadataValue::try_from(token.as_slice()).ok()) {
+            request.metadata_mut().insert("token", value);
+        }
+        let status = self.shared.upstream.unary(request, true, |channel, request| async move {
+            MaintenanceClient::new(channel).status(request).await
+        });
+        match tokio::time::timeout(PROGRESS_STATUS_TIMEOUT, status).await {
+            Ok(Ok(answer)) => {
+                if let Some(header) = answer.into_inner().header {
+                    self.header = header;
+                }
+            }
+            Ok(Err(status)) => tracing::debug!(%status, "no current revision for a progress request"),
+            Err(_) => tracing::debug!("no current revision for a progress request: timed out"),
+        }
+        self.header
     }
 
     async fn create(&mut self, mut create: WatchCreateRequest) -> bool {
