@@ -119,6 +119,22 @@ impl Etcd {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
     }
 
+    /// SIGSTOP: the process holds its connections but answers nothing,
+    /// as a member that froze or is stuck catching up.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Etcd::pause`].
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// A client connected to this etcd only.
     pub async fn client(&self) -> Client {
         Client::connect([self.endpoint()], ClientOptions::default()).await.expect("connect to etcd")
@@ -133,6 +149,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
+        // A paused etcd dies of SIGKILL all the same.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -110,6 +110,35 @@ async fn watch_resumes_after_a_reconnect_without_gap_or_duplicate() {
     assert_eq!(events, expected);
 }
 
+/// The stream breaks, and the member it comes back to answers nothing for
+/// longer than the request timeout (frozen, or catching up): the watch's
+/// re-creation times out and is tried again until the member answers,
+/// instead of ending the watch with the timeout. Nothing is missed.
+#[tokio::test]
+async fn a_re_creation_that_times_out_is_retried() {
+    let etcd = Etcd::start().await;
+    let writer = etcd.client().await;
+    let mut proxy = Proxy::start(etcd.addr());
+    let options = ClientOptions { request_timeout: Some(Duration::from_millis(500)), ..ClientOptions::default() };
+    let client = Client::connect([proxy.endpoint()], options).await.unwrap();
+    let mut watcher = client.watch("/t/", WatchOptions::new().with_prefix()).await.unwrap();
+    let first = writer.put("/t/1", "a").await.unwrap().header.unwrap().revision;
+    assert_eq!(next_events(&mut watcher, 1).await, [(EventType::Put, "/t/1".to_string(), first)]);
+
+    proxy.stop().await;
+    let missed = writer.put("/t/2", "b").await.unwrap().header.unwrap().revision;
+    etcd.pause();
+    proxy.resume();
+    // Several request timeouts go by while the re-created watch gets no answer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    etcd.unpause();
+    let after = writer.put("/t/3", "c").await.unwrap().header.unwrap().revision;
+    assert_eq!(
+        next_events(&mut watcher, 2).await,
+        [(EventType::Put, "/t/2".to_string(), missed), (EventType::Put, "/t/3".to_string(), after)]
+    );
+}
+
 #[tokio::test]
 async fn a_progress_request_is_answered_with_the_current_revision() {
     let etcd = Etcd::start().await;

@@ -67,6 +67,16 @@ impl Etcd {
         SocketAddr::from(([127, 0, 0, 1], self.keel.port))
     }
 
+    /// SIGSTOP (see the etcd harness).
+    pub fn pause(&self) {
+        self.keel.pause();
+    }
+
+    /// SIGCONT after [`Etcd::pause`].
+    pub fn unpause(&self) {
+        self.keel.resume();
+    }
+
     /// A client connected to this server only.
     pub async fn client(&self) -> Client {
         Client::connect([self.endpoint()], ClientOptions::default()).await.expect("connect to keel")
