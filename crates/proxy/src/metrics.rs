@@ -128,7 +128,10 @@ pub(crate) struct ServiceChecks {
 impl ServiceChecks {
     fn register(registry: &Registry) -> Result<ServiceChecks, prometheus::Error> {
         let passing = IntGaugeVec::new(
-            Opts::new("keel_grpc_proxy_service_check_passing", "Whether a registered service's check passes (1) or not"),
+            Opts::new(
+                "keel_grpc_proxy_service_check_passing",
+                "Whether a registered service's check passes (1) or not",
+            ),
             &["service", "id"],
         )?;
         let outcomes = IntCounterVec::new(
