@@ -28,7 +28,10 @@ pub enum Fault {
     Bridge,
     /// A member's veth taken down: cut off from peers and clients.
     LinkDown,
-    /// Packet delay, jitter and loss on one member's interface (netem).
+    /// Packet delay, jitter and loss on one member's interface (netem);
+    /// where netem's kernel module is missing, its outgoing link slowed
+    /// with a short queue (tbf), which delays and drops as a congested
+    /// link does.
     Netem,
     /// Random packet loss on one member, both ways (iptables' statistic
     /// match), which works where netem's kernel module is missing.
@@ -107,7 +110,9 @@ pub struct Nemesis {
     /// Why iptables or tc cannot be used, if so.
     no_iptables: Option<String>,
     no_statistic: Option<String>,
-    no_tc: Option<String>,
+    /// Why netem cannot be used, if so; then `no_tbf`: why tbf cannot.
+    no_netem: Option<String>,
+    no_tbf: Option<String>,
     no_clock: Option<String>,
     no_disks: Option<String>,
     pub timeline: Timeline,
@@ -117,7 +122,17 @@ impl Nemesis {
     /// `no_clock`, `no_disks`: why members' clocks cannot be moved, and why
     /// their disks cannot lose unsynced writes, if so.
     pub fn new(rng: StdRng, clock: Clock, net: &Net, no_clock: Option<String>, no_disks: Option<String>) -> Nemesis {
-        let (no_iptables, no_statistic, no_tc) = net.probe();
+        let probed = net.probe();
+        let (no_iptables, no_statistic, no_netem, no_tbf) = (probed.iptables, probed.statistic, probed.netem, probed.tbf);
+        // Without netem, the Netem fault slows a link with tbf instead.
+        let no_tc = match (&no_netem, &no_tbf) {
+            (Some(netem), Some(tbf)) => Some(format!("{netem}; and tbf: {tbf}")),
+            (Some(netem), None) => {
+                eprintln!("robustness: no netem ({netem}): the Netem nemesis slows links with tbf instead");
+                None
+            }
+            _ => None,
+        };
         let mut timeline = Timeline::default();
         for (fault, why) in [
             (Fault::PartitionLeader, &no_iptables),
@@ -133,7 +148,7 @@ impl Nemesis {
                 timeline.skipped.insert(fault, why.clone());
             }
         }
-        Nemesis { rng, clock, no_iptables, no_statistic, no_tc, no_clock, no_disks, timeline }
+        Nemesis { rng, clock, no_iptables, no_statistic, no_netem, no_tbf, no_clock, no_disks, timeline }
     }
 
     /// Faults, one at a time, until `deadline`.
@@ -144,7 +159,7 @@ impl Nemesis {
             .into_iter()
             .filter(|f| match f {
                 Fault::PartitionLeader | Fault::PartitionFollower | Fault::Bridge => self.no_iptables.is_none(),
-                Fault::Netem => self.no_tc.is_none(),
+                Fault::Netem => self.no_netem.is_none() || self.no_tbf.is_none(),
                 Fault::Loss => self.no_statistic.is_none(),
                 Fault::PowerLoss => self.no_disks.is_none(),
                 _ => true,
@@ -230,11 +245,16 @@ impl Nemesis {
                 net.link(target, false)?;
                 (format!("m{target}'s link down"), on_leader(target))
             }
-            Fault::Netem => {
+            Fault::Netem if self.no_netem.is_none() => {
                 let (delay, jitter, loss) =
                     (self.rng.gen_range(20..200), self.rng.gen_range(0..50), self.rng.gen_range(0..30));
                 net.netem(target, delay, jitter, loss)?;
                 (format!("m{target}: delay {delay}ms ±{jitter}ms, loss {loss}%"), false)
+            }
+            Fault::Netem => {
+                let (rate, latency) = (self.rng.gen_range(64..1024), self.rng.gen_range(20..300));
+                net.slow_link(target, rate, latency)?;
+                (format!("m{target}: sends at {rate} kbit/s, queueing at most {latency}ms (tbf)"), false)
             }
             Fault::Loss => {
                 let loss = self.rng.gen_range(10..60);

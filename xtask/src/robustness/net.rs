@@ -189,6 +189,17 @@ impl Net {
         Ok(())
     }
 
+    /// Slows what member `i` sends to `rate_kbit`, queueing at most
+    /// `latency_ms` of it (tc's token bucket filter): packets wait, and
+    /// those that would wait longer are dropped. Delay and loss where
+    /// netem's module is missing.
+    pub fn slow_link(&self, i: usize, rate_kbit: u32, latency_ms: u32) -> Result<()> {
+        let (rate, latency) = (format!("{rate_kbit}kbit"), format!("{latency_ms}ms"));
+        let tbf = ["qdisc", "add", "dev", "eth0", "root", "tbf", "rate", &rate, "burst", "16kb", "latency", &latency];
+        in_ns(&self.members[i].ns, "tc", &tbf)?;
+        Ok(())
+    }
+
     /// Takes member `i`'s link to the bridge down (clients lose it too).
     pub fn link(&self, i: usize, up: bool) -> Result<()> {
         run("ip", &["link", "set", &self.members[i].host_link, if up { "up" } else { "down" }])?;
@@ -215,10 +226,10 @@ impl Net {
         Ok(())
     }
 
-    /// Checks that iptables (with its statistic match) and tc's netem work
-    /// inside a member's namespace, so a nemesis that needs one is reported
-    /// as skipped up front.
-    pub fn probe(&self) -> (Option<String>, Option<String>, Option<String>) {
+    /// Checks that iptables (with its statistic match), tc's netem and tc's
+    /// tbf work inside a member's namespace, so a nemesis that needs one is
+    /// reported as skipped up front.
+    pub fn probe(&self) -> Probed {
         let ns = &self.members[0].ns;
         let iptables = in_ns(ns, "iptables", &["-w", "-A", "INPUT", "-s", "192.0.2.254", "-j", "DROP"])
             .and_then(|_| in_ns(ns, "iptables", &["-w", "-F"]))
@@ -229,12 +240,24 @@ impl Net {
             .and_then(|_| in_ns(ns, "iptables", &["-w", "-F"]))
             .err()
             .map(|e| format!("{e:#}"));
-        let tc = in_ns(ns, "tc", &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
-            .and_then(|_| in_ns(ns, "tc", &["qdisc", "del", "dev", "lo", "root"]))
-            .err()
-            .map(|e| format!("{e:#}"));
-        (iptables, statistic, tc)
+        let qdisc = |args: &[&str]| {
+            in_ns(ns, "tc", &[&["qdisc", "add", "dev", "lo", "root"], args].concat())
+                .and_then(|_| in_ns(ns, "tc", &["qdisc", "del", "dev", "lo", "root"]))
+                .err()
+                .map(|e| format!("{e:#}"))
+        };
+        let netem = qdisc(&["netem", "delay", "1ms"]);
+        let tbf = qdisc(&["tbf", "rate", "1mbit", "burst", "16kb", "latency", "50ms"]);
+        Probed { iptables, statistic, netem, tbf }
     }
+}
+
+/// Why each network tool cannot be used, if so.
+pub struct Probed {
+    pub iptables: Option<String>,
+    pub statistic: Option<String>,
+    pub netem: Option<String>,
+    pub tbf: Option<String>,
 }
 
 impl Drop for Net {
