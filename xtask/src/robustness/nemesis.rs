@@ -123,7 +123,8 @@ impl Nemesis {
     /// their disks cannot lose unsynced writes, if so.
     pub fn new(rng: StdRng, clock: Clock, net: &Net, no_clock: Option<String>, no_disks: Option<String>) -> Nemesis {
         let probed = net.probe();
-        let (no_iptables, no_statistic, no_netem, no_tbf) = (probed.iptables, probed.statistic, probed.netem, probed.tbf);
+        let (no_iptables, no_statistic, no_netem, no_tbf) =
+            (probed.iptables, probed.statistic, probed.netem, probed.tbf);
         // Without netem, the Netem fault slows a link with tbf instead.
         let no_tc = match (&no_netem, &no_tbf) {
             (Some(netem), Some(tbf)) => Some(format!("{netem}; and tbf: {tbf}")),
