@@ -74,11 +74,20 @@ async fn history(endpoint: &str, end_revision: u64) -> Result<Vec<Event>, String
         }
         Err("the watch ended before the last revision".to_owned())
     };
-    match tokio::time::timeout(Duration::from_secs(30), collect).await {
+    let within = history_budget(end_revision);
+    match tokio::time::timeout(within, collect).await {
         Ok(Ok(())) => Ok(events),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("the history up to revision {end_revision} did not arrive within 30 s")),
+        Err(_) => Err(format!("the history up to revision {end_revision} did not arrive within {within:?}")),
     }
+}
+
+/// How long a member may take to replay its history from revision 1: 30 s,
+/// and a second per 2,000 revisions on top. etcd replays a watch from the
+/// past about 1,000 revisions per 100 ms sync, so a 30-minute run's
+/// quarter million revisions take it longer than 30 s on a busy machine.
+fn history_budget(end_revision: u64) -> Duration {
+    Duration::from_secs(30 + end_revision / 2_000)
 }
 
 pub struct Inputs<'a> {
@@ -236,7 +245,12 @@ impl Report {
 
         // The reference, and every member agreeing with it.
         let Some(reference) = inputs.finals.iter().find_map(|f| f.history.as_ref().ok()).cloned() else {
-            add("no-reference", "no member gave its history".to_owned());
+            let why: Vec<String> = inputs
+                .finals
+                .iter()
+                .filter_map(|f| f.history.as_ref().err().map(|e| format!("{}: {e}", f.member)))
+                .collect();
+            add("no-reference", format!("no member gave its history ({})", why.join("; ")));
             return Report { text, summary, anomalies: found };
         };
         let reference: Vec<Event> = reference.into_iter().filter(|e| e.revision <= inputs.end_revision).collect();
