@@ -110,9 +110,10 @@ pub struct Nemesis {
     /// Why iptables or tc cannot be used, if so.
     no_iptables: Option<String>,
     no_statistic: Option<String>,
-    /// Why netem cannot be used, if so; then `no_tbf`: why tbf cannot.
-    no_netem: Option<String>,
-    no_tbf: Option<String>,
+    /// Why neither netem nor tbf can be used, if so.
+    no_tc: Option<String>,
+    /// Whether the Netem fault has netem itself (else it uses tbf).
+    netem: bool,
     no_clock: Option<String>,
     no_disks: Option<String>,
     pub timeline: Timeline,
@@ -123,10 +124,9 @@ impl Nemesis {
     /// their disks cannot lose unsynced writes, if so.
     pub fn new(rng: StdRng, clock: Clock, net: &Net, no_clock: Option<String>, no_disks: Option<String>) -> Nemesis {
         let probed = net.probe();
-        let (no_iptables, no_statistic, no_netem, no_tbf) =
-            (probed.iptables, probed.statistic, probed.netem, probed.tbf);
+        let (no_iptables, no_statistic, netem) = (probed.iptables, probed.statistic, probed.netem.is_none());
         // Without netem, the Netem fault slows a link with tbf instead.
-        let no_tc = match (&no_netem, &no_tbf) {
+        let no_tc = match (&probed.netem, &probed.tbf) {
             (Some(netem), Some(tbf)) => Some(format!("{netem}; and tbf: {tbf}")),
             (Some(netem), None) => {
                 eprintln!("robustness: no netem ({netem}): the Netem nemesis slows links with tbf instead");
@@ -149,7 +149,7 @@ impl Nemesis {
                 timeline.skipped.insert(fault, why.clone());
             }
         }
-        Nemesis { rng, clock, no_iptables, no_statistic, no_netem, no_tbf, no_clock, no_disks, timeline }
+        Nemesis { rng, clock, no_iptables, no_statistic, no_tc, netem, no_clock, no_disks, timeline }
     }
 
     /// Faults, one at a time, until `deadline`.
@@ -160,7 +160,7 @@ impl Nemesis {
             .into_iter()
             .filter(|f| match f {
                 Fault::PartitionLeader | Fault::PartitionFollower | Fault::Bridge => self.no_iptables.is_none(),
-                Fault::Netem => self.no_netem.is_none() || self.no_tbf.is_none(),
+                Fault::Netem => self.no_tc.is_none(),
                 Fault::Loss => self.no_statistic.is_none(),
                 Fault::PowerLoss => self.no_disks.is_none(),
                 _ => true,
@@ -246,7 +246,7 @@ impl Nemesis {
                 net.link(target, false)?;
                 (format!("m{target}'s link down"), on_leader(target))
             }
-            Fault::Netem if self.no_netem.is_none() => {
+            Fault::Netem if self.netem => {
                 let (delay, jitter, loss) =
                     (self.rng.gen_range(20..200), self.rng.gen_range(0..50), self.rng.gen_range(0..30));
                 net.netem(target, delay, jitter, loss)?;

@@ -231,20 +231,20 @@ impl Net {
     /// reported as skipped up front.
     pub fn probe(&self) -> Probed {
         let ns = &self.members[0].ns;
-        let iptables = in_ns(ns, "iptables", &["-w", "-A", "INPUT", "-s", "192.0.2.254", "-j", "DROP"])
-            .and_then(|_| in_ns(ns, "iptables", &["-w", "-F"]))
-            .err()
-            .map(|e| format!("{e:#}"));
+        // `add` then `undo`; why it failed, if it did.
+        let works = |tool: &str, add: &[&str], undo: &[&str]| {
+            in_ns(ns, tool, add).and_then(|_| in_ns(ns, tool, undo)).err().map(|e| format!("{e:#}"))
+        };
+        let flush = ["-w", "-F"];
+        let iptables = works("iptables", &["-w", "-A", "INPUT", "-s", "192.0.2.254", "-j", "DROP"], &flush);
         let statistic = ["-w", "-A", "INPUT", "-s", "192.0.2.254", "-m", "statistic", "--mode", "random"];
-        let statistic = in_ns(ns, "iptables", &[&statistic[..], &["--probability", "0.5", "-j", "DROP"]].concat())
-            .and_then(|_| in_ns(ns, "iptables", &["-w", "-F"]))
-            .err()
-            .map(|e| format!("{e:#}"));
+        let statistic = works("iptables", &[&statistic[..], &["--probability", "0.5", "-j", "DROP"]].concat(), &flush);
         let qdisc = |args: &[&str]| {
-            in_ns(ns, "tc", &[&["qdisc", "add", "dev", "lo", "root"], args].concat())
-                .and_then(|_| in_ns(ns, "tc", &["qdisc", "del", "dev", "lo", "root"]))
-                .err()
-                .map(|e| format!("{e:#}"))
+            works(
+                "tc",
+                &[&["qdisc", "add", "dev", "lo", "root"], args].concat(),
+                &["qdisc", "del", "dev", "lo", "root"],
+            )
         };
         let netem = qdisc(&["netem", "delay", "1ms"]);
         let tbf = qdisc(&["tbf", "rate", "1mbit", "burst", "16kb", "latency", "50ms"]);
