@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tonic::transport::server::Connected;
 
+use crate::coalesce::Coalesced;
 use crate::ServerTls;
 
 /// How long a client has to finish its TLS handshake (or, on a port serving
@@ -83,10 +84,12 @@ pub fn peer_common_name<T>(request: &tonic::Request<T>) -> Option<String> {
     connect_info(request)?.common_name.clone()
 }
 
-/// One accepted connection.
+/// One accepted connection. Its writes are gathered per turn of the
+/// runtime (see the `coalesce` module): a batch of responses leaves in one
+/// write.
 #[derive(Debug)]
 pub struct Conn {
-    io: Io,
+    io: Coalesced<Io>,
     info: ConnectInfo,
 }
 
@@ -99,7 +102,7 @@ enum Io {
 impl Conn {
     fn plain(stream: TcpStream, remote: Option<SocketAddr>) -> Conn {
         let info = ConnectInfo { remote_addr: remote, local_addr: stream.local_addr().ok(), ..ConnectInfo::default() };
-        Conn { io: Io::Plain(stream), info }
+        Conn { io: Coalesced::new(Io::Plain(stream)), info }
     }
 
     fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>, remote: Option<SocketAddr>) -> Conn {
@@ -114,7 +117,7 @@ impl Conn {
             peer_certificates: chain,
             common_name,
         };
-        Conn { io: Io::Tls(Box::new(stream)), info }
+        Conn { io: Coalesced::new(Io::Tls(Box::new(stream))), info }
     }
 
     pub fn info(&self) -> &ConnectInfo {
@@ -279,16 +282,48 @@ async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain
 
 impl AsyncRead for Conn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
             Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for Conn {
+impl AsyncWrite for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
         }
@@ -299,28 +334,28 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
             Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
+        match self {
             Io::Plain(stream) => stream.is_write_vectored(),
             Io::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
             Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        match self.get_mut() {
             Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }

@@ -26,6 +26,7 @@
 
 mod auto;
 mod client;
+mod coalesce;
 mod error;
 mod files;
 mod incoming;
