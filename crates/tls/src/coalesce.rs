@@ -26,6 +26,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// batch gains nothing, and a bulk transfer (a snapshot, a large range)
 /// should not wait on a copy.
 const CAPACITY: usize = 64 * 1024;
+/// A buffer larger than this is given back once written: ten thousand idle
+/// watch connections must not each keep the 64 KiB of their busiest batch.
+const KEEP: usize = 4 * 1024;
 
 /// `inner` with its writes gathered until a flush, and each batch's first
 /// flush deferred by one turn of the runtime.
@@ -64,7 +67,11 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
             }
             self.sent += written;
         }
-        self.buffer.clear();
+        if self.buffer.capacity() > KEEP {
+            self.buffer = Vec::new();
+        } else {
+            self.buffer.clear();
+        }
         self.sent = 0;
         self.yielded = false;
         Poll::Ready(Ok(()))
@@ -267,6 +274,8 @@ mod tests {
         assert_eq!(io.get_ref().writes, vec![small.clone()]);
         while Pin::new(&mut io).poll_flush(&mut cx).is_pending() {}
         assert_eq!(io.get_ref().writes[1], vec![2u8; 20]);
+
+        assert!(io.buffer.capacity() <= KEEP, "a large batch's buffer is not kept once written");
 
         let bulk = vec![3u8; CAPACITY * 2];
         assert_eq!(write(&mut io, &mut cx, &bulk), bulk.len());
