@@ -6,7 +6,8 @@
 //! committed together left as one `writev` per response, each also running
 //! the receiver's side of loopback TCP. grpc-go's writer yields once before
 //! it flushes a small batch so the goroutines still making responses can add
-//! theirs; etcd writes about 0.4 times per put where Keel wrote about once.
+//! theirs; etcd made 0.5–0.6 writes per put where Keel made 1.05–1.17
+//! (64 and 256 clients, docs/benchmarks.md).
 //!
 //! [`Coalesced`] does the same below hyper: writes are copied into a buffer
 //! and sent on `poll_flush`, and the first flush of a batch yields instead
