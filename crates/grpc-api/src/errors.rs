@@ -166,11 +166,12 @@ fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
 
 /// The interceptor etcd puts in front of every service: see
 /// [`requires_leader`].
-pub(crate) fn leader_required(
-    member: std::sync::Arc<keel_node::Member>,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone + Send + Sync + 'static {
-    move |request| {
-        if requires_leader(&request) && member.leader() == 0 {
+#[derive(Clone)]
+pub(crate) struct LeaderRequired(pub(crate) std::sync::Arc<keel_node::Member>);
+
+impl tonic::service::Interceptor for LeaderRequired {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if requires_leader(&request) && self.0.leader() == 0 {
             return Err(no_leader());
         }
         Ok(request)

@@ -6,6 +6,7 @@
 
 mod auth;
 mod cluster;
+mod dispatch;
 mod election;
 mod errors;
 pub use errors::node_error;
@@ -162,23 +163,24 @@ pub async fn serve(
         &options.metrics,
     );
     let keepalive = Some(options.keepalive_interval).filter(|interval| !interval.is_zero());
-    let grpc = tonic::service::Routes::new(kv)
-        .add_service(lease)
-        .add_service(watch)
-        .add_service(cluster)
-        .add_service(lock)
-        .add_service(election)
-        .add_service(maintenance)
-        .add_service(auth);
-    let routes = tonic::service::Routes::from(grpc.into_axum_router().fallback(unknown_path).merge(http));
+    let api = dispatch::ClientApi {
+        kv,
+        lease,
+        watch,
+        cluster,
+        lock,
+        election,
+        maintenance,
+        auth,
+        http: http.fallback(unknown_path),
+    };
     tonic::transport::Server::builder()
         // Probes and Prometheus speak HTTP/1.1.
         .accept_http1(true)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(options.keepalive_timeout).filter(|timeout| !timeout.is_zero()))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(api, incoming(listener), shutdown)
         .await?;
     Ok(())
 }
@@ -221,13 +223,9 @@ pub async fn serve_http(
 /// is refused with "no leader" while this member knows of none. The gRPC
 /// metrics sit inside it, as go-grpc-prometheus's interceptor runs after
 /// etcd's: such refusals are not counted.
-fn leader_required<S>(
-    service: S,
-    member: &Arc<Member>,
-    metrics: &GrpcMetrics,
-) -> InterceptedService<metrics::Measured<S>, impl tonic::service::Interceptor + Clone> {
+fn leader_required<S>(service: S, member: &Arc<Member>, metrics: &GrpcMetrics) -> dispatch::Api<S> {
     use tower_layer::Layer;
-    InterceptedService::new(metrics.layer(service), errors::leader_required(member.clone()))
+    InterceptedService::new(metrics.layer(service), errors::LeaderRequired(member.clone()))
 }
 
 const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);

@@ -13,10 +13,15 @@
 //! permission checks), and every connection dialled afterwards sends that
 //! user's token on every request.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
 
 use anyhow::{anyhow, Context, Result};
+use http::Uri;
+use hyper_util::rt::TokioExecutor;
 use keel_proto::authpb::{permission, Permission};
 use keel_proto::etcdserverpb::auth_client::AuthClient;
 use keel_proto::etcdserverpb::{
@@ -26,9 +31,19 @@ use keel_proto::etcdserverpb::{
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tower_service::Service;
 
-/// A connection of the load generator: a channel that sends the current token, if any.
-pub(super) type Conn = InterceptedService<Channel, AddToken>;
+/// A connection for the runs' set-up and control calls: a tonic channel
+/// that sends the current token, if any.
+pub(super) type Dialled = InterceptedService<Channel, AddToken>;
+
+/// A connection of the load generator: one HTTP/2 connection whose
+/// requests are handed from the calling task straight to the connection's
+/// task, as grpc-go's client (etcd's benchmark tool) hands them, and that
+/// sends the current token, if any. A tonic `Channel` puts a buffer task
+/// in between, one more task hop per request: generator CPU spent on the
+/// two cores the measured servers run on.
+pub(super) type Conn = InterceptedService<Direct, AddToken>;
 
 /// Adds the token of the `--auth` user (as etcd's clients do, metadata `token`).
 #[derive(Clone)]
@@ -52,7 +67,7 @@ pub(super) fn set_token(token: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn dial(endpoint: Endpoint) -> Result<Conn, tonic::transport::Error> {
+pub(super) async fn dial(endpoint: Endpoint) -> Result<Dialled, tonic::transport::Error> {
     let token = AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone());
     let channel = if endpoint.uri().scheme_str() != Some("https") {
         endpoint.connect().await?
@@ -60,6 +75,55 @@ pub(super) async fn dial(endpoint: Endpoint) -> Result<Conn, tonic::transport::E
         endpoint.connect_with_connector(keel_tls::Connector::new(Some(skip_verify()))).await?
     };
     Ok(InterceptedService::new(channel, token))
+}
+
+/// Opens a load generator connection to `url` (`http://` or `https://`).
+pub(super) async fn connect(url: &str) -> Result<Conn> {
+    let uri: Uri = url.parse().with_context(|| format!("endpoint {url}"))?;
+    let io = keel_tls::Connector::new(Some(skip_verify()))
+        .call(uri.clone())
+        .await
+        .map_err(|e| anyhow!("connect to {url}: {e}"))?;
+    let (send, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(io)
+        .await
+        .with_context(|| format!("HTTP/2 handshake with {url}"))?;
+    tokio::spawn(connection);
+    let parts = uri.into_parts();
+    let scheme = parts.scheme.ok_or_else(|| anyhow!("endpoint {url} without a scheme"))?;
+    let authority = parts.authority.ok_or_else(|| anyhow!("endpoint {url} without a host"))?;
+    let token = AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    Ok(InterceptedService::new(Direct { send, scheme, authority }, token))
+}
+
+/// One HTTP/2 connection's sender, adding the endpoint's scheme and
+/// authority to each request's path (tonic's clients send the path alone).
+#[derive(Clone)]
+pub(super) struct Direct {
+    send: hyper::client::conn::http2::SendRequest<tonic::body::Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+type Responding = Pin<Box<dyn Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Direct {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Responding;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<hyper::Result<()>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Responding {
+        let (mut head, body) = request.into_parts();
+        let mut uri = std::mem::take(&mut head.uri).into_parts();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        head.uri = Uri::from_parts(uri).expect("a path with the endpoint's scheme and authority");
+        Box::pin(self.send.send_request(http::Request::from_parts(head, body)))
+    }
 }
 
 /// The user every `--auth` request runs as (its role has the same name).

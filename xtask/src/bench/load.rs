@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use keel_proto::etcdserverpb::kv_client::KvClient;
-use tonic::transport::Endpoint;
 
 use super::dial::Conn;
 use super::summary::Summary;
@@ -238,9 +237,7 @@ pub(super) async fn channels(endpoints: &[String], conns: usize) -> Result<Vec<C
     let mut channels = Vec::with_capacity(conns);
     for i in 0..conns {
         let url = &endpoints[i % endpoints.len()];
-        let channel = super::dial::dial(Endpoint::from_shared(url.clone())?.tcp_nodelay(true))
-            .await
-            .with_context(|| format!("connect to {url}"))?;
+        let channel = super::dial::connect(url).await?;
         channels.push(channel);
     }
     Ok(channels)
