@@ -49,6 +49,13 @@ pub(super) type Conn = InterceptedService<Direct, AddToken>;
 #[derive(Clone)]
 pub(super) struct AddToken(Option<AsciiMetadataValue>);
 
+impl AddToken {
+    /// Sends the token set by [`set_token`] now, if any.
+    fn current() -> AddToken {
+        AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
 impl tonic::service::Interceptor for AddToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(token) = &self.0 {
@@ -68,7 +75,7 @@ pub(super) fn set_token(token: Option<&str>) -> Result<()> {
 }
 
 pub(super) async fn dial(endpoint: Endpoint) -> Result<Dialled, tonic::transport::Error> {
-    let token = AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let token = AddToken::current();
     let channel = if endpoint.uri().scheme_str() != Some("https") {
         endpoint.connect().await?
     } else {
@@ -92,7 +99,7 @@ pub(super) async fn connect(url: &str) -> Result<Conn> {
     let parts = uri.into_parts();
     let scheme = parts.scheme.ok_or_else(|| anyhow!("endpoint {url} without a scheme"))?;
     let authority = parts.authority.ok_or_else(|| anyhow!("endpoint {url} without a host"))?;
-    let token = AddToken(TOKEN.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let token = AddToken::current();
     Ok(InterceptedService::new(Direct { send, scheme, authority }, token))
 }
 
