@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::Uri;
 
+use crate::coalesce::Coalesced;
 use crate::files;
 use crate::reload::Reloading;
 use crate::{ProtocolOptions, TlsError};
@@ -196,35 +197,81 @@ async fn dial(uri: &Uri, tls: Option<ClientTls>) -> Result<ClientConn, BoxError>
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     if !secure {
-        return Ok(ClientConn::Plain(tcp));
+        return Ok(ClientConn::new(Io::Plain(tcp)));
     }
     let tls = tls.ok_or_else(|| format!("{uri}: an https:// endpoint needs TLS options"))?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{uri}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(tls.config()).connect(name, tcp).await?;
-    Ok(ClientConn::Tls(Box::new(stream)))
+    Ok(ClientConn::new(Io::Tls(Box::new(stream))))
 }
 
-/// A connection [`Connector`] made.
+/// A connection [`Connector`] made. Its writes are gathered per turn of the
+/// runtime, as an accepted connection's are (see the `coalesce` module):
+/// the requests of the tasks woken by one batch of responses leave in one
+/// write, as grpc-go's clients send them, instead of one write each.
 #[derive(Debug)]
-pub enum ClientConn {
+pub struct ClientConn {
+    io: Coalesced<Io>,
+}
+
+#[derive(Debug)]
+enum Io {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl ClientConn {
+    fn new(io: Io) -> ClientConn {
+        ClientConn { io: Coalesced::new(io) }
+    }
+}
+
 impl AsyncRead for ClientConn {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            ClientConn::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ClientConn {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientConn::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            ClientConn::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
         }
     }
 
@@ -234,29 +281,29 @@ impl AsyncWrite for ClientConn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientConn::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            ClientConn::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ClientConn::Plain(stream) => stream.is_write_vectored(),
-            ClientConn::Tls(stream) => stream.is_write_vectored(),
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientConn::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            ClientConn::Tls(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientConn::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            ClientConn::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
         }
     }
 }

@@ -16,6 +16,11 @@
 //! in between and add their frames; the next flush sends them all. With
 //! nothing else runnable the task is polled again at once, so a lone
 //! response waits one task switch.
+//!
+//! Connections the [`Connector`](crate::Connector) dials are wrapped the
+//! same way: on the client side the mirror image happens, a batch of
+//! responses wakes the calling tasks, each sends its next request, and
+//! each request would leave in a `write` of its own.
 
 use std::io;
 use std::pin::Pin;

@@ -451,3 +451,23 @@ async fn san_check_compares_ips_as_go_does_and_words_refusals_as_etcd() {
         Err("tls: \"127.0.0.1\" does not match any of DNSNames [\"*.localhost\"]".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_dialled_connection_sends_its_writes_together_on_flush() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let uri = Uri::from_str(&format!("http://127.0.0.1:{port}")).unwrap();
+    let mut conn = Connector::new(None).call(uri).await.unwrap().into_inner();
+    let (mut accepted, _) = listener.accept().await.unwrap();
+
+    // Two requests written, as two calling tasks would: nothing leaves yet.
+    conn.write_all(b"first ").await.unwrap();
+    conn.write_all(b"second").await.unwrap();
+    let mut heard = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(200), accepted.read(&mut heard)).await;
+    assert!(early.is_err(), "a write left before the flush: {early:?}");
+
+    conn.flush().await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), accepted.read(&mut heard)).await.unwrap().unwrap();
+    assert_eq!(&heard[..n], b"first second", "both writes in one segment");
+}
