@@ -11,11 +11,11 @@
 //!
 //! [`Coalesced`] does the same below hyper: writes are copied into a buffer
 //! and sent on `poll_flush`, and the first flush of a batch yields instead
-//! (the task wakes itself, which tokio schedules behind every task already
-//! runnable on the worker). The request tasks woken by the same commit run
-//! in between and add their frames; the next flush sends them all. With
-//! nothing else runnable the task is polled again at once, so a lone
-//! response waits one task switch.
+//! (as `tokio::task::yield_now` does: the task is polled again once the
+//! worker has run every task already runnable). The request tasks woken by
+//! the same commit run in between and add their frames; the next flush
+//! sends them all. With nothing else runnable the task is polled again at
+//! once, so a lone response waits one task switch.
 //!
 //! Connections the [`Connector`](crate::Connector) dials are wrapped the
 //! same way: on the client side the mirror image happens, a batch of
@@ -131,7 +131,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         if this.pending() > 0 {
             if !this.yielded {
                 this.yielded = true;
-                cx.waker().wake_by_ref();
+                yield_to_runtime(cx);
                 return Poll::Pending;
             }
             std::task::ready!(this.poll_drain(cx))?;
@@ -144,6 +144,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
         std::task::ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// Has the task polled again once the runtime has run every other task
+/// already runnable: tokio's `yield_now`, whose wake tokio defers until its
+/// worker would otherwise park (after polling for I/O once more, which may
+/// bring in more requests). A plain self-wake would put the task at the back
+/// of the queue and also wake a parked worker to steal it: a futex call per
+/// batch, and the connection moved to another core. Outside a runtime the
+/// task is woken at once.
+fn yield_to_runtime(cx: &mut Context<'_>) {
+    let mut yielding = std::pin::pin!(tokio::task::yield_now());
+    // The first poll only registers the wake; the future is done with then.
+    let _ = std::future::Future::poll(yielding.as_mut(), cx);
 }
 
 #[cfg(test)]

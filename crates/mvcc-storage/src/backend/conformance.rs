@@ -320,3 +320,36 @@ fn rocks_persists_across_reopen() {
     assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v"[..]));
     assert_eq!(b.get(Keyspace::Meta, b"m").unwrap().as_deref(), Some(&b"w"[..]));
 }
+
+/// A value is read from memory alone while it is in a memtable or the block
+/// cache, and not while only a table file holds it.
+#[test]
+fn rocks_reads_from_memory_only_what_memory_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: [&[u8]; 2] = [b"k", b"missing"];
+    {
+        let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
+        let mut wb = WriteBatch::new();
+        wb.put(Keyspace::Revisions, b"k", b"v");
+        b.write(wb).unwrap();
+        let in_memtable = b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap();
+        assert_eq!(in_memtable, Some(vec![Some(b"v".to_vec()), None]));
+        b.flush().unwrap();
+    }
+    // Reopened: a table file holds the value and its block was never read.
+    let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
+    assert_eq!(b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap(), None);
+    assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    let cached = b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap();
+    assert_eq!(cached, Some(vec![Some(b"v".to_vec()), None]));
+}
+
+#[test]
+fn mem_reads_everything_from_memory() {
+    let b = crate::backend::MemBackend::new();
+    let mut wb = WriteBatch::new();
+    wb.put(Keyspace::Revisions, b"k", b"v");
+    b.write(wb).unwrap();
+    let keys: [&[u8]; 2] = [b"k", b"missing"];
+    assert_eq!(b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap(), Some(vec![Some(b"v".to_vec()), None]));
+}

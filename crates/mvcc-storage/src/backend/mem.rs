@@ -58,6 +58,14 @@ impl Backend for MemBackend {
         Ok(keys.iter().map(|k| map.get(*k).cloned()).collect())
     }
 
+    fn multi_get_in_memory(
+        &self,
+        space: Keyspace,
+        keys: &[&[u8]],
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
+        self.multi_get(space, keys).map(Some)
+    }
+
     fn scan(
         &self,
         space: Keyspace,

@@ -151,6 +151,17 @@ pub trait Backend: Send + Sync + 'static {
         keys.iter().map(|k| self.get(space, k)).collect()
     }
 
+    /// [`Backend::multi_get`] from memory alone, never waiting on the disk:
+    /// `None` when some value is not in memory (the caller reads it again
+    /// where blocking is allowed). The default knows nothing is in memory.
+    fn multi_get_in_memory(
+        &self,
+        _space: Keyspace,
+        _keys: &[&[u8]],
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
+        Ok(None)
+    }
+
     /// Visits the entries with `start <= key < end` (no upper bound when `end`
     /// is `None`) in ascending key order until `visit` returns `false`.
     fn scan(

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::{
-    properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteOptions, DB,
+    properties, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, ReadTier, WriteOptions,
+    DB,
 };
 
 use super::{Backend, BackendError, BatchOp, BulkLoad, Frozen, Keyspace, ScanVisitor, WriteBatch};
@@ -237,6 +238,28 @@ impl Backend for RocksBackend {
             .into_iter()
             .map(|r| Ok(r?.map(|v| v.to_vec())))
             .collect()
+    }
+
+    /// From the memtables and the block cache only (RocksDB's
+    /// `kBlockCacheTier`: a lookup that would read a file, even to open a
+    /// table, stops with `Incomplete` instead).
+    fn multi_get_in_memory(
+        &self,
+        space: Keyspace,
+        keys: &[&[u8]],
+    ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
+        let cf = self.cf(space)?;
+        let mut opts = ReadOptions::default();
+        opts.set_read_tier(ReadTier::BlockCache);
+        let mut values = Vec::with_capacity(keys.len());
+        for value in self.db.batched_multi_get_cf_opt(cf, keys.iter().copied(), false, &opts) {
+            match value {
+                Ok(value) => values.push(value.map(|v| v.to_vec())),
+                Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(values))
     }
 
     fn scan(

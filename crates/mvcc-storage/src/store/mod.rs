@@ -240,6 +240,35 @@ impl KvStore {
         Ok(ops::finish_range(req, tx::RangeResult { kvs, count: sel.count, rev: sel.rev }))
     }
 
+    /// [`KvStore::range`] of one key, answered at once from memory, for a
+    /// caller that must not block (an async runtime's thread): `None` when
+    /// answering could wait, on the disk (the value is not cached) or on a
+    /// lock (an apply or a compaction holds it), and the caller should call
+    /// `range` where blocking is allowed. A range of many keys is not tried:
+    /// its selection alone may take long.
+    pub fn range_in_memory(&self, req: &RangeRequest) -> Option<Result<RangeResponse, MvccError>> {
+        if !req.range_end.is_empty() {
+            return None;
+        }
+        // Neither lock is waited for, so taking them in this order is safe.
+        let _values_stay = self.compaction.try_read()?;
+        let state = self.state.try_read()?;
+        let tx = Tx::new(&state, &*self.backend, &self.metrics);
+        let sel = match tx.select(KeyRange::new(&req.key, &req.range_end), ops::range_options(req)) {
+            Ok(sel) => sel,
+            Err(err) => return Some(Err(err)),
+        };
+        match tx::fetch_in_memory(&*self.backend, sel.items) {
+            Ok(Some(kvs)) => Some(Ok(ops::finish_range(req, tx::RangeResult { kvs, count: sel.count, rev: sel.rev }))),
+            Ok(None) => {
+                // Counted when it is read again.
+                tx.uncount_ranges();
+                None
+            }
+            Err(err) => Some(Err(err)),
+        }
+    }
+
     /// Runs a Txn that only reads (see [`is_txn_read_only`]) without going
     /// through raft; etcd serves such txns from the read path too.
     /// Returns `None` when the txn contains writes.

@@ -251,6 +251,21 @@ fn range_key_forms() {
 }
 
 #[test]
+fn point_reads_from_memory_answer_as_range_does() {
+    let mut t = T::new();
+    abc(&mut t);
+    let old = RangeRequest { revision: 2, ..rr("b", "") };
+    let count = RangeRequest { count_only: true, ..rr("b", "") };
+    let compacted = RangeRequest { revision: 1, ..rr("b", "") };
+    t.compact(2).unwrap();
+    for req in [rr("a", ""), rr("b", ""), rr("zz", ""), old, count] {
+        assert_eq!(t.s.range_in_memory(&req).unwrap().unwrap(), t.s.range(&req).unwrap(), "{req:?}");
+    }
+    assert!(t.s.range_in_memory(&compacted).unwrap().is_err());
+    assert!(t.s.range_in_memory(&rr("a", "c")).is_none(), "a range of many keys is never tried");
+}
+
+#[test]
 fn range_limit_more_count() {
     let mut t = T::new();
     abc(&mut t);

@@ -23,7 +23,7 @@ use crate::backend::{Backend, Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::index::KeyRange;
 use crate::metrics::{MvccMetrics, TxOps};
-use crate::revision::Revision;
+use crate::revision::{RevKey, Revision};
 
 /// etcd's `mvcc.RangeOptions`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -166,6 +166,12 @@ impl<'a> Tx<'a> {
     }
 
     /// `select` plus the value reads.
+    /// Forgets the ranges read so far, for the metrics: a read given up
+    /// to be made again elsewhere.
+    pub(crate) fn uncount_ranges(&self) {
+        self.ranges.set(0);
+    }
+
     pub fn range(&self, range: KeyRange<'_>, ro: RangeOptions) -> Result<RangeResult, MvccError> {
         let sel = self.select(range, ro)?;
         let kvs = fetch(self.backend, sel.items)?;
@@ -291,15 +297,35 @@ enum VisitItem<'s> {
 
 /// Reads and decodes the values of `items` in one batched backend lookup.
 pub(crate) fn fetch(backend: &dyn Backend, items: Vec<Item>) -> Result<Vec<KeyValue>, MvccError> {
-    let rev_keys: Vec<_> = items
+    let keys = revision_keys(&items);
+    let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    let values = backend.multi_get(Keyspace::Revisions, &key_refs)?;
+    assemble(items, values)
+}
+
+/// [`fetch`] from memory alone: `None` when a value is not in memory.
+pub(crate) fn fetch_in_memory(backend: &dyn Backend, items: Vec<Item>) -> Result<Option<Vec<KeyValue>>, MvccError> {
+    let keys = revision_keys(&items);
+    let key_refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    match backend.multi_get_in_memory(Keyspace::Revisions, &key_refs)? {
+        Some(values) => assemble(items, values).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn revision_keys(items: &[Item]) -> Vec<RevKey> {
+    items
         .iter()
         .filter_map(|item| match item {
             Item::Stored(rev) => Some(rev.to_key(false)),
             Item::Pending(_) => None,
         })
-        .collect();
-    let key_refs: Vec<&[u8]> = rev_keys.iter().map(|k| k.as_bytes()).collect();
-    let mut values = backend.multi_get(Keyspace::Revisions, &key_refs)?.into_iter();
+        .collect()
+}
+
+/// `items` with the stored ones' `values` (in order) decoded.
+fn assemble(items: Vec<Item>, values: Vec<Option<Vec<u8>>>) -> Result<Vec<KeyValue>, MvccError> {
+    let mut values = values.into_iter();
     let mut kvs = Vec::with_capacity(items.len());
     for item in items {
         match item {

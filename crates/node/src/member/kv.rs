@@ -9,7 +9,7 @@ use keel_proto::etcdserverpb::{
 use keel_proto::keelpb::internal_raft_request::Request;
 use keel_proto::mvccpb::{event::EventType, Event};
 
-use super::Member;
+use super::{Member, Offload};
 use crate::NodeError;
 
 impl Member {
@@ -18,8 +18,21 @@ impl Member {
         if !request.serializable {
             self.proposals.wait_linearizable().await?;
         }
-        let kv = self.kv.clone();
-        let mut response = self.offload.run(move || kv.range(&request)).await?.map_err(NodeError::Mvcc)?;
+        // A key whose value is in memory is answered here, as etcd answers
+        // from its mmap: the blocking pool would add two thread hand-offs
+        // (there and back) to every such read's latency.
+        let answered = match self.offload {
+            Offload::Pool => self.kv.range_in_memory(&request),
+            Offload::Inline => None,
+        };
+        let mut response = match answered {
+            Some(answer) => answer,
+            None => {
+                let kv = self.kv.clone();
+                self.offload.run(move || kv.range(&request)).await?
+            }
+        }
+        .map_err(NodeError::Mvcc)?;
         self.stamp(&mut response.header);
         Ok(response)
     }
