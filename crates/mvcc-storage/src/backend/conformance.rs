@@ -331,12 +331,24 @@ fn rocks_reads_from_memory_only_what_memory_holds() {
         let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
         let mut wb = WriteBatch::new();
         wb.put(Keyspace::Revisions, b"k", b"v");
+        // Two MiB of incompressible values after it, so its block is not
+        // in the file's tail, which RocksDB reads when it opens a table.
+        let mut seed = 1u64;
+        for i in 0..4096 {
+            let value: Vec<u8> = (0..512)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 56) as u8
+                })
+                .collect();
+            wb.put(Keyspace::Revisions, format!("z{i:05}"), value);
+        }
         b.write(wb).unwrap();
         let in_memtable = b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap();
         assert_eq!(in_memtable, Some(vec![Some(b"v".to_vec()), None]));
         b.flush().unwrap();
     }
-    // Reopened: a table file holds the value and its block was never read.
+    // Reopened: a table file holds the value, and its block was never read.
     let b = crate::backend::RocksBackend::open(dir.path()).unwrap();
     assert_eq!(b.multi_get_in_memory(Keyspace::Revisions, &keys).unwrap(), None);
     assert_eq!(b.get(Keyspace::Revisions, b"k").unwrap().as_deref(), Some(&b"v"[..]));
