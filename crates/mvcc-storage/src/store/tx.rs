@@ -165,13 +165,13 @@ impl<'a> Tx<'a> {
         Ok(Selection { items, count, rev: cur_rev })
     }
 
-    /// `select` plus the value reads.
     /// Forgets the ranges read so far, for the metrics: a read given up
     /// to be made again elsewhere.
     pub(crate) fn uncount_ranges(&self) {
         self.ranges.set(0);
     }
 
+    /// `select` plus the value reads.
     pub fn range(&self, range: KeyRange<'_>, ro: RangeOptions) -> Result<RangeResult, MvccError> {
         let sel = self.select(range, ro)?;
         let kvs = fetch(self.backend, sel.items)?;
