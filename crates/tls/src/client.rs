@@ -2,7 +2,6 @@
 //! and the connector tonic's `Endpoint::connect_with_connector` dials with.
 
 use std::future::Future;
-use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,13 +14,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::Uri;
 
 use crate::coalesce::Coalesced;
 use crate::files;
 use crate::reload::Reloading;
+use crate::stream::PlainOrTls;
 use crate::{ProtocolOptions, TlsError};
 
 /// How a client dials TLS endpoints (etcdctl's `--cacert`, `--cert`,
@@ -197,12 +196,12 @@ async fn dial(uri: &Uri, tls: Option<ClientTls>) -> Result<ClientConn, BoxError>
     let tcp = TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
     if !secure {
-        return Ok(ClientConn::new(Io::Plain(tcp)));
+        return Ok(ClientConn::new(PlainOrTls::Plain(tcp)));
     }
     let tls = tls.ok_or_else(|| format!("{uri}: an https:// endpoint needs TLS options"))?;
     let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("{uri}: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(tls.config()).connect(name, tcp).await?;
-    Ok(ClientConn::new(Io::Tls(Box::new(stream))))
+    Ok(ClientConn::new(PlainOrTls::Tls(Box::new(stream))))
 }
 
 /// A connection [`Connector`] made. Its writes are gathered per turn of the
@@ -214,11 +213,7 @@ pub struct ClientConn {
     io: Coalesced<Io>,
 }
 
-#[derive(Debug)]
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+type Io = PlainOrTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl ClientConn {
     fn new(io: Io) -> ClientConn {
@@ -227,53 +222,3 @@ impl ClientConn {
 }
 
 crate::coalesce::delegate_to_io!(ClientConn);
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(stream) => stream.is_write_vectored(),
-            Io::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}

@@ -20,13 +20,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tonic::transport::server::Connected;
 
 use crate::coalesce::Coalesced;
+use crate::stream::PlainOrTls;
 use crate::ServerTls;
 
 /// How long a client has to finish its TLS handshake (or, on a port serving
@@ -93,16 +94,12 @@ pub struct Conn {
     info: ConnectInfo,
 }
 
-#[derive(Debug)]
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+type Io = PlainOrTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 impl Conn {
     fn plain(stream: TcpStream, remote: Option<SocketAddr>) -> Conn {
         let info = ConnectInfo { remote_addr: remote, local_addr: stream.local_addr().ok(), ..ConnectInfo::default() };
-        Conn { io: Coalesced::new(Io::Plain(stream)), info }
+        Conn { io: Coalesced::new(PlainOrTls::Plain(stream)), info }
     }
 
     fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>, remote: Option<SocketAddr>) -> Conn {
@@ -117,7 +114,7 @@ impl Conn {
             peer_certificates: chain,
             common_name,
         };
-        Conn { io: Coalesced::new(Io::Tls(Box::new(stream))), info }
+        Conn { io: Coalesced::new(PlainOrTls::Tls(Box::new(stream))), info }
     }
 
     pub fn info(&self) -> &ConnectInfo {
@@ -281,53 +278,3 @@ async fn establish(stream: TcpStream, remote: SocketAddr, tls: &ServerTls, plain
 }
 
 crate::coalesce::delegate_to_io!(Conn);
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Io::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Io::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Io::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(stream) => stream.is_write_vectored(),
-            Io::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Io::Tls(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Io::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}

@@ -34,6 +34,7 @@ mod protocol;
 mod reload;
 mod san;
 mod server;
+mod stream;
 mod x509;
 
 #[cfg(test)]

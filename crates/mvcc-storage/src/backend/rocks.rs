@@ -59,6 +59,9 @@ pub struct RocksBackend {
     table_options: Options,
     /// Names the next checkpoint's directory.
     checkpoints: AtomicU64,
+    /// Reads that may not touch a file (see `multi_get_in_memory`), made
+    /// once: every point read of a member tries them first.
+    memory_only: ReadOptions,
 }
 
 /// RocksDB's block cache, shared by every keyspace.
@@ -127,6 +130,7 @@ impl RocksBackend {
             unlogged: options.unlogged,
             table_options,
             checkpoints: AtomicU64::new(0),
+            memory_only: memory_only_reads(),
         })
     }
 
@@ -148,6 +152,7 @@ impl RocksBackend {
             unlogged: false,
             table_options,
             checkpoints: AtomicU64::new(0),
+            memory_only: memory_only_reads(),
         })
     }
 
@@ -208,6 +213,12 @@ impl RocksBackend {
     }
 }
 
+fn memory_only_reads() -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.set_read_tier(ReadTier::BlockCache);
+    opts
+}
+
 /// The size of `batch` in RocksDB's batch format: a 12-byte header, then
 /// per op a tag, the column family's id and the lengths as varints (at most
 /// 15 bytes in all), and the bytes themselves.
@@ -251,11 +262,9 @@ impl Backend for RocksBackend {
         keys: &[&[u8]],
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
         let cf = self.cf(space)?;
-        let mut opts = ReadOptions::default();
-        opts.set_read_tier(ReadTier::BlockCache);
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
-            match self.db.get_pinned_cf_opt(cf, key, &opts) {
+            match self.db.get_pinned_cf_opt(cf, key, &self.memory_only) {
                 Ok(value) => values.push(value.map(|v| v.to_vec())),
                 Err(e) if e.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
                 Err(e) => return Err(e.into()),
