@@ -494,7 +494,7 @@ mod tests {
         store.apply(1, WriteRequest::Put(&put("a", "1")), &NoLeases).unwrap();
         let metrics = Metrics::new().unwrap();
         store.metrics().register(metrics.registry()).unwrap();
-        let backend = Arc::downgrade(store.backend());
+        let backend = Arc::downgrade(&store.backend());
         drop(store);
         assert!(backend.upgrade().is_none(), "the registry does not hold the engine");
         let text = metrics.text().unwrap();

@@ -272,6 +272,8 @@ impl Applier {
     fn handle(&mut self, event: ApplyEvent) {
         match event {
             ApplyEvent::Committed(entries) => {
+                // The batch's changes reach the store's engine in one write.
+                self.kv.hold_writes();
                 for entry in entries {
                     let started = std::time::Instant::now();
                     let outcome = self.apply_entry(&entry);
@@ -288,6 +290,10 @@ impl Applier {
                         tracing::error!(%err, index = entry.index, "cannot apply committed entry; stopping the member");
                         std::process::abort();
                     }
+                }
+                if let Err(err) = self.kv.write_held() {
+                    tracing::error!(%err, "cannot write applied entries to the store; stopping the member");
+                    std::process::abort();
                 }
                 self.release_reads();
                 if let Err(err) = self.maybe_compact_log() {

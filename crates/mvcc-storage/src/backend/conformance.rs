@@ -205,6 +205,19 @@ backend_conformance!(rocks, {
     (dir, backend)
 });
 
+// Through a buffer that holds every write and writes out every third, so
+// reads find data split between the buffer and the engine.
+backend_conformance!(
+    buffered_mem,
+    ((), crate::backend::buffered::tests::Holding::new(std::sync::Arc::new(crate::backend::MemBackend::new()), 3))
+);
+backend_conformance!(buffered_rocks, {
+    let dir = tempfile::tempdir().unwrap();
+    let options = crate::backend::RocksOptions::replayed_from_raft_log();
+    let engine = crate::backend::RocksBackend::open_with(dir.path(), options).unwrap();
+    (dir, crate::backend::buffered::tests::Holding::new(std::sync::Arc::new(engine), 3))
+});
+
 backend_conformance!(rocks_unlogged, {
     let dir = tempfile::tempdir().unwrap();
     let options = crate::backend::RocksOptions::replayed_from_raft_log();

@@ -17,12 +17,14 @@
 //! again. [`Backend::sync`] forces everything written so far to stable storage
 //! (used before snapshots and at shutdown).
 
+mod buffered;
 mod mem;
 mod rocks;
 
 #[cfg(test)]
 mod conformance;
 
+pub use buffered::Buffered;
 pub use mem::MemBackend;
 pub use rocks::{RocksBackend, RocksOptions};
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{meta, put_consistent_index, KvStore};
-use crate::backend::{Keyspace, WriteBatch};
+use crate::backend::{Backend as _, Keyspace, WriteBatch};
 use crate::error::MvccError;
 
 impl KvStore {

@@ -19,7 +19,7 @@ use keel_proto::etcdserverpb::{CompactionRequest, CompactionResponse};
 use parking_lot::{RwLockUpgradableReadGuard, RwLockWriteGuard};
 
 use super::{meta, ops, put_consistent_index, KvStore, State, WriteOutcome, WriteResponse};
-use crate::backend::{Keyspace, WriteBatch};
+use crate::backend::{Backend as _, Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::revision::{self, Revision, REV_BYTES_LEN};
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::KvStore;
-use crate::backend::Keyspace;
+use crate::backend::{Backend as _, Keyspace};
 use crate::error::MvccError;
 use crate::revision::{self, Revision};
 

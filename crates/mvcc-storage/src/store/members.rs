@@ -9,7 +9,7 @@ use prost::Message;
 
 use super::v2::put_v2_records;
 use super::{meta, put_consistent_index, KvStore, V2Record};
-use crate::backend::{Keyspace, WriteBatch};
+use crate::backend::{Backend as _, Keyspace, WriteBatch};
 use crate::error::MvccError;
 
 /// Who this data directory belongs to, fixed when it was first bootstrapped.

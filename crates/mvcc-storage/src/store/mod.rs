@@ -49,7 +49,7 @@ use keel_proto::etcdserverpb::{
 use keel_proto::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 
-use crate::backend::{Backend, BackendError, Keyspace, MemBackend, RocksBackend, WriteBatch};
+use crate::backend::{Backend, BackendError, Buffered, Keyspace, MemBackend, RocksBackend, WriteBatch};
 use crate::error::MvccError;
 use crate::index::{KeyRange, TreeIndex};
 use crate::metrics::MvccMetrics;
@@ -138,7 +138,10 @@ pub(crate) struct State {
 
 /// The revisioned key/value store. `Send + Sync`; all methods take `&self`.
 pub struct KvStore {
-    backend: Arc<dyn Backend>,
+    backend: Arc<Buffered>,
+    /// Whether changes are held in the backend's buffer until
+    /// [`KvStore::write_held`] (see [`KvStore::hold_writes`]).
+    holding: std::sync::atomic::AtomicBool,
     state: Arc<RwLock<State>>,
     /// Held shared while reading values picked from the index, exclusively
     /// while deleting compacted revisions.
@@ -163,7 +166,7 @@ impl KvStore {
     /// Opens a store on `backend`, rebuilding the index and the revision
     /// counters from what it holds.
     pub fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
-        restore::open(backend)
+        restore::open(Arc::new(Buffered::new(backend)))
     }
 
     /// A store on a fresh [`MemBackend`].
@@ -176,8 +179,9 @@ impl KvStore {
         Self::open(Arc::new(RocksBackend::open(dir)?))
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+    /// The engine, as this store reads it (with the changes it holds).
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
     }
 
     /// This store's series (etcd's backend and MVCC metrics), to register
@@ -366,9 +370,35 @@ impl KvStore {
         Ok(())
     }
 
-    /// Writes one batch to the engine, timed as etcd times its backend
-    /// commits. Every replicated change goes through here.
+    /// From now until [`KvStore::write_held`], changes are held in memory
+    /// rather than written to the engine one batch each: the applier holds
+    /// the changes of one batch of committed entries and writes them in one
+    /// engine write. Reads see held changes at once; everything that needs
+    /// the engine complete (sync, checkpoints, defragmentation) writes them
+    /// out first. Nothing is synced either way, so this changes only the
+    /// cost: a crash loses held changes as it loses unsynced ones, with
+    /// `consistent_index` among them.
+    pub fn hold_writes(&self) {
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Writes the held changes to the engine, in one batch, and stops
+    /// holding them.
+    pub fn write_held(&self) -> Result<(), MvccError> {
+        self.holding.store(false, Ordering::Release);
+        let timer = self.metrics.commit_timer();
+        self.backend.write_held()?;
+        timer.observe_duration();
+        Ok(())
+    }
+
+    /// Writes one batch to the engine (or holds it, see
+    /// [`KvStore::hold_writes`]), timed as etcd times its backend commits.
+    /// Every replicated change goes through here.
     pub(crate) fn write_batch(&self, batch: WriteBatch) -> Result<(), BackendError> {
+        if self.holding.load(Ordering::Acquire) {
+            return self.backend.hold(batch);
+        }
         let timer = self.metrics.commit_timer();
         let written = self.backend.write(batch);
         timer.observe_duration();

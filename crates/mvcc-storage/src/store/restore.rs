@@ -10,13 +10,13 @@ use parking_lot::RwLock;
 use prost::Message;
 
 use super::{meta, KvStore, State};
-use crate::backend::{Backend, Keyspace};
+use crate::backend::{Backend, Buffered, Keyspace};
 use crate::error::MvccError;
 use crate::index::{KeyIndex, TreeIndex};
 use crate::metrics::MvccMetrics;
 use crate::revision::{self, Revision, REV_BYTES_LEN};
 
-pub(super) fn open(backend: Arc<dyn Backend>) -> Result<KvStore, MvccError> {
+pub(super) fn open(backend: Arc<Buffered>) -> Result<KvStore, MvccError> {
     let mut index = IndexBuilder::default();
     let mut failure = None;
     let start = Revision::new(1, 0).to_bytes();
@@ -63,7 +63,7 @@ impl IndexBuilder {
 /// is finished. A store rebuilt in place of another (a snapshot installed)
 /// goes on with the other's `metrics`.
 pub(super) fn assemble(
-    backend: Arc<dyn Backend>,
+    backend: Arc<Buffered>,
     built: IndexBuilder,
     metrics: Option<MvccMetrics>,
 ) -> Result<KvStore, MvccError> {
@@ -88,9 +88,13 @@ pub(super) fn assemble(
         "mvcc store restored"
     );
     let state = Arc::new(RwLock::new(State { index, current_rev, compact_rev, last_compact: None, leased, live_keys }));
-    let metrics = metrics.unwrap_or_else(|| MvccMetrics::new(Arc::downgrade(&state), Arc::downgrade(&backend)));
+    let metrics = metrics.unwrap_or_else(|| {
+        let engine: Arc<dyn Backend> = backend.clone();
+        MvccMetrics::new(Arc::downgrade(&state), Arc::downgrade(&engine))
+    });
     let store = KvStore {
         backend,
+        holding: Default::default(),
         state,
         compaction: RwLock::new(()),
         consistent_index: AtomicU64::new(consistent_index),

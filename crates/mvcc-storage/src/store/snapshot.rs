@@ -16,7 +16,7 @@ use keel_proto::keelpb::{SnapshotData, SnapshotEntry};
 use prost::Message;
 
 use super::{meta, restore, KvStore};
-use crate::backend::{Frozen, Keyspace, WriteBatch};
+use crate::backend::{Backend as _, Frozen, Keyspace, WriteBatch};
 use crate::error::MvccError;
 use crate::metrics::SnapshotGuard;
 

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{put_consistent_index, KvStore};
-use crate::backend::{Keyspace, WriteBatch};
+use crate::backend::{Backend as _, Keyspace, WriteBatch};
 use crate::error::MvccError;
 
 /// A stored v2 record: its key and value.

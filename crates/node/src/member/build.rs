@@ -57,7 +57,7 @@ pub struct Parts {
 /// already recorded as applied: it must resume it, not replay it).
 #[cfg(feature = "failpoints")]
 fn crash_between_compaction_batches(kv: &Arc<KvStore>) {
-    let backend = kv.backend().clone();
+    let backend = kv.backend();
     kv.set_compaction_batch_hook(Box::new(move |batch| {
         let marker = format!("compact-batch-{batch}");
         if fail::eval("compact-batch-sync", |_| ()).is_some() {
