@@ -61,19 +61,11 @@ impl Waiters {
     }
     pub(crate) fn forget(&self, tag: u64) {
         self.writes.lock().remove(&tag);
-        self.forget_read(tag);
-    }
-    pub(crate) fn forget_read(&self, tag: u64) {
         self.reads.lock().remove(&tag);
     }
     /// Writes waiting for their entry to be applied.
     pub(crate) fn pending_writes(&self) -> usize {
         self.writes.lock().len()
-    }
-    /// Reads waiting for their read index.
-    #[cfg(test)]
-    pub(crate) fn pending_reads(&self) -> usize {
-        self.reads.lock().len()
     }
 
     /// Gives the write waiting under `tag`, if any, its outcome.
@@ -252,14 +244,15 @@ impl Proposals {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.reads.read_point()).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(NodeError::NoLeader)) => {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(NodeError::NoLeader))) => {
                     if tokio::time::Instant::now() + RETRY_AFTER_NO_LEADER >= deadline {
                         return Err(NodeError::NoLeader);
                     }
                     tokio::time::sleep(RETRY_AFTER_NO_LEADER).await;
                 }
-                Ok(Err(err)) => return Err(err),
+                Ok(Ok(Err(err))) => return Err(err),
+                Ok(Err(_)) => return Err(NodeError::Stopped),
                 Err(_) => return Err(NodeError::Timeout),
             }
         }

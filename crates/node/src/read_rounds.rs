@@ -47,82 +47,25 @@ impl ReadRounds {
         ReadRounds { inner: Arc::new(Inner { raft, waiters, tags, state: Mutex::new(State::default()) }) }
     }
 
-    /// Returns once this member has applied a read index that raft gave
+    /// Answers once this member has applied a read index that raft gave
     /// after this call: Ok, or why not (no leader, stopped). Must be called
-    /// on a tokio runtime.
-    ///
-    /// The read that finds no round running runs the next one itself, on
-    /// its own task: a lone reader's answer then wakes it directly, with no
-    /// task in between. Reads that queued meanwhile get a round of their
-    /// own on a task, so no reader waits for another's round; and if the
-    /// running reader gives up (its future dropped), the round's readers
-    /// go on with a task, so a caller that gives up never stalls the others.
-    pub(crate) async fn read_point(&self) -> Result<(), NodeError> {
+    /// on a tokio runtime (the rounds run on a task of their own, so a
+    /// caller that gives up never stalls the others).
+    pub(crate) fn read_point(&self) -> oneshot::Receiver<Result<(), NodeError>> {
         let (reply, answer) = oneshot::channel();
-        let run = {
+        let start = {
             let mut state = self.inner.state.lock();
             state.queued.push(reply);
             !std::mem::replace(&mut state.running, true)
         };
-        if run {
-            Round { inner: self.inner.clone(), batch: Vec::new(), finished: false }.run().await;
-        }
-        answer.await.unwrap_or(Err(NodeError::Stopped))
-    }
-}
-
-/// One round run by a reader, for the reads queued when it starts.
-struct Round {
-    inner: Arc<Inner>,
-    batch: Vec<ReadReply>,
-    finished: bool,
-}
-
-impl Round {
-    async fn run(mut self) {
-        self.batch = std::mem::take(&mut self.inner.state.lock().queued);
-        let outcome = self.inner.round(&self.batch).await;
-        for reply in self.batch.drain(..) {
-            let _ = reply.send(copy(&outcome));
-        }
-        self.finished = true;
-        let more = {
-            let mut state = self.inner.state.lock();
-            state.running = !state.queued.is_empty();
-            state.running
-        };
-        if more {
+        if start {
             tokio::spawn(run_rounds(self.inner.clone()));
         }
+        answer
     }
 }
 
-impl Drop for Round {
-    /// The reader gave up during its round: the round's readers wait for
-    /// the next one, which a task runs.
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let mut state = self.inner.state.lock();
-        let queued = std::mem::take(&mut state.queued);
-        state.queued = std::mem::take(&mut self.batch);
-        state.queued.extend(queued);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(run_rounds(self.inner.clone()));
-            }
-            // The runtime is going away: nobody is left to wait.
-            Err(_) => {
-                state.queued.clear();
-                state.running = false;
-            }
-        }
-    }
-}
-
-/// Rounds on a task of their own, one per batch of queued reads, until none
-/// are queued.
+/// One round per batch of queued reads, until none are queued.
 async fn run_rounds(inner: Arc<Inner>) {
     loop {
         let batch = {
@@ -148,33 +91,21 @@ impl Inner {
             let tag = self.tags.fetch_add(1, Ordering::Relaxed);
             let (reply, answer) = oneshot::channel();
             self.waiters.wait_read(tag, reply);
-            // Forgotten however the wait ends, the round dropped included.
-            let _waiting = ForgetRead { waiters: &self.waiters, tag };
             if let Err(err) = self.raft.read_index(tag) {
+                self.waiters.forget(tag);
                 return Err(refused(err));
             }
             match tokio::time::timeout(READ_INDEX_RETRY, answer).await {
                 Ok(Ok(outcome)) => return outcome,
                 Ok(Err(_)) => return Err(NodeError::Stopped),
                 Err(_) => {
+                    self.waiters.forget(tag);
                     if batch.iter().all(ReadReply::is_closed) {
                         return Err(NodeError::Timeout);
                     }
                 }
             }
         }
-    }
-}
-
-/// Forgets the read waiting under `tag` when dropped.
-struct ForgetRead<'a> {
-    waiters: &'a Waiters,
-    tag: u64,
-}
-
-impl Drop for ForgetRead<'_> {
-    fn drop(&mut self) {
-        self.waiters.forget_read(self.tag);
     }
 }
 
@@ -195,101 +126,49 @@ mod tests {
     use super::*;
     use keel_raft_node::{Apply, Entry, MemLogEngine, RaftConfig, RaftLogStore, RaftNode, ReadState};
 
-    /// A member of one with the raft thread running; `apply` gets what it commits and reads.
-    async fn leader(apply: Box<dyn Apply>) -> RaftNode {
-        let store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
-        let raft =
-            RaftNode::start(RaftConfig::new(1, vec![1], 0), store, Box::new(keel_raft_node::NoPeers), apply).unwrap();
-        // raft-rs drops read requests until the leader has committed in its term.
-        while !raft.handle().status().is_leader() || raft.handle().status().commit_index() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        raft
-    }
+    /// Counts read-index answers and hands them to the waiters at once (the
+    /// single member applies nothing, so every index is "applied").
+    struct Answer(Arc<Waiters>, Arc<AtomicU64>);
 
-    /// Holds read-index answers until the test releases them.
-    struct Held(Arc<Mutex<Vec<u64>>>);
-
-    impl Apply for Held {
+    impl Apply for Answer {
         fn committed(&mut self, _entries: Vec<Entry>) {}
         fn read_states(&mut self, states: Vec<ReadState>) {
             for state in states {
-                self.0.lock().push(u64::from_be_bytes(state.request_ctx.as_slice().try_into().unwrap()));
+                self.1.fetch_add(1, Ordering::Relaxed);
+                let tag = u64::from_be_bytes(state.request_ctx.as_slice().try_into().unwrap());
+                self.0.answer_read(tag, Ok(()));
             }
         }
         fn dropped(&mut self, _tag: u64) {}
     }
 
-    /// Answers the read-index requests raft holds, waiting for one to come.
-    async fn release(waiters: &Waiters, held: &Mutex<Vec<u64>>) -> usize {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            assert!(tokio::time::Instant::now() < deadline, "no read-index request was made");
-            let tags = std::mem::take(&mut *held.lock());
-            if !tags.is_empty() {
-                let n = tags.len();
-                waiters.release_reads(tags);
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    // One runtime thread: the first read runs a round for itself; the other
-    // 499 queue meanwhile and share the next.
+    // One runtime thread: the 500 reads all queue before the rounds task runs.
     #[tokio::test(flavor = "current_thread")]
     async fn concurrent_reads_share_read_index_requests() {
         let waiters = Arc::new(Waiters::default());
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let raft = leader(Box::new(Held(held.clone()))).await;
-        let rounds = Arc::new(ReadRounds::new(raft.handle(), waiters.clone(), Arc::new(AtomicU64::new(1))));
-        let reads: Vec<_> = (0..500)
-            .map(|_| {
-                let rounds = rounds.clone();
-                tokio::spawn(async move { rounds.read_point().await })
-            })
-            .collect();
-        let mut requests = 0;
-        while !reads.iter().all(tokio::task::JoinHandle::is_finished) {
-            requests += release(&waiters, &held).await;
-            // The answered readers run; the next round is asked for.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let answered = Arc::new(AtomicU64::new(0));
+        let store = RaftLogStore::open(Box::new(MemLogEngine::default()), &[1]).unwrap();
+        let raft = RaftNode::start(
+            RaftConfig::new(1, vec![1], 0),
+            store,
+            Box::new(keel_raft_node::NoPeers),
+            Box::new(Answer(waiters.clone(), answered.clone())),
+        )
+        .unwrap();
+        while !raft.handle().status().is_leader() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        let rounds = ReadRounds::new(raft.handle(), waiters, Arc::new(AtomicU64::new(1)));
+        // A new leader answers reads once it has committed in its term.
+        rounds.read_point().await.unwrap().unwrap();
+        let before = answered.load(Ordering::Relaxed);
+
+        let reads: Vec<_> = (0..500).map(|_| rounds.read_point()).collect();
         for read in reads {
             read.await.unwrap().unwrap();
         }
-        assert_eq!(requests, 2, "read-index requests for 500 reads");
-        raft.stop();
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_reader_that_gives_up_during_its_round_leaves_the_others_a_round() {
-        let waiters = Arc::new(Waiters::default());
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let raft = leader(Box::new(Held(held.clone()))).await;
-        let rounds = Arc::new(ReadRounds::new(raft.handle(), waiters.clone(), Arc::new(AtomicU64::new(1))));
-        let first = tokio::spawn({
-            let rounds = rounds.clone();
-            async move { rounds.read_point().await }
-        });
-        // The first reader runs its round and waits for the answer;
-        // the second queues behind it.
-        while held.lock().is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let second = tokio::spawn({
-            let rounds = rounds.clone();
-            async move { rounds.read_point().await }
-        });
-        tokio::task::yield_now().await;
-        first.abort();
-        assert!(first.await.unwrap_err().is_cancelled());
-        // The abandoned round's answer finds nobody waiting; the second
-        // reader's own round, run by a task, answers it.
-        assert_eq!(release(&waiters, &held).await, 1);
-        assert_eq!(release(&waiters, &held).await, 1);
-        second.await.unwrap().unwrap();
-        assert_eq!(waiters.pending_reads(), 0, "no waiter left behind");
+        let requests = answered.load(Ordering::Relaxed) - before;
+        assert_eq!(requests, 1, "read-index requests for 500 reads");
         raft.stop();
     }
 }
