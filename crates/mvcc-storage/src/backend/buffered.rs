@@ -4,8 +4,8 @@
 //!
 //! The applier applies a batch of committed entries one by one, and each
 //! entry's change is one engine batch. Written one by one, each costs a
-//! RocksDB write group, a sequence number and a wake-up of its own; held,
-//! the batch's changes reach the engine in one write. Nothing about
+//! RocksDB write group and a sequence number of its own; held, the batch's
+//! changes reach the engine in one write, each key once. Nothing about
 //! durability changes: the store's writes are not synced either way, the
 //! raft log is the durable record, and `consistent_index` travels with the
 //! changes it covers, so a crash that loses held writes leaves the engine
