@@ -19,7 +19,7 @@ use keel_proto::keelpb::RaftBatch;
 use keel_raft_node::{Message, MessageType, Transport};
 use keel_tls::Connector;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
 
 use crate::metrics::{PeerLinkMetrics, PeerMetrics};
@@ -392,34 +392,32 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
             }
         };
         metrics.active.inc();
-        let (stream_tx, stream_rx) = mpsc::channel::<RaftBatch>(QUEUE_BATCHES);
-        metrics.sent_bytes.inc_by(bytes_of(&first));
-        let _ = stream_tx.send(RaftBatch { cluster_id, from, messages: first }).await;
-        let mut client = RaftPeerClient::new(channel);
-        let call =
-            tokio::spawn(async move { client.send(tokio_stream::wrappers::ReceiverStream::new(stream_rx)).await });
-        // Forward until the stream breaks; then reconnect.
-        loop {
-            tokio::select! {
-                batch = queue.recv() => {
-                    let Some(messages) = batch else {
-                        metrics.active.dec();
-                        return;
-                    };
-                    let bytes = bytes_of(&messages);
-                    if stream_tx.send(RaftBatch { cluster_id, from, messages }).await.is_err() {
-                        break;
-                    }
-                    metrics.sent_bytes.inc_by(bytes);
-                }
-                _ = stream_tx.closed() => break,
-            }
-        }
-        match call.await {
-            Ok(Err(status)) if status.code() == super::REFUSED => {
+        // The call's body reads the peer's queue itself: a message goes from
+        // the raft thread to the task that encodes it, with no task
+        // forwarding in between. The queue comes back when the call is over.
+        let (back, returned) = oneshot::channel();
+        let outbox = Outbox {
+            first: Some(first),
+            queue: Some(queue),
+            back: Some(back),
+            cluster_id,
+            from,
+            metrics: metrics.clone(),
+        };
+        let outcome = RaftPeerClient::new(channel).send(outbox).await;
+        // The client and its connection are gone by now, and with them the
+        // call's body, which hands the queue back as it drops.
+        let Ok(Some(returned)) = returned.await else {
+            // Every sender is gone: this peer was removed.
+            metrics.active.dec();
+            return;
+        };
+        queue = returned;
+        match outcome {
+            Err(status) if status.code() == super::REFUSED => {
                 tracing::error!(peer = %format!("{peer:x}"), message = status.message(), "peer refused us");
             }
-            Ok(Err(status)) if status.code() == super::GONE => {
+            Err(status) if status.code() == super::GONE => {
                 tracing::error!(peer = %format!("{peer:x}"), message = status.message(), "peer refused us");
                 removed.store(true, Ordering::Release);
                 metrics.active.dec();
@@ -432,6 +430,51 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
         metrics.sent_failures.inc();
         unreachable.lock().push(peer);
         tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
+
+/// A peer call's stream of raft batches, read straight from the peer's
+/// queue; dropped (the call over), it hands the queue back, or `None` once
+/// the queue has ended (no sender left).
+struct Outbox {
+    first: Option<Vec<Vec<u8>>>,
+    queue: Option<mpsc::Receiver<Vec<Vec<u8>>>>,
+    back: Option<oneshot::Sender<Option<mpsc::Receiver<Vec<Vec<u8>>>>>>,
+    cluster_id: u64,
+    from: u64,
+    metrics: PeerLinkMetrics,
+}
+
+impl futures::Stream for Outbox {
+    type Item = RaftBatch;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RaftBatch>> {
+        let messages = match self.first.take() {
+            Some(first) => first,
+            None => match self.queue.as_mut() {
+                Some(queue) => match std::task::ready!(queue.poll_recv(cx)) {
+                    Some(messages) => messages,
+                    None => {
+                        self.queue = None;
+                        return std::task::Poll::Ready(None);
+                    }
+                },
+                None => return std::task::Poll::Ready(None),
+            },
+        };
+        self.metrics.sent_bytes.inc_by(bytes_of(&messages));
+        std::task::Poll::Ready(Some(RaftBatch { cluster_id: self.cluster_id, from: self.from, messages }))
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Some(back) = self.back.take() {
+            let _ = back.send(self.queue.take());
+        }
     }
 }
 
