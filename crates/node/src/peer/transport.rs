@@ -433,13 +433,16 @@ async fn run_peer(link: Link, mut queue: mpsc::Receiver<Vec<Vec<u8>>>) {
     }
 }
 
+/// Where the raft thread's batches for one peer wait.
+type PeerQueue = mpsc::Receiver<Vec<Vec<u8>>>;
+
 /// A peer call's stream of raft batches, read straight from the peer's
 /// queue; dropped (the call over), it hands the queue back, or `None` once
 /// the queue has ended (no sender left).
 struct Outbox {
     first: Option<Vec<Vec<u8>>>,
-    queue: Option<mpsc::Receiver<Vec<Vec<u8>>>>,
-    back: Option<oneshot::Sender<Option<mpsc::Receiver<Vec<Vec<u8>>>>>>,
+    queue: Option<PeerQueue>,
+    back: Option<oneshot::Sender<Option<PeerQueue>>>,
     cluster_id: u64,
     from: u64,
     metrics: PeerLinkMetrics,
