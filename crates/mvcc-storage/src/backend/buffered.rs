@@ -36,7 +36,7 @@ pub struct Buffered {
     writing: Mutex<()>,
     buffer: RwLock<Buffer>,
     /// Whether `buffer` holds anything; reads skip its lock when not.
-    holding: AtomicBool,
+    any_held: AtomicBool,
 }
 
 #[derive(Default)]
@@ -68,7 +68,7 @@ impl Buffer {
 
 impl Buffered {
     pub fn new(engine: Arc<dyn Backend>) -> Buffered {
-        Buffered { engine, writing: Mutex::new(()), buffer: RwLock::default(), holding: AtomicBool::new(false) }
+        Buffered { engine, writing: Mutex::new(()), buffer: RwLock::default(), any_held: AtomicBool::new(false) }
     }
 
     /// Holds `batch` instead of writing it: readable now, written to the
@@ -92,7 +92,7 @@ impl Buffered {
                     }
                 }
             }
-            self.holding.store(!buffer.is_empty(), Ordering::SeqCst);
+            self.any_held.store(!buffer.is_empty(), Ordering::SeqCst);
             buffer.bytes >= MAX_HELD_BYTES
         };
         if full {
@@ -110,7 +110,7 @@ impl Buffered {
     /// The held operations, then `extra`'s, in one engine write; then the
     /// buffer forgets them (the engine answers for them from now on).
     fn write_out(&self, _writing: &MutexGuard<'_, ()>, extra: Option<WriteBatch>) -> Result<(), BackendError> {
-        if !self.holding.load(Ordering::SeqCst) {
+        if !self.holds_any() {
             return match extra {
                 Some(batch) => self.engine.write(batch),
                 None => Ok(()),
@@ -127,7 +127,7 @@ impl Buffered {
         }
         self.engine.write(batch)?;
         *self.buffer.write() = Buffer::default();
-        self.holding.store(false, Ordering::SeqCst);
+        self.any_held.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -139,9 +139,13 @@ impl Buffered {
         Ok(writing)
     }
 
+    fn holds_any(&self) -> bool {
+        self.any_held.load(Ordering::SeqCst)
+    }
+
     /// What the held writes add, roughly (overwrites counted in full).
     fn held_bytes(&self) -> u64 {
-        if !self.holding.load(Ordering::SeqCst) {
+        if !self.holds_any() {
             return 0;
         }
         self.buffer.read().bytes as u64
@@ -150,7 +154,7 @@ impl Buffered {
     /// The held value of `key`: `Some(None)` if a held write deleted it,
     /// `None` if nothing held touches it.
     fn held(&self, space: Keyspace, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        if !self.holding.load(Ordering::SeqCst) {
+        if !self.holds_any() {
             return None;
         }
         self.buffer.read().latest[space.slot()].get(key).cloned()
@@ -189,7 +193,7 @@ impl Backend for Buffered {
     }
 
     fn multi_get(&self, space: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
-        if !self.holding.load(Ordering::SeqCst) {
+        if !self.holds_any() {
             return self.engine.multi_get(space, keys);
         }
         let values = self.merged_get(space, keys, |missing| self.engine.multi_get(space, missing).map(Some))?;
@@ -201,7 +205,7 @@ impl Backend for Buffered {
         space: Keyspace,
         keys: &[&[u8]],
     ) -> Result<Option<Vec<Option<Vec<u8>>>>, BackendError> {
-        if !self.holding.load(Ordering::SeqCst) {
+        if !self.holds_any() {
             return self.engine.multi_get_in_memory(space, keys);
         }
         self.merged_get(space, keys, |missing| self.engine.multi_get_in_memory(space, missing))
@@ -214,7 +218,7 @@ impl Backend for Buffered {
         end: Option<&[u8]>,
         visit: &mut ScanVisitor<'_>,
     ) -> Result<(), BackendError> {
-        if !self.holding.load(Ordering::SeqCst) || matches!(end, Some(e) if e <= start) {
+        if !self.holds_any() || matches!(end, Some(e) if e <= start) {
             return self.engine.scan(space, start, end, visit);
         }
         // A copy, so the engine is read without the buffer's lock held: if
